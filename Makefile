@@ -1,0 +1,42 @@
+# secfed — make demo | make test | make bench
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.secfed-installed
+PKGS := secfed protocols privacy attacks evaluations
+DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch first, pinned, so that nothing pulls the CUDA wheels.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m secfed run examples/digits_protonet.toml --out $(DEMO_OUT)
+	@if $(PY) -c "import evaluations.report" 2>/dev/null; then \
+		$(PY) -m secfed report $(DEMO_OUT); \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(PKGS) tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy $(PKGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -n 2 --dist loadfile tests
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) -m evaluations.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

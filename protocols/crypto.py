@@ -1,0 +1,327 @@
+"""Pure cryptographic primitives used by the secure-aggregation protocols.
+
+* Key agreement: X25519 (RFC 7748) with explicit rejection of low-order public keys.
+* Key derivation: HKDF-SHA256 (RFC 5869), implemented on :mod:`hmac` (verified against the RFC's
+  test vectors in the test suite), always with the session id as salt and a labelled ``info``.
+* Authenticated encryption: AES-256-GCM with caller-supplied associated data.
+* Signatures (active-adversary variant): Ed25519.
+
+All randomness comes from the operating system (``os.urandom`` via :mod:`cryptography`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from protocols.errors import AuthenticationError, InvalidKeyError
+
+__all__ = [
+    "KEY_BYTES",
+    "NONCE_BYTES",
+    "TAG_BYTES",
+    "SIGNATURE_BYTES",
+    "KeyPair",
+    "generate_key_pair",
+    "check_x25519_public_key",
+    "agree",
+    "hkdf_sha256",
+    "hkdf_extract",
+    "hkdf_expand",
+    "aead_encrypt",
+    "aead_decrypt",
+    "sign",
+    "verify_signature",
+    "ed25519_public_bytes",
+    "derive_x25519_public",
+    "label",
+    "pack_ids",
+    "sha256",
+]
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+_P25519 = 2**255 - 19
+_LABEL_PREFIX = b"secfed/secagg/v1/"
+
+# u-coordinates (mod p) of the points of small order on Curve25519 and its twist that an
+# encoded public key can map to; the two order-8 points are from the published low-order list
+# (Bernstein; libsodium's blocklist). Non-canonical encodings (>= p, high bit set) are reduced
+# before the comparison, so every encoding of these points is rejected.
+_LOW_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _P25519 - 1,
+        int.from_bytes(
+            bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"
+        ),
+        int.from_bytes(
+            bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"
+        ),
+    }
+)
+
+
+def label(name: str) -> bytes:
+    """Return the domain-separation label ``secfed/secagg/v1/<name>`` as bytes.
+
+    Args:
+        name: Purpose of the derived key or signed statement.
+
+    Returns:
+        The label bytes.
+    """
+    return _LABEL_PREFIX + name.encode("ascii")
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An X25519 key pair with its raw encodings.
+
+    Attributes:
+        private: The private key object.
+        private_bytes: Raw 32-byte private key (what gets Shamir-shared for ``s``).
+        public_bytes: Raw 32-byte public key.
+    """
+
+    private: X25519PrivateKey
+    private_bytes: bytes
+    public_bytes: bytes
+
+
+def generate_key_pair() -> KeyPair:
+    """Generate a fresh X25519 key pair from the OS RNG.
+
+    Returns:
+        The key pair.
+    """
+    raw = os.urandom(KEY_BYTES)
+    sk = X25519PrivateKey.from_private_bytes(raw)
+    pk = sk.public_key().public_bytes_raw()
+    return KeyPair(private=sk, private_bytes=raw, public_bytes=pk)
+
+
+def derive_x25519_public(*, private_bytes: bytes) -> bytes:
+    """Return the X25519 public key of a raw private key.
+
+    Args:
+        private_bytes: 32-byte raw private key.
+
+    Returns:
+        The 32-byte public key.
+
+    Raises:
+        InvalidKeyError: If ``private_bytes`` is not 32 bytes.
+    """
+    if len(private_bytes) != KEY_BYTES:
+        raise InvalidKeyError(f"X25519 private key must be {KEY_BYTES} bytes, got {len(private_bytes)}")
+    return X25519PrivateKey.from_private_bytes(private_bytes).public_key().public_bytes_raw()
+
+
+def check_x25519_public_key(public: bytes) -> None:
+    """Reject malformed and low-order X25519 public keys.
+
+    Args:
+        public: Raw public key.
+
+    Raises:
+        InvalidKeyError: If the key is not 32 bytes or encodes a point of small order.
+    """
+    if len(public) != KEY_BYTES:
+        raise InvalidKeyError(f"X25519 public key must be {KEY_BYTES} bytes, got {len(public)}")
+    u = (int.from_bytes(public, "little") & ((1 << 255) - 1)) % _P25519
+    if u in _LOW_ORDER_U:
+        raise InvalidKeyError("X25519 public key has small order")
+
+
+def agree(*, private: X25519PrivateKey, public: bytes) -> bytes:
+    """X25519 key agreement with low-order checks.
+
+    Args:
+        private: Own private key.
+        public: Peer's raw public key.
+
+    Returns:
+        The 32-byte shared secret.
+
+    Raises:
+        InvalidKeyError: If ``public`` is malformed or of small order (the shared secret would be
+            all zero).
+    """
+    check_x25519_public_key(public)
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:  # all-zero output: cryptography refuses it
+        raise InvalidKeyError(f"X25519 key agreement failed: {exc}") from exc
+
+
+def hkdf_extract(*, salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract with SHA-256 (RFC 5869 section 2.2).
+
+    Args:
+        salt: Salt (the session id in this package); empty means 32 zero bytes.
+        ikm: Input keying material.
+
+    Returns:
+        The 32-byte pseudorandom key.
+    """
+    return hmac.digest(salt if salt else bytes(32), ikm, "sha256")
+
+
+def hkdf_expand(*, prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand with SHA-256 (RFC 5869 section 2.3).
+
+    Args:
+        prk: Pseudorandom key from :func:`hkdf_extract`.
+        info: Context and application specific information.
+        length: Output length in bytes (at most 255 * 32).
+
+    Returns:
+        ``length`` bytes of output keying material.
+
+    Raises:
+        ValueError: If ``length`` is out of range.
+    """
+    if not 0 < length <= 255 * 32:
+        raise ValueError(f"HKDF output length must be in (0, 8160], got {length}")
+    out = bytearray()
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes((counter,)), "sha256")
+        out += block
+        counter += 1
+    return bytes(out[:length])
+
+
+def hkdf_sha256(*, ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract then expand.
+
+    Args:
+        ikm: Input keying material (a shared secret or seed).
+        salt: Salt; the protocols always pass the session id.
+        info: Labelled context (see :func:`label`), including the ids the key is bound to.
+        length: Output length in bytes.
+
+    Returns:
+        The derived key.
+    """
+    return hkdf_expand(prk=hkdf_extract(salt=salt, ikm=ikm), info=info, length=length)
+
+
+def aead_encrypt(*, key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt with AES-256-GCM and a fresh random 96-bit nonce.
+
+    Args:
+        key: 32-byte key.
+        plaintext: Data to encrypt.
+        aad: Associated data bound to the ciphertext (session, sender, receiver, stage).
+
+    Returns:
+        ``nonce || ciphertext || tag``.
+    """
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def aead_decrypt(*, key: bytes, blob: bytes, aad: bytes) -> bytes:
+    """Decrypt and authenticate ``nonce || ciphertext || tag`` from :func:`aead_encrypt`.
+
+    Args:
+        key: 32-byte key.
+        blob: Nonce, ciphertext and tag.
+        aad: The associated data the sender used.
+
+    Returns:
+        The plaintext.
+
+    Raises:
+        AuthenticationError: If the blob is too short, was modified, or ``aad``/``key`` differ.
+    """
+    if len(blob) < NONCE_BYTES + TAG_BYTES:
+        raise AuthenticationError("ciphertext shorter than nonce + tag")
+    try:
+        return AESGCM(key).decrypt(bytes(blob[:NONCE_BYTES]), bytes(blob[NONCE_BYTES:]), aad)
+    except InvalidTag as exc:
+        raise AuthenticationError("AEAD authentication failed (tampered, wrong AAD or wrong key)") from exc
+
+
+def sign(*, key: Ed25519PrivateKey, message: bytes) -> bytes:
+    """Ed25519 signature.
+
+    Args:
+        key: Long-term signing key.
+        message: Statement to sign (already domain-separated by the caller).
+
+    Returns:
+        The 64-byte signature.
+    """
+    return key.sign(message)
+
+
+def verify_signature(*, public: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature.
+
+    Args:
+        public: Raw 32-byte verification key.
+        message: Signed statement.
+        signature: 64-byte signature.
+
+    Raises:
+        AuthenticationError: If the key or signature is malformed or does not verify.
+    """
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise AuthenticationError("Ed25519 signature does not verify") from exc
+
+
+def ed25519_public_bytes(key: Ed25519PrivateKey) -> bytes:
+    """Return the raw 32-byte verification key of ``key``.
+
+    Args:
+        key: Signing key.
+
+    Returns:
+        The raw public key.
+    """
+    return key.public_key().public_bytes_raw()
+
+
+def pack_ids(ids: list[int] | tuple[int, ...]) -> bytes:
+    """Encode client ids as big-endian uint32 values (for hashing and signing).
+
+    Args:
+        ids: Client ids in ``[0, 2**32 - 1)``.
+
+    Returns:
+        ``4 * len(ids)`` bytes.
+    """
+    return struct.pack(f">{len(ids)}I", *ids)
+
+
+def sha256(*parts: bytes) -> bytes:
+    """SHA-256 over length-prefixed parts (unambiguous concatenation).
+
+    Args:
+        *parts: Byte strings.
+
+    Returns:
+        The 32-byte digest.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(struct.pack(">Q", len(part)))
+        h.update(part)
+    return h.digest()

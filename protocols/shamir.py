@@ -1,0 +1,212 @@
+"""Shamir secret sharing over the prime field GF(p), p = 2^256 + 297.
+
+Shamir, "How to share a secret", CACM 1979. p is the smallest prime above 2^256, so every
+32-byte secret (an X25519 private key, a self-mask seed) is a field element without reduction.
+Shares are evaluations of a random polynomial of degree ``t - 1`` at x-coordinates chosen by the
+caller, which must be distinct, non-zero and below p (x = 0 is the secret itself). Coefficients
+are drawn uniformly from the field with rejection sampling (:func:`secrets.randbelow`), so there
+is no modulo bias.
+
+Reconstruction uses Lagrange coefficients at 0, cached per x-set (in full-graph SecAgg every
+secret is reconstructed from the same survivor set).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from functools import lru_cache
+
+from protocols.errors import ConfigError, MalformedMessageError, ReconstructionError
+
+__all__ = [
+    "PRIME",
+    "SHARE_BYTES",
+    "SECRET_BYTES",
+    "split",
+    "reconstruct",
+    "lagrange_at_zero",
+    "secret_to_int",
+    "int_to_secret",
+    "encode_share",
+    "decode_share",
+]
+
+PRIME = 2**256 + 297
+SHARE_BYTES = 33  # ceil(257 / 8)
+SECRET_BYTES = 32
+
+
+def secret_to_int(secret: bytes) -> int:
+    """Map a 32-byte secret to a field element (big-endian).
+
+    Args:
+        secret: Exactly 32 bytes.
+
+    Returns:
+        The integer in ``[0, 2^256)``.
+
+    Raises:
+        ConfigError: If ``secret`` is not 32 bytes.
+    """
+    if len(secret) != SECRET_BYTES:
+        raise ConfigError(f"Shamir secret must be {SECRET_BYTES} bytes, got {len(secret)}")
+    return int.from_bytes(secret, "big")
+
+
+def int_to_secret(value: int) -> bytes:
+    """Inverse of :func:`secret_to_int`.
+
+    Args:
+        value: Field element that encodes a 32-byte secret.
+
+    Returns:
+        The 32-byte secret.
+
+    Raises:
+        ReconstructionError: If ``value`` does not fit in 32 bytes (shares were inconsistent).
+    """
+    if not 0 <= value < 2**256:
+        raise ReconstructionError("reconstructed value is not a 32-byte secret (inconsistent shares)")
+    return value.to_bytes(SECRET_BYTES, "big")
+
+
+def encode_share(value: int) -> bytes:
+    """Serialise a share value as 33 big-endian bytes.
+
+    Args:
+        value: Field element.
+
+    Returns:
+        33 bytes.
+    """
+    return value.to_bytes(SHARE_BYTES, "big")
+
+
+def decode_share(data: bytes) -> int:
+    """Parse a 33-byte share value and check that it is a field element.
+
+    Args:
+        data: 33 bytes.
+
+    Returns:
+        The field element.
+
+    Raises:
+        MalformedMessageError: If the length is wrong or the value is not below the prime.
+    """
+    if len(data) != SHARE_BYTES:
+        raise MalformedMessageError(f"share must be {SHARE_BYTES} bytes, got {len(data)}")
+    value = int.from_bytes(data, "big")
+    if value >= PRIME:
+        raise MalformedMessageError("share value is not a field element")
+    return value
+
+
+def _check_xs(xs: Sequence[int]) -> None:
+    if len(set(xs)) != len(xs):
+        raise ConfigError("Shamir x-coordinates must be distinct")
+    for x in xs:
+        if not 0 < x < PRIME:
+            raise ConfigError(f"Shamir x-coordinate must be in [1, p), got {x}")
+
+
+def split(*, secret: int, t: int, xs: Sequence[int]) -> list[int]:
+    """Split ``secret`` into shares ``f(x)`` for each ``x`` in ``xs`` with threshold ``t``.
+
+    Args:
+        secret: Field element in ``[0, p)``.
+        t: Number of shares needed to reconstruct (polynomial degree ``t - 1``), ``1 <= t <= len(xs)``.
+        xs: Distinct non-zero x-coordinates.
+
+    Returns:
+        Share values, in the order of ``xs``.
+
+    Raises:
+        ConfigError: On an invalid threshold, secret or x-coordinate.
+    """
+    if not 1 <= t <= len(xs):
+        raise ConfigError(f"threshold t must be in [1, {len(xs)}], got {t}")
+    if not 0 <= secret < PRIME:
+        raise ConfigError("secret must be a field element")
+    _check_xs(xs)
+    # coefficients[0] is the highest degree so that Horner's rule runs from it down to the secret
+    coefficients = [secrets.randbelow(PRIME) for _ in range(t - 1)]
+    coefficients.append(secret)
+    p = PRIME
+    out = []
+    for x in xs:
+        acc = 0
+        for c in coefficients:
+            acc = (acc * x + c) % p
+        out.append(acc)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """Lagrange coefficients ``l_i(0)`` for the x-coordinates ``xs`` (cached).
+
+    ``f(0) = sum_i l_i(0) f(x_i)`` for every polynomial of degree < ``len(xs)``.
+
+    Args:
+        xs: Distinct non-zero x-coordinates.
+
+    Returns:
+        The coefficients, aligned with ``xs``.
+
+    Raises:
+        ConfigError: If ``xs`` are not distinct non-zero field elements.
+    """
+    _check_xs(xs)
+    p = PRIME
+    nums = []
+    dens = []
+    for i, xi in enumerate(xs):
+        num = 1
+        den = 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                num = num * xj % p
+                den = den * (xj - xi) % p
+        nums.append(num)
+        dens.append(den)
+    # one modular inversion for all denominators (Montgomery's trick)
+    prefix = [1] * (len(dens) + 1)
+    for i, d in enumerate(dens):
+        prefix[i + 1] = prefix[i] * d % p
+    inv = pow(prefix[-1], -1, p)
+    inv_dens = [0] * len(dens)
+    for i in range(len(dens) - 1, -1, -1):
+        inv_dens[i] = prefix[i] * inv % p
+        inv = inv * dens[i] % p
+    return tuple(n * d % p for n, d in zip(nums, inv_dens, strict=True))
+
+
+def reconstruct(*, shares: dict[int, int], t: int) -> int:
+    """Reconstruct the secret from at least ``t`` shares.
+
+    Uses the ``t`` shares with the smallest x-coordinates so that equal x-sets hit the cache.
+
+    Args:
+        shares: Share value by x-coordinate.
+        t: The threshold the shares were made with.
+
+    Returns:
+        The secret (field element).
+
+    Raises:
+        ReconstructionError: If fewer than ``t`` shares are given.
+        ConfigError: On invalid x-coordinates or ``t``.
+    """
+    if t < 1:
+        raise ConfigError(f"threshold t must be >= 1, got {t}")
+    if len(shares) < t:
+        raise ReconstructionError(f"need {t} shares to reconstruct, got {len(shares)}")
+    xs = tuple(sorted(shares)[:t])
+    coeffs = lagrange_at_zero(xs)
+    p = PRIME
+    acc = 0
+    for x, c in zip(xs, coeffs, strict=True):
+        acc += c * shares[x]
+    return acc % p

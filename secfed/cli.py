@@ -1,0 +1,136 @@
+"""The ``secfed`` command line.
+
+Commands::
+
+    secfed run CONFIG.toml [--set section.key=value ...] [--out RUN_DIR]
+    secfed run --resume RUN_DIR
+    secfed config CONFIG.toml [--set ...]          # print the fully resolved configuration
+
+Other commands (privacy, attack, sweep, report) register themselves through
+:data:`EXTRA_COMMANDS` from their own modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from secfed.errors import SecfedError
+
+__all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
+
+#: ``(module, function)`` pairs; each function receives the subparsers object and registers commands.
+EXTRA_COMMANDS: list[tuple[str, str]] = [
+    ("secfed.cli_privacy", "register"),
+    ("secfed.cli_attack", "register"),
+    ("evaluations.cli", "register"),
+]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from secfed.config import load_config
+    from secfed.experiment import Experiment
+
+    progress = None if not args.no_progress else False
+    if args.resume:
+        if args.config or args.set:
+            raise SecfedError("--resume RUN_DIR takes no CONFIG or --set: the run directory's config.toml is used")
+        result = Experiment.resume(args.resume, progress=progress)
+    else:
+        if not args.config:
+            raise SecfedError("give a CONFIG.toml to run, or --resume RUN_DIR")
+        cfg = load_config(args.config, overrides=args.set or [])
+        out = args.out or str(Path("runs") / f"{cfg.experiment.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+        result = Experiment(config=cfg).run(out_dir=out, progress=progress)
+    s = result.summary
+    print(
+        f"test accuracy {100 * s['test_accuracy']:.2f} ± {100 * s['test_accuracy_ci95']:.2f} % "
+        f"over {s['test_episodes']} episodes; {s['rounds']} rounds in {s['wall_s']:.1f} s"
+    )
+    if "epsilon" in s:
+        print(f"privacy: epsilon = {s['epsilon']:.3f} at delta = {s.get('delta')}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from secfed.config import config_to_toml, load_config
+
+    print(config_to_toml(load_config(args.config, overrides=args.set or [])), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered command."""
+    parser = argparse.ArgumentParser(
+        prog="secfed",
+        description="Secure, differentially private federated meta-learning.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an experiment from a TOML config", description="Run an experiment.")
+    run.add_argument("config", nargs="?", help="the experiment's TOML file")
+    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    run.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<name>-<time>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    cfg = sub.add_parser("config", help="print the fully resolved configuration", description="Validate and print a config.")
+    cfg.add_argument("config", help="the experiment's TOML file")
+    cfg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    cfg.set_defaults(func=_cmd_config)
+
+    import importlib
+
+    for module, fn in EXTRA_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] = getattr(mod, fn)
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``secfed`` command.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on invalid input, 1 on other failures.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from secfed import __version__
+
+        print(f"secfed {__version__}")
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except SecfedError as exc:
+        print(f"secfed: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except KeyboardInterrupt:
+        print("secfed: interrupted; resume with `secfed run --resume RUN_DIR`", file=sys.stderr)
+        return 130
+    except json.JSONDecodeError as exc:  # pragma: no cover - defensive
+        print(f"secfed: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

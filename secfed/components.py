@@ -1,0 +1,291 @@
+"""Builds the run's parts from a configuration: data splits, sites, models, learners, aggregators.
+
+Both the server process and every client process call these builders with the same
+configuration; each client keeps only its own shard (:func:`build_site`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from secfed.config import ExperimentConfig
+from secfed.data.dataset import ImageDataset
+from secfed.errors import ConfigError
+from secfed.federation.aggregation import ClientAggregator, ServerAggregator
+from secfed.learners.base import Learner, LearnerConfig
+from secfed.tasks.base import TaskSource
+
+__all__ = [
+    "Site",
+    "load_splits",
+    "build_site",
+    "build_model",
+    "build_learner",
+    "learner_config",
+    "build_test_source",
+    "build_client_aggregator",
+    "build_server_aggregator",
+    "build_site_privacy",
+    "model_num_classes",
+]
+
+
+def _rotate(dataset: ImageDataset) -> ImageDataset:
+    """Add 90/180/270-degree rotations of every class as new classes (Santoro et al. 2016)."""
+    blocks, labels, names, groups = [], [], [], []
+    for c in range(dataset.num_classes):
+        rows = np.flatnonzero(dataset.labels == c)
+        for k in range(4):
+            blocks.append(np.rot90(dataset.images[rows], k=k, axes=(2, 3)))
+            labels.append(np.full(rows.size, len(names), dtype=np.int64))
+            names.append(f"{dataset.class_names[c]}/rot{90 * k:03d}")
+            groups.append(dataset.class_groups[c])
+    return ImageDataset(
+        images=np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32),
+        labels=np.concatenate(labels),
+        class_names=tuple(names),
+        class_groups=tuple(groups),
+        name=dataset.name + "+rot",
+        source=dataset.source,
+    )
+
+
+def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Load the meta-train and meta-test datasets (disjoint classes, or sites for client-as-task).
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        ``(train, test)``.
+
+    Raises:
+        secfed.errors.DataError: When the data is missing or malformed.
+    """
+    d = config.data
+    if d.dataset == "digits":
+        from secfed.data.digits import load_digits_dataset
+
+        full = load_digits_dataset()
+        test_cls = sorted(d.test_classes)
+        train_cls = [c for c in range(full.num_classes) if c not in test_cls]
+        train = full.select_classes(classes=train_cls, name="digits-train")
+        test = full.select_classes(classes=test_cls, name="digits-test")
+        return (_rotate(train) if d.rotations else train), test
+    if d.dataset == "omniglot":
+        from secfed.data.omniglot import load_omniglot_split
+
+        return load_omniglot_split(
+            root=config.data_root(),
+            train_archives=d.train_archives,
+            test_archives=d.test_archives,
+            train_rotations=d.rotations,
+            test_rotations=False,
+            image_size=d.image_size,
+        )
+    from secfed.data.medmnist import load_medmnist
+
+    return (
+        load_medmnist(path=config.data_root(), split="train"),
+        load_medmnist(path=config.data_root(), split="test"),
+    )
+
+
+class SupervisedSource:
+    """Minibatches of a site's records with their global labels (FedAvg's local data)."""
+
+    def __init__(self, *, dataset: ImageDataset) -> None:
+        """Wrap a site's dataset.
+
+        Args:
+            dataset: The site's records.
+        """
+        self._x = torch.from_numpy(np.ascontiguousarray(dataset.images))
+        self._y = torch.from_numpy(np.ascontiguousarray(dataset.labels))
+
+    def sample_batch(self, *, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` records uniformly without replacement (all if fewer)."""
+        n = int(self._y.shape[0])
+        idx = torch.from_numpy(rng.choice(n, size=min(batch_size, n), replace=False))
+        return self._x[idx], self._y[idx]
+
+
+@dataclass
+class Site:
+    """One site's private data and task source (lives only in that site's process).
+
+    Attributes:
+        site_id: The site's id.
+        dataset: The site's own records.
+        tasks: Task source over the site's records.
+    """
+
+    site_id: int
+    dataset: ImageDataset
+    tasks: TaskSource
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one record."""
+        return self.dataset.input_shape
+
+    @property
+    def num_records(self) -> int:
+        """Records held by the site."""
+        return self.dataset.num_records
+
+    def summary(self) -> dict[str, Any]:
+        """Public summary: records and classes (no record content)."""
+        counts = self.dataset.class_counts()
+        return {"records": int(self.num_records), "classes": int((counts > 0).sum())}
+
+
+def _partition(*, config: ExperimentConfig, train: ImageDataset) -> list[np.ndarray]:
+    from secfed.data.partition import partition_dataset
+
+    p = config.partition
+    return partition_dataset(
+        dataset=train, scheme=p.scheme, num_sites=p.num_sites, seed=config.experiment.seed, alpha=p.alpha
+    )
+
+
+def _task_source(*, config: ExperimentConfig, dataset: ImageDataset, train: bool) -> TaskSource:
+    t = config.task
+    if config.learner.name == "fedavg" and train:
+        return SupervisedSource(dataset=dataset)  # type: ignore[return-value]
+    if t.source == "client_as_task":
+        from secfed.tasks.client_task import ClientTaskSource
+
+        return ClientTaskSource(dataset=dataset, support_fraction=t.support_fraction)
+    from secfed.tasks.episodic import EpisodicTaskSource
+
+    if train:
+        return EpisodicTaskSource(dataset=dataset, n_way=t.n_way, k_shot=t.k_shot, q_query=t.q_query)
+    return EpisodicTaskSource(dataset=dataset, n_way=t.test_n_way, k_shot=t.test_k_shot, q_query=t.test_q_query)
+
+
+def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
+    """Load the data, keep only this site's shard, and build its task source.
+
+    Args:
+        config: The configuration.
+        site_id: The site.
+
+    Returns:
+        The site.
+
+    Raises:
+        ConfigError: If ``site_id`` is out of range.
+        secfed.errors.DataError: If the shard cannot support the configured tasks.
+    """
+    if not 0 <= site_id < config.partition.num_sites:
+        raise ConfigError(f"site id {site_id} is outside [0, {config.partition.num_sites})")
+    train, _ = load_splits(config=config)
+    shard = _partition(config=config, train=train)[site_id]
+    dataset = train.subset(indices=shard, name=f"site{site_id}")
+    return Site(site_id=site_id, dataset=dataset, tasks=_task_source(config=config, dataset=dataset, train=True))
+
+
+def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSource:
+    """Task source over the held-out (meta-test) data."""
+    return _task_source(config=config, dataset=test, train=False)
+
+
+def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = None) -> int | None:
+    """Output units of the model head: none for ProtoNet, n_way for MAML-family, all classes for FedAvg."""
+    name = config.learner.name
+    if name == "protonet":
+        return None
+    if name == "fedavg":
+        if train is None:
+            train, _ = load_splits(config=config)
+        return train.num_classes
+    if config.task.n_way != config.task.test_n_way:
+        raise ConfigError(
+            f"{name} uses an n_way-output head: task.n_way ({config.task.n_way}) must equal "
+            f"task.test_n_way ({config.task.test_n_way})"
+        )
+    return config.task.n_way
+
+
+def build_model(*, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None = -1) -> nn.Module:
+    """Build the configured model.
+
+    Args:
+        config: The configuration.
+        input_shape: Shape of one record.
+        num_classes: Head size; ``-1`` derives it from the learner (see :func:`model_num_classes`).
+
+    Returns:
+        The model (seed torch before calling for reproducible initialisation).
+    """
+    from secfed.models.build import build_model as _build
+
+    m = config.model
+    heads = model_num_classes(config=config) if num_classes == -1 else num_classes
+    return _build(
+        arch=m.arch, input_shape=input_shape, num_classes=heads, hidden=m.hidden, norm=m.norm, num_groups=m.groups,
+        depth=m.layers if m.arch == "mlp" else None,
+    )
+
+
+def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
+    """The learner hyperparameters of the configuration."""
+    lr = config.learner
+    return LearnerConfig(
+        local_steps=lr.local_steps,
+        meta_batch=lr.meta_batch,
+        local_lr=lr.local_lr,
+        local_optimizer=lr.local_optimizer,
+        inner_steps=lr.inner_steps,
+        inner_lr=lr.inner_lr,
+        test_inner_steps=lr.test_inner_steps,
+        test_inner_lr=lr.test_inner_lr,
+        inner_optimizer=lr.inner_optimizer,
+        reptile_inner_batch=lr.reptile_inner_batch,
+    )
+
+
+def build_learner(*, config: ExperimentConfig) -> Learner:
+    """Build the configured learner."""
+    from secfed.learners import build_learner as _build
+
+    return _build(name=config.learner.name, config=learner_config(config=config))
+
+
+def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
+    """Client side of the configured aggregation scheme."""
+    agg = config.federation.aggregation
+    if agg == "plain":
+        from secfed.federation.plain import PlainClientAggregator
+
+        return PlainClientAggregator()
+    from secfed.federation.secure import make_client_aggregator
+
+    return make_client_aggregator(config=config, site_id=site_id)
+
+
+def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
+    """Server side of the configured aggregation scheme."""
+    agg = config.federation.aggregation
+    if agg == "plain":
+        from secfed.federation.plain import PlainServerAggregator
+
+        return PlainServerAggregator()
+    from secfed.federation.secure import make_server_aggregator
+
+    return make_server_aggregator(config=config)
+
+
+def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) -> Any:
+    """The site's local privacy mechanism (None when ``privacy.mode`` is ``none``)."""
+    if config.privacy.mode == "none":
+        return None
+    from secfed.dp import build_site_privacy as _build
+
+    return _build(config=config, site_id=site_id, site=site)

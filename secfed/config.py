@@ -1,0 +1,588 @@
+"""Experiment configuration: typed sections, strict TOML loading and validation.
+
+Every key is declared in a frozen dataclass below. Loading rejects unknown sections and keys,
+wrong types and values outside the allowed set *before any work is done*, with a
+:class:`~secfed.errors.ConfigError` that names the key and what is allowed. The fully resolved
+configuration is written back as TOML into every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import tomli_w
+
+from secfed.errors import ConfigError
+
+__all__ = [
+    "ExperimentSection",
+    "DataSection",
+    "PartitionSection",
+    "TaskSection",
+    "ModelSection",
+    "LearnerSection",
+    "FederationSection",
+    "SecAggSection",
+    "PrivacySection",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "config_to_dict",
+    "config_to_toml",
+    "config_hash",
+]
+
+# Allowed values of enumerated keys, by "section.key".
+CHOICES: dict[str, tuple[str, ...]] = {
+    "experiment.backend": ("sequential", "multiprocess"),
+    "data.dataset": ("digits", "omniglot", "medmnist"),
+    "partition.scheme": ("iid", "dirichlet", "class_disjoint", "quantity_skew"),
+    "task.source": ("episodic", "client_as_task"),
+    "model.arch": ("conv4", "mlp"),
+    "model.norm": ("batch", "group", "none"),
+    "learner.name": ("protonet", "maml", "fomaml", "reptile", "fedavg"),
+    "learner.local_optimizer": ("adam", "sgd"),
+    "learner.inner_optimizer": ("sgd", "adam"),
+    "federation.sampling": ("fixed", "poisson"),
+    "federation.server_optimizer": ("sgd", "adam"),
+    "federation.aggregation": ("plain", "secagg", "secagg+"),
+    "federation.weighting": ("uniform", "examples"),
+    "privacy.mode": ("none", "record", "client", "distributed"),
+    "privacy.accountant": ("rdp", "prv"),
+    "privacy.mechanism": ("gaussian", "skellam", "ddg"),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    """Run-level settings.
+
+    Attributes:
+        name: Free-form experiment name (reported in outputs).
+        seed: Master seed; every random choice in the run derives from it.
+        rounds: Federated rounds.
+        eval_every: Evaluate the global model every this many rounds (0 = only at the end).
+        eval_episodes: Test episodes per intermediate evaluation.
+        final_eval_episodes: Test episodes of the final evaluation (>= 600 for few-shot claims).
+        backend: ``sequential`` (in-process) or ``multiprocess`` (one OS process per site).
+        threads: Torch threads in the server process (0 = leave torch's default).
+    """
+
+    name: str = "secfed"
+    seed: int = 0
+    rounds: int = 20
+    eval_every: int = 5
+    eval_episodes: int = 100
+    final_eval_episodes: int = 600
+    backend: str = "sequential"
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which data to load.
+
+    Attributes:
+        dataset: ``digits`` (embedded, scikit-learn), ``omniglot`` or ``medmnist``.
+        root: Path to the data (Omniglot archive folder or MedMNIST ``.npz``); relative paths are
+            resolved against the config file's folder. Empty for ``digits``.
+        train_archives: Omniglot archives whose alphabets are meta-train (e.g.
+            ``["images_background_small1"]``).
+        test_archives: Omniglot archives whose alphabets (minus the training ones) are meta-test.
+        rotations: Add 90/180/270-degree rotations of the *training* classes as extra classes.
+        test_classes: Digits only: held-out digit classes for meta-test.
+        image_size: Side length images are resized to (Omniglot).
+    """
+
+    dataset: str = "digits"
+    root: str = ""
+    train_archives: list[str] = field(default_factory=lambda: ["images_background_small1"])
+    test_archives: list[str] = field(default_factory=lambda: ["images_background_small2"])
+    rotations: bool = True
+    test_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
+    image_size: int = 28
+
+
+@dataclass(frozen=True)
+class PartitionSection:
+    """How the training data is split across sites.
+
+    Attributes:
+        scheme: ``class_disjoint`` (each site owns its classes), ``iid``, ``dirichlet`` or
+            ``quantity_skew``.
+        num_sites: Number of sites (clients).
+        alpha: Concentration of the Dirichlet / quantity-skew schemes.
+    """
+
+    scheme: str = "class_disjoint"
+    num_sites: int = 4
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    """Task sampling for training and evaluation.
+
+    Attributes:
+        source: ``episodic`` (N-way K-shot from a site's own classes) or ``client_as_task``.
+        n_way: Classes per training episode.
+        k_shot: Support records per class in training episodes.
+        q_query: Query records per class in training episodes.
+        test_n_way: Classes per test episode.
+        test_k_shot: Support records per class in test episodes.
+        test_q_query: Query records per class in test episodes.
+        support_fraction: client_as_task only: fraction of a site's records used as support.
+    """
+
+    source: str = "episodic"
+    n_way: int = 5
+    k_shot: int = 1
+    q_query: int = 15
+    test_n_way: int = 5
+    test_k_shot: int = 1
+    test_q_query: int = 15
+    support_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Model architecture.
+
+    Attributes:
+        arch: ``conv4`` (4 x [conv, norm, ReLU, pool]) or ``mlp``.
+        hidden: Filters (Conv-4) or hidden units (MLP).
+        norm: ``batch``, ``group`` (required under DP) or ``none``.
+        groups: Groups of GroupNorm.
+        layers: Hidden layers of the MLP.
+    """
+
+    arch: str = "conv4"
+    hidden: int = 64
+    norm: str = "batch"
+    groups: int = 8
+    layers: int = 2
+
+
+@dataclass(frozen=True)
+class LearnerSection:
+    """Meta-learner and its hyperparameters (see :class:`secfed.learners.base.LearnerConfig`).
+
+    Attributes:
+        name: ``protonet``, ``maml``, ``fomaml``, ``reptile`` or ``fedavg``.
+        local_steps: Local (outer) steps per site per round.
+        meta_batch: Tasks per local step.
+        local_lr: Local learning rate.
+        local_optimizer: ``adam`` or ``sgd``.
+        inner_steps: Inner adaptation steps in training.
+        inner_lr: Inner learning rate in training.
+        test_inner_steps: Adaptation steps at test time.
+        test_inner_lr: Adaptation learning rate at test time.
+        inner_optimizer: Reptile inner optimiser.
+        reptile_inner_batch: Records per Reptile inner step (0 = whole task).
+        batch_size: FedAvg local minibatch size.
+    """
+
+    name: str = "protonet"
+    local_steps: int = 10
+    meta_batch: int = 1
+    local_lr: float = 1e-3
+    local_optimizer: str = "adam"
+    inner_steps: int = 1
+    inner_lr: float = 0.4
+    test_inner_steps: int = 3
+    test_inner_lr: float = 0.4
+    inner_optimizer: str = "sgd"
+    reptile_inner_batch: int = 0
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class FederationSection:
+    """Server-side federation settings.
+
+    Attributes:
+        clients_per_round: Sites sampled per round with ``fixed`` sampling (0 = all).
+        sampling: ``fixed`` (uniform without replacement) or ``poisson`` (each site with
+            probability ``sample_rate``).
+        sample_rate: Poisson client sampling rate.
+        server_optimizer: ``sgd`` (FedAvg with server learning rate) or ``adam`` (FedAdam).
+        server_lr: Server learning rate.
+        dropout_rate: Probability that a sampled site drops out during a round (the stage is
+            drawn from the seed).
+        straggler_rate: Probability that a site answers too late at one stage (treated as a
+            dropout at that stage; its late answer is discarded).
+        aggregation: ``plain`` weighted sum, ``secagg`` or ``secagg+``.
+        weighting: Public aggregation weights: ``uniform`` or ``examples`` (records per site; not
+            private under DP).
+    """
+
+    clients_per_round: int = 0
+    sampling: str = "fixed"
+    sample_rate: float = 1.0
+    server_optimizer: str = "sgd"
+    server_lr: float = 1.0
+    dropout_rate: float = 0.0
+    straggler_rate: float = 0.0
+    aggregation: str = "plain"
+    weighting: str = "uniform"
+
+
+@dataclass(frozen=True)
+class SecAggSection:
+    """Secure-aggregation options (used when ``federation.aggregation`` is not ``plain``).
+
+    Attributes:
+        k: SecAgg+ neighbourhood size (0 = derive from n, corruption and dropout rates).
+        t: Shamir threshold (0 = derive).
+        clip: Per-coordinate clipping range of the quantiser.
+        precision_bits: Fractional bits of the fixed-point quantiser.
+        active: Active-adversary mode (signatures and consistency check).
+        corrupt_fraction: Assumed fraction of corrupt clients.
+    """
+
+    k: int = 0
+    t: int = 0
+    clip: float = 1.0
+    precision_bits: int = 16
+    active: bool = False
+    corrupt_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class PrivacySection:
+    """Differential privacy settings.
+
+    Attributes:
+        mode: ``none``; ``record`` (each site protects its records: DP-SGD inside local
+            training); ``client`` (each site is the unit: DP-FedAvg with a trusted aggregator);
+            ``distributed`` (client level, noise added by clients under secure aggregation).
+        noise_multiplier: z (noise std divided by sensitivity scale).
+        max_grad_norm: Clipping norm C (per record / episode, or per client update).
+        sample_rate: Record-level Poisson sampling rate q of DP-SGD.
+        expected_batch: Public expected number of records (or episodes) per DP step.
+        delta: Target delta.
+        accountant: ``rdp`` or ``prv``.
+        epsilon_budget: Stop before a site's or the global epsilon would exceed this (0 = none).
+        target_epsilon: If > 0, calibrate ``noise_multiplier`` for this epsilon before the run.
+        mechanism: Distributed DP noise: ``skellam`` or ``ddg``; ``gaussian`` otherwise.
+        bits: Modulus bits of the distributed-DP encoder.
+        episodes_per_step: Episode slots per record-level episodic DP step.
+    """
+
+    mode: str = "none"
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    sample_rate: float = 0.05
+    expected_batch: int = 32
+    delta: float = 1e-5
+    accountant: str = "rdp"
+    epsilon_budget: float = 0.0
+    target_epsilon: float = 0.0
+    mechanism: str = "gaussian"
+    bits: int = 32
+    episodes_per_step: int = 4
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A complete, validated experiment configuration.
+
+    Attributes:
+        experiment, data, partition, task, model, learner, federation, secagg, privacy: sections.
+        base_dir: Folder relative data paths are resolved against (not serialised).
+    """
+
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    data: DataSection = field(default_factory=DataSection)
+    partition: PartitionSection = field(default_factory=PartitionSection)
+    task: TaskSection = field(default_factory=TaskSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    learner: LearnerSection = field(default_factory=LearnerSection)
+    federation: FederationSection = field(default_factory=FederationSection)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
+    base_dir: str = field(default=".", compare=False)
+
+    def data_root(self) -> Path:
+        """The data root resolved against :attr:`base_dir` (empty root stays empty)."""
+        if not self.data.root:
+            return Path("")
+        root = Path(self.data.root).expanduser()
+        return root if root.is_absolute() else (Path(self.base_dir) / root).resolve()
+
+    def replace(self, **sections: Any) -> ExperimentConfig:
+        """Return a copy with whole sections replaced, re-validated.
+
+        Args:
+            **sections: Section objects by name.
+
+        Returns:
+            The new configuration.
+        """
+        new = dataclasses.replace(self, **sections)
+        validate(new)
+        return new
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in fields(ExperimentConfig) if f.name != "base_dir"}  # type: ignore[misc]
+
+
+def _section_types() -> dict[str, type]:
+    hints = get_type_hints(ExperimentConfig)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin is list:
+        (item_type,) = get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path = ".") -> ExperimentConfig:
+    """Build and validate a configuration from nested mappings (as parsed from TOML).
+
+    Args:
+        data: ``{section: {key: value}}``; missing sections and keys take their defaults.
+        base_dir: Folder that relative data paths are resolved against.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: On an unknown section or key, a wrong type, or a bad value.
+    """
+    types = _section_types()
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; allowed sections: {', '.join(types)}")
+    sections: dict[str, Any] = {}
+    for name, cls in types.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[{name}] must be a table of keys, got {raw!r}")
+        hints = get_type_hints(cls)
+        allowed = [f.name for f in fields(cls)]
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in hints:
+                raise ConfigError(f"unknown key {name}.{key}; allowed keys in [{name}]: {', '.join(allowed)}")
+            kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+        sections[name] = cls(**kwargs)
+    cfg = ExperimentConfig(**sections, base_dir=str(base_dir))
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, key: str, requirement: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key} = {value!r} is invalid: {requirement}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value of ``cfg``; raise on the first problem.
+
+    Args:
+        cfg: The configuration.
+
+    Raises:
+        ConfigError: Naming the key, the bad value and what is allowed.
+    """
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{dotted} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    e, d, p, t, m, lr, f, s, pr = (
+        cfg.experiment,
+        cfg.data,
+        cfg.partition,
+        cfg.task,
+        cfg.model,
+        cfg.learner,
+        cfg.federation,
+        cfg.secagg,
+        cfg.privacy,
+    )
+    _check(e.rounds >= 1, "experiment.rounds", "must be >= 1", e.rounds)
+    _check(e.eval_every >= 0, "experiment.eval_every", "must be >= 0", e.eval_every)
+    _check(e.eval_episodes >= 1, "experiment.eval_episodes", "must be >= 1", e.eval_episodes)
+    _check(e.final_eval_episodes >= 1, "experiment.final_eval_episodes", "must be >= 1", e.final_eval_episodes)
+    _check(e.threads >= 0, "experiment.threads", "must be >= 0", e.threads)
+    _check(e.seed >= 0, "experiment.seed", "must be >= 0", e.seed)
+    if d.dataset in ("omniglot", "medmnist"):
+        _check(bool(d.root), "data.root", f"a path is required for dataset {d.dataset!r}", d.root)
+    _check(4 <= d.image_size <= 105, "data.image_size", "must be in [4, 105]", d.image_size)
+    if d.dataset == "digits":
+        _check(
+            len(set(d.test_classes)) == len(d.test_classes) and all(0 <= c <= 9 for c in d.test_classes),
+            "data.test_classes",
+            "distinct digit classes in 0..9",
+            d.test_classes,
+        )
+        _check(len(d.test_classes) <= 8, "data.test_classes", "leave at least 2 training classes", d.test_classes)
+    _check(p.num_sites >= 1, "partition.num_sites", "must be >= 1", p.num_sites)
+    _check(p.alpha > 0, "partition.alpha", "must be > 0", p.alpha)
+    for key in ("n_way", "k_shot", "q_query", "test_n_way", "test_k_shot", "test_q_query"):
+        _check(getattr(t, key) >= 1, f"task.{key}", "must be >= 1", getattr(t, key))
+    _check(t.n_way >= 2 and t.test_n_way >= 2, "task.n_way", "ways must be >= 2", (t.n_way, t.test_n_way))
+    _check(0 < t.support_fraction < 1, "task.support_fraction", "must be in (0, 1)", t.support_fraction)
+    _check(m.hidden >= 1, "model.hidden", "must be >= 1", m.hidden)
+    _check(m.groups >= 1 and m.hidden % m.groups == 0, "model.groups", "must divide model.hidden", m.groups)
+    _check(m.layers >= 1, "model.layers", "must be >= 1", m.layers)
+    for key in ("local_steps", "meta_batch", "batch_size"):
+        _check(getattr(lr, key) >= 1, f"learner.{key}", "must be >= 1", getattr(lr, key))
+    for key in ("inner_steps", "test_inner_steps", "reptile_inner_batch"):
+        _check(getattr(lr, key) >= 0, f"learner.{key}", "must be >= 0", getattr(lr, key))
+    for key in ("local_lr", "inner_lr", "test_inner_lr"):
+        _check(getattr(lr, key) > 0, f"learner.{key}", "must be > 0", getattr(lr, key))
+    if lr.name in ("maml", "fomaml", "reptile"):
+        _check(lr.inner_steps >= 1, "learner.inner_steps", f"{lr.name} needs >= 1 inner step", lr.inner_steps)
+    _check(f.clients_per_round >= 0, "federation.clients_per_round", "must be >= 0", f.clients_per_round)
+    _check(
+        f.clients_per_round <= p.num_sites,
+        "federation.clients_per_round",
+        f"cannot exceed partition.num_sites = {p.num_sites}",
+        f.clients_per_round,
+    )
+    _check(0 < f.sample_rate <= 1, "federation.sample_rate", "must be in (0, 1]", f.sample_rate)
+    _check(f.server_lr > 0, "federation.server_lr", "must be > 0", f.server_lr)
+    _check(0 <= f.dropout_rate < 1, "federation.dropout_rate", "must be in [0, 1)", f.dropout_rate)
+    _check(0 <= f.straggler_rate < 1, "federation.straggler_rate", "must be in [0, 1)", f.straggler_rate)
+    _check(s.k >= 0 and s.t >= 0, "secagg.k/t", "must be >= 0 (0 = derive)", (s.k, s.t))
+    _check(s.clip > 0, "secagg.clip", "must be > 0", s.clip)
+    _check(1 <= s.precision_bits <= 40, "secagg.precision_bits", "must be in [1, 40]", s.precision_bits)
+    _check(0 <= s.corrupt_fraction < 0.5, "secagg.corrupt_fraction", "must be in [0, 0.5)", s.corrupt_fraction)
+    if f.aggregation != "plain":
+        _check(p.num_sites >= 3, "partition.num_sites", "secure aggregation needs >= 3 sites", p.num_sites)
+    _check(pr.noise_multiplier >= 0, "privacy.noise_multiplier", "must be >= 0", pr.noise_multiplier)
+    _check(pr.max_grad_norm > 0, "privacy.max_grad_norm", "must be > 0", pr.max_grad_norm)
+    _check(0 < pr.sample_rate <= 1, "privacy.sample_rate", "must be in (0, 1]", pr.sample_rate)
+    _check(pr.expected_batch >= 1, "privacy.expected_batch", "must be >= 1", pr.expected_batch)
+    _check(0 < pr.delta < 1, "privacy.delta", "must be in (0, 1)", pr.delta)
+    _check(pr.epsilon_budget >= 0, "privacy.epsilon_budget", "must be >= 0 (0 = no budget)", pr.epsilon_budget)
+    _check(pr.target_epsilon >= 0, "privacy.target_epsilon", "must be >= 0 (0 = use noise_multiplier)", pr.target_epsilon)
+    _check(8 <= pr.bits <= 62, "privacy.bits", "must be in [8, 62]", pr.bits)
+    _check(pr.episodes_per_step >= 1, "privacy.episodes_per_step", "must be >= 1", pr.episodes_per_step)
+    if pr.mode == "distributed":
+        _check(
+            f.aggregation != "plain",
+            "federation.aggregation",
+            "privacy.mode = 'distributed' needs secure aggregation ('secagg' or 'secagg+')",
+            f.aggregation,
+        )
+        _check(
+            pr.mechanism in ("skellam", "ddg"),
+            "privacy.mechanism",
+            "distributed DP needs 'skellam' or 'ddg'",
+            pr.mechanism,
+        )
+    if pr.mode != "none":
+        _check(m.norm != "batch", "model.norm", "BatchNorm couples records and is refused under DP; use 'group'", m.norm)
+
+
+def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override and validate a TOML configuration file.
+
+    Args:
+        path: The TOML file.
+        overrides: ``section.key=value`` strings (values in TOML syntax; bare words are strings).
+
+    Returns:
+        The validated configuration; relative data paths resolve against the file's folder.
+
+    Raises:
+        ConfigError: If the file is missing or not valid TOML, or on any invalid key or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = apply_overrides(data, overrides=overrides)
+    base = data.pop("_base_dir", None)
+    return config_from_dict(data, base_dir=base if isinstance(base, str) else path.resolve().parent)
+
+
+def apply_overrides(data: Mapping[str, Any], *, overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to parsed TOML data.
+
+    Args:
+        data: Parsed TOML.
+        overrides: Override strings; the value is parsed as TOML (``3``, ``1e-3``, ``true``,
+            ``[1, 2]``, ``"text"``) or else taken as a bare string.
+
+    Returns:
+        A new nested dict.
+
+    Raises:
+        ConfigError: If an override is not of the form ``section.key=value``.
+    """
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"override {item!r}: {section} is not a section")
+        table[key] = value
+    return out
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The configuration as nested plain dicts (every key, defaults included)."""
+    return {name: dataclasses.asdict(getattr(cfg, name)) for name in SECTIONS}
+
+
+def config_to_toml(cfg: ExperimentConfig) -> str:
+    """The fully resolved configuration as TOML text (data root made absolute)."""
+    data = config_to_dict(cfg)
+    if cfg.data.root:
+        data["data"]["root"] = str(cfg.data_root())
+    return tomli_w.dumps(data)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """SHA-256 of the canonical JSON of the configuration (for reports and run identity)."""
+    blob = json.dumps(config_to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,29 @@
+"""Typed errors of the secfed runtime. Every error names what was wrong."""
+
+from __future__ import annotations
+
+__all__ = ["SecfedError", "ConfigError", "DataError", "MessageError", "CheckpointError", "BackendError"]
+
+
+class SecfedError(Exception):
+    """Base class of all secfed runtime errors."""
+
+
+class ConfigError(SecfedError, ValueError):
+    """A configuration key or value is invalid (the message names the key and allowed values)."""
+
+
+class DataError(SecfedError, ValueError):
+    """Data is missing, malformed, or insufficient for the requested tasks (names the path)."""
+
+
+class MessageError(SecfedError, ValueError):
+    """A serialised message is malformed, truncated, or of an unexpected kind."""
+
+
+class CheckpointError(SecfedError, RuntimeError):
+    """A checkpoint or run directory is missing, inconsistent, or corrupted."""
+
+
+class BackendError(SecfedError, RuntimeError):
+    """A federation backend failed (for example a client process died unexpectedly)."""

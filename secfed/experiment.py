@@ -1,0 +1,408 @@
+"""Running an experiment: the run directory, rounds, evaluation, checkpoints and resume.
+
+The Python API mirrors the CLI::
+
+    from secfed import Experiment, load_config
+    cfg = load_config("examples/digits_protonet.toml", overrides=["experiment.rounds=5"])
+    result = Experiment(config=cfg).run(out_dir="runs/demo")
+    print(result.summary["test_accuracy"], result.summary["test_accuracy_ci95"])
+
+A run directory holds ``config.toml`` (fully resolved), ``metrics.jsonl`` (one JSON object per
+round), ``summary.json`` and ``checkpoint/`` (flat model state and server optimiser state in
+safetensors, server state in JSON). ``Experiment.resume(run_dir)`` continues from the last
+complete round to the same result as an uninterrupted run: every random choice derives from the
+seed and the round number, and rounds after the checkpoint are discarded from the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
+from secfed.errors import CheckpointError
+from secfed.federation.backends import make_backend
+from secfed.federation.client import ClientFactory, derive_seed
+from secfed.federation.server import FederatedServer
+from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
+
+__all__ = ["Experiment", "RunResult", "evaluate_model", "read_metrics", "CHECKPOINT_VERSION"]
+
+log = logging.getLogger("secfed")
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run.
+
+    Attributes:
+        run_dir: The run directory.
+        metrics: One dict per round (as in ``metrics.jsonl``).
+        summary: Final metrics (as in ``summary.json``).
+    """
+
+    run_dir: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Read ``metrics.jsonl`` of a run (complete lines only).
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        One dict per recorded round.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a crash
+    return out
+
+
+def evaluate_model(
+    *, learner: Any, model: torch.nn.Module, source: Any, episodes: int, seed: int
+) -> tuple[float, float]:
+    """Few-shot accuracy over ``episodes`` test tasks with a 95% confidence interval.
+
+    Args:
+        learner: The learner (its ``evaluate`` adapts on the support set).
+        model: The global model.
+        source: Test task source.
+        episodes: Number of test tasks.
+        seed: Seed of the test tasks (the same tasks at every evaluation).
+
+    Returns:
+        ``(mean accuracy, 1.96 * standard error)``.
+    """
+    rng = np.random.default_rng(seed)
+    torch_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    accs = np.array([learner.evaluate(model=model, task=source.sample(rng=rng)) for _ in range(episodes)])
+    model.train(was_training)
+    torch.set_rng_state(torch_state)
+    ci = 1.96 * float(accs.std(ddof=1)) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
+    return float(accs.mean()), ci
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Experiment:
+    """A configured federated experiment."""
+
+    def __init__(self, *, config: ExperimentConfig) -> None:
+        """Create the experiment (no work is done until :meth:`run`).
+
+        Args:
+            config: A validated configuration.
+        """
+        self.config = config
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, overrides: list[str] | None = None) -> Experiment:
+        """Load a TOML configuration (with ``section.key=value`` overrides) into an experiment."""
+        return cls(config=load_config(path, overrides=overrides or []))
+
+    # ------------------------------------------------------------------ resume
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
+        """Continue a run from its last checkpoint.
+
+        Args:
+            run_dir: A run directory written by :meth:`run`.
+            progress: Progress bar on (True), off (False) or when stderr is a terminal (None).
+
+        Returns:
+            The completed run's result.
+
+        Raises:
+            CheckpointError: If the directory has no usable configuration.
+        """
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / "config.toml"
+        if not cfg_path.is_file():
+            raise CheckpointError(f"{run_dir} is not a run directory: config.toml is missing")
+        config = load_config(cfg_path)
+        return cls(config=config).run(out_dir=run_dir, resume=True, progress=progress)
+
+    # ------------------------------------------------------------------ run
+    def run(self, *, out_dir: str | Path, resume: bool = False, progress: bool | None = None) -> RunResult:
+        """Run all rounds, writing the run directory as it goes.
+
+        Args:
+            out_dir: The run directory (created; must not hold another run unless resuming).
+            resume: Continue from the checkpoint in ``out_dir``.
+            progress: Progress bar on/off; None = only when stderr is a terminal.
+
+        Returns:
+            The run's metrics and summary.
+
+        Raises:
+            CheckpointError: If ``out_dir`` holds a different run, or the checkpoint is corrupt.
+            secfed.errors.SecfedError: For data, backend or protocol failures.
+        """
+        from secfed import components
+
+        cfg = self.config
+        run_dir = Path(out_dir)
+        ckpt_dir = run_dir / "checkpoint"
+        toml_text = config_to_toml(cfg)
+        if not resume and (run_dir / "metrics.jsonl").exists():
+            raise CheckpointError(f"{run_dir} already holds a run; use --resume or choose another --out")
+        if cfg.experiment.threads:
+            torch.set_num_threads(cfg.experiment.threads)
+        # Public, server-side pieces: held-out test data and the model architecture.
+        train, test = components.load_splits(config=cfg)
+        input_shape = test.input_shape
+        heads = components.model_num_classes(config=cfg, train=train)
+        del train  # the server keeps no training records
+        torch.manual_seed(derive_seed(cfg.experiment.seed, "init"))
+        model = components.build_model(config=cfg, input_shape=input_shape, num_classes=heads)
+        spec = state_spec(model)
+        learner = components.build_learner(config=cfg)
+        test_source = components.build_test_source(config=cfg, test=test)
+        privacy = None
+        if cfg.privacy.mode != "none":
+            from secfed.dp import ServerPrivacy
+
+            privacy = ServerPrivacy(config=cfg, run_dir=run_dir)
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start_round, state, opt_arrays, elapsed = 1, flat_state(model, spec=spec), None, 0.0
+        if resume:
+            loaded = self._load_checkpoint(ckpt_dir, expected=len(state))
+            if loaded is not None:  # None: killed before the first checkpoint, start over
+                start_round, state, opt_arrays, elapsed = loaded
+            old = (run_dir / "config.toml").read_text(encoding="utf-8") if (run_dir / "config.toml").exists() else ""
+            if old and old != toml_text:
+                raise CheckpointError(f"{run_dir}/config.toml differs from the configuration being resumed")
+        else:
+            _atomic_write(run_dir / "config.toml", toml_text)
+        metrics = [m for m in read_metrics(run_dir) if m.get("round", 0) < start_round]
+        _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if privacy is not None:
+            privacy.resume_to(completed_round=start_round - 1)
+
+        backend = make_backend(
+            name=cfg.experiment.backend,
+            factory=ClientFactory.from_config(cfg),
+            num_clients=cfg.partition.num_sites,
+        )
+        aggregator = components.build_server_aggregator(config=cfg)
+        backend.start(site_ids=list(range(cfg.partition.num_sites)))
+        try:
+            server = FederatedServer(
+                config=cfg,
+                backend=backend,
+                aggregator=aggregator,
+                state=state,
+                param_mask=param_mask(spec),
+                central_noise=privacy.central_noise if privacy is not None else None,
+            )
+            if opt_arrays is not None:
+                server.optimizer.load_arrays(opt_arrays)
+            sites = server.site_info()
+            _atomic_write(run_dir / "sites.json", json.dumps({str(k): v for k, v in sites.items()}, indent=1))
+            if privacy is not None:
+                privacy.register_sites(sites)
+            stop_reason = self._loop(
+                server=server,
+                model=model,
+                spec=spec,
+                learner=learner,
+                test_source=test_source,
+                run_dir=run_dir,
+                start_round=start_round,
+                elapsed=elapsed,
+                metrics=metrics,
+                privacy=privacy,
+                progress=sys.stderr.isatty() if progress is None else progress,
+            )
+            state = server.state
+        finally:
+            backend.close()
+        load_flat_state(model, state, spec=spec)
+        acc, ci = evaluate_model(
+            learner=learner,
+            model=model,
+            source=test_source,
+            episodes=cfg.experiment.final_eval_episodes,
+            seed=derive_seed(cfg.experiment.seed, "final-eval"),
+        )
+        last = metrics[-1] if metrics else {}
+        summary: dict[str, Any] = {
+            "rounds": int(last.get("round", 0)),
+            "test_accuracy": acc,
+            "test_accuracy_ci95": ci,
+            "test_episodes": cfg.experiment.final_eval_episodes,
+            "train_loss": last.get("train_loss"),
+            "wall_s": float(last.get("wall_s", 0.0)),
+            "clients": last.get("clients", []),
+            "dropped": last.get("dropped", []),
+            "learner": cfg.learner.name,
+            "dataset": cfg.data.dataset,
+            "aggregation": cfg.federation.aggregation,
+            "backend": cfg.experiment.backend,
+            "config_hash": config_hash(cfg),
+            "code_version": _code_version(),
+            "stopped_early": stop_reason,
+        }
+        if privacy is not None:
+            summary.update(privacy.summary())
+        _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1))
+        return RunResult(run_dir=run_dir, metrics=metrics, summary=summary)
+
+    # ------------------------------------------------------------------ internals
+    def _loop(
+        self,
+        *,
+        server: FederatedServer,
+        model: torch.nn.Module,
+        spec: Any,
+        learner: Any,
+        test_source: Any,
+        run_dir: Path,
+        start_round: int,
+        elapsed: float,
+        metrics: list[dict[str, Any]],
+        privacy: Any,
+        progress: bool,
+    ) -> str | None:
+        cfg = self.config
+        rounds = range(start_round, cfg.experiment.rounds + 1)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.experiment.rounds, initial=start_round - 1, desc="rounds", unit="round", file=sys.stderr)
+        t0 = time.perf_counter() - elapsed
+        try:
+            for rnd in rounds:
+                excluded: frozenset[int] = frozenset()
+                if privacy is not None:
+                    excluded, stop = privacy.before_round(round_idx=rnd)
+                    if stop:
+                        log.warning("stopping before round %d: %s", rnd, stop)
+                        print(f"secfed: stopping before round {rnd}: {stop}", file=sys.stderr)
+                        return stop
+                outcome = server.run_round(round_idx=rnd, excluded=excluded)
+                row: dict[str, Any] = {
+                    "round": rnd,
+                    "train_loss": outcome.train_loss,
+                    "clients": outcome.clients,
+                    "dropped": outcome.dropped,
+                    "stragglers": outcome.stragglers,
+                    "skipped": outcome.skipped,
+                }
+                row.update({f"agg_{k}": v for k, v in outcome.aggregation.items()})
+                if privacy is not None:
+                    # The ledger entry is written before this round's model is released.
+                    row.update(privacy.after_round(outcome=outcome))
+                every = cfg.experiment.eval_every
+                if every and (rnd % every == 0 or rnd == cfg.experiment.rounds):
+                    load_flat_state(model, server.state, spec=spec)
+                    acc, ci = evaluate_model(
+                        learner=learner,
+                        model=model,
+                        source=test_source,
+                        episodes=cfg.experiment.eval_episodes,
+                        seed=derive_seed(cfg.experiment.seed, "eval"),
+                    )
+                    row["test_accuracy"], row["test_accuracy_ci95"] = acc, ci
+                row["wall_s"] = time.perf_counter() - t0
+                self._save_checkpoint(run_dir / "checkpoint", round_idx=rnd, server=server, elapsed=row["wall_s"])
+                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                metrics.append(row)
+                msg = f"loss={outcome.train_loss:.3f} clients={len(outcome.clients)} dropped={len(outcome.dropped)}"
+                if "test_accuracy" in row:
+                    msg += f" acc={row['test_accuracy']:.3f}±{row['test_accuracy_ci95']:.3f}"
+                if "epsilon" in row:
+                    msg += f" eps={row['epsilon']:.2f}"
+                if bar is not None:
+                    bar.set_postfix_str(msg)
+                    bar.update(1)
+                else:
+                    print(f"secfed: round {rnd}/{cfg.experiment.rounds} {msg} ({row['wall_s']:.1f}s)", file=sys.stderr)
+        finally:
+            if bar is not None:
+                bar.close()
+        return None
+
+    @staticmethod
+    def _save_checkpoint(ckpt_dir: Path, *, round_idx: int, server: FederatedServer, elapsed: float) -> None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        weights = f"model-{round_idx:06d}.safetensors"
+        arrays = {"state": server.state, **server.optimizer.state_arrays()}
+        tmp = ckpt_dir / (weights + ".tmp")
+        save_file(arrays, str(tmp), metadata={"round": str(round_idx), "format": "secfed-flat-state"})
+        os.replace(tmp, ckpt_dir / weights)
+        info = {"version": CHECKPOINT_VERSION, "round": round_idx, "weights": weights, "elapsed_s": elapsed}
+        _atomic_write(ckpt_dir / "state.json", json.dumps(info, indent=1))
+        for old in ckpt_dir.glob("model-*.safetensors"):
+            if old.name != weights:
+                old.unlink()
+
+    @staticmethod
+    def _load_checkpoint(
+        ckpt_dir: Path, *, expected: int
+    ) -> tuple[int, np.ndarray, dict[str, np.ndarray], float] | None:
+        info_path = ckpt_dir / "state.json"
+        if not info_path.exists():
+            return None
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+            if info.get("version") != CHECKPOINT_VERSION:
+                raise CheckpointError(f"{info_path}: checkpoint version {info.get('version')} is not supported")
+            arrays = load_file(str(ckpt_dir / info["weights"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"corrupt checkpoint in {ckpt_dir}: {exc}") from exc
+        state = arrays.pop("state")
+        if state.shape != (expected,):
+            raise CheckpointError(f"{ckpt_dir}: checkpoint state has {state.shape[0]} values, the model needs {expected}")
+        return int(info["round"]) + 1, state, arrays, float(info.get("elapsed_s", 0.0))

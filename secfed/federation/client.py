@@ -1,0 +1,159 @@
+"""The client (site) runtime: everything one site runs, behind a bytes-in / bytes-out handler.
+
+A :class:`ClientRuntime` loads and holds its own data shard, trains locally when asked, keeps
+its update to itself and releases it only through its aggregation scheme's client side. On the
+multi-process backend each runtime lives in its own OS process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
+from secfed.errors import MessageError
+from secfed.federation.messages import Message, decode_message, encode_message
+from secfed.federation.state import flat_state, load_flat_state, state_spec
+
+__all__ = ["ClientRuntime", "ClientFactory", "derive_seed"]
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed derived from the parts (stable across processes and platforms).
+
+    Args:
+        *parts: Anything with a stable ``str``.
+
+    Returns:
+        A non-negative integer seed.
+    """
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class ClientRuntime:
+    """One site: its data, learner, model replica and client-side aggregation."""
+
+    def __init__(self, *, config: ExperimentConfig, site_id: int) -> None:
+        """Load the site's own data and build its learner.
+
+        Args:
+            config: The experiment configuration (every site derives its own shard from it).
+            site_id: This site's id in ``[0, num_sites)``.
+
+        Raises:
+            secfed.errors.DataError: If the site's data cannot support the configured tasks.
+        """
+        from secfed import components
+
+        self._cfg = config
+        self.site_id = site_id
+        self._site = components.build_site(config=config, site_id=site_id)
+        self._model = components.build_model(config=config, input_shape=self._site.input_shape)
+        self._learner = components.build_learner(config=config)
+        self._client_agg = components.build_client_aggregator(config=config, site_id=site_id)
+        self._privacy = components.build_site_privacy(config=config, site_id=site_id, site=self._site)
+        self._spec = state_spec(self._model)
+        self._update: np.ndarray | None = None
+        self._weight = 1.0
+        self._round = -1
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, request: bytes) -> bytes:
+        """Answer one runtime message.
+
+        Args:
+            request: Message bytes from the server.
+
+        Returns:
+            The reply bytes.
+
+        Raises:
+            MessageError: For a malformed message or one that arrives out of order.
+        """
+        msg = decode_message(request)
+        handlers: dict[str, Callable[[Message], bytes]] = {
+            "info": self._info,
+            "train": self._train,
+            "agg": self._agg,
+            "shutdown": lambda m: encode_message(kind="shutdown_reply"),
+        }
+        if msg.kind not in handlers:
+            raise MessageError(f"site {self.site_id} cannot handle a {msg.kind!r} message")
+        return handlers[msg.kind](msg)
+
+    def _info(self, msg: Message) -> bytes:
+        meta: dict[str, Any] = {"site": self.site_id, **self._site.summary()}
+        if self._privacy is not None:
+            meta["privacy"] = self._privacy.describe()
+        return encode_message(kind="info_reply", meta=meta)
+
+    def _train(self, msg: Message) -> bytes:
+        rnd = int(msg.meta["round"])
+        if rnd <= self._round and not msg.meta.get("replay", False):
+            raise MessageError(f"site {self.site_id}: train request for round {rnd} after round {self._round}")
+        load_flat_state(self._model, msg.tensors["state"], spec=self._spec)
+        seed = self._cfg.experiment.seed
+        torch.manual_seed(derive_seed(seed, "torch", rnd, self.site_id))
+        rng = np.random.default_rng(derive_seed(seed, "tasks", rnd, self.site_id))
+        start = time.perf_counter()
+        before = flat_state(self._model, spec=self._spec)
+        if self._privacy is not None:
+            result = self._privacy.local_update(
+                learner=self._learner, model=self._model, site=self._site, rng=rng, round_idx=rnd
+            )
+        else:
+            result = self._learner.local_update(model=self._model, tasks=self._site.tasks, rng=rng)
+        after = flat_state(self._model, spec=self._spec)
+        update = (after - before).astype(np.float32)
+        if self._privacy is not None:
+            update = self._privacy.finalize_update(update=update, round_idx=rnd)
+        self._update = update
+        self._weight = 1.0 if self._cfg.federation.weighting == "uniform" else float(self._site.num_records)
+        self._round = rnd
+        meta: dict[str, Any] = {
+            "round": rnd,
+            "train_loss": float(result.train_loss),
+            "num_tasks": int(result.num_tasks),
+            "weight": self._weight,
+            "train_s": time.perf_counter() - start,
+        }
+        meta.update({k: float(v) for k, v in result.extra.items()})
+        if self._privacy is not None:
+            meta["privacy"] = self._privacy.round_report(round_idx=rnd)
+        return encode_message(kind="train_reply", meta=meta)
+
+    def _agg(self, msg: Message) -> bytes:
+        rnd = int(msg.meta["round"])
+        if self._update is None or rnd != self._round:
+            raise MessageError(f"site {self.site_id}: aggregation request for round {rnd} without a local update")
+        reply = self._client_agg.handle(
+            stage=str(msg.meta["stage"]), request=msg.blob, update=self._update, weight=self._weight, round_idx=rnd
+        )
+        return encode_message(kind="agg_reply", meta={"round": rnd, "stage": msg.meta["stage"]}, blob=reply)
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """Picklable factory of site handlers holding only the configuration as plain data.
+
+    It crosses into client processes at spawn time; it carries no data, model or update.
+    """
+
+    config_data: dict[str, dict[str, Any]]
+    base_dir: str
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> ClientFactory:
+        """Wrap a configuration."""
+        return cls(config_data=config_to_dict(config), base_dir=config.base_dir)
+
+    def __call__(self, site_id: int) -> Callable[[bytes], bytes]:
+        runtime = ClientRuntime(config=config_from_dict(self.config_data, base_dir=self.base_dir), site_id=site_id)
+        return runtime.handle

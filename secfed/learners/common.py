@@ -1,0 +1,236 @@
+"""Helpers shared by the learners: config and task validation, optimisers, deltas, modes.
+
+Pure helpers with no learner state; every learner validates its inputs through here so that bad
+input fails with a typed error before any work is done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from secfed.errors import ConfigError, DataError
+from secfed.learners.base import LearnerConfig
+from secfed.tasks.base import Task
+
+__all__ = [
+    "OPTIMIZERS",
+    "check_config",
+    "check_task",
+    "check_support_query",
+    "make_optimizer",
+    "head_logits",
+    "trainable_params",
+    "snapshot_params",
+    "params_delta",
+    "training_mode",
+]
+
+#: Allowed values of ``local_optimizer`` and ``inner_optimizer``.
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+def _positive_int(config: LearnerConfig, key: str, minimum: int) -> None:
+    value = getattr(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"learner config {key} must be an int >= {minimum}, got {value!r}")
+
+
+def _positive_float(config: LearnerConfig, key: str) -> None:
+    value = getattr(config, key)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"learner config {key} must be a finite number > 0, got {value!r}")
+
+
+def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
+    """Validate every field of a learner config.
+
+    Args:
+        config: The config.
+        min_inner_steps: Smallest allowed ``inner_steps`` (Reptile needs 1).
+
+    Raises:
+        ConfigError: Naming the first invalid key and its allowed values.
+    """
+    if not isinstance(config, LearnerConfig):
+        raise ConfigError(f"config must be a LearnerConfig, got {type(config).__name__}")
+    _positive_int(config, "local_steps", 1)
+    _positive_int(config, "meta_batch", 1)
+    _positive_int(config, "inner_steps", min_inner_steps)
+    _positive_int(config, "test_inner_steps", 0)
+    _positive_int(config, "reptile_inner_batch", 0)
+    _positive_int(config, "batch_size", 1)
+    for key in ("local_lr", "inner_lr", "test_inner_lr"):
+        _positive_float(config, key)
+    for key in ("local_optimizer", "inner_optimizer"):
+        if getattr(config, key) not in OPTIMIZERS:
+            raise ConfigError(
+                f"learner config {key} must be one of {list(OPTIMIZERS)}, got {getattr(config, key)!r}"
+            )
+
+
+def check_support_query(
+    *, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, query_x: torch.Tensor
+) -> None:
+    """Validate a support set and query inputs.
+
+    Args:
+        support_x: ``(S, *input_shape)`` floating inputs.
+        support_y: ``(S,)`` int64 labels in ``[0, n_way)``, every class present at least once.
+        n_way: Number of classes (>= 1).
+        query_x: ``(Q, *input_shape)`` floating inputs.
+
+    Raises:
+        DataError: Naming the inconsistent field.
+    """
+    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
+        raise DataError(f"n_way must be an int >= 1, got {n_way!r}")
+    if not support_x.is_floating_point() or not query_x.is_floating_point():
+        raise DataError(f"support_x/query_x must be floating point, got {support_x.dtype}/{query_x.dtype}")
+    if support_y.dtype != torch.int64 or support_y.ndim != 1:
+        raise DataError(
+            f"support_y must be a 1-D int64 tensor, got {support_y.dtype} of shape {tuple(support_y.shape)}"
+        )
+    if support_x.ndim < 2 or support_x.shape[0] != support_y.shape[0]:
+        raise DataError(
+            f"support_x must be (S, *input_shape) with S == len(support_y) = {support_y.shape[0]}, "
+            f"got shape {tuple(support_x.shape)}"
+        )
+    if query_x.ndim != support_x.ndim or query_x.shape[1:] != support_x.shape[1:]:
+        raise DataError(
+            f"query_x records must have the support records' shape {tuple(support_x.shape[1:])}, "
+            f"got {tuple(query_x.shape[1:])}"
+        )
+    if support_y.numel() == 0:
+        raise DataError("support set is empty")
+    lo, hi = int(support_y.min().item()), int(support_y.max().item())
+    if lo < 0 or hi >= n_way:
+        raise DataError(f"support_y must lie in [0, {n_way}), got values in [{lo}, {hi}]")
+    counts = torch.bincount(support_y, minlength=n_way)
+    if bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise DataError(f"every class needs at least one support record; classes {missing} have none")
+
+
+def check_task(*, task: Task) -> None:
+    """Validate one task (support set, query set, labels).
+
+    Args:
+        task: The task.
+
+    Raises:
+        DataError: Naming the inconsistent field.
+    """
+    if not isinstance(task, Task):
+        raise DataError(f"expected a Task, got {type(task).__name__}")
+    check_support_query(
+        support_x=task.support_x, support_y=task.support_y, n_way=task.n_way, query_x=task.query_x
+    )
+    qy = task.query_y
+    if qy.dtype != torch.int64 or qy.ndim != 1 or qy.shape[0] != task.query_x.shape[0]:
+        raise DataError(
+            f"query_y must be a 1-D int64 tensor of length {task.query_x.shape[0]}, "
+            f"got {qy.dtype} of shape {tuple(qy.shape)}"
+        )
+    if qy.numel() == 0:
+        raise DataError("query set is empty")
+    lo, hi = int(qy.min().item()), int(qy.max().item())
+    if lo < 0 or hi >= task.n_way:
+        raise DataError(f"query_y must lie in [0, {task.n_way}), got values in [{lo}, {hi}]")
+
+
+def make_optimizer(*, name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Build a fresh optimiser (Adam with torch defaults, or plain SGD).
+
+    Args:
+        name: ``"adam"`` or ``"sgd"``.
+        params: Tensors to optimise.
+        lr: Learning rate.
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        ConfigError: If ``name`` is unknown.
+    """
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ConfigError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+
+
+def head_logits(*, outputs: torch.Tensor, n_way: int) -> torch.Tensor:
+    """The first ``n_way`` outputs of a classification head.
+
+    Works under ``torch.func.vmap`` (only static shapes are inspected).
+
+    Args:
+        outputs: Model outputs ``(N, num_outputs)``.
+        n_way: Number of classes of the task.
+
+    Returns:
+        ``outputs[:, :n_way]``.
+
+    Raises:
+        ConfigError: If the model has fewer than ``n_way`` outputs.
+    """
+    if outputs.shape[-1] < n_way:
+        raise ConfigError(
+            f"model has {outputs.shape[-1]} outputs but the task is {n_way}-way; "
+            f"build the model with num_classes >= n_way (num_classes == n_way for MAML/FOMAML/Reptile)"
+        )
+    return outputs if outputs.shape[-1] == n_way else outputs[..., :n_way]
+
+
+def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's trainable parameters by name, in ``named_parameters()`` order."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def snapshot_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the model's trainable parameters."""
+    return {name: p.detach().clone() for name, p in trainable_params(model).items()}
+
+
+def params_delta(*, model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``current - initial`` for every trainable parameter, as float32.
+
+    Args:
+        model: The model after training.
+        initial: The snapshot taken before training (:func:`snapshot_params`).
+
+    Returns:
+        ``{name: delta}`` (float32, detached, same names and order as ``initial``).
+    """
+    current = trainable_params(model)
+    return {name: (current[name].detach() - start).to(torch.float32) for name, start in initial.items()}
+
+
+@contextmanager
+def training_mode(model: nn.Module, *, train: bool) -> Iterator[nn.Module]:
+    """Put ``model`` in training or eval mode and restore each submodule's previous mode on exit.
+
+    Args:
+        model: The model.
+        train: Mode to use inside the block.
+
+    Yields:
+        The model.
+    """
+    previous = [(m, m.training) for m in model.modules()]
+    model.train(train)
+    try:
+        yield model
+    finally:
+        for module, mode in previous:
+            module.training = mode

@@ -1,0 +1,255 @@
+"""FedAvg baseline (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data"): ordinary supervised local training, no meta-learning.
+
+Episodic tasks relabel their classes ``0..n_way-1`` per task, which is meaningless for a supervised
+head over the global classes. FedAvg therefore prefers a :class:`SupervisedBatchSource` that
+yields records with their *global* labels; each local step trains on one batch of
+``batch_size`` records (the model's head has ``num_classes`` = number of global training
+classes). If it is given an ordinary :class:`~secfed.tasks.base.TaskSource` instead, it falls back
+to training on each sampled task's support and query records with the task-local labels (first
+``n_way`` logits), ``meta_batch`` tasks per step; this is a degraded baseline, documented for
+completeness.
+
+Test time (novel classes): the trained body is frozen and a fresh ``n_way`` linear head is fitted
+on the support embeddings. The head is initialised from the class prototypes (``w_k = 2 c_k``,
+``b_k = -||c_k||^2``, so it starts as a ProtoNet classifier; Triantafillou et al. 2020,
+"Meta-Dataset", Proto-MAML initialisation) and then trained for ``test_inner_steps`` full-batch
+gradient steps with ``test_inner_lr`` using ``inner_optimizer``. The initialisation is
+deterministic, so predictions do not depend on torch's RNG.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secfed.errors import ConfigError, DataError
+from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+from secfed.learners.common import (
+    check_config,
+    check_support_query,
+    check_task,
+    head_logits,
+    make_optimizer,
+    params_delta,
+    snapshot_params,
+    trainable_params,
+    training_mode,
+)
+from secfed.models.params import floating_buffers
+from secfed.tasks.base import TaskSource
+
+__all__ = ["SupervisedBatchSource", "FedAvgLearner", "fit_linear_head"]
+
+
+@runtime_checkable
+class SupervisedBatchSource(Protocol):
+    """Anything that draws labelled records from a site's own data with their global labels."""
+
+    def sample_batch(self, *, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one minibatch using ``rng`` as the only source of randomness.
+
+        Args:
+            rng: The generator to draw from.
+            batch_size: Number of records.
+
+        Returns:
+            ``(x, y)``: float inputs ``(B, *input_shape)`` and int64 global labels ``(B,)``.
+        """
+        ...
+
+
+def fit_linear_head(
+    *, support_emb: torch.Tensor, support_y: torch.Tensor, n_way: int, steps: int, lr: float, optimizer: str
+) -> nn.Linear:
+    """Fit an ``n_way`` linear classifier on fixed embeddings, starting from prototypes.
+
+    Args:
+        support_emb: ``(S, D)`` embeddings (no gradient needed).
+        support_y: ``(S,)`` labels in ``[0, n_way)``, every class present.
+        n_way: Number of classes.
+        steps: Full-batch optimiser steps.
+        lr: Learning rate.
+        optimizer: ``"sgd"`` or ``"adam"``.
+
+    Returns:
+        The fitted head.
+    """
+    emb = support_emb.detach()
+    onehot = (support_y.unsqueeze(-1) == torch.arange(n_way, device=emb.device)).to(emb.dtype)
+    prototypes = (onehot.T @ emb) / onehot.sum(dim=0).unsqueeze(-1)
+    head = nn.Linear(emb.shape[1], n_way).to(dtype=emb.dtype, device=emb.device)
+    with torch.no_grad():
+        head.weight.copy_(2.0 * prototypes)
+        head.bias.copy_(-(prototypes * prototypes).sum(dim=-1))
+    if steps > 0:
+        opt = make_optimizer(name=optimizer, params=head.parameters(), lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(head(emb), support_y).backward()
+                opt.step()
+    return head
+
+
+def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    embed = getattr(model, "embed", None)
+    if not callable(embed):
+        raise ConfigError(
+            "FedAvg test-time adaptation needs a model with an embed(x) method (Conv4, MLP); "
+            f"got {type(model).__name__}"
+        )
+    out = embed(x)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{type(model).__name__}.embed must return a tensor")
+    return out.reshape(out.shape[0], -1)
+
+
+class FedAvgLearner(Learner):
+    """Supervised local training (FedAvg); see the module docstring."""
+
+    name: ClassVar[str] = "fedavg"
+    episodic: ClassVar[bool] = False
+
+    def __init__(self, *, config: LearnerConfig) -> None:
+        """Validate the config and store it.
+
+        Args:
+            config: Hyperparameters (``local_steps``, ``local_lr``, ``local_optimizer``,
+                ``batch_size``; ``meta_batch`` for the task fallback; ``test_inner_*`` and
+                ``inner_optimizer`` at test time).
+
+        Raises:
+            ConfigError: If any field is invalid.
+        """
+        check_config(config=config)
+        super().__init__(config=config)
+
+    def local_update(
+        self, *, model: nn.Module, tasks: TaskSource | SupervisedBatchSource, rng: np.random.Generator
+    ) -> LocalUpdate:
+        """Supervised local training from a :class:`SupervisedBatchSource` (preferred) or tasks.
+
+        Args:
+            model: The model with a ``num_classes``-way head, loaded with the global parameters.
+            tasks: The site's supervised batch source, or its task source (fallback).
+            rng: Source of randomness for sampling.
+
+        Returns:
+            The local update (``num_tasks`` counts batches or tasks; ``num_examples`` records).
+
+        Raises:
+            DataError: If a batch or task is malformed (e.g. a label outside the head's range).
+            ConfigError: If ``tasks`` is neither kind of source.
+        """
+        if not isinstance(tasks, SupervisedBatchSource) and not callable(getattr(tasks, "sample", None)):
+            raise ConfigError(
+                "FedAvg needs a SupervisedBatchSource (sample_batch) or a TaskSource (sample), "
+                f"got {type(tasks).__name__}"
+            )
+        cfg = self.config
+        params = trainable_params(model)
+        initial = snapshot_params(model)
+        optimizer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
+        loss_sum, correct, seen, num_tasks = 0.0, 0, 0, 0
+        with training_mode(model, train=True):
+            for _ in range(cfg.local_steps):
+                # Each entry: (inputs, labels, n_way or None for global labels).
+                batches: list[tuple[torch.Tensor, torch.Tensor, int | None]] = []
+                if isinstance(tasks, SupervisedBatchSource):
+                    x, y = tasks.sample_batch(rng=rng, batch_size=cfg.batch_size)
+                    self._check_batch(x=x, y=y)
+                    batches.append((x, y, None))
+                else:
+                    for _ in range(cfg.meta_batch):
+                        task = tasks.sample(rng=rng)
+                        check_task(task=task)
+                        x = torch.cat([task.support_x, task.query_x], dim=0)
+                        y = torch.cat([task.support_y, task.query_y], dim=0)
+                        batches.append((x, y, task.n_way))
+                num_tasks += len(batches)
+                optimizer.zero_grad(set_to_none=True)
+                for x, y, n_way in batches:
+                    loss, c = self._batch_loss(model=model, x=x, y=y, n_way=n_way)
+                    (loss / len(batches)).backward()
+                    loss_sum += float(loss.detach().item()) / len(batches)
+                    correct, seen = correct + c, seen + int(y.shape[0])
+                optimizer.step()
+        return LocalUpdate(
+            delta=params_delta(model=model, initial=initial),
+            train_loss=loss_sum / cfg.local_steps,
+            num_tasks=num_tasks,
+            num_examples=seen,
+            buffers=floating_buffers(model=model),
+            extra={"train_accuracy": correct / max(seen, 1)},
+        )
+
+    @staticmethod
+    def _batch_loss(
+        *, model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_way: int | None
+    ) -> tuple[torch.Tensor, int]:
+        """Cross-entropy of one batch (global labels if ``n_way`` is None) and its correct count."""
+        outputs = model(x)
+        if outputs.ndim != 2:
+            raise ConfigError(
+                f"FedAvg needs a model with a classification head, got outputs {tuple(outputs.shape)}"
+            )
+        if n_way is None:
+            top = int(y.max().item())
+            if top >= outputs.shape[-1]:
+                raise DataError(f"batch label {top} is outside the model head's {outputs.shape[-1]} classes")
+            logits = outputs
+        else:
+            logits = head_logits(outputs=outputs, n_way=n_way)
+        loss = F.cross_entropy(logits, y)
+        return loss, int((logits.detach().argmax(dim=-1) == y).sum().item())
+
+    @staticmethod
+    def _check_batch(*, x: torch.Tensor, y: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise DataError("sample_batch must return a pair of tensors (x, y)")
+        if not x.is_floating_point() or x.ndim < 2:
+            raise DataError(
+                f"batch x must be a floating tensor (B, *input_shape), got {x.dtype} {tuple(x.shape)}"
+            )
+        if y.dtype != torch.int64 or y.ndim != 1 or y.shape[0] != x.shape[0] or y.numel() == 0:
+            raise DataError(
+                f"batch y must be a non-empty int64 (B,) tensor matching x's {x.shape[0]} records, "
+                f"got {y.dtype} {tuple(y.shape)}"
+            )
+        if int(y.min().item()) < 0:
+            raise DataError(f"batch labels must be >= 0, got {int(y.min().item())}")
+
+    def predict(
+        self,
+        *,
+        model: nn.Module,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        n_way: int,
+        query_x: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fit a fresh ``n_way`` head on frozen support embeddings and return query logits.
+
+        Raises:
+            DataError: If the support/query data is malformed.
+            ConfigError: If the model has no ``embed`` method.
+        """
+        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        with training_mode(model, train=False), torch.no_grad():
+            emb = _embed(model, torch.cat([support_x, query_x], dim=0))
+        n_support = support_x.shape[0]
+        head = fit_linear_head(
+            support_emb=emb[:n_support],
+            support_y=support_y,
+            n_way=n_way,
+            steps=self.config.test_inner_steps,
+            lr=self.config.test_inner_lr,
+            optimizer=self.config.inner_optimizer,
+        )
+        with torch.no_grad():
+            return head(emb[n_support:]).detach()

@@ -1,0 +1,164 @@
+"""MAML (Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning") and its first-order variant.
+
+Inner loop: ``inner_steps`` steps of plain gradient descent with ``inner_lr`` on the support
+cross-entropy, applied functionally to a parameter dictionary. Meta-loss: the query cross-entropy
+at the adapted parameters.
+
+* Second-order MAML builds the inner gradients with ``create_graph=True`` so that the meta-gradient
+  back-propagates through them (Hessian-vector products).
+* FOMAML (first-order MAML, Finn et al. 2017 Sec. 5.2) treats the inner gradients as constants,
+  so the meta-gradient is the query gradient at the adapted parameters.
+
+The inner gradients use ``torch.autograd.grad``, which composes with ``torch.func.grad`` and
+``torch.func.vmap`` (checked in the tests for GroupNorm models) as well as with ordinary
+``backward()`` on BatchNorm models. The model needs a linear head with ``num_classes == n_way``;
+with more outputs the first ``n_way`` logits are used.
+
+Test time: ``test_inner_steps`` first-order steps with ``test_inner_lr`` on the support set with the
+model in eval mode (BatchNorm uses its running statistics, so a query's prediction does not depend
+on the other queries), then logits of the queries.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from secfed.learners.common import check_support_query, head_logits, training_mode
+from secfed.learners.episodic import EpisodicLearner
+from secfed.tasks.base import Task
+
+__all__ = ["MAML", "FOMAML", "inner_adapt"]
+
+
+def inner_adapt(
+    *,
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_way: int,
+    steps: int,
+    lr: float,
+    create_graph: bool,
+) -> dict[str, torch.Tensor]:
+    """Functional gradient-descent adaptation on ``(x, y)``.
+
+    Args:
+        model: Module whose structure is used (its own tensors are not modified).
+        params: Starting parameters by name (must require grad, or be tracked by ``torch.func``).
+        buffers: Buffers by name (BatchNorm running statistics are updated in training mode).
+        x: Inputs ``(N, ...)``.
+        y: Labels ``(N,)`` in ``[0, n_way)``.
+        n_way: Number of classes (first ``n_way`` logits are used).
+        steps: Number of gradient steps.
+        lr: Step size.
+        create_graph: True for second-order MAML (differentiate through the inner gradients);
+            False treats the inner gradients as constants (first order).
+
+    Returns:
+        The adapted parameters (a new dict; ``params`` itself is not modified).
+    """
+    names = list(params)
+    current = dict(params)
+    for _ in range(steps):
+        logits = head_logits(outputs=functional_call(model, (current, buffers), (x,)), n_way=n_way)
+        loss = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(
+            loss, [current[n] for n in names], create_graph=create_graph, allow_unused=True
+        )
+        new: dict[str, torch.Tensor] = {}
+        for name, g in zip(names, grads, strict=True):
+            if g is None:
+                new[name] = current[name]
+            else:
+                new[name] = current[name] - lr * (g if create_graph else g.detach())
+        current = new
+    return current
+
+
+class MAML(EpisodicLearner):
+    """Second-order MAML (set ``first_order = True`` in a subclass for FOMAML)."""
+
+    name: ClassVar[str] = "maml"
+    #: Treat inner gradients as constants (FOMAML).
+    first_order: ClassVar[bool] = False
+
+    def episode(
+        self,
+        *,
+        model: nn.Module,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        task: Task,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
+        adapted = inner_adapt(
+            model=model,
+            params=params,
+            buffers=buffers,
+            x=task.support_x,
+            y=task.support_y,
+            n_way=task.n_way,
+            steps=self.config.inner_steps,
+            lr=self.config.inner_lr,
+            create_graph=not self.first_order,
+        )
+        logits = head_logits(
+            outputs=functional_call(model, (adapted, buffers), (task.query_x,)), n_way=task.n_way
+        )
+        return F.cross_entropy(logits, task.query_y), logits
+
+    def predict(
+        self,
+        *,
+        model: nn.Module,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        n_way: int,
+        query_x: torch.Tensor,
+    ) -> torch.Tensor:
+        """Adapt a copy of the parameters on the support set, then return query logits.
+
+        Raises:
+            DataError: If the support/query data is malformed.
+            ConfigError: If the model has fewer than ``n_way`` outputs.
+        """
+        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+        params = {
+            name: p.detach().clone().requires_grad_(True)
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        }
+        with training_mode(model, train=False), torch.enable_grad():
+            for _ in range(self.config.test_inner_steps):
+                stepped = inner_adapt(
+                    model=model,
+                    params=params,
+                    buffers=buffers,
+                    x=support_x,
+                    y=support_y,
+                    n_way=n_way,
+                    steps=1,
+                    lr=self.config.test_inner_lr,
+                    create_graph=False,
+                )
+                params = {name: p.detach().requires_grad_(True) for name, p in stepped.items()}
+            with torch.no_grad():
+                logits = head_logits(
+                    outputs=functional_call(model, (params, buffers), (query_x,)), n_way=n_way
+                )
+        return logits.detach()
+
+
+class FOMAML(MAML):
+    """First-order MAML: the inner gradients are constants in the meta-gradient."""
+
+    name: ClassVar[str] = "fomaml"
+    first_order: ClassVar[bool] = True

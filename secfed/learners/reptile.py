@@ -1,0 +1,225 @@
+"""Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms").
+
+Local step ``s`` (of ``local_steps``): for each of ``meta_batch`` sampled tasks, copy the current
+parameters ``theta``, run ``inner_steps`` steps of the inner optimiser (``inner_optimizer``: SGD or
+Adam, fresh state per task, ``inner_lr``) on the task's records (support and query together;
+``reptile_inner_batch`` records per step drawn without replacement from a random permutation, 0 =
+all of them), and record ``phi_task - theta``. The mean difference ``D`` is then applied as an
+outer step by the local optimiser on the pseudo-gradient ``-D``: with ``local_optimizer="sgd"``
+this is ``theta <- theta + local_lr * D``, the Reptile update with outer step size
+``epsilon = local_lr``.
+
+The returned delta is ``theta_final - theta_initial`` like every learner's. In particular with
+``local_steps=1``, ``local_optimizer="sgd"`` and ``local_lr=1.0`` the delta is exactly the mean
+task difference ``D`` and the server's learning rate plays the role of Reptile's ``epsilon``.
+
+Test time: fine-tune a copy of the model (eval mode) on the support set for ``test_inner_steps``
+steps of the inner optimiser with ``test_inner_lr``, then return the query logits (first ``n_way``
+outputs; build the model with ``num_classes == n_way``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+from secfed.learners.common import (
+    check_config,
+    check_support_query,
+    check_task,
+    head_logits,
+    make_optimizer,
+    params_delta,
+    snapshot_params,
+    trainable_params,
+    training_mode,
+)
+from secfed.models.params import floating_buffers
+from secfed.tasks.base import TaskSource
+
+__all__ = ["Reptile", "fine_tune"]
+
+
+def _batches(*, n: int, batch: int, steps: int, rng: np.random.Generator) -> list[np.ndarray | None]:
+    """Index batches for ``steps`` inner steps (``None`` = all ``n`` records)."""
+    if batch == 0 or batch >= n:
+        return [None] * steps
+    out: list[np.ndarray | None] = []
+    perm = rng.permutation(n)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch > n:
+            perm, pos = rng.permutation(n), 0
+        out.append(perm[pos : pos + batch])
+        pos += batch
+    return out
+
+
+def fine_tune(
+    *,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_way: int,
+    steps: int,
+    lr: float,
+    optimizer: str,
+    batches: list[np.ndarray | None] | None = None,
+) -> tuple[float, int, int]:
+    """Train ``model`` in place with cross-entropy on ``(x, y)``.
+
+    Args:
+        model: Model to train (its current train/eval mode is used).
+        x: Inputs.
+        y: Labels in ``[0, n_way)``.
+        n_way: Number of classes (first ``n_way`` logits are used).
+        steps: Optimiser steps.
+        lr: Learning rate.
+        optimizer: ``"sgd"`` or ``"adam"`` (fresh state).
+        batches: Index batch per step (``None`` entries or ``None`` = full batch).
+
+    Returns:
+        ``(sum of pre-step losses, correct predictions, predictions)`` over the steps.
+    """
+    opt = make_optimizer(name=optimizer, params=trainable_params(model).values(), lr=lr)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step in range(steps):
+        idx = None if batches is None else batches[step]
+        xb, yb = (x, y) if idx is None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
+        opt.zero_grad(set_to_none=True)
+        logits = head_logits(outputs=model(xb), n_way=n_way)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach().item())
+        correct += int((logits.detach().argmax(dim=-1) == yb).sum().item())
+        seen += int(yb.shape[0])
+    return loss_sum, correct, seen
+
+
+class Reptile(Learner):
+    """Reptile learner (not episodic: there is no per-episode differentiable meta-loss)."""
+
+    name: ClassVar[str] = "reptile"
+    episodic: ClassVar[bool] = False
+
+    def __init__(self, *, config: LearnerConfig) -> None:
+        """Validate the config (``inner_steps >= 1``) and store it.
+
+        Args:
+            config: Hyperparameters.
+
+        Raises:
+            ConfigError: If any field is invalid.
+        """
+        check_config(config=config, min_inner_steps=1)
+        super().__init__(config=config)
+
+    def local_update(self, *, model: nn.Module, tasks: TaskSource, rng: np.random.Generator) -> LocalUpdate:
+        """Reptile local training; see the module docstring.
+
+        ``train_loss`` is the mean inner-step loss (before each step) and ``train_accuracy`` the
+        accuracy of those inner-step predictions.
+
+        Raises:
+            DataError: If a sampled task is malformed.
+            ConfigError: If the model's outputs do not fit the tasks.
+        """
+        cfg = self.config
+        params = trainable_params(model)
+        initial = snapshot_params(model)
+        outer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
+        work = copy.deepcopy(model)
+        work_params = trainable_params(work)
+        work_buffers = dict(work.named_buffers())
+        buffers = dict(model.named_buffers())
+        loss_sum, correct, seen, inner_steps, num_tasks, num_examples = 0.0, 0, 0, 0, 0, 0
+        with training_mode(model, train=True), training_mode(work, train=True):
+            for _ in range(cfg.local_steps):
+                mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
+                for _ in range(cfg.meta_batch):
+                    task = tasks.sample(rng=rng)
+                    check_task(task=task)
+                    with torch.no_grad():
+                        for name, p in params.items():
+                            work_params[name].copy_(p)
+                        for name, b in buffers.items():
+                            work_buffers[name].copy_(b)
+                    x = torch.cat([task.support_x, task.query_x], dim=0)
+                    y = torch.cat([task.support_y, task.query_y], dim=0)
+                    batches = _batches(
+                        n=int(y.shape[0]), batch=cfg.reptile_inner_batch, steps=cfg.inner_steps, rng=rng
+                    )
+                    ls, c, s = fine_tune(
+                        model=work,
+                        x=x,
+                        y=y,
+                        n_way=task.n_way,
+                        steps=cfg.inner_steps,
+                        lr=cfg.inner_lr,
+                        optimizer=cfg.inner_optimizer,
+                        batches=batches,
+                    )
+                    loss_sum, correct, seen, inner_steps = (
+                        loss_sum + ls,
+                        correct + c,
+                        seen + s,
+                        inner_steps + cfg.inner_steps,
+                    )
+                    with torch.no_grad():
+                        for name, p in params.items():
+                            mean_diff[name] += (work_params[name] - p) / cfg.meta_batch
+                        # Running statistics carry on from the task just trained on.
+                        for name, b in buffers.items():
+                            b.copy_(work_buffers[name])
+                    num_tasks += 1
+                    num_examples += task.num_examples
+                outer.zero_grad(set_to_none=True)
+                for name, p in params.items():
+                    p.grad = -mean_diff[name]
+                outer.step()
+                outer.zero_grad(set_to_none=True)
+        return LocalUpdate(
+            delta=params_delta(model=model, initial=initial),
+            train_loss=loss_sum / max(inner_steps, 1),
+            num_tasks=num_tasks,
+            num_examples=num_examples,
+            buffers=floating_buffers(model=model),
+            extra={"train_accuracy": correct / max(seen, 1)},
+        )
+
+    def predict(
+        self,
+        *,
+        model: nn.Module,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        n_way: int,
+        query_x: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fine-tune a copy on the support set and return query logits.
+
+        Raises:
+            DataError: If the support/query data is malformed.
+            ConfigError: If the model has fewer than ``n_way`` outputs.
+        """
+        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        work = copy.deepcopy(model)
+        with training_mode(work, train=False), torch.enable_grad():
+            fine_tune(
+                model=work,
+                x=support_x,
+                y=support_y,
+                n_way=n_way,
+                steps=self.config.test_inner_steps,
+                lr=self.config.test_inner_lr,
+                optimizer=self.config.inner_optimizer,
+            )
+            with torch.no_grad():
+                return head_logits(outputs=work(query_x), n_way=n_way).detach()
