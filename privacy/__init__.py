@@ -1,0 +1,97 @@
+"""Differential privacy for secfed: accountants, calibration, client-level and distributed DP, ledger.
+
+Layering: this package imports nothing else of the project (not ``secfed``, not ``protocols``).
+Pure mathematics lives in :mod:`privacy.analysis`; stateful objects (accountants, encoders, the
+ledger) live in the modules below.
+"""
+
+# --- accounting, calibration, client-level and distributed DP, ledger ------------------------------
+from privacy.accountants import (
+    DistributedDPAccountant,
+    DistributedEvent,
+    GaussianAccountant,
+    PLDAccountant,
+    PRVAccountant,
+    RDPAccountant,
+    accountant_from_json,
+    accountant_from_state,
+    create_accountant,
+)
+from privacy.calibration import (
+    calibrate_distributed_noise,
+    calibrate_noise,
+    distributed_epsilon_for,
+    epsilon_for,
+)
+from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig, clip_update, sample_clients
+from privacy.distributed import (
+    DistributedDPConfig,
+    DistributedDPEncoder,
+    calibrate_distributed_dp,
+    plan_distributed_dp,
+)
+from privacy.errors import (
+    AccountantStateError,
+    BudgetExceededError,
+    CalibrationError,
+    EncodingError,
+    InvalidInputError,
+    InvalidPrivacyConfigError,
+    LedgerCorruptedError,
+    LedgerError,
+    PrivacyError,
+)
+from privacy.ledger import (
+    BudgetCheck,
+    LedgerEntry,
+    MechanismRecord,
+    PlannedSteps,
+    PrivacyBudget,
+    PrivacyLedger,
+    check_budget,
+)
+
+# --- record-level DP-SGD mechanics (privacy.dpsgd, privacy.episodic, privacy.sampling) -------------
+# Owned by the DP-SGD helper: add their public names here and to __all__ below.
+
+__all__ = [
+    # accounting, calibration, client-level and distributed DP, ledger
+    "AccountantStateError",
+    "BudgetCheck",
+    "BudgetExceededError",
+    "CalibrationError",
+    "DPFedAvgAggregator",
+    "DPFedAvgConfig",
+    "DistributedDPAccountant",
+    "DistributedDPConfig",
+    "DistributedDPEncoder",
+    "DistributedEvent",
+    "EncodingError",
+    "GaussianAccountant",
+    "InvalidInputError",
+    "InvalidPrivacyConfigError",
+    "LedgerCorruptedError",
+    "LedgerEntry",
+    "LedgerError",
+    "MechanismRecord",
+    "PLDAccountant",
+    "PRVAccountant",
+    "PlannedSteps",
+    "PrivacyBudget",
+    "PrivacyError",
+    "PrivacyLedger",
+    "RDPAccountant",
+    "accountant_from_json",
+    "accountant_from_state",
+    "calibrate_distributed_dp",
+    "calibrate_distributed_noise",
+    "calibrate_noise",
+    "check_budget",
+    "clip_update",
+    "create_accountant",
+    "distributed_epsilon_for",
+    "epsilon_for",
+    "plan_distributed_dp",
+    "sample_clients",
+    # record-level DP-SGD mechanics (DP-SGD helper): add names below
+]

@@ -145,12 +145,14 @@ def check_x25519_public_key(public: bytes) -> None:
         raise InvalidKeyError("X25519 public key has small order")
 
 
-def agree(*, private: X25519PrivateKey, public: bytes) -> bytes:
+def agree(*, private: X25519PrivateKey, public: bytes, checked: bool = False) -> bytes:
     """X25519 key agreement with low-order checks.
 
     Args:
         private: Own private key.
         public: Peer's raw public key.
+        checked: Skip the explicit encoding check because the caller already ran
+            :func:`check_x25519_public_key` on ``public`` (the all-zero output check still runs).
 
     Returns:
         The 32-byte shared secret.
@@ -159,7 +161,8 @@ def agree(*, private: X25519PrivateKey, public: bytes) -> bytes:
         InvalidKeyError: If ``public`` is malformed or of small order (the shared secret would be
             all zero).
     """
-    check_x25519_public_key(public)
+    if not checked:
+        check_x25519_public_key(public)
     try:
         return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:  # all-zero output: cryptography refuses it

@@ -105,8 +105,8 @@ class SupervisedSource:
         Args:
             dataset: The site's records.
         """
-        self._x = torch.from_numpy(np.ascontiguousarray(dataset.images))
-        self._y = torch.from_numpy(np.ascontiguousarray(dataset.labels))
+        self._x = torch.from_numpy(np.array(dataset.images, dtype=np.float32))
+        self._y = torch.from_numpy(np.array(dataset.labels, dtype=np.int64))
 
     def sample_batch(self, *, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``batch_size`` records uniformly without replacement (all if fewer)."""

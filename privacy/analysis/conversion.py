@@ -39,7 +39,9 @@ __all__ = [
 #: Default RDP orders: those of dp_accounting 0.6 (a superset of Opacus' default orders except 11,
 #: with large orders added for small-noise regimes).
 DEFAULT_RDP_ORDERS: tuple[float, ...] = tuple(
-    [1.0 + x / 10.0 for x in range(1, 100)] + [float(a) for a in range(11, 64)] + [128.0, 256.0, 512.0, 1024.0]
+    [1.0 + x / 10.0 for x in range(1, 100)]
+    + [float(a) for a in range(11, 64)]
+    + [128.0, 256.0, 512.0, 1024.0]
 )
 
 #: Opacus 1.6 ``RDPAccountant.DEFAULT_ALPHAS`` (for reproducing Opacus numbers exactly).
@@ -48,7 +50,9 @@ OPACUS_RDP_ORDERS: tuple[float, ...] = tuple(
 )
 
 
-def _check_pair(orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(
+    orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     orders_arr = check_orders(orders)
     rdp_arr = np.asarray(rdp, dtype=np.float64)
     if rdp_arr.shape != orders_arr.shape:

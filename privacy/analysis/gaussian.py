@@ -20,13 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 from opacus.accountants.analysis import rdp as _opacus_rdp
 
-from privacy.analysis._checks import check_finite_nonneg, check_orders, check_rate
+from privacy.analysis._checks import check_finite_nonneg, check_int, check_orders, check_rate
+from privacy.errors import InvalidPrivacyConfigError
 
-__all__ = ["gaussian_rdp", "poisson_subsampled_gaussian_rdp"]
+__all__ = ["composed_gaussian_rdp", "gaussian_rdp", "poisson_subsampled_gaussian_rdp"]
 
 
 @functools.lru_cache(maxsize=4096)
-def _sgm_rdp_cached(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]) -> tuple[float, ...]:
+def _sgm_rdp_cached(
+    noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]
+) -> tuple[float, ...]:
     if sample_rate == 0.0:
         return tuple(0.0 for _ in orders)
     if noise_multiplier == 0.0:
@@ -79,3 +82,34 @@ def gaussian_rdp(*, noise_multiplier: float, orders: Sequence[float] | np.ndarra
     if sigma == 0:
         return np.full(orders_arr.shape, np.inf)
     return orders_arr / (2.0 * sigma**2)
+
+
+def composed_gaussian_rdp(
+    *, history: Sequence[tuple[float, float, int]], orders: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """RDP of a composition of Poisson-subsampled Gaussian steps (RDP composes additively).
+
+    Args:
+        history: grouped ``(σ, q, steps)`` entries (order does not matter).
+        orders: RDP orders α > 1.
+
+    Returns:
+        Float64 array: ``Σ steps · rdp(σ, q)`` per order.
+
+    Raises:
+        InvalidPrivacyConfigError: a malformed entry or invalid orders.
+    """
+    orders_arr = check_orders(orders)
+    total = np.zeros(orders_arr.shape)
+    for i, entry in enumerate(history):
+        if len(entry) != 3:
+            raise InvalidPrivacyConfigError(f"history[{i}] must be (noise_multiplier, sample_rate, steps)")
+        steps = check_int(f"history[{i}].steps", entry[2], minimum=0)
+        if steps == 0:
+            continue
+        curve = poisson_subsampled_gaussian_rdp(
+            noise_multiplier=entry[0], sample_rate=entry[1], orders=orders_arr
+        )
+        with np.errstate(invalid="ignore"):
+            total = total + steps * curve
+    return total

@@ -65,7 +65,9 @@ def inner_adapt(
         The adapted parameters (a new dict; ``params`` itself is not modified).
     """
     names = list(params)
-    current = dict(params)
+    # Plain tensors (e.g. when only evaluating the meta-loss) become leaves so that the inner
+    # gradients exist; tensors already tracked by autograd or torch.func are used as they are.
+    current = {n: (p if p.requires_grad else p.detach().requires_grad_(True)) for n, p in params.items()}
     for _ in range(steps):
         logits = head_logits(outputs=functional_call(model, (current, buffers), (x,)), n_way=n_way)
         loss = F.cross_entropy(logits, y)
@@ -98,17 +100,18 @@ class MAML(EpisodicLearner):
         task: Task,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
-        adapted = inner_adapt(
-            model=model,
-            params=params,
-            buffers=buffers,
-            x=task.support_x,
-            y=task.support_y,
-            n_way=task.n_way,
-            steps=self.config.inner_steps,
-            lr=self.config.inner_lr,
-            create_graph=not self.first_order,
-        )
+        with torch.enable_grad():
+            adapted = inner_adapt(
+                model=model,
+                params=params,
+                buffers=buffers,
+                x=task.support_x,
+                y=task.support_y,
+                n_way=task.n_way,
+                steps=self.config.inner_steps,
+                lr=self.config.inner_lr,
+                create_graph=not self.first_order,
+            )
         logits = head_logits(
             outputs=functional_call(model, (adapted, buffers), (task.query_x,)), n_way=task.n_way
         )

@@ -1,0 +1,515 @@
+"""Per-sample DP-SGD for non-episodic local training (Reptile inner loop, FedAvg local epochs).
+
+Privacy unit and adjacency
+--------------------------
+The privacy unit is **one record of the site's dataset**, adjacency is **add/remove one record**.
+Each step Poisson-samples every record independently with probability ``q``, clips every record's
+own gradient to L2 norm ``C``, sums, adds ``N(0, (zC)^2 I)`` and divides by a **public** constant
+(the configured expected batch size, never the private dataset size: Opacus issues #571, #819).
+This is DP-SGD (Abadi et al., CCS 2016, arXiv 1607.00133); each step is a Poisson-subsampled
+Gaussian mechanism with sensitivity ``C`` whose RDP is computed by Mironov, Talwar & Zhang (2019,
+arXiv 1908.10530). The accountant is told ``(z, q)`` once per step and composes every local step the
+site ever takes (keep one accountant per site across rounds).
+
+This is valid only because the loss is a *sum of per-record losses*: a record influences only its
+own gradient. It must not be used for episodic losses (ProtoNet prototypes, MAML inner loops couple
+records) — use :mod:`privacy.episodic` there. Likewise modules that couple the records of a batch
+(BatchNorm, running statistics) are refused with :class:`RecordCouplingModelError`.
+
+Reptile's outer step (Nichol et al. 2018, arXiv 1803.02999) and FedAvg's averaging (McMahan et al.
+2017) only read the parameters DP-SGD produced, so they are post-processing and cost no privacy.
+
+Opacus mechanics: per-sample gradients come from :class:`opacus.GradSampleModule` with
+``loss_reduction="sum"``; clipping and noise from :class:`opacus.optimizers.DPOptimizer` (Yousefpour
+et al. 2021, arXiv 2109.12298). Applying Opacus twice to one module breaks its hooks (Opacus #608),
+so :class:`PerSampleDPSGD` is built around a *fresh copy* of the model each round and
+:meth:`PerSampleDPSGD.finish` removes the hooks again.
+
+Randomness: the Poisson sampler draws from ``os.urandom`` (a CSPRNG) and the Gaussian noise comes
+from a ``torch.Generator`` reseeded with 64 fresh bits from ``os.urandom`` at every step, with
+Opacus' ``secure_mode`` noise (sum of four draws, robust to the floating-point attack of Jin et
+al. 2021, arXiv 2107.10138). PyTorch offers no CSPRNG-backed normal sampler; the per-step reseed is
+the strongest option available without ``torchcsprng``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from opacus import GradSampleModule
+from opacus.data_loader import wrap_collate_with_empty
+from opacus.optimizers import DPOptimizer
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data._utils.collate import default_collate
+
+from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
+
+__all__ = [
+    "PerSampleDPSGD",
+    "RecordCouplingModelError",
+    "SecurePoissonSampler",
+    "StepAccountant",
+    "UnsupportedModelError",
+    "check_record_independent_model",
+    "find_record_coupling_modules",
+    "fresh_noise_generator",
+    "make_poisson_loader",
+    "make_torch_optimizer",
+]
+
+OptimizerName = Literal["sgd", "adam"]
+
+
+class UnsupportedModelError(PrivacyError, ValueError):
+    """The model cannot be trained with record-level DP as given.
+
+    Attributes:
+        problems: One human-readable problem per offending module.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message if not problems else f"{message}: " + "; ".join(problems))
+        self.problems = tuple(problems)
+
+
+class RecordCouplingModelError(UnsupportedModelError):
+    """The model contains a module that couples records (BatchNorm, tracked running statistics).
+
+    Such a module makes one record's output depend on the other records of the batch (and leaks
+    batch statistics through its buffers), so per-record (or per-episode) clipping no longer bounds
+    one record's influence. Replace BatchNorm by GroupNorm/LayerNorm.
+    """
+
+
+@runtime_checkable
+class StepAccountant(Protocol):
+    """Anything that composes Poisson-subsampled Gaussian steps (e.g. ``opacus`` ``RDPAccountant``)."""
+
+    def step(self, *, noise_multiplier: float, sample_rate: float) -> None:
+        """Record one step with noise multiplier ``noise_multiplier`` and sampling rate ``sample_rate``."""
+        ...
+
+
+def find_record_coupling_modules(*, model: nn.Module) -> list[str]:
+    """List the submodules of ``model`` that couple the records of a batch.
+
+    Checks every submodule (with or without trainable parameters, unlike Opacus' validator which
+    skips e.g. ``BatchNorm(affine=False)``): all BatchNorm variants (incl. SyncBatchNorm and lazy
+    ones) and InstanceNorm with ``track_running_stats=True``.
+
+    Args:
+        model: The model to inspect.
+
+    Returns:
+        ``"name (Type): reason"`` strings, empty when the model is record-independent.
+    """
+    found = []
+    for name, module in model.named_modules():
+        label = f"{name or '<root>'} ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            found.append(f"{label}: BatchNorm normalises each record with statistics of the whole batch")
+        elif isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats:
+            found.append(f"{label}: running statistics are updated from the data")
+    return found
+
+
+def check_record_independent_model(*, model: nn.Module) -> None:
+    """Refuse models whose modules couple records.
+
+    Args:
+        model: The model to check.
+
+    Raises:
+        InvalidInputError: If ``model`` is not an ``nn.Module``.
+        RecordCouplingModelError: If a BatchNorm (or a norm with running statistics) is present.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    problems = find_record_coupling_modules(model=model)
+    if problems:
+        raise RecordCouplingModelError(
+            "model couples records within a batch, so record-level DP cannot be guaranteed "
+            "(replace BatchNorm by GroupNorm)",
+            problems=problems,
+        )
+
+
+def _check_positive_finite(name: str, value: float, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPrivacyConfigError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidPrivacyConfigError(f"{name} must be finite and {bound}, got {value}")
+    return value
+
+
+def _check_sample_rate(sample_rate: float) -> float:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float):
+        raise InvalidPrivacyConfigError(f"sample_rate must be a number, got {type(sample_rate).__name__}")
+    if not 0.0 < float(sample_rate) <= 1.0:
+        raise InvalidPrivacyConfigError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    return float(sample_rate)
+
+
+def _check_accountant(accountant: object) -> None:
+    if not callable(getattr(accountant, "step", None)):
+        raise InvalidPrivacyConfigError(
+            "accountant must have a step(*, noise_multiplier, sample_rate) method (e.g. opacus RDPAccountant)"
+        )
+
+
+def make_torch_optimizer(
+    *, params: Sequence[nn.Parameter], optimizer: OptimizerName, lr: float, momentum: float = 0.0
+) -> torch.optim.Optimizer:
+    """Build the plain optimiser that DPOptimizer wraps.
+
+    Args:
+        params: Parameters to optimise.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: Learning rate (> 0).
+        momentum: SGD momentum in ``[0, 1)`` (ignored for Adam).
+
+    Returns:
+        A ``torch.optim.SGD`` or ``torch.optim.Adam``.
+
+    Raises:
+        InvalidPrivacyConfigError: If the name, learning rate or momentum is invalid.
+    """
+    lr = _check_positive_finite("lr", lr)
+    if not 0.0 <= momentum < 1.0:
+        raise InvalidPrivacyConfigError(f"momentum must be in [0, 1), got {momentum}")
+    if optimizer == "sgd":
+        return torch.optim.SGD(list(params), lr=lr, momentum=momentum)
+    if optimizer == "adam":
+        return torch.optim.Adam(list(params), lr=lr)
+    raise InvalidPrivacyConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+
+
+def fresh_noise_generator(*, device: torch.device) -> torch.Generator:
+    """A ``torch.Generator`` seeded with 64 bits from ``os.urandom`` (one per DP step).
+
+    Args:
+        device: Device the noise is drawn on.
+
+    Returns:
+        The seeded generator.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
+    return generator
+
+
+class SecurePoissonSampler(UniformWithReplacementSampler):
+    """Opacus' Poisson batch sampler with the inclusion coins drawn from ``os.urandom``.
+
+    Every record is included in every batch independently with probability ``sample_rate`` — the
+    sampling the Sampled Gaussian Mechanism accountant assumes (shuffled fixed-size batches are not,
+    Opacus #80/#128). Opacus' own sampler draws from ``torch.rand`` (a non-cryptographic PRNG);
+    this subclass keeps its interface and replaces only the coins.
+
+    Args:
+        num_samples: Number of records.
+        sample_rate: Inclusion probability ``q`` in ``(0, 1]``.
+        steps: Batches per iteration (default ``int(1/q)``, as in Opacus).
+
+    Raises:
+        InvalidPrivacyConfigError: If ``num_samples`` or ``sample_rate`` is invalid.
+    """
+
+    def __init__(self, *, num_samples: int, sample_rate: float, steps: int | None = None) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise InvalidPrivacyConfigError(f"num_samples must be a positive int, got {num_samples!r}")
+        sample_rate = _check_sample_rate(sample_rate)
+        if steps is not None and steps < 1:
+            raise InvalidPrivacyConfigError(f"steps must be >= 1, got {steps}")
+        super().__init__(num_samples=num_samples, sample_rate=sample_rate, generator=None, steps=steps)
+
+    def sample_indices(self) -> list[int]:
+        """Draw one Poisson batch.
+
+        Returns:
+            Sorted indices of the included records (possibly empty).
+        """
+        words = np.frombuffer(os.urandom(8 * self.num_samples), dtype="<u8")
+        uniforms = (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+        return np.flatnonzero(uniforms < self.sample_rate).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            yield self.sample_indices()
+
+
+def _check_site_tensors(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise InvalidInputError("x and y must be torch tensors")
+    if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
+        raise InvalidInputError(
+            f"x and y must share their first dimension, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise InvalidInputError("the site dataset is empty")
+
+
+def make_poisson_loader(*, x: torch.Tensor, y: torch.Tensor, sample_rate: float) -> DataLoader:
+    """A ``DataLoader`` over ``(x, y)`` with CSPRNG Poisson batches and empty-batch support.
+
+    Equivalent to Opacus' ``DPDataLoader`` (same empty-batch collate wrapper) but with
+    :class:`SecurePoissonSampler` and the sample rate given explicitly (``DPDataLoader.from_data_loader``
+    derives it from the private dataset size).
+
+    Args:
+        x: Site inputs, shape ``(n, ...)``.
+        y: Site targets, shape ``(n, ...)``.
+        sample_rate: Poisson inclusion probability ``q``.
+
+    Returns:
+        The data loader; each iteration yields ``int(1/q)`` batches ``(xb, yb)``.
+
+    Raises:
+        InvalidInputError: If the tensors are malformed.
+        InvalidPrivacyConfigError: If the sample rate is invalid.
+    """
+    _check_site_tensors(x, y)
+    sampler = SecurePoissonSampler(num_samples=int(x.shape[0]), sample_rate=sample_rate)
+    collate = wrap_collate_with_empty(
+        collate_fn=default_collate,
+        sample_empty_shapes=[(0, *x.shape[1:]), (0, *y.shape[1:])],
+        dtypes=[x.dtype, y.dtype],
+    )
+    return DataLoader(TensorDataset(x, y), batch_sampler=sampler, collate_fn=collate)
+
+
+def _default_per_example_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+
+def _is_opacus_wrapped(model: nn.Module) -> bool:
+    if isinstance(model, GradSampleModule):
+        return True
+    return any(hasattr(m, "autograd_grad_sample_hooks") for m in model.modules()) or any(
+        hasattr(p, "grad_sample") for p in model.parameters()
+    )
+
+
+class PerSampleDPSGD:
+    """Record-level DP-SGD over one site's tensors for one round of local training.
+
+    Build one per round around a **fresh copy** of the model loaded with the global weights (Opacus
+    #608), call :meth:`step` for every local step, then :meth:`finish` to get the plain model back.
+    Pass the **same accountant** every round: it composes every local step the site takes.
+
+    Each step: Poisson batch (rate ``q``) -> per-record gradients of the per-record losses ->
+    clip to ``C`` -> sum -> ``+ N(0, (zC)^2 I)`` -> divide by the public ``expected_batch_size`` ->
+    optimiser step -> ``accountant.step(noise_multiplier=z, sample_rate=q)``.
+
+    Args:
+        model: A plain module (no Opacus hooks, no BatchNorm), trained in place.
+        x: Site inputs, shape ``(n, ...)``.
+        y: Site targets, shape ``(n, ...)``.
+        noise_multiplier: ``z`` (noise std is ``z * max_grad_norm``); 0 disables noise (no privacy).
+        max_grad_norm: Clipping norm ``C`` of every record's gradient.
+        sample_rate: Poisson inclusion probability ``q`` (what the accountant is told).
+        expected_batch_size: Public normaliser of the noisy sum (e.g. ``q`` times a public size bound).
+        lr: Learning rate.
+        accountant: Object with ``step(*, noise_multiplier, sample_rate)``.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        momentum: SGD momentum.
+        per_example_loss: ``(outputs, targets) -> losses`` of shape ``(B,)`` (one loss per record;
+            default cross-entropy). The step sums them, which is what makes clipping per record valid.
+        secure_noise: Use Opacus' floating-point-attack-resistant noise (``secure_mode``).
+
+    Raises:
+        InvalidInputError: If the tensors are malformed.
+        InvalidPrivacyConfigError: If a privacy or optimiser parameter is invalid.
+        RecordCouplingModelError: If the model contains BatchNorm or running statistics.
+        UnsupportedModelError: If the model already carries Opacus hooks or Opacus cannot compute
+            per-sample gradients for one of its modules.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        noise_multiplier: float,
+        max_grad_norm: float,
+        sample_rate: float,
+        expected_batch_size: int,
+        lr: float,
+        accountant: StepAccountant,
+        optimizer: OptimizerName = "sgd",
+        momentum: float = 0.0,
+        per_example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        secure_noise: bool = True,
+    ) -> None:
+        check_record_independent_model(model=model)
+        if _is_opacus_wrapped(model):
+            raise UnsupportedModelError(
+                "model already carries Opacus hooks or per-sample gradients; wrapping it twice breaks "
+                "the hooks (Opacus #608): pass a fresh copy of the plain model each round"
+            )
+        _check_site_tensors(x, y)
+        self._z = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
+        self._c = _check_positive_finite("max_grad_norm", max_grad_norm)
+        self._q = _check_sample_rate(sample_rate)
+        if (
+            isinstance(expected_batch_size, bool)
+            or not isinstance(expected_batch_size, int)
+            or expected_batch_size < 1
+        ):
+            raise InvalidPrivacyConfigError(
+                f"expected_batch_size must be a positive int, got {expected_batch_size!r}"
+            )
+        _check_accountant(accountant)
+        if per_example_loss is not None and not callable(per_example_loss):
+            raise InvalidPrivacyConfigError("per_example_loss must be callable")
+        model.train()
+        other = ModuleValidator.validate(model, strict=False)
+        if other:
+            raise UnsupportedModelError(
+                "Opacus cannot train this model privately", problems=[str(e) for e in other]
+            )
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise InvalidInputError("model has no trainable parameters")
+        self._model = model
+        self._x = x
+        self._y = y
+        self._accountant = accountant
+        self._loss = per_example_loss or _default_per_example_loss
+        self._sampler = SecurePoissonSampler(num_samples=int(x.shape[0]), sample_rate=self._q)
+        self._batches: Iterator[list[int]] = iter(self._sampler)
+        self._module = GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=True)
+        base = make_torch_optimizer(params=params, optimizer=optimizer, lr=lr, momentum=momentum)
+        # loss_reduction="mean" in DPOptimizer only divides the noisy sum by expected_batch_size
+        # (public); per-sample gradients are of the *summed* loss (GradSampleModule "sum").
+        self._optimizer = DPOptimizer(
+            base,
+            noise_multiplier=self._z,
+            max_grad_norm=self._c,
+            expected_batch_size=expected_batch_size,
+            loss_reduction="mean",
+            secure_mode=secure_noise,
+        )
+        self._optimizer.attach_step_hook(self._account)
+        self._device = params[0].device
+        self._steps = 0
+        self._finished = False
+
+    @property
+    def module(self) -> GradSampleModule:
+        """The Opacus-wrapped model (valid until :meth:`finish`)."""
+        return self._module
+
+    @property
+    def optimizer(self) -> DPOptimizer:
+        """The Opacus DP optimiser (noise multiplier ``z``, clip ``C``)."""
+        return self._optimizer
+
+    @property
+    def steps(self) -> int:
+        """DP steps taken (and accounted) by this object."""
+        return self._steps
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the Gaussian noise added to the clipped sum: ``z * C``."""
+        return self._z * self._c
+
+    def _account(self, _optimizer: DPOptimizer) -> None:
+        self._accountant.step(noise_multiplier=self._z, sample_rate=self._q)
+        self._steps += 1
+
+    def _next_batch(self) -> list[int]:
+        try:
+            return next(self._batches)
+        except StopIteration:
+            self._batches = iter(self._sampler)
+            return next(self._batches)
+
+    def step(self, *, classes: Sequence[int] | None = None) -> dict[str, float]:
+        """Take one DP-SGD step.
+
+        Args:
+            classes: Optional public class subset (chosen without looking at the data, e.g. the
+                classes of a Reptile task): only sampled records whose label is in it are used and
+                their labels are relabelled to positions in ``classes``. Each record's inclusion
+                probability is then ``q`` or 0, so accounting with ``q`` stays valid.
+
+        Returns:
+            ``noise_std``, ``noise_multiplier``, ``sample_rate``, ``max_grad_norm`` and ``steps``
+            (public), plus ``private/batch_size`` and ``private/loss_sum``: diagnostics computed
+            from private data, **not** covered by the DP guarantee (do not release them).
+
+        Raises:
+            PrivacyError: If :meth:`finish` was already called.
+            InvalidInputError: If ``classes`` is malformed or the loss has the wrong shape.
+        """
+        if self._finished:
+            raise PrivacyError("PerSampleDPSGD.step called after finish()")
+        index = torch.as_tensor(self._next_batch(), dtype=torch.long)
+        xb, yb = self._x[index], self._y[index]
+        if classes is not None:
+            class_t = torch.as_tensor(list(classes), dtype=self._y.dtype)
+            if class_t.ndim != 1 or class_t.numel() == 0 or torch.unique(class_t).numel() != class_t.numel():
+                raise InvalidInputError("classes must be a non-empty list of distinct labels")
+            match = yb.reshape(-1, 1) == class_t.reshape(1, -1)
+            keep = match.any(dim=1)
+            xb, yb = xb[keep], match[keep].to(torch.long).argmax(dim=1)
+        xb, yb = xb.to(self._device), yb.to(self._device)
+        self._optimizer.zero_grad(set_to_none=True)
+        outputs = self._module(xb)
+        losses = self._loss(outputs, yb)
+        if losses.shape != (xb.shape[0],):
+            raise InvalidInputError(
+                f"per_example_loss must return one loss per record, shape ({xb.shape[0]},), "
+                f"got {tuple(losses.shape)}"
+            )
+        loss_sum = losses.sum()
+        with warnings.catch_warnings():
+            # Opacus' full backward hooks fire on module outputs when inputs need no grad (expected).
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            loss_sum.backward()
+        self._optimizer.generator = fresh_noise_generator(device=self._device)
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        return {
+            "noise_std": self.noise_std,
+            "noise_multiplier": self._z,
+            "sample_rate": self._q,
+            "max_grad_norm": self._c,
+            "steps": float(self._steps),
+            "private/batch_size": float(xb.shape[0]),
+            "private/loss_sum": float(loss_sum.detach()),
+        }
+
+    def finish(self) -> nn.Module:
+        """Remove the Opacus hooks and per-sample state and return the trained plain model.
+
+        Returns:
+            The model passed to the constructor (trained in place), free of Opacus attributes.
+        """
+        if not self._finished:
+            self._optimizer.zero_grad(set_to_none=True)
+            self._module.remove_hooks()
+            for p in self._model.parameters():
+                for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+                    if hasattr(p, attr):
+                        delattr(p, attr)
+            for m in self._model.modules():
+                for attr in ("activations", "max_batch_len"):
+                    if hasattr(m, attr):
+                        delattr(m, attr)
+            self._finished = True
+        return self._model

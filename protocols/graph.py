@@ -1,0 +1,132 @@
+"""Communication graphs: the complete graph (SecAgg) and the Harary graph H(k, n) (SecAgg+).
+
+Bell et al. (CCS 2020) place the clients on a ring after a uniformly random permutation and link
+each to its k/2 predecessors and k/2 successors, giving a k-regular, symmetric graph. The
+permutation here is derived from the session id (which hashes every advertised public key), so
+every client computes the same graph locally without trusting a list sent by the server: the
+ring order sorts the clients by 64-bit words of an AES-128-CTR keystream (little-endian), keyed
+by HKDF(session id, "graph"), with a stable sort as tie-break.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from protocols.crypto import hkdf_sha256, label
+from protocols.errors import ConfigError
+from protocols.prg import keystream
+
+__all__ = ["Graph", "build_graph", "graph_seed"]
+
+
+def graph_seed(*, session_id: bytes) -> bytes:
+    """Derive the 16-byte permutation key of a session.
+
+    Args:
+        session_id: The session id.
+
+    Returns:
+        AES-128 key for the permutation keystream.
+    """
+    return hkdf_sha256(ikm=b"harary-permutation", salt=session_id, info=label("graph"), length=16)
+
+
+class Graph:
+    """An undirected client graph with neighbour lookups.
+
+    Attributes:
+        nodes: Sorted client ids.
+        k: Degree (``len(nodes) - 1`` for the complete graph).
+        ring: Client ids in ring order (the random permutation; sorted for the complete graph).
+    """
+
+    def __init__(self, *, nodes: tuple[int, ...], k: int, ring: tuple[int, ...]) -> None:
+        self.nodes = nodes
+        self.k = k
+        self.ring = ring
+        self._pos = {u: i for i, u in enumerate(ring)}
+        self._cache: dict[int, frozenset[int]] = {}
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is the complete graph."""
+        return self.k >= len(self.nodes) - 1
+
+    def neighbours(self, u: int) -> frozenset[int]:
+        """Open neighbourhood N(u).
+
+        Args:
+            u: A node.
+
+        Returns:
+            The neighbours of ``u`` (without ``u``).
+
+        Raises:
+            ConfigError: If ``u`` is not a node.
+        """
+        cached = self._cache.get(u)
+        if cached is not None:
+            return cached
+        if u not in self._pos:
+            raise ConfigError(f"client {u} is not in the graph")
+        n = len(self.ring)
+        if self.complete:
+            out = frozenset(self.nodes) - {u}
+        else:
+            i = self._pos[u]
+            half = self.k // 2
+            out = frozenset(self.ring[(i + d) % n] for d in range(-half, half + 1) if d != 0)
+        self._cache[u] = out
+        return out
+
+    def closed_neighbours(self, u: int) -> frozenset[int]:
+        """Closed neighbourhood N[u] = N(u) + {u}.
+
+        Args:
+            u: A node.
+
+        Returns:
+            The closed neighbourhood.
+        """
+        return self.neighbours(u) | {u}
+
+
+@lru_cache(maxsize=64)
+def _build(nodes: tuple[int, ...], k: int, seed: bytes) -> Graph:
+    n = len(nodes)
+    if k >= n - 1:
+        return Graph(nodes=nodes, k=n - 1, ring=nodes)
+    words = np.frombuffer(keystream(key=seed, nbytes=8 * n), dtype="<u8")
+    order = np.argsort(words, kind="stable")
+    ring = tuple(nodes[int(i)] for i in order)
+    return Graph(nodes=nodes, k=k, ring=ring)
+
+
+def build_graph(*, nodes: Sequence[int], k: int, seed: bytes) -> Graph:
+    """Build the complete graph (``k >= n - 1``) or the Harary graph H(k, n) over a permutation.
+
+    Args:
+        nodes: Distinct client ids.
+        k: Degree; even when below ``n - 1``.
+        seed: 16-byte permutation key (:func:`graph_seed`).
+
+    Returns:
+        The graph (cached: clients of one session share it).
+
+    Raises:
+        ConfigError: On duplicate nodes, an odd or too small degree, or a bad seed length.
+    """
+    ordered = tuple(sorted(nodes))
+    if len(set(ordered)) != len(ordered):
+        raise ConfigError("graph nodes must be distinct")
+    n = len(ordered)
+    if n < 2:
+        raise ConfigError(f"a graph needs at least 2 nodes, got {n}")
+    if k < n - 1 and (k < 2 or k % 2):
+        raise ConfigError(f"Harary degree must be even and >= 2 (or n-1), got {k}")
+    if len(seed) != 16:
+        raise ConfigError(f"graph seed must be 16 bytes, got {len(seed)}")
+    return _build(ordered, k, bytes(seed))

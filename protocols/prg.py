@@ -1,0 +1,148 @@
+"""Mask expansion: a cryptographic PRG from AES-128-CTR keystreams.
+
+A mask for a vector of ``m`` words is the AES-128-CTR keystream (initial counter block zero)
+under a 16-byte key derived with HKDF-SHA256 from the seed, viewed as *little-endian* uint32 or
+uint64 words, whatever the platform's byte order. Keys are single-use (bound to the session id,
+the purpose and the client ids through HKDF's salt and info), so a zero IV is safe.
+
+Masks are added to an accumulator modulo 2^32 or 2^64 by numpy's wrapping arithmetic; because
+2^bits divides the word modulus, reducing the final result modulo 2^bits gives the sum modulo
+2^bits with every mask still uniform in Z_{2^bits} (no modulo bias).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from protocols.crypto import hkdf_sha256, label
+from protocols.errors import ConfigError
+
+__all__ = [
+    "AES_KEY_BYTES",
+    "word_dtype",
+    "derive_mask_key",
+    "MaskExpander",
+    "keystream",
+]
+
+AES_KEY_BYTES = 16
+_ZERO_IV = bytes(16)
+_zeros_lock = threading.Lock()
+_zeros: bytes = b""
+
+
+def _zero_bytes(n: int) -> memoryview:
+    """Return a read-only view of ``n`` zero bytes (shared, grown on demand)."""
+    global _zeros
+    with _zeros_lock:
+        if len(_zeros) < n:
+            _zeros = bytes(n)
+        return memoryview(_zeros)[:n]
+
+
+def word_dtype(bits: int) -> np.dtype:
+    """The little-endian word type used for arithmetic modulo ``2**bits``.
+
+    Args:
+        bits: Modulus bit width, ``1 <= bits <= 64``.
+
+    Returns:
+        ``<u4`` for ``bits <= 32``, else ``<u8``.
+
+    Raises:
+        ConfigError: If ``bits`` is out of range.
+    """
+    if not 1 <= bits <= 64:
+        raise ConfigError(f"bits must be in [1, 64], got {bits}")
+    return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
+
+
+def derive_mask_key(*, seed: bytes, session_id: bytes, purpose: str, ids: bytes) -> bytes:
+    """Derive the AES-128 key of one mask.
+
+    Args:
+        seed: A self-mask seed ``b_u`` or an X25519 shared secret ``s_uv``.
+        session_id: The session id (HKDF salt).
+        purpose: ``"self-mask"`` or ``"pair-mask"``.
+        ids: Packed client ids the mask belongs to (``u`` or ``min(u,v), max(u,v)``).
+
+    Returns:
+        16-byte AES key.
+    """
+    return hkdf_sha256(ikm=seed, salt=session_id, info=label(purpose) + ids, length=AES_KEY_BYTES)
+
+
+def keystream(*, key: bytes, nbytes: int) -> bytes:
+    """Return ``nbytes`` of AES-128-CTR keystream (reference implementation for tests).
+
+    Args:
+        key: 16-byte AES key.
+        nbytes: Number of bytes.
+
+    Returns:
+        The keystream bytes.
+    """
+    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+    return enc.update(bytes(nbytes)) + enc.finalize()
+
+
+class MaskExpander:
+    """Expands mask keys into word vectors and adds them into an accumulator without copies.
+
+    One instance owns one output buffer of ``length`` words; it is not thread-safe.
+
+    Args:
+        length: Number of words ``m``.
+        bits: Modulus bit width (selects uint32 or uint64 words).
+
+    Raises:
+        ConfigError: If ``length < 1`` or ``bits`` is out of range.
+    """
+
+    def __init__(self, *, length: int, bits: int) -> None:
+        if length < 1:
+            raise ConfigError(f"vector length must be >= 1, got {length}")
+        self.dtype = word_dtype(bits)
+        self.length = length
+        self._nbytes = length * self.dtype.itemsize
+        # update_into needs room for one extra block minus one byte
+        self._buf = bytearray(self._nbytes + 15)
+        self._words = np.frombuffer(self._buf, dtype=self.dtype, count=length)
+
+    def expand(self, *, key: bytes) -> np.ndarray:
+        """Fill the internal buffer with the mask of ``key``.
+
+        Args:
+            key: 16-byte AES key.
+
+        Returns:
+            A read-only word view, valid until the next call on this instance.
+        """
+        enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        enc.update_into(_zero_bytes(self._nbytes), self._buf)
+        return self._words
+
+    def add_into(self, *, acc: np.ndarray, key: bytes, sign: int) -> None:
+        """``acc += sign * PRG(key)`` modulo the word size, in place.
+
+        Args:
+            acc: Native-order accumulator of ``length`` words (uint32 or uint64).
+            key: 16-byte AES key.
+            sign: ``+1`` or ``-1``.
+        """
+        words = self.expand(key=key)
+        if sign > 0:
+            np.add(acc, words, out=acc)
+        else:
+            np.subtract(acc, words, out=acc)
+
+    def zeros(self) -> np.ndarray:
+        """Return a fresh zero accumulator of the right native dtype and length.
+
+        Returns:
+            The accumulator.
+        """
+        return np.zeros(self.length, dtype=self.dtype.newbyteorder("="))

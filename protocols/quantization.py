@@ -1,0 +1,195 @@
+"""Encoding float updates into Z_{2^bits} and decoding the sum.
+
+Secure aggregation sums integers modulo ``2**bits``. An *encoder* is anything with the duck-typed
+shape of :class:`IntegerEncoder`::
+
+    encoder.bits                                   # int, 1..64
+    encoder.encode(*, x: np.ndarray) -> np.ndarray  # uint64 values in [0, 2**bits)
+    encoder.decode(*, total: np.ndarray, n_summed: int) -> np.ndarray  # float64
+
+so other packages (for example distributed-DP encoders) can plug in without :mod:`protocols`
+importing them. :class:`StochasticQuantizer` is the default: clip each coordinate to
+``[-clip, clip]``, scale by ``s = 2**precision_bits``, round stochastically
+(``floor(x s) + Bernoulli(frac(x s))``: unbiased, variance <= 1/4), store in two's complement.
+The sum of ``n`` encodings cannot wrap iff ``sum_i ceil(c_i s) <= 2**(bits-1) - 1``; the bit
+width is chosen (or validated) accordingly, so decoding with a signed view is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from protocols.errors import ConfigError, OverflowRiskError
+
+__all__ = ["IntegerEncoder", "StochasticQuantizer", "required_bits", "to_signed"]
+
+
+@runtime_checkable
+class IntegerEncoder(Protocol):
+    """Shape of an encoder from floats to Z_{2^bits} (see module docstring)."""
+
+    bits: int
+
+    def encode(self, *, x: np.ndarray) -> np.ndarray:
+        """Encode a float vector into uint64 values in ``[0, 2**bits)``."""
+        ...
+
+    def decode(self, *, total: np.ndarray, n_summed: int) -> np.ndarray:
+        """Decode the modular sum of ``n_summed`` encodings into float64."""
+        ...
+
+
+def required_bits(*, total_bound: float, precision_bits: int, n_clients: int) -> int:
+    """Smallest bit width whose signed range holds any sum of quantised inputs.
+
+    Each stochastically rounded input satisfies ``|q_i| <= ceil(c_i s) <= c_i s + 1``, so
+    ``|sum q_i| <= total_bound * s + n_clients`` and ``bits = 1 + ceil(log2(that + 1))``.
+
+    Args:
+        total_bound: Upper bound on ``sum_i c_i`` (per coordinate), e.g. ``n * clip``.
+        precision_bits: ``f`` with scale ``s = 2**f``.
+        n_clients: Number of summed encodings.
+
+    Returns:
+        The bit width (may exceed 64; callers validate).
+
+    Raises:
+        ConfigError: On non-finite or negative inputs.
+    """
+    if not (math.isfinite(total_bound) and total_bound > 0):
+        raise ConfigError(f"total_bound must be finite and > 0, got {total_bound}")
+    if precision_bits < 0 or n_clients < 1:
+        raise ConfigError(f"need precision_bits >= 0 and n_clients >= 1, got {precision_bits}, {n_clients}")
+    max_abs = math.ceil(total_bound * 2.0**precision_bits) + n_clients
+    return 1 + math.ceil(math.log2(max_abs + 1))
+
+
+def to_signed(*, total: np.ndarray, bits: int) -> np.ndarray:
+    """Interpret values in ``[0, 2**bits)`` as two's complement integers.
+
+    Args:
+        total: Unsigned values (any unsigned integer dtype).
+        bits: Bit width, ``1 <= bits <= 64``.
+
+    Returns:
+        int64 array.
+
+    Raises:
+        ConfigError: If ``bits`` is out of range.
+    """
+    v = np.asarray(total).astype(np.uint64, copy=False)
+    if not 1 <= bits <= 64:
+        raise ConfigError(f"bits must be in [1, 64], got {bits}")
+    if bits == 64:
+        return np.ascontiguousarray(v).view(np.int64)
+    half = 1 << (bits - 1)
+    v = (v & np.uint64((1 << bits) - 1)) ^ np.uint64(half)  # sign extension: (v ^ h) - h
+    return v.astype(np.int64) - np.int64(half)
+
+
+class StochasticQuantizer:
+    """Clip, scale by ``2**precision_bits``, stochastically round, store modulo ``2**bits``.
+
+    Args:
+        clip: Per-coordinate clip range ``c`` of one input (inputs are clipped to ``[-c, c]``).
+        precision_bits: ``f``; the scale is ``2**f``.
+        n_clients: Largest number of encodings that will be summed.
+        bits: Bit width; ``None`` picks the smallest safe one. Must be <= 64.
+        total_bound: Bound on the per-coordinate sum of the inputs' clip ranges (with public
+            weights ``w_i`` and per-client clips ``w_i c``: ``c * sum_i w_i``); defaults to
+            ``n_clients * clip``.
+        rng: Generator for the rounding coin flips (not security critical but must be unbiased);
+            defaults to a PCG64 generator seeded from ``os.urandom``.
+
+    Raises:
+        ConfigError: On invalid parameters.
+        OverflowRiskError: If ``bits`` is given and the sum could wrap, or no width <= 64 works.
+    """
+
+    def __init__(
+        self,
+        *,
+        clip: float,
+        precision_bits: int,
+        n_clients: int,
+        bits: int | None = None,
+        total_bound: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if not (math.isfinite(clip) and clip > 0):
+            raise ConfigError(f"clip must be finite and > 0, got {clip}")
+        if not 0 <= precision_bits <= 52:
+            raise ConfigError(f"precision_bits must be in [0, 52], got {precision_bits}")
+        if n_clients < 1:
+            raise ConfigError(f"n_clients must be >= 1, got {n_clients}")
+        bound = n_clients * clip if total_bound is None else float(total_bound)
+        if bound < clip * (1 - 1e-12):
+            raise ConfigError(f"total_bound ({bound}) must be >= clip ({clip})")
+        need = required_bits(total_bound=bound, precision_bits=precision_bits, n_clients=n_clients)
+        if bits is None:
+            if need > 64:
+                raise OverflowRiskError(
+                    f"a sum of {n_clients} inputs with clip {clip} at precision 2^{precision_bits} needs "
+                    f"{need} bits (> 64); lower precision_bits or clip"
+                )
+            bits = need
+        elif not 1 <= bits <= 64:
+            raise ConfigError(f"bits must be in [1, 64], got {bits}")
+        elif bits < need:
+            raise OverflowRiskError(
+                f"bits={bits} could wrap: the sum bound {bound} * 2^{precision_bits} + {n_clients} "
+                f"needs {need} bits (n*c*s must be < 2^(bits-1))"
+            )
+        self.clip = float(clip)
+        self.precision_bits = int(precision_bits)
+        self.n_clients = int(n_clients)
+        self.total_bound = bound
+        self.bits = int(bits)
+        self.scale = float(2**precision_bits)
+        self._rng = (
+            rng if rng is not None else np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
+        )
+
+    def encode(self, *, x: np.ndarray) -> np.ndarray:
+        """Quantise one input vector.
+
+        Args:
+            x: Float vector (any shape; flattened).
+
+        Returns:
+            uint64 values in ``[0, 2**bits)``.
+
+        Raises:
+            ConfigError: If ``x`` contains NaN or infinity.
+        """
+        v = np.asarray(x, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(v)):
+            raise ConfigError("input to encode contains NaN or infinity")
+        v = np.clip(v, -self.clip, self.clip) * self.scale
+        low = np.floor(v)
+        q = low + (self._rng.random(v.shape[0]) < (v - low))
+        out = q.astype(np.int64).view(np.uint64)
+        if self.bits < 64:
+            out &= np.uint64((1 << self.bits) - 1)
+        return out
+
+    def decode(self, *, total: np.ndarray, n_summed: int) -> np.ndarray:
+        """Decode the modular sum of ``n_summed`` encodings.
+
+        Args:
+            total: Sum modulo ``2**bits`` (unsigned integers).
+            n_summed: Number of encodings in the sum (must not exceed ``n_clients``).
+
+        Returns:
+            float64 estimate of the sum of the clipped inputs.
+
+        Raises:
+            ConfigError: If ``n_summed`` is out of range.
+        """
+        if not 0 <= n_summed <= self.n_clients:
+            raise ConfigError(f"n_summed must be in [0, {self.n_clients}], got {n_summed}")
+        return to_signed(total=total, bits=self.bits).astype(np.float64) / self.scale

@@ -1,0 +1,142 @@
+"""Quantisation into Z_{2^bits} (property 10) and the encoder duck type."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import (
+    ConfigError,
+    IntegerEncoder,
+    OverflowRiskError,
+    StochasticQuantizer,
+    required_bits,
+    to_signed,
+)
+
+
+def _sum_mod(encs: list[np.ndarray], bits: int) -> np.ndarray:
+    total = np.zeros_like(encs[0])
+    for e in encs:
+        total += e  # uint64 wraps mod 2^64
+    return total & np.uint64((1 << bits) - 1) if bits < 64 else total
+
+
+def test_notes_example_needs_33_bits_and_32_is_rejected() -> None:
+    assert required_bits(total_bound=1000 * 1.0, precision_bits=22, n_clients=1000) == 33
+    with pytest.raises(OverflowRiskError):
+        StochasticQuantizer(clip=1.0, precision_bits=22, n_clients=1000, bits=32)
+    q = StochasticQuantizer(clip=1.0, precision_bits=22, n_clients=1000)
+    assert q.bits == 33
+
+
+def test_validator_rejects_exactly_when_the_sum_could_wrap() -> None:
+    for n, c, f in ((1, 1.0, 0), (7, 0.5, 10), (100, 3.0, 16), (1000, 1.0, 22)):
+        b = required_bits(total_bound=n * c, precision_bits=f, n_clients=n)
+        worst = math.ceil(c * 2**f) * n  # largest |sum of quantised values|
+        assert worst <= 2 ** (b - 1) - 1
+        StochasticQuantizer(clip=c, precision_bits=f, n_clients=n, bits=b)
+        with pytest.raises(OverflowRiskError):
+            StochasticQuantizer(clip=c, precision_bits=f, n_clients=n, bits=b - 1)
+
+
+def test_worst_case_sum_decodes_without_wrapping() -> None:
+    n, c, f = 1000, 1.0, 22
+    q = StochasticQuantizer(clip=c, precision_bits=f, n_clients=n, rng=np.random.default_rng(0))
+    x = np.array([5.0, -5.0, 1.0, -1.0, 0.0])
+    encs = [q.encode(x=x) for _ in range(n)]
+    got = q.decode(total=_sum_mod(encs, q.bits), n_summed=n)
+    assert np.allclose(got, [1000.0, -1000.0, 1000.0, -1000.0, 0.0])
+    # with one bit fewer the same sum would silently wrap -- this is what validation prevents
+    wrapped = to_signed(total=_sum_mod(encs, q.bits - 1), bits=q.bits - 1)
+    assert wrapped[0] < 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=30),
+    clip=st.floats(min_value=0.01, max_value=100.0),
+    f=st.integers(min_value=0, max_value=24),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_error_bound_holds(n: int, clip: float, f: int, seed: int) -> None:
+    q = StochasticQuantizer(clip=clip, precision_bits=f, n_clients=n, rng=np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    xs = [rng.uniform(-2 * clip, 2 * clip, size=64) for _ in range(n)]
+    total = _sum_mod([q.encode(x=x) for x in xs], q.bits)
+    got = q.decode(total=total, n_summed=n)
+    exact = sum(np.clip(x, -clip, clip) for x in xs)
+    # each stochastic rounding moves a value by < 1/s
+    assert np.all(np.abs(got - exact) < n / 2.0**f + 1e-9)
+    assert np.all(total < 2**q.bits)
+
+
+def test_stochastic_rounding_is_unbiased_with_variance_at_most_a_quarter() -> None:
+    q = StochasticQuantizer(clip=10.0, precision_bits=0, n_clients=1, rng=np.random.default_rng(1))
+    for v in (0.3, -1.7, 2.5, 4.0):
+        x = np.full(200_000, v)
+        dec = q.decode(total=q.encode(x=x), n_summed=1)
+        assert set(np.unique(dec)) <= {math.floor(v), math.ceil(v)}
+        assert abs(dec.mean() - v) < 5 * 0.5 / math.sqrt(x.size)
+        assert dec.var() <= 0.25 + 1e-3
+
+
+def test_sum_error_std_matches_sqrt_n_over_2s() -> None:
+    n, f = 64, 4
+    q = StochasticQuantizer(clip=1.0, precision_bits=f, n_clients=n, rng=np.random.default_rng(2))
+    rng = np.random.default_rng(3)
+    xs = [rng.uniform(-1, 1, size=20_000) for _ in range(n)]
+    err = q.decode(total=_sum_mod([q.encode(x=x) for x in xs], q.bits), n_summed=n) - sum(xs)
+    assert abs(err.mean()) < 5 * math.sqrt(n) / (2 * 2**f) / math.sqrt(err.size)
+    assert err.std() <= math.sqrt(n) / (2 * 2**f) * 1.02
+
+
+def test_weighted_total_bound_and_64_bits() -> None:
+    w = [0.5, 2.0, 3.0]
+    q = StochasticQuantizer(clip=3.0, precision_bits=20, n_clients=3, total_bound=sum(w) * 1.0)
+    assert q.bits == required_bits(total_bound=5.5, precision_bits=20, n_clients=3)
+    q64 = StochasticQuantizer(clip=1.0, precision_bits=30, n_clients=4, bits=64)
+    x = np.array([-1.0, 0.5, 1.0])
+    total = _sum_mod([q64.encode(x=x) for _ in range(4)], 64)
+    assert np.allclose(q64.decode(total=total, n_summed=4), 4 * x, atol=4 / 2**30)
+
+
+def test_encoder_protocol_and_input_validation() -> None:
+    q = StochasticQuantizer(clip=1.0, precision_bits=8, n_clients=3)
+    assert isinstance(q, IntegerEncoder)
+    enc = q.encode(x=np.array([0.1, -0.2], dtype=np.float32))
+    assert enc.dtype == np.uint64 and np.all(enc < 2**q.bits)
+    with pytest.raises(ConfigError):
+        q.encode(x=np.array([np.nan]))
+    with pytest.raises(ConfigError):
+        q.decode(total=enc, n_summed=4)
+    for bad in (
+        {"clip": 0.0, "precision_bits": 8, "n_clients": 3},
+        {"clip": math.inf, "precision_bits": 8, "n_clients": 3},
+        {"clip": 1.0, "precision_bits": -1, "n_clients": 3},
+        {"clip": 1.0, "precision_bits": 8, "n_clients": 0},
+        {"clip": 1.0, "precision_bits": 8, "n_clients": 3, "bits": 65},
+        {"clip": 1.0, "precision_bits": 60, "n_clients": 3},
+    ):
+        with pytest.raises(ConfigError):
+            StochasticQuantizer(**bad)
+    with pytest.raises(OverflowRiskError):
+        StochasticQuantizer(clip=1e6, precision_bits=50, n_clients=1000)
+
+
+def test_to_signed_edges() -> None:
+    assert to_signed(total=np.array([0, 1, 127, 128, 255], dtype=np.uint64), bits=8).tolist() == [
+        0,
+        1,
+        127,
+        -128,
+        -1,
+    ]
+    assert to_signed(total=np.array([2**64 - 1], dtype=np.uint64), bits=64).tolist() == [-1]
+    assert to_signed(total=np.array([2**62], dtype=np.uint64), bits=63).tolist() == [-(2**62)]
+    with pytest.raises(ConfigError):
+        to_signed(total=np.array([1], dtype=np.uint64), bits=0)

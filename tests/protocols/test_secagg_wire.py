@@ -1,0 +1,363 @@
+"""Wire format and message handling: tampering (property 5), duplicates/replays/order (property 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from secagg_harness import Harness
+
+from protocols import (
+    AuthenticationError,
+    DuplicateEntryError,
+    InvalidKeyError,
+    MalformedMessageError,
+    MessageError,
+    ProtocolError,
+    ReplayError,
+    SecAggConfig,
+    SessionMismatchError,
+    Stage,
+    StageError,
+    TruncatedMessageError,
+    VersionError,
+)
+from protocols import messages as msg
+from protocols.wire import HEADER_BYTES, SERVER_ID, Header, Kind, pack_message, unpack_message
+
+CFG = SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3)
+
+
+def reframe(message: bytes, *, body: bytes | None = None, **changes: object) -> bytes:
+    header, old_body = unpack_message(message)
+    header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
+    return pack_message(header=header, body=bytes(old_body) if body is None else body)
+
+
+def body_of(message: bytes) -> bytes:
+    return bytes(unpack_message(message)[1])
+
+
+def at_stage(
+    stage: Stage, *, ids: list[int] | None = None, config: SecAggConfig = CFG
+) -> tuple[Harness, dict[int, bytes]]:
+    h = Harness(config=config, ids=ids or list(range(6)), m=8)
+    while h.server.stage != stage:
+        h.step()
+    return h, h.server.requests()
+
+
+# ----------------------------------------------------------------------------- framing
+def test_framing_rejects_truncation_trailing_bytes_version_magic_and_codes() -> None:
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    m = reqs[0]
+    for cut in range(len(m)):
+        with pytest.raises(TruncatedMessageError):
+            unpack_message(m[:cut])
+    with pytest.raises(MalformedMessageError, match="trailing"):
+        unpack_message(m + b"\x00")
+    bad = bytearray(m)
+    bad[4] = 2
+    with pytest.raises(VersionError):
+        unpack_message(bytes(bad))
+    bad = bytearray(m)
+    bad[0] ^= 1
+    with pytest.raises(MalformedMessageError, match="magic"):
+        unpack_message(bytes(bad))
+    bad = bytearray(m)
+    bad[5] = 9
+    with pytest.raises(StageError):
+        unpack_message(bytes(bad))
+    bad = bytearray(m)
+    bad[6] = 3
+    with pytest.raises(MalformedMessageError, match="kind"):
+        unpack_message(bytes(bad))
+    bad = bytearray(m)
+    bad[7] = 1
+    with pytest.raises(MalformedMessageError, match="flags"):
+        unpack_message(bytes(bad))
+    with pytest.raises(MalformedMessageError):
+        unpack_message("not bytes")  # type: ignore[arg-type]
+
+
+def test_every_truncated_body_is_rejected_by_the_client() -> None:
+    for stage in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_INPUT, Stage.UNMASK):
+        h, reqs = at_stage(stage)
+        m = reqs[1]
+        body = body_of(m)
+        for cut in sorted({0, 1, 3, len(body) // 2, len(body) - 1}):
+            forged = reframe(m, body=body[:cut])
+            if stage == Stage.ADVERTISE_KEYS:
+                # the pre-session id is the hash of the body, so the header no longer matches
+                forged = reframe(forged, session=msg.setup_session_id(body[:cut]))
+            with pytest.raises(MessageError):
+                h.clients[1].handle(forged, value=h.inputs[1])
+            assert not h.clients[1].aborted
+        # the untouched message still works afterwards
+        h.clients[1].handle(m, value=h.inputs[1])
+
+
+def test_server_rejects_malformed_responses() -> None:
+    h, reqs = at_stage(Stage.COLLECT_MASKED_INPUT)
+    good = h.answer(2, reqs[2])
+    body = body_of(good)
+    with pytest.raises(MalformedMessageError):
+        h.server.ingest(client_id=2, message=reframe(good, body=body[:-4]))
+    # values >= 2^bits are refused
+    y = np.frombuffer(body[9:], dtype="<u4").copy()
+    y[0] = 2**16
+    with pytest.raises(MalformedMessageError, match="values"):
+        h.server.ingest(client_id=2, message=reframe(good, body=body[:9] + y.tobytes()))
+    with pytest.raises(MalformedMessageError, match="claims"):
+        h.server.ingest(client_id=3, message=good)
+    with pytest.raises(MalformedMessageError):
+        h.server.ingest(client_id=2, message=reframe(good, kind=Kind.REQUEST))
+    h.server.ingest(client_id=2, message=good)
+
+
+_FUZZ_CACHE: dict[Stage, tuple[Harness, dict[int, bytes]]] = {}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), stage=st.sampled_from([Stage.SHARE_KEYS, Stage.COLLECT_MASKED_INPUT, Stage.UNMASK]))
+def test_fuzzed_requests_only_ever_raise_protocol_errors(data: st.DataObject, stage: Stage) -> None:
+    """Random byte mutations and truncations never crash a client with a non-protocol exception.
+
+    (Some mutations are legitimately accepted: e.g. in the passive variant a changed public key
+    of another client just yields another, self-consistent session id.)
+    """
+    if stage not in _FUZZ_CACHE:
+        _FUZZ_CACHE[stage] = at_stage(stage)
+    h, reqs = _FUZZ_CACHE[stage]
+    m = bytearray(reqs[0])
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(m) - 1))
+        m[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        m = m[: data.draw(st.integers(0, len(m)))]
+    client = _fresh_copy_of_client(h, 0)
+    try:
+        client.handle(bytes(m), value=h.inputs[0])
+    except ProtocolError:
+        pass
+
+
+# ----------------------------------------------------------------------------- property 5
+def test_any_bit_flip_in_an_encrypted_share_is_rejected() -> None:
+    h, reqs = at_stage(Stage.COLLECT_MASKED_INPUT)
+    rows = msg.decode_blobs(body_of(reqs[0]), limit=6)
+    sender, blob = rows[0]
+    for byte in range(0, len(blob), 7):
+        for bit in (0, 7):
+            flipped = bytearray(blob)
+            flipped[byte] ^= 1 << bit
+            forged_rows = [(sender, bytes(flipped)), *rows[1:]]
+            forged = reframe(reqs[0], body=msg.encode_blobs(forged_rows))
+            h2_client = _fresh_copy_of_client(h, 0)
+            with pytest.raises(AuthenticationError):
+                h2_client.handle(forged, value=h.inputs[0])
+            assert h2_client.aborted
+
+
+def _fresh_copy_of_client(h: Harness, u: int):  # noqa: ANN202 - test helper
+    """A deep copy of client u's session state (so one harness serves many tamper attempts)."""
+    import copy
+
+    c = h.clients[u]
+    clone = copy.copy(c)
+    clone._handled = set(c._handled)
+    return clone
+
+
+def test_ciphertext_reflected_back_to_its_author_fails_on_the_aad() -> None:
+    """u's share for v uses the pair key k_uv; sending it back to u as 'from v' must fail (AAD)."""
+    h = Harness(config=CFG, ids=list(range(6)), m=8)
+    h.step()
+    _, _, responses = h.step()
+    own_for_1 = dict(msg.decode_blobs(body_of(responses[0]), limit=6))[1]
+    reqs = h.server.requests()
+    rows = dict(msg.decode_blobs(body_of(reqs[0]), limit=6))
+    rows[1] = own_for_1
+    forged = reframe(reqs[0], body=msg.encode_blobs(sorted(rows.items())))
+    with pytest.raises(AuthenticationError):
+        h.clients[0].handle(forged, value=h.inputs[0])
+
+
+def test_share_relabelled_to_another_sender_is_rejected() -> None:
+    h, reqs = at_stage(Stage.COLLECT_MASKED_INPUT)
+    rows = dict(msg.decode_blobs(body_of(reqs[0]), limit=6))
+    rows[1], rows[2] = rows[2], rows[1]
+    with pytest.raises(AuthenticationError):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_blobs(sorted(rows.items()))), value=h.inputs[0])
+
+
+def test_ciphertext_from_another_session_is_rejected() -> None:
+    a, reqs_a = at_stage(Stage.COLLECT_MASKED_INPUT)
+    b, reqs_b = at_stage(Stage.COLLECT_MASKED_INPUT)
+    # whole message from the other session: header check
+    with pytest.raises(SessionMismatchError):
+        b.clients[0].handle(reqs_a[0], value=b.inputs[0])
+    # the other session's blobs inside a correctly framed message: AEAD check
+    forged = reframe(reqs_b[0], body=body_of(reqs_a[0]))
+    with pytest.raises(AuthenticationError):
+        b.clients[0].handle(forged, value=b.inputs[0])
+
+
+def test_shares_from_a_non_neighbour_are_rejected() -> None:
+    cfg = SecAggConfig(mode="secagg+", bits=16, k=2, t=2, corrupt_fraction=0.0, dropout_rate=0.0)
+    h, reqs = at_stage(Stage.COLLECT_MASKED_INPUT, ids=list(range(8)), config=cfg)
+    g = h.server._graph
+    assert g is not None
+    stranger = next(v for v in range(8) if v != 0 and v not in g.neighbours(0))
+    rows = dict(msg.decode_blobs(body_of(reqs[0]), limit=8))
+    rows[stranger] = next(iter(rows.values()))
+    from protocols import InconsistentViewError
+
+    with pytest.raises(InconsistentViewError, match="not a neighbour"):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_blobs(sorted(rows.items()))), value=h.inputs[0])
+
+
+# ----------------------------------------------------------------------------- property 6
+def test_replayed_and_duplicated_requests_are_refused_without_harm() -> None:
+    h = Harness(config=CFG, ids=list(range(6)), m=8)
+    _, reqs0, _ = h.step()
+    with pytest.raises(ReplayError):
+        h.clients[0].handle(reqs0[0])
+    _, reqs1, _ = h.step()
+    with pytest.raises(ReplayError):
+        h.clients[0].handle(reqs1[0])
+    assert not h.clients[0].aborted
+    h.run()  # the round still completes correctly
+    res = h.server.result()
+    assert np.array_equal(res.total, h.expected_sum(res.survivors))
+
+
+def test_out_of_order_requests_are_refused() -> None:
+    h = Harness(config=CFG, ids=list(range(6)), m=8)
+    reqs = h.server.requests()
+    forged = reframe(reqs[0], stage=Stage.UNMASK)
+    with pytest.raises(StageError):
+        h.clients[0].handle(forged)
+    h2, reqs2 = at_stage(Stage.SHARE_KEYS)
+    with pytest.raises(StageError):
+        h2.clients[0].handle(reframe(reqs2[0], stage=Stage.COLLECT_MASKED_INPUT))
+    assert not h2.clients[0].aborted
+
+
+def test_misaddressed_requests_are_refused() -> None:
+    h = Harness(config=CFG, ids=list(range(6)), m=8)
+    reqs = h.server.requests()
+    with pytest.raises(MalformedMessageError, match="addressed"):
+        h.clients[0].handle(reqs[1])
+    with pytest.raises(MalformedMessageError):
+        h.clients[0].handle(reframe(reqs[0], kind=Kind.RESPONSE))
+    with pytest.raises(MalformedMessageError):
+        h.clients[0].handle(reframe(reqs[0], sender=3))
+    with pytest.raises(SessionMismatchError):
+        h.clients[0].handle(reframe(reqs[0], session=bytes(32)))
+
+
+def test_server_refuses_duplicate_late_and_unsolicited_responses() -> None:
+    h = Harness(config=CFG, ids=list(range(6)), m=8)
+    h.step()
+    h.step()
+    reqs = h.server.requests()
+    y1 = h.answer(1, reqs[1])
+    y5 = h.answer(5, reqs[5])
+    h.server.ingest(client_id=1, message=y1)
+    with pytest.raises(ReplayError):
+        h.server.ingest(client_id=1, message=y1)
+    for u in (0, 2, 3, 4):
+        h.server.ingest(client_id=u, message=h.answer(u, reqs[u]))
+    h.server.close_stage()  # client 5 is now declared dropped
+    assert 5 not in h.server.u3
+    h.server.requests()
+    with pytest.raises(StageError):
+        h.server.ingest(client_id=5, message=y5)  # a late masked input is not accepted
+    with pytest.raises(StageError):
+        h.server.ingest(client_id=5, message=reframe(y5, stage=Stage.UNMASK, body=b""))
+
+
+def test_duplicate_ids_in_lists_are_rejected() -> None:
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    table = msg.decode_key_table(body_of(reqs[0]), active=False, limit=6)
+    entries = [table.entry(int(u)) for u in table.ids]
+    dup = [*entries[:3], entries[2], *entries[3:5]]
+    with pytest.raises(DuplicateEntryError):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_key_table(dup, active=False)))
+    unsorted = [entries[1], entries[0], *entries[2:]]
+    with pytest.raises(MalformedMessageError, match="sorted"):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_key_table(unsorted, active=False)))
+    with pytest.raises(DuplicateEntryError):
+        msg.decode_id_list(msg.encode_id_list([1, 2, 2]), limit=10, what="U3")
+    h4, reqs4 = at_stage(Stage.UNMASK)
+    req = msg.decode_unmask_request(body_of(reqs4[0]), limit=6)
+    dup_survivors = [req.survivors[0], *req.survivors[:-1]]  # same length, first id twice
+    body = msg.encode_id_list(dup_survivors) + body_of(reqs4[0])[4 + 4 * len(req.survivors) :]
+    with pytest.raises(DuplicateEntryError):
+        h4.clients[0].handle(reframe(reqs4[0], body=body))
+
+
+def test_duplicate_public_keys_are_rejected() -> None:
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    table = msg.decode_key_table(body_of(reqs[0]), active=False, limit=6)
+    entries = [table.entry(int(u)) for u in table.ids]
+    entries[3] = dataclasses.replace(entries[3], s_pk=entries[4].s_pk)
+    with pytest.raises(InvalidKeyError, match="duplicate"):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_key_table(entries, active=False)))
+    # the server refuses a client that copies another's key
+    h2 = Harness(config=CFG, ids=list(range(6)), m=8)
+    reqs2 = h2.server.requests()
+    r1 = h2.answer(1, reqs2[1])
+    r2 = h2.answer(2, reqs2[2])
+    h2.server.ingest(client_id=1, message=r1)
+    c1, s1, _ = msg.decode_advertise(body_of(r1), active=False)
+    c2, _, _ = msg.decode_advertise(body_of(r2), active=False)
+    copied = reframe(r2, body=msg.encode_advertise(c_pk=c2, s_pk=s1, signature=None))
+    with pytest.raises(InvalidKeyError):
+        h2.server.ingest(client_id=2, message=copied)
+
+
+def test_low_order_key_in_the_table_is_rejected_by_the_client() -> None:
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    table = msg.decode_key_table(body_of(reqs[0]), active=False, limit=6)
+    entries = [table.entry(int(u)) for u in table.ids]
+    entries[2] = dataclasses.replace(entries[2], s_pk=(1).to_bytes(32, "little"))
+    with pytest.raises(InvalidKeyError):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_key_table(entries, active=False)))
+    # and the server refuses to accept one in an advertisement
+    h2 = Harness(config=CFG, ids=list(range(6)), m=8)
+    reqs2 = h2.server.requests()
+    r = h2.answer(1, reqs2[1])
+    c, _, _ = msg.decode_advertise(body_of(r), active=False)
+    with pytest.raises(InvalidKeyError):
+        h2.server.ingest(
+            client_id=1, message=reframe(r, body=msg.encode_advertise(c_pk=c, s_pk=bytes(32), signature=None))
+        )
+
+
+def test_table_without_own_keys_or_with_strangers_is_rejected() -> None:
+    from protocols import InconsistentViewError
+
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    table = msg.decode_key_table(body_of(reqs[0]), active=False, limit=6)
+    entries = [table.entry(int(u)) for u in table.ids]
+    swapped = [dataclasses.replace(entries[0], c_pk=entries[1].c_pk), *entries[1:]]
+    with pytest.raises(InconsistentViewError, match="own keys"):
+        h.clients[0].handle(reframe(reqs[0], body=msg.encode_key_table(swapped, active=False)))
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    stranger = msg.KeyEntry(99, entries[5].c_pk, entries[5].s_pk, None)
+    with pytest.raises(InconsistentViewError, match="not selected"):
+        h.clients[0].handle(
+            reframe(reqs[0], body=msg.encode_key_table([*entries[:5], stranger], active=False))
+        )
+
+
+def test_header_helper_roundtrip() -> None:
+    hd = Header(Stage.UNMASK, Kind.REQUEST, SERVER_ID, 7, bytes(range(32)))
+    data = pack_message(header=hd, body=[b"ab", memoryview(b"cd")])
+    got, body = unpack_message(data)
+    assert got == hd and bytes(body) == b"abcd" and len(data) == HEADER_BYTES + 4

@@ -1,0 +1,74 @@
+"""Configuration loading and validation: errors name the key and the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secfed.config import config_from_dict, config_to_toml, load_config
+from secfed.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_examples_validate() -> None:
+    for path in sorted((REPO / "examples").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.experiment.rounds >= 1, path
+
+
+def test_unknown_key_names_key_and_allowed(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[learner]\nnmae = 'maml'\n")
+    with pytest.raises(ConfigError, match=r"learner\.nmae.*allowed keys.*name"):
+        load_config(p)
+
+
+def test_unknown_section() -> None:
+    with pytest.raises(ConfigError, match=r"unknown section \[lerner\]"):
+        config_from_dict({"lerner": {}})
+
+
+def test_bad_choice_lists_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"learner\.name = 'mamll'.*protonet, maml, fomaml, reptile, fedavg"):
+        config_from_dict({"learner": {"name": "mamll"}})
+
+
+def test_wrong_type() -> None:
+    with pytest.raises(ConfigError, match=r"experiment\.rounds: expected an integer"):
+        config_from_dict({"experiment": {"rounds": "ten"}})
+    with pytest.raises(ConfigError, match=r"data\.rotations: expected true or false"):
+        config_from_dict({"data": {"rotations": 1}})
+
+
+def test_bad_range_and_cross_field() -> None:
+    with pytest.raises(ConfigError, match=r"federation\.dropout_rate"):
+        config_from_dict({"federation": {"dropout_rate": 1.5}})
+    with pytest.raises(ConfigError, match=r"clients_per_round"):
+        config_from_dict({"partition": {"num_sites": 2}, "federation": {"clients_per_round": 3}})
+    with pytest.raises(ConfigError, match=r"BatchNorm"):
+        config_from_dict({"privacy": {"mode": "record"}, "model": {"norm": "batch"}})
+    with pytest.raises(ConfigError, match=r"data\.root"):
+        config_from_dict({"data": {"dataset": "omniglot"}})
+
+
+def test_overrides_and_round_trip(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[experiment]\nrounds = 4\n")
+    cfg = load_config(p, overrides=["experiment.rounds=7", "learner.name=maml", "data.test_classes=[1, 2, 3]"])
+    assert cfg.experiment.rounds == 7 and cfg.learner.name == "maml" and cfg.data.test_classes == [1, 2, 3]
+    (tmp_path / "resolved.toml").write_text(config_to_toml(cfg))
+    again = load_config(tmp_path / "resolved.toml")
+    assert again == cfg
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(p, overrides=["rounds=3"])
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[experiment\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
