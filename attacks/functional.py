@@ -57,7 +57,9 @@ def soft_cross_entropy(*, logits: Tensor, labels: Tensor, reduction: str = "mean
         per = -(labels * logp).sum(dim=-1)
     else:
         if labels.shape != logits.shape[:1]:
-            raise AttackInputError(f"hard labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+            raise AttackInputError(
+                f"hard labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}"
+            )
         per = -logp.gather(1, labels.long().unsqueeze(1)).squeeze(1)
     return per.mean() if reduction == "mean" else per.sum()
 
@@ -86,8 +88,12 @@ def classification_loss(*, model: nn.Module, reduction: str = "mean") -> LossFn:
     if reduction not in ("mean", "sum"):
         raise AttackConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
-    def loss_fn(params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor) -> Tensor:
-        return soft_cross_entropy(logits=_call(model, params, buffers, inputs), labels=labels, reduction=reduction)
+    def loss_fn(
+        params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
+    ) -> Tensor:
+        return soft_cross_entropy(
+            logits=_call(model, params, buffers, inputs), labels=labels, reduction=reduction
+        )
 
     return loss_fn
 
@@ -145,10 +151,13 @@ def protonet_episode_loss(*, model: nn.Module, n_way: int, k_shot: int, n_query:
     n_support = n_way * k_shot
     n_total = n_way * (k_shot + n_query)
 
-    def loss_fn(params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor) -> Tensor:
+    def loss_fn(
+        params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
+    ) -> Tensor:
         if inputs.shape[0] != n_total or labels.shape[0] != n_total:
             raise AttackInputError(
-                f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class has {n_total} records; "
+                f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class "
+                f"has {n_total} records; "
                 f"got {inputs.shape[0]} inputs and {labels.shape[0]} labels"
             )
         emb = _call(model, params, buffers, inputs).flatten(1)

@@ -19,8 +19,16 @@ from scipy.optimize import linear_sum_assignment
 
 from attacks.errors import AttackInputError
 
-__all__ = ["PSNR_CAP_DB", "mse", "psnr", "ssim", "pairwise_mse", "match_reconstructions", "label_accuracy",
-           "as_images"]
+__all__ = [
+    "PSNR_CAP_DB",
+    "mse",
+    "psnr",
+    "ssim",
+    "pairwise_mse",
+    "match_reconstructions",
+    "label_accuracy",
+    "as_images",
+]
 
 #: PSNR of identical images is infinite; it is capped here so results stay finite (valid JSON).
 PSNR_CAP_DB = 100.0
@@ -139,7 +147,8 @@ def ssim(
         raise AttackInputError(f"ssim expects (H, W) or (C, H, W) images, got shape {tuple(a.shape)}")
     if window_size < 1 or window_size % 2 == 0 or not sigma > 0 or not data_range > 0:
         raise AttackInputError(
-            f"need an odd window_size >= 1, sigma > 0, data_range > 0; got {window_size}, {sigma}, {data_range}"
+            "need an odd window_size >= 1, sigma > 0, data_range > 0; "
+            f"got {window_size}, {sigma}, {data_range}"
         )
     h, w = a.shape[-2:]
     size = min(window_size, h if h % 2 else h - 1, w if w % 2 else w - 1)
@@ -161,7 +170,9 @@ def ssim(
     return float((num / den).mean().item())
 
 
-def pairwise_mse(*, reconstructions: ArrayLike | torch.Tensor, originals: ArrayLike | torch.Tensor) -> np.ndarray:
+def pairwise_mse(
+    *, reconstructions: ArrayLike | torch.Tensor, originals: ArrayLike | torch.Tensor
+) -> np.ndarray:
     """Matrix of MSE between every reconstruction (rows) and every original (columns).
 
     Args:

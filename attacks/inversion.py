@@ -126,10 +126,13 @@ class InversionInputs:
         for f in dataclasses.fields(self):
             _refuse_truth(f"InversionInputs.{f.name}", getattr(self, f.name))
         if not isinstance(self.model, nn.Module):
-            raise ThreatModelError(f"InversionInputs.model must be an nn.Module, got {type(self.model).__name__}")
+            raise ThreatModelError(
+                f"InversionInputs.model must be an nn.Module, got {type(self.model).__name__}"
+            )
         if not isinstance(self.observation, ObservationModel):
             raise ThreatModelError(
-                f"InversionInputs.observation must be an ObservationModel, got {type(self.observation).__name__}"
+                "InversionInputs.observation must be an ObservationModel, "
+                f"got {type(self.observation).__name__}"
             )
         if not isinstance(self.observed, Mapping) or len(self.observed) == 0:
             raise AttackInputError("InversionInputs.observed must be a non-empty mapping of name -> tensor")
@@ -141,40 +144,54 @@ class InversionInputs:
             )
         shape = tuple(int(s) for s in self.input_shape)
         if len(shape) == 0 or any(s < 1 for s in shape):
-            raise AttackInputError(f"input_shape must be a non-empty tuple of positive ints, got {self.input_shape}")
+            raise AttackInputError(
+                f"input_shape must be a non-empty tuple of positive ints, got {self.input_shape}"
+            )
         object.__setattr__(self, "input_shape", shape)
         lo, hi = (float(b) for b in self.box)
         if not lo < hi:
             raise AttackInputError(f"box must satisfy low < high, got {self.box}")
         object.__setattr__(self, "box", (lo, hi))
-        params = dict(self.params) if self.params is not None else {
-            n: p.detach().clone() for n, p in self.model.named_parameters()
-        }
-        buffers = dict(self.buffers) if self.buffers is not None else {
-            n: b.detach().clone() for n, b in self.model.named_buffers()
-        }
+        params = (
+            dict(self.params)
+            if self.params is not None
+            else {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        )
+        buffers = (
+            dict(self.buffers)
+            if self.buffers is not None
+            else {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        )
         missing = [k for k in self.observed if k not in params]
         if missing:
             raise AttackInputError(f"observed names not among the model's parameters: {missing[:5]}")
         for k, v in self.observed.items():
             if v.shape != params[k].shape:
-                raise AttackInputError(f"observed[{k!r}] has shape {tuple(v.shape)}, parameter has {tuple(params[k].shape)}")
+                raise AttackInputError(
+                    f"observed[{k!r}] has shape {tuple(v.shape)}, parameter has {tuple(params[k].shape)}"
+                )
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "buffers", buffers)
         object.__setattr__(self, "observed", {k: v.detach() for k, v in self.observed.items()})
         if self.known_labels is not None:
             kl = self.known_labels
             if not isinstance(kl, Tensor) or kl.shape != (self.num_records,) or kl.is_floating_point():
-                raise AttackInputError(f"known_labels must be an integer tensor of shape ({self.num_records},)")
+                raise AttackInputError(
+                    f"known_labels must be an integer tensor of shape ({self.num_records},)"
+                )
             if int(kl.min()) < 0 or int(kl.max()) >= self.num_classes:
                 raise AttackInputError(f"known_labels must lie in [0, {self.num_classes})")
         obs = self.observation
         if isinstance(obs, AggregateObservation) and obs.num_records != self.num_records:
-            raise AttackInputError(f"the aggregate covers {obs.num_records} records but num_records={self.num_records}")
+            raise AttackInputError(
+                f"the aggregate covers {obs.num_records} records but num_records={self.num_records}"
+            )
         if isinstance(obs, MultiStepObservation):
             top = max(max(b) for b in obs.batches)
             if top >= self.num_records:
-                raise AttackInputError(f"the batch layout indexes record {top} but num_records={self.num_records}")
+                raise AttackInputError(
+                    f"the batch layout indexes record {top} but num_records={self.num_records}"
+                )
 
 
 @dataclass(frozen=True)
@@ -219,15 +236,22 @@ class InversionConfig:
     max_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        checks = (("method", self.method, _METHODS), ("label_strategy", self.label_strategy, _LABELS),
-                  ("init", self.init, _INITS))
+        checks = (
+            ("method", self.method, _METHODS),
+            ("label_strategy", self.label_strategy, _LABELS),
+            ("init", self.init, _INITS),
+        )
         for name, value, allowed in checks:
             if value not in allowed:
                 raise AttackConfigError(f"InversionConfig.{name} must be one of {allowed}, got {value!r}")
         if self.optimizer is not None and self.optimizer not in _OPTIMIZERS:
-            raise AttackConfigError(f"InversionConfig.optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+            raise AttackConfigError(
+                f"InversionConfig.optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if self.distance is not None and self.distance not in _DISTANCES:
-            raise AttackConfigError(f"InversionConfig.distance must be one of {_DISTANCES}, got {self.distance!r}")
+            raise AttackConfigError(
+                f"InversionConfig.distance must be one of {_DISTANCES}, got {self.distance!r}"
+            )
         if self.iterations < 1 or self.restarts < 1 or self.record_every < 1:
             raise AttackConfigError("InversionConfig.iterations, restarts and record_every must be >= 1")
         if self.lr is not None and not self.lr > 0:
@@ -237,7 +261,9 @@ class InversionConfig:
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise AttackConfigError(f"InversionConfig.max_seconds must be > 0, got {self.max_seconds}")
         if self.method == "idlg" and self.label_strategy == "joint":
-            raise AttackConfigError("method 'idlg' recovers labels analytically; label_strategy='joint' is DLG")
+            raise AttackConfigError(
+                "method 'idlg' recovers labels analytically; label_strategy='joint' is DLG"
+            )
 
     def resolved(self) -> InversionConfig:
         """A copy with every ``None`` field replaced by the method's default."""
@@ -344,7 +370,9 @@ def total_variation(*, x: Tensor) -> Tensor:
     return dx + dy
 
 
-def observation_distance(*, simulated: Mapping[str, Tensor], observed: Mapping[str, Tensor], kind: str) -> Tensor:
+def observation_distance(
+    *, simulated: Mapping[str, Tensor], observed: Mapping[str, Tensor], kind: str
+) -> Tensor:
     """Distance between a simulated and the observed observation over the observed names.
 
     Args:
@@ -389,8 +417,12 @@ def _labels_for(threat: InversionInputs, cfg: InversionConfig) -> tuple[str, Ten
             raise AttackConfigError("label_strategy='known' but InversionInputs.known_labels is None")
         return "known", threat.known_labels.long()
     if strategy == "analytic":
-        labels = batch_labels_from_last_layer(observed=threat.observed, num_classes=threat.num_classes,
-                                              num_records=threat.num_records, sign=threat.observation.sign)
+        labels = batch_labels_from_last_layer(
+            observed=threat.observed,
+            num_classes=threat.num_classes,
+            num_records=threat.num_records,
+            sign=threat.observation.sign,
+        )
         return "analytic", labels
     return "joint", None
 
@@ -417,7 +449,9 @@ def _one_restart(
     label_logits = None
     opt_vars = [x]
     if fixed_labels is None:
-        label_logits = torch.randn((threat.num_records, threat.num_classes), generator=gen).requires_grad_(True)
+        label_logits = torch.randn((threat.num_records, threat.num_classes), generator=gen).requires_grad_(
+            True
+        )
         opt_vars.append(label_logits)
     assert threat.params is not None and threat.buffers is not None
     params, buffers = threat.params, threat.buffers
@@ -432,8 +466,9 @@ def _one_restart(
         return torch.softmax(label_logits, dim=-1)
 
     def objective() -> tuple[Tensor, Tensor]:
-        sim = threat.observation.simulate(params=params, buffers=buffers, inputs=x, labels=current_labels(),
-                                          create_graph=True)
+        sim = threat.observation.simulate(
+            params=params, buffers=buffers, inputs=x, labels=current_labels(), create_graph=True
+        )
         d = observation_distance(simulated=sim, observed=threat.observed, kind=dist_kind)
         total = d + tv_w * total_variation(x=x) if use_tv else d
         return total, d
@@ -490,8 +525,9 @@ def _one_restart(
     hard = labels if not labels.is_floating_point() else labels.argmax(dim=-1)
     # Score the restart by the distance at the (projected) final point, without the prior.
     final_x.requires_grad_(True)
-    sim = threat.observation.simulate(params=params, buffers=buffers, inputs=final_x, labels=labels,
-                                      create_graph=True)
+    sim = threat.observation.simulate(
+        params=params, buffers=buffers, inputs=final_x, labels=labels, create_graph=True
+    )
     d = float(observation_distance(simulated=sim, observed=threat.observed, kind=dist_kind).detach())
     return final_x.detach(), hard.long(), d if math.isfinite(d) else math.inf, history
 
@@ -529,8 +565,15 @@ def run_inversion(*, threat: InversionInputs, config: InversionConfig) -> Invers
             best = out
     assert best is not None
     return InversionResult(
-        reconstruction=best[0], labels=best[1], label_source=source, distance=best[2], restart_distances=dists,
-        history=best[3], seconds=time.monotonic() - t0, config=cfg, observation=threat.observation.describe(),
+        reconstruction=best[0],
+        labels=best[1],
+        label_source=source,
+        distance=best[2],
+        restart_distances=dists,
+        history=best[3],
+        seconds=time.monotonic() - t0,
+        config=cfg,
+        observation=threat.observation.describe(),
         box=threat.box,
     )
 
@@ -599,16 +642,23 @@ def score_inversion(
     org = truth.inputs.detach().double()
     images = None
     try:
-        images = (as_images(batch=rec, image_shape=image_shape), as_images(batch=org, image_shape=image_shape))
+        images = (
+            as_images(batch=rec, image_shape=image_shape),
+            as_images(batch=org, image_shape=image_shape),
+        )
     except AttackInputError:
         if image_shape is not None:
             raise
     per: list[dict[str, Any]] = []
     base: list[float] = []
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        entry: dict[str, Any] = {"reconstruction": int(r), "original": int(c),
-                                 "mse": mse_metric(x=rec[r], y=org[c]),
-                                 "psnr": psnr(x=rec[r], y=org[c], data_range=rng), "ssim": None}
+        entry: dict[str, Any] = {
+            "reconstruction": int(r),
+            "original": int(c),
+            "mse": mse_metric(x=rec[r], y=org[c]),
+            "psnr": psnr(x=rec[r], y=org[c], data_range=rng),
+            "ssim": None,
+        }
         if images is not None:
             entry["ssim"] = ssim(x=images[0][r], y=images[1][c], data_range=rng)
         per.append(entry)
@@ -629,7 +679,11 @@ def score_inversion(
 
 
 def save_inversion_grid(
-    *, path: str | Path, result: InversionResult, truth: GroundTruth, image_shape: tuple[int, ...] | None = None
+    *,
+    path: str | Path,
+    result: InversionResult,
+    truth: GroundTruth,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Path:
     """PNG with the originals in the top row and their matched reconstructions below (scoring side).
 
@@ -648,5 +702,8 @@ def save_inversion_grid(
     rows, cols = _pairs(result, truth)
     rec = as_images(batch=result.reconstruction, image_shape=image_shape)[rows]
     org = as_images(batch=truth.inputs, image_shape=image_shape)[cols]
-    return save_image_grid(path=path, rows=[("original", org), (f"{result.config.method} reconstruction", rec)],
-                           value_range=result.box)
+    return save_image_grid(
+        path=path,
+        rows=[("original", org), (f"{result.config.method} reconstruction", rec)],
+        value_range=result.box,
+    )

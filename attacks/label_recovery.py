@@ -49,7 +49,8 @@ def find_last_layer(*, observed: Mapping[str, Tensor], num_classes: int) -> tupl
             w_idx = i
     if w_idx is None:
         raise AttackInputError(
-            f"no 2-D parameter with {num_classes} output rows in the observation: cannot recover labels analytically"
+            f"no 2-D parameter with {num_classes} output rows in the observation: "
+            "cannot recover labels analytically"
         )
     bias = None
     if w_idx + 1 < len(names):
@@ -72,7 +73,9 @@ def _class_signal(observed: Mapping[str, Tensor], num_classes: int, sign: float,
     return float(sign) * sig
 
 
-def idlg_label(*, observed: Mapping[str, Tensor], num_classes: int, sign: float = 1.0, source: str = "auto") -> int:
+def idlg_label(
+    *, observed: Mapping[str, Tensor], num_classes: int, sign: float = 1.0, source: str = "auto"
+) -> int:
     """Recover a single record's label from the sign of the last-layer gradient (iDLG, Zhao et al. 2020).
 
     Args:
@@ -93,7 +96,12 @@ def idlg_label(*, observed: Mapping[str, Tensor], num_classes: int, sign: float 
 
 
 def batch_labels_from_last_layer(
-    *, observed: Mapping[str, Tensor], num_classes: int, num_records: int, sign: float = 1.0, source: str = "auto"
+    *,
+    observed: Mapping[str, Tensor],
+    num_classes: int,
+    num_records: int,
+    sign: float = 1.0,
+    source: str = "auto",
 ) -> Tensor:
     """Recover a batch's multiset of labels from the negative entries of the last layer (Yin et al. 2021).
 

@@ -50,7 +50,9 @@ def _leaves(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def _grad(loss: Tensor, params: Mapping[str, Tensor], *, create_graph: bool) -> dict[str, Tensor]:
     names = list(params)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(
+        loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
+    )
     return {n: (torch.zeros_like(params[n]) if g is None else g) for n, g in zip(names, grads, strict=True)}
 
 
@@ -219,12 +221,16 @@ class MultiStepObservation(ObservationModel):
         _check_batch(inputs, labels)
         top = max(max(b) for b in self.batches)
         if top >= inputs.shape[0]:
-            raise AttackInputError(f"batch layout indexes record {top} but only {inputs.shape[0]} records were given")
+            raise AttackInputError(
+                f"batch layout indexes record {top} but only {inputs.shape[0]} records were given"
+            )
         theta0 = _leaves(params)
         theta = dict(theta0)
         for batch in self.batches:
             idx = torch.tensor(batch, dtype=torch.long, device=inputs.device)
-            g = _grad(self.loss_fn(theta, buffers, inputs[idx], labels[idx]), theta, create_graph=create_graph)
+            g = _grad(
+                self.loss_fn(theta, buffers, inputs[idx], labels[idx]), theta, create_graph=create_graph
+            )
             if create_graph:
                 theta = {k: theta[k] - self.lr * g[k] for k in theta}
             else:
@@ -233,8 +239,13 @@ class MultiStepObservation(ObservationModel):
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""
-        return {"kind": "multi_step", "lr": self.lr, "steps": self.steps, "batches": [list(b) for b in self.batches],
-                "scale": self.scale}
+        return {
+            "kind": "multi_step",
+            "lr": self.lr,
+            "steps": self.steps,
+            "batches": [list(b) for b in self.batches],
+            "scale": self.scale,
+        }
 
 
 @dataclass(frozen=True)
@@ -299,8 +310,12 @@ class MAMLObservation(ObservationModel):
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""
-        return {"kind": "fomaml" if self.first_order else "maml", "n_support": self.n_support,
-                "inner_steps": self.inner_steps, "inner_lr": self.inner_lr}
+        return {
+            "kind": "fomaml" if self.first_order else "maml",
+            "n_support": self.n_support,
+            "inner_steps": self.inner_steps,
+            "inner_lr": self.inner_lr,
+        }
 
 
 @dataclass(frozen=True)
@@ -356,8 +371,13 @@ class AggregateObservation(ObservationModel):
         total: dict[str, Tensor] = {}
         start = 0
         for (model, n), w in zip(self.parts, weights, strict=True):
-            obs = model.simulate(params=params, buffers=buffers, inputs=inputs[start : start + n],
-                                 labels=labels[start : start + n], create_graph=create_graph)
+            obs = model.simulate(
+                params=params,
+                buffers=buffers,
+                inputs=inputs[start : start + n],
+                labels=labels[start : start + n],
+                create_graph=create_graph,
+            )
             start += n
             for k, v in obs.items():
                 total[k] = total[k] + w * v if k in total else w * v
@@ -365,5 +385,8 @@ class AggregateObservation(ObservationModel):
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""
-        return {"kind": "aggregate", "parts": [{"records": int(n), **m.describe()} for m, n in self.parts],
-                "weights": list(self.weights) if self.weights is not None else None}
+        return {
+            "kind": "aggregate",
+            "parts": [{"records": int(n), **m.describe()} for m, n in self.parts],
+            "weights": list(self.weights) if self.weights is not None else None,
+        }

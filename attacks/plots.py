@@ -15,8 +15,12 @@ from attacks.errors import AttackInputError
 __all__ = ["save_image_grid", "save_roc_plot"]
 
 
-def save_image_grid(*, path: str | Path, rows: Sequence[tuple[str, np.ndarray | torch.Tensor]],
-                    value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+def save_image_grid(
+    *,
+    path: str | Path,
+    rows: Sequence[tuple[str, np.ndarray | torch.Tensor]],
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> Path:
     """Save labelled rows of images (e.g. originals above their reconstructions) as one PNG.
 
     Args:
@@ -65,8 +69,12 @@ def save_image_grid(*, path: str | Path, rows: Sequence[tuple[str, np.ndarray | 
     return out
 
 
-def save_roc_plot(*, path: str | Path, curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                  title: str = "Membership inference ROC") -> Path:
+def save_roc_plot(
+    *,
+    path: str | Path,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "Membership inference ROC",
+) -> Path:
     """Save ROC curves on log-log axes (Carlini et al. 2022 recommend the low-FPR regime).
 
     Args:

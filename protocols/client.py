@@ -439,17 +439,16 @@ class SecAggClientSession:
         expander = MaskExpander(length=self.vector_length, bits=p.bits)
         acc = np.asarray(value).astype(word_dtype(p.bits).newbyteorder("="))
         u = self.client_id
-        expander.add_into(
-            acc=acc,
-            key=derive_mask_key(seed=self._b, session_id=session_id, purpose="self-mask", ids=pack_ids([u])),
-            sign=1,
-        )
+        masks = [
+            (derive_mask_key(seed=self._b, session_id=session_id, purpose="self-mask", ids=pack_ids([u])), 1)
+        ]
         for v in peers:
             seed = agree(private=self._s.private, public=self._peers[v][1], checked=True)
             key = derive_mask_key(
                 seed=seed, session_id=session_id, purpose="pair-mask", ids=pack_ids([min(u, v), max(u, v)])
             )
-            expander.add_into(acc=acc, key=key, sign=1 if u > v else -1)
+            masks.append((key, 1 if u > v else -1))
+        expander.add_masks(acc=acc, masks=masks)
         if p.bits < acc.dtype.itemsize * 8:
             acc &= acc.dtype.type((1 << p.bits) - 1)
         return acc

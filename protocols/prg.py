@@ -90,9 +90,13 @@ def keystream(*, key: bytes, nbytes: int) -> bytes:
 
 
 class MaskExpander:
-    """Expands mask keys into word vectors and adds them into an accumulator without copies.
+    """Expands mask keys into word vectors and adds them into an accumulator.
 
-    One instance owns one output buffer of ``length`` words; it is not thread-safe.
+    Masks are produced in cache-sized chunks: for each chunk of the accumulator, every mask's
+    AES-CTR stream (one cipher context per key, advanced chunk by chunk) is written into a small
+    reused buffer and added in place, so neither the keystream nor the accumulator round-trips
+    through main memory once per mask. The result is identical to expanding each full mask.
+    One instance is not thread-safe.
 
     Args:
         length: Number of words ``m``.
@@ -102,42 +106,69 @@ class MaskExpander:
         ConfigError: If ``length < 1`` or ``bits`` is out of range.
     """
 
+    CHUNK_BYTES = 1 << 16
+
     def __init__(self, *, length: int, bits: int) -> None:
         if length < 1:
             raise ConfigError(f"vector length must be >= 1, got {length}")
         self.dtype = word_dtype(bits)
         self.length = length
-        self._nbytes = length * self.dtype.itemsize
+        self._chunk = max(1, min(length, self.CHUNK_BYTES // self.dtype.itemsize))
+        nbytes = self._chunk * self.dtype.itemsize
         # update_into needs room for one extra block minus one byte
-        self._buf = bytearray(self._nbytes + 15)
-        self._words = np.frombuffer(self._buf, dtype=self.dtype, count=length)
+        self._buf = bytearray(nbytes + 15)
+        self._words = np.frombuffer(self._buf, dtype=self.dtype, count=self._chunk)
+        self._zeros = _zero_bytes(nbytes)
 
     def expand(self, *, key: bytes) -> np.ndarray:
-        """Fill the internal buffer with the mask of ``key``.
+        """The full mask of ``key`` as a new array (reference path; masking uses :meth:`add_masks`).
 
         Args:
             key: 16-byte AES key.
 
         Returns:
-            A read-only word view, valid until the next call on this instance.
+            ``length`` little-endian words.
         """
-        enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
-        enc.update_into(_zero_bytes(self._nbytes), self._buf)
-        return self._words
+        data = keystream(key=key, nbytes=self.length * self.dtype.itemsize)
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def add_masks(self, *, acc: np.ndarray, masks: list[tuple[bytes, int]]) -> None:
+        """``acc += sum_i sign_i * PRG(key_i)`` modulo the word size, in place.
+
+        Args:
+            acc: Native-order accumulator of ``length`` words (uint32 or uint64).
+            masks: ``(16-byte AES key, +1 or -1)`` pairs.
+
+        Raises:
+            ConfigError: If ``acc`` has the wrong length or word size.
+        """
+        if acc.shape != (self.length,) or acc.dtype.itemsize != self.dtype.itemsize:
+            raise ConfigError(f"accumulator must have {self.length} words of {self.dtype.itemsize} bytes")
+        streams = [
+            (Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor(), sign > 0) for key, sign in masks
+        ]
+        size = self.dtype.itemsize
+        for start in range(0, self.length, self._chunk):
+            stop = min(start + self._chunk, self.length)
+            part = acc[start:stop]
+            words = self._words[: stop - start]
+            zeros = self._zeros[: (stop - start) * size]
+            for enc, positive in streams:
+                enc.update_into(zeros, self._buf)
+                if positive:
+                    np.add(part, words, out=part)
+                else:
+                    np.subtract(part, words, out=part)
 
     def add_into(self, *, acc: np.ndarray, key: bytes, sign: int) -> None:
         """``acc += sign * PRG(key)`` modulo the word size, in place.
 
         Args:
-            acc: Native-order accumulator of ``length`` words (uint32 or uint64).
+            acc: Native-order accumulator of ``length`` words.
             key: 16-byte AES key.
             sign: ``+1`` or ``-1``.
         """
-        words = self.expand(key=key)
-        if sign > 0:
-            np.add(acc, words, out=acc)
-        else:
-            np.subtract(acc, words, out=acc)
+        self.add_masks(acc=acc, masks=[(key, sign)])
 
     def zeros(self) -> np.ndarray:
         """Return a fresh zero accumulator of the right native dtype and length.

@@ -446,13 +446,13 @@ class SecAggServerSession:
             if len(shares) < p.t:
                 raise ThresholdError(f"only {len(shares)} shares of dropped client {v}'s key; t={p.t}")
         total = self._sum
-        expander = MaskExpander(length=self.vector_length, bits=p.bits)
+        masks: list[tuple[bytes, int]] = []
         for u in self.u3:
             seed = int_to_secret(reconstruct(shares=b_shares[u], t=p.t))
             key = derive_mask_key(
                 seed=seed, session_id=self.session_id, purpose="self-mask", ids=pack_ids([u])
             )
-            expander.add_into(acc=total, key=key, sign=-1)
+            masks.append((key, -1))
         survivors = set(self.u3)
         for v in dropped:
             s_sk = int_to_secret(reconstruct(shares=s_shares[v], t=p.t))
@@ -470,7 +470,8 @@ class SecAggServerSession:
                     ids=pack_ids([min(v, w), max(v, w)]),
                 )
                 # survivor w added sign(w - v) * PRG(s_wv); remove it
-                expander.add_into(acc=total, key=key, sign=-1 if w > v else 1)
+                masks.append((key, -1 if w > v else 1))
+        MaskExpander(length=self.vector_length, bits=p.bits).add_masks(acc=total, masks=masks)
         if p.bits < total.dtype.itemsize * 8:
             total &= total.dtype.type((1 << p.bits) - 1)
         unmask_s = time.perf_counter() - t0

@@ -82,7 +82,11 @@ def test_pld_grouped_equals_dp_accounting_ungrouped() -> None:
 
 @pytest.mark.parametrize(
     "cls,params",
-    [(RDPAccountant, {}), (PRVAccountant, {"eps_error": 0.05}), (PLDAccountant, {"value_discretization_interval": 1e-3})],
+    [
+        (RDPAccountant, {}),
+        (PRVAccountant, {"eps_error": 0.05}),
+        (PLDAccountant, {"value_discretization_interval": 1e-3}),
+    ],
 )
 def test_json_round_trip(cls, params) -> None:
     acc = cls(**params)
@@ -90,7 +94,9 @@ def test_json_round_trip(cls, params) -> None:
     acc.step(noise_multiplier=0.9, sample_rate=0.05, num_steps=10)
     text = acc.to_json()
     state = json.loads(text)
-    assert state["format"] == "secfed.privacy.accountant" and state["version"] == 1 and state["kind"] == cls.kind
+    assert (
+        state["format"] == "secfed.privacy.accountant" and state["version"] == 1 and state["kind"] == cls.kind
+    )
     back = cls.from_json(text)
     assert back.history == acc.history
     assert back.get_epsilon(delta=DELTA) == acc.get_epsilon(delta=DELTA)
@@ -128,8 +134,11 @@ def test_state_validation_errors() -> None:
 
 def test_step_validation_and_noop() -> None:
     acc = RDPAccountant()
-    for bad in (dict(noise_multiplier=-1.0, sample_rate=0.1), dict(noise_multiplier=1.0, sample_rate=1.1),
-                dict(noise_multiplier=math.nan, sample_rate=0.1)):
+    for bad in (
+        dict(noise_multiplier=-1.0, sample_rate=0.1),
+        dict(noise_multiplier=1.0, sample_rate=1.1),
+        dict(noise_multiplier=math.nan, sample_rate=0.1),
+    ):
         with pytest.raises(InvalidPrivacyConfigError):
             acc.step(**bad)
     with pytest.raises(InvalidPrivacyConfigError):
@@ -165,8 +174,13 @@ def test_non_private_step_gives_infinite_epsilon() -> None:
 
 def _event(n: int, q: float = 1.0, mechanism: str = "ddg") -> DistributedEvent:
     return DistributedEvent(
-        mechanism=mechanism, l2_sensitivity=300.0, l1_sensitivity=300.0 * 32, dim=1024,
-        local_stddev=40.0, num_survivors=n, sample_rate=q,
+        mechanism=mechanism,
+        l2_sensitivity=300.0,
+        l1_sensitivity=300.0 * 32,
+        dim=1024,
+        local_stddev=40.0,
+        num_survivors=n,
+        sample_rate=q,
     )
 
 
@@ -179,8 +193,10 @@ def test_distributed_accountant_survivors_and_grouping(mechanism: str) -> None:
     assert len(full.history) == 1 and len(dropped.history) == 2 and len(dropped) == 100
     assert dropped.get_epsilon(delta=DELTA) > full.get_epsilon(delta=DELTA)
     # grouped equals per-round sum
-    total = sum(_event(50 if r % 2 else 30, mechanism=mechanism).rdp(orders=np.array(full._orders))
-                for r in range(100))
+    total = sum(
+        _event(50 if r % 2 else 30, mechanism=mechanism).rdp(orders=np.array(full._orders))
+        for r in range(100)
+    )
     expected, _ = rdp_to_epsilon(orders=full._orders, rdp=total, delta=DELTA)
     assert dropped.get_epsilon(delta=DELTA) == pytest.approx(expected, rel=1e-10)
     sampled = DistributedDPAccountant()
@@ -202,8 +218,9 @@ def test_distributed_accountant_json_round_trip_and_errors() -> None:
     with pytest.raises(AccountantStateError):
         DistributedDPAccountant.from_json(json.dumps(broken))
     with pytest.raises(InvalidPrivacyConfigError):
-        DistributedEvent(mechanism="ddg", l2_sensitivity=1.0, l1_sensitivity=1.0, dim=4, local_stddev=0.2,
-                         num_survivors=3)
+        DistributedEvent(
+            mechanism="ddg", l2_sensitivity=1.0, l1_sensitivity=1.0, dim=4, local_stddev=0.2, num_survivors=3
+        )
     with pytest.raises(InvalidPrivacyConfigError):
         acc.step(event=(1, 2, 3))  # type: ignore[arg-type]
     before = acc.get_epsilon(delta=DELTA)

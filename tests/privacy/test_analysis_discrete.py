@@ -104,13 +104,19 @@ def test_single_discrete_gaussian_is_exact_at_integer_orders(sigma: float, delta
     for alpha in (2.0, 3.0, 5.0):
         numeric = renyi_shift(pmf, delta_shift, alpha)
         bound = ddg_rdp(
-            orders=[alpha], l2_sensitivity=delta_shift, l1_sensitivity=delta_shift, local_stddev=sigma,
-            num_clients=1, dim=1,
+            orders=[alpha],
+            l2_sensitivity=delta_shift,
+            l1_sensitivity=delta_shift,
+            local_stddev=sigma,
+            num_clients=1,
+            dim=1,
         )[0]
         assert bound == pytest.approx(numeric, rel=1e-8)
     for alpha in (1.5, 2.7):
         numeric = renyi_shift(pmf, delta_shift, alpha)
-        bound = ddg_rdp(orders=[alpha], l2_sensitivity=delta_shift, local_stddev=sigma, num_clients=1, dim=1)[0]
+        bound = ddg_rdp(orders=[alpha], l2_sensitivity=delta_shift, local_stddev=sigma, num_clients=1, dim=1)[
+            0
+        ]
         assert numeric <= bound * (1 + 1e-9)
 
 
@@ -121,8 +127,12 @@ def test_ddg_bound_dominates_numerical_divergence_of_the_sum(sigma: float, n: in
     pmf = sum_of_discrete_gaussians_pmf(sigma, n)
     orders = [1.5, 2.0, 4.0, 8.0, 16.0]
     bound = ddg_rdp(
-        orders=orders, l2_sensitivity=delta_shift, l1_sensitivity=delta_shift, local_stddev=sigma,
-        num_clients=n, dim=1,
+        orders=orders,
+        l2_sensitivity=delta_shift,
+        l1_sensitivity=delta_shift,
+        local_stddev=sigma,
+        num_clients=n,
+        dim=1,
     )
     numeric = np.array([renyi_shift(pmf, delta_shift, a) for a in orders])
     assert np.all(numeric <= bound * (1 + 1e-9) + 1e-12)
@@ -138,7 +148,9 @@ def test_ddg_multidimensional_shift() -> None:
     shift = (3, -4)  # L2 = 5, L1 = 7
     for alpha in (2.0, 6.0):
         numeric = sum(renyi_shift(pmf, s, alpha) for s in shift)  # product distribution
-        bound = ddg_rdp(orders=[alpha], l2_sensitivity=5.0, l1_sensitivity=7.0, local_stddev=sigma, num_clients=n, dim=2)
+        bound = ddg_rdp(
+            orders=[alpha], l2_sensitivity=5.0, l1_sensitivity=7.0, local_stddev=sigma, num_clients=n, dim=2
+        )
         assert numeric <= bound[0]
 
 
@@ -163,12 +175,16 @@ def test_skellam_bound_dominates_numerical_divergence(mu: float, delta_shift: in
     half = int(30 * math.sqrt(mu)) + 60
     pmf = skellam_pmf(mu, half)
     orders = [1.5, 2.0, 3.0, 5.0, 10.0]
-    bound = skellam_rdp(orders=orders, l2_sensitivity=delta_shift, l1_sensitivity=delta_shift, total_variance=mu, dim=1)
+    bound = skellam_rdp(
+        orders=orders, l2_sensitivity=delta_shift, l1_sensitivity=delta_shift, total_variance=mu, dim=1
+    )
     numeric = np.array([renyi_shift(pmf, delta_shift, a) for a in orders])
     assert np.all(numeric <= bound * (1 + 1e-9))
     if mu >= 60:
         main = np.ceil(orders) * delta_shift**2 / (2 * mu)
-        assert np.all(bound <= numeric * 1.15 + (np.ceil(orders) - np.array(orders)) * delta_shift**2 / (2 * mu) + 1e-3)
+        assert np.all(
+            bound <= numeric * 1.15 + (np.ceil(orders) - np.array(orders)) * delta_shift**2 / (2 * mu) + 1e-3
+        )
         assert np.all(bound >= main)
 
 
@@ -187,7 +203,9 @@ def test_skellam_multidimensional_shift() -> None:
 
 @pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
 def test_fewer_survivors_give_larger_epsilon(mechanism: str) -> None:
-    kwargs = dict(mechanism=mechanism, local_stddev=30.0, l2_sensitivity=200.0, dim=4096, rounds=50, delta=1e-5)
+    kwargs = dict(
+        mechanism=mechanism, local_stddev=30.0, l2_sensitivity=200.0, dim=4096, rounds=50, delta=1e-5
+    )
     eps = [distributed_epsilon(num_clients=n, sample_rate=1.0, **kwargs) for n in (100, 80, 50, 20, 5)]
     assert all(a < b for a, b in zip(eps, eps[1:], strict=False))
     eps_sampled = [distributed_epsilon(num_clients=n, sample_rate=0.1, **kwargs) for n in (100, 50, 5)]
@@ -218,12 +236,20 @@ def test_sampled_ddg_dominates_numerical_mixture_divergence(q: float) -> None:
     sigma, shift = 1.0, 2
     pmf = discrete_gaussian_pmf(sigma, 80)
     orders = [2.0, 3.0, 6.0, 12.0]
-    bound = sampled_ddg_rdp(orders=orders, l2_sensitivity=shift, l1_sensitivity=shift, local_stddev=sigma,
-                            num_clients=1, dim=1, sample_rate=q)
+    bound = sampled_ddg_rdp(
+        orders=orders,
+        l2_sensitivity=shift,
+        l1_sensitivity=shift,
+        local_stddev=sigma,
+        num_clients=1,
+        dim=1,
+        sample_rate=q,
+    )
     numeric = np.array([renyi_mixture(pmf, shift, q, a) for a in orders])
     assert np.all(numeric <= bound * (1 + 1e-9))
-    unsampled = ddg_rdp(orders=orders, l2_sensitivity=shift, l1_sensitivity=shift, local_stddev=sigma,
-                        num_clients=1, dim=1)
+    unsampled = ddg_rdp(
+        orders=orders, l2_sensitivity=shift, l1_sensitivity=shift, local_stddev=sigma, num_clients=1, dim=1
+    )
     assert np.all(bound <= unsampled)
     assert bound[0] < unsampled[0]
 
@@ -232,8 +258,9 @@ def test_sampled_skellam_dominates_numerical_mixture_divergence() -> None:
     mu, shift, q = 9.0, 2, 0.1
     pmf = skellam_pmf(mu, 150)
     orders = [2.0, 4.0, 8.0]
-    bound = sampled_skellam_rdp(orders=orders, l2_sensitivity=shift, l1_sensitivity=shift, total_variance=mu,
-                                dim=1, sample_rate=q)
+    bound = sampled_skellam_rdp(
+        orders=orders, l2_sensitivity=shift, l1_sensitivity=shift, total_variance=mu, dim=1, sample_rate=q
+    )
     numeric = np.array([renyi_mixture(pmf, shift, q, a) for a in orders])
     assert np.all(numeric <= bound * (1 + 1e-9))
 
@@ -262,5 +289,13 @@ def test_invalid_inputs() -> None:
     with pytest.raises(InvalidPrivacyConfigError):
         skellam_rdp(orders=[2.0], l2_sensitivity=1.0, total_variance=0.0, dim=1)
     with pytest.raises(InvalidPrivacyConfigError):
-        distributed_epsilon(mechanism="laplace", local_stddev=1.0, num_clients=1, l2_sensitivity=1.0, dim=1,
-                            sample_rate=1.0, rounds=1, delta=1e-5)
+        distributed_epsilon(
+            mechanism="laplace",
+            local_stddev=1.0,
+            num_clients=1,
+            l2_sensitivity=1.0,
+            dim=1,
+            sample_rate=1.0,
+            rounds=1,
+            delta=1e-5,
+        )

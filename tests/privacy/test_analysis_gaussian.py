@@ -48,7 +48,7 @@ def test_opacus_rdp_equals_dp_accounting_rdp_at_all_orders(sigma: float, q: floa
 
 
 def _rdp_by_integration(sigma: float, q: float, alpha: float) -> float:
-    """D_alpha((1-q) N(0,s^2) + q N(1,s^2) || N(0,s^2)) by adaptive quadrature (Mironov et al. 2019, Sec. 3)."""
+    """D_alpha((1-q) N(0,s^2) + q N(1,s^2) || N(0,s^2)) by quadrature (Mironov et al. 2019, Sec. 3)."""
     from scipy import integrate
     from scipy.stats import norm
 

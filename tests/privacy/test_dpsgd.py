@@ -117,7 +117,9 @@ def test_clipping_per_record_and_public_normaliser_without_noise():
         for k in grads:
             expected[k] += factor * grads[k]
     for k, p in ref.named_parameters():
-        torch.testing.assert_close(dict(model.named_parameters())[k].detach(), p.detach() - lr * expected[k] / b)
+        torch.testing.assert_close(
+            dict(model.named_parameters())[k].detach(), p.detach() - lr * expected[k] / b
+        )
 
 
 def test_accountant_records_z_and_q_and_persists_across_rounds():

@@ -90,6 +90,21 @@ def test_prg_add_into_matches_reference_modular_arithmetic() -> None:
     assert not acc.any()
 
 
+@pytest.mark.parametrize("bits", [20, 40])
+def test_chunked_multi_mask_addition_equals_full_expansion(bits: int) -> None:
+    m = 3 * MaskExpander.CHUNK_BYTES // 4 + 123  # several chunks and a ragged tail
+    exp = MaskExpander(length=m, bits=bits)
+    masks = [(os.urandom(16), sign) for sign in (1, -1, 1, 1, -1)]
+    acc = exp.zeros()
+    acc += np.arange(m, dtype=acc.dtype)
+    exp.add_masks(acc=acc, masks=masks)
+    modulus = 2**32 if bits <= 32 else 2**64
+    ref = np.arange(m, dtype=object)
+    for key, sign in masks:
+        ref = ref + sign * exp.expand(key=key).astype(object)
+    assert [int(a) for a in acc] == [int(r) % modulus for r in ref]
+
+
 def test_mask_keys_are_domain_separated() -> None:
     seed, sid = os.urandom(32), os.urandom(32)
     a = derive_mask_key(seed=seed, session_id=sid, purpose="self-mask", ids=b"\x00\x00\x00\x01")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BlobProblem, mean_accuracy
+from learner_blobs import BlobProblem, mean_accuracy
 from torch.func import functional_call, grad, vmap
 
 from secfed.errors import ConfigError
@@ -33,7 +33,10 @@ def _reference_grad(
     for _ in range(steps):
         loss = F.cross_entropy(functional_call(model, fast, (task.support_x,)), task.support_y)
         grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
-        fast = {n: w - lr * (g if create_graph else g.detach()) for (n, w), g in zip(fast.items(), grads, strict=True)}
+        fast = {
+            n: w - lr * (g if create_graph else g.detach())
+            for (n, w), g in zip(fast.items(), grads, strict=True)
+        }
     query = F.cross_entropy(functional_call(model, fast, (task.query_x,)), task.query_y)
     return dict(zip(start, torch.autograd.grad(query, list(start.values())), strict=True))
 
@@ -82,11 +85,13 @@ def test_second_order_gradient_matches_finite_differences() -> None:
     def loss_at(t: float) -> float:
         params = {n: base[n] + t * direction[n] for n in base}
         with torch.enable_grad():
-            return float(maml.task_loss(model=model, params=params, buffers=buffers, task=task))
+            return float(maml.task_loss(model=model, params=params, buffers=buffers, task=task).detach())
 
     fd = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     so = sum((g * direction[n]).sum() for n, g in _learner_grad(learner=maml, model=model, task=task).items())
-    fo = sum((g * direction[n]).sum() for n, g in _learner_grad(learner=fomaml, model=model, task=task).items())
+    fo = sum(
+        (g * direction[n]).sum() for n, g in _learner_grad(learner=fomaml, model=model, task=task).items()
+    )
     assert abs(float(so) - fd) < 1e-6 * max(1.0, abs(fd))
     assert abs(float(fo) - fd) > 1e-3 * max(1.0, abs(fd))
 
@@ -112,7 +117,9 @@ def test_vmap_of_grad_matches_per_task_loop(cls: type[MAML], dtype: torch.dtype,
     def loss(p, sx, sy, qx, qy):
         return learner.task_loss(model=model, params=p, buffers=buffers, task=Task(sx, sy, qx, qy, 5))
 
-    stacked = [torch.stack([getattr(t, f) for t in tasks]) for f in ("support_x", "support_y", "query_x", "query_y")]
+    stacked = [
+        torch.stack([getattr(t, f) for t in tasks]) for f in ("support_x", "support_y", "query_x", "query_y")
+    ]
     batched = vmap(grad(loss), in_dims=(None, 0, 0, 0, 0))(params, *stacked)
     for i, task in enumerate(tasks):
         looped = _learner_grad(learner=learner, model=model, task=task)
@@ -144,7 +151,11 @@ def test_wider_head_uses_first_n_way_logits_and_narrow_head_is_rejected() -> Non
     task = BlobProblem().sample(rng=np.random.default_rng(4))
     learner = MAML(config=LearnerConfig(test_inner_steps=1))
     logits = learner.predict(
-        model=_gn_model(num_classes=8), support_x=task.support_x, support_y=task.support_y, n_way=5, query_x=task.query_x
+        model=_gn_model(num_classes=8),
+        support_x=task.support_x,
+        support_y=task.support_y,
+        n_way=5,
+        query_x=task.query_x,
     )
     assert logits.shape == (task.query_x.shape[0], 5)
     with pytest.raises(ConfigError, match="num_classes"):
@@ -160,7 +171,9 @@ def test_wider_head_uses_first_n_way_logits_and_narrow_head_is_rejected() -> Non
 @pytest.mark.parametrize(
     ("cls", "norm", "inner_steps", "inner_lr"), [(MAML, "group", 1, 0.5), (FOMAML, "batch", 2, 0.3)]
 )
-def test_meta_training_improves_few_shot_accuracy(cls: type[MAML], norm: str, inner_steps: int, inner_lr: float) -> None:
+def test_meta_training_improves_few_shot_accuracy(
+    cls: type[MAML], norm: str, inner_steps: int, inner_lr: float
+) -> None:
     problem = BlobProblem()
     torch.manual_seed(0)
     model = build_model(arch="mlp", input_shape=(1, 8, 8), num_classes=5, hidden=32, norm=norm, num_groups=4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BlobProblem, mean_accuracy
+from learner_blobs import BlobProblem, mean_accuracy
 from torch.func import grad, vmap
 
 from secfed.errors import DataError
@@ -29,7 +29,9 @@ def test_prototype_logits_match_brute_force() -> None:
 
 def _model(norm: str = "group") -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(arch="conv4", input_shape=(1, 8, 8), num_classes=None, hidden=8, norm=norm, num_groups=2)
+    return build_model(
+        arch="conv4", input_shape=(1, 8, 8), num_classes=None, hidden=8, norm=norm, num_groups=2
+    )
 
 
 def test_task_loss_is_query_cross_entropy_of_predict_logits() -> None:
@@ -82,7 +84,9 @@ def test_predict_rejects_missing_class() -> None:
 def test_training_improves_few_shot_accuracy(arch: str, norm: str, lr: float) -> None:
     problem = BlobProblem()
     torch.manual_seed(0)
-    model = build_model(arch=arch, input_shape=(1, 8, 8), num_classes=None, hidden=16, norm=norm, num_groups=4)
+    model = build_model(
+        arch=arch, input_shape=(1, 8, 8), num_classes=None, hidden=16, norm=norm, num_groups=4
+    )
     learner = ProtoNet(config=LearnerConfig(local_steps=100, local_lr=lr))
     before = mean_accuracy(learner=learner, model=model, problem=problem)
     update = learner.local_update(model=model, tasks=problem, rng=np.random.default_rng(1))

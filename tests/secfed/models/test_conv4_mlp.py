@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from secfed.errors import ConfigError
-from secfed.models import ARCHS, NORMS, MLP, Conv4, build_model
+from secfed.models import ARCHS, MLP, NORMS, Conv4, build_model
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
@@ -49,7 +49,9 @@ def test_group_norm_model_treats_records_independently() -> None:
     """GroupNorm (unlike BatchNorm) gives each record an output that ignores the rest of the batch."""
     torch.manual_seed(0)
     x = torch.randn(6, 1, 8, 8)
-    gn = build_model(arch="conv4", input_shape=(1, 8, 8), num_classes=None, hidden=8, norm="group", num_groups=2)
+    gn = build_model(
+        arch="conv4", input_shape=(1, 8, 8), num_classes=None, hidden=8, norm="group", num_groups=2
+    )
     assert torch.allclose(gn(x)[:2], gn(x[:2]), atol=1e-6)
     bn = build_model(arch="conv4", input_shape=(1, 8, 8), num_classes=None, hidden=8, norm="batch")
     assert not torch.allclose(bn(x)[:2], bn(x[:2]), atol=1e-4)
@@ -57,7 +59,9 @@ def test_group_norm_model_treats_records_independently() -> None:
 
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
 def test_mlp_shapes(norm: str) -> None:
-    model = build_model(arch="mlp", input_shape=(1, 8, 8), num_classes=4, hidden=12, norm=norm, num_groups=3, depth=3)
+    model = build_model(
+        arch="mlp", input_shape=(1, 8, 8), num_classes=4, hidden=12, norm=norm, num_groups=3, depth=3
+    )
     assert isinstance(model, MLP)
     assert model(torch.randn(5, 1, 8, 8)).shape == (5, 4)
     assert model.embed(torch.randn(5, 1, 8, 8)).shape == (5, 12)

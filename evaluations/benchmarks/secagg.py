@@ -1,0 +1,529 @@
+"""Benchmark of :mod:`protocols` secure aggregation (SecAgg / SecAgg+), optionally against Flower.
+
+Every round is simulated in one process (server and all clients, one core): clients quantise a
+float32 update of ``m`` coordinates, run their session, and the server unmasks and decodes.
+Dropouts happen after the share-keys stage (clients send no masked input), as in Flower's own
+benchmark, which exercises the recovery path. Reported per round: wall time, process CPU time,
+mean client compute, server time, the server's unmasking time, bytes sent/received per client,
+and the decoding error. The raw AES-128-CTR keystream rate and the client masking rate are
+measured too, to see how close masking is to the keystream limit.
+
+With ``--flower-python /tmp/flwr/bin/python`` Flower's reference benchmark
+(``../shared/anchors/flower_secagg/bench.py``, run in its own virtual environment) runs in the
+same invocation and ratios are printed. Usage::
+
+    python -m evaluations.benchmarks.secagg --out bench_results/secagg.json \
+        [--quick] [--flower-python /tmp/flwr/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from protocols import (
+    ProtocolError,
+    SecAggClientSession,
+    SecAggConfig,
+    SecAggServerSession,
+    Stage,
+    StochasticQuantizer,
+)
+from protocols.crypto import agree, generate_key_pair, pack_ids
+from protocols.prg import MaskExpander, derive_mask_key
+
+DEFAULT_FLOWER_BENCH = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors" / "flower_secagg" / "bench.py"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark setting."""
+
+    name: str
+    mode: str
+    n: int
+    m: int
+    drop: float
+    k: int | None = None
+    t: int | None = None
+    corrupt_fraction: float = 0.05
+    dropout_rate: float = 0.2
+    flower_key: tuple[str, int, bool] | None = None  # (Flower config label, n, dropped?)
+
+
+@dataclass
+class Row:
+    """Measured figures of one case."""
+
+    case: str
+    mode: str
+    n: int
+    k: int
+    t: int
+    bits: int
+    m: int
+    dropped: int
+    wall_s: float
+    cpu_s: float
+    client_mean_ms: float
+    server_s: float
+    unmask_s: float
+    bytes_sent_per_client: float
+    bytes_recv_per_client: float
+    max_abs_err: float
+    err_bound: float
+    aborted_attempts: int
+    stage_client_s: dict[str, float] = field(default_factory=dict)
+    flower_s: float | None = None
+    speedup_vs_flower: float | None = None
+
+
+def cases(*, quick: bool, dim: int) -> list[Case]:
+    """The benchmark settings (see the module docstring)."""
+    out: list[Case] = []
+    for drop in (0.0, 0.2):
+        out.append(
+            Case(f"SecAgg n=10 drop={drop:.0%}", "secagg", 10, dim, drop, flower_key=("full", 10, drop > 0))
+        )
+        if not quick:
+            out.append(
+                Case(
+                    f"SecAgg n=50 drop={drop:.0%}", "secagg", 50, dim, drop, flower_key=("full", 50, drop > 0)
+                )
+            )
+        # Flower's num_shares=9 = 8 neighbours + the client itself, threshold 5; valid only under
+        # the assumption of no corruption and no dropout (it is not 2^-40 secure at 5 % / 20 %)
+        out.append(
+            Case(
+                f"SecAgg+ n=50 k=8 (Flower k=9) drop={drop:.0%}",
+                "secagg+",
+                50,
+                dim,
+                drop,
+                k=8,
+                t=5,
+                corrupt_fraction=0.0,
+                dropout_rate=0.0,
+                flower_key=("k9", 50, drop > 0),
+            )
+        )
+        out.append(Case(f"SecAgg+ n=50 derived drop={drop:.0%}", "secagg+", 50, dim, drop))
+        out.append(Case(f"SecAgg+ n=100 derived drop={drop:.0%}", "secagg+", 100, dim, drop))
+        if not quick:
+            out.append(Case(f"SecAgg+ n=1000 derived drop={drop:.0%}", "secagg+", 1000, dim, drop))
+            out.append(Case(f"SecAgg+ n=100 derived m=1M drop={drop:.0%}", "secagg+", 100, 1_000_000, drop))
+    return out
+
+
+def run_case(
+    case: Case,
+    *,
+    clip: float,
+    precision_bits: int,
+    seed: int,
+    max_attempts: int,
+    repeats: int,
+    quick_s: float,
+) -> Row:
+    """Measure a setting: the median (by wall time) of ``repeats`` rounds when one round takes
+    less than ``quick_s`` seconds, else a single round.
+
+    Args:
+        case: The setting.
+        clip: Per-coordinate clip range of the float updates.
+        precision_bits: Quantisation precision.
+        seed: Seed of the synthetic updates and the dropout choice.
+        max_attempts: Rounds to try before giving up when rounds abort (only Flower's setting,
+            whose (k, t) does not tolerate 20 % dropout reliably, ever aborts).
+        repeats: Rounds to measure for fast settings.
+        quick_s: Threshold below which a setting counts as fast.
+
+    Returns:
+        The measured row (``aborted_attempts`` counts aborts over all measured rounds).
+    """
+    rows = [_measure(case, clip=clip, precision_bits=precision_bits, seed=seed, max_attempts=max_attempts)]
+    if rows[0].wall_s < quick_s:
+        for r in range(1, repeats):
+            rows.append(
+                _measure(
+                    case, clip=clip, precision_bits=precision_bits, seed=seed + r, max_attempts=max_attempts
+                )
+            )
+    rows.sort(key=lambda r: r.wall_s)
+    best = rows[len(rows) // 2]
+    best.aborted_attempts = sum(r.aborted_attempts for r in rows)
+    return best
+
+
+def _measure(case: Case, *, clip: float, precision_bits: int, seed: int, max_attempts: int) -> Row:
+    """One successful round (retrying, with fresh dropouts and sessions, if a round aborts)."""
+    quant_server = StochasticQuantizer(clip=clip, precision_bits=precision_bits, n_clients=case.n)
+    cfg = SecAggConfig(
+        mode=case.mode,  # type: ignore[arg-type]
+        k=case.k,
+        t=case.t,
+        bits=quant_server.bits,
+        corrupt_fraction=case.corrupt_fraction,
+        dropout_rate=case.dropout_rate,
+    )
+    ids = list(range(case.n))
+    aborted = 0
+    rng = np.random.default_rng(seed)
+    while True:
+        n_drop = int(case.n * case.drop)
+        dropped = set(rng.choice(case.n, size=n_drop, replace=False).tolist()) if n_drop else set()
+        try:
+            return _one_round(case, cfg, ids, dropped, quant_server, clip, precision_bits, seed, aborted)
+        except ProtocolError as exc:
+            aborted += 1
+            if aborted >= max_attempts:
+                raise RuntimeError(f"{case.name}: {aborted} rounds aborted; last error: {exc}") from exc
+
+
+def _update(u: int, m: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, u]).uniform(-1, 1, m).astype(np.float32)
+
+
+def _one_round(
+    case: Case,
+    cfg: SecAggConfig,
+    ids: list[int],
+    dropped: set[int],
+    quant_server: StochasticQuantizer,
+    clip: float,
+    precision_bits: int,
+    seed: int,
+    aborted: int,
+) -> Row:
+    m = case.m
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    server = SecAggServerSession(config=cfg, round_idx=1, participants=ids, vector_length=m)
+    clients = {u: SecAggClientSession(client_id=u, config=cfg, round_idx=1, vector_length=m) for u in ids}
+    client_s: dict[str, float] = {}
+    server_s = 0.0
+    while not server.done:
+        stage = server.stage
+        t0 = time.perf_counter()
+        requests = server.requests()
+        server_s += time.perf_counter() - t0
+        t_client = 0.0
+        for u, req in requests.items():
+            if stage >= Stage.COLLECT_MASKED_INPUT and u in dropped:
+                continue
+            t0 = time.perf_counter()
+            value = None
+            if stage == Stage.COLLECT_MASKED_INPUT:
+                q = StochasticQuantizer(
+                    clip=clip, precision_bits=precision_bits, n_clients=case.n, bits=quant_server.bits
+                )
+                value = q.encode(x=_update(u, m, seed))
+            response = clients[u].handle(req, value=value)
+            t1 = time.perf_counter()
+            t_client += t1 - t0
+            server.ingest(client_id=u, message=response)  # streamed, as responses arrive
+            server_s += time.perf_counter() - t1
+        del requests
+        client_s[stage.name.lower()] = t_client
+        t0 = time.perf_counter()
+        server.close_stage()
+        server_s += time.perf_counter() - t0
+    result = server.result()
+    t0 = time.perf_counter()
+    decoded = quant_server.decode(total=result.total, n_summed=len(result.survivors))
+    server_s += time.perf_counter() - t0
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    expected = np.zeros(m)
+    for u in result.survivors:
+        expected += np.clip(_update(u, m, seed).astype(np.float64), -clip, clip)
+    err = float(np.max(np.abs(decoded - expected)))
+    bytes_sent = [c.bytes_out for u, c in clients.items() if u in result.survivors]
+    bytes_recv = [c.bytes_in for u, c in clients.items() if u in result.survivors]
+    return Row(
+        case=case.name,
+        mode=case.mode,
+        n=case.n,
+        k=result.params.k,
+        t=result.params.t,
+        bits=result.params.bits,
+        m=m,
+        dropped=len(dropped),
+        wall_s=wall,
+        cpu_s=cpu,
+        client_mean_ms=1e3 * sum(client_s.values()) / case.n,
+        server_s=server_s,
+        unmask_s=float(result.metrics["unmask_s"]),
+        bytes_sent_per_client=float(np.mean(bytes_sent)),
+        bytes_recv_per_client=float(np.mean(bytes_recv)),
+        max_abs_err=err,
+        err_bound=len(result.survivors) / 2.0**precision_bits,
+        aborted_attempts=aborted,
+        stage_client_s=client_s,
+    )
+
+
+# --------------------------------------------------------------------------- primitives
+def _keystream_chunked(keys: list[bytes], nbytes: int, chunk: int = MaskExpander.CHUNK_BYTES) -> None:
+    """Produce ``nbytes`` of keystream for every key, chunk by chunk into one reused buffer."""
+    encs = [Cipher(algorithms.AES(k), modes.CTR(bytes(16))).encryptor() for k in keys]
+    buf = bytearray(chunk + 16)
+    zeros = memoryview(bytes(chunk))
+    for start in range(0, nbytes, chunk):
+        z = zeros[: min(chunk, nbytes - start)]
+        for e in encs:
+            e.update_into(z, buf)
+
+
+def keystream_rate(*, nbytes: int, reps: int) -> dict[str, float]:
+    """AES-128-CTR keystream rate in GB/s: one big buffer per call, and in 64 KiB chunks."""
+    key = os.urandom(16)
+    zeros = bytes(nbytes)
+    buf = bytearray(nbytes + 16)
+
+    def whole() -> None:
+        Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update_into(zeros, buf)
+
+    out = {}
+    for name, fn in (("whole_buffer", whole), ("chunked", lambda: _keystream_chunked([key], nbytes))):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out[name] = nbytes * reps / (time.perf_counter() - t0) / 1e9
+    return out
+
+
+def masking_rate(*, m: int, neighbours: int, reps: int) -> dict[str, float]:
+    """A client's masking step (``neighbours`` pairwise masks incl. X25519 + HKDF, plus the self
+    mask) against the keystream alone for the same number of masks (the AES-CTR limit)."""
+    own = generate_key_pair()
+    peers = [generate_key_pair().public_bytes for _ in range(neighbours)]
+    sid = os.urandom(32)
+    seed = os.urandom(32)
+    x = np.zeros(m, dtype=np.uint32)
+    exp = MaskExpander(length=m, bits=32)
+    ks_keys = [os.urandom(16) for _ in range(neighbours + 1)]
+
+    def mask() -> np.ndarray:
+        acc = x.copy()
+        masks = [(derive_mask_key(seed=seed, session_id=sid, purpose="self-mask", ids=pack_ids([0])), 1)]
+        for i, pk in enumerate(peers, start=1):
+            s = agree(private=own.private, public=pk, checked=True)
+            masks.append(
+                (derive_mask_key(seed=s, session_id=sid, purpose="pair-mask", ids=pack_ids([0, i])), -1)
+            )
+        exp.add_masks(acc=acc, masks=masks)
+        return acc
+
+    def keystream_only() -> None:
+        _keystream_chunked(ks_keys, 4 * m)
+
+    timings = {}
+    for name, fn in (("mask", mask), ("keystream", keystream_only)):
+        fn()
+        best = math.inf
+        for _ in range(3):  # best of 3 blocks: the machine is shared
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / reps)
+        timings[name] = best
+    gb = 4 * m * (neighbours + 1) / 1e9
+    return {
+        "m": m,
+        "masks": neighbours + 1,
+        "mask_ms": 1e3 * timings["mask"],
+        "keystream_ms": 1e3 * timings["keystream"],
+        "mask_over_keystream": timings["mask"] / timings["keystream"],
+        "mask_GBps": gb / timings["mask"],
+        "keystream_GBps": gb / timings["keystream"],
+    }
+
+
+# --------------------------------------------------------------------------- Flower
+_FLOWER_LINE = re.compile(
+    r"^(?P<label>SecAgg \(full graph\)|SecAgg\+ \(k=(?P<k>\d+)\))\s+"
+    r"n=\s*(?P<n>\d+)\s+drop=\s*(?P<drop>\d+)\s+total=\s*(?P<total>[\d.]+)s"
+)
+
+
+def run_flower(*, python: str, bench: Path, dim: int, clients: list[int], timeout: float) -> dict:
+    """Run Flower's benchmark in its own interpreter and parse its per-round totals.
+
+    Returns:
+        ``{"stdout": ..., "rounds": {(label, n, dropped?): seconds}}`` (keys as strings in JSON).
+    """
+    cmd = [python, str(bench), "--dim", str(dim), "--clients", *map(str, clients)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    rounds: dict[tuple[str, int, bool], float] = {}
+    for line in proc.stdout.splitlines():
+        mt = _FLOWER_LINE.match(line.strip())
+        if mt:
+            label = "full" if mt.group("label").startswith("SecAgg (") else f"k{mt.group('k')}"
+            rounds[(label, int(mt.group("n")), int(mt.group("drop")) > 0)] = float(mt.group("total"))
+    return {
+        "cmd": cmd,
+        "returncode": proc.returncode,
+        "stdout": proc.stdout,
+        "stderr_tail": proc.stderr[-4000:],
+        "wall_s": time.perf_counter() - t0,
+        "rounds": rounds,
+    }
+
+
+# --------------------------------------------------------------------------- output
+def markdown(rows: list[Row]) -> str:
+    """Render the rows as a Markdown table."""
+    head = (
+        "| setting | k | t | bits | m | dropped | round wall s | round CPU s | client mean ms | server s "
+        "| unmask s | sent/client KB | recv/client KB | max abs err | Flower s | speed-up |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        fl = f"{r.flower_s:.2f}" if r.flower_s is not None else "-"
+        sp = f"{r.speedup_vs_flower:.1f}x" if r.speedup_vs_flower is not None else "-"
+        extra = f" ({r.aborted_attempts} aborted)" if r.aborted_attempts else ""
+        lines.append(
+            f"| {r.case}{extra} | {r.k} | {r.t} | {r.bits} | {r.m:,} | {r.dropped} | {r.wall_s:.3f} "
+            f"| {r.cpu_s:.3f} | {r.client_mean_ms:.1f} | {r.server_s:.3f} | {r.unmask_s:.3f} "
+            f"| {r.bytes_sent_per_client / 1e3:.1f} | {r.bytes_recv_per_client / 1e3:.1f} "
+            f"| {r.max_abs_err:.1e} | {fl} | {sp} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench_results/secagg.json"), help="JSON output path")
+    p.add_argument("--quick", action="store_true", help="small subset (n <= 100, m = 20k, no n=1000 / m=1M)")
+    p.add_argument("--dim", type=int, default=None, help="vector length m (default 100k; 20k with --quick)")
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--precision-bits", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-attempts", type=int, default=20, help="rounds tried per setting if a round aborts")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="rounds per fast (< 2 s) setting; the median is reported"
+    )
+    p.add_argument(
+        "--flower-python", default=None, help="interpreter of a venv with flwr (e.g. /tmp/flwr/bin/python)"
+    )
+    p.add_argument("--flower-bench", type=Path, default=DEFAULT_FLOWER_BENCH)
+    p.add_argument("--flower-timeout", type=float, default=1800.0)
+    args = p.parse_args(argv)
+    dim = args.dim or (20_000 if args.quick else 100_000)
+    report: dict = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "dim": dim,
+        "clip": args.clip,
+        "precision_bits": args.precision_bits,
+    }
+    print(f"# secagg benchmark (m={dim:,}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    ks = {
+        f"{nb // 1000}KB": keystream_rate(nbytes=nb, reps=max(10, 20_000_000 // nb))
+        for nb in (400_000, 4_000_000)
+    }
+    report["keystream_GBps"] = ks
+    for size, rates in ks.items():
+        print(f"AES-128-CTR keystream {size}: " + ", ".join(f"{k} {v:.2f} GB/s" for k, v in rates.items()))
+    masking = [masking_rate(m=m, neighbours=10, reps=5 if m > 500_000 else 20) for m in (100_000, 1_000_000)]
+    report["masking"] = masking
+    for mr in masking:
+        print(
+            f"client masking m={mr['m']:,}, {mr['masks']} masks (10 pairwise incl. X25519+HKDF, 1 self): "
+            f"{mr['mask_ms']:.2f} ms vs keystream alone {mr['keystream_ms']:.2f} ms "
+            f"-> {mr['mask_over_keystream']:.2f}x the keystream limit ({mr['mask_GBps']:.2f} GB/s of masks)"
+        )
+    flower = None
+    if args.flower_python:
+        clients = [10, 50] if not args.quick else [10]
+        print(
+            f"running Flower's benchmark: {args.flower_python} {args.flower_bench} (clients {clients}) ...",
+            flush=True,
+        )
+        flower = run_flower(
+            python=args.flower_python,
+            bench=args.flower_bench,
+            dim=dim,
+            clients=clients,
+            timeout=args.flower_timeout,
+        )
+        report["flower"] = {
+            **flower,
+            "rounds": {f"{k[0]}/n={k[1]}/drop={k[2]}": v for k, v in flower["rounds"].items()},
+        }
+        if flower["returncode"] != 0:
+            print(f"Flower benchmark failed (rc={flower['returncode']}): {flower['stderr_tail'][-800:]}")
+    # warm-up (imports, caches, allocator) so that the first measured setting is not penalised
+    _measure(
+        Case("warm-up", "secagg", 5, 1000, 0.0),
+        clip=args.clip,
+        precision_bits=args.precision_bits,
+        seed=0,
+        max_attempts=1,
+    )
+    rows: list[Row] = []
+    for case in cases(quick=args.quick, dim=dim):
+        row = run_case(
+            case,
+            clip=args.clip,
+            precision_bits=args.precision_bits,
+            seed=args.seed,
+            max_attempts=args.max_attempts,
+            repeats=args.repeats,
+            quick_s=2.0,
+        )
+        if flower is not None and case.flower_key is not None and case.m == dim:
+            f_s = flower["rounds"].get(case.flower_key)
+            if f_s is not None:
+                row.flower_s = f_s
+                row.speedup_vs_flower = f_s / row.wall_s
+        rows.append(row)
+        fl = f", Flower {row.flower_s:.2f} s -> {row.speedup_vs_flower:.1f}x" if row.flower_s else ""
+        print(
+            f"{row.case:42s} k={row.k:3d} t={row.t:3d} wall={row.wall_s:7.3f}s cpu={row.cpu_s:7.3f}s "
+            f"unmask={row.unmask_s:.3f}s sent/client={row.bytes_sent_per_client / 1e3:.1f}KB "
+            f"err={row.max_abs_err:.1e} (bound {row.err_bound:.1e}){fl}",
+            flush=True,
+        )
+        assert row.max_abs_err <= row.err_bound + 1e-9, "decoded sum outside the quantisation error bound"
+    report["rows"] = [asdict(r) for r in rows]
+    report["loadavg_end"] = os.getloadavg()
+    table = markdown(rows)
+    report["markdown"] = table
+    print()
+    print(table)
+    if flower is not None:
+        ratios = [r.speedup_vs_flower for r in rows if r.speedup_vs_flower is not None]
+        if ratios:
+            geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+            print(f"speed-up vs Flower (same run): min {min(ratios):.1f}x, geometric mean {geo:.1f}x")
+            report["speedup_vs_flower"] = {"min": min(ratios), "geomean": geo}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,597 @@
+"""Secure aggregation for the runtime: SecAgg (Bonawitz et al. 2017) / SecAgg+ (Bell et al. 2020).
+
+:class:`SecureServerAggregator` drives the stages of :mod:`protocols` over a
+:class:`~secfed.federation.aggregation.Channel` (a client absent from a stage's answers has
+dropped there) and only ever handles masked vectors and the unmasked *sum*; it decodes the sum to
+float64. :class:`SecureClientAggregator` lives in the client: it encodes ``weight * update`` into
+Z_{2^bits} (the default :class:`~protocols.StochasticQuantizer`, or any encoder with the
+``encode``/``decode``/``bits`` shape, e.g. a distributed-DP encoder) and answers each stage with
+its :class:`~protocols.SecAggClientSession`.
+
+Weights are public. With the default quantiser a client clips each coordinate of its update to
+``[-clip, clip]`` and encodes ``w * clipped``; the server sizes the modulus from
+``clip * sum(w)`` so the sum cannot wrap, and announces the bit width, clip, precision and
+largest weight in the session context, which every client checks against its own options.
+
+A client whose session refuses a request (tampering, inconsistent lists, too few survivors)
+answers with an empty message and is treated as dropped; no share is released by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols import (
+    IntegerEncoder,
+    ProtocolError,
+    SecAggClientSession,
+    SecAggConfig,
+    SecAggServerSession,
+    Stage,
+    StochasticQuantizer,
+    stage_sequence,
+)
+from protocols.crypto import ed25519_public_bytes, hkdf_sha256
+from protocols.messages import decode_setup
+from protocols.wire import unpack_message
+from secfed.errors import ConfigError, MessageError
+from secfed.federation.aggregation import AggregateResult, Channel, ClientAggregator, ServerAggregator
+
+if TYPE_CHECKING:
+    from secfed.config import ExperimentConfig
+
+__all__ = [
+    "SecureServerAggregator",
+    "SecureClientAggregator",
+    "make_server_aggregator",
+    "make_client_aggregator",
+    "simulated_identity",
+]
+
+Mode = Literal["secagg", "secagg+"]
+EncoderFactory = Callable[[int], IntegerEncoder]
+_CONTEXT_VERSION = "secfed-secure-aggregation/1"
+
+
+def _check_options(
+    *,
+    mode: str,
+    clip: float,
+    precision_bits: int,
+    corrupt_fraction: float,
+    dropout_rate: float,
+    on_abort: str,
+) -> None:
+    if mode not in ("secagg", "secagg+"):
+        raise ConfigError(f"mode must be 'secagg' or 'secagg+', got {mode!r}")
+    if not (math.isfinite(clip) and clip > 0):
+        raise ConfigError(f"clip must be finite and > 0, got {clip}")
+    if not 0 <= precision_bits <= 52:
+        raise ConfigError(f"precision_bits must be in [0, 52], got {precision_bits}")
+    if not 0 <= corrupt_fraction < 1 or not 0 <= dropout_rate < 1:
+        raise ConfigError(
+            f"corrupt_fraction and dropout_rate must be in [0, 1), got {corrupt_fraction}, {dropout_rate}"
+        )
+    if on_abort not in ("raise", "skip"):
+        raise ConfigError(f"on_abort must be 'raise' or 'skip', got {on_abort!r}")
+
+
+def _context(payload: dict[str, object]) -> bytes:
+    return json.dumps({"v": _CONTEXT_VERSION, **payload}, sort_keys=True, separators=(",", ":")).encode()
+
+
+class SecureServerAggregator(ServerAggregator):
+    """Server side: runs SecAgg / SecAgg+ and returns the decoded weighted sum.
+
+    Args:
+        mode: ``"secagg"`` (complete graph) or ``"secagg+"`` (Harary graph).
+        k: SecAgg+ neighbours per client (``None`` derives it from n, corruption and dropout).
+        t: Shamir threshold (``None`` derives it).
+        clip: Per-coordinate clip range of the default quantiser.
+        precision_bits: Fractional bits of the default quantiser (scale ``2**precision_bits``).
+        active: Active-adversary variant (signed keys, consistency check); needs ``pki``.
+        corrupt_fraction: Assumed fraction of corrupt clients.
+        dropout_rate: Assumed fraction of clients dropping during aggregation.
+        encoder: An encoder (``bits``, ``decode``; optional ``encoded_dim``) used for every round
+            instead of the quantiser; the clients must use the matching one.
+        encoder_factory: ``round_idx -> encoder`` for encoders that change per round.
+        pki: Ed25519 verification key of every client id (active variant).
+        on_abort: ``"raise"`` the protocol error when a round cannot finish safely, or ``"skip"``:
+            return an empty aggregate (no survivors) with ``metrics["aborted"] = 1``.
+
+    Raises:
+        ConfigError: On invalid options.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "secagg+",
+        k: int | None = None,
+        t: int | None = None,
+        clip: float = 1.0,
+        precision_bits: int = 16,
+        active: bool = False,
+        corrupt_fraction: float = 0.05,
+        dropout_rate: float = 0.1,
+        encoder: IntegerEncoder | None = None,
+        encoder_factory: EncoderFactory | None = None,
+        pki: Mapping[int, bytes] | None = None,
+        on_abort: Literal["raise", "skip"] = "raise",
+    ) -> None:
+        _check_options(
+            mode=mode,
+            clip=clip,
+            precision_bits=precision_bits,
+            corrupt_fraction=corrupt_fraction,
+            dropout_rate=dropout_rate,
+            on_abort=on_abort,
+        )
+        if encoder is not None and encoder_factory is not None:
+            raise ConfigError("give encoder or encoder_factory, not both")
+        if active and pki is None:
+            raise ConfigError("the active variant needs the clients' verification keys (pki)")
+        self.name = mode
+        self.mode: Mode = mode
+        self.k = k
+        self.t = t
+        self.clip = float(clip)
+        self.precision_bits = int(precision_bits)
+        self.active = bool(active)
+        self.corrupt_fraction = float(corrupt_fraction)
+        self.dropout_rate = float(dropout_rate)
+        self.on_abort = on_abort
+        self._encoder = encoder
+        self._encoder_factory = encoder_factory
+        self._pki = dict(pki) if pki is not None else None
+        self.stages = tuple(s.wire_name for s in stage_sequence(active=self.active))
+
+    def _decoder(
+        self, *, round_idx: int, n: int, weights: list[float], dim: int
+    ) -> tuple[IntegerEncoder, int, bytes]:
+        encoder = self._encoder_factory(round_idx) if self._encoder_factory is not None else self._encoder
+        if encoder is not None:
+            length = int(getattr(encoder, "encoded_dim", dim))
+            ctx = _context(
+                {"encoder": "custom", "bits": int(encoder.bits), "dim": dim, "encoded_dim": length}
+            )
+            return encoder, length, ctx
+        w_max = max(weights)
+        quantiser = StochasticQuantizer(
+            clip=self.clip * w_max,
+            precision_bits=self.precision_bits,
+            n_clients=n,
+            total_bound=self.clip * math.fsum(weights),
+        )
+        ctx = _context(
+            {
+                "encoder": "stochastic-quantizer",
+                "bits": quantiser.bits,
+                "clip": self.clip,
+                "precision_bits": self.precision_bits,
+                "w_max": w_max,
+                "dim": dim,
+            }
+        )
+        return quantiser, dim, ctx
+
+    def aggregate(
+        self,
+        *,
+        round_idx: int,
+        participants: list[int],
+        weights: dict[int, float],
+        dim: int,
+        channel: Channel,
+    ) -> AggregateResult:
+        """Run one secure aggregation over ``channel``.
+
+        Args:
+            round_idx: The round number (bound into the session id).
+            participants: Client ids that hold an update this round.
+            weights: Public weight of each participant (finite, > 0).
+            dim: Length of the flat update vector.
+            channel: Transport to the clients.
+
+        Returns:
+            ``total`` = decoded ``sum_i w_i x_i`` over the survivors (float64), their weight sum,
+            and metrics (n, k, t, bits, survivors, bytes_sent_per_client, unmask_s, ...).
+
+        Raises:
+            ConfigError: On invalid participants, weights or dimension.
+            ProtocolError: When the round must abort and ``on_abort == "raise"``.
+        """
+        ids = sorted(participants)
+        if len(set(ids)) != len(ids) or not ids:
+            raise ConfigError(f"participants must be distinct and non-empty, got {participants}")
+        missing = [u for u in ids if u not in weights]
+        if missing:
+            raise ConfigError(f"no weight for participants {missing}")
+        w = [float(weights[u]) for u in ids]
+        if not all(math.isfinite(x) and x > 0 for x in w):
+            raise ConfigError(f"weights must be finite and > 0, got {dict(zip(ids, w, strict=True))}")
+        if dim < 1:
+            raise ConfigError(f"dim must be >= 1, got {dim}")
+        try:
+            return self._run(round_idx=round_idx, ids=ids, weights=weights, w=w, dim=dim, channel=channel)
+        except ProtocolError as exc:
+            if self.on_abort == "raise":
+                raise
+            return AggregateResult(
+                total=np.zeros(dim, dtype=np.float64),
+                weight_sum=0.0,
+                survivors=[],
+                dropped=ids,
+                metrics={
+                    "protocol": self.mode,
+                    "n": len(ids),
+                    "aborted": 1,
+                    "abort_reason": f"{type(exc).__name__}: {exc}",
+                    "survivors": 0,
+                },
+            )
+
+    def _run(
+        self,
+        *,
+        round_idx: int,
+        ids: list[int],
+        weights: dict[int, float],
+        w: list[float],
+        dim: int,
+        channel: Channel,
+    ) -> AggregateResult:
+        decoder, length, context = self._decoder(round_idx=round_idx, n=len(ids), weights=w, dim=dim)
+        cfg = SecAggConfig(
+            mode=self.mode,
+            k=self.k,
+            t=self.t,
+            bits=int(decoder.bits),
+            active=self.active,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_rate=self.dropout_rate,
+        )
+        session = SecAggServerSession(
+            config=cfg,
+            round_idx=round_idx,
+            participants=ids,
+            vector_length=length,
+            context=context,
+            pki=self._pki,
+        )
+        rejected = 0
+        while not session.done:
+            stage = session.stage
+            requests = session.requests()
+            answers = channel.exchange(stage=stage.wire_name, requests=requests)
+            answers = {u: data for u, data in answers.items() if u in requests}
+            before = len(answers)
+            session.receive(responses=answers, drop_invalid=True)
+            accepted = {
+                Stage.ADVERTISE_KEYS: session.u1,
+                Stage.SHARE_KEYS: session.u2,
+                Stage.COLLECT_MASKED_INPUT: session.u3,
+                Stage.CONSISTENCY_CHECK: session.u4,
+                Stage.UNMASK: session.u5,
+            }[stage]
+            rejected += before - len(accepted)
+        result = session.result()
+        survivors = list(result.survivors)
+        total = np.asarray(decoder.decode(total=result.total, n_summed=len(survivors)), dtype=np.float64)
+        if total.shape != (dim,):
+            raise MessageError(f"decoded aggregate has shape {total.shape}, expected ({dim},)")
+        metrics: dict[str, float | int | str] = {
+            "protocol": self.mode,
+            "n": result.params.n,
+            "k": result.params.k,
+            "t": result.params.t,
+            "bits": result.params.bits,
+            "survivors": len(survivors),
+            "bytes_sent_per_client": float(result.metrics["bytes_sent_per_client"]),
+            "bytes_received_per_client": float(result.metrics["bytes_received_per_client"]),
+            "unmask_s": float(result.metrics["unmask_s"]),
+            "rejected_responses": rejected,
+            "aborted": 0,
+        }
+        return AggregateResult(
+            total=total,
+            weight_sum=math.fsum(weights[u] for u in survivors),
+            survivors=survivors,
+            dropped=sorted(set(ids) - set(survivors)),
+            metrics=metrics,
+        )
+
+
+class SecureClientAggregator(ClientAggregator):
+    """Client side: encodes ``weight * update`` and answers each stage with masked data only.
+
+    Args:
+        client_id: This client's id (its site id).
+        mode: Must match the server's.
+        k: Expected neighbours (``None`` accepts the server's if it meets the targets).
+        t: Expected threshold (``None`` accepts the server's if it meets the targets).
+        clip: Per-coordinate clip range of the default quantiser (must match the server's).
+        precision_bits: Quantiser precision (must match the server's).
+        active: Active-adversary variant; needs ``signing_key`` and ``pki``.
+        corrupt_fraction: Assumed fraction of corrupt clients (must match the server's).
+        dropout_rate: Assumed dropout rate (must match the server's).
+        encoder: Encoder used instead of the quantiser (same for every round).
+        encoder_factory: ``round_idx -> encoder`` for per-round encoders.
+        signing_key: This client's long-term Ed25519 key (active variant).
+        pki: Ed25519 verification key of every client id (active variant).
+
+    Raises:
+        ConfigError: On invalid options.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: int,
+        mode: Mode = "secagg+",
+        k: int | None = None,
+        t: int | None = None,
+        clip: float = 1.0,
+        precision_bits: int = 16,
+        active: bool = False,
+        corrupt_fraction: float = 0.05,
+        dropout_rate: float = 0.1,
+        encoder: IntegerEncoder | None = None,
+        encoder_factory: EncoderFactory | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        pki: Mapping[int, bytes] | None = None,
+    ) -> None:
+        _check_options(
+            mode=mode,
+            clip=clip,
+            precision_bits=precision_bits,
+            corrupt_fraction=corrupt_fraction,
+            dropout_rate=dropout_rate,
+            on_abort="raise",
+        )
+        if encoder is not None and encoder_factory is not None:
+            raise ConfigError("give encoder or encoder_factory, not both")
+        if active and (signing_key is None or pki is None):
+            raise ConfigError("the active variant needs signing_key and pki")
+        self.name = mode
+        self.client_id = int(client_id)
+        self.clip = float(clip)
+        self.precision_bits = int(precision_bits)
+        self._config = SecAggConfig(
+            mode=mode,
+            k=k,
+            t=t,
+            bits=None,
+            active=bool(active),
+            corrupt_fraction=float(corrupt_fraction),
+            dropout_rate=float(dropout_rate),
+        )
+        self._encoder = encoder
+        self._encoder_factory = encoder_factory
+        self._signing_key = signing_key
+        self._pki = dict(pki) if pki is not None else None
+        self._session: SecAggClientSession | None = None
+        self._round: int | None = None
+        self.refusals = 0
+        self.last_error: str | None = None
+
+    def handle(
+        self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int
+    ) -> bytes:
+        """Answer one stage; an empty answer means "refused" (the server counts it as a dropout).
+
+        Args:
+            stage: Stage name (a :attr:`protocols.Stage.wire_name`).
+            request: The server's request bytes.
+            update: This client's flat float32 update.
+            weight: Its public weight.
+            round_idx: The round number.
+
+        Returns:
+            Response bytes (masked data, encrypted shares, or shares for unmasking).
+
+        Raises:
+            MessageError: If ``stage`` is not a secure-aggregation stage.
+        """
+        try:
+            st = Stage.from_wire_name(stage)
+        except KeyError as exc:
+            raise MessageError(f"unknown secure-aggregation stage {stage!r}") from exc
+        try:
+            if st == Stage.ADVERTISE_KEYS:
+                self._session = self._new_session(
+                    request=request, update=update, weight=weight, round_idx=round_idx
+                )
+                self._round = round_idx
+            session = self._session
+            if session is None or self._round != round_idx:
+                raise MessageError(
+                    f"client {self.client_id}: no secure-aggregation session for round {round_idx}"
+                )
+            value = None
+            if st == Stage.COLLECT_MASKED_INPUT:
+                value = self._encode(update=update, weight=weight, round_idx=round_idx, session=session)
+            return session.handle(request, value=value)
+        except (ProtocolError, ConfigError, MessageError) as exc:
+            self.refusals += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if st == Stage.ADVERTISE_KEYS:
+                self._session = None
+            return b""
+
+    def _encoder_for(self, round_idx: int) -> IntegerEncoder | None:
+        if self._encoder_factory is not None:
+            return self._encoder_factory(round_idx)
+        return self._encoder
+
+    def _new_session(
+        self, *, request: bytes, update: np.ndarray, weight: float, round_idx: int
+    ) -> SecAggClientSession:
+        """Check the server's context against this client's options, then open a session."""
+        _, body = unpack_message(request)
+        setup = decode_setup(body)
+        try:
+            ctx = json.loads(setup.context.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MessageError("secure-aggregation context is not JSON") from exc
+        if not isinstance(ctx, dict) or ctx.get("v") != _CONTEXT_VERSION:
+            raise MessageError(f"unsupported secure-aggregation context {ctx!r}")
+        dim = int(np.asarray(update).shape[0])
+        encoder = self._encoder_for(round_idx)
+        if ctx.get("dim") != dim:
+            raise ConfigError(f"server aggregates vectors of length {ctx.get('dim')}, this update has {dim}")
+        if encoder is not None:
+            length = int(getattr(encoder, "encoded_dim", dim))
+            if (
+                ctx.get("encoder") != "custom"
+                or ctx.get("bits") != encoder.bits
+                or ctx.get("encoded_dim") != length
+            ):
+                raise ConfigError(f"server's encoder settings {ctx} do not match this client's encoder")
+        else:
+            length = dim
+            if ctx.get("encoder") != "stochastic-quantizer":
+                raise ConfigError(f"server uses encoder {ctx.get('encoder')!r}, this client the quantiser")
+            if ctx.get("clip") != self.clip or ctx.get("precision_bits") != self.precision_bits:
+                raise ConfigError(
+                    f"server's quantiser {ctx} differs from clip={self.clip}, f={self.precision_bits}"
+                )
+            w_max = float(ctx.get("w_max", 0.0))
+            if not (math.isfinite(weight) and 0 < weight <= w_max * (1 + 1e-12)):
+                raise ConfigError(
+                    f"weight {weight} exceeds the largest weight {w_max} the modulus was sized for"
+                )
+        if setup.config.bits != ctx.get("bits"):
+            raise ConfigError("context bit width differs from the protocol's")
+        return SecAggClientSession(
+            client_id=self.client_id,
+            config=self._config,
+            round_idx=round_idx,
+            vector_length=length,
+            context=setup.context,
+            signing_key=self._signing_key,
+            pki=self._pki,
+        )
+
+    def _encode(
+        self, *, update: np.ndarray, weight: float, round_idx: int, session: SecAggClientSession
+    ) -> np.ndarray:
+        assert session.params is not None
+        x = weight * np.asarray(update, dtype=np.float64).ravel()
+        encoder = self._encoder_for(round_idx)
+        if encoder is None:
+            encoder = StochasticQuantizer(
+                clip=self.clip * weight,
+                precision_bits=self.precision_bits,
+                n_clients=1,
+                bits=session.params.bits,
+            )
+        return encoder.encode(x=x)
+
+
+# --------------------------------------------------------------------------- runtime factories
+def simulated_identity(*, seed: int, client_id: int) -> Ed25519PrivateKey:
+    """Ed25519 key of a client in the *simulated* PKI (derived from the experiment seed).
+
+    Anyone who knows the seed can forge these signatures: this exercises the active variant's
+    code path inside one simulation and is not a security boundary. A deployment must provision
+    keys out of band and pass ``signing_key`` / ``pki`` to the aggregators.
+
+    Args:
+        seed: Experiment seed.
+        client_id: Client id.
+
+    Returns:
+        The signing key.
+    """
+    ikm = hashlib.sha256(f"secfed-simulated-pki/{seed}".encode()).digest()
+    raw = hkdf_sha256(ikm=ikm, salt=b"secfed-simulated-pki", info=str(client_id).encode(), length=32)
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def _options(config: ExperimentConfig) -> dict[str, object]:
+    s = config.secagg
+    f = config.federation
+    assumed_dropout = min(f.dropout_rate + f.straggler_rate, 0.95 - s.corrupt_fraction)
+    return {
+        "mode": f.aggregation,
+        "k": s.k or None,
+        "t": s.t or None,
+        "clip": s.clip,
+        "precision_bits": s.precision_bits,
+        "active": s.active,
+        "corrupt_fraction": s.corrupt_fraction,
+        "dropout_rate": max(0.0, assumed_dropout),
+    }
+
+
+def _simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:
+    warnings.warn(
+        "secagg.active uses a simulated PKI derived from the experiment seed (not a security boundary)",
+        stacklevel=3,
+    )
+    seed = config.experiment.seed
+    return {
+        u: ed25519_public_bytes(simulated_identity(seed=seed, client_id=u))
+        for u in range(config.partition.num_sites)
+    }
+
+
+def make_server_aggregator(*, config: ExperimentConfig) -> SecureServerAggregator:
+    """Server aggregator for ``federation.aggregation`` in ``{"secagg", "secagg+"}``.
+
+    The assumed dropout rate is ``federation.dropout_rate + federation.straggler_rate``; a round
+    that cannot finish safely is skipped (``on_abort="skip"``) rather than ending the run.
+
+    Args:
+        config: Experiment configuration.
+
+    Returns:
+        The aggregator.
+
+    Raises:
+        ConfigError: If the configuration asks for distributed DP (its encoder must be passed
+            explicitly through ``encoder_factory``) or invalid options.
+    """
+    if config.privacy.mode == "distributed":
+        raise ConfigError(
+            "privacy.mode='distributed' needs the privacy package's encoder: build "
+            "SecureServerAggregator(..., encoder_factory=...) with it"
+        )
+    opts = _options(config)
+    pki = _simulated_pki(config) if config.secagg.active else None
+    return SecureServerAggregator(**opts, pki=pki, on_abort="skip")  # type: ignore[arg-type]
+
+
+def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureClientAggregator:
+    """Client aggregator matching :func:`make_server_aggregator`.
+
+    Args:
+        config: Experiment configuration.
+        site_id: This site's id.
+
+    Returns:
+        The aggregator.
+
+    Raises:
+        ConfigError: As :func:`make_server_aggregator`.
+    """
+    if config.privacy.mode == "distributed":
+        raise ConfigError(
+            "privacy.mode='distributed' needs the privacy package's encoder: build "
+            "SecureClientAggregator(..., encoder_factory=...) with it"
+        )
+    opts = _options(config)
+    signing_key = pki = None
+    if config.secagg.active:
+        pki = _simulated_pki(config)
+        signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
+    return SecureClientAggregator(client_id=site_id, **opts, signing_key=signing_key, pki=pki)  # type: ignore[arg-type]
