@@ -28,7 +28,7 @@ The scheme (``/work/shared/PRIVACY_NOTES.md`` §1)
 4.   The accountant is told ``(z, q)`` per step: conditioned on the other records' (independent)
      sampling and assignment, the output is ``N(A, s^2)`` vs ``(1-q) N(A, s^2) + q N(A+Δ, s^2)``
      with ``‖Δ‖ <= 2C`` and ``s = 2zC`` — the Poisson-subsampled Gaussian mechanism of Mironov,
-     Talwar & Zhang (2019, arXiv 1908.10530) with noise multiplier ``z``; joint convexity of the
+     Talwar & Zhang (2019, arXiv 1908.10530) with noise multiplier ``z``; joint quasi-convexity of the
      Rényi divergence keeps the bound after mixing over the other records.
 
 Opacus mechanics: :class:`opacus.optimizers.DPOptimizer` reads only ``p.grad_sample``; we fill it

@@ -26,7 +26,10 @@ others. This module implements the scheme of ``/work/shared/PRIVACY_NOTES.md`` �
 A record's (sampled, slot, role) is a function of its own label, its own keyed randomness and the
 public slots only — never of which other records exist or were sampled. Removing a record therefore
 changes exactly one episode (its own), which is what gives the per-episode clipped sum a
-sensitivity of ``2C`` (see :mod:`privacy.episodic`).
+sensitivity of ``2C`` (see :mod:`privacy.episodic`). A record takes part in a step with probability
+``q' = q * P(its class is in a slot) <= q``; the accountant is told ``q``, which is conservative
+(the mechanism with rate ``q'`` is a mixture of the rate-``q`` one and the record-free one, and
+Rényi divergences are jointly quasi-convex).
 
 Randomness
 ----------
@@ -103,6 +106,26 @@ class EpisodeIndices:
     def num_records(self) -> int:
         """Support plus query records."""
         return int(self.support_index.shape[0] + self.query_index.shape[0])
+
+    def drop_queries_without_support(self) -> EpisodeIndices:
+        """The same episode without the query records whose class has no support record.
+
+        Useful for losses that cannot score a class without a prototype/support example. It is
+        a deterministic function of this episode's own content, so the per-episode sensitivity
+        argument is unaffected.
+
+        Returns:
+            A new :class:`EpisodeIndices` (the support set is unchanged).
+        """
+        keep = np.isin(self.query_label, self.support_label)
+        return EpisodeIndices(
+            slot=self.slot,
+            classes=self.classes,
+            support_index=self.support_index,
+            support_label=self.support_label,
+            query_index=self.query_index[keep],
+            query_label=self.query_label[keep],
+        )
 
     @property
     def usable(self) -> bool:

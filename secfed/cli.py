@@ -38,7 +38,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     progress = None if not args.no_progress else False
     if args.resume:
         if args.config or args.set:
-            raise SecfedError("--resume RUN_DIR takes no CONFIG or --set: the run directory's config.toml is used")
+            raise SecfedError(
+                "--resume RUN_DIR takes no CONFIG or --set: the run directory's config.toml is used"
+            )
         result = Experiment.resume(args.resume, progress=progress)
     else:
         if not args.config:
@@ -75,13 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment from a TOML config", description="Run an experiment.")
     run.add_argument("config", nargs="?", help="the experiment's TOML file")
-    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    run.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)"
+    )
     run.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<name>-<time>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     run.set_defaults(func=_cmd_run)
 
-    cfg = sub.add_parser("config", help="print the fully resolved configuration", description="Validate and print a config.")
+    cfg = sub.add_parser(
+        "config", help="print the fully resolved configuration", description="Validate and print a config."
+    )
     cfg.add_argument("config", help="the experiment's TOML file")
     cfg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     cfg.set_defaults(func=_cmd_config)

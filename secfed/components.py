@@ -37,7 +37,10 @@ __all__ = [
 
 def _rotate(dataset: ImageDataset) -> ImageDataset:
     """Add 90/180/270-degree rotations of every class as new classes (Santoro et al. 2016)."""
-    blocks, labels, names, groups = [], [], [], []
+    blocks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    names: list[str] = []
+    groups: list[str] = []
     for c in range(dataset.num_classes):
         rows = np.flatnonzero(dataset.labels == c)
         for k in range(4):
@@ -166,7 +169,9 @@ def _task_source(*, config: ExperimentConfig, dataset: ImageDataset, train: bool
 
     if train:
         return EpisodicTaskSource(dataset=dataset, n_way=t.n_way, k_shot=t.k_shot, q_query=t.q_query)
-    return EpisodicTaskSource(dataset=dataset, n_way=t.test_n_way, k_shot=t.test_k_shot, q_query=t.test_q_query)
+    return EpisodicTaskSource(
+        dataset=dataset, n_way=t.test_n_way, k_shot=t.test_k_shot, q_query=t.test_q_query
+    )
 
 
 def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
@@ -188,7 +193,9 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
     train, _ = load_splits(config=config)
     shard = _partition(config=config, train=train)[site_id]
     dataset = train.subset(indices=shard, name=f"site{site_id}")
-    return Site(site_id=site_id, dataset=dataset, tasks=_task_source(config=config, dataset=dataset, train=True))
+    return Site(
+        site_id=site_id, dataset=dataset, tasks=_task_source(config=config, dataset=dataset, train=True)
+    )
 
 
 def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSource:
@@ -213,7 +220,9 @@ def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = 
     return config.task.n_way
 
 
-def build_model(*, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None = -1) -> nn.Module:
+def build_model(
+    *, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None = -1
+) -> nn.Module:
     """Build the configured model.
 
     Args:
@@ -229,7 +238,12 @@ def build_model(*, config: ExperimentConfig, input_shape: tuple[int, ...], num_c
     m = config.model
     heads = model_num_classes(config=config) if num_classes == -1 else num_classes
     return _build(
-        arch=m.arch, input_shape=input_shape, num_classes=heads, hidden=m.hidden, norm=m.norm, num_groups=m.groups,
+        arch=m.arch,
+        input_shape=input_shape,
+        num_classes=heads,
+        hidden=m.hidden,
+        norm=m.norm,
+        num_groups=m.groups,
         depth=m.layers if m.arch == "mlp" else None,
     )
 

@@ -439,7 +439,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(e.rounds >= 1, "experiment.rounds", "must be >= 1", e.rounds)
     _check(e.eval_every >= 0, "experiment.eval_every", "must be >= 0", e.eval_every)
     _check(e.eval_episodes >= 1, "experiment.eval_episodes", "must be >= 1", e.eval_episodes)
-    _check(e.final_eval_episodes >= 1, "experiment.final_eval_episodes", "must be >= 1", e.final_eval_episodes)
+    _check(
+        e.final_eval_episodes >= 1, "experiment.final_eval_episodes", "must be >= 1", e.final_eval_episodes
+    )
     _check(e.threads >= 0, "experiment.threads", "must be >= 0", e.threads)
     _check(e.seed >= 0, "experiment.seed", "must be >= 0", e.seed)
     if d.dataset in ("omniglot", "medmnist"):
@@ -452,7 +454,9 @@ def validate(cfg: ExperimentConfig) -> None:
             "distinct digit classes in 0..9",
             d.test_classes,
         )
-        _check(len(d.test_classes) <= 8, "data.test_classes", "leave at least 2 training classes", d.test_classes)
+        _check(
+            len(d.test_classes) <= 8, "data.test_classes", "leave at least 2 training classes", d.test_classes
+        )
     _check(p.num_sites >= 1, "partition.num_sites", "must be >= 1", p.num_sites)
     _check(p.alpha > 0, "partition.alpha", "must be > 0", p.alpha)
     for key in ("n_way", "k_shot", "q_query", "test_n_way", "test_k_shot", "test_q_query"):
@@ -484,7 +488,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(s.k >= 0 and s.t >= 0, "secagg.k/t", "must be >= 0 (0 = derive)", (s.k, s.t))
     _check(s.clip > 0, "secagg.clip", "must be > 0", s.clip)
     _check(1 <= s.precision_bits <= 40, "secagg.precision_bits", "must be in [1, 40]", s.precision_bits)
-    _check(0 <= s.corrupt_fraction < 0.5, "secagg.corrupt_fraction", "must be in [0, 0.5)", s.corrupt_fraction)
+    _check(
+        0 <= s.corrupt_fraction < 0.5, "secagg.corrupt_fraction", "must be in [0, 0.5)", s.corrupt_fraction
+    )
     if f.aggregation != "plain":
         _check(p.num_sites >= 3, "partition.num_sites", "secure aggregation needs >= 3 sites", p.num_sites)
     _check(pr.noise_multiplier >= 0, "privacy.noise_multiplier", "must be >= 0", pr.noise_multiplier)
@@ -492,8 +498,15 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(0 < pr.sample_rate <= 1, "privacy.sample_rate", "must be in (0, 1]", pr.sample_rate)
     _check(pr.expected_batch >= 1, "privacy.expected_batch", "must be >= 1", pr.expected_batch)
     _check(0 < pr.delta < 1, "privacy.delta", "must be in (0, 1)", pr.delta)
-    _check(pr.epsilon_budget >= 0, "privacy.epsilon_budget", "must be >= 0 (0 = no budget)", pr.epsilon_budget)
-    _check(pr.target_epsilon >= 0, "privacy.target_epsilon", "must be >= 0 (0 = use noise_multiplier)", pr.target_epsilon)
+    _check(
+        pr.epsilon_budget >= 0, "privacy.epsilon_budget", "must be >= 0 (0 = no budget)", pr.epsilon_budget
+    )
+    _check(
+        pr.target_epsilon >= 0,
+        "privacy.target_epsilon",
+        "must be >= 0 (0 = use noise_multiplier)",
+        pr.target_epsilon,
+    )
     _check(8 <= pr.bits <= 62, "privacy.bits", "must be in [8, 62]", pr.bits)
     _check(pr.episodes_per_step >= 1, "privacy.episodes_per_step", "must be >= 1", pr.episodes_per_step)
     if pr.mode == "distributed":
@@ -510,7 +523,12 @@ def validate(cfg: ExperimentConfig) -> None:
             pr.mechanism,
         )
     if pr.mode != "none":
-        _check(m.norm != "batch", "model.norm", "BatchNorm couples records and is refused under DP; use 'group'", m.norm)
+        _check(
+            m.norm != "batch",
+            "model.norm",
+            "BatchNorm couples records and is refused under DP; use 'group'",
+            m.norm,
+        )
 
 
 def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -218,7 +218,11 @@ class Experiment:
             loaded = self._load_checkpoint(ckpt_dir, expected=len(state))
             if loaded is not None:  # None: killed before the first checkpoint, start over
                 start_round, state, opt_arrays, elapsed = loaded
-            old = (run_dir / "config.toml").read_text(encoding="utf-8") if (run_dir / "config.toml").exists() else ""
+            old = (
+                (run_dir / "config.toml").read_text(encoding="utf-8")
+                if (run_dir / "config.toml").exists()
+                else ""
+            )
             if old and old != toml_text:
                 raise CheckpointError(f"{run_dir}/config.toml differs from the configuration being resumed")
         else:
@@ -319,7 +323,13 @@ class Experiment:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.experiment.rounds, initial=start_round - 1, desc="rounds", unit="round", file=sys.stderr)
+            bar = tqdm(
+                total=cfg.experiment.rounds,
+                initial=start_round - 1,
+                desc="rounds",
+                unit="round",
+                file=sys.stderr,
+            )
         t0 = time.perf_counter() - elapsed
         try:
             for rnd in rounds:
@@ -355,11 +365,16 @@ class Experiment:
                     )
                     row["test_accuracy"], row["test_accuracy_ci95"] = acc, ci
                 row["wall_s"] = time.perf_counter() - t0
-                self._save_checkpoint(run_dir / "checkpoint", round_idx=rnd, server=server, elapsed=row["wall_s"])
+                self._save_checkpoint(
+                    run_dir / "checkpoint", round_idx=rnd, server=server, elapsed=row["wall_s"]
+                )
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 metrics.append(row)
-                msg = f"loss={outcome.train_loss:.3f} clients={len(outcome.clients)} dropped={len(outcome.dropped)}"
+                msg = (
+                    f"loss={outcome.train_loss:.3f} clients={len(outcome.clients)} "
+                    f"dropped={len(outcome.dropped)}"
+                )
                 if "test_accuracy" in row:
                     msg += f" acc={row['test_accuracy']:.3f}±{row['test_accuracy_ci95']:.3f}"
                 if "epsilon" in row:
@@ -368,7 +383,10 @@ class Experiment:
                     bar.set_postfix_str(msg)
                     bar.update(1)
                 else:
-                    print(f"secfed: round {rnd}/{cfg.experiment.rounds} {msg} ({row['wall_s']:.1f}s)", file=sys.stderr)
+                    print(
+                        f"secfed: round {rnd}/{cfg.experiment.rounds} {msg} ({row['wall_s']:.1f}s)",
+                        file=sys.stderr,
+                    )
         finally:
             if bar is not None:
                 bar.close()
@@ -398,11 +416,15 @@ class Experiment:
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
             if info.get("version") != CHECKPOINT_VERSION:
-                raise CheckpointError(f"{info_path}: checkpoint version {info.get('version')} is not supported")
+                raise CheckpointError(
+                    f"{info_path}: checkpoint version {info.get('version')} is not supported"
+                )
             arrays = load_file(str(ckpt_dir / info["weights"]))
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"corrupt checkpoint in {ckpt_dir}: {exc}") from exc
         state = arrays.pop("state")
         if state.shape != (expected,):
-            raise CheckpointError(f"{ckpt_dir}: checkpoint state has {state.shape[0]} values, the model needs {expected}")
+            raise CheckpointError(
+                f"{ckpt_dir}: checkpoint state has {state.shape[0]} values, the model needs {expected}"
+            )
         return int(info["round"]) + 1, state, arrays, float(info.get("elapsed_s", 0.0))

@@ -93,15 +93,19 @@ def run_pair(
             "rounds": cfg.experiment.rounds,
             "sites": cfg.partition.num_sites,
         }
-        print(f"{learner:9s} {name:11s} {rows[name]['accuracy']:.2f} ± {rows[name]['ci95']:.2f} %  "
-              f"train {rows[name]['train_s']:.1f} s", flush=True)
+        print(
+            f"{learner:9s} {name:11s} {rows[name]['accuracy']:.2f} ± {rows[name]['ci95']:.2f} %  "
+            f"train {rows[name]['train_s']:.1f} s",
+            flush=True,
+        )
     rows["time_ratio"] = rows["federated"]["train_s"] / rows["centralised"]["train_s"]
     return rows
 
 
 def _markdown(results: dict[str, Any]) -> str:
     lines = [
-        "| learner | centralised 5w1s (%) | federated 5w1s (%) | central train s | federated train s | fed/central time |",
+        "| learner | centralised 5w1s (%) | federated 5w1s (%) | central train s | federated train s "
+        "| fed/central time |",
         "|---|---|---|---|---|---|",
     ]
     for learner, r in results.items():

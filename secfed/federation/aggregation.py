@@ -97,7 +97,9 @@ class ClientAggregator(ABC):
     name: str = "base"
 
     @abstractmethod
-    def handle(self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int) -> bytes:
+    def handle(
+        self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int
+    ) -> bytes:
         """Answer one stage of the protocol.
 
         Args:

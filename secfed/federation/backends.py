@@ -132,7 +132,9 @@ class MultiprocessBackend(Backend):
 
     name = "multiprocess"
 
-    def __init__(self, *, factory: ClientFactory, threads_per_client: int = 1, start_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, *, factory: ClientFactory, threads_per_client: int = 1, start_timeout_s: float = 300.0
+    ) -> None:
         """Create the backend.
 
         Args:

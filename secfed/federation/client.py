@@ -97,7 +97,9 @@ class ClientRuntime:
     def _train(self, msg: Message) -> bytes:
         rnd = int(msg.meta["round"])
         if rnd <= self._round and not msg.meta.get("replay", False):
-            raise MessageError(f"site {self.site_id}: train request for round {rnd} after round {self._round}")
+            raise MessageError(
+                f"site {self.site_id}: train request for round {rnd} after round {self._round}"
+            )
         load_flat_state(self._model, msg.tensors["state"], spec=self._spec)
         seed = self._cfg.experiment.seed
         torch.manual_seed(derive_seed(seed, "torch", rnd, self.site_id))
@@ -132,9 +134,15 @@ class ClientRuntime:
     def _agg(self, msg: Message) -> bytes:
         rnd = int(msg.meta["round"])
         if self._update is None or rnd != self._round:
-            raise MessageError(f"site {self.site_id}: aggregation request for round {rnd} without a local update")
+            raise MessageError(
+                f"site {self.site_id}: aggregation request for round {rnd} without a local update"
+            )
         reply = self._client_agg.handle(
-            stage=str(msg.meta["stage"]), request=msg.blob, update=self._update, weight=self._weight, round_idx=rnd
+            stage=str(msg.meta["stage"]),
+            request=msg.blob,
+            update=self._update,
+            weight=self._weight,
+            round_idx=rnd,
         )
         return encode_message(kind="agg_reply", meta={"round": rnd, "stage": msg.meta["stage"]}, blob=reply)
 
@@ -155,5 +163,7 @@ class ClientFactory:
         return cls(config_data=config_to_dict(config), base_dir=config.base_dir)
 
     def __call__(self, site_id: int) -> Callable[[bytes], bytes]:
-        runtime = ClientRuntime(config=config_from_dict(self.config_data, base_dir=self.base_dir), site_id=site_id)
+        runtime = ClientRuntime(
+            config=config_from_dict(self.config_data, base_dir=self.base_dir), site_id=site_id
+        )
         return runtime.handle

@@ -64,7 +64,11 @@ class Message:
 
 
 def encode_message(
-    *, kind: str, meta: dict[str, Any] | None = None, tensors: dict[str, np.ndarray] | None = None, blob: bytes = b""
+    *,
+    kind: str,
+    meta: dict[str, Any] | None = None,
+    tensors: dict[str, np.ndarray] | None = None,
+    blob: bytes = b"",
 ) -> bytes:
     """Serialise a message.
 
@@ -118,14 +122,21 @@ def decode_message(data: bytes, *, expect: str | None = None) -> Message:
         raise MessageError(f"message truncated or header too long ({hlen} bytes)")
     try:
         header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + hlen]))
-        kind, meta, tlen, blen = header["kind"], header["meta"], int(header["tensor_len"]), int(header["blob_len"])
+        kind, meta, tlen, blen = (
+            header["kind"],
+            header["meta"],
+            int(header["tensor_len"]),
+            int(header["blob_len"]),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageError(f"malformed message header: {exc}") from exc
     if kind not in KINDS or not isinstance(meta, dict) or tlen < 0 or blen < 0:
         raise MessageError(f"malformed message header: kind={kind!r}")
     start = _PREFIX.size + hlen
     if start + tlen + blen != len(data):
-        raise MessageError(f"message length mismatch: header says {start + tlen + blen} bytes, got {len(data)}")
+        raise MessageError(
+            f"message length mismatch: header says {start + tlen + blen} bytes, got {len(data)}"
+        )
     tensors: dict[str, np.ndarray] = {}
     if tlen:
         try:

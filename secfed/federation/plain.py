@@ -24,7 +24,13 @@ class PlainServerAggregator(ServerAggregator):
     stages = (STAGE,)
 
     def aggregate(
-        self, *, round_idx: int, participants: list[int], weights: dict[int, float], dim: int, channel: Channel
+        self,
+        *,
+        round_idx: int,
+        participants: list[int],
+        weights: dict[int, float],
+        dim: int,
+        channel: Channel,
     ) -> AggregateResult:
         request = encode_message(kind="agg", meta={"round": round_idx, "stage": STAGE})
         replies = channel.exchange(stage=STAGE, requests={sid: request for sid in participants})
@@ -36,7 +42,9 @@ class PlainServerAggregator(ServerAggregator):
             msg = decode_message(replies[sid], expect="agg_reply")
             vec = msg.tensors.get("weighted_update")
             if vec is None or vec.shape != (dim,):
-                raise MessageError(f"site {sid} sent an update of shape {getattr(vec, 'shape', None)}, expected ({dim},)")
+                raise MessageError(
+                    f"site {sid} sent an update of shape {getattr(vec, 'shape', None)}, expected ({dim},)"
+                )
             total += vec
             survivors.append(sid)
         wsum = float(sum(weights[s] for s in survivors))
@@ -56,7 +64,9 @@ class PlainClientAggregator(ClientAggregator):
 
     name = "plain"
 
-    def handle(self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int) -> bytes:
+    def handle(
+        self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int
+    ) -> bytes:
         msg = decode_message(request, expect="agg")
         if msg.meta.get("stage") != STAGE or msg.meta.get("round") != round_idx:
             raise MessageError(f"unexpected plain-aggregation request {msg.meta}")

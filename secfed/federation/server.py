@@ -130,7 +130,15 @@ class ServerOptimizer:
     Buffers (the non-parameter part of the flat state) are averaged, never optimised.
     """
 
-    def __init__(self, *, name: str, lr: float, param_mask: np.ndarray, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-3) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        lr: float,
+        param_mask: np.ndarray,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-3,
+    ) -> None:
         """Create the optimiser.
 
         Args:
@@ -287,7 +295,9 @@ class FederatedServer:
             self.state = self.optimizer.apply(state=self.state, mean_delta=total / agg.weight_sum)
         losses = [float(reports[s]["train_loss"]) for s in participants]
         metrics = dict(agg.metrics) if agg is not None else {}
-        metrics["bytes_up_per_client"] = float(np.mean(list(channel.bytes_up.values()))) if channel.bytes_up else 0.0
+        metrics["bytes_up_per_client"] = (
+            float(np.mean(list(channel.bytes_up.values()))) if channel.bytes_up else 0.0
+        )
         return RoundOutcome(
             round=round_idx,
             train_loss=float(np.mean(losses)) if losses else float("nan"),

@@ -61,7 +61,7 @@ def state_spec(model: nn.Module) -> tuple[StateEntry, ...]:
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = dict(model.named_parameters())
+    out: dict[str, torch.Tensor] = dict(model.named_parameters())
     out.update(dict(model.named_buffers()))
     return out
 
@@ -99,7 +99,9 @@ def load_flat_state(model: nn.Module, vector: np.ndarray, *, spec: tuple[StateEn
     tensors = _tensors(model)
     with torch.no_grad():
         for e in spec:
-            chunk = torch.from_numpy(np.ascontiguousarray(vector[e.offset : e.offset + e.size])).reshape(e.shape)
+            chunk = torch.from_numpy(np.ascontiguousarray(vector[e.offset : e.offset + e.size])).reshape(
+                e.shape
+            )
             tensors[e.name].copy_(chunk)
 
 

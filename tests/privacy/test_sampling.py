@@ -194,3 +194,23 @@ def test_bad_configuration_is_refused(kwargs, error):
     }
     with pytest.raises(error):
         RecordEpisodeSampler(**{**base, **kwargs})
+
+
+def test_drop_queries_without_support_keeps_only_scorable_queries():
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, len(CLASSES), size=300)
+    sampler = RecordEpisodeSampler(
+        labels=labels, classes=CLASSES, num_slots=4, n_way=5, sample_rate=0.05, secret_seed=SEED
+    )
+    dropped_any = False
+    for _ in range(20):
+        for ep in sampler.sample().episodes:
+            kept = ep.drop_queries_without_support()
+            np.testing.assert_array_equal(kept.support_index, ep.support_index)
+            assert set(kept.query_label.tolist()) <= set(ep.support_label.tolist())
+            expected = [
+                i for i, lab in zip(ep.query_index, ep.query_label, strict=True) if lab in ep.support_label
+            ]
+            assert kept.query_index.tolist() == expected
+            dropped_any |= kept.query_index.size < ep.query_index.size
+    assert dropped_any

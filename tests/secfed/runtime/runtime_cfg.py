@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-
 REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_config_dict(**sections: dict) -> dict:
     base = {
-        "experiment": {"rounds": 3, "eval_every": 2, "eval_episodes": 10, "final_eval_episodes": 20, "seed": 3},
+        "experiment": {
+            "rounds": 3,
+            "eval_every": 2,
+            "eval_episodes": 10,
+            "final_eval_episodes": 20,
+            "seed": 3,
+        },
         "data": {"dataset": "digits", "rotations": True},
         "partition": {"scheme": "class_disjoint", "num_sites": 4},
         "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
@@ -21,5 +25,3 @@ def tiny_config_dict(**sections: dict) -> dict:
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     return base
-
-

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runtime_cfg import REPO, tiny_config_dict
 
 from secfed.cli import main
 from secfed.config import config_from_dict, config_to_toml
-
-from runtime_cfg import REPO, tiny_config_dict
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +23,16 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_value_fails_before_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "never"
-    code = main(["run", str(REPO / "examples" / "digits_protonet.toml"), "--set", "learner.name=foo", "--out", str(out)])
+    code = main(
+        [
+            "run",
+            str(REPO / "examples" / "digits_protonet.toml"),
+            "--set",
+            "learner.name=foo",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "learner.name = 'foo' is not allowed" in capsys.readouterr().err
     assert not out.exists()
@@ -34,6 +42,9 @@ def test_run_and_resume_complete_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     cfg = config_from_dict(tiny_config_dict(experiment={"rounds": 2, "eval_every": 0}), base_dir=REPO)
     f = tmp_path / "c.toml"
     f.write_text(config_to_toml(cfg))
-    assert main(["run", str(f), "--out", str(tmp_path / "run"), "--no-progress", "--set", "experiment.rounds=1"]) == 0
+    assert (
+        main(["run", str(f), "--out", str(tmp_path / "run"), "--no-progress", "--set", "experiment.rounds=1"])
+        == 0
+    )
     assert "test accuracy" in capsys.readouterr().out
     assert main(["run", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0

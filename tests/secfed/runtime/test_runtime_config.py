@@ -31,7 +31,9 @@ def test_unknown_section() -> None:
 
 
 def test_bad_choice_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"learner\.name = 'mamll'.*protonet, maml, fomaml, reptile, fedavg"):
+    with pytest.raises(
+        ConfigError, match=r"learner\.name = 'mamll'.*protonet, maml, fomaml, reptile, fedavg"
+    ):
         config_from_dict({"learner": {"name": "mamll"}})
 
 
@@ -56,7 +58,9 @@ def test_bad_range_and_cross_field() -> None:
 def test_overrides_and_round_trip(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text("[experiment]\nrounds = 4\n")
-    cfg = load_config(p, overrides=["experiment.rounds=7", "learner.name=maml", "data.test_classes=[1, 2, 3]"])
+    cfg = load_config(
+        p, overrides=["experiment.rounds=7", "learner.name=maml", "data.test_classes=[1, 2, 3]"]
+    )
     assert cfg.experiment.rounds == 7 and cfg.learner.name == "maml" and cfg.data.test_classes == [1, 2, 3]
     (tmp_path / "resolved.toml").write_text(config_to_toml(cfg))
     again = load_config(tmp_path / "resolved.toml")

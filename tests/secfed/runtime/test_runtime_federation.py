@@ -7,16 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_cfg import REPO, tiny_config_dict
 
 from secfed.config import config_from_dict
 from secfed.experiment import Experiment
 from secfed.federation.server import plan_round
 
-from runtime_cfg import REPO, tiny_config_dict
-
 
 def _strip(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("wall_s",) and not k.startswith("agg_bytes")} for r in rows]
+    return [
+        {k: v for k, v in r.items() if k not in ("wall_s",) and not k.startswith("agg_bytes")} for r in rows
+    ]
 
 
 def test_sequential_is_deterministic(tmp_path: Path) -> None:
@@ -36,7 +37,9 @@ def test_sequential_is_deterministic(tmp_path: Path) -> None:
 
 def test_multiprocess_backend_matches_sequential(tmp_path: Path) -> None:
     seq = config_from_dict(tiny_config_dict(experiment={"rounds": 2, "threads": 1}), base_dir=REPO)
-    mp = config_from_dict(tiny_config_dict(experiment={"rounds": 2, "threads": 1, "backend": "multiprocess"}), base_dir=REPO)
+    mp = config_from_dict(
+        tiny_config_dict(experiment={"rounds": 2, "threads": 1, "backend": "multiprocess"}), base_dir=REPO
+    )
     a = Experiment(config=seq).run(out_dir=tmp_path / "seq", progress=False)
     b = Experiment(config=mp).run(out_dir=tmp_path / "mp", progress=False)
     for ra, rb in zip(a.metrics, b.metrics, strict=True):
@@ -47,7 +50,9 @@ def test_multiprocess_backend_matches_sequential(tmp_path: Path) -> None:
 
 def test_dropouts_and_stragglers_are_injected_from_the_seed(tmp_path: Path) -> None:
     cfg = config_from_dict(
-        tiny_config_dict(experiment={"rounds": 4, "eval_every": 0}, federation={"dropout_rate": 0.4, "straggler_rate": 0.2}),
+        tiny_config_dict(
+            experiment={"rounds": 4, "eval_every": 0}, federation={"dropout_rate": 0.4, "straggler_rate": 0.2}
+        ),
         base_dir=REPO,
     )
     plans = [plan_round(config=cfg, round_idx=r, num_stages=2) for r in range(1, 50)]
@@ -66,7 +71,12 @@ def test_poisson_sampling_and_fedadam(tmp_path: Path) -> None:
     cfg = config_from_dict(
         tiny_config_dict(
             experiment={"rounds": 3, "eval_every": 0},
-            federation={"sampling": "poisson", "sample_rate": 0.5, "server_optimizer": "adam", "server_lr": 0.01},
+            federation={
+                "sampling": "poisson",
+                "sample_rate": 0.5,
+                "server_optimizer": "adam",
+                "server_lr": 0.01,
+            },
         ),
         base_dir=REPO,
     )

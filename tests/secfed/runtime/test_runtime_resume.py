@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from runtime_cfg import REPO, tiny_config_dict
 
 from secfed.config import config_from_dict, config_to_toml
 from secfed.errors import CheckpointError
 from secfed.experiment import Experiment, read_metrics
-
-from runtime_cfg import REPO, tiny_config_dict
 
 
 def _strip(rows: list[dict]) -> list[dict]:
