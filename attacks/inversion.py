@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from attacks.errors import AttackConfigError, AttackInputError, ThreatModelError
 from attacks.image_metrics import as_images, label_accuracy, match_reconstructions, psnr, ssim
 from attacks.image_metrics import mse as mse_metric
-from attacks.label_recovery import batch_labels_from_last_layer, find_last_layer
+from attacks.label_recovery import batch_labels_from_last_layer, find_last_layer, label_counts_by_simulation
 from attacks.observation import AggregateObservation, MultiStepObservation, ObservationModel
 from attacks.plots import save_image_grid
 
@@ -417,14 +417,36 @@ def _labels_for(threat: InversionInputs, cfg: InversionConfig) -> tuple[str, Ten
             raise AttackConfigError("label_strategy='known' but InversionInputs.known_labels is None")
         return "known", threat.known_labels.long()
     if strategy == "analytic":
-        labels = batch_labels_from_last_layer(
-            observed=threat.observed,
-            num_classes=threat.num_classes,
-            num_records=threat.num_records,
-            sign=threat.observation.sign,
-        )
+        assert threat.params is not None and threat.buffers is not None
+        _, bias = find_last_layer(observed=threat.observed, num_classes=threat.num_classes)
+        if threat.num_records == 1 or bias is None:
+            # iDLG for one record (exact); the negative-entry rule of Yin et al. otherwise.
+            labels = batch_labels_from_last_layer(
+                observed=threat.observed,
+                num_classes=threat.num_classes,
+                num_records=threat.num_records,
+                sign=threat.observation.sign,
+            )
+        else:
+            labels = label_counts_by_simulation(
+                observation=threat.observation,
+                params=threat.params,
+                buffers=threat.buffers,
+                observed=threat.observed,
+                num_records=threat.num_records,
+                num_classes=threat.num_classes,
+                input_shape=threat.input_shape,
+                box=threat.box,
+                seed=cfg.seed,
+            )
         return "analytic", labels
     return "joint", None
+
+
+def _device(threat: InversionInputs) -> torch.device:
+    assert threat.params is not None
+    first = next(iter(threat.params.values()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _init_inputs(threat: InversionInputs, cfg: InversionConfig, gen: torch.Generator) -> Tensor:
@@ -437,7 +459,7 @@ def _init_inputs(threat: InversionInputs, cfg: InversionConfig, gen: torch.Gener
         x = mid + 0.5 * half * torch.randn(shape, generator=gen)
     else:
         x = mid + 0.01 * half * torch.randn(shape, generator=gen)
-    return x.clamp(lo, hi)
+    return x.clamp(lo, hi).to(_device(threat))
 
 
 def _one_restart(
@@ -449,9 +471,8 @@ def _one_restart(
     label_logits = None
     opt_vars = [x]
     if fixed_labels is None:
-        label_logits = torch.randn((threat.num_records, threat.num_classes), generator=gen).requires_grad_(
-            True
-        )
+        label_logits = torch.randn((threat.num_records, threat.num_classes), generator=gen)
+        label_logits = label_logits.to(x.device).requires_grad_(True)
         opt_vars.append(label_logits)
     assert threat.params is not None and threat.buffers is not None
     params, buffers = threat.params, threat.buffers
@@ -556,6 +577,8 @@ def run_inversion(*, threat: InversionInputs, config: InversionConfig) -> Invers
     cfg = config.resolved()
     t0 = time.monotonic()
     source, fixed = _labels_for(threat, cfg)
+    if fixed is not None:
+        fixed = fixed.to(_device(threat))
     best: tuple[Tensor, Tensor, float, list[tuple[int, float]]] | None = None
     dists: list[float] = []
     for r in range(cfg.restarts):
@@ -565,8 +588,8 @@ def run_inversion(*, threat: InversionInputs, config: InversionConfig) -> Invers
             best = out
     assert best is not None
     return InversionResult(
-        reconstruction=best[0],
-        labels=best[1],
+        reconstruction=best[0].cpu(),
+        labels=best[1].cpu(),
         label_source=source,
         distance=best[2],
         restart_distances=dists,

@@ -10,6 +10,13 @@ them in proportion to the negative mass (a heuristic; exact when labels are dist
 
 For a multi-step update of a single record, every step's bias gradient has the same sign pattern,
 so the label is still exact; the observation's ``sign`` (``-1`` for ``new - old``) is undone first.
+
+The negative-entry rule fails for batches with repeated labels (with two classes at most one bias
+entry is negative, since the entries sum to zero). :func:`label_counts_by_simulation` estimates the
+label counts instead, in the spirit of Geng et al. 2021 ("Towards General Deep Leakage in Federated
+Learning"): the bias observation is (close to) linear in the labels, ``b = b_0 - w (n - B/C)``,
+where the unknown mean prediction ``b_0`` and per-record weight ``w`` are measured by replaying the
+public observation model on random inputs.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import torch
 from torch import Tensor
 
 from attacks.errors import AttackInputError
+from attacks.observation import ObservationModel
 
-__all__ = ["find_last_layer", "idlg_label", "batch_labels_from_last_layer"]
+__all__ = ["find_last_layer", "idlg_label", "batch_labels_from_last_layer", "label_counts_by_simulation"]
 
 
 def find_last_layer(*, observed: Mapping[str, Tensor], num_classes: int) -> tuple[str, str | None]:
@@ -144,3 +152,84 @@ def batch_labels_from_last_layer(
     for c, k in zip(neg, counts, strict=True):
         labels.extend([c] * (1 + int(k)))
     return torch.tensor(sorted(labels), dtype=torch.long)
+
+
+def _round_counts(raw: np.ndarray, total: int) -> np.ndarray:
+    """Non-negative integers summing to ``total`` closest to ``raw`` (largest remainder)."""
+    x = np.clip(raw, 0.0, None)
+    x = x / x.sum() * total if x.sum() > 0 else np.full(raw.shape, total / raw.size)
+    counts = np.floor(x).astype(np.int64)
+    for j in np.argsort(-(x - counts), kind="stable")[: total - int(counts.sum())]:
+        counts[j] += 1
+    return counts
+
+
+def label_counts_by_simulation(
+    *,
+    observation: ObservationModel,
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    observed: Mapping[str, Tensor],
+    num_records: int,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    box: tuple[float, float] = (0.0, 1.0),
+    draws: int = 4,
+    seed: int = 0,
+) -> Tensor:
+    """Estimate a batch's label multiset from the last-layer bias by replaying the observation model.
+
+    With uniform soft labels on random inputs the replay gives ``b_0`` (the bias observation when
+    every class is equally likely); with every record labelled ``c`` it gives the response to the
+    labels. Assuming equal per-record weight, ``n = B/C + (b_0 - b_obs) / w``, rounded to
+    non-negative integers summing to B. Averaged over ``draws`` random input batches. Works for
+    gradients, multi-step updates (sign and scale are replayed) and equal-size aggregates.
+
+    Args:
+        observation: The public observation model.
+        params: Global parameters.
+        buffers: Global buffers.
+        observed: The observation.
+        num_records: B.
+        num_classes: C.
+        input_shape: Shape of one record.
+        box: Input domain for the random inputs.
+        draws: Random input batches to average over.
+        seed: Seed of the random inputs.
+
+    Returns:
+        Int64 tensor of B labels, sorted by class.
+
+    Raises:
+        AttackInputError: If the last layer has no bias in the observation.
+    """
+    _, b_name = find_last_layer(observed=observed, num_classes=num_classes)
+    if b_name is None:
+        raise AttackInputError("label counting needs the last layer's bias in the observation")
+    gen = torch.Generator().manual_seed(int(seed))
+    dev = observed[b_name].device
+    lo, hi = box
+    b0 = torch.zeros(num_classes, dtype=torch.float64)
+    w = 0.0
+    for _ in range(draws):
+        x = (lo + (hi - lo) * torch.rand((num_records, *input_shape), generator=gen)).to(dev)
+        uniform = torch.full((num_records, num_classes), 1.0 / num_classes, device=dev)
+        base = (
+            observation.observe(params=params, buffers=buffers, inputs=x, labels=uniform)[b_name]
+            .double()
+            .cpu()
+        )
+        resp = torch.zeros(num_classes, dtype=torch.float64)
+        for c in range(num_classes):
+            onehot = torch.zeros((num_records, num_classes), device=dev)
+            onehot[:, c] = 1.0
+            out = observation.observe(params=params, buffers=buffers, inputs=x, labels=onehot)[b_name]
+            # All B records move from 1/C to 1 on class c: response per record and unit of label mass.
+            resp[c] = (out.double().cpu()[c] - base[c]) / (num_records * (1.0 - 1.0 / num_classes))
+        b0 += base / draws
+        w += float(resp.mean()) / draws
+    if w == 0.0:
+        raise AttackInputError("the bias observation does not respond to the labels: cannot count labels")
+    raw = num_records / num_classes + (observed[b_name].detach().double().cpu() - b0) / w
+    counts = _round_counts(raw.numpy(), num_records)
+    return torch.tensor(np.repeat(np.arange(num_classes), counts), dtype=torch.long)

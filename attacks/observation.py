@@ -235,7 +235,8 @@ class MultiStepObservation(ObservationModel):
                 theta = {k: theta[k] - self.lr * g[k] for k in theta}
             else:
                 theta = {k: (theta[k] - self.lr * g[k]).detach().requires_grad_(True) for k in theta}
-        return {k: self.scale * (theta[k] - theta0[k]) for k in theta}
+        out = {k: self.scale * (theta[k] - theta0[k]) for k in theta}
+        return out if create_graph else {k: v.detach() for k, v in out.items()}
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""

@@ -206,7 +206,7 @@ class GaussianAccountant(ABC):
             "history": [[s, q, n] for s, q, n in self.history],
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, *, state: Mapping[str, Any]) -> None:
         """Replace parameters and history by those in ``state`` (validated first; all-or-nothing).
 
         Args:
@@ -236,7 +236,7 @@ class GaussianAccountant(ABC):
         return json.dumps(self.state_dict(), allow_nan=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls: type[_G], text: str) -> _G:
+    def from_json(cls: type[_G], *, text: str) -> _G:
         """Rebuild an accountant from :meth:`to_json` output.
 
         Args:
@@ -254,7 +254,7 @@ class GaussianAccountant(ABC):
             acc = cls._from_params(checked["params"])
         except (InvalidPrivacyConfigError, TypeError, KeyError) as exc:
             raise AccountantStateError(f"invalid accountant parameters: {exc}") from exc
-        acc.load_state_dict(checked)
+        acc.load_state_dict(state=checked)
         return acc
 
     def __repr__(self) -> str:
@@ -280,20 +280,28 @@ class RDPAccountant(GaussianAccountant):
     def __init__(self, *, orders: Sequence[float] | None = None) -> None:
         super().__init__()
         self._orders = check_orders(DEFAULT_RDP_ORDERS if orders is None else orders)
+        self._curves: dict[tuple[float, float], np.ndarray] = {}  # per-(σ, q) RDP curve of one step
 
     @property
     def orders(self) -> np.ndarray:
         """The RDP orders (a copy)."""
         return self._orders.copy()
 
-    def get_rdp(self) -> np.ndarray:
-        """Total RDP at every order (RDP composes additively)."""
-        total = np.zeros(self._orders.shape)
-        for sigma, q, n in self.history:
+    def _curve(self, sigma: float, q: float) -> np.ndarray:
+        key = (sigma, q)
+        curve = self._curves.get(key)
+        if curve is None:
             curve = poisson_subsampled_gaussian_rdp(
                 noise_multiplier=sigma, sample_rate=q, orders=self._orders
             )
-            total = total + n * curve
+            self._curves[key] = curve
+        return curve
+
+    def get_rdp(self) -> np.ndarray:
+        """Total RDP at every order (RDP composes additively)."""
+        total = np.zeros(self._orders.shape)
+        for (sigma, q), n in self._groups.items():
+            total = total + n * self._curve(sigma, q)
         return total
 
     def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
@@ -472,7 +480,7 @@ class DistributedEvent:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DistributedEvent:
+    def from_dict(cls, *, data: Mapping[str, Any]) -> DistributedEvent:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -603,7 +611,7 @@ class DistributedDPAccountant:
             "history": [{"event": e.to_dict(), "rounds": n} for e, n in self._groups.items()],
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, *, state: Mapping[str, Any]) -> None:
         """Replace parameters and history by those in ``state`` (validated first; all-or-nothing).
 
         Raises:
@@ -619,7 +627,7 @@ class DistributedDPAccountant:
             for i, item in enumerate(history):
                 if not isinstance(item, Mapping) or set(item) != {"event", "rounds"}:
                     raise AccountantStateError(f"history[{i}] must be {{'event': ..., 'rounds': ...}}")
-                fresh.step(event=DistributedEvent.from_dict(item["event"]), num_rounds=item["rounds"])
+                fresh.step(event=DistributedEvent.from_dict(data=item["event"]), num_rounds=item["rounds"])
         except InvalidPrivacyConfigError as exc:
             raise AccountantStateError(f"invalid accountant state: {exc}") from exc
         except (TypeError, KeyError) as exc:
@@ -631,14 +639,14 @@ class DistributedDPAccountant:
         return json.dumps(self.state_dict(), allow_nan=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> DistributedDPAccountant:
+    def from_json(cls, *, text: str) -> DistributedDPAccountant:
         """Rebuild from :meth:`to_json` output.
 
         Raises:
             AccountantStateError: malformed JSON or state.
         """
         acc = cls()
-        acc.load_state_dict(_loads(text))
+        acc.load_state_dict(state=_loads(text))
         return acc
 
     def __repr__(self) -> str:
@@ -678,7 +686,7 @@ def create_accountant(*, kind: str, **params: Any) -> Accountant:
         raise InvalidPrivacyConfigError(f"invalid parameters for a {kind!r} accountant: {exc}") from exc
 
 
-def accountant_from_state(state: Mapping[str, Any]) -> Accountant:
+def accountant_from_state(*, state: Mapping[str, Any]) -> Accountant:
     """Rebuild any accountant from its :meth:`state_dict`, dispatching on ``state["kind"]``.
 
     Raises:
@@ -692,13 +700,13 @@ def accountant_from_state(state: Mapping[str, Any]) -> Accountant:
         text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise AccountantStateError(f"accountant state is not JSON-serialisable: {exc}") from exc
-    return cls.from_json(text)
+    return cls.from_json(text=text)
 
 
-def accountant_from_json(text: str) -> Accountant:
+def accountant_from_json(*, text: str) -> Accountant:
     """Rebuild any accountant from its JSON state.
 
     Raises:
         AccountantStateError: malformed JSON or state.
     """
-    return accountant_from_state(_loads(text))
+    return accountant_from_state(state=_loads(text))

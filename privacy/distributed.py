@@ -90,16 +90,16 @@ _ROTATION_DOMAIN = b"secfed.privacy.distributed.rotation.v1"
 # --------------------------------------------------------------------------------------------------
 
 
-def next_power_of_two(n: int) -> int:
+def next_power_of_two(*, n: int) -> int:
     """Smallest power of two >= n (n >= 1)."""
     n = check_int("n", n, minimum=1)
     return 1 << (n - 1).bit_length()
 
 
-def fwht(x: np.ndarray) -> np.ndarray:
+def fwht(*, x: np.ndarray) -> np.ndarray:
     """Unnormalised fast Walsh–Hadamard transform along the last axis, O(d log d).
 
-    ``fwht(fwht(x)) == d · x``; ``fwht(x) / √d`` is orthogonal and symmetric (Sylvester ordering).
+    ``fwht(x=fwht(x=v)) == d · v``; ``fwht(x=v) / √d`` is orthogonal and symmetric (Sylvester ordering).
 
     Args:
         x: real array whose last dimension is a power of two.
@@ -160,13 +160,13 @@ class RandomizedHadamard:
             raise InvalidInputError(f"expected last dimension {self.dim}, got shape {arr.shape}")
         return arr
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, *, x: np.ndarray) -> np.ndarray:
         """``R x`` (along the last axis)."""
-        return fwht(self._check(x) * self._signs) * self._scale
+        return fwht(x=self._check(x) * self._signs) * self._scale
 
-    def inverse(self, y: np.ndarray) -> np.ndarray:
+    def inverse(self, *, y: np.ndarray) -> np.ndarray:
         """``Rᵀ y = D H y / √d`` (along the last axis)."""
-        return fwht(self._check(y)) * self._scale * self._signs
+        return fwht(x=self._check(y)) * self._scale * self._signs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class DistributedDPConfig:
     @property
     def padded_dim(self) -> int:
         """d' = the next power of two >= d (the length of encoded vectors)."""
-        return next_power_of_two(self.dim)
+        return next_power_of_two(n=self.dim)
 
     @property
     def scaled_local_stddev(self) -> float:
@@ -460,7 +460,7 @@ def plan_distributed_dp(
     wp = check_rate("wrap_probability", wrap_probability)
     if wp == 0 or wp >= 1:
         raise InvalidPrivacyConfigError(f"wrap_probability must be in (0, 1), got {wrap_probability}")
-    d_pad = next_power_of_two(d)
+    d_pad = next_power_of_two(n=d)
     sigma = z * c / math.sqrt(n_exp)
     k = _wrap_k(d_pad, wp)
     room = (2.0 ** (b - 1) / k) ** 2 - n_max / 4.0
@@ -639,7 +639,7 @@ class DistributedDPEncoder:
         clipped = self.clip(x=x)
         padded = np.zeros(self.encoded_dim)
         padded[: self.dim] = clipped
-        scaled = self.rotation.forward(padded) / self.config.gamma
+        scaled = self.rotation.forward(x=padded) / self.config.gamma
         rounded, attempts = conditional_randomized_round(x=scaled, l2_bound=self._l2_bound, rng=self._rng)
         self.last_rounding_attempts = attempts
         return rounded
@@ -711,7 +711,7 @@ class DistributedDPEncoder:
             )
         signed = self.to_signed(total=total)
         rotated = signed.astype(np.float64) * self.config.gamma
-        return self.rotation.inverse(rotated)[: self.dim]
+        return self.rotation.inverse(y=rotated)[: self.dim]
 
     def noise_stddev(self, *, n_summed: int) -> float:
         """Std of the noise in each decoded coordinate when ``n_summed`` noise shares are summed (real units).

@@ -7,7 +7,7 @@ mechanism, σ, q, steps, privacy unit and adjacency of the round. Each line carr
 canonical JSON and of the previous line, so edits, reordering and truncation in the middle are
 detected on :meth:`PrivacyLedger.open`.
 
-Write-ahead rule: call :meth:`PrivacyLedger.append` (which writes, flushes and ``fsync``\\ s) *before*
+Write-ahead rule: call :meth:`PrivacyLedger.append` (which writes, flushes and fsyncs) *before*
 the round's model is released; a crash after the append and before the release only overstates ε.
 
 Resume: :meth:`PrivacyLedger.open` reads and validates every existing entry (it never resets the
@@ -141,7 +141,7 @@ class PrivacyBudget:
         return {"delta": self.delta, "site_epsilon": self.site_epsilon, "global_epsilon": self.global_epsilon}
 
     @classmethod
-    def from_dict(cls, data: Any) -> PrivacyBudget:
+    def from_dict(cls, *, data: Any) -> PrivacyBudget:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -203,7 +203,7 @@ class MechanismRecord:
         if self.mechanism in DISTRIBUTED_LEDGER_MECHANISMS:
             if "event" not in self.params:
                 raise InvalidPrivacyConfigError(f"a {self.mechanism!r} record needs params['event']")
-            DistributedEvent.from_dict(self.params["event"])
+            DistributedEvent.from_dict(data=self.params["event"])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``inf`` ε written as the string ``"inf"``)."""
@@ -219,7 +219,7 @@ class MechanismRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "record") -> MechanismRecord:
+    def from_dict(cls, *, data: Any, where: str = "record") -> MechanismRecord:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -360,9 +360,7 @@ class PrivacyLedger:
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(p.parent)
-        header = LedgerHeader(
-            budget=budget, accountant=accountant, created_unix=created, hash=digest
-        )
+        header = LedgerHeader(budget=budget, accountant=accountant, created_unix=created, hash=digest)
         return cls(path=p, header=header, entries=[], raw_lines=[line[:-1]])
 
     @classmethod
@@ -427,7 +425,7 @@ class PrivacyLedger:
         if obj.get("version") != LEDGER_VERSION:
             raise LedgerCorruptedError(f"unsupported ledger version {obj.get('version')!r}", line_number=1)
         try:
-            budget = PrivacyBudget.from_dict(obj.get("budget"))
+            budget = PrivacyBudget.from_dict(data=obj.get("budget"))
             accountant = obj.get("accountant")
             if accountant not in _GAUSSIAN_ACCOUNTANTS:
                 raise InvalidPrivacyConfigError(f"unknown accountant {accountant!r}")
@@ -454,10 +452,14 @@ class PrivacyLedger:
             if not isinstance(obj["sites"], dict):
                 raise InvalidPrivacyConfigError("sites must be an object")
             sites = {
-                str(name): MechanismRecord.from_dict(rec, where=f"site {name!r}")
+                str(name): MechanismRecord.from_dict(data=rec, where=f"site {name!r}")
                 for name, rec in obj["sites"].items()
             }
-            glob = None if obj["global"] is None else MechanismRecord.from_dict(obj["global"], where="global")
+            glob = (
+                None
+                if obj["global"] is None
+                else MechanismRecord.from_dict(data=obj["global"], where="global")
+            )
             time_unix = check_finite_nonneg("time_unix", obj["time_unix"])
             rnd = check_int("round", obj["round"], minimum=1)
             entry = LedgerEntry(
@@ -654,7 +656,7 @@ class PrivacyLedger:
         if rec.steps == 0:
             return acc
         if isinstance(acc, DistributedDPAccountant):
-            acc.step(event=DistributedEvent.from_dict(rec.params["event"]), num_rounds=rec.steps)
+            acc.step(event=DistributedEvent.from_dict(data=rec.params["event"]), num_rounds=rec.steps)
         else:
             acc.step(noise_multiplier=rec.noise_multiplier, sample_rate=rec.sample_rate, num_steps=rec.steps)
         return acc

@@ -61,7 +61,7 @@ from protocols.errors import (
 )
 from protocols.graph import Graph, build_graph, graph_seed
 from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams, check_config_fields
-from protocols.prg import MaskExpander, derive_mask_key, word_dtype
+from protocols.prg import MaskExpander, derive_mask_key
 from protocols.shamir import secret_to_int, split
 from protocols.stages import ClientState, Stage
 from protocols.wire import SERVER_ID, Header, Kind, pack_message, unpack_message
@@ -270,7 +270,8 @@ class SecAggClientSession:
             )
         if not np.issubdtype(v.dtype, np.integer):
             raise ConfigError(f"value must be an integer array (an encoder's output), got {v.dtype}")
-        if v.size and (int(v.min()) < 0 or int(v.max()) >= (1 << self.params.bits)):
+        signed_below_zero = v.dtype.kind == "i" and v.size and int(v.min()) < 0
+        if signed_below_zero or (v.size and int(v.max()) >= (1 << self.params.bits)):
             raise ConfigError(f"value entries must lie in [0, 2^{self.params.bits})")
         return v
 
@@ -437,7 +438,6 @@ class SecAggClientSession:
             p is not None and self._s is not None and self._b is not None and self.vector_length is not None
         )
         expander = MaskExpander(length=self.vector_length, bits=p.bits)
-        acc = np.asarray(value).astype(word_dtype(p.bits).newbyteorder("="))
         u = self.client_id
         masks = [
             (derive_mask_key(seed=self._b, session_id=session_id, purpose="self-mask", ids=pack_ids([u])), 1)
@@ -448,10 +448,7 @@ class SecAggClientSession:
                 seed=seed, session_id=session_id, purpose="pair-mask", ids=pack_ids([min(u, v), max(u, v)])
             )
             masks.append((key, 1 if u > v else -1))
-        expander.add_masks(acc=acc, masks=masks)
-        if p.bits < acc.dtype.itemsize * 8:
-            acc &= acc.dtype.type((1 << p.bits) - 1)
-        return acc
+        return expander.mask_vector(value=np.asarray(value), masks=masks, bits=p.bits)
 
     def _check_survivor_list(self, survivors: tuple[int, ...]) -> None:
         p = self.params

@@ -144,6 +144,41 @@ class MaskExpander:
         """
         if acc.shape != (self.length,) or acc.dtype.itemsize != self.dtype.itemsize:
             raise ConfigError(f"accumulator must have {self.length} words of {self.dtype.itemsize} bytes")
+        self._run(acc=acc, masks=masks, value=None, reduce=None)
+
+    def mask_vector(self, *, value: np.ndarray, masks: list[tuple[bytes, int]], bits: int) -> np.ndarray:
+        """``(value + sum_i sign_i * PRG(key_i)) mod 2**bits`` as a new native word vector.
+
+        The cast of ``value`` to words, the masks and the final reduction are fused per chunk.
+
+        Args:
+            value: Integers in ``[0, 2**bits)`` (any integer dtype), ``length`` of them.
+            masks: ``(16-byte AES key, +1 or -1)`` pairs.
+            bits: Modulus bit width (at most the word size).
+
+        Returns:
+            The masked vector.
+
+        Raises:
+            ConfigError: On a length or bit-width mismatch.
+        """
+        if value.shape != (self.length,):
+            raise ConfigError(f"value must have shape ({self.length},), got {value.shape}")
+        if not 1 <= bits <= self.dtype.itemsize * 8:
+            raise ConfigError(f"bits={bits} does not fit {self.dtype.itemsize * 8}-bit words")
+        acc = np.empty(self.length, dtype=self.dtype.newbyteorder("="))
+        reduce = acc.dtype.type((1 << bits) - 1) if bits < self.dtype.itemsize * 8 else None
+        self._run(acc=acc, masks=masks, value=value, reduce=reduce)
+        return acc
+
+    def _run(
+        self,
+        *,
+        acc: np.ndarray,
+        masks: list[tuple[bytes, int]],
+        value: np.ndarray | None,
+        reduce: np.integer | None,
+    ) -> None:
         streams = [
             (Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor(), sign > 0) for key, sign in masks
         ]
@@ -151,6 +186,8 @@ class MaskExpander:
         for start in range(0, self.length, self._chunk):
             stop = min(start + self._chunk, self.length)
             part = acc[start:stop]
+            if value is not None:
+                np.copyto(part, value[start:stop], casting="unsafe")
             words = self._words[: stop - start]
             zeros = self._zeros[: (stop - start) * size]
             for enc, positive in streams:
@@ -159,6 +196,8 @@ class MaskExpander:
                     np.add(part, words, out=part)
                 else:
                     np.subtract(part, words, out=part)
+            if reduce is not None:
+                np.bitwise_and(part, reduce, out=part)
 
     def add_into(self, *, acc: np.ndarray, key: bytes, sign: int) -> None:
         """``acc += sign * PRG(key)`` modulo the word size, in place.

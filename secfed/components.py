@@ -273,24 +273,82 @@ def build_learner(*, config: ExperimentConfig) -> Learner:
 
 
 def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
-    """Client side of the configured aggregation scheme."""
+    """Client side of the configured aggregation scheme.
+
+    With ``privacy.mode = "distributed"`` the secure aggregator encodes with the per-round
+    distributed-DP encoder of :func:`secfed.dp.distributed.make_distributed_encoder_factory` (the
+    client's noise share is added there) and otherwise uses the options of
+    :func:`secfed.federation.secure.make_client_aggregator`.
+
+    Raises:
+        ConfigError: If distributed DP is asked for without secure aggregation.
+    """
     agg = config.federation.aggregation
+    distributed = config.privacy.mode == "distributed"
     if agg == "plain":
+        if distributed:
+            raise ConfigError(
+                "privacy.mode = 'distributed' needs federation.aggregation = 'secagg' or 'secagg+'"
+            )
         from secfed.federation.plain import PlainClientAggregator
 
         return PlainClientAggregator()
+    if distributed:
+        from secfed.dp.distributed import make_distributed_encoder_factory
+        from secfed.federation.secure import (
+            SecureClientAggregator,
+            _options,
+            _simulated_pki,
+            simulated_identity,
+        )
+
+        signing_key = pki = None
+        if config.secagg.active:
+            pki = _simulated_pki(config)
+            signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
+        return SecureClientAggregator(  # type: ignore[misc]
+            client_id=site_id,
+            **_options(config),  # type: ignore[arg-type]
+            encoder_factory=make_distributed_encoder_factory(config=config),
+            signing_key=signing_key,
+            pki=pki,
+        )
     from secfed.federation.secure import make_client_aggregator
 
     return make_client_aggregator(config=config, site_id=site_id)
 
 
 def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
-    """Server side of the configured aggregation scheme."""
+    """Server side of the configured aggregation scheme.
+
+    With ``privacy.mode = "distributed"`` the secure aggregator decodes with the per-round
+    distributed-DP encoder (see :func:`build_client_aggregator`); a round that cannot finish
+    safely is skipped, as with :func:`secfed.federation.secure.make_server_aggregator`.
+
+    Raises:
+        ConfigError: If distributed DP is asked for without secure aggregation.
+    """
     agg = config.federation.aggregation
+    distributed = config.privacy.mode == "distributed"
     if agg == "plain":
+        if distributed:
+            raise ConfigError(
+                "privacy.mode = 'distributed' needs federation.aggregation = 'secagg' or 'secagg+'"
+            )
         from secfed.federation.plain import PlainServerAggregator
 
         return PlainServerAggregator()
+    if distributed:
+        from secfed.dp.distributed import make_distributed_encoder_factory
+        from secfed.federation.secure import SecureServerAggregator, _options, _simulated_pki
+
+        pki = _simulated_pki(config) if config.secagg.active else None
+        return SecureServerAggregator(  # type: ignore[misc]
+            **_options(config),  # type: ignore[arg-type]
+            encoder_factory=make_distributed_encoder_factory(config=config),
+            pki=pki,
+            on_abort="skip",
+        )
     from secfed.federation.secure import make_server_aggregator
 
     return make_server_aggregator(config=config)

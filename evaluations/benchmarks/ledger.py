@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -201,18 +202,27 @@ def main(argv: list[str] | None = None) -> int:
         "--ungrouped-prv-steps", type=int, default=1000, help="0 skips (Opacus: minutes at 1000)"
     )
     parser.add_argument("--ungrouped-pld-steps", type=int, default=20, help="0 skips (about 1 s per step)")
+    parser.add_argument("--only", choices=("ledger", "grouping"), default=None, help="run one part only")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    results: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version()}
-    results["ledger"] = bench_ledger(rounds=args.rounds, sites=args.sites, steps=args.steps_per_round)
-    print(json.dumps({"ledger": results["ledger"]}, indent=2), flush=True)
-    results["grouping"] = bench_grouping(
-        steps=args.grouping_steps,
-        ungrouped_prv_steps=args.ungrouped_prv_steps,
-        ungrouped_pld_steps=args.ungrouped_pld_steps,
-    )
-    print(json.dumps({"grouping": results["grouping"]}, indent=2), flush=True)
+    results: dict[str, Any] = {
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    if args.only in (None, "ledger"):
+        results["ledger"] = bench_ledger(rounds=args.rounds, sites=args.sites, steps=args.steps_per_round)
+        print(json.dumps({"ledger": results["ledger"]}, indent=2), flush=True)
+    if args.only in (None, "grouping"):
+        results["grouping"] = bench_grouping(
+            steps=args.grouping_steps,
+            ungrouped_prv_steps=args.ungrouped_prv_steps,
+            ungrouped_pld_steps=args.ungrouped_pld_steps,
+        )
+        print(json.dumps({"grouping": results["grouping"]}, indent=2), flush=True)
+    results["load_average_at_end"] = os.getloadavg()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

@@ -220,9 +220,7 @@ def calibrate_gaussian_noise(
         rtol=rtol,
         orders=orders,
     )
-    if (
-        not eps(hi) <= target_epsilon
-    ):  # pragma: no cover - would mean the numerical accountant is looser than RDP
+    if not eps(hi) <= target_epsilon:  # pragma: no cover - numerical accountant looser than RDP
         return bisect_noise(epsilon_fn=eps, target_epsilon=target_epsilon, lower=hi, upper=2 * hi, rtol=rtol)
     lo = hi / 2.0
     while eps(lo) <= target_epsilon:

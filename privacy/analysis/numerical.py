@@ -34,7 +34,7 @@ __all__ = ["HistoryEntry", "clean_history", "pld_epsilon", "prv_epsilon"]
 HistoryEntry = tuple[float, float, int]
 
 
-def clean_history(history: Sequence[HistoryEntry]) -> tuple[list[HistoryEntry], bool]:
+def clean_history(*, history: Sequence[HistoryEntry]) -> tuple[list[HistoryEntry], bool]:
     """Validate a grouped history and drop groups that release nothing (q = 0 or steps = 0).
 
     Args:
@@ -88,7 +88,7 @@ def prv_epsilon(
     delta = check_delta(delta)
     eps_error = check_positive("eps_error", eps_error)
     d_err = delta / 1000.0 if delta_error is None else check_positive("delta_error", delta_error)
-    groups, non_private = clean_history(history)
+    groups, non_private = clean_history(history=history)
     if non_private:
         return math.inf
     if not groups:
@@ -139,7 +139,7 @@ def pld_epsilon(
     """
     delta = check_delta(delta)
     interval = check_positive("value_discretization_interval", value_discretization_interval)
-    groups, non_private = clean_history(history)
+    groups, non_private = clean_history(history=history)
     if non_private:
         return math.inf
     if not groups:

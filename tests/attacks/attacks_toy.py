@@ -7,7 +7,7 @@ from torch import nn
 
 
 def blob_images(*, n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
-    """Smooth images in [0, 1]: a Gaussian blob at a random place with random width, shape (n, 1, size, size)."""
+    """Smooth images in [0, 1], shape (n, 1, size, size): a Gaussian blob of random place and width."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     out = []

@@ -97,13 +97,13 @@ def test_json_round_trip(cls, params) -> None:
     assert (
         state["format"] == "secfed.privacy.accountant" and state["version"] == 1 and state["kind"] == cls.kind
     )
-    back = cls.from_json(text)
+    back = cls.from_json(text=text)
     assert back.history == acc.history
     assert back.get_epsilon(delta=DELTA) == acc.get_epsilon(delta=DELTA)
-    generic = accountant_from_json(text)
+    generic = accountant_from_json(text=text)
     assert type(generic) is cls
     other = cls()
-    other.load_state_dict(acc.state_dict())
+    other.load_state_dict(state=acc.state_dict())
     assert other.state_dict() == acc.state_dict()
     assert other.history == acc.history
 
@@ -113,22 +113,22 @@ def test_state_validation_errors() -> None:
     acc.step(noise_multiplier=1.0, sample_rate=0.1, num_steps=3)
     state = acc.state_dict()
     with pytest.raises(AccountantStateError):
-        PRVAccountant.from_json(acc.to_json())  # other kind
+        PRVAccountant.from_json(text=acc.to_json())  # other kind
     with pytest.raises(AccountantStateError):
-        RDPAccountant.from_json("{not json")
+        RDPAccountant.from_json(text="{not json")
     with pytest.raises(AccountantStateError):
-        RDPAccountant.from_json(json.dumps({**state, "version": 99}))
+        RDPAccountant.from_json(text=json.dumps({**state, "version": 99}))
     with pytest.raises(AccountantStateError):
-        RDPAccountant.from_json(json.dumps({**state, "history": [[1.0, 0.1, -3]]}))
+        RDPAccountant.from_json(text=json.dumps({**state, "history": [[1.0, 0.1, -3]]}))
     with pytest.raises(AccountantStateError):
-        RDPAccountant.from_json(json.dumps({**state, "history": [[1.0, 2.0, 3]]}))
+        RDPAccountant.from_json(text=json.dumps({**state, "history": [[1.0, 2.0, 3]]}))
     with pytest.raises(AccountantStateError):
-        RDPAccountant.from_json(json.dumps({**state, "params": {"orders": [0.5]}}))
+        RDPAccountant.from_json(text=json.dumps({**state, "params": {"orders": [0.5]}}))
     with pytest.raises(AccountantStateError):
-        accountant_from_state({"kind": "moments"})
+        accountant_from_state(state={"kind": "moments"})
     # a failed load leaves the accountant untouched
     with pytest.raises(AccountantStateError):
-        acc.load_state_dict({**state, "history": [[1.0, 0.1, 2], [1.0, 0.1, "x"]]})
+        acc.load_state_dict(state={**state, "history": [[1.0, 0.1, 2], [1.0, 0.1, "x"]]})
     assert acc.history == [(1.0, 0.1, 3)]
 
 
@@ -208,15 +208,15 @@ def test_distributed_accountant_json_round_trip_and_errors() -> None:
     acc = DistributedDPAccountant()
     acc.step(event=_event(40, q=0.2), num_rounds=7)
     acc.step(event=_event(35, q=0.2, mechanism="skellam"), num_rounds=2)
-    back = DistributedDPAccountant.from_json(acc.to_json())
+    back = DistributedDPAccountant.from_json(text=acc.to_json())
     assert back.history == acc.history
     assert back.get_epsilon(delta=DELTA) == acc.get_epsilon(delta=DELTA)
-    assert type(accountant_from_json(acc.to_json())) is DistributedDPAccountant
+    assert type(accountant_from_json(text=acc.to_json())) is DistributedDPAccountant
     state = acc.state_dict()
     broken = json.loads(json.dumps(state))
     broken["history"][0]["event"]["num_survivors"] = 0
     with pytest.raises(AccountantStateError):
-        DistributedDPAccountant.from_json(json.dumps(broken))
+        DistributedDPAccountant.from_json(text=json.dumps(broken))
     with pytest.raises(InvalidPrivacyConfigError):
         DistributedEvent(
             mechanism="ddg", l2_sensitivity=1.0, l1_sensitivity=1.0, dim=4, local_stddev=0.2, num_survivors=3

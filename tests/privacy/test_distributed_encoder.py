@@ -50,27 +50,27 @@ def _secagg_sum(encodings: list[np.ndarray], bits: int) -> np.ndarray:
 @pytest.mark.parametrize("d", [1, 2, 8, 64])
 def test_fwht_matches_hadamard_matrix(d: int) -> None:
     x = np.random.default_rng(0).normal(size=(3, d))
-    np.testing.assert_allclose(fwht(x), x @ hadamard(d).T, atol=1e-10)
-    np.testing.assert_allclose(fwht(fwht(x)), d * x, atol=1e-9)
+    np.testing.assert_allclose(fwht(x=x), x @ hadamard(d).T, atol=1e-10)
+    np.testing.assert_allclose(fwht(x=fwht(x=x)), d * x, atol=1e-9)
     with pytest.raises(InvalidInputError):
-        fwht(np.ones(6))
+        fwht(x=np.ones(6))
 
 
 def test_randomized_hadamard_is_orthogonal_and_invertible() -> None:
     d = 64
     rot = RandomizedHadamard(seed=SEED, dim=d)
-    matrix = rot.forward(np.eye(d)).T  # column j = R e_j
+    matrix = rot.forward(x=np.eye(d)).T  # column j = R e_j
     np.testing.assert_allclose(matrix @ matrix.T, np.eye(d), atol=1e-12)
     x = np.random.default_rng(1).normal(size=d)
-    np.testing.assert_allclose(rot.inverse(rot.forward(x)), x, atol=1e-12)
-    assert np.linalg.norm(rot.forward(x)) == pytest.approx(np.linalg.norm(x))
+    np.testing.assert_allclose(rot.inverse(y=rot.forward(x=x)), x, atol=1e-12)
+    assert np.linalg.norm(rot.forward(x=x)) == pytest.approx(np.linalg.norm(x))
     # shared seed -> same rotation; other seed -> other rotation
-    np.testing.assert_array_equal(RandomizedHadamard(seed=SEED, dim=d).forward(x), rot.forward(x))
-    assert not np.allclose(RandomizedHadamard(seed=b"\x02" * 32, dim=d).forward(x), rot.forward(x))
+    np.testing.assert_array_equal(RandomizedHadamard(seed=SEED, dim=d).forward(x=x), rot.forward(x=x))
+    assert not np.allclose(RandomizedHadamard(seed=b"\x02" * 32, dim=d).forward(x=x), rot.forward(x=x))
     # it flattens: a spike is spread evenly
     spike = np.zeros(d)
     spike[5] = 1.0
-    np.testing.assert_allclose(np.abs(rot.forward(spike)), 1 / math.sqrt(d))
+    np.testing.assert_allclose(np.abs(rot.forward(x=spike)), 1 / math.sqrt(d))
     with pytest.raises(InvalidPrivacyConfigError):
         RandomizedHadamard(seed=b"short", dim=d)
     with pytest.raises(InvalidPrivacyConfigError):
@@ -208,7 +208,7 @@ def test_clipping_and_quantization_bound() -> None:
     assert np.linalg.norm(clipped) == pytest.approx(2.0)
     q = enc.quantize(x=x)
     assert np.linalg.norm(q) <= cfg.l2_sensitivity
-    back = enc.rotation.inverse(q.astype(np.float64) * cfg.gamma)[:d]
+    back = enc.rotation.inverse(y=q.astype(np.float64) * cfg.gamma)[:d]
     # rounding error per coordinate < gamma, orthogonal rotation keeps the L2 error < gamma sqrt(d')
     assert np.linalg.norm(back - clipped) < cfg.gamma * math.sqrt(cfg.padded_dim)
 

@@ -1,0 +1,794 @@
+"""The facts of an audit report, as plain JSON-able dicts (pure functions of what was read).
+
+:func:`run_facts` turns a :class:`~evaluations.rundata.RunData` and its attack outcomes into the
+sections of a run report; :func:`sweep_facts` does the same for a sweep directory. The HTML and
+Markdown renderers only lay these facts out, so the three report files always agree. Every piece
+that the run does not have (no differential privacy, no secure aggregation, an attack that was not
+run, an unfinished run) is stated as such instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluations.attack_results import (
+    AttackOutcome,
+    audit_rows,
+    headline_metrics,
+    inversion_rows,
+    mia_rows,
+)
+from evaluations.jsonio import as_float
+from evaluations.rundata import RunData
+from evaluations.wording import (
+    adjacency_words,
+    epsilon_explanation,
+    fmt_eps,
+    fmt_num,
+    fmt_pct,
+    strength_words,
+    unit_words,
+)
+
+__all__ = [
+    "run_facts",
+    "privacy_facts",
+    "secagg_facts",
+    "utility_facts",
+    "attack_facts",
+    "empirical_epsilon_facts",
+    "epsilon_series",
+    "sweep_facts",
+]
+
+_REL_TOL = 1e-6
+_PROTOCOLS = {
+    "secagg": "SecAgg (Bonawitz et al. 2017)",
+    "secagg+": "SecAgg+ (Bell et al. 2020)",
+    "plain": "none (plain sum)",
+}
+
+
+def _eps_map(raw: Any) -> dict[str, float]:
+    if isinstance(raw, Mapping):
+        return {str(k): f for k, v in raw.items() if (f := as_float(v)) is not None}
+    if isinstance(raw, list):
+        return {str(i): f for i, v in enumerate(raw) if (f := as_float(v)) is not None}
+    return {}
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= _REL_TOL * max(1.0, abs(a), abs(b))
+
+
+def _site_key(name: str) -> str:
+    """Site names may be ``"0"`` or ``"site0"``; compare on the trailing number when there is one."""
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return digits if digits and name.rstrip("0123456789") in ("", "site", "site_", "site-") else name
+
+
+# --------------------------------------------------------------------------------------------------
+# What was run
+# --------------------------------------------------------------------------------------------------
+
+
+def _what_was_run(run: RunData) -> dict[str, Any]:
+    s = run.summary or {}
+    sites = []
+    for key, info in sorted((run.sites or {}).items(), key=lambda kv: (len(kv[0]), kv[0])):
+        sites.append(
+            {
+                "site": info.get("site", key),
+                "records": info.get("records"),
+                "classes": info.get("classes"),
+            }
+        )
+    records = [int(r["records"]) for r in sites if isinstance(r.get("records"), int)]
+    model = run.cfg("model", "arch")
+    if model:
+        norm = run.cfg("model", "norm")
+        model = f"{model} ({run.cfg('model', 'hidden')} hidden units/filters, {norm} normalisation)"
+    status = "complete" if run.summary is not None else "unfinished (no summary.json yet)"
+    if s.get("stopped_early"):
+        status = f"stopped early: {s['stopped_early']}"
+    return {
+        "run_dir": str(run.path),
+        "name": run.cfg("experiment", "name"),
+        "status": status,
+        "config_hash": s.get("config_hash"),
+        "code_version": s.get("code_version"),
+        "config_problem": run.config_problem,
+        "dataset": s.get("dataset") or run.cfg("data", "dataset"),
+        "learner": s.get("learner") or run.cfg("learner", "name"),
+        "model": model,
+        "partition": run.cfg("partition", "scheme"),
+        "rounds_completed": s.get("rounds", run.metrics[-1].get("round") if run.metrics else 0),
+        "rounds_configured": run.cfg("experiment", "rounds"),
+        "seed": run.cfg("experiment", "seed"),
+        "backend": s.get("backend") or run.cfg("experiment", "backend"),
+        "wall_s": as_float(s.get("wall_s")),
+        "sites": sites,
+        "total_records": sum(records) if records else None,
+        "sites_statement": (
+            f"{len(sites)} sites took part, holding {sum(records)} training records in total; "
+            "the table lists what each site reported about itself (counts only, no data)."
+            if sites and records
+            else "No per-site data summary (sites.json) was recorded."
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Privacy
+# --------------------------------------------------------------------------------------------------
+
+
+def epsilon_series(run: RunData) -> dict[str, list[tuple[int, float]]]:
+    """Cumulative ε per round, per site and globally: from the ledger, else from ``metrics.jsonl``.
+
+    Args:
+        run: The run.
+
+    Returns:
+        Label (``"site 0"``, ..., ``"global"``) -> ``(round, ε)`` points.
+    """
+    series: dict[str, list[tuple[int, float]]] = {}
+    if run.ledger.rounds:
+        for r in run.ledger.rounds:
+            for site, eps in r.sites.items():
+                series.setdefault(f"site {site}", []).append((r.round, eps))
+            if r.global_epsilon is not None:
+                series.setdefault("global (client-level)", []).append((r.round, r.global_epsilon))
+        return series
+    for row in run.metrics:
+        rnd = row.get("round")
+        if not isinstance(rnd, int):
+            continue
+        for site, eps in _eps_map(row.get("epsilon_sites")).items():
+            series.setdefault(f"site {site}", []).append((rnd, eps))
+        if (eps := as_float(row.get("epsilon"))) is not None:
+            series.setdefault("run ε", []).append((rnd, eps))
+    return series
+
+
+def privacy_facts(run: RunData) -> dict[str, Any]:
+    """The privacy-guarantee section of a run.
+
+    Args:
+        run: The run.
+
+    Returns:
+        Mode, unit, adjacency, δ, final ε per site and global, accountant, the ledger's status, a
+        plain-language statement and warnings about anything inconsistent or missing.
+    """
+    s = run.summary or {}
+    last_row = run.metrics[-1] if run.metrics else {}
+    ledger = run.ledger
+    last = ledger.rounds[-1] if ledger.rounds else None
+    mode = s.get("mode") or run.cfg("privacy", "mode") or ("unknown" if not run.config else "none")
+    warnings: list[str] = []
+
+    eps_sites = _eps_map(s.get("epsilon_sites")) or _eps_map(last_row.get("epsilon_sites"))
+    if not eps_sites and last is not None:
+        eps_sites = dict(last.sites)
+    epsilon = as_float(s.get("epsilon"))
+    if epsilon is None:
+        epsilon = as_float(last_row.get("epsilon"))
+    global_eps = last.global_epsilon if last is not None else None
+    if epsilon is None and eps_sites:
+        epsilon = max(eps_sites.values())
+    delta = as_float(s.get("delta"))
+    if delta is None:
+        delta = as_float(last_row.get("delta"))
+    if delta is None:
+        delta = ledger.delta
+    if delta is None and mode not in ("none", "unknown"):
+        delta = as_float(run.cfg("privacy", "delta"))
+
+    rec: Mapping[str, Any] = {}
+    if last is not None:
+        rec = next(iter(last.records.values()), None) or last.global_record or {}
+    unit = s.get("privacy_unit") or rec.get("privacy_unit")
+    adjacency = s.get("adjacency") or rec.get("adjacency")
+    accountant = s.get("accountant") or ledger.accountant or (
+        run.cfg("privacy", "accountant") if mode not in ("none", "unknown") else None
+    )
+    mechanism = s.get("mechanism") or rec.get("mechanism") or (
+        run.cfg("privacy", "mechanism") if mode not in ("none", "unknown") else None
+    )
+    sigma = as_float(s.get("noise_multiplier"))
+    if sigma is None and rec:
+        sigma = as_float(rec.get("noise_multiplier"))
+    if sigma is None and mode not in ("none", "unknown") and not as_float(run.cfg("privacy", "target_epsilon")):
+        sigma = as_float(run.cfg("privacy", "noise_multiplier"))  # not calibrated at run time: as configured
+
+    ledger_facts: dict[str, Any] = {
+        "present": ledger.present,
+        "file": ledger.path.name if ledger.path else None,
+        "verified": ledger.verified,
+        "problem": ledger.problem,
+        "rounds": len(ledger.rounds),
+        "consistent_with_summary": None,
+    }
+    if ledger.present and not ledger.verified:
+        warnings.append(f"The privacy ledger failed its integrity check: {ledger.problem}")
+    if last is not None and eps_sites:
+        ours = {_site_key(k): v for k, v in eps_sites.items()}
+        theirs = {_site_key(k): v for k, v in last.sites.items()}
+        common = set(ours) & set(theirs)
+        if common:
+            bad = sorted(k for k in common if not _close(ours[k], theirs[k]))
+            ledger_facts["consistent_with_summary"] = not bad
+            if bad:
+                warnings.append(
+                    "The ε reported in summary.json differs from the ledger's last entry for site(s) "
+                    + ", ".join(bad)
+                )
+    if last is not None and run.metrics:
+        last_round = max((m.get("round", 0) for m in run.metrics if isinstance(m.get("round"), int)), default=0)
+        if last.round < last_round:
+            warnings.append(
+                f"The ledger ends at round {last.round} but metrics.jsonl reports round {last_round}: "
+                "rounds without a ledger entry have no recorded privacy cost."
+            )
+
+    applied = mode not in ("none", "unknown")
+    if mode == "none":
+        statement = (
+            "No differential privacy was applied. The trained model and the updates sent by the sites "
+            "carry no formal guarantee about any individual record or site."
+        )
+        explanation = (
+            "Without differential privacy, protection rests only on the sites never sharing raw data "
+            "(and on secure aggregation, if used). The attack results below show what could still be learned."
+        )
+    elif mode == "unknown":
+        statement = "Whether differential privacy was applied cannot be told: the run's configuration is missing."
+        explanation = ""
+    elif epsilon is None and not eps_sites:
+        statement = (
+            f"Differential privacy was configured (mode '{mode}') but no ε was recorded in this run "
+            "directory, so the guarantee cannot be confirmed from it."
+        )
+        explanation = epsilon_explanation(eps=None, delta=delta, unit=unit)
+        warnings.append("Differential privacy was configured but no ε was recorded.")
+    else:
+        who = {
+            "record": "Each site's individual records are protected by record-level differential privacy "
+            "(noisy, clipped training steps inside each site: DP-SGD, Abadi et al. 2016).",
+            "client": "Each site as a whole is protected by client-level differential privacy "
+            "(clipped site updates with noise added by the aggregator: DP-FedAvg, McMahan et al. 2018).",
+            "distributed": "Each site as a whole is protected by distributed differential privacy: every site "
+            "adds a share of the noise itself and the shares are summed under secure aggregation "
+            "(Kairouz et al. 2021; Agarwal et al. 2021).",
+        }.get(mode, f"Differential privacy mode '{mode}' was applied.")
+        statement = (
+            f"{who} The protected unit is {unit_words(unit)}; neighbouring datasets differ by "
+            f"{adjacency_words(adjacency)}. The final guarantee is ε = {fmt_eps(epsilon)} at δ = "
+            f"{fmt_num(delta)}, computed by the {accountant or 'unrecorded'} accountant: "
+            f"{strength_words(epsilon)}."
+        )
+        explanation = epsilon_explanation(eps=epsilon, delta=delta, unit=unit)
+    if s.get("stopped_early"):
+        warnings.append(f"Training stopped early: {s['stopped_early']}")
+    if applied and not ledger.present:
+        warnings.append("No privacy ledger was found in the run directory.")
+
+    budget = as_float(s.get("epsilon_budget"))
+    if budget is None and applied:
+        budget = as_float(run.cfg("privacy", "epsilon_budget"))
+    clip = as_float(s.get("max_grad_norm"))
+    if clip is None and applied:
+        clip = as_float(run.cfg("privacy", "max_grad_norm"))
+    if mode == "record":
+        eps_label, site_label = "Final ε (largest over the sites)", "Final record-level ε per site"
+        global_note = "not applicable: record-level DP protects records, not whole sites"
+    else:
+        eps_label = "Final ε (client level: one whole site)"
+        site_label = "Record-level ε bound per site (implied by the noise on the aggregate)"
+        global_note = "not recorded"
+    return {
+        "applied": applied,
+        "mode": mode,
+        "unit": unit,
+        "adjacency": adjacency,
+        "delta": delta,
+        "epsilon": epsilon,
+        "epsilon_sites": eps_sites,
+        "global_epsilon": global_eps,
+        "accountant": accountant,
+        "mechanism": mechanism,
+        "noise_multiplier": sigma,
+        "epsilon_unit": s.get("epsilon_unit"),
+        "epsilon_label": eps_label,
+        "epsilon_sites_label": site_label,
+        "global_epsilon_note": global_note,
+        "max_grad_norm": clip,
+        "target_epsilon": as_float(run.cfg("privacy", "target_epsilon")) if applied else None,
+        "client_sampling": s.get("client_sampling"),
+        "epsilon_budget": budget if budget else None,
+        "ledger": ledger_facts,
+        "statement": statement,
+        "explanation": explanation,
+        "warnings": warnings,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Secure aggregation
+# --------------------------------------------------------------------------------------------------
+
+
+def _span(values: Sequence[Any]) -> str | None:
+    nums = sorted({int(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if not nums:
+        return None
+    return str(nums[0]) if len(nums) == 1 else f"{nums[0]}–{nums[-1]}"
+
+
+def secagg_facts(run: RunData) -> dict[str, Any]:
+    """The secure-aggregation section: protocol, n, k, t, threat model and dropouts per round.
+
+    Args:
+        run: The run.
+
+    Returns:
+        The section's facts.
+    """
+    rows = [m for m in run.metrics if isinstance(m.get("round"), int)]
+    protocols = sorted({str(m["agg_protocol"]) for m in rows if m.get("agg_protocol")})
+    protocol = (
+        protocols[-1] if protocols else (run.summary or {}).get("aggregation") or run.cfg("federation", "aggregation")
+    )
+    applied = protocol in ("secagg", "secagg+")
+    active = run.cfg("secagg", "active")
+    corrupt = as_float(run.cfg("secagg", "corrupt_fraction"))
+    adversary = None
+    if applied and active is None:
+        adversary = "not recorded"
+    elif applied and active:
+        adversary = (
+            "active (malicious) server: signatures and a consistency check detect a server that deviates "
+            "from the protocol"
+        )
+    elif applied:
+        adversary = "honest-but-curious server: it follows the protocol but may try to learn from everything it sees"
+    per_round = []
+    for m in rows:
+        per_round.append(
+            {
+                "round": m["round"],
+                "included": len(m.get("clients") or []),
+                "dropped": list(m.get("dropped") or []),
+                "stragglers": list(m.get("stragglers") or []),
+                "survivors": m.get("agg_survivors"),
+                "aborted": bool(m.get("agg_aborted")),
+                "skipped": bool(m.get("skipped")),
+            }
+        )
+    total_drop = sum(len(r["dropped"]) for r in per_round)
+    total_strag = sum(len(r["stragglers"]) for r in per_round)
+    sent = [f for m in rows if (f := as_float(m.get("agg_bytes_sent_per_client"))) is not None]
+    n, k, t = (_span([m.get(f"agg_{x}") for m in rows]) for x in ("n", "k", "t"))
+    aborted = sum(1 for r in per_round if r["aborted"])
+    if not protocol:
+        statement = "How site updates were combined was not recorded."
+    elif not applied:
+        statement = (
+            "Secure aggregation was not used: the coordinating server received each site's model update "
+            "in the clear and summed them. Only differential privacy (if applied) limits what the server "
+            "can learn from an individual site's update."
+        )
+    else:
+        name = _PROTOCOLS.get(protocol, protocol)
+        extra = (
+            f" Each site exchanges keys with k = {k} neighbours instead of all other sites."
+            if protocol == "secagg+" and k
+            else ""
+        )
+        statement = (
+            f"Site updates were combined with secure aggregation, {name}: the server learns only the sum "
+            f"of the updates of the sites that completed a round, never a single site's update, as long as "
+            f"fewer than t = {t or 'unrecorded'} of the n = {n or 'unrecorded'} participants of a round "
+            f"collude with it.{extra} Threat model: {adversary}; assumed fraction of corrupt sites: "
+            f"{fmt_pct(corrupt) if corrupt is not None else 'not recorded'}. A site that drops out during "
+            "a round is left out of that round's sum; its secret mask is removed by the remaining sites."
+        )
+    return {
+        "applied": applied,
+        "protocol": protocol,
+        "protocol_name": _PROTOCOLS.get(str(protocol), protocol) if protocol else None,
+        "n": n,
+        "k": k,
+        "t": t,
+        "threat_model": {
+            "adversary": "active" if active else ("honest-but-curious" if active is not None else None),
+            "description": adversary,
+            "corrupt_fraction": corrupt,
+        },
+        "bytes_sent_per_client": (sum(sent) / len(sent)) if sent else None,
+        "rounds": per_round,
+        "total_dropouts": total_drop,
+        "total_stragglers": total_strag,
+        "aborted_rounds": aborted,
+        "statement": statement,
+        "dropout_statement": (
+            f"Across {len(per_round)} rounds, {total_drop} site-rounds were lost to dropouts and "
+            f"{total_strag} to late answers (stragglers)"
+            + (f"; {aborted} rounds were aborted by the protocol." if aborted else ".")
+            if per_round
+            else "No per-round records (metrics.jsonl) were found."
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Utility
+# --------------------------------------------------------------------------------------------------
+
+
+def utility_facts(run: RunData) -> dict[str, Any]:
+    """The utility section: final accuracy with its 95 % interval and the per-round evaluations.
+
+    Args:
+        run: The run.
+
+    Returns:
+        The section's facts.
+    """
+    s = run.summary or {}
+    acc, ci = as_float(s.get("test_accuracy")), as_float(s.get("test_accuracy_ci95"))
+    episodes = s.get("test_episodes")
+    per_round = [
+        {"round": m["round"], "accuracy": a, "ci95": as_float(m.get("test_accuracy_ci95"))}
+        for m in run.metrics
+        if isinstance(m.get("round"), int) and (a := as_float(m.get("test_accuracy"))) is not None
+    ]
+    n_way, k_shot, q = (run.cfg("task", k) for k in ("test_n_way", "test_k_shot", "test_q_query"))
+    learner = s.get("learner") or run.cfg("learner", "name")
+    setting = None
+    chance = None
+    if isinstance(n_way, int) and isinstance(k_shot, int) and learner != "fedavg":
+        setting = (
+            f"{n_way}-way {k_shot}-shot: each test task shows {k_shot} labelled example(s) of each of "
+            f"{n_way} classes never seen in training, then asks for "
+            f"{q if q is not None else 'several'} further examples per class to be classified"
+        )
+        chance = 1.0 / n_way
+    if acc is None:
+        statement = (
+            "The final evaluation has not been recorded (the run is unfinished)."
+            + (" The last evaluation during training is shown below." if per_round else "")
+        )
+    else:
+        statement = (
+            f"The final model classified {fmt_pct(acc, ci)} of test examples correctly (95 % confidence "
+            f"interval) over {episodes if episodes is not None else 'an unrecorded number of'} test tasks"
+            + (f", against {fmt_pct(chance)} expected by guessing" if chance is not None else "")
+            + "."
+        )
+    return {
+        "test_accuracy": acc,
+        "ci95": ci,
+        "episodes": episodes,
+        "setting": setting,
+        "chance": chance,
+        "per_round": per_round,
+        "statement": statement,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Attacks and empirical ε
+# --------------------------------------------------------------------------------------------------
+
+_ATTACK_INTRO = {
+    "inversion": (
+        "Gradient inversion: can the server reconstruct a site's training images?",
+        "The attacker takes exactly what a site sent to the server and searches for images that would "
+        "produce it. PSNR (in dB; higher = closer to the original) and SSIM (0 to 1; 1 = identical) "
+        "measure how close the reconstructions came. A reconstruction no better than the flat-image "
+        "baseline reveals no more than the average brightness.",
+    ),
+    "mia": (
+        "Membership inference: can an attacker tell whether a record was used in training?",
+        "An AUC of 0.5 means the attacker does no better than guessing, 1.0 means perfect. The true-"
+        "positive rate at a 0.1 % false-positive rate shows whether some records can be identified with "
+        "high confidence, which matters more than the average.",
+    ),
+    "audit": (
+        "Privacy audit: does the measured privacy loss stay within the guarantee?",
+        "Canary records are inserted and an attacker tries to detect them. The detection rate gives an "
+        "empirical lower bound on ε: with the stated confidence, the true ε is at least this large.",
+    ),
+}
+
+
+def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
+    """The attack-results section.
+
+    Args:
+        outcomes: From :func:`evaluations.attack_results.read_attacks`.
+
+    Returns:
+        Per attack: title, explanation, status, metric rows and a result statement.
+    """
+    out: dict[str, Any] = {}
+    for name, o in outcomes.items():
+        title, intro = _ATTACK_INTRO.get(name, (name, ""))
+        entry: dict[str, Any] = {
+            "title": title,
+            "explanation": intro,
+            "status": o.status,
+            "problem": o.problem,
+            "file": f"attacks/{o.path.name}" if o.path else None,
+            "image": f"attacks/{o.image.name}" if o.image else None,
+            "rows": [],
+        }
+        if o.status == "not run":
+            entry["statement"] = "Not run: no result file was found for this attack."
+        elif o.status == "unreadable":
+            entry["statement"] = f"The result file could not be read: {o.problem}"
+        elif name == "mia":
+            rows = mia_rows(o.data)
+            entry["rows"] = [
+                {
+                    "attack": r.attack,
+                    "auc": r.auc,
+                    "balanced_accuracy": r.balanced_accuracy,
+                    "tpr_at_0.1%": r.tpr_at_fpr.get("0.001"),
+                    "tpr_at_1%": r.tpr_at_fpr.get("0.01"),
+                    "members": r.num_members,
+                    "non_members": r.num_nonmembers,
+                }
+                for r in rows
+            ]
+            if rows:
+                best = max(rows, key=lambda r: r.auc or 0.0)
+                low = best.tpr_at_fpr.get("0.001")
+                entry["statement"] = (
+                    f"Strongest attack ({best.attack}): AUC {fmt_num(best.auc)}"
+                    + (f", true-positive rate {fmt_pct(low)} at 0.1 % false positives" if low is not None else "")
+                    + "."
+                )
+            else:
+                entry["statement"] = "The result file holds no membership-inference metrics."
+        elif name == "inversion":
+            irows = inversion_rows(o.data)
+            entry["rows"] = [
+                {
+                    "attack": r.attack,
+                    "psnr_db": r.psnr,
+                    "ssim": r.ssim,
+                    "mse": r.mse,
+                    "label_accuracy": r.label_accuracy,
+                    "flat_baseline_psnr_db": r.flat_baseline_psnr,
+                }
+                for r in irows
+            ]
+            if irows:
+                best_inv = max(irows, key=lambda r: r.psnr or 0.0)
+                gain = (
+                    best_inv.psnr - best_inv.flat_baseline_psnr
+                    if best_inv.psnr is not None and best_inv.flat_baseline_psnr is not None
+                    else None
+                )
+                entry["statement"] = (
+                    f"Best reconstruction ({best_inv.attack}): PSNR {fmt_num(best_inv.psnr)} dB"
+                    + (f", SSIM {fmt_num(best_inv.ssim)}" if best_inv.ssim is not None else "")
+                    + (
+                        f"; {fmt_num(gain)} dB above the flat-image baseline"
+                        + (" (the reconstructions carry real detail)." if gain > 1.0 else " (little beyond brightness).")
+                        if gain is not None
+                        else "."
+                    )
+                )
+            else:
+                entry["statement"] = "The result file holds no reconstruction scores."
+        else:
+            arows = audit_rows(o.data)
+            entry["rows"] = [
+                {
+                    "audit": r.name,
+                    "lower_bound": r.lower_bound,
+                    "confidence": r.confidence,
+                    "method": r.method,
+                    "delta": r.delta,
+                    "accountant_epsilon": r.accountant_epsilon,
+                }
+                for r in arows
+            ]
+            entry["statement"] = (
+                f"{len(arows)} empirical lower bound(s) found; see the comparison with the accountant's ε."
+                if arows
+                else "The result file holds no ε lower bound."
+            )
+        out[name] = entry
+    return out
+
+
+def empirical_epsilon_facts(
+    *, outcomes: Mapping[str, AttackOutcome], privacy: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Empirical ε lower bounds beside the accountant's ε, with a verdict per bound.
+
+    Args:
+        outcomes: Attack outcomes (the audit's is used).
+        privacy: The run's :func:`privacy_facts`.
+
+    Returns:
+        Rows of ``name, lower_bound, confidence, method, accountant_epsilon, accountant_source,
+        verdict`` and a statement.
+    """
+    audit = outcomes.get("audit")
+    if audit is None or audit.status != "ok":
+        missing = audit is None or audit.status == "not run"
+        reason = (
+            "Not run: no privacy audit result (attacks/audit.json) was found."
+            if missing
+            else f"The privacy audit result could not be read ({audit.problem if audit else ''})."
+        )
+        return {
+            "status": "not run" if missing else "unreadable",
+            "rows": [],
+            "statement": f"{reason} The accountant's ε "
+            f"({fmt_eps(privacy.get('epsilon')) if privacy.get('applied') else '∞, no DP'}) is therefore "
+            "not checked empirically.",
+        }
+    rows = []
+    violations = 0
+    for r in audit_rows(audit.data):
+        acc, source = r.accountant_epsilon, "audit.json"
+        if acc is None:
+            acc = privacy.get("epsilon") if privacy.get("applied") else math.inf
+            source = "summary.json" if privacy.get("applied") else "no DP (ε = ∞)"
+        if acc is None:
+            verdict = "no accountant ε to compare with"
+        elif r.lower_bound > acc * (1 + 1e-9):
+            verdict = "VIOLATION: the measured lower bound exceeds the accountant's ε"
+            violations += 1
+        else:
+            verdict = "consistent: the measured lower bound does not exceed the accountant's ε"
+        rows.append(
+            {
+                "audit": r.name,
+                "lower_bound": r.lower_bound,
+                "confidence": r.confidence,
+                "method": r.method,
+                "delta": r.delta,
+                "accountant_epsilon": acc,
+                "accountant_source": source,
+                "verdict": verdict,
+            }
+        )
+    if not rows:
+        statement = "The audit file holds no ε lower bound."
+    elif violations:
+        statement = (
+            f"{violations} of {len(rows)} audit(s) measured more privacy loss than the accountant allows: "
+            "the stated guarantee is refuted for this run and must not be relied on."
+        )
+    else:
+        statement = (
+            f"All {len(rows)} audit(s) stay within the accountant's ε. A lower bound well below ε does not "
+            "show that ε is loose: audits measure what one attack achieves, the accountant bounds every attack."
+        )
+    return {"status": "ok", "rows": rows, "violations": violations, "statement": statement}
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole run / sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
+    """All sections of a run report.
+
+    Args:
+        run: The run.
+        outcomes: Its attack outcomes.
+
+    Returns:
+        ``{"kind": "run", "what_was_run", "privacy", "secure_aggregation", "utility", "attacks",
+        "empirical_epsilon"}``.
+    """
+    privacy = privacy_facts(run)
+    return {
+        "kind": "run",
+        "what_was_run": _what_was_run(run),
+        "privacy": privacy,
+        "secure_aggregation": secagg_facts(run),
+        "utility": utility_facts(run),
+        "attacks": attack_facts(outcomes),
+        "empirical_epsilon": empirical_epsilon_facts(outcomes=outcomes, privacy=privacy),
+    }
+
+
+def sweep_facts(
+    *,
+    sweep_dir: Path,
+    sweep: Mapping[str, Any],
+    runs: Mapping[str, tuple[RunData, Mapping[str, AttackOutcome]] | None],
+) -> dict[str, Any]:
+    """All sections of a sweep report.
+
+    Args:
+        sweep_dir: The sweep directory.
+        sweep: Parsed ``sweep.json``.
+        runs: Point name -> its run data and attack outcomes (``None`` when the point has no run).
+
+    Returns:
+        ``{"kind": "sweep", "what_was_run", "points", "notes", "first_run"}``; ``points`` has one row per
+        grid point with the measured accuracy, ε and attack metrics.
+    """
+    points = []
+    code_versions, first = set(), None
+    for p in sweep.get("points", []):
+        if not isinstance(p, Mapping):
+            continue
+        name = str(p.get("name"))
+        target = as_float(p.get("target_epsilon"))
+        row: dict[str, Any] = {
+            "name": name,
+            "target_epsilon": target,
+            "learner": p.get("learner"),
+            "aggregation": p.get("aggregation"),
+            "status": p.get("status", "unknown"),
+            "problem": p.get("problem"),
+            "run_dir": p.get("run_dir"),
+            "test_accuracy": as_float(p.get("test_accuracy")),
+            "ci95": as_float(p.get("ci95")),
+            "epsilon": as_float(p.get("epsilon")),
+            "delta": as_float(p.get("delta")),
+            "noise_multiplier": as_float(p.get("noise_multiplier")),
+            "attacks": dict(p.get("attacks") or {}),
+        }
+        loaded = runs.get(name)
+        if loaded is not None:
+            run, outcomes = loaded
+            first = first or (run, outcomes)
+            facts = run_facts(run=run, outcomes=outcomes)
+            util, priv = facts["utility"], facts["privacy"]
+            if util["test_accuracy"] is not None:
+                row["test_accuracy"], row["ci95"] = util["test_accuracy"], util["ci95"]
+            row["epsilon"] = priv["epsilon"] if priv["applied"] else math.inf
+            row["delta"] = priv["delta"]
+            row["noise_multiplier"] = priv["noise_multiplier"]
+            row["privacy_mode"] = priv["mode"]
+            row["privacy_unit"] = priv["unit"]
+            row["protocol"] = facts["secure_aggregation"]["protocol"]
+            row["attack_metrics"] = headline_metrics(outcomes)
+            row["warnings"] = priv["warnings"]
+            row["config_hash"] = facts["what_was_run"]["config_hash"]
+            if facts["what_was_run"]["code_version"]:
+                code_versions.add(str(facts["what_was_run"]["code_version"]))
+        else:
+            row["attack_metrics"] = dict(p.get("attack_metrics") or {})
+        points.append(row)
+    first_facts = run_facts(run=first[0], outcomes=first[1]) if first is not None else None
+    return {
+        "kind": "sweep",
+        "what_was_run": {
+            "sweep_dir": str(sweep_dir),
+            "config_path": sweep.get("config_path"),
+            "base_config_hash": sweep.get("base_config_hash"),
+            "code_version": ", ".join(sorted(code_versions)) or sweep.get("code_version"),
+            "epsilons": sweep.get("epsilons"),
+            "learners": sweep.get("learners"),
+            "aggregations": sweep.get("aggregations"),
+            "attacks": sweep.get("attacks"),
+            "overrides": sweep.get("overrides"),
+            "points": len(points),
+            "sites": first_facts["what_was_run"]["sites"] if first_facts else [],
+            "sites_statement": first_facts["what_was_run"]["sites_statement"] if first_facts else
+            "No point has a run directory yet, so no per-site summary is available.",
+            "dataset": first_facts["what_was_run"]["dataset"] if first_facts else None,
+        },
+        "notes": list(sweep.get("notes") or []),
+        "points": points,
+    }

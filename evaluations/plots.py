@@ -1,0 +1,211 @@
+"""Report plots drawn with matplotlib's Agg canvas (no display, no pyplot global state).
+
+Every function returns PNG bytes, ready to be written to a file or embedded as a data URI.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["accuracy_plot", "epsilon_plot", "privacy_utility_plot", "roc_plot", "metric_vs_epsilon_plot"]
+
+_SIZE = (6.4, 3.6)
+_DPI = 100
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def accuracy_plot(
+    *,
+    rounds: Sequence[int],
+    accuracy: Sequence[float],
+    ci95: Sequence[float | None],
+    final: tuple[int, float, float | None] | None = None,
+    chance: float | None = None,
+) -> bytes:
+    """Test accuracy (%) against the round, with 95 % confidence bars.
+
+    Args:
+        rounds: Evaluated rounds.
+        accuracy: Accuracy in [0, 1] per evaluated round.
+        ci95: Half-width of the 95 % interval per round (``None`` = unknown).
+        final: ``(round, accuracy, ci95)`` of the final evaluation, drawn as a separate marker.
+        chance: Chance level in [0, 1] (e.g. ``1 / n_way``), drawn as a dashed line.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    if rounds:
+        yerr = [100 * (c or 0.0) for c in ci95]
+        ax.errorbar(list(rounds), [100 * a for a in accuracy], yerr=yerr, marker="o", capsize=3,
+                    label="during training")
+    if final is not None:
+        ax.errorbar([final[0]], [100 * final[1]], yerr=[100 * (final[2] or 0.0)], marker="s", color="C3",
+                    capsize=4, linestyle="none", label="final evaluation")
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy on held-out test tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def epsilon_plot(*, series: Mapping[str, Sequence[tuple[int, float]]], delta: float | None) -> bytes:
+    """Cumulative ε against the round, one line per site (and the global ε).
+
+    Args:
+        series: Label -> ``(round, ε)`` points; infinite ε values are left out.
+        delta: The δ of every ε (shown in the title).
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    for i, (label, pts) in enumerate(series.items()):
+        finite = [(r, e) for r, e in pts if math.isfinite(e)]
+        if finite:
+            ax.plot([r for r, _ in finite], [e for _, e in finite], marker=".", label=label, color=f"C{i % 10}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("cumulative ε")
+    ax.set_title("Privacy spent (ε) over rounds" + (f", δ = {delta:g}" if delta is not None else ""))
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def _eps_positions(eps_values: Sequence[float]) -> tuple[float | None, float]:
+    finite = [e for e in eps_values if math.isfinite(e) and e > 0]
+    if not finite:
+        return None, 1.0
+    return max(finite) * 3.0, min(finite)
+
+
+def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, float | None]]]) -> bytes:
+    """Accuracy (%) against ε, one line per learner / aggregation; ε = ∞ (no DP) at the right edge.
+
+    Args:
+        series: Label -> ``(ε, accuracy in [0, 1], ci95 or None)`` points.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    all_eps = [e for pts in series.values() for e, _, _ in pts]
+    inf_pos, _ = _eps_positions(all_eps)
+    for i, (label, pts) in enumerate(series.items()):
+        pts_sorted = sorted(pts, key=lambda p: p[0])
+        xs = [(inf_pos if not math.isfinite(e) else e) for e, _, _ in pts_sorted]
+        keep = [j for j, x in enumerate(xs) if x is not None]
+        ax.errorbar(
+            [xs[j] for j in keep],
+            [100 * pts_sorted[j][1] for j in keep],
+            yerr=[100 * (pts_sorted[j][2] or 0.0) for j in keep],
+            marker="o",
+            capsize=3,
+            label=label,
+            color=f"C{i % 10}",
+        )
+    finite = sorted({e for e in all_eps if math.isfinite(e) and e > 0})
+    if finite:
+        ax.set_xscale("log")
+        ticks = list(finite) + ([inf_pos] if inf_pos is not None and any(math.isinf(e) for e in all_eps) else [])
+        labels = [f"{e:g}" for e in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else [])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(labels)
+        ax.minorticks_off()
+    elif all_eps:
+        ax.set_xticks([0])
+        ax.set_xticklabels(["∞ (no DP)"])
+    ax.set_xlabel("privacy budget ε (smaller = stronger privacy)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Privacy–utility trade-off")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def metric_vs_epsilon_plot(
+    *, series: Mapping[str, Sequence[tuple[float, float]]], ylabel: str, title: str, reference: float | None
+) -> bytes:
+    """An attack metric against ε (e.g. membership-inference AUC), ε = ∞ at the right edge.
+
+    Args:
+        series: Label -> ``(ε, value)`` points.
+        ylabel: Y axis label.
+        title: Plot title.
+        reference: A horizontal reference line (e.g. 0.5 = chance AUC), or ``None``.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    all_eps = [e for pts in series.values() for e, _ in pts]
+    inf_pos, _ = _eps_positions(all_eps)
+    for i, (label, pts) in enumerate(series.items()):
+        pts_sorted = sorted(pts)
+        xy = [((inf_pos if not math.isfinite(e) else e), v) for e, v in pts_sorted]
+        xy = [(x, v) for x, v in xy if x is not None]
+        ax.plot([x for x, _ in xy], [v for _, v in xy], marker="o", label=label, color=f"C{i % 10}")
+    finite = sorted({e for e in all_eps if math.isfinite(e) and e > 0})
+    if finite:
+        ax.set_xscale("log")
+        ticks = list(finite) + ([inf_pos] if inf_pos is not None and any(math.isinf(e) for e in all_eps) else [])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{e:g}" for e in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))
+        ax.minorticks_off()
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xlabel("privacy budget ε")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _png(fig)
+
+
+def roc_plot(*, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> bytes:
+    """Membership-inference ROC curves on log-log axes (Carlini et al. 2022), with the chance line.
+
+    Args:
+        curves: Label -> ``(false-positive rates, true-positive rates)``.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=(4.8, 4.4))
+    ax = fig.add_subplot()
+    positive = [v for fpr, tpr in curves.values() for v in (*fpr, *tpr) if v > 0]
+    floor = max(min(positive, default=1e-4), 1e-6)
+    for i, (label, (fpr, tpr)) in enumerate(curves.items()):
+        pts = [(max(f, floor), max(t, floor)) for f, t in zip(fpr, tpr, strict=True)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, color=f"C{i % 10}")
+    ax.plot([floor, 1], [floor, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("Membership inference ROC (log-log)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)

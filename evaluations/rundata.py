@@ -1,0 +1,241 @@
+"""Read a run directory (as written by :class:`secfed.experiment.Experiment`) for reporting.
+
+Every piece is optional: a run may lack its privacy ledger (no DP, or DP not implemented yet), its
+attack results, or even ``summary.json`` (a run still in progress). :func:`load_run` never writes
+to the run directory; the privacy ledger is verified on a private copy, because opening a ledger
+may repair a torn last line in place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
+
+from evaluations.errors import ReportInputError
+from evaluations.jsonio import as_float, read_json, read_jsonl
+
+__all__ = ["LEDGER_NAME", "LedgerRound", "LedgerView", "RunData", "is_run_dir", "load_run", "read_ledger"]
+
+#: The privacy ledger's file name inside a run directory (see :mod:`privacy.ledger`).
+LEDGER_NAME = "privacy_ledger.jsonl"
+_RUN_MARKERS = ("config.toml", "metrics.jsonl", "summary.json")
+
+
+@dataclass(frozen=True)
+class LedgerRound:
+    """One round of the ledger as read for display.
+
+    Attributes:
+        round: Round number.
+        sites: Cumulative ε per site after the round.
+        global_epsilon: Cumulative client-level ε, or ``None``.
+        records: The raw per-site record dicts (mechanism, σ, q, steps, unit, adjacency).
+        global_record: The raw global record dict, or ``None``.
+    """
+
+    round: int
+    sites: dict[str, float]
+    global_epsilon: float | None
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    global_record: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the report needs from a privacy ledger.
+
+    Attributes:
+        path: The ledger file, or ``None`` when the run has none.
+        verified: ``True`` when the hash chain and every entry validated, ``False`` when not,
+            ``None`` when there is no ledger.
+        problem: Why verification failed (``None`` otherwise).
+        delta: δ of the ledger header.
+        accountant: Accountant named in the header.
+        budget: The header's budget dict.
+        rounds: The round entries, oldest first.
+    """
+
+    path: Path | None = None
+    verified: bool | None = None
+    problem: str | None = None
+    delta: float | None = None
+    accountant: str | None = None
+    budget: dict[str, Any] = field(default_factory=dict)
+    rounds: tuple[LedgerRound, ...] = ()
+
+    @property
+    def present(self) -> bool:
+        """Whether the run has a ledger file."""
+        return self.path is not None
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything read from one run directory.
+
+    Attributes:
+        path: The run directory.
+        config: The resolved configuration (``{section: {key: value}}``); empty if absent.
+        config_problem: Why ``config.toml`` could not be read, or ``None``.
+        metrics: One dict per round from ``metrics.jsonl``.
+        summary: ``summary.json`` or ``None`` (run unfinished).
+        sites: ``sites.json`` keyed by site id, or ``None``.
+        ledger: The privacy ledger.
+    """
+
+    path: Path
+    config: dict[str, dict[str, Any]]
+    config_problem: str | None
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    sites: dict[str, dict[str, Any]] | None
+    ledger: LedgerView
+
+    def cfg(self, section: str, key: str, default: Any = None) -> Any:
+        """One configuration value, or ``default`` when the configuration lacks it."""
+        sec = self.config.get(section)
+        return sec.get(key, default) if isinstance(sec, dict) else default
+
+    @property
+    def attacks_dir(self) -> Path:
+        """Where attack results are written (``RUN_DIR/attacks``)."""
+        return self.path / "attacks"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` looks like a run directory (holds config, metrics or summary)."""
+    return path.is_dir() and any((path / name).is_file() for name in _RUN_MARKERS)
+
+
+def _raw_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerRound]]:
+    rows = read_jsonl(path)
+    if not rows or not isinstance(rows[0], dict) or rows[0].get("kind") != "header":
+        raise ReportInputError(f"{path}: the first line is not a privacy-ledger header")
+    rounds: list[LedgerRound] = []
+    for i, row in enumerate(rows[1:], start=2):
+        if not isinstance(row, dict) or row.get("kind") != "round":
+            raise ReportInputError(f"{path}: line {i} is not a ledger round entry")
+        sites_raw = row.get("sites") if isinstance(row.get("sites"), dict) else {}
+        records = {str(k): v for k, v in sites_raw.items() if isinstance(v, dict)}
+        sites = {k: eps for k, v in records.items() if (eps := as_float(v.get("epsilon"))) is not None}
+        glob = row.get("global") if isinstance(row.get("global"), dict) else None
+        rounds.append(
+            LedgerRound(
+                round=int(row.get("round", i - 1)),
+                sites=sites,
+                global_epsilon=as_float(glob.get("epsilon")) if glob else None,
+                records=records,
+                global_record=glob,
+            )
+        )
+    return rows[0], rounds
+
+
+def _verify_ledger(path: Path, accountant: str) -> str | None:
+    """Validate the hash chain on a private copy; return the problem, or ``None`` when valid."""
+    from privacy.errors import PrivacyError
+    from privacy.ledger import PrivacyLedger
+
+    with tempfile.TemporaryDirectory(prefix="secfed-ledger-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        try:
+            PrivacyLedger.open(path=copy, accountant=accountant)
+        except PrivacyError as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def read_ledger(run_dir: Path, *, name: str = LEDGER_NAME) -> LedgerView:
+    """Read and verify the privacy ledger of a run (never modifying it).
+
+    Args:
+        run_dir: The run directory.
+        name: The ledger's file name inside ``run_dir``.
+
+    Returns:
+        The ledger view; ``LedgerView()`` (not present) when the run has no ledger.
+    """
+    path = run_dir / Path(name).name
+    if not path.is_file():
+        return LedgerView()
+    if path.stat().st_size == 0:
+        return LedgerView(path=path, verified=False, problem="the ledger file is empty")
+    try:
+        header, rounds = _raw_ledger(path)
+    except ReportInputError as exc:
+        return LedgerView(path=path, verified=False, problem=str(exc))
+    budget = header.get("budget") if isinstance(header.get("budget"), dict) else {}
+    accountant = str(header.get("accountant", "rdp"))
+    return LedgerView(
+        path=path,
+        verified=(problem := _verify_ledger(path, accountant)) is None,
+        problem=problem,
+        delta=as_float(budget.get("delta")),
+        accountant=accountant,
+        budget=dict(budget),
+        rounds=tuple(rounds),
+    )
+
+
+def load_run(path: Path) -> RunData:
+    """Read a run directory.
+
+    Args:
+        path: The run directory.
+
+    Returns:
+        The run's data (missing pieces are empty or ``None``).
+
+    Raises:
+        ReportInputError: If ``path`` is not a run directory, or ``summary.json``/``sites.json``
+            is malformed.
+    """
+    path = Path(path)
+    if not is_run_dir(path):
+        raise ReportInputError(
+            f"{path} is not a run directory: it holds none of {', '.join(_RUN_MARKERS)}"
+        )
+    config: dict[str, dict[str, Any]] = {}
+    problem: str | None = None
+    cfg_path = path / "config.toml"
+    if cfg_path.is_file():
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+            config = {k: dict(v) for k, v in raw.items() if isinstance(v, dict)}
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problem = f"config.toml cannot be read: {exc}"
+    else:
+        problem = "config.toml is missing"
+    metrics = [m for m in read_jsonl(path / "metrics.jsonl") if isinstance(m, dict)] if (
+        path / "metrics.jsonl"
+    ).is_file() else []
+    summary = None
+    if (path / "summary.json").is_file():
+        summary = read_json(path / "summary.json")
+        if not isinstance(summary, dict):
+            raise ReportInputError(f"{path / 'summary.json'}: expected a JSON object")
+    sites = None
+    if (path / "sites.json").is_file():
+        raw_sites = read_json(path / "sites.json")
+        if not isinstance(raw_sites, dict):
+            raise ReportInputError(f"{path / 'sites.json'}: expected a JSON object of sites")
+        sites = {str(k): v for k, v in raw_sites.items() if isinstance(v, dict)}
+    return RunData(
+        path=path,
+        config=config,
+        config_problem=problem,
+        metrics=metrics,
+        summary=summary,
+        sites=sites,
+        ledger=read_ledger(path, name=str((summary or {}).get("privacy_ledger") or LEDGER_NAME)),
+    )

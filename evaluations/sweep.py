@@ -1,0 +1,483 @@
+"""Privacy–utility sweeps: train one configuration at several ε (and learners / aggregations).
+
+For every grid point the configuration is overridden so that the runtime calibrates the noise
+for the target ε (``privacy.target_epsilon=E``; ``privacy.mode`` is ``record`` unless the
+configuration already names a DP mode), or trains without differential privacy for ε = ∞
+(``privacy.mode=none``). Each point runs through :class:`secfed.experiment.Experiment` into
+``SWEEP_DIR/runs/<point>/``; then the configured attacks run on it through
+``attacks.runner.run_attack(run_dir=..., attack=...)`` when that entry point is installed (the sweep
+says so in its notes when it is not). ``SWEEP_DIR/sweep.json`` (rewritten after every point) and
+``SWEEP_DIR/summary.md`` hold accuracy ± 95 % CI, the ε reached and attack metrics per point.
+
+A sweep can be re-run into the same folder to continue it: finished points whose configuration is
+unchanged are reused, interrupted points are resumed, and attack results already present are kept.
+
+Usage::
+
+    from evaluations.sweep import run_sweep
+    result = run_sweep(config_path="examples/digits_protonet.toml", epsilons=[1, 3, 8, float("inf")],
+                       learners=None, aggregations=None, out_dir="runs/sweep")
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluations.attack_results import ATTACK_FILES, headline_metrics, read_attacks
+from evaluations.errors import SweepError
+from evaluations.facts import privacy_facts
+from evaluations.jsonio import atomic_write_text, dumps_strict
+from evaluations.render_md import sweep_table
+from evaluations.rundata import load_run
+from secfed.config import CHOICES, ExperimentConfig, config_hash, config_to_toml, load_config
+from secfed.errors import SecfedError
+
+__all__ = [
+    "DEFAULT_ATTACKS",
+    "SWEEP_FORMAT",
+    "SweepPoint",
+    "SweepResult",
+    "AttackRunner",
+    "plan_sweep",
+    "run_sweep",
+    "resolve_attack_runner",
+    "parse_epsilons",
+    "dp_available",
+]
+
+SWEEP_FORMAT = "secfed.sweep"
+#: Attacks run at every point by default (their result files are read by the report).
+DEFAULT_ATTACKS: tuple[str, ...] = ("inversion", "mia", "audit")
+#: ``run_attack(run_dir=..., attack=...)``; its result files land in ``run_dir/attacks/``.
+AttackRunner = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point.
+
+    Attributes:
+        name: Folder name under ``SWEEP_DIR/runs/`` (e.g. ``eps3-protonet-secagg``).
+        target_epsilon: The ε the noise is calibrated for (``inf`` = no differential privacy).
+        learner: Learner override, or ``None`` to keep the configuration's.
+        aggregation: Aggregation override, or ``None`` to keep the configuration's.
+        overrides: Every ``section.key=value`` override of this point, in order.
+        config: The validated configuration of the point.
+    """
+
+    name: str
+    target_epsilon: float
+    learner: str | None
+    aggregation: str | None
+    overrides: tuple[str, ...]
+    config: ExperimentConfig = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What :func:`run_sweep` wrote.
+
+    Attributes:
+        sweep_dir: The sweep directory.
+        sweep_json: ``sweep.json``.
+        summary_md: ``summary.md`` (the Markdown summary table).
+        points: One dict per point, as in ``sweep.json``.
+        notes: Notes about the sweep (for example why attacks did not run).
+    """
+
+    sweep_dir: Path
+    sweep_json: Path
+    summary_md: Path
+    points: list[dict[str, Any]]
+    notes: list[str]
+
+
+def parse_epsilons(text: str) -> list[float]:
+    """Parse ``"1,3,8,inf"`` into floats.
+
+    Args:
+        text: Comma-separated numbers; ``inf`` (or ``none``) means no differential privacy.
+
+    Returns:
+        The values.
+
+    Raises:
+        SweepError: On an empty list or a value that is not a number.
+    """
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item.lower() in ("inf", "infinity", "none", "∞"):
+            out.append(math.inf)
+            continue
+        try:
+            out.append(float(item))
+        except ValueError as exc:
+            raise SweepError(f"--epsilons: {item!r} is not a number (use e.g. 1,3,8,inf)") from exc
+    if not out:
+        raise SweepError("--epsilons: give at least one value, e.g. 1,3,8,inf")
+    return out
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", value.replace("+", "plus")).strip("-")
+
+
+def _eps_name(eps: float) -> str:
+    return "epsinf" if math.isinf(eps) else f"eps{eps:g}"
+
+
+def _check_choice(kind: str, values: Sequence[str] | None, key: str) -> list[str | None]:
+    if values is None:
+        return [None]
+    vals = list(values)
+    if not vals:
+        raise SweepError(f"{kind}: give at least one value or None to keep the configuration's")
+    allowed = CHOICES[key]
+    for v in vals:
+        if v not in allowed:
+            raise SweepError(f"{kind}: {v!r} is not allowed; choose from {', '.join(allowed)}")
+    if len(set(vals)) != len(vals):
+        raise SweepError(f"{kind}: duplicate values in {vals}")
+    return list(vals)
+
+
+def plan_sweep(
+    *,
+    config_path: str | Path,
+    epsilons: Sequence[float],
+    learners: Sequence[str] | None,
+    aggregations: Sequence[str] | None,
+    overrides: Sequence[str] = (),
+) -> tuple[list[SweepPoint], list[str]]:
+    """Validate the grid and build every point's configuration (no training).
+
+    Args:
+        config_path: The base TOML configuration.
+        epsilons: Target ε values (> 0; ``inf`` = no DP); distinct.
+        learners: Learners to sweep, or ``None`` for the configuration's.
+        aggregations: Aggregations (``plain``, ``secagg``, ``secagg+``), or ``None`` for the configuration's.
+        overrides: Extra ``section.key=value`` overrides applied to every point (before the grid's).
+
+    Returns:
+        ``(points, notes)``; notes explain adjustments (e.g. BatchNorm replaced by GroupNorm).
+
+    Raises:
+        SweepError: On an invalid grid value or a point whose configuration is invalid.
+    """
+    eps_list = list(epsilons)
+    if not eps_list:
+        raise SweepError("epsilons: give at least one target ε (inf = no differential privacy)")
+    for e in eps_list:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or math.isnan(e) or e <= 0:
+            raise SweepError(f"epsilons: {e!r} is invalid; each target ε must be > 0 (or inf for no DP)")
+    if len(set(eps_list)) != len(eps_list):
+        raise SweepError(f"epsilons: duplicate values in {eps_list}")
+    if any(math.isfinite(e) for e in eps_list) and not dp_available():
+        raise SweepError(
+            "a finite target ε needs differential privacy, which this installation lacks "
+            "(secfed.dp.ServerPrivacy is missing); sweep only epsilons=inf or install the DP runtime"
+        )
+    learner_list = _check_choice("learners", learners, "learner.name")
+    agg_list = _check_choice("aggregations", aggregations, "federation.aggregation")
+    path = Path(config_path)
+    try:
+        base = load_config(path, overrides=list(overrides))
+    except SecfedError as exc:
+        raise SweepError(f"base configuration {path}: {exc}") from exc
+    notes: list[str] = []
+    extra: list[str] = []
+    if any(math.isfinite(e) for e in eps_list) and base.model.norm == "batch":
+        extra.append("model.norm=group")
+        notes.append(
+            "model.norm was changed from 'batch' to 'group' at every point: BatchNorm couples records and "
+            "is refused under differential privacy, and all points must train the same model."
+        )
+    dp_mode = base.privacy.mode if base.privacy.mode != "none" else "record"
+    points: list[SweepPoint] = []
+    for eps in eps_list:
+        for learner in learner_list:
+            for agg in agg_list:
+                grid = (
+                    ["privacy.mode=none", "privacy.target_epsilon=0.0"]
+                    if math.isinf(eps)
+                    else [f'privacy.mode="{dp_mode}"', f"privacy.target_epsilon={float(eps)!r}"]
+                )
+                if learner is not None:
+                    grid.append(f'learner.name="{learner}"')
+                if agg is not None:
+                    grid.append(f'federation.aggregation="{agg}"')
+                name = "-".join([_eps_name(eps)] + [_slug(v) for v in (learner, agg) if v is not None])
+                ovr = (*overrides, *extra, *grid)
+                try:
+                    cfg = load_config(path, overrides=list(ovr))
+                    if math.isfinite(eps):
+                        cfg = _calibrate(cfg)
+                except SecfedError as exc:
+                    raise SweepError(f"grid point {name}: invalid configuration: {exc}") from exc
+                points.append(
+                    SweepPoint(
+                        name=name,
+                        target_epsilon=float(eps),
+                        learner=learner,
+                        aggregation=agg,
+                        overrides=tuple(ovr),
+                        config=cfg,
+                    )
+                )
+    return points, notes
+
+
+def _calibrate(config: ExperimentConfig) -> ExperimentConfig:
+    """The configuration with its noise multiplier calibrated for ``privacy.target_epsilon``.
+
+    Uses :func:`secfed.dp.calibrated_config` (deterministic, so a re-run sweep reproduces the same
+    configuration); a runtime without it is left to calibrate at run time.
+    """
+    calibrate = getattr(importlib.import_module("secfed.dp"), "calibrated_config", None)
+    return calibrate(config=config) if callable(calibrate) else config
+
+
+def resolve_attack_runner() -> tuple[AttackRunner | None, str | None, frozenset[str] | None]:
+    """Find ``attacks.runner.run_attack``.
+
+    Returns:
+        ``(runner or None, note when unavailable, the runner's advertised attack names or None)``.
+    """
+    try:
+        module = importlib.import_module("attacks.runner")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("attacks.runner", "attacks"):
+            return None, "attacks were not run: attacks.runner is not available in this installation", None
+        raise
+    runner = getattr(module, "run_attack", None)
+    if not callable(runner):
+        return None, "attacks were not run: attacks.runner has no run_attack function", None
+    names = None
+    for attr in ("ATTACKS", "AVAILABLE_ATTACKS", "ATTACK_NAMES"):
+        value = getattr(module, attr, None)
+        if isinstance(value, (Mapping, Sequence, set, frozenset)) and not isinstance(value, str):
+            names = frozenset(str(v) for v in value)
+            break
+    return runner, None, names
+
+
+def _run_point(point: SweepPoint, run_dir: Path, progress: bool) -> str:
+    from secfed.experiment import Experiment
+
+    toml_text = config_to_toml(point.config)
+    if (run_dir / "config.toml").is_file():
+        old = (run_dir / "config.toml").read_text(encoding="utf-8")
+        if old != toml_text:
+            raise SweepError(
+                f"{run_dir} holds a run of a different configuration than grid point {point.name}; "
+                "choose another --out or remove that folder"
+            )
+        if (run_dir / "summary.json").is_file():
+            return "reused"
+        if (run_dir / "metrics.jsonl").is_file():
+            Experiment.resume(run_dir, progress=progress)
+            return "resumed"
+    Experiment(config=point.config).run(out_dir=run_dir, progress=progress)
+    return "ran"
+
+
+def _typed_errors(*, broad: bool) -> tuple[type[BaseException], ...]:
+    """The typed errors a point (``broad=False``) or an attack (``broad=True``) may fail with."""
+    errors: list[type[BaseException]] = [SecfedError]
+    if broad:
+        errors += [ValueError, RuntimeError, OSError]
+    for module, name in (("attacks.errors", "AttackError"), ("privacy.errors", "PrivacyError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ModuleNotFoundError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def dp_available() -> bool:
+    """Whether the runtime can train with differential privacy (``secfed.dp.ServerPrivacy`` exists)."""
+    try:
+        module = importlib.import_module("secfed.dp")
+    except ModuleNotFoundError:
+        return False
+    return hasattr(module, "ServerPrivacy")
+
+
+def _run_attacks(
+    *, run_dir: Path, attacks: Sequence[str], runner: AttackRunner | None, unavailable: str | None
+) -> dict[str, str]:
+    status: dict[str, str] = {}
+    for name in attacks:
+        json_name = ATTACK_FILES.get(name, (f"{name}.json", None))[0]
+        if (run_dir / "attacks" / json_name).is_file():
+            status[name] = "reused"
+            continue
+        if runner is None:
+            status[name] = f"not run: {unavailable.split(': ', 1)[-1]}" if unavailable else "not run"
+            continue
+        try:
+            runner(run_dir=run_dir, attack=name)
+            status[name] = "ran"
+        except _typed_errors(broad=True) as exc:
+            status[name] = f"failed: {type(exc).__name__}: {exc}"
+    return status
+
+
+def _point_row(point: SweepPoint, sweep_dir: Path, run_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": point.name,
+        "target_epsilon": point.target_epsilon,
+        "learner": point.learner or point.config.learner.name,
+        "aggregation": point.aggregation or point.config.federation.aggregation,
+        "privacy_mode": point.config.privacy.mode,
+        "overrides": list(point.overrides),
+        "config_hash": config_hash(point.config),
+        "run_dir": str(run_dir.relative_to(sweep_dir)),
+        "status": "pending",
+        "problem": None,
+    }
+    return row
+
+
+def _fill_results(row: dict[str, Any], run_dir: Path) -> None:
+    run = load_run(run_dir)
+    s = run.summary or {}
+    priv = privacy_facts(run)
+    row.update(
+        {
+            "test_accuracy": s.get("test_accuracy"),
+            "ci95": s.get("test_accuracy_ci95"),
+            "test_episodes": s.get("test_episodes"),
+            "rounds": s.get("rounds"),
+            "wall_s": s.get("wall_s"),
+            "stopped_early": s.get("stopped_early"),
+            "epsilon": priv["epsilon"] if priv["applied"] else math.inf,
+            "epsilon_sites": priv["epsilon_sites"],
+            "delta": priv["delta"],
+            "noise_multiplier": priv["noise_multiplier"],
+            "privacy_unit": priv["unit"],
+            "code_version": s.get("code_version"),
+        }
+    )
+    row["attack_metrics"] = headline_metrics(read_attacks(run_dir=run_dir))
+
+
+def _write_outputs(
+    sweep_dir: Path, header: dict[str, Any], rows: list[dict[str, Any]], notes: list[str]
+) -> tuple[Path, Path]:
+    doc = {**header, "notes": notes, "points": rows}
+    sweep_json = sweep_dir / "sweep.json"
+    atomic_write_text(sweep_json, dumps_strict(doc))
+    lines = [f"# Privacy–utility sweep: {header['config_path']}\n"]
+    lines += [f"> **Note:** {n}\n" for n in notes]
+    lines.append(sweep_table(rows))
+    summary = sweep_dir / "summary.md"
+    atomic_write_text(summary, "\n".join(lines))
+    return sweep_json, summary
+
+
+def run_sweep(
+    *,
+    config_path: str | Path,
+    epsilons: Sequence[float],
+    learners: Sequence[str] | None,
+    aggregations: Sequence[str] | None,
+    out_dir: str | Path,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+    attack_runner: AttackRunner | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Run a privacy–utility sweep (see the module docstring).
+
+    Args:
+        config_path: The base TOML configuration.
+        epsilons: Target ε values (``inf`` = no differential privacy).
+        learners: Learners to sweep, or ``None`` to keep the configuration's.
+        aggregations: Aggregations to sweep, or ``None`` to keep the configuration's.
+        out_dir: The sweep directory (created; may hold an earlier run of the same sweep).
+        attacks: Attack names passed to ``attacks.runner.run_attack`` at every point (empty: none).
+        overrides: Extra ``section.key=value`` overrides for every point.
+        progress: Show each run's progress bar.
+        attack_runner: The attack entry point; ``None`` looks up ``attacks.runner.run_attack``.
+        echo: Receives one line per point as the sweep goes (e.g. ``print``).
+
+    Returns:
+        The written files and per-point results.
+
+    Raises:
+        SweepError: On an invalid grid, attack list or configuration (before any training), or when
+            ``out_dir`` holds a run of a different configuration at a point's folder.
+    """
+    attack_list = list(attacks)
+    for a in attack_list:
+        if not isinstance(a, str) or not a.strip():
+            raise SweepError(f"attacks: {a!r} is not an attack name")
+    if len(set(attack_list)) != len(attack_list):
+        raise SweepError(f"attacks: duplicate names in {attack_list}")
+    points, notes = plan_sweep(
+        config_path=config_path, epsilons=epsilons, learners=learners, aggregations=aggregations, overrides=overrides
+    )
+    unavailable = None
+    runner = attack_runner
+    if attack_list and runner is None:
+        runner, unavailable, known = resolve_attack_runner()
+        if known is not None:
+            bad = [a for a in attack_list if a not in known]
+            if bad:
+                raise SweepError(f"attacks: unknown {bad}; attacks.runner offers {sorted(known)}")
+        if unavailable:
+            notes.append(unavailable)
+    sweep_dir = Path(out_dir)
+    (sweep_dir / "runs").mkdir(parents=True, exist_ok=True)
+    base = load_config(config_path, overrides=list(overrides))
+    header = {
+        "format": SWEEP_FORMAT,
+        "version": 1,
+        "config_path": str(Path(config_path).resolve()),
+        "base_config_hash": config_hash(base),
+        "epsilons": [float(e) for e in epsilons],
+        "learners": list(learners) if learners is not None else [base.learner.name],
+        "aggregations": list(aggregations) if aggregations is not None else [base.federation.aggregation],
+        "attacks": attack_list,
+        "attacks_available": runner is not None,
+        "overrides": list(overrides),
+        "started_unix": time.time(),
+    }
+    rows = [_point_row(p, sweep_dir, sweep_dir / "runs" / p.name) for p in points]
+    _write_outputs(sweep_dir, header, rows, notes)
+    for point, row in zip(points, rows, strict=True):
+        run_dir = sweep_dir / "runs" / point.name
+        if echo is not None:
+            echo(f"sweep: point {point.name} (target ε = {point.target_epsilon:g})")
+        start = time.perf_counter()
+        try:
+            row["status"] = _run_point(point, run_dir, progress)
+        except SweepError:
+            raise
+        except _typed_errors(broad=False) as exc:  # the runtime's and privacy's typed errors
+            row["status"], row["problem"] = "failed", f"{type(exc).__name__}: {exc}"
+        row["seconds"] = time.perf_counter() - start
+        if row["status"] != "failed":
+            row["attacks"] = _run_attacks(run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable)
+            _fill_results(row, run_dir)
+        _write_outputs(sweep_dir, header, rows, notes)
+        if echo is not None:
+            acc = row.get("test_accuracy")
+            echo(
+                f"sweep: point {point.name}: {row['status']}"
+                + (f", accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
+                + (f", ε = {row['epsilon']:.3g}" if isinstance(row.get("epsilon"), float) else "")
+            )
+    sweep_json, summary = _write_outputs(sweep_dir, header, rows, notes)
+    return SweepResult(sweep_dir=sweep_dir, sweep_json=sweep_json, summary_md=summary, points=rows, notes=notes)

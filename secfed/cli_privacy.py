@@ -1,0 +1,269 @@
+"""``secfed privacy``: ε of a planned run, and the noise multiplier for a target ε.
+
+Commands::
+
+    secfed privacy epsilon --noise-multiplier Z --sample-rate Q --steps T --delta D [--accountant rdp|prv|pld]
+    secfed privacy epsilon --config CONFIG.toml [--set section.key=value ...] [--delta D] [--accountant ...]
+    secfed privacy calibrate --target-epsilon E --delta D --sample-rate Q --steps T [--accountant ...]
+
+All of them account the Poisson-subsampled Gaussian mechanism (Abadi et al. 2016; Mironov, Talwar &
+Zhang 2019) with :mod:`privacy.calibration`. ``--config`` reports the planned record-level ε
+(``rounds * steps per round`` DP-SGD steps at ``privacy.sample_rate``) and client-level ε
+(``rounds`` DP-FedAvg rounds at the client sampling rate) of a configuration, with its noise
+multiplier calibrated first when ``privacy.target_epsilon`` is set; in ``distributed`` mode also the
+distributed mechanism's ε. ``--json`` prints one JSON object instead of text. Invalid input exits
+with status 2 and a message naming the argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from privacy.calibration import GAUSSIAN_ACCOUNTANTS, calibrate_noise, epsilon_for
+from privacy.errors import PrivacyError
+from secfed.errors import ConfigError
+
+__all__ = ["register"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument types (argparse turns ArgumentTypeError into "error: argument --x: ..." and exit 2)
+# --------------------------------------------------------------------------------------------------
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _pos_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a sampling probability in (0, 1], got {text}")
+    return value
+
+
+def _delta(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _int(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+    return value
+
+
+def _steps(text: str) -> int:
+    return _int(text, 0)
+
+
+def _pos_steps(text: str) -> int:
+    return _int(text, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
+    print(json.dumps(payload, sort_keys=True) if as_json else text)
+
+
+def _epsilon_from_config(args: argparse.Namespace) -> int:
+    from secfed.config import load_config
+    from secfed.dp.server import calibrated_config, planned_epsilon
+
+    given = [
+        flag
+        for flag, value in (
+            ("--noise-multiplier", args.noise_multiplier),
+            ("--sample-rate", args.sample_rate),
+            ("--steps", args.steps),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ConfigError(
+            f"--config reads the noise multiplier, sample rates and steps from the file; drop {given}"
+        )
+    overrides = list(args.set or [])
+    if args.delta is not None:
+        overrides.append(f"privacy.delta={args.delta!r}")
+    cfg = load_config(args.config, overrides=overrides)
+    calibrated = cfg.privacy.target_epsilon > 0 and cfg.privacy.mode != "none"
+    if calibrated:
+        cfg = calibrated_config(config=cfg)
+    out = planned_epsilon(config=cfg, accountant=args.accountant)
+    out["calibrated_for_target_epsilon"] = cfg.privacy.target_epsilon if calibrated else None
+    z_note = f"calibrated for target epsilon {cfg.privacy.target_epsilon:g}" if calibrated else "configured"
+    lines = [
+        f"planned run of {args.config} (privacy.mode = {out['mode']}; "
+        f"noise multiplier {out['noise_multiplier']:.6g} {z_note}; delta = {out['delta']:g}; {out['accountant']} accountant):",
+        f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
+        f"if a site trains every round): epsilon = {out['record_epsilon']:.4f}",
+        f"  client level (DP-FedAvg, q_client = {out['client_sample_rate']:g}, "
+        f"{out['client_rounds']} rounds; sampling: {out['client_sampling']}): epsilon = {out['client_epsilon']:.4f}",
+    ]
+    if "distributed_epsilon" in out:
+        lines.append(
+            f"  client level, distributed {cfg.privacy.mechanism} with the expected participants surviving: "
+            f"epsilon = {out['distributed_epsilon']:.4f}"
+        )
+    _emit(out, as_json=args.json, text="\n".join(lines))
+    return 0
+
+
+def _cmd_epsilon(args: argparse.Namespace) -> int:
+    if args.config:
+        return _epsilon_from_config(args)
+    if args.set:
+        raise ConfigError("--set needs --config")
+    missing = [
+        flag
+        for flag, value in (
+            ("--noise-multiplier", args.noise_multiplier),
+            ("--sample-rate", args.sample_rate),
+            ("--steps", args.steps),
+            ("--delta", args.delta),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)} (or give --config FILE)")
+    accountant = args.accountant or "rdp"
+    try:
+        eps = epsilon_for(
+            noise_multiplier=args.noise_multiplier,
+            sample_rate=args.sample_rate,
+            steps=args.steps,
+            delta=args.delta,
+            accountant=accountant,
+        )
+    except PrivacyError as exc:
+        raise ConfigError(str(exc)) from exc
+    payload = {
+        "epsilon": eps,
+        "noise_multiplier": args.noise_multiplier,
+        "sample_rate": args.sample_rate,
+        "steps": args.steps,
+        "delta": args.delta,
+        "accountant": accountant,
+    }
+    text = (
+        f"epsilon = {eps:.4f} at delta = {args.delta:g} ({accountant} accountant; noise multiplier "
+        f"{args.noise_multiplier:g}, sample rate {args.sample_rate:g}, {args.steps} steps)"
+    )
+    _emit(payload, as_json=args.json, text=text)
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    try:
+        sigma = calibrate_noise(
+            target_epsilon=args.target_epsilon,
+            delta=args.delta,
+            sample_rate=args.sample_rate,
+            steps=args.steps,
+            accountant=args.accountant,
+        )
+        eps = epsilon_for(
+            noise_multiplier=sigma,
+            sample_rate=args.sample_rate,
+            steps=args.steps,
+            delta=args.delta,
+            accountant=args.accountant,
+        )
+    except PrivacyError as exc:
+        raise ConfigError(f"cannot calibrate: {exc}") from exc
+    payload = {
+        "noise_multiplier": sigma,
+        "epsilon": eps,
+        "target_epsilon": args.target_epsilon,
+        "sample_rate": args.sample_rate,
+        "steps": args.steps,
+        "delta": args.delta,
+        "accountant": args.accountant,
+    }
+    text = (
+        f"noise multiplier = {sigma:.6g} gives epsilon = {eps:.4f} <= {args.target_epsilon:g} at delta = "
+        f"{args.delta:g} ({args.accountant} accountant; sample rate {args.sample_rate:g}, {args.steps} steps)"
+    )
+    _emit(payload, as_json=args.json, text=text)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``secfed privacy epsilon`` and ``secfed privacy calibrate`` to the ``secfed`` parser.
+
+    Args:
+        subparsers: The ``secfed`` command's subparsers (see :data:`secfed.cli.EXTRA_COMMANDS`).
+    """
+    priv = subparsers.add_parser(
+        "privacy",
+        help="privacy accounting: epsilon of a planned run, noise calibration",
+        description="Differential-privacy accounting for planned runs (Poisson-subsampled Gaussian).",
+    )
+    sub = priv.add_subparsers(dest="privacy_command", metavar="SUBCOMMAND")
+
+    def _help(_: argparse.Namespace) -> int:
+        priv.print_help()
+        return 2
+
+    priv.set_defaults(func=_help)
+    accountants = list(GAUSSIAN_ACCOUNTANTS)
+
+    eps = sub.add_parser(
+        "epsilon",
+        help="epsilon of a planned run",
+        description="Epsilon after T Poisson-subsampled Gaussian steps, or of a configuration's planned run.",
+    )
+    eps.add_argument("--noise-multiplier", type=_nonneg_float, metavar="Z", help="noise std / sensitivity")
+    eps.add_argument("--sample-rate", type=_rate, metavar="Q", help="Poisson sampling probability per step")
+    eps.add_argument("--steps", type=_steps, metavar="T", help="number of steps (or rounds)")
+    eps.add_argument("--delta", type=_delta, metavar="D", help="target delta (with --config: overrides it)")
+    eps.add_argument("--accountant", choices=accountants, help="rdp (default), prv or pld")
+    eps.add_argument("--config", metavar="FILE", help="read z, q, steps and delta from an experiment config")
+    eps.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="config override (repeatable)"
+    )
+    eps.add_argument("--json", action="store_true", help="print one JSON object")
+    eps.set_defaults(func=_cmd_epsilon)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="noise multiplier for a target epsilon",
+        description="Smallest noise multiplier whose epsilon after T steps is at most the target.",
+    )
+    cal.add_argument("--target-epsilon", type=_pos_float, required=True, metavar="E")
+    cal.add_argument("--delta", type=_delta, required=True, metavar="D")
+    cal.add_argument("--sample-rate", type=_rate, required=True, metavar="Q")
+    cal.add_argument("--steps", type=_pos_steps, required=True, metavar="T")
+    cal.add_argument("--accountant", choices=accountants, default="rdp", help="rdp (default), prv or pld")
+    cal.add_argument("--json", action="store_true", help="print one JSON object")
+    cal.set_defaults(func=_cmd_calibrate)

@@ -1,0 +1,947 @@
+"""Server-side privacy: budgets, DP-FedAvg's central noise, and the run's append-only ε ledger.
+
+:class:`ServerPrivacy` is what :class:`secfed.experiment.Experiment` calls around every round:
+
+* ``resume_to`` opens ``RUN_DIR/privacy_ledger.jsonl`` (:class:`privacy.ledger.PrivacyLedger`), drops
+  the entries of rounds whose checkpoint did not survive, and replays the rest into fresh
+  accountants (never a reset);
+* ``before_round`` enforces ``privacy.epsilon_budget``: sites whose ε would exceed it are excluded,
+  and the run stops when the global ε would exceed it or no site may take part any more;
+* ``central_noise`` adds ``N(0, (zC)^2 I)`` to the aggregate in ``client`` mode (DP-FedAvg with a
+  trusted aggregator; McMahan, Ramage, Talwar & Zhang, ICLR 2018, arXiv 1710.06963);
+* ``after_round`` updates the accountants and appends (write, flush, fsync) the round's ledger line
+  *before* the experiment writes the checkpoint, i.e. before the round's model is released.
+
+What is accounted, per mode
+---------------------------
+``record`` (privacy unit: one record of a site; adjacency: add/remove one record)
+    One column per site, fed by the site's own report (``meta["privacy"]`` of its train reply:
+    noise multiplier z, sample rate q, number of DP steps). Sites that did not train add nothing.
+    There is no global (client-level) ε; the reported ``epsilon`` is the maximum over sites.
+    The budget caps every site's ε: a site whose next round would exceed it is excluded.
+``client`` (unit: one site's entire dataset; adjacency: add/remove one site)
+    Global column: one Poisson-subsampled Gaussian step (z, q_client) per round (every round is
+    counted, also a round in which no update survived). Sensitivity of the sum is C because each
+    site clips its whole update to C and the weights are uniform.
+``distributed`` (unit: one site; adjacency: zero-out, Kairouz et al. 2021)
+    Global column: one distributed DDG / Skellam round (:class:`privacy.accountants.DistributedEvent`)
+    per round whose SecAgg sum was decoded, with the noise of the *survivors only*
+    (``outcome.clients``) and Zhu & Wang (2019) client-sampling amplification. Dropouts therefore
+    raise ε. For the budget, the next round is projected with the fewest survivors that can still
+    produce a sum (:meth:`ServerPrivacy.worst_case_survivors`), so no ledger ε exceeds the budget.
+    The budget caps the global ε.
+
+In ``client`` and ``distributed`` mode each site's column holds a *record-level* bound derived from
+the aggregate's noise: adding or removing one record moves the site's clipped update inside the
+C-ball, so by at most 2C (2Δ₂, 2Δ₁ in integer units), and only in rounds whose released aggregate
+contains the site's update. No client-sampling amplification is claimed there, because the sampled
+sites are logged in ``metrics.jsonl``.
+
+Client sampling: ``q_client`` is ``federation.sample_rate`` (Poisson sampling). Fixed-size sampling
+of ``m < N`` sites without replacement is accounted with the Poisson analysis at ``q = m/N`` — an
+*approximation*, recorded as such in every ledger line and in the summary; with ``m = N`` (every
+site, the default) ``q = 1`` and the accounting is exact. Amplification by sampling also assumes the
+sample is hidden from the adversary: the runtime draws it from ``experiment.seed``, so keep the seed
+and ``metrics.jsonl`` private, or report the unamplified ε (``secfed privacy epsilon
+--sample-rate 1``).
+
+Aggregation weights must be uniform under DP (``federation.weighting = "uniform"``): record-count
+weights depend on the private data and would scale a site's contribution beyond the sensitivity
+the noise was calibrated for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privacy.accountants import (
+    Accountant,
+    DistributedDPAccountant,
+    DistributedEvent,
+    GaussianAccountant,
+    create_accountant,
+)
+from privacy.calibration import calibrate_noise, distributed_epsilon_for, epsilon_for
+from privacy.client_dp import secure_numpy_generator
+from privacy.distributed import ADJACENCY as DISTRIBUTED_ADJACENCY
+from privacy.distributed import DistributedDPConfig, calibrate_distributed_dp
+from privacy.errors import InvalidInputError, LedgerError, PrivacyError
+from privacy.ledger import MechanismRecord, PlannedSteps, PrivacyBudget, PrivacyLedger
+from secfed.config import ExperimentConfig
+from secfed.dp.distributed import (
+    client_sample_rate,
+    client_sampling_note,
+    distributed_dp_config,
+    expected_participants,
+    max_participants,
+    model_dim,
+)
+from secfed.errors import CheckpointError, ConfigError, MessageError, SecfedError
+from secfed.federation.server import RoundOutcome
+
+__all__ = [
+    "ADJACENCY_CLIENT",
+    "ADJACENCY_RECORD",
+    "LEDGER_FILE",
+    "MECHANISM_DP_FEDAVG",
+    "MECHANISM_RECORD_BOUND",
+    "PrivacyStateError",
+    "ServerPrivacy",
+    "calibrated_config",
+    "calibrated_noise_multiplier",
+    "planned_epsilon",
+    "record_mechanism",
+    "record_steps_per_round",
+]
+
+log = logging.getLogger("secfed")
+
+#: The ledger's file name inside the run directory.
+LEDGER_FILE = "privacy_ledger.jsonl"
+#: Adjacency of record-level DP (same words as the site hook's reports).
+ADJACENCY_RECORD = "add/remove one record"
+#: Adjacency of client-level DP-FedAvg.
+ADJACENCY_CLIENT = "add/remove one client's entire dataset"
+#: Adjacency of the distributed mechanisms (Kairouz et al. 2021; Agarwal et al. 2021).
+ADJACENCY_DISTRIBUTED = (
+    f"{DISTRIBUTED_ADJACENCY}: one client's update replaced by zero (its noise share kept)"
+)
+#: Ledger name of the global mechanism in ``client`` mode.
+MECHANISM_DP_FEDAVG = "dp-fedavg"
+#: Ledger name of a site's record-level bound derived from the client-level aggregate's noise.
+MECHANISM_RECORD_BOUND = "dp-fedavg-record-bound"
+#: Site mechanisms of ``secfed.dp.site`` (record mode) and the client-level clip.
+_RECORD_MECHANISMS = ("episodic-gaussian", "per-sample-gaussian")
+_CLIENT_CLIP = "client-clip"
+_EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
+_REPORT_KEYS = ("mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate", "steps")
+_SITE_BOUND_NOTE = (
+    "record-level bound from the aggregate's noise: one record moves the site's clipped update by "
+    "at most 2C; counted only in rounds whose released aggregate holds the site's update; "
+    "no sampling amplification"
+)
+
+
+class PrivacyStateError(SecfedError, RuntimeError):
+    """:class:`ServerPrivacy` was called out of order (e.g. a round before ``resume_to``)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning helpers (pure functions of the configuration)
+# --------------------------------------------------------------------------------------------------
+def record_steps_per_round(*, config: ExperimentConfig) -> int:
+    """DP-SGD steps one site takes per round under record-level DP (as :mod:`secfed.dp.site` does).
+
+    Args:
+        config: The experiment configuration.
+
+    Returns:
+        ``local_steps * meta_batch * inner_steps`` for Reptile (per-sample DP-SGD in every inner
+        step), ``local_steps`` otherwise (one episodic or per-sample DP-SGD step per local step).
+    """
+    lr = config.learner
+    if lr.name == "reptile":
+        return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
+    return int(lr.local_steps)
+
+
+def record_mechanism(*, config: ExperimentConfig) -> str:
+    """The record-level mechanism of the configured learner: episodic or per-sample Gaussian."""
+    return _RECORD_MECHANISMS[0] if config.learner.name in _EPISODIC_LEARNERS else _RECORD_MECHANISMS[1]
+
+
+def _replace_noise(config: ExperimentConfig, noise_multiplier: float) -> ExperimentConfig:
+    return config.replace(
+        privacy=dataclasses.replace(config.privacy, noise_multiplier=float(noise_multiplier))
+    )
+
+
+def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
+    """The smallest noise multiplier meeting ``privacy.target_epsilon`` over the planned run.
+
+    * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``,
+      ``rounds * record_steps_per_round`` steps (every round, the worst case for any site).
+    * ``client``: ``q = q_client`` (see :func:`secfed.dp.distributed.client_sample_rate`), one step
+      per round.
+    * ``distributed``: :func:`privacy.distributed.calibrate_distributed_dp` with the expected number
+      of participants all surviving; returns ``z`` with the sum's noise std ``z·C``.
+
+    Args:
+        config: The configuration (``privacy.target_epsilon > 0``, mode not ``none``).
+
+    Returns:
+        z, with ε(z) <= target at ``privacy.delta`` for the planned run.
+
+    Raises:
+        ConfigError: If no target is set, the mode is ``none`` or the target cannot be reached.
+    """
+    p = config.privacy
+    if p.mode == "none" or not p.target_epsilon > 0:
+        raise ConfigError("calibration needs privacy.mode != 'none' and privacy.target_epsilon > 0")
+    rounds = config.experiment.rounds
+    try:
+        if p.mode == "record":
+            return calibrate_noise(
+                target_epsilon=p.target_epsilon,
+                delta=p.delta,
+                sample_rate=p.sample_rate,
+                steps=rounds * record_steps_per_round(config=config),
+                accountant=p.accountant,
+            )
+        if p.mode == "client":
+            return calibrate_noise(
+                target_epsilon=p.target_epsilon,
+                delta=p.delta,
+                sample_rate=client_sample_rate(config=config),
+                steps=rounds,
+                accountant=p.accountant,
+            )
+        n_exp = expected_participants(config=config)
+        planned = calibrate_distributed_dp(
+            mechanism=p.mechanism,
+            target_epsilon=p.target_epsilon,
+            delta=p.delta,
+            rounds=rounds,
+            sample_rate=client_sample_rate(config=config),
+            dim=model_dim(config=config),
+            clip_norm=p.max_grad_norm,
+            expected_clients=n_exp,
+            bits=p.bits,
+            max_clients=max_participants(config=config),
+        )
+        return planned.local_stddev * math.sqrt(n_exp) / p.max_grad_norm
+    except PrivacyError as exc:
+        raise ConfigError(f"privacy.target_epsilon = {p.target_epsilon!r} cannot be met: {exc}") from exc
+
+
+def calibrated_config(*, config: ExperimentConfig) -> ExperimentConfig:
+    """The configuration with ``privacy.noise_multiplier`` calibrated for ``privacy.target_epsilon``.
+
+    Returns ``config`` unchanged when privacy is off or no target is set. Deterministic and
+    idempotent (the target, not the current multiplier, decides), so a resumed run recomputes the
+    same value. Call it before the configuration is written to the run directory.
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        The (re-validated) configuration to run.
+
+    Raises:
+        ConfigError: If the target cannot be reached.
+    """
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    if config.privacy.mode == "none" or not config.privacy.target_epsilon > 0:
+        return config
+    return _replace_noise(config, calibrated_noise_multiplier(config=config))
+
+
+def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) -> dict[str, Any]:
+    """ε of the planned run, at the record level and at the client level.
+
+    Record level: every site trains every round (``rounds * record_steps_per_round`` steps at
+    ``privacy.sample_rate``). Client level: ``rounds`` DP-FedAvg rounds at ``q_client``. In
+    ``distributed`` mode also the distributed mechanism's ε with the expected participants surviving.
+    The noise multiplier is the configured one (calibrate first with :func:`calibrated_config`).
+
+    Args:
+        config: The configuration.
+        accountant: ``"rdp"``, ``"prv"`` or ``"pld"``; default ``privacy.accountant``.
+
+    Returns:
+        A JSON-able dict: ``record_epsilon``, ``record_steps``, ``record_sample_rate``,
+        ``client_epsilon``, ``client_rounds``, ``client_sample_rate``, ``client_sampling``,
+        ``noise_multiplier``, ``delta``, ``accountant``, ``mode`` and, in distributed mode,
+        ``distributed_epsilon``.
+
+    Raises:
+        ConfigError: On invalid parameters.
+    """
+    p = config.privacy
+    acc = accountant or p.accountant
+    steps = config.experiment.rounds * record_steps_per_round(config=config)
+    q_client = client_sample_rate(config=config)
+    try:
+        out: dict[str, Any] = {
+            "mode": p.mode,
+            "noise_multiplier": float(p.noise_multiplier),
+            "delta": float(p.delta),
+            "accountant": acc,
+            "record_steps": steps,
+            "record_sample_rate": float(p.sample_rate),
+            "record_epsilon": epsilon_for(
+                noise_multiplier=p.noise_multiplier,
+                sample_rate=p.sample_rate,
+                steps=steps,
+                delta=p.delta,
+                accountant=acc,
+            ),
+            "client_rounds": config.experiment.rounds,
+            "client_sample_rate": q_client,
+            "client_sampling": client_sampling_note(config=config),
+            "client_epsilon": epsilon_for(
+                noise_multiplier=p.noise_multiplier,
+                sample_rate=q_client,
+                steps=config.experiment.rounds,
+                delta=p.delta,
+                accountant=acc,
+            ),
+        }
+        if p.mode == "distributed":
+            n_exp = expected_participants(config=config)
+            event = distributed_dp_config(config=config, dim=model_dim(config=config)).event(
+                num_survivors=n_exp, sample_rate=q_client
+            )
+            out["distributed_epsilon"] = distributed_epsilon_for(
+                mechanism=event.mechanism,
+                local_stddev=event.local_stddev,
+                num_clients=n_exp,
+                l2_sensitivity=event.l2_sensitivity,
+                l1_sensitivity=event.l1_sensitivity,
+                dim=event.dim,
+                sample_rate=q_client,
+                rounds=config.experiment.rounds,
+                delta=p.delta,
+            )
+    except PrivacyError as exc:
+        raise ConfigError(f"cannot compute the planned epsilon: {exc}") from exc
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Site reports
+# --------------------------------------------------------------------------------------------------
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MessageError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_report(*, sid: int, report: Any, mode: str) -> dict[str, Any]:
+    """Validate a site's public round report (``meta["privacy"]``)."""
+    where = f"site {sid}: privacy report"
+    if not isinstance(report, Mapping):
+        raise MessageError(f"{where} is missing or not an object (got {type(report).__name__})")
+    missing = [k for k in _REPORT_KEYS if k not in report]
+    if missing:
+        raise MessageError(f"{where} lacks {missing}")
+    if report["mode"] != mode:
+        raise MessageError(f"{where} is for privacy.mode {report['mode']!r}, the server runs {mode!r}")
+    expected_unit, mechanisms = (
+        ("record", _RECORD_MECHANISMS) if mode == "record" else ("client", (_CLIENT_CLIP,))
+    )
+    if report["unit"] != expected_unit or report["mechanism"] not in mechanisms:
+        raise MessageError(
+            f"{where}: unit {report['unit']!r} / mechanism {report['mechanism']!r} do not fit mode {mode!r} "
+            f"(expected unit {expected_unit!r}, mechanism in {list(mechanisms)})"
+        )
+    z = _number(report["noise_multiplier"], f"{where}: noise_multiplier")
+    q = _number(report["sample_rate"], f"{where}: sample_rate")
+    steps = report["steps"]
+    if z < 0 or not 0 <= q <= 1:
+        raise MessageError(f"{where}: noise_multiplier {z} must be >= 0 and sample_rate {q} in [0, 1]")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise MessageError(f"{where}: steps must be an integer >= 0, got {steps!r}")
+    if not isinstance(report["adjacency"], str) or not report["adjacency"]:
+        raise MessageError(f"{where}: adjacency must be a non-empty string")
+    exhausted = report.get("budget_exhausted", False)
+    if not isinstance(exhausted, bool):
+        raise MessageError(f"{where}: budget_exhausted must be a boolean, got {exhausted!r}")
+    return {
+        "mechanism": str(report["mechanism"]),
+        "adjacency": str(report["adjacency"]),
+        "noise_multiplier": z,
+        "sample_rate": q,
+        "steps": int(steps),
+        "budget_exhausted": exhausted,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The server's privacy object
+# --------------------------------------------------------------------------------------------------
+class ServerPrivacy:
+    """Budgets, central noise and the privacy ledger of one run (see the module docstring).
+
+    Args:
+        config: The configuration (``privacy.mode`` in ``record``, ``client``, ``distributed``).
+        run_dir: The run directory (the ledger is ``run_dir/privacy_ledger.jsonl``; nothing is
+            written before :meth:`resume_to`).
+
+    Raises:
+        ConfigError: Privacy off, or non-uniform aggregation weights.
+    """
+
+    def __init__(self, *, config: ExperimentConfig, run_dir: str | Path) -> None:
+        if not isinstance(config, ExperimentConfig):
+            raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+        p = config.privacy
+        if p.mode not in ("record", "client", "distributed"):
+            raise ConfigError(f"privacy.mode = {p.mode!r}: ServerPrivacy needs record, client or distributed")
+        if config.federation.weighting != "uniform":
+            raise ConfigError(
+                f"federation.weighting = {config.federation.weighting!r} is invalid under DP: weights "
+                "must be 'uniform' (record-count weights depend on private data and scale a site's "
+                "contribution beyond the sensitivity the noise is calibrated for)"
+            )
+        self._cfg = config
+        self._mode = p.mode
+        self._run_dir = Path(run_dir)
+        self._delta = float(p.delta)
+        self._z = float(p.noise_multiplier)
+        self._clip = float(p.max_grad_norm)
+        self._budget_value = float(p.epsilon_budget) if p.epsilon_budget > 0 else None
+        self._budget = PrivacyBudget(
+            delta=self._delta,
+            site_epsilon=self._budget_value if self._mode == "record" else None,
+            global_epsilon=self._budget_value if self._mode != "record" else None,
+        )
+        self._q_client = client_sample_rate(config=config)
+        self._sampling_note = client_sampling_note(config=config)
+        self._rng = secure_numpy_generator() if self._mode == "client" else None
+        self._ledger: PrivacyLedger | None = None
+        self._site_ids: list[int] = []
+        self._site_info: dict[int, Mapping[str, Any]] = {}
+        self._site_acc: dict[str, Accountant] = {}
+        self._site_last: dict[str, MechanismRecord] = {}
+        self._site_plan: dict[str, PlannedSteps] = {}
+        self._exhausted: set[str] = set()
+        self._global: Accountant | None = None
+        self._global_last: MechanismRecord | None = None
+        self._excluded: frozenset[int] = frozenset()
+        self._noised_rounds: set[int] = set()
+        self._dist: DistributedDPConfig | None = None
+        if p.target_epsilon > 0 and self._mode != "distributed":
+            wanted = calibrated_noise_multiplier(config=config)
+            if not math.isclose(wanted, self._z, rel_tol=1e-9):
+                log.warning(
+                    "privacy.target_epsilon = %g asks for noise_multiplier %.6g, but %.6g is configured; "
+                    "call secfed.dp.calibrated_config() before running (the ledger reports the true epsilon)",
+                    p.target_epsilon,
+                    wanted,
+                    self._z,
+                )
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger file."""
+        return self._run_dir / LEDGER_FILE
+
+    @property
+    def mode(self) -> str:
+        """``record``, ``client`` or ``distributed``."""
+        return self._mode
+
+    @property
+    def privacy_unit(self) -> str:
+        """``record`` or ``client``."""
+        return "record" if self._mode == "record" else "client"
+
+    @property
+    def adjacency(self) -> str:
+        """The adjacency relation of the claimed guarantee."""
+        return {"record": ADJACENCY_RECORD, "client": ADJACENCY_CLIENT}.get(self._mode, ADJACENCY_DISTRIBUTED)
+
+    @property
+    def mechanism(self) -> str:
+        """The mechanism of the claimed guarantee."""
+        if self._mode == "record":
+            return record_mechanism(config=self._cfg)
+        return MECHANISM_DP_FEDAVG if self._mode == "client" else self._cfg.privacy.mechanism
+
+    @property
+    def accountant_name(self) -> str:
+        """``rdp``/``prv`` (Gaussian mechanisms) or ``distributed-rdp``."""
+        return DistributedDPAccountant.kind if self._mode == "distributed" else self._cfg.privacy.accountant
+
+    def distributed_config(self) -> DistributedDPConfig:
+        """The distributed-DP encoding of the run (``distributed`` mode; built once, needs the model size).
+
+        Raises:
+            ConfigError: In another mode, or when the encoding cannot be planned.
+        """
+        if self._dist is None:
+            self._dist = distributed_dp_config(config=self._cfg, dim=model_dim(config=self._cfg))
+        return self._dist
+
+    def worst_case_survivors(self) -> int:
+        """Fewest clients whose noise can reach a decoded SecAgg sum in one round.
+
+        With fixed-size sampling and no simulated dropouts or stragglers every sampled site survives
+        (``m``). Otherwise 2: SecAgg needs at least ``t >= 2`` survivors to unmask
+        (:func:`protocols.params.resolve_params`), and a round with fewer releases nothing.
+        """
+        f = self._cfg.federation
+        m = max_participants(config=self._cfg)
+        if f.sampling == "fixed" and f.dropout_rate == 0 and f.straggler_rate == 0:
+            return m
+        return min(2, m)
+
+    # ---------------------------------------------------------------- accountants
+    def _new_site_accountant(self) -> Accountant:
+        if self._mode == "distributed":
+            return DistributedDPAccountant()
+        return create_accountant(kind=self._cfg.privacy.accountant)
+
+    def _new_global_accountant(self) -> Accountant | None:
+        if self._mode == "record":
+            return None
+        if self._mode == "distributed":
+            return DistributedDPAccountant()
+        return create_accountant(kind=self._cfg.privacy.accountant)
+
+    def _eps(self, acc: Accountant | None) -> float:
+        return 0.0 if acc is None else float(acc.get_epsilon(delta=self._delta))
+
+    def _require_ledger(self) -> PrivacyLedger:
+        if self._ledger is None:
+            raise PrivacyStateError(
+                "call ServerPrivacy.resume_to(completed_round=...) before the first round"
+            )
+        return self._ledger
+
+    def _add_site(self, sid: int) -> None:
+        n = self._cfg.partition.num_sites
+        if isinstance(sid, bool) or not isinstance(sid, (int, np.integer)) or not 0 <= int(sid) < n:
+            raise MessageError(f"site id {sid!r} is outside [0, {n})")
+        if int(sid) not in self._site_ids:
+            self._site_ids = sorted([*self._site_ids, int(sid)])
+        self._site_acc.setdefault(str(int(sid)), self._new_site_accountant())
+
+    # ---------------------------------------------------------------- lifecycle
+    def resume_to(self, *, completed_round: int) -> None:
+        """Open (or create) the ledger, drop rounds after ``completed_round``, rebuild the accountants.
+
+        Args:
+            completed_round: The last round whose checkpoint exists (0 for a fresh run).
+
+        Raises:
+            CheckpointError: The ledger is corrupt, or ends before ``completed_round`` (a released
+                round without a ledger line: its ε cannot be reconstructed).
+            ConfigError: The ledger was written with another δ, budget or accountant.
+        """
+        if isinstance(completed_round, bool) or not isinstance(completed_round, int) or completed_round < 0:
+            raise PrivacyStateError(f"completed_round must be an integer >= 0, got {completed_round!r}")
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ledger = PrivacyLedger.open(
+                path=self.ledger_path,
+                budget=self._budget,
+                accountant=self._cfg.privacy.accountant,
+                recover_torn_tail=True,  # a torn line is the unfinished round's: its model was never released
+            )
+        except LedgerError as exc:
+            raise CheckpointError(f"{self.ledger_path}: {exc}") from exc
+        except PrivacyError as exc:
+            raise ConfigError(f"{self.ledger_path}: {exc}") from exc
+        if ledger.last_round < completed_round:
+            raise CheckpointError(
+                f"{self.ledger_path} ends at round {ledger.last_round} but the checkpoint is at round "
+                f"{completed_round}: the privacy cost of the released rounds cannot be reconstructed"
+            )
+        try:
+            ledger.truncate(last_round=completed_round)
+            sites, glob = ledger.rebuild_accountants(verify=True)
+        except LedgerError as exc:
+            raise CheckpointError(f"{self.ledger_path}: {exc}") from exc
+        self._ledger = ledger
+        self._site_acc = dict(sites)
+        self._global = glob if glob is not None else self._new_global_accountant()
+        self._site_last, self._site_plan, self._exhausted = {}, {}, set()
+        self._global_last = None
+        for entry in ledger.entries:
+            for name, rec in entry.sites.items():
+                self._site_last[name] = rec
+                if rec.steps > 0:
+                    self._site_plan[name] = PlannedSteps(
+                        noise_multiplier=rec.noise_multiplier, sample_rate=rec.sample_rate, steps=rec.steps
+                    )
+                if rec.params.get("budget_exhausted") is True:
+                    self._exhausted.add(name)
+            self._global_last = entry.global_record
+        for name in list(self._site_acc):
+            if name.isdigit():
+                self._add_site(int(name))
+        self._noised_rounds = set()
+
+    def register_sites(self, sites: Mapping[int, Mapping[str, Any]]) -> None:
+        """Record the sites of the run (their public summaries from ``site_info``).
+
+        Every registered site gets a ledger column from the next round on (ε 0 until it trains).
+
+        Args:
+            sites: ``{site id: info}``; ``info["privacy"]``, when present, is the site hook's
+                ``describe()`` and must be for this run's mode.
+
+        Raises:
+            MessageError: A site id out of range, or a site describing another privacy mode.
+        """
+        if not isinstance(sites, Mapping):
+            raise MessageError(f"sites must be a mapping of site id to info, got {type(sites).__name__}")
+        for sid, info in sites.items():
+            self._add_site(sid)
+            desc = info.get("privacy") if isinstance(info, Mapping) else None
+            if desc is not None:
+                if not isinstance(desc, Mapping) or desc.get("mode") != self._mode:
+                    raise MessageError(
+                        f"site {sid} runs privacy mode {getattr(desc, 'get', lambda _k: None)('mode')!r}, "
+                        f"the server {self._mode!r}"
+                    )
+                self._site_info[int(sid)] = dict(desc)
+
+    # ---------------------------------------------------------------- budgets
+    def _site_planned_steps(self, name: str) -> PlannedSteps:
+        plan = self._site_plan.get(name)
+        if plan is not None:
+            return plan
+        p = self._cfg.privacy
+        desc = self._site_info.get(int(name), {})
+        steps = desc.get("steps_per_round", record_steps_per_round(config=self._cfg))
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            steps = record_steps_per_round(config=self._cfg)
+        return PlannedSteps(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate, steps=steps)
+
+    def _global_plan(self) -> PlannedSteps | DistributedEvent:
+        if self._mode == "client":
+            return PlannedSteps(noise_multiplier=self._z, sample_rate=self._q_client, steps=1)
+        return self.distributed_config().event(
+            num_survivors=self.worst_case_survivors(), sample_rate=self._q_client
+        )
+
+    def before_round(self, *, round_idx: int) -> tuple[frozenset[int], str | None]:
+        """Apply the budget to the next round.
+
+        Args:
+            round_idx: The round about to run (must follow the ledger's last round).
+
+        Returns:
+            ``(excluded sites, stop reason or None)``.
+
+        Raises:
+            PrivacyStateError: Before :meth:`resume_to`, or for an out-of-order round.
+        """
+        ledger = self._require_ledger()
+        if round_idx != ledger.last_round + 1:
+            raise PrivacyStateError(
+                f"round {round_idx} does not follow the ledger's round {ledger.last_round}"
+            )
+        names = [str(s) for s in self._site_ids]
+        excluded = {int(n) for n in self._exhausted if n.isdigit()}
+        reasons: list[str] = []
+        b = self._budget_value
+        if b is not None and self._mode == "record":
+            plans = {n: self._site_planned_steps(n) for n in names}
+            check = ledger.check_budget(site_accountants=self._site_acc, site_plans=plans)
+            over = {n for n, eps in check.projected_site_epsilon.items() if not eps <= b}
+            excluded |= {int(n) for n in over}
+            reasons.extend(check.reasons)
+        self._excluded = frozenset(excluded)
+        if self._excluded:
+            log.info("privacy: sites %s excluded from round %d (budget)", sorted(self._excluded), round_idx)
+        if names and len(self._excluded) >= len(names):
+            detail = "; ".join(reasons) if reasons else "every site reported its budget exhausted"
+            return self._excluded, (
+                f"privacy budget exhausted: no site may take part any more without exceeding "
+                f"epsilon_budget = {b} at delta = {self._delta:g} ({detail})"
+            )
+        if b is not None and self._mode != "record":
+            check = ledger.check_budget(
+                site_accountants={},
+                site_plans={},
+                global_accountant=self._global,
+                global_plan=self._global_plan(),
+            )
+            if not check.allowed:
+                return self._excluded, "privacy budget exhausted: " + "; ".join(check.reasons)
+        return self._excluded, None
+
+    # ---------------------------------------------------------------- noise
+    def central_noise(self, total: np.ndarray, n_survivors: int, round_idx: int) -> np.ndarray:
+        """Add DP-FedAvg's Gaussian noise ``N(0, (zC)^2 I)`` to the aggregate SUM (``client`` mode).
+
+        Sensitivity of the sum is C: every site clips its whole update to C and weights are
+        uniform (McMahan et al. 2018). The noise comes from a PCG64 generator seeded with 256 bits
+        of ``os.urandom`` (:func:`privacy.client_dp.secure_numpy_generator`). In the other modes
+        the aggregate is returned unchanged (record mode: the sites' updates are already DP;
+        distributed mode: the sites' noise shares are in the SecAgg sum).
+
+        Args:
+            total: The decoded sum of the survivors' updates (1-D float).
+            n_survivors: Number of updates in the sum (>= 1; public).
+            round_idx: The round.
+
+        Returns:
+            The noisy sum (float64) in client mode, ``total`` itself otherwise.
+
+        Raises:
+            InvalidInputError: ``total`` is not a finite 1-D float array or ``n_survivors < 1``.
+        """
+        if self._mode != "client":
+            return total
+        arr = np.asarray(total)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
+            raise InvalidInputError(f"total must be a finite 1-D float array, got {arr.dtype} {arr.shape}")
+        if isinstance(n_survivors, bool) or not isinstance(n_survivors, (int, np.integer)) or n_survivors < 1:
+            raise InvalidInputError(f"n_survivors must be an integer >= 1, got {n_survivors!r}")
+        assert self._rng is not None
+        noisy = arr.astype(np.float64) + self._rng.normal(0.0, self._z * self._clip, size=arr.shape[0])
+        self._noised_rounds.add(int(round_idx))
+        return noisy
+
+    # ---------------------------------------------------------------- accounting
+    def _record_site(
+        self, *, name: str, report: dict[str, Any] | None, acc: Accountant
+    ) -> tuple[MechanismRecord, Accountant]:
+        """Record mode: the site's column after this round (accountant stepped on a copy)."""
+        p = self._cfg.privacy
+        if report is None:  # did not train: unchanged epsilon, no steps
+            prev = self._site_last.get(name)
+            rec = MechanismRecord(
+                epsilon=self._eps(acc),
+                mechanism=record_mechanism(config=self._cfg) if prev is None else prev.mechanism,
+                noise_multiplier=p.noise_multiplier if prev is None else prev.noise_multiplier,
+                sample_rate=p.sample_rate if prev is None else prev.sample_rate,
+                steps=0,
+                privacy_unit="record",
+                adjacency=ADJACENCY_RECORD if prev is None else prev.adjacency,
+            )
+            return rec, acc
+        new = acc.copy()
+        if report["steps"] > 0:
+            assert isinstance(new, GaussianAccountant)
+            new.step(
+                noise_multiplier=report["noise_multiplier"],
+                sample_rate=report["sample_rate"],
+                num_steps=report["steps"],
+            )
+        rec = MechanismRecord(
+            epsilon=self._eps(new),
+            mechanism=report["mechanism"],
+            noise_multiplier=report["noise_multiplier"],
+            sample_rate=report["sample_rate"],
+            steps=report["steps"],
+            privacy_unit="record",
+            adjacency=report["adjacency"],
+            params={"budget_exhausted": True} if report["budget_exhausted"] else {},
+        )
+        return rec, new
+
+    def _bound_site(
+        self, *, included: bool, survivors: int, acc: Accountant
+    ) -> tuple[MechanismRecord, Accountant]:
+        """Client/distributed mode: the site's record-level bound from the aggregate's noise."""
+        new = acc.copy() if included else acc
+        if self._mode == "client":
+            sigma = self._z / 2.0  # noise zC over record sensitivity 2C
+            if included:
+                assert isinstance(new, GaussianAccountant)
+                new.step(noise_multiplier=sigma, sample_rate=1.0, num_steps=1)
+            rec = MechanismRecord(
+                epsilon=self._eps(new),
+                mechanism=MECHANISM_RECORD_BOUND,
+                noise_multiplier=sigma,
+                sample_rate=1.0,
+                steps=1 if included else 0,
+                privacy_unit="record",
+                adjacency=ADJACENCY_RECORD,
+                params={
+                    "note": _SITE_BOUND_NOTE,
+                    "client_noise_multiplier": self._z,
+                    "clip_norm": self._clip,
+                },
+            )
+            return rec, new
+        dcfg = self.distributed_config()
+        n = survivors
+        event = DistributedEvent(
+            mechanism=dcfg.mechanism,
+            l2_sensitivity=2.0 * dcfg.l2_sensitivity,
+            l1_sensitivity=2.0 * dcfg.l1_sensitivity,
+            dim=dcfg.padded_dim,
+            local_stddev=dcfg.scaled_local_stddev,
+            num_survivors=max(1, n),
+            sample_rate=1.0,
+        )
+        if included:
+            assert isinstance(new, DistributedDPAccountant)
+            new.step(event=event)
+        rec = MechanismRecord(
+            epsilon=self._eps(new),
+            mechanism=dcfg.mechanism,
+            noise_multiplier=self._z,
+            sample_rate=1.0,
+            steps=1 if included else 0,
+            privacy_unit="record",
+            adjacency=ADJACENCY_RECORD,
+            params={"event": event.to_dict(), "note": _SITE_BOUND_NOTE},
+        )
+        return rec, new
+
+    def _global_round(self, outcome: RoundOutcome) -> tuple[MechanismRecord | None, Accountant | None]:
+        if self._mode == "record":
+            return None, None
+        assert self._global is not None
+        new = self._global.copy()
+        n = len(outcome.clients)
+        if self._mode == "client":
+            assert isinstance(new, GaussianAccountant)
+            new.step(noise_multiplier=self._z, sample_rate=self._q_client, num_steps=1)
+            rec = MechanismRecord(
+                epsilon=self._eps(new),
+                mechanism=MECHANISM_DP_FEDAVG,
+                noise_multiplier=self._z,
+                sample_rate=self._q_client,
+                steps=1,
+                privacy_unit="client",
+                adjacency=ADJACENCY_CLIENT,
+                params={"clip_norm": self._clip, "survivors": n, "client_sampling": self._sampling_note},
+            )
+            return rec, new
+        dcfg = self.distributed_config()
+        event = dcfg.event(num_survivors=max(1, n), sample_rate=self._q_client)
+        if n > 0:
+            assert isinstance(new, DistributedDPAccountant)
+            new.step(event=event)
+        rec = MechanismRecord(
+            epsilon=self._eps(new),
+            mechanism=dcfg.mechanism,
+            noise_multiplier=self._z,
+            sample_rate=self._q_client,
+            steps=1 if n > 0 else 0,
+            privacy_unit="client",
+            adjacency=ADJACENCY_DISTRIBUTED,
+            params={
+                "event": event.to_dict(),
+                "survivors": n,
+                "expected_participants": expected_participants(config=self._cfg),
+                "gamma": dcfg.gamma,
+                "bits": dcfg.bits,
+                "client_sampling": self._sampling_note,
+            },
+        )
+        return rec, new
+
+    def after_round(self, *, outcome: RoundOutcome) -> dict[str, Any]:
+        """Account the round and append its ledger line (fsync'ed) before the model is released.
+
+        Args:
+            outcome: The round's outcome (site reports carry ``meta["privacy"]``).
+
+        Returns:
+            Metrics to merge into the round's row: ``epsilon`` (global client-level ε in
+            client/distributed mode; maximum over sites in record mode), ``epsilon_unit``,
+            ``epsilon_sites`` (``{site: record-level ε}``), ``delta``, and ``privacy_excluded``
+            when the budget excluded sites.
+
+        Raises:
+            PrivacyStateError: Before :meth:`resume_to`, out-of-order round, or (client mode) an
+                aggregate released without central noise.
+            MessageError: A trained site without a valid privacy report.
+            CheckpointError: The ledger line cannot be written.
+        """
+        ledger = self._require_ledger()
+        if not isinstance(outcome, RoundOutcome):
+            raise PrivacyStateError(f"outcome must be a RoundOutcome, got {type(outcome).__name__}")
+        if outcome.round != ledger.last_round + 1:
+            raise PrivacyStateError(
+                f"round {outcome.round} does not follow the ledger's round {ledger.last_round}"
+            )
+        if self._mode == "client" and outcome.clients and outcome.round not in self._noised_rounds:
+            raise PrivacyStateError(
+                f"round {outcome.round}: the aggregate of {len(outcome.clients)} sites was applied without "
+                "central noise (pass ServerPrivacy.central_noise to the server)"
+            )
+        reports: dict[str, dict[str, Any]] = {}
+        for sid, meta in outcome.site_reports.items():
+            self._add_site(sid)
+            report = meta.get("privacy") if isinstance(meta, Mapping) else None
+            reports[str(int(sid))] = _check_report(sid=int(sid), report=report, mode=self._mode)
+        for sid in outcome.clients:
+            self._add_site(sid)
+        included = {str(int(s)) for s in outcome.clients}
+        records: dict[str, MechanismRecord] = {}
+        new_acc: dict[str, Accountant] = {}
+        for name in (str(s) for s in self._site_ids):
+            acc = self._site_acc.setdefault(name, self._new_site_accountant())
+            if self._mode == "record":
+                records[name], new_acc[name] = self._record_site(name=name, report=reports.get(name), acc=acc)
+            else:
+                records[name], new_acc[name] = self._bound_site(
+                    included=name in included, survivors=len(outcome.clients), acc=acc
+                )
+        glob_rec, glob_acc = self._global_round(outcome)
+        try:
+            ledger.append(round=outcome.round, sites=records, global_record=glob_rec)
+        except (LedgerError, OSError) as exc:
+            raise CheckpointError(f"{self.ledger_path}: cannot append round {outcome.round}: {exc}") from exc
+        # The line is durable: commit the new state.
+        self._site_acc.update(new_acc)
+        self._site_last.update(records)
+        for name, rep in reports.items():
+            if rep["steps"] > 0:
+                self._site_plan[name] = PlannedSteps(
+                    noise_multiplier=rep["noise_multiplier"],
+                    sample_rate=rep["sample_rate"],
+                    steps=rep["steps"],
+                )
+            if rep["budget_exhausted"]:
+                self._exhausted.add(name)
+        if glob_acc is not None:
+            self._global, self._global_last = glob_acc, glob_rec
+        metrics = self._epsilon_metrics()
+        if self._excluded:
+            metrics["privacy_excluded"] = sorted(self._excluded)
+        return metrics
+
+    # ---------------------------------------------------------------- reporting
+    def _epsilon_metrics(self) -> dict[str, Any]:
+        sites = {
+            str(s): float(self._site_last[str(s)].epsilon)
+            for s in self._site_ids
+            if str(s) in self._site_last
+        }
+        if self._mode == "record":
+            eps = max(sites.values(), default=0.0)
+            unit = "record (maximum over sites)"
+        else:
+            eps = float(self._global_last.epsilon) if self._global_last is not None else 0.0
+            unit = "client"
+        return {"epsilon": eps, "epsilon_unit": unit, "epsilon_sites": sites, "delta": self._delta}
+
+    def summary(self) -> dict[str, Any]:
+        """Final privacy facts for ``summary.json``.
+
+        Returns:
+            ``epsilon``, ``epsilon_unit``, ``epsilon_sites``, ``delta``, ``privacy_unit``,
+            ``adjacency``, ``accountant``, ``mode``, ``mechanism``, ``noise_multiplier``,
+            ``max_grad_norm``, ``epsilon_budget``, ``privacy_rounds``, ``privacy_ledger`` and, in
+            client/distributed mode, ``client_sampling`` and ``client_sample_rate``.
+        """
+        out = self._epsilon_metrics()
+        out.update(
+            {
+                "privacy_unit": self.privacy_unit,
+                "adjacency": self.adjacency,
+                "accountant": self.accountant_name,
+                "mode": self._mode,
+                "mechanism": self.mechanism,
+                "noise_multiplier": self._z,
+                "max_grad_norm": self._clip,
+                "epsilon_budget": self._budget_value,
+                "privacy_rounds": self._ledger.last_round if self._ledger is not None else 0,
+                "privacy_ledger": LEDGER_FILE,
+            }
+        )
+        if self._mode != "record":
+            out["client_sampling"] = self._sampling_note
+            out["client_sample_rate"] = self._q_client
+        return out

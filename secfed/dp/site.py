@@ -1,0 +1,737 @@
+"""The site-side privacy hook: record-level DP-SGD inside local training, or client-level clipping.
+
+The client runtime (:class:`secfed.federation.client.ClientRuntime`) builds one
+:class:`SitePrivacy` per site with :func:`build_site_privacy` and keeps it for the whole run. Every
+round it calls :meth:`SitePrivacy.local_update` instead of the learner's own ``local_update``,
+then :meth:`SitePrivacy.finalize_update` on the flat update, and sends
+:meth:`SitePrivacy.round_report` (public facts only) to the server, which keeps the authoritative
+privacy ledger.
+
+Record-level DP (``privacy.mode = "record"``)
+---------------------------------------------
+Privacy unit: **one record of the site's dataset**; adjacency: **add/remove one record**.
+
+* ProtoNet (Snell et al. 2017), MAML and FOMAML (Finn et al. 2017) have episodic meta-losses that
+  couple the records of an episode, so per-record clipping is not record-level DP
+  (``/work/shared/PRIVACY_NOTES.md`` §1). Each local step draws episodes with
+  :class:`privacy.sampling.RecordEpisodeSampler` (Poisson rate ``q``; every record joins a public
+  slot of ``task.n_way`` classes and a role with its own keyed randomness) and takes one
+  :class:`privacy.episodic.EpisodicDPSGD` step: every episode's full meta-gradient (the learner's
+  own ``task_loss``, second order for MAML) is clipped to ``C``, the clipped gradients are summed
+  and ``N(0, (2zC)^2 I)`` is added (sensitivity ``2C``), and the accountant records ``(z, q)``.
+  Mechanism name: ``"episodic-gaussian"``.
+* Reptile (Nichol et al. 2018) and FedAvg (McMahan et al. 2017) train on ordinary per-record
+  losses, so per-sample DP-SGD (Abadi et al. 2016) with :class:`privacy.dpsgd.PerSampleDPSGD` is
+  valid (Poisson rate ``q`` over the site's records, per-record clipping to ``C``, noise
+  ``N(0, (zC)^2 I)``, sum divided by the public ``privacy.expected_batch``). Reptile's outer step
+  and FedAvg's averaging only read the DP-SGD iterates: post-processing. Mechanism name:
+  ``"per-sample-gaussian"``.
+
+Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV) that
+lives as long as the :class:`SitePrivacy` object. When ``privacy.epsilon_budget > 0`` and the next
+round's steps would take the site's ε (at ``privacy.delta``) above the budget, the site takes no
+step, leaves the model unchanged and says ``"budget_exhausted": true`` in its round report.
+
+Client-level DP (``privacy.mode`` ``"client"`` or ``"distributed"``)
+---------------------------------------------------------------------
+Privacy unit: **one site's entire dataset** (DP-FedAvg, McMahan, Ramage, Talwar & Zhang 2018,
+arXiv 1710.06963). Local training is the learner's own; the site clips its whole flat update to
+L2 norm ``privacy.max_grad_norm`` (:func:`privacy.client_dp.clip_update`, scaling, never
+truncation). The noise is added by the trusted aggregator (``client``) or by the secure
+aggregation clients (``distributed``), not here. Mechanism name: ``"client-clip"``.
+
+Public vs private
+-----------------
+:meth:`SitePrivacy.describe` and :meth:`SitePrivacy.round_report` contain configuration values
+and step counts only (the number of DP steps is fixed by the configuration, not by the data).
+Per-step diagnostics that depend on private data (episode counts, clip fractions, norms, batch
+sizes) are never reported. The ``LocalUpdate`` returned under record-level DP carries a public
+``num_tasks`` (planned episodes or tasks) and ``num_examples = 0`` (the true count is private);
+its ``train_loss`` is a loss on private data, which the runtime already reports as before.
+
+Public class list
+-----------------
+Slots (episodic learners) and Reptile tasks are drawn from the site's *class list*: the labels
+its shard holds. It is treated as public metadata of the site (its size is already published by
+:meth:`secfed.components.Site.summary`, and with a class-disjoint partition it is fixed by the
+public partition plan). The randomness of these choices is public too (derived from the
+experiment seed); only the per-record randomness and the noise are secret (``os.urandom``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privacy.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
+from privacy.client_dp import clip_update
+from privacy.dpsgd import PerSampleDPSGD, check_record_independent_model
+from privacy.episodic import EpisodicDPSGD
+from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
+from secfed.components import Site
+from secfed.config import ExperimentConfig
+from secfed.errors import ConfigError, DataError, SecfedError
+from secfed.federation.client import derive_seed
+from secfed.learners.base import Learner, LocalUpdate
+from secfed.learners.common import head_logits, make_optimizer, trainable_params, training_mode
+from secfed.learners.fedavg import FedAvgLearner
+from secfed.learners.reptile import Reptile
+from secfed.tasks.base import Task
+
+__all__ = [
+    "ADJACENCY_CLIENT",
+    "ADJACENCY_RECORD",
+    "MECHANISM_CLIENT_CLIP",
+    "MECHANISM_EPISODIC",
+    "MECHANISM_PER_SAMPLE",
+    "ClientLevelSitePrivacy",
+    "EpisodicSitePrivacy",
+    "PerSampleSitePrivacy",
+    "RecordSitePrivacy",
+    "SitePrivacy",
+    "SitePrivacyStateError",
+    "build_site_privacy",
+    "episode_task",
+    "public_class_list",
+]
+
+#: Adjacency of record-level DP.
+ADJACENCY_RECORD = "add/remove one record"
+#: Adjacency of client-level DP.
+ADJACENCY_CLIENT = "add/remove one client's entire dataset"
+#: Per-episode clipping + Gaussian noise (ProtoNet, MAML, FOMAML).
+MECHANISM_EPISODIC = "episodic-gaussian"
+#: Per-record clipping + Gaussian noise (Reptile, FedAvg).
+MECHANISM_PER_SAMPLE = "per-sample-gaussian"
+#: Whole-update clipping at the site; noise added by the aggregator (client / distributed DP).
+MECHANISM_CLIENT_CLIP = "client-clip"
+
+_EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
+_PER_SAMPLE_LEARNERS = ("reptile", "fedavg")
+#: Probability that a sampled record is a support record of its episode.
+_SUPPORT_PROB = 0.5
+
+
+class SitePrivacyStateError(SecfedError, RuntimeError):
+    """The privacy hook was called out of order or with objects that do not belong to it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------
+def public_class_list(*, labels: np.ndarray) -> list[int]:
+    """The site's class list: the distinct labels of its shard, sorted.
+
+    Args:
+        labels: The site's record labels (1-D integers).
+
+    Returns:
+        The sorted distinct labels (treated as public metadata; see the module docstring).
+
+    Raises:
+        DataError: If ``labels`` is not a non-empty 1-D integer array.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"site labels must be a non-empty 1-D integer array, got {arr.dtype} {arr.shape}")
+    return [int(c) for c in np.unique(arr)]
+
+
+def episode_task(*, x: torch.Tensor, episode: EpisodeIndices) -> Task | None:
+    """Materialise one sampled episode as a :class:`~secfed.tasks.base.Task` (or ``None``).
+
+    Queries whose class has no support record are dropped, and the classes that have support
+    records are relabelled ``0..k-1`` in slot order, so the task is valid for every learner
+    (each class has a prototype / an adapted output). Both rules are functions of the episode's
+    own content, so the per-episode sensitivity argument of :mod:`privacy.episodic` holds.
+
+    Args:
+        x: The site's inputs, shape ``(n, *input_shape)``.
+        episode: One episode of a :class:`privacy.sampling.StepAssignment`.
+
+    Returns:
+        The task, or ``None`` when the episode has no support or no (usable) query record; such an
+        episode contributes a zero gradient.
+    """
+    kept = episode.drop_queries_without_support()
+    if not kept.usable:
+        return None
+    present = np.unique(kept.support_label)
+    remap = np.full(kept.n_way, -1, dtype=np.int64)
+    remap[present] = np.arange(present.size, dtype=np.int64)
+    s_idx = torch.from_numpy(kept.support_index.astype(np.int64))
+    q_idx = torch.from_numpy(kept.query_index.astype(np.int64))
+    return Task(
+        support_x=x[s_idx],
+        support_y=torch.from_numpy(remap[kept.support_label]),
+        query_x=x[q_idx],
+        query_y=torch.from_numpy(remap[kept.query_label]),
+        n_way=int(present.size),
+    )
+
+
+def _copy_params(*, src: nn.Module, dst: nn.Module) -> None:
+    """Copy the trainable parameters of ``src`` into ``dst`` (same architecture)."""
+    target = trainable_params(dst)
+    with torch.no_grad():
+        for name, p in trainable_params(src).items():
+            target[name].copy_(p.detach())
+
+
+def _zero_update(model: nn.Module) -> LocalUpdate:
+    return LocalUpdate(
+        delta={n: torch.zeros_like(p, dtype=torch.float32) for n, p in trainable_params(model).items()},
+        train_loss=float("nan"),
+        num_tasks=0,
+        num_examples=0,
+    )
+
+
+def _client_sample_rate(config: ExperimentConfig) -> float:
+    """The public per-round client sampling rate of the federation."""
+    f = config.federation
+    if f.sampling == "poisson":
+        return float(f.sample_rate)
+    n = config.partition.num_sites
+    return 1.0 if f.clients_per_round == 0 else float(f.clients_per_round) / float(n)
+
+
+# --------------------------------------------------------------------------------------------------
+# The hook
+# --------------------------------------------------------------------------------------------------
+class SitePrivacy(ABC):
+    """Base class of the site-side privacy hooks (one object per site for the whole run).
+
+    Args:
+        config: The experiment configuration (``privacy.mode`` must not be ``"none"``).
+        site_id: The site's id.
+    """
+
+    unit: ClassVar[str] = ""
+    adjacency: ClassVar[str] = ""
+
+    def __init__(self, *, config: ExperimentConfig, site_id: int) -> None:
+        self._cfg = config
+        self.site_id = int(site_id)
+        self._round: int | None = None
+        self._round_steps = 0
+        self._exhausted = False
+
+    @property
+    @abstractmethod
+    def mechanism(self) -> str:
+        """Mechanism name reported to the server."""
+
+    @property
+    def sample_rate(self) -> float:
+        """The sampling rate the accountant is told (record rate, or client rate)."""
+        return float(self._cfg.privacy.sample_rate)
+
+    def describe(self) -> dict[str, Any]:
+        """Public description of the mechanism (JSON-serialisable).
+
+        Returns:
+            Mode, privacy unit, adjacency, mechanism, ``noise_multiplier`` (z), ``max_grad_norm``
+            (C), ``sample_rate`` (q), ``expected_batch``, ``delta``, ``accountant`` and
+            ``steps_per_round``.
+        """
+        p = self._cfg.privacy
+        return {
+            "mode": p.mode,
+            "unit": self.unit,
+            "adjacency": self.adjacency,
+            "mechanism": self.mechanism,
+            "noise_multiplier": float(p.noise_multiplier),
+            "max_grad_norm": float(p.max_grad_norm),
+            "sample_rate": self.sample_rate,
+            "expected_batch": int(p.expected_batch),
+            "delta": float(p.delta),
+            "accountant": p.accountant,
+            "steps_per_round": self.steps_per_round,
+        }
+
+    @property
+    @abstractmethod
+    def steps_per_round(self) -> int:
+        """DP steps one round takes (a public function of the configuration)."""
+
+    @abstractmethod
+    def local_update(
+        self, *, learner: Learner, model: nn.Module, site: Site, rng: np.random.Generator, round_idx: int
+    ) -> LocalUpdate:
+        """Train locally under the configured mechanism.
+
+        Args:
+            learner: The site's learner (must be the configured one).
+            model: The model holding the global parameters; it holds the local ones on return.
+            site: The site's data (must be the site this hook was built for).
+            rng: The runtime's per-round generator (public randomness).
+            round_idx: The round number.
+
+        Returns:
+            The local update.
+        """
+
+    def finalize_update(self, *, update: np.ndarray, round_idx: int) -> np.ndarray:
+        """Post-process the flat update before it leaves the site (identity for record-level DP).
+
+        Args:
+            update: The flat update ``after - before``.
+            round_idx: The round number.
+
+        Returns:
+            The update to release.
+        """
+        return update
+
+    def round_report(self, *, round_idx: int) -> dict[str, Any]:
+        """Public facts about this round's mechanism, for the server's ledger.
+
+        Args:
+            round_idx: The round whose :meth:`local_update` just ran.
+
+        Returns:
+            ``{"mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate",
+            "steps"}``, plus ``"budget_exhausted": True`` when the site refused to train because
+            of its ε budget. Nothing computed from private data.
+
+        Raises:
+            SitePrivacyStateError: If ``round_idx`` is not the round of the last local update.
+        """
+        if self._round is None or round_idx != self._round:
+            raise SitePrivacyStateError(
+                f"site {self.site_id}: round_report for round {round_idx}, but the last local update "
+                f"was for round {self._round}"
+            )
+        report: dict[str, Any] = {
+            "mode": self._cfg.privacy.mode,
+            "unit": self.unit,
+            "adjacency": self.adjacency,
+            "mechanism": self.mechanism,
+            "noise_multiplier": float(self._cfg.privacy.noise_multiplier),
+            "sample_rate": self.sample_rate,
+            "steps": int(self._round_steps),
+        }
+        if self._exhausted:
+            report["budget_exhausted"] = True
+        return report
+
+    # ---- shared checks ----------------------------------------------------------------------
+    def _check_call(self, *, learner: Learner, model: nn.Module, site: Site, round_idx: int) -> None:
+        if not isinstance(learner, Learner) or learner.name != self._cfg.learner.name:
+            raise ConfigError(
+                f"site {self.site_id}: privacy hook built for learner {self._cfg.learner.name!r}, "
+                f"got {getattr(learner, 'name', type(learner).__name__)!r}"
+            )
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(site, Site) or site.site_id != self.site_id:
+            raise SitePrivacyStateError(
+                f"privacy hook of site {self.site_id} got the data of site {getattr(site, 'site_id', None)}"
+            )
+        if isinstance(round_idx, bool) or not isinstance(round_idx, int | np.integer):
+            raise ConfigError(f"round_idx must be an int, got {round_idx!r}")
+
+
+class ClientLevelSitePrivacy(SitePrivacy):
+    """Client-level DP (``client`` / ``distributed``): learner's own training, then flat clipping."""
+
+    unit: ClassVar[str] = "client"
+    adjacency: ClassVar[str] = ADJACENCY_CLIENT
+
+    @property
+    def mechanism(self) -> str:
+        """``"client-clip"``."""
+        return MECHANISM_CLIENT_CLIP
+
+    @property
+    def sample_rate(self) -> float:
+        """The federation's public client sampling rate per round."""
+        return _client_sample_rate(self._cfg)
+
+    @property
+    def steps_per_round(self) -> int:
+        """One client-level release per round."""
+        return 1
+
+    def local_update(
+        self, *, learner: Learner, model: nn.Module, site: Site, rng: np.random.Generator, round_idx: int
+    ) -> LocalUpdate:
+        """The learner's own local update (no record-level noise); see :meth:`SitePrivacy.local_update`."""
+        self._check_call(learner=learner, model=model, site=site, round_idx=round_idx)
+        result = learner.local_update(model=model, tasks=site.tasks, rng=rng)
+        self._round, self._round_steps = int(round_idx), 1
+        return result
+
+    def finalize_update(self, *, update: np.ndarray, round_idx: int) -> np.ndarray:
+        """Scale the whole flat update to L2 norm at most ``privacy.max_grad_norm``.
+
+        Args:
+            update: The flat float update.
+            round_idx: The round number.
+
+        Returns:
+            ``update * min(1, C / ||update||)`` with the input's dtype.
+
+        Raises:
+            privacy.errors.InvalidInputError: If ``update`` is not a finite 1-D float array.
+        """
+        clipped, _ = clip_update(update=update, clip_norm=float(self._cfg.privacy.max_grad_norm))
+        return clipped
+
+
+class RecordSitePrivacy(SitePrivacy):
+    """Common part of record-level DP: site tensors, the persistent accountant, the budget check.
+
+    Args:
+        config: The experiment configuration (``privacy.mode == "record"``).
+        site_id: The site's id.
+        site: The site's data.
+    """
+
+    unit: ClassVar[str] = "record"
+    adjacency: ClassVar[str] = ADJACENCY_RECORD
+
+    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
+        super().__init__(config=config, site_id=site_id)
+        p = config.privacy
+        self._accountant: GaussianAccountant = PRVAccountant() if p.accountant == "prv" else RDPAccountant()
+        self._x = torch.from_numpy(np.array(site.dataset.images, dtype=np.float32))
+        self._y = torch.from_numpy(np.array(site.dataset.labels, dtype=np.int64))
+        self._classes = public_class_list(labels=site.dataset.labels)
+        self._num_records = int(site.num_records)
+
+    @property
+    def accountant(self) -> GaussianAccountant:
+        """The site's accountant: every DP step this site ever took (this process)."""
+        return self._accountant
+
+    @property
+    def epsilon(self) -> float:
+        """The site's ε so far at ``privacy.delta`` (its own view; the server's ledger is authoritative)."""
+        return float(self._accountant.get_epsilon(delta=self._cfg.privacy.delta))
+
+    def _budget_exhausted(self) -> bool:
+        budget = float(self._cfg.privacy.epsilon_budget)
+        if budget <= 0:
+            return False
+        projected = self._accountant.projected_epsilon(
+            delta=self._cfg.privacy.delta,
+            noise_multiplier=float(self._cfg.privacy.noise_multiplier),
+            sample_rate=self.sample_rate,
+            num_steps=self.steps_per_round,
+        )
+        return not math.isfinite(projected) or projected > budget
+
+    def local_update(
+        self, *, learner: Learner, model: nn.Module, site: Site, rng: np.random.Generator, round_idx: int
+    ) -> LocalUpdate:
+        """Record-level DP local training; see :meth:`SitePrivacy.local_update`.
+
+        Raises:
+            ConfigError: If the learner is not the configured one or the model does not fit.
+            SitePrivacyStateError: If ``site`` is not this hook's site.
+            privacy.dpsgd.RecordCouplingModelError: If the model has BatchNorm/running statistics.
+        """
+        self._check_call(learner=learner, model=model, site=site, round_idx=round_idx)
+        if site.num_records != self._num_records:
+            raise SitePrivacyStateError(
+                f"site {self.site_id}: the hook was built for {self._num_records} records, "
+                f"got a site with {site.num_records}"
+            )
+        check_record_independent_model(model=model)
+        self._round = int(round_idx)
+        if self._budget_exhausted():
+            self._round_steps, self._exhausted = 0, True
+            return _zero_update(model)
+        self._exhausted = False
+        before = self._accountant.total_steps
+        with training_mode(model, train=True):
+            result = self._train(learner=learner, model=model, rng=rng)
+        self._round_steps = self._accountant.total_steps - before
+        return result
+
+    @abstractmethod
+    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
+        """One round of DP local training (model in training mode, budget already checked)."""
+
+
+class EpisodicSitePrivacy(RecordSitePrivacy):
+    """Record-level DP for ProtoNet, MAML and FOMAML: per-episode clipping (notes §1).
+
+    Each round takes ``learner.local_steps`` :class:`~privacy.episodic.EpisodicDPSGD` steps on the
+    episodes of a :class:`~privacy.sampling.RecordEpisodeSampler` whose step counter persists
+    across rounds (no ``(secret seed, step)`` reuse). The episode loss is the learner's own
+    ``task_loss`` on a :class:`~secfed.tasks.base.Task` built per episode (:func:`episode_task`);
+    gradients are computed episode by episode (``torch.func.grad``; ``task_loss`` takes a
+    :class:`Task`, so padded :class:`~privacy.episodic.MaskedEpisode` stacks for ``vmap`` would
+    change the loss).
+    """
+
+    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
+        super().__init__(config=config, site_id=site_id, site=site)
+        p = config.privacy
+        n_way = int(config.task.n_way)
+        if n_way > len(self._classes):
+            raise ConfigError(
+                f"task.n_way = {n_way} exceeds the {len(self._classes)} classes of site {site_id}: "
+                "record-level DP slots need n_way of the site's classes"
+            )
+        self._sampler = RecordEpisodeSampler(
+            labels=self._y.numpy(),
+            classes=self._classes,
+            num_slots=int(p.episodes_per_step),
+            n_way=n_way,
+            sample_rate=float(p.sample_rate),
+            support_prob=_SUPPORT_PROB,
+            secret_seed=os.urandom(32),
+            public_seed=derive_seed(config.experiment.seed, "dp-episode-slots", site_id),
+        )
+
+    @property
+    def mechanism(self) -> str:
+        """``"episodic-gaussian"``."""
+        return MECHANISM_EPISODIC
+
+    @property
+    def steps_per_round(self) -> int:
+        """``learner.local_steps``."""
+        return int(self._cfg.learner.local_steps)
+
+    @property
+    def sampler(self) -> RecordEpisodeSampler:
+        """The site's episode sampler (its step counter persists across rounds)."""
+        return self._sampler
+
+    def describe(self) -> dict[str, Any]:
+        """See :meth:`SitePrivacy.describe`; adds ``episodes_per_step`` and ``n_way``."""
+        out = super().describe()
+        out["episodes_per_step"] = int(self._cfg.privacy.episodes_per_step)
+        out["n_way"] = int(self._cfg.task.n_way)
+        return out
+
+    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
+        if not learner.episodic:
+            raise ConfigError(f"learner {learner.name!r} has no per-episode meta-loss")
+        cfg, p = learner.config, self._cfg.privacy
+        work = copy.deepcopy(model)
+        engine = EpisodicDPSGD(
+            model=work,
+            noise_multiplier=float(p.noise_multiplier),
+            max_grad_norm=float(p.max_grad_norm),
+            sample_rate=float(p.sample_rate),
+            expected_episodes=int(p.expected_batch),
+            lr=float(cfg.local_lr),
+            accountant=self._accountant,
+            optimizer="adam" if cfg.local_optimizer == "adam" else "sgd",
+            grad_mode="loop",
+        )
+        params = dict(work.named_parameters())
+        buffers = dict(work.named_buffers())
+
+        def loss_fn(
+            prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task
+        ) -> torch.Tensor:
+            return learner.task_loss(model=work, params=prm, buffers=buf, task=task)
+
+        losses: list[float] = []
+        with training_mode(work, train=True):
+            for _ in range(self.steps_per_round):
+                assignment = self._sampler.sample()
+                tasks = [
+                    t for t in (episode_task(x=self._x, episode=e) for e in assignment.episodes) if t is not None
+                ]
+                info = engine.step(episodes=tasks, loss_fn=loss_fn, params=params, buffers=buffers)
+                if tasks:
+                    losses.append(info["private/mean_loss"])
+        _copy_params(src=work, dst=model)
+        return LocalUpdate(
+            delta={},  # the runtime computes the delta from the model's state
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            num_tasks=self.steps_per_round * int(p.episodes_per_step),
+            num_examples=0,
+        )
+
+
+class PerSampleSitePrivacy(RecordSitePrivacy):
+    """Record-level DP for Reptile and FedAvg: per-sample DP-SGD (:class:`~privacy.dpsgd.PerSampleDPSGD`).
+
+    * FedAvg: ``local_steps`` DP-SGD steps (``local_optimizer``, ``local_lr``) of the global-label
+      cross-entropy on a fresh copy of the model.
+    * Reptile: for each of ``local_steps`` outer steps and each of ``meta_batch`` tasks, a task is
+      ``task.n_way`` classes drawn from the site's public class list with the runtime's public
+      generator; ``inner_steps`` DP-SGD steps (``inner_optimizer``, ``inner_lr``, fresh state) on
+      Poisson-sampled records of those classes (relabelled ``0..n_way-1``) from the current
+      parameters; the mean parameter difference is applied by the outer optimiser
+      (``local_optimizer``, ``local_lr``), exactly as :mod:`secfed.learners.reptile` does
+      (post-processing).
+    """
+
+    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
+        super().__init__(config=config, site_id=site_id, site=site)
+        if config.learner.name == "reptile" and config.task.n_way > len(self._classes):
+            raise ConfigError(
+                f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} classes of site {site_id}"
+            )
+
+    @property
+    def mechanism(self) -> str:
+        """``"per-sample-gaussian"``."""
+        return MECHANISM_PER_SAMPLE
+
+    @property
+    def steps_per_round(self) -> int:
+        """``local_steps`` (FedAvg) or ``local_steps * meta_batch * inner_steps`` (Reptile)."""
+        lr = self._cfg.learner
+        if lr.name == "reptile":
+            return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
+        return int(lr.local_steps)
+
+    def _engine(self, *, model: nn.Module, lr: float, optimizer: str, n_way: int | None) -> PerSampleDPSGD:
+        p = self._cfg.privacy
+
+        def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            logits = outputs if n_way is None else head_logits(outputs=outputs, n_way=n_way)
+            return F.cross_entropy(logits, targets, reduction="none")
+
+        return PerSampleDPSGD(
+            model=model,
+            x=self._x,
+            y=self._y,
+            noise_multiplier=float(p.noise_multiplier),
+            max_grad_norm=float(p.max_grad_norm),
+            sample_rate=float(p.sample_rate),
+            expected_batch_size=int(p.expected_batch),
+            lr=lr,
+            accountant=self._accountant,
+            optimizer="adam" if optimizer == "adam" else "sgd",
+            per_example_loss=per_example_loss,
+        )
+
+    def _check_head(self, *, model: nn.Module, needed: int) -> None:
+        with torch.no_grad():
+            outputs = model(self._x[:1])
+        if outputs.ndim != 2 or outputs.shape[-1] < needed:
+            raise ConfigError(
+                f"{self._cfg.learner.name} under record-level DP needs a classification head with >= "
+                f"{needed} outputs, got model outputs of shape {tuple(outputs.shape)}"
+            )
+
+    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
+        if isinstance(learner, FedAvgLearner):
+            return self._train_fedavg(learner=learner, model=model)
+        if isinstance(learner, Reptile):
+            return self._train_reptile(learner=learner, model=model, rng=rng)
+        raise ConfigError(f"per-sample DP-SGD supports reptile and fedavg, got {learner.name!r}")
+
+    def _train_fedavg(self, *, learner: FedAvgLearner, model: nn.Module) -> LocalUpdate:
+        cfg = learner.config
+        self._check_head(model=model, needed=int(self._y.max()) + 1)
+        work = copy.deepcopy(model)
+        engine = self._engine(model=work, lr=float(cfg.local_lr), optimizer=cfg.local_optimizer, n_way=None)
+        loss_sum, seen = 0.0, 0.0
+        for _ in range(self.steps_per_round):
+            info = engine.step()
+            loss_sum, seen = loss_sum + info["private/loss_sum"], seen + info["private/batch_size"]
+        engine.finish()
+        _copy_params(src=work, dst=model)
+        return LocalUpdate(
+            delta={},
+            train_loss=loss_sum / seen if seen else float("nan"),
+            num_tasks=self.steps_per_round,
+            num_examples=0,
+        )
+
+    def _train_reptile(self, *, learner: Reptile, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
+        cfg = learner.config
+        n_way = int(self._cfg.task.n_way)
+        self._check_head(model=model, needed=n_way)
+        params = trainable_params(model)
+        outer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
+        classes = np.asarray(self._classes, dtype=np.int64)
+        loss_sum, seen = 0.0, 0.0
+        for _ in range(cfg.local_steps):
+            mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
+            for _ in range(cfg.meta_batch):
+                task_classes = rng.choice(classes, size=n_way, replace=False).tolist()
+                work = copy.deepcopy(model)
+                engine = self._engine(
+                    model=work, lr=float(cfg.inner_lr), optimizer=cfg.inner_optimizer, n_way=n_way
+                )
+                for _ in range(cfg.inner_steps):
+                    info = engine.step(classes=task_classes)
+                    loss_sum, seen = loss_sum + info["private/loss_sum"], seen + info["private/batch_size"]
+                engine.finish()
+                work_params = trainable_params(work)
+                with torch.no_grad():
+                    for name, p in params.items():
+                        mean_diff[name] += (work_params[name].detach() - p.detach()) / cfg.meta_batch
+            outer.zero_grad(set_to_none=True)
+            for name, p in params.items():
+                p.grad = -mean_diff[name]
+            outer.step()
+            outer.zero_grad(set_to_none=True)
+        return LocalUpdate(
+            delta={},
+            train_loss=loss_sum / seen if seen else float("nan"),
+            num_tasks=int(cfg.local_steps * cfg.meta_batch),
+            num_examples=0,
+        )
+
+
+def _check_config(config: ExperimentConfig) -> None:
+    p = config.privacy
+    if p.mode == "none":
+        raise ConfigError("privacy.mode = 'none' has no site privacy hook")
+    if p.mode != "record":
+        return
+    name = config.learner.name
+    if name not in _EPISODIC_LEARNERS + _PER_SAMPLE_LEARNERS:
+        raise ConfigError(f"record-level DP does not support learner.name = {name!r}")
+    if name != "fedavg" and config.task.source != "episodic":
+        raise ConfigError(
+            f"task.source = {config.task.source!r} is not supported under record-level DP for {name}; "
+            "use 'episodic' (records are drawn into public class slots)"
+        )
+    if config.model.norm == "batch":
+        raise ConfigError("model.norm = 'batch' couples records; record-level DP needs 'group' or 'none'")
+
+
+def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) -> SitePrivacy:
+    """Build the site's privacy hook for the configured mode and learner.
+
+    Args:
+        config: The experiment configuration (``privacy.mode`` in ``record``, ``client``,
+            ``distributed``).
+        site_id: The site's id.
+        site: The site's own data.
+
+    Returns:
+        :class:`EpisodicSitePrivacy` (record mode, ProtoNet/MAML/FOMAML),
+        :class:`PerSampleSitePrivacy` (record mode, Reptile/FedAvg) or
+        :class:`ClientLevelSitePrivacy` (client / distributed mode).
+
+    Raises:
+        ConfigError: If the mode is ``none``, the learner/task source is unsupported under
+            record-level DP, or ``task.n_way`` exceeds the site's classes.
+        SitePrivacyStateError: If ``site`` is not site ``site_id``.
+    """
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    if not isinstance(site, Site) or site.site_id != site_id:
+        raise SitePrivacyStateError(f"site {getattr(site, 'site_id', None)} is not site {site_id}")
+    _check_config(config)
+    if config.privacy.mode in ("client", "distributed"):
+        return ClientLevelSitePrivacy(config=config, site_id=site_id)
+    if config.learner.name in _EPISODIC_LEARNERS:
+        return EpisodicSitePrivacy(config=config, site_id=site_id, site=site)
+    return PerSampleSitePrivacy(config=config, site_id=site_id, site=site)
+
