@@ -34,7 +34,7 @@ from attacks.inversion import (
     save_inversion_grid,
     score_inversion,
 )
-from attacks.label_recovery import batch_labels_from_last_layer, idlg_label
+from attacks.label_recovery import batch_labels_from_last_layer, idlg_label, label_counts_by_simulation
 from attacks.mia import (
     ReferenceStats,
     collect_reference_stats,
@@ -88,6 +88,7 @@ __all__ = [
     "gaussian_epsilon",
     "gaussian_epsilon_pld",
     "idlg_label",
+    "label_counts_by_simulation",
     "lira",
     "logit_scaled_confidence",
     "loss_attack",

@@ -207,9 +207,11 @@ class InversionConfig:
         signed_gradients: Use the sign of the input gradient in Adam (default: True for IG).
         tv_weight: Total-variation weight (default: 1e-4 for IG, 0 for DLG/iDLG).
         distance: ``"cosine"`` or ``"l2"`` (default: cosine for IG, L2 for DLG/iDLG).
-        label_strategy: ``"known"`` (use the public layout), ``"analytic"`` (iDLG / last-layer
-            signs), ``"joint"`` (optimise soft labels, DLG) or ``"auto"``: known if given, else
-            joint for DLG and analytic for iDLG/IG (joint when no classification layer exists).
+        label_strategy: ``"known"`` (use the public layout), ``"analytic"`` (iDLG for one record;
+            for a batch, label counts from the last-layer bias by replay, see
+            :func:`attacks.label_recovery.label_counts_by_simulation`), ``"joint"`` (optimise soft
+            labels, DLG) or ``"auto"``: known if given, else joint for DLG and analytic for
+            iDLG/IG (joint when no classification layer exists).
         init: ``"uniform"`` in the box, ``"gaussian"`` around its centre, or ``"gray"`` (centre
             plus tiny noise).
         clamp: Project inputs into the box after every step (default: True for IG).
@@ -545,9 +547,8 @@ def _one_restart(
     assert labels is not None
     hard = labels if not labels.is_floating_point() else labels.argmax(dim=-1)
     # Score the restart by the distance at the (projected) final point, without the prior.
-    final_x.requires_grad_(True)
     sim = threat.observation.simulate(
-        params=params, buffers=buffers, inputs=final_x, labels=labels, create_graph=True
+        params=params, buffers=buffers, inputs=final_x, labels=labels, create_graph=False
     )
     d = float(observation_distance(simulated=sim, observed=threat.observed, kind=dist_kind).detach())
     return final_x.detach(), hard.long(), d if math.isfinite(d) else math.inf, history

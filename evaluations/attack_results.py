@@ -175,7 +175,8 @@ def mia_rows(data: Any) -> list[MIARow]:
     for path, obj in _walk(data):
         if as_float(obj.get("auc")) is None:
             continue
-        tpr = obj.get("tpr_at_fpr") if isinstance(obj.get("tpr_at_fpr"), Mapping) else {}
+        raw_tpr = obj.get("tpr_at_fpr")
+        tpr: Mapping[str, Any] = raw_tpr if isinstance(raw_tpr, Mapping) else {}
         rows.append(
             MIARow(
                 attack=_label(path, obj, "mia"),
@@ -198,8 +199,10 @@ def mia_curves(data: Any) -> dict[str, tuple[list[float], list[float]]]:
             xs = [as_float(v) for v in fpr]
             ys = [as_float(v) for v in tpr]
             if all(v is not None for v in xs + ys):
-                curves[_label(path, obj, "mia")] = ([float(v) for v in xs if v is not None],
-                                                    [float(v) for v in ys if v is not None])
+                curves[_label(path, obj, "mia")] = (
+                    [float(v) for v in xs if v is not None],
+                    [float(v) for v in ys if v is not None],
+                )
     return curves
 
 

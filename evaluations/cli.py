@@ -79,10 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run the attacks on every point, and write SWEEP_DIR/sweep.json, summary.md and a report.",
     )
     sweep.add_argument("config", help="the experiment's TOML file")
-    sweep.add_argument("--epsilons", required=True, metavar="E1,E2,...", help="target epsilons, e.g. 1,3,8,inf")
+    sweep.add_argument(
+        "--epsilons", required=True, metavar="E1,E2,...", help="target epsilons, e.g. 1,3,8,inf"
+    )
     sweep.add_argument("--learners", metavar="L1,L2", help="learners to sweep (default: the config's)")
     sweep.add_argument(
-        "--aggregation", metavar="A1,A2", help="aggregations to sweep: plain, secagg, secagg+ (default: the config's)"
+        "--aggregation",
+        metavar="A1,A2",
+        help="aggregations to sweep: plain, secagg, secagg+ (default: the config's)",
     )
     sweep.add_argument(
         "--attacks",
@@ -90,7 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="A1,A2|none",
         help="attacks to run on every point (default: inversion,mia,audit; 'none' for none)",
     )
-    sweep.add_argument("--out", metavar="SWEEP_DIR", help="sweep directory (default runs/sweep-<config>-<time>)")
+    sweep.add_argument(
+        "--out", metavar="SWEEP_DIR", help="sweep directory (default runs/sweep-<config>-<time>)"
+    )
     sweep.add_argument(
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value at every point"
     )

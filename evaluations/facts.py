@@ -151,8 +151,8 @@ def epsilon_series(run: RunData) -> dict[str, list[tuple[int, float]]]:
             continue
         for site, eps in _eps_map(row.get("epsilon_sites")).items():
             series.setdefault(f"site {site}", []).append((rnd, eps))
-        if (eps := as_float(row.get("epsilon"))) is not None:
-            series.setdefault("run ε", []).append((rnd, eps))
+        if (run_eps := as_float(row.get("epsilon"))) is not None:
+            series.setdefault("run ε", []).append((rnd, run_eps))
     return series
 
 
@@ -192,19 +192,27 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
 
     rec: Mapping[str, Any] = {}
     if last is not None:
-        rec = next(iter(last.records.values()), None) or last.global_record or {}
+        rec = next(iter(last.records.values()), {}) or last.global_record or {}
     unit = s.get("privacy_unit") or rec.get("privacy_unit")
     adjacency = s.get("adjacency") or rec.get("adjacency")
-    accountant = s.get("accountant") or ledger.accountant or (
-        run.cfg("privacy", "accountant") if mode not in ("none", "unknown") else None
+    accountant = (
+        s.get("accountant")
+        or ledger.accountant
+        or (run.cfg("privacy", "accountant") if mode not in ("none", "unknown") else None)
     )
-    mechanism = s.get("mechanism") or rec.get("mechanism") or (
-        run.cfg("privacy", "mechanism") if mode not in ("none", "unknown") else None
+    mechanism = (
+        s.get("mechanism")
+        or rec.get("mechanism")
+        or (run.cfg("privacy", "mechanism") if mode not in ("none", "unknown") else None)
     )
     sigma = as_float(s.get("noise_multiplier"))
     if sigma is None and rec:
         sigma = as_float(rec.get("noise_multiplier"))
-    if sigma is None and mode not in ("none", "unknown") and not as_float(run.cfg("privacy", "target_epsilon")):
+    if (
+        sigma is None
+        and mode not in ("none", "unknown")
+        and not as_float(run.cfg("privacy", "target_epsilon"))
+    ):
         sigma = as_float(run.cfg("privacy", "noise_multiplier"))  # not calibrated at run time: as configured
 
     ledger_facts: dict[str, Any] = {
@@ -230,7 +238,9 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
                     + ", ".join(bad)
                 )
     if last is not None and run.metrics:
-        last_round = max((m.get("round", 0) for m in run.metrics if isinstance(m.get("round"), int)), default=0)
+        last_round = max(
+            (m.get("round", 0) for m in run.metrics if isinstance(m.get("round"), int)), default=0
+        )
         if last.round < last_round:
             warnings.append(
                 f"The ledger ends at round {last.round} but metrics.jsonl reports round {last_round}: "
@@ -248,7 +258,9 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
             "(and on secure aggregation, if used). The attack results below show what could still be learned."
         )
     elif mode == "unknown":
-        statement = "Whether differential privacy was applied cannot be told: the run's configuration is missing."
+        statement = (
+            "Whether differential privacy was applied cannot be told: the run's configuration is missing."
+        )
         explanation = ""
     elif epsilon is None and not eps_sites:
         statement = (
@@ -263,8 +275,8 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
             "(noisy, clipped training steps inside each site: DP-SGD, Abadi et al. 2016).",
             "client": "Each site as a whole is protected by client-level differential privacy "
             "(clipped site updates with noise added by the aggregator: DP-FedAvg, McMahan et al. 2018).",
-            "distributed": "Each site as a whole is protected by distributed differential privacy: every site "
-            "adds a share of the noise itself and the shares are summed under secure aggregation "
+            "distributed": "Each site as a whole is protected by distributed differential privacy: "
+            "every site adds a share of the noise itself and the shares are summed under secure aggregation "
             "(Kairouz et al. 2021; Agarwal et al. 2021).",
         }.get(mode, f"Differential privacy mode '{mode}' was applied.")
         statement = (
@@ -343,7 +355,9 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
     rows = [m for m in run.metrics if isinstance(m.get("round"), int)]
     protocols = sorted({str(m["agg_protocol"]) for m in rows if m.get("agg_protocol")})
     protocol = (
-        protocols[-1] if protocols else (run.summary or {}).get("aggregation") or run.cfg("federation", "aggregation")
+        protocols[-1]
+        if protocols
+        else (run.summary or {}).get("aggregation") or run.cfg("federation", "aggregation")
     )
     applied = protocol in ("secagg", "secagg+")
     active = run.cfg("secagg", "active")
@@ -357,7 +371,9 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
             "from the protocol"
         )
     elif applied:
-        adversary = "honest-but-curious server: it follows the protocol but may try to learn from everything it sees"
+        adversary = (
+            "honest-but-curious server: it follows the protocol but may try to learn from everything it sees"
+        )
     per_round = []
     for m in rows:
         per_round.append(
@@ -461,9 +477,8 @@ def utility_facts(run: RunData) -> dict[str, Any]:
         )
         chance = 1.0 / n_way
     if acc is None:
-        statement = (
-            "The final evaluation has not been recorded (the run is unfinished)."
-            + (" The last evaluation during training is shown below." if per_round else "")
+        statement = "The final evaluation has not been recorded (the run is unfinished)." + (
+            " The last evaluation during training is shown below." if per_round else ""
         )
     else:
         statement = (
@@ -553,7 +568,11 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 low = best.tpr_at_fpr.get("0.001")
                 entry["statement"] = (
                     f"Strongest attack ({best.attack}): AUC {fmt_num(best.auc)}"
-                    + (f", true-positive rate {fmt_pct(low)} at 0.1 % false positives" if low is not None else "")
+                    + (
+                        f", true-positive rate {fmt_pct(low)} at 0.1 % false positives"
+                        if low is not None
+                        else ""
+                    )
                     + "."
                 )
             else:
@@ -583,7 +602,11 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                     + (f", SSIM {fmt_num(best_inv.ssim)}" if best_inv.ssim is not None else "")
                     + (
                         f"; {fmt_num(gain)} dB above the flat-image baseline"
-                        + (" (the reconstructions carry real detail)." if gain > 1.0 else " (little beyond brightness).")
+                        + (
+                            " (the reconstructions carry real detail)."
+                            if gain > 1.0
+                            else " (little beyond brightness)."
+                        )
                         if gain is not None
                         else "."
                     )
@@ -675,8 +698,9 @@ def empirical_epsilon_facts(
         )
     else:
         statement = (
-            f"All {len(rows)} audit(s) stay within the accountant's ε. A lower bound well below ε does not "
-            "show that ε is loose: audits measure what one attack achieves, the accountant bounds every attack."
+            f"All {len(rows)} audit(s) stay within the accountant's ε. A lower bound well below ε does "
+            "not show that ε is loose: audits measure what one attack achieves, the accountant bounds "
+            "every attack."
         )
     return {"status": "ok", "rows": rows, "violations": violations, "statement": statement}
 
@@ -785,8 +809,9 @@ def sweep_facts(
             "overrides": sweep.get("overrides"),
             "points": len(points),
             "sites": first_facts["what_was_run"]["sites"] if first_facts else [],
-            "sites_statement": first_facts["what_was_run"]["sites_statement"] if first_facts else
-            "No point has a run directory yet, so no per-site summary is available.",
+            "sites_statement": first_facts["what_was_run"]["sites_statement"]
+            if first_facts
+            else "No point has a run directory yet, so no per-site summary is available.",
             "dataset": first_facts["what_was_run"]["dataset"] if first_facts else None,
         },
         "notes": list(sweep.get("notes") or []),

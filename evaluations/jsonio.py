@@ -19,7 +19,13 @@ from evaluations.errors import ReportInputError
 
 __all__ = ["read_json", "read_jsonl", "as_float", "strict", "dumps_strict", "atomic_write_text"]
 
-_INF_WORDS = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf, "-infinity": -math.inf}
+_INF_WORDS = {
+    "inf": math.inf,
+    "+inf": math.inf,
+    "infinity": math.inf,
+    "-inf": -math.inf,
+    "-infinity": -math.inf,
+}
 
 
 def read_json(path: Path) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -49,11 +50,25 @@ def accuracy_plot(
     ax = fig.add_subplot()
     if rounds:
         yerr = [100 * (c or 0.0) for c in ci95]
-        ax.errorbar(list(rounds), [100 * a for a in accuracy], yerr=yerr, marker="o", capsize=3,
-                    label="during training")
+        ax.errorbar(
+            list(rounds),
+            [100 * a for a in accuracy],
+            yerr=yerr,
+            marker="o",
+            capsize=3,
+            label="during training",
+        )
     if final is not None:
-        ax.errorbar([final[0]], [100 * final[1]], yerr=[100 * (final[2] or 0.0)], marker="s", color="C3",
-                    capsize=4, linestyle="none", label="final evaluation")
+        ax.errorbar(
+            [final[0]],
+            [100 * final[1]],
+            yerr=[100 * (final[2] or 0.0)],
+            marker="s",
+            color="C3",
+            capsize=4,
+            linestyle="none",
+            label="final evaluation",
+        )
     if chance is not None:
         ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xlabel("round")
@@ -79,7 +94,9 @@ def epsilon_plot(*, series: Mapping[str, Sequence[tuple[int, float]]], delta: fl
     for i, (label, pts) in enumerate(series.items()):
         finite = [(r, e) for r, e in pts if math.isfinite(e)]
         if finite:
-            ax.plot([r for r, _ in finite], [e for _, e in finite], marker=".", label=label, color=f"C{i % 10}")
+            ax.plot(
+                [r for r, _ in finite], [e for _, e in finite], marker=".", label=label, color=f"C{i % 10}"
+            )
     ax.set_xlabel("round")
     ax.set_ylabel("cumulative ε")
     ax.set_title("Privacy spent (ε) over rounds" + (f", δ = {delta:g}" if delta is not None else ""))
@@ -89,11 +106,24 @@ def epsilon_plot(*, series: Mapping[str, Sequence[tuple[int, float]]], delta: fl
     return _png(fig)
 
 
-def _eps_positions(eps_values: Sequence[float]) -> tuple[float | None, float]:
+def _inf_position(eps_values: Sequence[float]) -> float:
+    """Where ε = ∞ is drawn: beyond the largest finite ε on the log axis (or at 1 when all are ∞)."""
     finite = [e for e in eps_values if math.isfinite(e) and e > 0]
-    if not finite:
-        return None, 1.0
-    return max(finite) * 3.0, min(finite)
+    return max(finite) * 3.0 if finite else 1.0
+
+
+def _eps_axis(ax: Any, eps_values: Sequence[float]) -> None:
+    finite = sorted({e for e in eps_values if math.isfinite(e) and e > 0})
+    ticks: list[float] = list(finite)
+    labels = [f"{e:g}" for e in finite]
+    if any(math.isinf(e) for e in eps_values):
+        ticks.append(_inf_position(eps_values))
+        labels.append("∞ (no DP)")
+    if finite:
+        ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels)
+    ax.minorticks_off()
 
 
 def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, float | None]]]) -> bytes:
@@ -108,31 +138,19 @@ def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, fl
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
     all_eps = [e for pts in series.values() for e, _, _ in pts]
-    inf_pos, _ = _eps_positions(all_eps)
+    inf_pos = _inf_position(all_eps)
     for i, (label, pts) in enumerate(series.items()):
         pts_sorted = sorted(pts, key=lambda p: p[0])
-        xs = [(inf_pos if not math.isfinite(e) else e) for e, _, _ in pts_sorted]
-        keep = [j for j, x in enumerate(xs) if x is not None]
         ax.errorbar(
-            [xs[j] for j in keep],
-            [100 * pts_sorted[j][1] for j in keep],
-            yerr=[100 * (pts_sorted[j][2] or 0.0) for j in keep],
+            [e if math.isfinite(e) else inf_pos for e, _, _ in pts_sorted],
+            [100 * a for _, a, _ in pts_sorted],
+            yerr=[100 * (c or 0.0) for _, _, c in pts_sorted],
             marker="o",
             capsize=3,
             label=label,
             color=f"C{i % 10}",
         )
-    finite = sorted({e for e in all_eps if math.isfinite(e) and e > 0})
-    if finite:
-        ax.set_xscale("log")
-        ticks = list(finite) + ([inf_pos] if inf_pos is not None and any(math.isinf(e) for e in all_eps) else [])
-        labels = [f"{e:g}" for e in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else [])
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(labels)
-        ax.minorticks_off()
-    elif all_eps:
-        ax.set_xticks([0])
-        ax.set_xticklabels(["∞ (no DP)"])
+    _eps_axis(ax, all_eps)
     ax.set_xlabel("privacy budget ε (smaller = stronger privacy)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Privacy–utility trade-off")
@@ -159,19 +177,17 @@ def metric_vs_epsilon_plot(
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
     all_eps = [e for pts in series.values() for e, _ in pts]
-    inf_pos, _ = _eps_positions(all_eps)
+    inf_pos = _inf_position(all_eps)
     for i, (label, pts) in enumerate(series.items()):
         pts_sorted = sorted(pts)
-        xy = [((inf_pos if not math.isfinite(e) else e), v) for e, v in pts_sorted]
-        xy = [(x, v) for x, v in xy if x is not None]
-        ax.plot([x for x, _ in xy], [v for _, v in xy], marker="o", label=label, color=f"C{i % 10}")
-    finite = sorted({e for e in all_eps if math.isfinite(e) and e > 0})
-    if finite:
-        ax.set_xscale("log")
-        ticks = list(finite) + ([inf_pos] if inf_pos is not None and any(math.isinf(e) for e in all_eps) else [])
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{e:g}" for e in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else []))
-        ax.minorticks_off()
+        ax.plot(
+            [e if math.isfinite(e) else inf_pos for e, _ in pts_sorted],
+            [v for _, v in pts_sorted],
+            marker="o",
+            label=label,
+            color=f"C{i % 10}",
+        )
+    _eps_axis(ax, all_eps)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xlabel("privacy budget ε")

@@ -89,7 +89,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _kv(rows: Sequence[tuple[str, Any]], cls: str = "") -> str:
     body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(cell(v))}</td></tr>" for k, v in rows)
-    return f'<table class="{cls}"><tbody>{body}</tbody></table>' if cls else f"<table><tbody>{body}</tbody></table>"
+    return (
+        f'<table class="{cls}"><tbody>{body}</tbody></table>'
+        if cls
+        else f"<table><tbody>{body}</tbody></table>"
+    )
 
 
 def _p(text: str | None, cls: str = "") -> str:
@@ -109,7 +113,7 @@ def _figure(fig: Figure) -> str:
 
 def _page(title: str, body: list[str]) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(b for b in body if b)
@@ -133,7 +137,9 @@ def _figs(figures: Mapping[str, Figure], *keys: str) -> str:
 def _sites_table(sites: Sequence[Mapping[str, Any]]) -> str:
     if not sites:
         return ""
-    return _table(["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites])
+    return _table(
+        ["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites]
+    )
 
 
 def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> list[str]:
@@ -154,12 +160,20 @@ def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
                     ("Neighbouring datasets differ by", p["adjacency"] or "not recorded"),
                     ("δ (delta)", p["delta"]),
                     (p["epsilon_label"], fmt_eps(p["epsilon"])),
-                    ("Global client-level ε (ledger)", fmt_eps(p["global_epsilon"]) if p["global_epsilon"] is not None else p["global_epsilon_note"]),
+                    (
+                        "Global client-level ε (ledger)",
+                        fmt_eps(p["global_epsilon"])
+                        if p["global_epsilon"] is not None
+                        else p["global_epsilon_note"],
+                    ),
                     ("Accountant", p["accountant"] or "not recorded"),
                     ("Noise mechanism", p["mechanism"] or "not recorded"),
                     ("Noise multiplier σ", p["noise_multiplier"]),
                     ("Clipping norm C", p["max_grad_norm"]),
-                    ("Target ε (noise calibrated for it)", fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none"),
+                    (
+                        "Target ε (noise calibrated for it)",
+                        fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none",
+                    ),
                     ("Client sampling", p["client_sampling"] or "—"),
                     ("ε budget", fmt_eps(p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
                     ("Privacy ledger", ledger_text),
@@ -185,7 +199,10 @@ def _secagg_section(s: Mapping[str, Any]) -> list[str]:
                     ("k (neighbours per site)", s["k"]),
                     ("t (threshold)", s["t"]),
                     ("Threat model", tm["adversary"] or "not recorded"),
-                    ("Assumed corrupt fraction", fmt_pct(tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None),
+                    (
+                        "Assumed corrupt fraction",
+                        fmt_pct(tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
+                    ),
                     ("Bytes sent per site per round", s["bytes_sent_per_client"]),
                 ]
             )
@@ -235,7 +252,11 @@ def _attacks_section(a: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         out.append(_p(entry["statement"], cls))
         if entry["rows"]:
             headers = list(entry["rows"][0].keys())
-            out.append(_table([h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]))
+            out.append(
+                _table(
+                    [h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]
+                )
+            )
         out.append(_figs(figures, f"attack_{name}"))
     return out
 
@@ -249,7 +270,15 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
     if e["rows"]:
         out.append(
             _table(
-                ["audit", "empirical ε lower bound", "confidence", "method", "accountant's ε", "source", "verdict"],
+                [
+                    "audit",
+                    "empirical ε lower bound",
+                    "confidence",
+                    "method",
+                    "accountant's ε",
+                    "source",
+                    "verdict",
+                ],
                 [
                     [
                         r["audit"],
@@ -270,7 +299,8 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
 def _glance_run(f: Mapping[str, Any]) -> str:
     p, s, u, a = f["privacy"], f["secure_aggregation"], f["utility"], f["attacks"]
     privacy = (
-        f"ε = {fmt_eps(p['epsilon'])} at δ = {fmt_num(p['delta'])} per {p['unit'] or 'unit'} ({p['mode']} level)"
+        f"ε = {fmt_eps(p['epsilon'])} at δ = {fmt_num(p['delta'])} per {p['unit'] or 'unit'} "
+        f"({p['mode']} level)"
         if p["applied"]
         else "no differential privacy was applied"
     )
@@ -388,7 +418,17 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
             "with its 95 % confidence interval."
         ),
         _table(
-            ["point", "target ε", "ε reached", "δ", "noise σ", "learner", "aggregation", "test accuracy", "status"],
+            [
+                "point",
+                "target ε",
+                "ε reached",
+                "δ",
+                "noise σ",
+                "learner",
+                "aggregation",
+                "test accuracy",
+                "status",
+            ],
             [
                 [
                     p["name"],
@@ -435,7 +475,15 @@ def _attack_table(points: Sequence[Mapping[str, Any]]) -> str:
         "reconstruction quality of gradient inversion (PSNR in dB, SSIM), and the audit's empirical ε "
         "lower bound. Attacks that were not run are marked so."
     ) + _table(
-        ["point", "ε", "MIA AUC", "MIA TPR @ 0.1 % FPR", "inversion PSNR (dB)", "inversion SSIM",
-         "empirical ε lower bound", "attack status"],
+        [
+            "point",
+            "ε",
+            "MIA AUC",
+            "MIA TPR @ 0.1 % FPR",
+            "inversion PSNR (dB)",
+            "inversion SSIM",
+            "empirical ε lower bound",
+            "attack status",
+        ],
         rows,
     )

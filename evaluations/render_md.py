@@ -40,7 +40,9 @@ def _kv(rows: Sequence[tuple[str, Any]]) -> str:
 
 
 def _figs(figures: Mapping[str, Figure], *keys: str) -> list[str]:
-    return [f"**{f.title}**\n\n![{f.title}]({f.path})\n\n*{f.caption}*\n" for k in keys if (f := figures.get(k))]
+    return [
+        f"**{f.title}**\n\n![{f.title}]({f.path})\n\n*{f.caption}*\n" for k in keys if (f := figures.get(k))
+    ]
 
 
 def _glossary() -> list[str]:
@@ -50,7 +52,11 @@ def _glossary() -> list[str]:
 def _sites(sites: Sequence[Mapping[str, Any]]) -> list[str]:
     if not sites:
         return []
-    return [md_table(["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites])]
+    return [
+        md_table(
+            ["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites]
+        )
+    ]
 
 
 def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], generated: str) -> str:
@@ -127,13 +133,18 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
                     (p["epsilon_label"], fmt_eps(p["epsilon"])),
                     (
                         "Global client-level ε (ledger)",
-                        fmt_eps(p["global_epsilon"]) if p["global_epsilon"] is not None else p["global_epsilon_note"],
+                        fmt_eps(p["global_epsilon"])
+                        if p["global_epsilon"] is not None
+                        else p["global_epsilon_note"],
                     ),
                     ("Accountant", p["accountant"] or "not recorded"),
                     ("Noise mechanism", p["mechanism"] or "not recorded"),
                     ("Noise multiplier σ", p["noise_multiplier"]),
                     ("Clipping norm C", p["max_grad_norm"]),
-                    ("Target ε (noise calibrated for it)", fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none"),
+                    (
+                        "Target ε (noise calibrated for it)",
+                        fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none",
+                    ),
                     ("Client sampling", p["client_sampling"] or "—"),
                     ("ε budget", fmt_eps(p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
                     ("Privacy ledger", ledger_text),
@@ -141,7 +152,10 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
             )
         )
         if p["epsilon_sites"]:
-            out += [f"### {p['epsilon_sites_label']}\n", md_table(["site", "ε"], [[k, fmt_eps(v)] for k, v in p["epsilon_sites"].items()])]
+            out += [
+                f"### {p['epsilon_sites_label']}\n",
+                md_table(["site", "ε"], [[k, fmt_eps(v)] for k, v in p["epsilon_sites"].items()]),
+            ]
     out += _figs(figures, "epsilon")
 
     out += ["## 3. Protection of updates in transit (secure aggregation)\n", s["statement"] + "\n"]
@@ -168,7 +182,10 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
         out.append(
             md_table(
                 ["round", "sites included", "dropped", "stragglers", "survivors (protocol)", "aborted"],
-                [[r["round"], r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]] for r in s["rounds"]],
+                [
+                    [r["round"], r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]]
+                    for r in s["rounds"]
+                ],
             )
         )
 
@@ -193,14 +210,26 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
         out += [f"### {entry['title']}\n", entry["explanation"] + "\n", entry["statement"] + "\n"]
         if entry["rows"]:
             headers = list(entry["rows"][0].keys())
-            out.append(md_table([h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]))
+            out.append(
+                md_table(
+                    [h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]
+                )
+            )
         out += _figs(figures, f"attack_{name}")
 
     out += ["## 6. Empirical check of the privacy guarantee\n", e["statement"] + "\n"]
     if e["rows"]:
         out.append(
             md_table(
-                ["audit", "empirical ε lower bound", "confidence", "method", "accountant's ε", "source", "verdict"],
+                [
+                    "audit",
+                    "empirical ε lower bound",
+                    "confidence",
+                    "method",
+                    "accountant's ε",
+                    "source",
+                    "verdict",
+                ],
                 [
                     [
                         r["audit"],
@@ -248,12 +277,24 @@ def sweep_table(points: Sequence[Mapping[str, Any]]) -> str:
                 fmt_pct(m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
                 m.get("inversion_psnr"),
                 fmt_eps(m["audit_epsilon_lb"]) if m.get("audit_epsilon_lb") is not None else None,
-                p.get("status"),
+                str(p.get("status")) + (f": {p['problem']}" if p.get("problem") else ""),
             ]
         )
     return md_table(
-        ["point", "target ε", "ε reached", "σ", "learner", "aggregation", "test accuracy (95 % CI)",
-         "MIA AUC", "MIA TPR@0.1%", "inversion PSNR", "empirical ε LB", "status"],
+        [
+            "point",
+            "target ε",
+            "ε reached",
+            "σ",
+            "learner",
+            "aggregation",
+            "test accuracy (95 % CI)",
+            "MIA AUC",
+            "MIA TPR@0.1%",
+            "inversion PSNR",
+            "empirical ε LB",
+            "status",
+        ],
         rows,
     )
 

@@ -71,7 +71,9 @@ def _read_png(path: Path | None) -> bytes | None:
     return data if data.startswith(_PNG_MAGIC) else None
 
 
-def _run_figures(run: RunData, facts: Mapping[str, Any], outcomes: Mapping[str, AttackOutcome]) -> list[Figure]:
+def _run_figures(
+    run: RunData, facts: Mapping[str, Any], outcomes: Mapping[str, AttackOutcome]
+) -> list[Figure]:
     figs: list[Figure] = []
     util = facts["utility"]
     final = None
@@ -110,7 +112,11 @@ def _run_figures(run: RunData, facts: Mapping[str, Any], outcomes: Mapping[str, 
     mia = outcomes.get("mia")
     if mia is not None:
         png = _read_png(mia.image)
-        path = f"attacks/{mia.image.name}" if png is not None and mia.image is not None else f"{PLOTS_DIR}/mia_roc.png"
+        path = (
+            f"attacks/{mia.image.name}"
+            if png is not None and mia.image is not None
+            else f"{PLOTS_DIR}/mia_roc.png"
+        )
         if png is None and mia.status == "ok" and (curves := mia_curves(mia.data)):
             png = plots.roc_plot(curves=curves)
         if png is not None:
@@ -188,7 +194,10 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
                 caption="The audit's lower bound at each ε reached; a bound above the ε on the x axis would "
                 "refute the guarantee.",
                 png=plots.metric_vs_epsilon_plot(
-                    series=audit, ylabel="empirical ε lower bound", title="Audit vs accountant", reference=None
+                    series=audit,
+                    ylabel="empirical ε lower bound",
+                    title="Audit vs accountant",
+                    reference=None,
                 ),
                 path=f"{PLOTS_DIR}/audit_vs_epsilon.png",
             )
@@ -196,7 +205,9 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
     return figs
 
 
-def _write(folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figure], html: str, md: str) -> ReportPaths:
+def _write(
+    folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figure], html: str, md: str
+) -> ReportPaths:
     plots_dir = folder / PLOTS_DIR
     written: list[Path] = []
     for fig in figures:
@@ -214,7 +225,10 @@ def _write(folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figu
         "figures": {f.key: {"title": f.title, "path": f.path} for f in figures},
     }
     paths = ReportPaths(
-        html=folder / "report.html", markdown=folder / "report.md", json=folder / "report.json", plots=tuple(written)
+        html=folder / "report.html",
+        markdown=folder / "report.md",
+        json=folder / "report.json",
+        plots=tuple(written),
     )
     atomic_write_text(paths.html, html)
     atomic_write_text(paths.markdown, md)
@@ -254,7 +268,9 @@ def _write_sweep_report(folder: Path) -> ReportPaths:
             raise ReportInputError(f"{folder / 'sweep.json'}: every point needs a 'name'")
         run_dir = folder / str(p.get("run_dir") or "")
         runs[str(p["name"])] = (
-            (load_run(run_dir), read_attacks(run_dir=run_dir)) if p.get("run_dir") and is_run_dir(run_dir) else None
+            (load_run(run_dir), read_attacks(run_dir=run_dir))
+            if p.get("run_dir") and is_run_dir(run_dir)
+            else None
         )
     facts = sweep_facts(sweep_dir=folder, sweep=sweep, runs=runs)
     figures = _sweep_figures(facts)

@@ -124,10 +124,12 @@ def _raw_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerRound]]:
     for i, row in enumerate(rows[1:], start=2):
         if not isinstance(row, dict) or row.get("kind") != "round":
             raise ReportInputError(f"{path}: line {i} is not a ledger round entry")
-        sites_raw = row.get("sites") if isinstance(row.get("sites"), dict) else {}
+        raw_sites = row.get("sites")
+        sites_raw: dict[str, Any] = raw_sites if isinstance(raw_sites, dict) else {}
         records = {str(k): v for k, v in sites_raw.items() if isinstance(v, dict)}
         sites = {k: eps for k, v in records.items() if (eps := as_float(v.get("epsilon"))) is not None}
-        glob = row.get("global") if isinstance(row.get("global"), dict) else None
+        raw_glob = row.get("global")
+        glob: dict[str, Any] | None = raw_glob if isinstance(raw_glob, dict) else None
         rounds.append(
             LedgerRound(
                 round=int(row.get("round", i - 1)),
@@ -174,7 +176,8 @@ def read_ledger(run_dir: Path, *, name: str = LEDGER_NAME) -> LedgerView:
         header, rounds = _raw_ledger(path)
     except ReportInputError as exc:
         return LedgerView(path=path, verified=False, problem=str(exc))
-    budget = header.get("budget") if isinstance(header.get("budget"), dict) else {}
+    raw_budget = header.get("budget")
+    budget: dict[str, Any] = raw_budget if isinstance(raw_budget, dict) else {}
     accountant = str(header.get("accountant", "rdp"))
     return LedgerView(
         path=path,
@@ -202,9 +205,7 @@ def load_run(path: Path) -> RunData:
     """
     path = Path(path)
     if not is_run_dir(path):
-        raise ReportInputError(
-            f"{path} is not a run directory: it holds none of {', '.join(_RUN_MARKERS)}"
-        )
+        raise ReportInputError(f"{path} is not a run directory: it holds none of {', '.join(_RUN_MARKERS)}")
     config: dict[str, dict[str, Any]] = {}
     problem: str | None = None
     cfg_path = path / "config.toml"
@@ -216,9 +217,11 @@ def load_run(path: Path) -> RunData:
             problem = f"config.toml cannot be read: {exc}"
     else:
         problem = "config.toml is missing"
-    metrics = [m for m in read_jsonl(path / "metrics.jsonl") if isinstance(m, dict)] if (
-        path / "metrics.jsonl"
-    ).is_file() else []
+    metrics = (
+        [m for m in read_jsonl(path / "metrics.jsonl") if isinstance(m, dict)]
+        if (path / "metrics.jsonl").is_file()
+        else []
+    )
     summary = None
     if (path / "summary.json").is_file():
         summary = read_json(path / "summary.json")

@@ -426,7 +426,11 @@ def run_sweep(
     if len(set(attack_list)) != len(attack_list):
         raise SweepError(f"attacks: duplicate names in {attack_list}")
     points, notes = plan_sweep(
-        config_path=config_path, epsilons=epsilons, learners=learners, aggregations=aggregations, overrides=overrides
+        config_path=config_path,
+        epsilons=epsilons,
+        learners=learners,
+        aggregations=aggregations,
+        overrides=overrides,
     )
     unavailable = None
     runner = attack_runner
@@ -469,7 +473,9 @@ def run_sweep(
             row["status"], row["problem"] = "failed", f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.perf_counter() - start
         if row["status"] != "failed":
-            row["attacks"] = _run_attacks(run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable)
+            row["attacks"] = _run_attacks(
+                run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable
+            )
             _fill_results(row, run_dir)
         _write_outputs(sweep_dir, header, rows, notes)
         if echo is not None:
@@ -480,4 +486,6 @@ def run_sweep(
                 + (f", ε = {row['epsilon']:.3g}" if isinstance(row.get("epsilon"), float) else "")
             )
     sweep_json, summary = _write_outputs(sweep_dir, header, rows, notes)
-    return SweepResult(sweep_dir=sweep_dir, sweep_json=sweep_json, summary_md=summary, points=rows, notes=notes)
+    return SweepResult(
+        sweep_dir=sweep_dir, sweep_json=sweep_json, summary_md=summary, points=rows, notes=notes
+    )

@@ -125,7 +125,7 @@ def adjacency_words(adjacency: str | None) -> str:
     low = a.lower().replace("_", "-")
     for prefix in ("add/remove", "add-remove", "add-or-remove", "add or remove"):
         if low.startswith(prefix):
-            rest = a[len(prefix):].strip()
+            rest = a[len(prefix) :].strip()
             return f"adding or removing {rest}" if rest else "adding or removing one protected unit"
     if low.startswith("zero-out") or low.startswith("zeroout"):
         return "replacing one protected unit's contribution by zeros (zero-out)"

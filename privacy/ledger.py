@@ -355,7 +355,9 @@ class PrivacyLedger:
         }
         digest = _digest(body)
         line = _canonical({**body, "hash": digest}) + "\n"
-        with open(p, "x", encoding="utf-8") as fh:
+        # "x" refuses to clobber a file created concurrently; an existing empty file (crash before the
+        # header was written) holds no entries and is initialised.
+        with open(p, "w" if p.exists() else "x", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())

@@ -122,14 +122,14 @@ def _epsilon_from_config(args: argparse.Namespace) -> int:
     out = planned_epsilon(config=cfg, accountant=args.accountant)
     out["calibrated_for_target_epsilon"] = cfg.privacy.target_epsilon if calibrated else None
     z_note = f"calibrated for target epsilon {cfg.privacy.target_epsilon:g}" if calibrated else "configured"
-    lines = [
-        f"planned run of {args.config} (privacy.mode = {out['mode']}; "
-        f"noise multiplier {out['noise_multiplier']:.6g} {z_note}; delta = {out['delta']:g}; {out['accountant']} accountant):",
-        f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
-        f"if a site trains every round): epsilon = {out['record_epsilon']:.4f}",
-        f"  client level (DP-FedAvg, q_client = {out['client_sample_rate']:g}, "
-        f"{out['client_rounds']} rounds; sampling: {out['client_sampling']}): epsilon = {out['client_epsilon']:.4f}",
-    ]
+    head = f"planned run of {args.config} (privacy.mode = {out['mode']}; "
+    head += f"noise multiplier {out['noise_multiplier']:.6g} {z_note}; "
+    head += f"delta = {out['delta']:g}; {out['accountant']} accountant):"
+    record = f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
+    record += f"if a site trains every round): epsilon = {out['record_epsilon']:.4f}"
+    client = f"  client level (DP-FedAvg, q_client = {out['client_sample_rate']:g}, {out['client_rounds']} "
+    client += f"rounds; sampling: {out['client_sampling']}): epsilon = {out['client_epsilon']:.4f}"
+    lines = [head, record, client]
     if "distributed_epsilon" in out:
         lines.append(
             f"  client level, distributed {cfg.privacy.mechanism} with the expected participants surviving: "

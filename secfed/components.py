@@ -262,6 +262,7 @@ def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
         test_inner_lr=lr.test_inner_lr,
         inner_optimizer=lr.inner_optimizer,
         reptile_inner_batch=lr.reptile_inner_batch,
+        batch_size=lr.batch_size,
     )
 
 

@@ -144,7 +144,8 @@ def bench_learner(*, learner: str, args: argparse.Namespace) -> dict[str, Any]:
         round_idx[0] += 1
         hook.local_update(learner=learner_obj, model=model, site=site, rng=rng, round_idx=round_idx[0])
 
-    plain(), private()  # warm-up (allocator, Opacus imports, first-call overheads)
+    plain()  # warm-up (allocator, Opacus imports, first-call overheads)
+    private()
     plain_s, dp_s, ratios = [], [], []
     for _ in range(args.repeats):
         a, b = _timed(plain), _timed(private)

@@ -31,7 +31,12 @@ from collections.abc import Callable
 
 import torch
 
-from privacy.distributed import DistributedDPConfig, DistributedDPEncoder, plan_distributed_dp
+from privacy.distributed import (
+    SKELLAM_MAX_LOCAL_VARIANCE,
+    DistributedDPConfig,
+    DistributedDPEncoder,
+    plan_distributed_dp,
+)
 from privacy.errors import PrivacyError
 from secfed.config import ExperimentConfig, config_hash
 from secfed.errors import ConfigError
@@ -190,8 +195,9 @@ def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedD
         The validated :class:`~privacy.distributed.DistributedDPConfig`.
 
     Raises:
-        ConfigError: If the mode is not distributed, the noise multiplier is 0, or the bit width
-            cannot hold the sum (message from :func:`privacy.distributed.plan_distributed_dp`).
+        ConfigError: If the mode is not distributed, the noise multiplier is 0, or no encoding fits
+            the bit width (message from :func:`privacy.distributed.plan_distributed_dp`; when Skellam
+            noise would be too large to sample accurately, it names a bit width that works).
     """
     cfg = _check_config(config)
     p = cfg.privacy
@@ -203,19 +209,38 @@ def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedD
         )
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ConfigError(f"dim must be an integer >= 1, got {dim!r}")
-    try:
+
+    def plan(bits: int) -> DistributedDPConfig:
         return plan_distributed_dp(
             mechanism=p.mechanism,
             dim=dim,
             clip_norm=p.max_grad_norm,
             noise_multiplier=p.noise_multiplier,
             expected_clients=expected_participants(config=cfg),
-            bits=p.bits,
+            bits=bits,
             max_clients=max_participants(config=cfg),
         )
+
+    try:
+        return plan(p.bits)
     except PrivacyError as exc:
+        advice = ""
+        if p.mechanism == "skellam":
+            # The Skellam sampler is accurate only up to SKELLAM_MAX_LOCAL_VARIANCE per client; fewer
+            # bits mean a coarser gamma and a smaller integer variance.
+            for bits in range(p.bits - 1, 7, -1):
+                try:
+                    plan(bits)
+                except PrivacyError:
+                    continue
+                advice = (
+                    f"; privacy.bits = {bits} or fewer keeps each client's Skellam variance within "
+                    f"{SKELLAM_MAX_LOCAL_VARIANCE:g}, the accurate range of its sampler"
+                )
+                break
         raise ConfigError(
-            f"privacy.bits / privacy.noise_multiplier: cannot plan distributed DP: {exc}"
+            f"privacy.bits = {p.bits} / privacy.noise_multiplier = {p.noise_multiplier}: "
+            f"cannot plan distributed DP: {exc}{advice}"
         ) from exc
 
 

@@ -78,6 +78,7 @@ from privacy.episodic import EpisodicDPSGD
 from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
 from secfed.components import Site
 from secfed.config import ExperimentConfig
+from secfed.dp.distributed import client_sample_rate
 from secfed.errors import ConfigError, DataError, SecfedError
 from secfed.federation.client import derive_seed
 from secfed.learners.base import Learner, LocalUpdate
@@ -193,15 +194,6 @@ def _zero_update(model: nn.Module) -> LocalUpdate:
         num_tasks=0,
         num_examples=0,
     )
-
-
-def _client_sample_rate(config: ExperimentConfig) -> float:
-    """The public per-round client sampling rate of the federation."""
-    f = config.federation
-    if f.sampling == "poisson":
-        return float(f.sample_rate)
-    n = config.partition.num_sites
-    return 1.0 if f.clients_per_round == 0 else float(f.clients_per_round) / float(n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,7 +347,7 @@ class ClientLevelSitePrivacy(SitePrivacy):
     @property
     def sample_rate(self) -> float:
         """The federation's public client sampling rate per round."""
-        return _client_sample_rate(self._cfg)
+        return client_sample_rate(config=self._cfg)
 
     @property
     def steps_per_round(self) -> int:
@@ -367,6 +359,7 @@ class ClientLevelSitePrivacy(SitePrivacy):
     ) -> LocalUpdate:
         """The learner's own local update (no record-level noise); see :meth:`SitePrivacy.local_update`."""
         self._check_call(learner=learner, model=model, site=site, round_idx=round_idx)
+        self._round = None
         result = learner.local_update(model=model, tasks=site.tasks, rng=rng)
         self._round, self._round_steps = int(round_idx), 1
         return result
@@ -448,15 +441,19 @@ class RecordSitePrivacy(SitePrivacy):
                 f"got a site with {site.num_records}"
             )
         check_record_independent_model(model=model)
-        self._round = int(round_idx)
+        # Until this round succeeds, round_report refuses to report it (no stale step counts).
+        self._round = None
         if self._budget_exhausted():
-            self._round_steps, self._exhausted = 0, True
+            self._round, self._round_steps, self._exhausted = int(round_idx), 0, True
             return _zero_update(model)
-        self._exhausted = False
         before = self._accountant.total_steps
         with training_mode(model, train=True):
             result = self._train(learner=learner, model=model, rng=rng)
-        self._round_steps = self._accountant.total_steps - before
+        self._round, self._round_steps, self._exhausted = (
+            int(round_idx),
+            self._accountant.total_steps - before,
+            False,
+        )
         return result
 
     @abstractmethod
@@ -537,9 +534,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
         params = dict(work.named_parameters())
         buffers = dict(work.named_buffers())
 
-        def loss_fn(
-            prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task
-        ) -> torch.Tensor:
+        def loss_fn(prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task) -> torch.Tensor:
             return learner.task_loss(model=work, params=prm, buffers=buf, task=task)
 
         losses: list[float] = []
@@ -547,7 +542,9 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
             for _ in range(self.steps_per_round):
                 assignment = self._sampler.sample()
                 tasks = [
-                    t for t in (episode_task(x=self._x, episode=e) for e in assignment.episodes) if t is not None
+                    t
+                    for t in (episode_task(x=self._x, episode=e) for e in assignment.episodes)
+                    if t is not None
                 ]
                 info = engine.step(episodes=tasks, loss_fn=loss_fn, params=params, buffers=buffers)
                 if tasks:
@@ -734,4 +731,3 @@ def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) ->
     if config.learner.name in _EPISODIC_LEARNERS:
         return EpisodicSitePrivacy(config=config, site_id=site_id, site=site)
     return PerSampleSitePrivacy(config=config, site_id=site_id, site=site)
-

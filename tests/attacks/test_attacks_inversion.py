@@ -23,6 +23,7 @@ from attacks import (
     batch_labels_from_last_layer,
     classification_loss,
     idlg_label,
+    label_counts_by_simulation,
     protonet_episode_labels,
     protonet_episode_loss,
     run_inversion,
@@ -86,6 +87,39 @@ def test_batch_labels_from_last_layer_distinct_labels() -> None:
     g = obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
     got = batch_labels_from_last_layer(observed=g, num_classes=10, num_records=4)
     assert got.tolist() == [1, 4, 7, 8]
+
+
+def test_label_counts_by_simulation_handles_repeated_labels() -> None:
+    # Two classes, two records each: only one bias entry is negative, so the sign rule alone fails.
+    model = mlp8(num_classes=2, seed=4)
+    x = blob_images(n=4, seed=4)
+    y = torch.tensor([1, 0, 1, 0])
+    lf = classification_loss(model=model)
+    for obs in (
+        GradientObservation(loss_fn=lf),
+        MultiStepObservation(
+            loss_fn=lf, lr=0.1, batches=sequential_batches(num_records=4, batch_size=2, steps=4)
+        ),
+        AggregateObservation(
+            parts=((GradientObservation(loss_fn=lf), 2), (GradientObservation(loss_fn=lf), 2))
+        ),
+    ):
+        g = obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
+        assert batch_labels_from_last_layer(
+            observed=g, num_classes=2, num_records=4, sign=obs.sign
+        ).tolist() != [0, 0, 1, 1]
+        got = label_counts_by_simulation(
+            observation=obs,
+            params=params_of(model),
+            buffers={},
+            observed=g,
+            num_records=4,
+            num_classes=2,
+            input_shape=(1, 8, 8),
+        )
+        assert got.tolist() == [0, 0, 1, 1]
+        res = run_inversion(threat=_threat(model, obs, g, 4, classes=2), config=InversionConfig(iterations=2))
+        assert res.label_source == "analytic" and res.labels.tolist() == [0, 0, 1, 1]
 
 
 # ---------------------------------------------------------------- reconstruction quality

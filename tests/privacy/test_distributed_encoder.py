@@ -15,6 +15,7 @@ from privacy.analysis import discrete_gaussian_variance, rounded_l2_norm_bound
 from privacy.distributed import (
     ADJACENCY,
     DEFAULT_BETA,
+    SKELLAM_MAX_LOCAL_VARIANCE,
     DistributedDPConfig,
     DistributedDPEncoder,
     RandomizedHadamard,
@@ -25,7 +26,7 @@ from privacy.distributed import (
     sample_discrete_gaussian,
     sample_skellam,
 )
-from privacy.errors import EncodingError, InvalidInputError, InvalidPrivacyConfigError
+from privacy.errors import CalibrationError, EncodingError, InvalidInputError, InvalidPrivacyConfigError
 
 SEED = b"\x01" * 32
 
@@ -237,6 +238,22 @@ def test_default_noise_is_fresh_per_encoder() -> None:
     assert not np.array_equal(a, b)
 
 
+def test_skellam_variance_limit() -> None:
+    # numpy's Poisson sampler drifts above a mean of ~1e13; huge Skellam shares are refused.
+    with pytest.raises(InvalidPrivacyConfigError):
+        sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE * 2, size=3, rng=np.random.default_rng(0))
+    big = sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE, size=100_000, rng=np.random.default_rng(1))
+    assert big.astype(np.float64).var() == pytest.approx(SKELLAM_MAX_LOCAL_VARIANCE, rel=0.02)
+    with pytest.raises(InvalidPrivacyConfigError, match="ddg"):
+        plan_distributed_dp(
+            mechanism="skellam", dim=1000, clip_norm=1.0, noise_multiplier=1.0, expected_clients=10, bits=48
+        )
+    # the same plan with DDG noise is fine
+    plan_distributed_dp(
+        mechanism="ddg", dim=1000, clip_norm=1.0, noise_multiplier=1.0, expected_clients=10, bits=48
+    )
+
+
 def test_settings_validation() -> None:
     with pytest.raises(InvalidPrivacyConfigError):  # far too few bits for 100 clients
         plan_distributed_dp(
@@ -295,8 +312,8 @@ def test_events_feed_the_accountant_and_dropouts_raise_epsilon() -> None:
     assert ev.l2_sensitivity >= cfg.clip_norm / cfg.gamma
 
 
-@pytest.mark.parametrize("mechanism", ["ddg", "skellam"])
-def test_calibrated_plan_meets_target(mechanism: str) -> None:
+@pytest.mark.parametrize("mechanism,bits", [("ddg", 32), ("skellam", 24)])
+def test_calibrated_plan_meets_target(mechanism: str, bits: int) -> None:
     cfg = calibrate_distributed_dp(
         mechanism=mechanism,
         target_epsilon=3.0,
@@ -306,9 +323,24 @@ def test_calibrated_plan_meets_target(mechanism: str) -> None:
         dim=5000,
         clip_norm=1.0,
         expected_clients=30,
-        bits=32,
+        bits=bits,
     )
     acc = DistributedDPAccountant()
     acc.step(event=cfg.event(num_survivors=30, sample_rate=0.3), num_rounds=100)
     assert acc.get_epsilon(delta=1e-5) <= 3.0
     assert acc.get_epsilon(delta=1e-5) > 2.8  # and not wastefully noisy
+
+
+def test_calibration_explains_impossible_plans() -> None:
+    with pytest.raises(CalibrationError, match="Skellam"):
+        calibrate_distributed_dp(
+            mechanism="skellam",
+            target_epsilon=3.0,
+            delta=1e-5,
+            rounds=100,
+            sample_rate=0.3,
+            dim=5000,
+            clip_norm=1.0,
+            expected_clients=30,
+            bits=40,
+        )

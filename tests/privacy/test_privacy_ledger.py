@@ -89,6 +89,13 @@ def test_append_and_read_back(ledger_path: Path) -> None:
     assert PrivacyLedger.open(path=ledger_path).last_round == 4
 
 
+def test_empty_file_is_initialised(ledger_path: Path) -> None:
+    ledger_path.write_text("")  # crash before the header was written
+    ledger = PrivacyLedger.open(path=ledger_path, budget=BUDGET)
+    assert ledger.last_round == 0
+    assert PrivacyLedger.open(path=ledger_path).budget == BUDGET
+
+
 def test_open_validates_configuration(ledger_path: Path) -> None:
     with pytest.raises(InvalidPrivacyConfigError):
         PrivacyLedger.open(path=ledger_path)  # creating needs a budget

@@ -228,7 +228,9 @@ def test_distributed_mode_uses_client_clipping() -> None:
 def test_batchnorm_model_is_refused_before_any_step(learner: str) -> None:
     cfg = tiny_config(learner={"name": learner})
     site, _, lrn, hook = parts(cfg)
-    bn_cfg = config_from_dict(tiny_dict(learner={"name": learner}, model={"norm": "batch"}, privacy={"mode": "none"}))
+    bn_cfg = config_from_dict(
+        tiny_dict(learner={"name": learner}, model={"norm": "batch"}, privacy={"mode": "none"})
+    )
     bn_model = components.build_model(config=bn_cfg, input_shape=site.input_shape)
     before = flat_state(bn_model, spec=state_spec(bn_model))
     with pytest.raises(RecordCouplingModelError, match="BatchNorm"):
@@ -242,7 +244,8 @@ def test_budget_exhaustion_stops_training_and_is_reported() -> None:
 
     probe = RDPAccountant()
     eps = [
-        probe.projected_epsilon(delta=1e-5, noise_multiplier=1.0, sample_rate=0.05, num_steps=n) for n in (2, 4)
+        probe.projected_epsilon(delta=1e-5, noise_multiplier=1.0, sample_rate=0.05, num_steps=n)
+        for n in (2, 4)
     ]
     cfg = tiny_config(learner={"name": "fedavg"}, privacy={"epsilon_budget": (eps[0] + eps[1]) / 2})
     site, model, learner, hook = parts(cfg)
@@ -317,4 +320,3 @@ def test_episode_task_drops_unsupported_queries_and_compacts_labels() -> None:
         query_label=np.array([1]),
     )
     assert episode_task(x=x, episode=no_query) is None
-

@@ -1,0 +1,368 @@
+"""Run every benchmark in sequence and collect their results into one Markdown file (``make bench``).
+
+Benchmarks (each in its own subprocess, with its own flags; a script that does not exist is
+reported as skipped):
+
+* ``omniglot``: :mod:`evaluations.benchmarks.omniglot` with ``--settings 5w1s,5w5s,20w1s``; the
+  measured numbers are placed beside the published full-Omniglot numbers (ProtoNet: Snell et al.
+  2017; MAML: Finn et al. 2017; Reptile: Nichol et al. 2018), labelled as measured on the small
+  Omniglot subset;
+* ``secagg``, ``dp_overhead``, ``ledger``: the colleagues' benchmark scripts under
+  ``evaluations/benchmarks/`` (flags a script does not offer are left out);
+* ``sweep-digits``: a privacy–utility sweep on the embedded digits (``secfed sweep``);
+* ``sweep-omniglot``: privacy–utility sweeps of ProtoNet and Reptile on Omniglot (not in ``--quick``
+  unless named with ``--only``).
+
+Usage::
+
+    python -m evaluations.bench [--quick] [--only omniglot,sweep-digits] [--out bench_results/x]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluations.errors import BenchError
+
+__all__ = ["BENCHMARKS", "BenchItem", "BenchOutcome", "plan", "main"]
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One benchmark to run.
+
+    Attributes:
+        name: The ``--only`` name.
+        module: The script's module (``None`` for built-in steps run through ``secfed``).
+        args: ``(quick, out_dir) -> argument list`` (flags the script lacks are dropped later).
+        needs: Paths that must exist (e.g. a data folder), else the item is skipped.
+        full_only: Skipped by ``--quick`` unless named with ``--only``.
+        collect: ``(out_dir) -> Markdown`` summarising the item's output files (optional).
+    """
+
+    name: str
+    module: str | None
+    args: Callable[[bool, Path], list[list[str]]]
+    needs: tuple[Path, ...] = ()
+    full_only: bool = False
+    collect: Callable[[Path], str] | None = None
+
+
+@dataclass
+class BenchOutcome:
+    """What happened to one benchmark item."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    commands: list[list[str]] = field(default_factory=list)
+    tail: str = ""
+    summary: str = ""
+
+
+def _omniglot_args(quick: bool, out: Path) -> list[list[str]]:
+    args = ["--settings", "5w1s,5w5s,20w1s", "--out", str(out)]
+    if quick:
+        return [
+            [
+                *args,
+                "--learners",
+                "protonet,maml,reptile",
+                "--quick",
+                "--modes",
+                "federated",
+                "--sites",
+                "2",
+                "--local-steps",
+                "2",
+            ]
+        ]
+    return [[*args, "--learners", "protonet,maml,fomaml,reptile"]]
+
+
+def _omniglot_collect(out: Path) -> str:
+    files = sorted(out.glob("omniglot-settings-*.json"))
+    if not files:
+        return "No Omniglot results were written."
+    from evaluations.benchmarks.omniglot import settings_markdown
+
+    doc = json.loads(files[-1].read_text(encoding="utf-8"))
+    note = (
+        f"Budget: {doc.get('budget')} training tasks per run; {doc.get('episodes')} test tasks per setting."
+    )
+    return settings_markdown(doc["results"], note=note)
+
+
+def _secagg_args(quick: bool, out: Path) -> list[list[str]]:
+    return [["--out", str(out / "secagg.json"), *(["--quick"] if quick else [])]]
+
+
+def _dp_overhead_args(quick: bool, out: Path) -> list[list[str]]:
+    args = ["--json", str(out / "dp_overhead.json"), "--out", str(out / "dp_overhead.json")]
+    if quick:
+        args += ["--quick", "--repeats", "1", "--local-steps", "1", "--hidden", "16"]
+    return [args]
+
+
+def _ledger_args(quick: bool, out: Path) -> list[list[str]]:
+    args = ["--out", str(out / "ledger.json")]
+    if quick:
+        args += [
+            "--quick",
+            "--rounds",
+            "50",
+            "--sites",
+            "3",
+            "--grouping-steps",
+            "100",
+            "--ungrouped-pld-steps",
+            "0",
+        ]
+    return [args]
+
+
+_QUICK_SWEEP = [
+    "--set",
+    "experiment.rounds=2",
+    "--set",
+    "experiment.eval_every=1",
+    "--set",
+    "experiment.eval_episodes=20",
+    "--set",
+    "experiment.final_eval_episodes=50",
+    "--set",
+    "learner.local_steps=2",
+    "--set",
+    "model.hidden=16",
+]
+
+
+def _sweep_digits_args(quick: bool, out: Path) -> list[list[str]]:
+    eps = "8,inf" if quick else "1,3,8,inf"
+    args = ["sweep", str(REPO / "examples" / "digits_protonet.toml"), "--epsilons", eps, "--out", str(out)]
+    args += ["--no-progress", *(_QUICK_SWEEP if quick else [])]
+    return [args]
+
+
+def _sweep_omniglot_args(quick: bool, out: Path) -> list[list[str]]:
+    extra = _QUICK_SWEEP if quick else []
+    return [
+        [
+            "sweep",
+            str(REPO / "examples" / f"omniglot_{learner}.toml"),
+            "--epsilons",
+            "8,inf" if quick else "1,8,inf",
+            "--out",
+            str(out / learner),
+            "--no-progress",
+            *extra,
+        ]
+        for learner in ("protonet", "reptile")
+    ]
+
+
+def _sweep_collect(out: Path) -> str:
+    parts = []
+    for summary in sorted(out.rglob("summary.md")):
+        if (summary.parent / "sweep.json").is_file():
+            text = summary.read_text(encoding="utf-8")
+            parts.append(text.split("\n", 1)[1] if text.startswith("#") else text)
+            if (summary.parent / "report.html").is_file():
+                parts.append(f"Report: `{summary.parent / 'report.html'}`\n")
+    return "\n".join(parts) or "No sweep summary was written."
+
+
+BENCHMARKS: tuple[BenchItem, ...] = (
+    BenchItem(
+        "omniglot",
+        "evaluations.benchmarks.omniglot",
+        _omniglot_args,
+        needs=(DATA / "omniglot",),
+        collect=_omniglot_collect,
+    ),
+    BenchItem("secagg", "evaluations.benchmarks.secagg", _secagg_args),
+    BenchItem("dp_overhead", "evaluations.benchmarks.dp_overhead", _dp_overhead_args),
+    BenchItem("ledger", "evaluations.benchmarks.ledger", _ledger_args),
+    BenchItem("sweep-digits", None, _sweep_digits_args, collect=_sweep_collect),
+    BenchItem(
+        "sweep-omniglot",
+        None,
+        _sweep_omniglot_args,
+        needs=(DATA / "omniglot",),
+        full_only=True,
+        collect=_sweep_collect,
+    ),
+)
+
+
+def _supported_flags(module: str) -> set[str] | None:
+    """The ``--flags`` a script's ``--help`` lists (``None`` when ``--help`` fails)."""
+    res = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if res.returncode != 0:
+        return None
+    return {tok.rstrip(",=").split("=")[0] for tok in res.stdout.split() if tok.startswith("--")}
+
+
+def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
+    """Drop flags (and their values) that the script does not offer."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        if tok.startswith("--") and tok not in supported:
+            i += 2 if has_value else 1
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def _script_exists(module: str) -> bool:
+    return (REPO / Path(*module.split("."))).with_suffix(".py").is_file()
+
+
+def plan(*, only: list[str] | None, quick: bool) -> list[BenchItem]:
+    """The benchmark items to run, in order.
+
+    Args:
+        only: Names to run (``None``: all, minus full-only items in quick mode).
+        quick: Smoke-test budgets.
+
+    Returns:
+        The items.
+
+    Raises:
+        BenchError: On an unknown name in ``only``.
+    """
+    names = [b.name for b in BENCHMARKS]
+    if only is not None:
+        unknown = [n for n in only if n not in names]
+        if unknown or not only:
+            raise BenchError(f"--only: unknown benchmark(s) {unknown}; choose from {', '.join(names)}")
+        return [b for b in BENCHMARKS if b.name in only]
+    return [b for b in BENCHMARKS if not (quick and b.full_only)]
+
+
+def _run_item(item: BenchItem, *, quick: bool, out: Path) -> BenchOutcome:
+    folder = out / item.name
+    missing = [p for p in item.needs if not p.exists()]
+    if missing:
+        return BenchOutcome(item.name, f"skipped: {missing[0].resolve()} not found")
+    if item.module is not None and not _script_exists(item.module):
+        return BenchOutcome(item.name, f"skipped: {item.module} does not exist yet")
+    folder.mkdir(parents=True, exist_ok=True)
+    supported = _supported_flags(item.module) if item.module else None
+    if item.module is not None and supported is None:
+        return BenchOutcome(item.name, f"failed: `python -m {item.module} --help` did not run")
+    outcome = BenchOutcome(item.name, "ok")
+    start = time.perf_counter()
+    log_path = folder / "output.log"
+    tails = []
+    with open(log_path, "w", encoding="utf-8") as log:
+        for args in item.args(quick, folder):
+            cmd = [sys.executable, "-m", item.module or "secfed"]
+            cmd += _filter_flags(args, supported) if supported is not None else args
+            outcome.commands.append(cmd)
+            print(f"bench: {item.name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+            res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+            log.write(f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}\n")
+            tails.append("\n".join(res.stdout.strip().splitlines()[-_TAIL_LINES:]))
+            if res.returncode != 0:
+                outcome.status = f"failed (exit status {res.returncode}; see {log_path})"
+                tails.append("\n".join(res.stderr.strip().splitlines()[-15:]))
+                break
+    outcome.seconds = time.perf_counter() - start
+    outcome.tail = "\n".join(t for t in tails if t)
+    if item.collect is not None and outcome.status == "ok":
+        outcome.summary = item.collect(folder)
+    return outcome
+
+
+def _markdown(outcomes: list[BenchOutcome], *, quick: bool, out: Path) -> str:
+    kind = "quick smoke run: tiny budgets, numbers are not meaningful" if quick else "full"
+    lines = [
+        f"# secfed benchmarks ({kind})",
+        "",
+        f"Results folder: `{out}`. Each benchmark ran in its own process; its full output is in "
+        "`<name>/output.log`.",
+        "",
+        "| benchmark | status | wall time (s) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {o.name} | {o.status} | {o.seconds:.1f} |" for o in outcomes]
+    for o in outcomes:
+        lines += ["", f"## {o.name}", "", f"Status: {o.status}.", ""]
+        for cmd in o.commands:
+            lines.append(f"`python {' '.join(cmd[1:])}`  ")
+        if o.summary:
+            lines += ["", o.summary]
+        if o.tail:
+            lines += ["", "Last lines of output:", "", "```", o.tail, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m evaluations.bench``).
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 when every benchmark that ran succeeded, 1 otherwise, 2 on bad arguments.
+    """
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run with tiny budgets")
+    ap.add_argument(
+        "--only", default=None, help=f"comma-separated subset of: {', '.join(b.name for b in BENCHMARKS)}"
+    )
+    ap.add_argument("--out", default=None, help="results folder (default bench_results/bench-<time>)")
+    args = ap.parse_args(argv)
+    try:
+        items = plan(only=args.only.split(",") if args.only is not None else None, quick=args.quick)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or REPO / "bench_results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes: list[BenchOutcome] = []
+    for item in items:
+        outcomes.append(_run_item(item, quick=args.quick, out=out))
+        text = _markdown(outcomes, quick=args.quick, out=out)
+        (out / "bench.md").write_text(text, encoding="utf-8")
+        doc: list[dict[str, Any]] = [
+            {"name": o.name, "status": o.status, "seconds": o.seconds, "commands": o.commands}
+            for o in outcomes
+        ]
+        (out / "bench.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        print(
+            f"bench: {item.name}: {outcomes[-1].status} ({outcomes[-1].seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(_markdown(outcomes, quick=args.quick, out=out))
+    print(f"bench: results in {out / 'bench.md'}", file=sys.stderr)
+    return 0 if all(o.status == "ok" or o.status.startswith("skipped") for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
