@@ -30,6 +30,25 @@ from privacy.distributed import (
     calibrate_distributed_dp,
     plan_distributed_dp,
 )
+
+# --- record-level DP-SGD mechanics (privacy.dpsgd, privacy.episodic, privacy.sampling) -------------
+from privacy.dpsgd import (
+    PerSampleDPSGD,
+    RecordCouplingModelError,
+    SecurePoissonSampler,
+    StepAccountant,
+    UnsupportedModelError,
+    check_record_independent_model,
+    make_poisson_loader,
+)
+from privacy.episodic import (
+    EpisodeGradients,
+    EpisodicDPSGD,
+    MaskedEpisode,
+    clip_and_sum,
+    gather_episodes,
+    per_episode_gradients,
+)
 from privacy.errors import (
     AccountantStateError,
     BudgetExceededError,
@@ -50,9 +69,7 @@ from privacy.ledger import (
     PrivacyLedger,
     check_budget,
 )
-
-# --- record-level DP-SGD mechanics (privacy.dpsgd, privacy.episodic, privacy.sampling) -------------
-# Owned by the DP-SGD helper: add their public names here and to __all__ below.
+from privacy.sampling import EpisodeIndices, RecordEpisodeSampler, StepAssignment
 
 __all__ = [
     # accounting, calibration, client-level and distributed DP, ledger
@@ -93,5 +110,21 @@ __all__ = [
     "epsilon_for",
     "plan_distributed_dp",
     "sample_clients",
-    # record-level DP-SGD mechanics (DP-SGD helper): add names below
+    # record-level DP-SGD mechanics
+    "PerSampleDPSGD",
+    "RecordCouplingModelError",
+    "SecurePoissonSampler",
+    "StepAccountant",
+    "UnsupportedModelError",
+    "check_record_independent_model",
+    "make_poisson_loader",
+    "EpisodeGradients",
+    "EpisodicDPSGD",
+    "MaskedEpisode",
+    "clip_and_sum",
+    "gather_episodes",
+    "per_episode_gradients",
+    "EpisodeIndices",
+    "RecordEpisodeSampler",
+    "StepAssignment",
 ]

@@ -44,6 +44,7 @@ from protocols import (
 from protocols.crypto import agree, generate_key_pair, pack_ids
 from protocols.prg import MaskExpander, derive_mask_key
 
+FLOWER_ERR_TOL = 1e-2  # Flower's own quantisation error is ~1e-4 at these settings
 DEFAULT_FLOWER_BENCH = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors" / "flower_secagg" / "bench.py"
 )
@@ -215,6 +216,13 @@ def _one_round(
     m = case.m
     # the clients' float updates exist before the round starts (as in Flower's benchmark)
     updates = {u: _update(u, m, seed) for u in ids}
+    # each client's long-lived encoder (its own OS-seeded rounding generator)
+    encoders = {
+        u: StochasticQuantizer(
+            clip=clip, precision_bits=precision_bits, n_clients=case.n, bits=quant_server.bits
+        )
+        for u in ids
+    }
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
     server = SecAggServerSession(config=cfg, round_idx=1, participants=ids, vector_length=m)
@@ -233,10 +241,7 @@ def _one_round(
             t0 = time.perf_counter()
             value = None
             if stage == Stage.COLLECT_MASKED_INPUT:
-                q = StochasticQuantizer(
-                    clip=clip, precision_bits=precision_bits, n_clients=case.n, bits=quant_server.bits
-                )
-                value = q.encode(x=updates[u])
+                value = encoders[u].encode(x=updates[u])
             response = clients[u].handle(req, value=value)
             t1 = time.perf_counter()
             t_client += t1 - t0
@@ -379,12 +384,20 @@ def run_flower(*, python: str, bench: Path, dim: int, clients: list[int], timeou
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     rounds: dict[tuple[str, int, bool], float] = {}
+    wrong: dict[str, int] = {}
     for line in proc.stdout.splitlines():
         mt = _FLOWER_LINE.match(line.strip())
         if mt:
             label = "full" if mt.group("label").startswith("SecAgg (") else f"k{mt.group('k')}"
-            rounds[(label, int(mt.group("n")), int(mt.group("drop")) > 0)] = float(mt.group("total"))
+            key = (label, int(mt.group("n")), int(mt.group("drop")) > 0)
+            err = re.search(r"max\|err\|=(\S+)", line)
+            if err is not None and float(err.group(1)) > FLOWER_ERR_TOL:
+                name = f"{key[0]}/n={key[1]}/drop={key[2]}"
+                wrong[name] = wrong.get(name, 0) + 1
+                continue
+            rounds[key] = float(mt.group("total"))
     return {
+        "wrong_aggregates": wrong,
         "cmd": cmd,
         "returncode": proc.returncode,
         "stdout": proc.stdout,
@@ -408,11 +421,17 @@ bench.TaskIdentity.run_id = 1
 bench.TaskIdentity.task_id = 1
 bench.TaskIdentity.node_id = 0
 repeats, repeat_below_s = int(sys.argv[5]), float(sys.argv[6])
+only_label = sys.argv[7] if len(sys.argv) > 7 else None
+only_drop = bool(int(sys.argv[8])) if len(sys.argv) > 8 else None
 for n in clients:
     k = n if n <= 10 else 9
     configs = [("full", 1.0, 0.5)] + ([(f"k{k}", k, 5)] if k < n else [])
     for label, ns, th in configs:
+        if only_label is not None and label != only_label:
+            continue
         for n_drop in (0, int(n * drop_frac)):
+            if only_drop is not None and (n_drop > 0) != only_drop:
+                continue
             for rep in range(repeats):
                 c0, w0 = time.process_time(), time.perf_counter()
                 r = bench.run_protocol(n, dim, ns, th, n_drop)
@@ -426,28 +445,55 @@ for n in clients:
 
 
 def run_flower_harness(
-    *, python: str, bench: Path, dim: int, clients: list[int], timeout: float, repeats: int = 3
+    *,
+    python: str,
+    bench: Path,
+    dim: int,
+    clients: list[int],
+    timeout: float,
+    repeats: int = 3,
+    only: tuple[str, bool] | None = None,
 ) -> dict:
     """Run Flower's ``run_protocol`` per setting in its interpreter, with wall and CPU times.
 
-    Settings whose round takes under 20 s are repeated ``repeats`` times; the best is kept.
+    Settings whose round takes under 20 s are repeated ``repeats`` times; the best valid one is
+    kept (rounds whose aggregate is wrong are counted in ``wrong_aggregates`` and excluded).
+
+    Args:
+        python: Flower's interpreter.
+        bench: Path of Flower's ``bench.py``.
+        dim: Vector length.
+        clients: Client counts.
+        timeout: Seconds before giving up.
+        repeats: Repetitions of fast settings.
+        only: ``(label, dropped?)`` to run a single setting (label ``full`` or ``k9``).
 
     Returns:
         ``{"rounds": {(label, n, dropped?): wall s}, "cpu": {(...): CPU s}, ...}``.
     """
     cmd = [python, "-c", _FLOWER_HARNESS, str(bench), str(dim), "0.2", ",".join(map(str, clients))]
     cmd += [str(repeats), "20"]
+    if only is not None:
+        cmd += [only[0], str(int(only[1]))]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     rounds: dict[tuple[str, int, bool], float] = {}
     cpu: dict[tuple[str, int, bool], float] = {}
+    wrong: dict[str, int] = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
             rec = json.loads(line)
             key = (rec["label"], int(rec["n"]), int(rec["dropped"]) > 0)
+            if float(rec["max_abs_err"]) > FLOWER_ERR_TOL:
+                # Flower finished the round but its aggregate is wrong (e.g. a dropped client's
+                # mask could not be removed); such a round is not a valid timing
+                name = f"{key[0]}/n={key[1]}/drop={key[2]}"
+                wrong[name] = wrong.get(name, 0) + 1
+                continue
             rounds[key] = min(rounds.get(key, math.inf), float(rec["total_s"]))
             cpu[key] = min(cpu.get(key, math.inf), float(rec["cpu_s"]))
     return {
+        "wrong_aggregates": wrong,
         "cmd": cmd[:2] + ["<harness>"] + cmd[3:],
         "returncode": proc.returncode,
         "stdout": proc.stdout,
@@ -547,18 +593,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.flower_python:
         clients = [10, 50] if not args.quick else [10]
         print(
-            f"running Flower's benchmark: {args.flower_python} {args.flower_bench} (clients {clients}) ...",
+            f"Flower's benchmark: {args.flower_python} {args.flower_bench} ({args.flower_mode} mode)",
             flush=True,
         )
         if args.flower_mode == "harness":
-            flower = run_flower_harness(
-                python=args.flower_python,
-                bench=args.flower_bench,
-                dim=dim,
-                clients=clients,
-                timeout=args.flower_timeout,
-                repeats=args.repeats,
-            )
+            # interleaved: each Flower setting runs right before the matching protocols setting
+            # (see the case loop), so both see the same machine load
+            flower = {
+                "rounds": {},
+                "cpu": {},
+                "wrong_aggregates": {},
+                "returncode": 0,
+                "stdout": "",
+                "stderr_tail": "",
+            }
         else:
             flower = run_flower(
                 python=args.flower_python,
@@ -567,12 +615,10 @@ def main(argv: list[str] | None = None) -> int:
                 clients=clients,
                 timeout=args.flower_timeout,
             )
-        report["flower"] = {
-            **flower,
-            "mode": args.flower_mode,
-            "rounds": {f"{k[0]}/n={k[1]}/drop={k[2]}": v for k, v in flower["rounds"].items()},
-            "cpu": {f"{k[0]}/n={k[1]}/drop={k[2]}": v for k, v in flower.get("cpu", {}).items()},
-        }
+        if flower["wrong_aggregates"]:
+            print(
+                f"Flower rounds with a wrong aggregate (excluded from timings): {flower['wrong_aggregates']}"
+            )
         if flower["returncode"] != 0:
             print(f"Flower benchmark failed (rc={flower['returncode']}): {flower['stderr_tail'][-800:]}")
     # warm-up (imports, caches, allocator) so that the first measured setting is not penalised
@@ -585,6 +631,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[Row] = []
     for case in cases(quick=args.quick, dim=dim):
+        if flower is not None and args.flower_mode == "harness" and case.flower_key and case.m == dim:
+            label, n_cl, dropped = case.flower_key
+            part = run_flower_harness(
+                python=args.flower_python,
+                bench=args.flower_bench,
+                dim=dim,
+                clients=[n_cl],
+                timeout=args.flower_timeout,
+                repeats=args.repeats,
+                only=(label, dropped),
+            )
+            flower["rounds"].update(part["rounds"])
+            flower["cpu"].update(part["cpu"])
+            flower["wrong_aggregates"].update(part["wrong_aggregates"])
+            flower["stdout"] += part["stdout"]
+            flower["returncode"] = flower["returncode"] or part["returncode"]
+            if part["returncode"] != 0:
+                print(f"Flower harness failed (rc={part['returncode']}): {part['stderr_tail'][-800:]}")
+            if part["wrong_aggregates"]:
+                print(f"Flower rounds with a wrong aggregate (excluded): {part['wrong_aggregates']}")
         row = run_case(
             case,
             clip=args.clip,
@@ -614,6 +680,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         assert row.max_abs_err <= row.err_bound + 1e-9, "decoded sum outside the quantisation error bound"
+    if flower is not None:
+        report["flower"] = {
+            **flower,
+            "mode": args.flower_mode,
+            "rounds": {f"{k[0]}/n={k[1]}/drop={k[2]}": v for k, v in flower["rounds"].items()},
+            "cpu": {f"{k[0]}/n={k[1]}/drop={k[2]}": v for k, v in flower.get("cpu", {}).items()},
+        }
     report["rows"] = [asdict(r) for r in rows]
     report["loadavg_end"] = os.getloadavg()
     table = markdown(rows)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
@@ -378,6 +379,8 @@ class SecureClientAggregator(ClientAggregator):
         self._encoder_factory = encoder_factory
         self._signing_key = signing_key
         self._pki = dict(pki) if pki is not None else None
+        # rounding coin flips (not security critical; unbiased); one OS-seeded generator per client
+        self._rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         self._session: SecAggClientSession | None = None
         self._round: int | None = None
         self.refusals = 0
@@ -493,6 +496,7 @@ class SecureClientAggregator(ClientAggregator):
                 precision_bits=self.precision_bits,
                 n_clients=1,
                 bits=session.params.bits,
+                rng=self._rng,
             )
         return encoder.encode(x=x)
 
