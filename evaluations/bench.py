@@ -283,13 +283,20 @@ def _run_item(item: BenchItem, *, quick: bool, out: Path) -> BenchOutcome:
             cmd = [sys.executable, "-m", item.module or "secfed"]
             cmd += _filter_flags(args, supported) if supported is not None else args
             outcome.commands.append(cmd)
-            print(f"bench: {item.name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-            res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-            log.write(f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}\n")
-            tails.append("\n".join(res.stdout.strip().splitlines()[-_TAIL_LINES:]))
+            print(
+                f"bench: {item.name}: {' '.join(cmd[1:])} (output: {log_path})", file=sys.stderr, flush=True
+            )
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            begin = log.tell()
+            res = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+            log.flush()
+            with open(log_path, "rb") as fh:
+                fh.seek(begin)
+                text = fh.read().decode("utf-8", errors="replace")
+            tails.append("\n".join(text.strip().splitlines()[-_TAIL_LINES:]))
             if res.returncode != 0:
                 outcome.status = f"failed (exit status {res.returncode}; see {log_path})"
-                tails.append("\n".join(res.stderr.strip().splitlines()[-15:]))
                 break
     outcome.seconds = time.perf_counter() - start
     outcome.tail = "\n".join(t for t in tails if t)

@@ -12,6 +12,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["accuracy_plot", "epsilon_plot", "privacy_utility_plot", "roc_plot", "metric_vs_epsilon_plot"]
 
@@ -71,6 +72,7 @@ def accuracy_plot(
         )
     if chance is not None:
         ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy on held-out test tasks")
@@ -97,6 +99,7 @@ def epsilon_plot(*, series: Mapping[str, Sequence[tuple[int, float]]], delta: fl
             ax.plot(
                 [r for r, _ in finite], [e for _, e in finite], marker=".", label=label, color=f"C{i % 10}"
             )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("cumulative ε")
     ax.set_title("Privacy spent (ε) over rounds" + (f", δ = {delta:g}" if delta is not None else ""))

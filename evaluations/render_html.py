@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evaluations.jsonio import as_float
 from evaluations.wording import GLOSSARY, fmt_eps, fmt_num, fmt_pct
 
 __all__ = ["Figure", "render_run_html", "render_sweep_html", "cell"]
@@ -79,6 +80,50 @@ def cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) if value else "none"
     return str(value)
+
+
+_ATTACK_HEADERS = {
+    "psnr_db": "PSNR (dB)",
+    "ssim": "SSIM",
+    "mse": "MSE",
+    "label_accuracy": "label accuracy",
+    "flat_baseline_psnr_db": "flat-image baseline PSNR (dB)",
+    "auc": "AUC",
+    "balanced_accuracy": "balanced accuracy",
+    "tpr_at_0.1%": "TPR at 0.1 % FPR",
+    "tpr_at_1%": "TPR at 1 % FPR",
+    "members": "members",
+    "non_members": "non-members",
+    "lower_bound": "ε lower bound",
+    "accountant_epsilon": "accountant's ε",
+}
+
+
+def attack_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and display values of an attack's metric rows (rates as percentages, ε as ε).
+
+    Args:
+        rows: The ``rows`` of one attack in :func:`evaluations.facts.attack_facts`.
+
+    Returns:
+        ``(headers, rows)`` ready for a table.
+    """
+    if not rows:
+        return [], []
+    keys = list(rows[0].keys())
+    out = []
+    for r in rows:
+        line: list[Any] = []
+        for k in keys:
+            v = r.get(k)
+            if k.startswith("tpr") and isinstance(v, float):
+                line.append(fmt_pct(v))
+            elif k in ("lower_bound", "accountant_epsilon") and isinstance(v, float):
+                line.append(fmt_eps(v))
+            else:
+                line.append(v)
+        out.append(line)
+    return [_ATTACK_HEADERS.get(k, k.replace("_", " ")) for k in keys], out
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -251,12 +296,7 @@ def _attacks_section(a: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         cls = "muted" if entry["status"] != "ok" else ""
         out.append(_p(entry["statement"], cls))
         if entry["rows"]:
-            headers = list(entry["rows"][0].keys())
-            out.append(
-                _table(
-                    [h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]
-                )
-            )
+            out.append(_table(*attack_table(entry["rows"])))
         out.append(_figs(figures, f"attack_{name}"))
     return out
 
@@ -370,6 +410,15 @@ def _eps_cell(eps: float | None) -> str:
     return fmt_eps(eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
 
 
+def _eps_list(values: Any) -> str:
+    if not isinstance(values, list):
+        return "not recorded"
+    return ", ".join(
+        "∞" if (f := as_float(v)) is not None and math.isinf(f) else (f"{f:g}" if f is not None else str(v))
+        for v in values
+    )
+
+
 def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], generated: str) -> str:
     """The HTML report of a privacy–utility sweep.
 
@@ -399,7 +448,7 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
                 ("Base configuration fingerprint (SHA-256)", w["base_config_hash"]),
                 ("Code version", w["code_version"] or "not recorded"),
                 ("Dataset", w["dataset"]),
-                ("Privacy levels ε", w["epsilons"]),
+                ("Privacy levels ε", _eps_list(w["epsilons"])),
                 ("Learning methods", w["learners"]),
                 ("Aggregation", w["aggregations"]),
                 ("Attacks", w["attacks"] or "none"),

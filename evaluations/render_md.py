@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evaluations.render_html import Figure, cell
+from evaluations.jsonio import as_float
+from evaluations.render_html import Figure, attack_table, cell
 from evaluations.wording import GLOSSARY, fmt_eps, fmt_num, fmt_pct
 
 __all__ = ["render_run_md", "render_sweep_md", "md_table"]
@@ -209,12 +210,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     for name, entry in a.items():
         out += [f"### {entry['title']}\n", entry["explanation"] + "\n", entry["statement"] + "\n"]
         if entry["rows"]:
-            headers = list(entry["rows"][0].keys())
-            out.append(
-                md_table(
-                    [h.replace("_", " ") for h in headers], [[r[h] for h in headers] for r in entry["rows"]]
-                )
-            )
+            out.append(md_table(*attack_table(entry["rows"])))
         out += _figs(figures, f"attack_{name}")
 
     out += ["## 6. Empirical check of the privacy guarantee\n", e["statement"] + "\n"]
@@ -250,6 +246,15 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
 
 def _eps_cell(eps: float | None) -> str:
     return fmt_eps(eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
+
+
+def _eps_list(values: Any) -> str:
+    if not isinstance(values, list):
+        return "not recorded"
+    return ", ".join(
+        "∞" if (f := as_float(v)) is not None and math.isinf(f) else (f"{f:g}" if f is not None else str(v))
+        for v in values
+    )
 
 
 def sweep_table(points: Sequence[Mapping[str, Any]]) -> str:
@@ -322,7 +327,7 @@ def render_sweep_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
                 ("Base configuration fingerprint (SHA-256)", w["base_config_hash"]),
                 ("Code version", w["code_version"] or "not recorded"),
                 ("Dataset", w["dataset"]),
-                ("Privacy levels ε", w["epsilons"]),
+                ("Privacy levels ε", _eps_list(w["epsilons"])),
                 ("Learning methods", w["learners"]),
                 ("Aggregation", w["aggregations"]),
                 ("Attacks", w["attacks"] or "none"),

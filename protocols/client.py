@@ -164,6 +164,7 @@ class SecAggClientSession:
         self._b: bytes | None = None
         self._pre_session: bytes | None = None
         self._participants: tuple[int, ...] = ()
+        self._participant_set: frozenset[int] = frozenset()
         self._u1: frozenset[int] = frozenset()
         self._graph: Graph | None = None
         self._peers: dict[int, tuple[bytes, bytes]] = {}
@@ -316,6 +317,7 @@ class SecAggClientSession:
         self.params = params
         self.vector_length = setup.vector_length
         self._participants = setup.participants
+        self._participant_set = frozenset(setup.participants)
         self._pre_session = msg.setup_session_id(body)
         self._c = generate_key_pair()
         self._s = generate_key_pair()
@@ -339,7 +341,8 @@ class SecAggClientSession:
         assert p is not None and self._c is not None and self._s is not None and self._b is not None
         assert self._pre_session is not None
         table = msg.decode_key_table(body, active=p.active, limit=p.n)
-        if not np.all(np.isin(table.ids, np.asarray(self._participants, dtype=np.int64))):
+        u1 = frozenset(table.ids.tolist())
+        if not u1 <= self._participant_set:
             raise InconsistentViewError("key table lists clients that were not selected")
         own_row = table.index_of(self.client_id)
         own = table.entry_at(own_row) if own_row is not None else None
@@ -397,7 +400,7 @@ class SecAggClientSession:
         # commit
         self.session_id = session_id
         self._graph = graph
-        self._u1 = frozenset(table.ids.tolist())
+        self._u1 = u1
         self._peers = peers
         self._inbound_keys = inbound_keys
         self._own_shares = own_shares

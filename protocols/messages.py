@@ -288,6 +288,12 @@ class KeyTable:
 
     def has_duplicate_keys(self) -> bool:
         """Whether any two of the 2 * count public keys are equal."""
+        n = len(self)
+        if n < 256:  # small tables: a set of byte strings is cheaper than numpy's per-call overhead
+            rows = self.rows
+            keys_b = {rows[i * KEY_ROW_BYTES + 4 : i * KEY_ROW_BYTES + 36] for i in range(n)}
+            keys_b.update(rows[i * KEY_ROW_BYTES + 36 : i * KEY_ROW_BYTES + 68] for i in range(n))
+            return len(keys_b) != 2 * n
         keys = np.concatenate([self._arr["c_pk"], self._arr["s_pk"]])
         prefixes = np.sort(np.frombuffer(keys.tobytes(), dtype="<u8").reshape(-1, 4)[:, 0])
         if not np.any(prefixes[1:] == prefixes[:-1]):

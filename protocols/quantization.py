@@ -198,7 +198,8 @@ class StochasticQuantizer:
             k = stop - start
             vv, ll, uu, bb = v[:k], low[:k], u[:k], up[:k]
             np.multiply(arr[start:stop], self.scale, out=vv, dtype=np.float64)
-            np.clip(vv, -bound, bound, out=vv)
+            np.minimum(vv, bound, out=vv)  # clip (plain ufuncs: less per-call overhead)
+            np.maximum(vv, -bound, out=vv)
             np.floor(vv, out=ll)
             vv -= ll
             self._rng.random(out=uu)

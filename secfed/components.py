@@ -307,7 +307,7 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
         if config.secagg.active:
             pki = _simulated_pki(config)
             signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
-        return SecureClientAggregator(  # type: ignore[misc]
+        return SecureClientAggregator(
             client_id=site_id,
             **_options(config),  # type: ignore[arg-type]
             encoder_factory=make_distributed_encoder_factory(config=config),
@@ -344,7 +344,7 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
         from secfed.federation.secure import SecureServerAggregator, _options, _simulated_pki
 
         pki = _simulated_pki(config) if config.secagg.active else None
-        return SecureServerAggregator(  # type: ignore[misc]
+        return SecureServerAggregator(
             **_options(config),  # type: ignore[arg-type]
             encoder_factory=make_distributed_encoder_factory(config=config),
             pki=pki,

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -412,6 +413,7 @@ def run_flower(*, python: str, bench: Path, dim: int, clients: list[int], timeou
 _FLOWER_HARNESS = r"""
 import json, logging, sys, time
 from pathlib import Path
+from typing import Any
 bench_path, dim, drop_frac = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 clients = [int(c) for c in sys.argv[4].split(",")]
 sys.path.insert(0, str(bench_path.parent))
@@ -589,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(report, indent=2, default=str))
         print(f"wrote {args.out}")
         return 0
-    flower = None
+    flower: dict[str, Any] | None = None
     if args.flower_python:
         clients = [10, 50] if not args.quick else [10]
         print(

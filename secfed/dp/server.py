@@ -122,11 +122,7 @@ _RECORD_MECHANISMS = ("episodic-gaussian", "per-sample-gaussian")
 _CLIENT_CLIP = "client-clip"
 _EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
 _REPORT_KEYS = ("mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate", "steps")
-_SITE_BOUND_NOTE = (
-    "record-level bound from the aggregate's noise: one record moves the site's clipped update by "
-    "at most 2C; counted only in rounds whose released aggregate holds the site's update; "
-    "no sampling amplification"
-)
+_SITE_BOUND_NOTE = "record bound from the aggregate's noise: sensitivity 2C, no sampling amplification"
 
 
 class PrivacyStateError(SecfedError, RuntimeError):
@@ -419,15 +415,17 @@ class ServerPrivacy:
         self._excluded: frozenset[int] = frozenset()
         self._noised_rounds: set[int] = set()
         self._dist: DistributedDPConfig | None = None
+        self._projections: dict[str, tuple[Accountant, PlannedSteps, float, str | None]] = {}
         if p.target_epsilon > 0 and self._mode != "distributed":
-            wanted = calibrated_noise_multiplier(config=config)
-            if not math.isclose(wanted, self._z, rel_tol=1e-9):
+            plan = planned_epsilon(config=config)
+            planned = plan["record_epsilon"] if self._mode == "record" else plan["client_epsilon"]
+            if planned > p.target_epsilon * (1 + 1e-6):
                 log.warning(
-                    "privacy.target_epsilon = %g asks for noise_multiplier %.6g, but %.6g is configured; "
-                    "call secfed.dp.calibrated_config() before running (the ledger reports the true epsilon)",
+                    "privacy.target_epsilon = %g but noise_multiplier %.6g plans epsilon %.4g; call "
+                    "secfed.dp.calibrated_config() before running (the ledger reports the true epsilon)",
                     p.target_epsilon,
-                    wanted,
                     self._z,
+                    planned,
                 )
 
     # ---------------------------------------------------------------- properties
@@ -558,6 +556,7 @@ class ServerPrivacy:
         self._global = glob if glob is not None else self._new_global_accountant()
         self._site_last, self._site_plan, self._exhausted = {}, {}, set()
         self._global_last = None
+        self._projections = {}
         for entry in ledger.entries:
             for name, rec in entry.sites.items():
                 self._site_last[name] = rec
@@ -590,13 +589,12 @@ class ServerPrivacy:
         for sid, info in sites.items():
             self._add_site(sid)
             desc = info.get("privacy") if isinstance(info, Mapping) else None
-            if desc is not None:
-                if not isinstance(desc, Mapping) or desc.get("mode") != self._mode:
-                    raise MessageError(
-                        f"site {sid} runs privacy mode {getattr(desc, 'get', lambda _k: None)('mode')!r}, "
-                        f"the server {self._mode!r}"
-                    )
-                self._site_info[int(sid)] = dict(desc)
+            if desc is None:
+                continue
+            mode = desc.get("mode") if isinstance(desc, Mapping) else None
+            if mode != self._mode:
+                raise MessageError(f"site {sid} runs privacy mode {mode!r}, the server {self._mode!r}")
+            self._site_info[int(sid)] = dict(desc)
 
     # ---------------------------------------------------------------- budgets
     def _site_planned_steps(self, name: str) -> PlannedSteps:
@@ -616,6 +614,28 @@ class ServerPrivacy:
         return self.distributed_config().event(
             num_survivors=self.worst_case_survivors(), sample_rate=self._q_client
         )
+
+    def _site_projections(
+        self, ledger: PrivacyLedger, names: list[str]
+    ) -> dict[str, tuple[float, str | None]]:
+        """Projected ε of every site after one more planned round, with the budget's reason if over.
+
+        A projection is reused while the site's accountant object and plan are unchanged (the
+        accountant is replaced, never mutated, when the site trains), which matters for PRV.
+        """
+
+        def fresh(name: str, plan: PlannedSteps) -> bool:
+            cached = self._projections.get(name)
+            return cached is not None and cached[0] is self._site_acc[name] and cached[1] == plan
+
+        plans = {n: self._site_planned_steps(n) for n in names}
+        stale = {n: plan for n, plan in plans.items() if not fresh(n, plan)}
+        if stale:
+            check = ledger.check_budget(site_accountants=self._site_acc, site_plans=stale)
+            for n, plan in stale.items():
+                reason = next((r for r in check.reasons if r.startswith(f"site {n!r}:")), None)
+                self._projections[n] = (self._site_acc[n], plan, check.projected_site_epsilon[n], reason)
+        return {n: (self._projections[n][2], self._projections[n][3]) for n in names}
 
     def before_round(self, *, round_idx: int) -> tuple[frozenset[int], str | None]:
         """Apply the budget to the next round.
@@ -639,11 +659,10 @@ class ServerPrivacy:
         reasons: list[str] = []
         b = self._budget_value
         if b is not None and self._mode == "record":
-            plans = {n: self._site_planned_steps(n) for n in names}
-            check = ledger.check_budget(site_accountants=self._site_acc, site_plans=plans)
-            over = {n for n, eps in check.projected_site_epsilon.items() if not eps <= b}
-            excluded |= {int(n) for n in over}
-            reasons.extend(check.reasons)
+            for n, (eps, reason) in self._site_projections(ledger, names).items():
+                if not eps <= b:
+                    excluded.add(int(n))
+                    reasons.append(reason or f"site {n!r}: epsilon would reach {eps:.4g}")
         self._excluded = frozenset(excluded)
         if self._excluded:
             log.info("privacy: sites %s excluded from round %d (budget)", sorted(self._excluded), round_idx)
@@ -706,7 +725,7 @@ class ServerPrivacy:
         if report is None:  # did not train: unchanged epsilon, no steps
             prev = self._site_last.get(name)
             rec = MechanismRecord(
-                epsilon=self._eps(acc),
+                epsilon=self._eps(acc) if prev is None else prev.epsilon,
                 mechanism=record_mechanism(config=self._cfg) if prev is None else prev.mechanism,
                 noise_multiplier=p.noise_multiplier if prev is None else prev.noise_multiplier,
                 sample_rate=p.sample_rate if prev is None else prev.sample_rate,
@@ -736,53 +755,53 @@ class ServerPrivacy:
         return rec, new
 
     def _bound_site(
-        self, *, included: bool, survivors: int, acc: Accountant
+        self, *, name: str, included: bool, survivors: int, acc: Accountant
     ) -> tuple[MechanismRecord, Accountant]:
-        """Client/distributed mode: the site's record-level bound from the aggregate's noise."""
-        new = acc.copy() if included else acc
+        """Client/distributed mode: the site's record-level bound from the aggregate's noise.
+
+        One record moves the site's clipped update by at most 2C (both versions lie in the C-ball),
+        so a round whose released aggregate holds the site's update is a Gaussian mechanism with
+        noise multiplier z/2 (client mode) or a distributed round with sensitivities 2Δ₂, 2Δ₁
+        (distributed mode), without sampling amplification.
+        """
+        params: dict[str, Any] = {"note": _SITE_BOUND_NOTE}
         if self._mode == "client":
             sigma = self._z / 2.0  # noise zC over record sensitivity 2C
+            params.update(client_noise_multiplier=self._z, clip_norm=self._clip)
+            new = acc
             if included:
+                new = acc.copy()
                 assert isinstance(new, GaussianAccountant)
                 new.step(noise_multiplier=sigma, sample_rate=1.0, num_steps=1)
-            rec = MechanismRecord(
-                epsilon=self._eps(new),
-                mechanism=MECHANISM_RECORD_BOUND,
-                noise_multiplier=sigma,
+            mechanism, noise = MECHANISM_RECORD_BOUND, sigma
+        else:
+            dcfg = self.distributed_config()
+            event = DistributedEvent(
+                mechanism=dcfg.mechanism,
+                l2_sensitivity=2.0 * dcfg.l2_sensitivity,
+                l1_sensitivity=2.0 * dcfg.l1_sensitivity,
+                dim=dcfg.padded_dim,
+                local_stddev=dcfg.scaled_local_stddev,
+                num_survivors=max(1, survivors),
                 sample_rate=1.0,
-                steps=1 if included else 0,
-                privacy_unit="record",
-                adjacency=ADJACENCY_RECORD,
-                params={
-                    "note": _SITE_BOUND_NOTE,
-                    "client_noise_multiplier": self._z,
-                    "clip_norm": self._clip,
-                },
             )
-            return rec, new
-        dcfg = self.distributed_config()
-        n = survivors
-        event = DistributedEvent(
-            mechanism=dcfg.mechanism,
-            l2_sensitivity=2.0 * dcfg.l2_sensitivity,
-            l1_sensitivity=2.0 * dcfg.l1_sensitivity,
-            dim=dcfg.padded_dim,
-            local_stddev=dcfg.scaled_local_stddev,
-            num_survivors=max(1, n),
-            sample_rate=1.0,
-        )
-        if included:
-            assert isinstance(new, DistributedDPAccountant)
-            new.step(event=event)
+            params["event"] = event.to_dict()
+            new = acc
+            if included:
+                new = acc.copy()
+                assert isinstance(new, DistributedDPAccountant)
+                new.step(event=event)
+            mechanism, noise = dcfg.mechanism, self._z
+        prev = self._site_last.get(name)
         rec = MechanismRecord(
-            epsilon=self._eps(new),
-            mechanism=dcfg.mechanism,
-            noise_multiplier=self._z,
+            epsilon=self._eps(new) if included or prev is None else prev.epsilon,
+            mechanism=mechanism,
+            noise_multiplier=noise,
             sample_rate=1.0,
             steps=1 if included else 0,
             privacy_unit="record",
             adjacency=ADJACENCY_RECORD,
-            params={"event": event.to_dict(), "note": _SITE_BOUND_NOTE},
+            params=params,
         )
         return rec, new
 
@@ -876,7 +895,7 @@ class ServerPrivacy:
                 records[name], new_acc[name] = self._record_site(name=name, report=reports.get(name), acc=acc)
             else:
                 records[name], new_acc[name] = self._bound_site(
-                    included=name in included, survivors=len(outcome.clients), acc=acc
+                    name=name, included=name in included, survivors=len(outcome.clients), acc=acc
                 )
         glob_rec, glob_acc = self._global_round(outcome)
         try:
@@ -915,7 +934,13 @@ class ServerPrivacy:
         else:
             eps = float(self._global_last.epsilon) if self._global_last is not None else 0.0
             unit = "client"
-        return {"epsilon": eps, "epsilon_unit": unit, "epsilon_sites": sites, "delta": self._delta}
+        return {
+            "epsilon": eps,
+            "epsilon_unit": unit,
+            "epsilon_sites": sites,
+            "epsilon_sites_unit": "record",
+            "delta": self._delta,
+        }
 
     def summary(self) -> dict[str, Any]:
         """Final privacy facts for ``summary.json``.

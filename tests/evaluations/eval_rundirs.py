@@ -85,7 +85,8 @@ def make_run(
     )
     (run / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
     (run / "sites.json").write_text(
-        json.dumps({str(s): {"site": s, "records": 300 + 10 * s, "classes": 5} for s in range(3)}), encoding="utf-8"
+        json.dumps({str(s): {"site": s, "records": 300 + 10 * s, "classes": 5} for s in range(3)}),
+        encoding="utf-8",
     )
     metrics = []
     for r in range(1, rounds + 1):
@@ -201,8 +202,12 @@ def write_attacks(
         scores = np.concatenate([members, others])
         is_member = np.concatenate([np.ones(400, bool), np.zeros(400, bool)])
         loss = mia_metrics(scores=scores, is_member=is_member).to_dict(include_curve=True)
-        lira = mia_metrics(scores=scores + rng.normal(0, 2.0, 800), is_member=is_member).to_dict(include_curve=True)
-        (folder / "mia.json").write_text(json.dumps({"attacks": {"loss": loss, "lira": lira}}), encoding="utf-8")
+        lira = mia_metrics(scores=scores + rng.normal(0, 2.0, 800), is_member=is_member).to_dict(
+            include_curve=True
+        )
+        (folder / "mia.json").write_text(
+            json.dumps({"attacks": {"loss": loss, "lira": lira}}), encoding="utf-8"
+        )
         if mia_png:
             (folder / "mia_roc.png").write_bytes(png_bytes(color="C1"))
     if "inversion" in attacks:
@@ -222,11 +227,15 @@ def write_attacks(
 
 
 def make_sweep(root: Path) -> Path:
-    """A sweep directory with three points (ε = 1, 3 reached by DP runs; ∞ without DP) and one failed point."""
+    """A sweep directory: points at ε = 1 and 3 (DP runs), ∞ (no DP), and one failed point."""
     sweep = root / "sweep"
     (sweep / "runs").mkdir(parents=True)
     points = []
-    specs = [("eps1", 1.0, (0.6, 1.0), 0.41), ("eps3", 3.0, (1.7, 3.0), 0.55), ("epsinf", float("inf"), None, 0.70)]
+    specs = [
+        ("eps1", 1.0, (0.6, 1.0), 0.41),
+        ("eps3", 3.0, (1.7, 3.0), 0.55),
+        ("epsinf", float("inf"), None, 0.70),
+    ]
     for name, target, eps_rounds, acc in specs:
         make_run(
             sweep / "runs",

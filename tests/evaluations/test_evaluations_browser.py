@@ -9,6 +9,7 @@ that an external reference would be caught.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -26,7 +27,8 @@ from evaluations.report import write_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
 )
 FLAGS = [
     "--headless",
@@ -81,7 +83,14 @@ def _page_requests(log: dict[str, Any]) -> list[str]:
 def _chromium(page: Path, work: Path, *extra: str) -> tuple[str, list[str]]:
     assert CHROMIUM is not None
     net = work / f"net-{page.stem}-{len(list(work.glob('net-*')))}.json"
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={work / 'profile'}", f"--log-net-log={net}", *extra, page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={work / 'profile'}",
+        f"--log-net-log={net}",
+        *extra,
+        page.as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert net.is_file(), "chromium wrote no net log"
@@ -97,8 +106,12 @@ def test_report_renders_its_plots_and_requests_nothing(tmp_path: Path, kind: str
     folder = make_run(tmp_path) if kind == "run" else make_sweep(tmp_path)
     report = write_report(path=folder).html
     page = report.read_text(encoding="utf-8")
+    sizes = []
+    for uri in re.findall(r'<img src="data:image/png;base64,([^"]+)"', page):
+        with Image.open(io.BytesIO(base64.b64decode(uri))) as png:
+            sizes.append(png.size)
     n_img = page.count("<img ")
-    assert n_img == (4 if kind == "run" else 3)
+    assert n_img == len(sizes) == (4 if kind == "run" else 3)
     check = report.with_name("report_check.html")
     check.write_text(page.replace("</body>", CHECK_SCRIPT + "\n</body>"), encoding="utf-8")
     work = tmp_path / "chromium"
@@ -109,7 +122,8 @@ def test_report_renders_its_plots_and_requests_nothing(tmp_path: Path, kind: str
     assert found, "the page did not finish loading in chromium"
     images = json.loads(html.unescape(found.group(1)))
     assert len(images) == n_img
-    assert all(im["complete"] and im["w"] > 100 and im["h"] > 50 for im in images), images
+    assert all(im["complete"] for im in images), images
+    assert [(im["w"], im["h"]) for im in images] == sizes  # every plot decoded at its own size
     assert not _external(requests), f"the report requested {_external(requests)}"
 
     shot = work / "shot.png"

@@ -78,7 +78,9 @@ def test_sweep_command_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY, encoding="utf-8")
     out = tmp_path / "sweep"
-    rc = main(["sweep", str(cfg), "--epsilons", "inf", "--attacks", "none", "--out", str(out), "--no-progress"])
+    rc = main(
+        ["sweep", str(cfg), "--epsilons", "inf", "--attacks", "none", "--out", str(out), "--no-progress"]
+    )
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "| epsinf | ∞ (no DP) |" in stdout and f"report: {out / 'report.html'}" in stdout

@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from eval_rundirs import ACCURACY, CI95, EPS_ROUNDS, make_run, make_sweep, write_attacks
+from PIL import Image
 
 from evaluations.errors import ReportInputError
 from evaluations.report import ReportPaths, write_report
@@ -34,7 +34,15 @@ class _Collector(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         for name, value in attrs:
-            if value is not None and name in ("src", "href", "srcset", "poster", "data", "action", "background"):
+            if value is not None and name in (
+                "src",
+                "href",
+                "srcset",
+                "poster",
+                "data",
+                "action",
+                "background",
+            ):
                 self.urls.append((tag, name, value))
             if name == "style" and value:
                 self.styles.append(value)
@@ -87,7 +95,11 @@ def test_run_report_with_dp_secagg_and_attacks(tmp_path: Path) -> None:
     assert p["applied"] and p["mode"] == "record" and p["unit"] == "record" and p["accountant"] == "rdp"
     assert p["epsilon"] == pytest.approx(EPS_ROUNDS[-1]) and p["delta"] == pytest.approx(1e-5)
     assert p["epsilon_sites"] == {str(s): pytest.approx(EPS_ROUNDS[-1]) for s in range(3)}
-    assert p["ledger"]["verified"] is True and p["ledger"]["rounds"] == 2 and p["ledger"]["consistent_with_summary"]
+    assert (
+        p["ledger"]["verified"] is True
+        and p["ledger"]["rounds"] == 2
+        and p["ledger"]["consistent_with_summary"]
+    )
     s = doc["secure_aggregation"]
     assert s["protocol"] == "secagg+" and (s["n"], s["k"], s["t"]) == ("3", "2", "2")
     assert s["threat_model"]["adversary"] == "honest-but-curious" and s["total_dropouts"] == 1
@@ -137,7 +149,9 @@ def test_unfinished_run_and_unreadable_attack_file(tmp_path: Path) -> None:
     assert doc["what_was_run"]["status"].startswith("unfinished")
     assert doc["utility"]["test_accuracy"] is None and len(doc["utility"]["per_round"]) == 2
     assert "The final evaluation has not been recorded" in md
-    assert doc["attacks"]["mia"]["status"] == "unreadable" and "mia.json" in doc["attacks"]["mia"]["statement"]
+    assert (
+        doc["attacks"]["mia"]["status"] == "unreadable" and "mia.json" in doc["attacks"]["mia"]["statement"]
+    )
     # No summary: ε comes from the per-round metrics / ledger.
     assert doc["privacy"]["epsilon"] == pytest.approx(EPS_ROUNDS[-1])
     _assert_self_contained(html)
@@ -173,7 +187,10 @@ def test_audit_violation_is_reported(tmp_path: Path) -> None:
     run = make_run(tmp_path, audit_lower_bound=4.0, audit_accountant_eps=None)
     html, md, doc = _texts(write_report(path=run))
     row = doc["empirical_epsilon"]["rows"][0]
-    assert row["accountant_epsilon"] == pytest.approx(EPS_ROUNDS[-1]) and row["accountant_source"] == "summary.json"
+    assert (
+        row["accountant_epsilon"] == pytest.approx(EPS_ROUNDS[-1])
+        and row["accountant_source"] == "summary.json"
+    )
     assert row["verdict"].startswith("VIOLATION") and doc["empirical_epsilon"]["violations"] == 1
     assert "the stated guarantee is refuted" in html and "VIOLATION" in md
 

@@ -112,7 +112,10 @@ def test_plan_sweep_grid_names_and_overrides(tmp_path: Path) -> None:
 @NEEDS_DP
 def test_plan_sweep_calibrates_finite_points_and_replaces_batchnorm(tmp_path: Path) -> None:
     points, notes = plan_sweep(
-        config_path=_config(tmp_path, norm="batch"), epsilons=[1.0, 8.0, math.inf], learners=None, aggregations=None
+        config_path=_config(tmp_path, norm="batch"),
+        epsilons=[1.0, 8.0, math.inf],
+        learners=None,
+        aggregations=None,
     )
     assert any("BatchNorm" in n for n in notes)
     assert all(p.config.model.norm == "group" for p in points)  # the same model at every point
@@ -127,7 +130,9 @@ def _unavailable() -> tuple[None, str, None]:
     return None, "attacks were not run: attacks.runner is not available in this installation", None
 
 
-def test_sweep_without_dp_reports_missing_attack_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_without_dp_reports_missing_attack_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sweep_mod, "resolve_attack_runner", _unavailable)
     cfg = _config(tmp_path)
     out = tmp_path / "sweep"

@@ -94,14 +94,14 @@ def test_prg_add_into_matches_reference_modular_arithmetic() -> None:
 def test_chunked_multi_mask_addition_equals_full_expansion(bits: int) -> None:
     m = 3 * MaskExpander.CHUNK_BYTES // 4 + 123  # several chunks and a ragged tail
     exp = MaskExpander(length=m, bits=bits)
-    masks = [(os.urandom(16), sign) for sign in (1, -1, 1, 1, -1)]
+    masks = [(os.urandom(16), sgn) for sgn in (1, -1, 1, 1, -1)]
     acc = exp.zeros()
     acc += np.arange(m, dtype=acc.dtype)
     exp.add_masks(acc=acc, masks=masks)
     modulus = 2**32 if bits <= 32 else 2**64
     ref = np.arange(m, dtype=object)
-    for key, sign in masks:
-        ref = ref + sign * exp.expand(key=key).astype(object)
+    for key, sgn in masks:
+        ref = ref + sgn * exp.expand(key=key).astype(object)
     assert [int(a) for a in acc] == [int(r) % modulus for r in ref]
 
 

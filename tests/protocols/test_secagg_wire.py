@@ -361,3 +361,28 @@ def test_header_helper_roundtrip() -> None:
     data = pack_message(header=hd, body=[b"ab", memoryview(b"cd")])
     got, body = unpack_message(data)
     assert got == hd and bytes(body) == b"abcd" and len(data) == HEADER_BYTES + 4
+
+
+@pytest.mark.parametrize("n", [10, 300])
+def test_key_table_duplicate_detection_small_and_large(n: int) -> None:
+    import os
+
+    rows = b"".join(i.to_bytes(4, "big") + os.urandom(64) for i in range(n))
+    assert not msg.KeyTable(rows=rows, signatures=None).has_duplicate_keys()
+    r = 3 * msg.KEY_ROW_BYTES
+    for dst, src in ((4, r + 36), (r + 36, 36)):  # a c_pk equal to an s_pk; an s_pk equal to another
+        forged = bytearray(rows)
+        forged[dst : dst + 32] = rows[src : src + 32]
+        assert msg.KeyTable(rows=bytes(forged), signatures=None).has_duplicate_keys()
+
+
+@pytest.mark.parametrize("n", [20, 2000])
+def test_id_list_checks_small_and_large(n: int) -> None:
+    ids = list(range(0, 3 * n, 3))
+    assert msg.decode_id_list(msg.encode_id_list(ids), limit=n, what="U3") == tuple(ids)
+    dup = [*ids[:-1], ids[-2]]
+    with pytest.raises(DuplicateEntryError):
+        msg.decode_id_list(msg.encode_id_list(sorted(dup)), limit=n, what="U3")
+    swapped = [ids[1], ids[0], *ids[2:]]
+    with pytest.raises(MalformedMessageError, match="sorted"):
+        msg.decode_id_list(msg.encode_id_list(swapped), limit=n, what="U3")

@@ -60,7 +60,11 @@ class FakeChannel:
             if callable(fn):
                 req = fn(req)
             out[u] = self.clients[u].handle(
-                stage=stage, request=req, update=self.updates[u], weight=self.weights[u], round_idx=self.round_idx
+                stage=stage,
+                request=req,
+                update=self.updates[u],
+                weight=self.weights[u],
+                round_idx=self.round_idx,
             )
             self.wire.append(out[u])
         if callable(self.on_exchange):
@@ -78,7 +82,9 @@ def _setup(
     uniform_weights: bool = False,
     on_abort: str = "raise",
     **opts: object,
-) -> tuple[SecureServerAggregator, dict[int, SecureClientAggregator], dict[int, np.ndarray], dict[int, float]]:
+) -> tuple[
+    SecureServerAggregator, dict[int, SecureClientAggregator], dict[int, np.ndarray], dict[int, float]
+]:
     rng = np.random.default_rng(seed)
     ids = [2 * i + 1 for i in range(n)]
     updates = {u: rng.uniform(-1.5, 1.5, dim).astype(np.float32) for u in ids}
@@ -93,7 +99,9 @@ def _setup(
     return server, clients, updates, weights
 
 
-def _expected(updates: dict[int, np.ndarray], weights: dict[int, float], survivors: list[int], clip: float = 1.0):
+def _expected(
+    updates: dict[int, np.ndarray], weights: dict[int, float], survivors: list[int], clip: float = 1.0
+):
     return sum(weights[u] * np.clip(updates[u].astype(np.float64), -clip, clip) for u in survivors)
 
 
@@ -278,7 +286,9 @@ def test_custom_encoder_object_is_used_on_both_sides() -> None:
 
 def test_encoder_factory_per_round_and_mismatch_is_refused() -> None:
     dim = 33
-    server, clients, updates, weights = _setup(5, dim, mode="secagg", encoder_factory=lambda r: IntEncoder(dim))
+    server, clients, updates, weights = _setup(
+        5, dim, mode="secagg", encoder_factory=lambda r: IntEncoder(dim)
+    )
     ids = sorted(clients)
     ch = FakeChannel(clients=clients, updates=updates, weights=weights, round_idx=1)
     res = server.aggregate(round_idx=1, participants=ids, weights=weights, dim=dim, channel=ch)
@@ -307,7 +317,9 @@ def test_client_refusing_a_tampered_request_counts_as_dropped() -> None:
         return pack_message(header=header, body=msg.encode_blobs(rows))
 
     victim = ids[3]
-    ch = FakeChannel(clients=clients, updates=updates, weights=weights, round_idx=1, tamper={(victim, 2): flip_share})
+    ch = FakeChannel(
+        clients=clients, updates=updates, weights=weights, round_idx=1, tamper={(victim, 2): flip_share}
+    )
     res = server.aggregate(round_idx=1, participants=ids, weights=weights, dim=dim, channel=ch)
     assert victim not in res.survivors and clients[victim].refusals == 1
     assert "AuthenticationError" in (clients[victim].last_error or "")
@@ -322,7 +334,11 @@ def test_too_many_dropouts_abort_without_releasing_shares(policy: str) -> None:
     ids = sorted(clients)
     t_needed = n // 2 + 1
     ch = FakeChannel(
-        clients=clients, updates=updates, weights=weights, round_idx=1, drop_at={u: 2 for u in ids[: n - t_needed + 1]}
+        clients=clients,
+        updates=updates,
+        weights=weights,
+        round_idx=1,
+        drop_at={u: 2 for u in ids[: n - t_needed + 1]},
     )
     if policy == "raise":
         with pytest.raises(AbortError):
@@ -378,7 +394,9 @@ def test_factories_build_matching_aggregators_from_the_experiment_config() -> No
         secagg=dataclasses.replace(base.secagg, clip=0.5, precision_bits=18),
     )
     server = secure_mod.make_server_aggregator(config=cfg)
-    assert server.mode == "secagg+" and server.on_abort == "skip" and server.dropout_rate == pytest.approx(0.1)
+    assert (
+        server.mode == "secagg+" and server.on_abort == "skip" and server.dropout_rate == pytest.approx(0.1)
+    )
     n = 6
     clients = {u: secure_mod.make_client_aggregator(config=cfg, site_id=u) for u in range(n)}
     rng = np.random.default_rng(1)
@@ -386,4 +404,6 @@ def test_factories_build_matching_aggregators_from_the_experiment_config() -> No
     weights = {u: 1.0 for u in range(n)}
     ch = FakeChannel(clients=clients, updates=updates, weights=weights, round_idx=1)
     res = server.aggregate(round_idx=1, participants=list(range(n)), weights=weights, dim=20, channel=ch)
-    assert np.max(np.abs(res.total - _expected(updates, weights, res.survivors, clip=0.5))) <= n / 2**18 + 1e-9
+    assert (
+        np.max(np.abs(res.total - _expected(updates, weights, res.survivors, clip=0.5))) <= n / 2**18 + 1e-9
+    )

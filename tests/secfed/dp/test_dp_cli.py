@@ -93,7 +93,7 @@ def write_config(tmp_path: Path, sections: dict[str, dict[str, Any]] | None = No
         "data": {"dataset": "digits"},
         "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
         "learner": {"name": "protonet", "local_steps": 3},
-        "federation": {"sampling": "poisson", "sample_rate": 0.5},
+        "federation": {"sampling": "poisson", "sample_rate": 0.1},
         "privacy": {"mode": "client", "noise_multiplier": 1.2, "sample_rate": 0.02, **privacy},
     }
     for name, values in (sections or {}).items():
@@ -106,9 +106,9 @@ def write_config(tmp_path: Path, sections: dict[str, dict[str, Any]] | None = No
 def test_epsilon_of_a_planned_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_config(tmp_path)
     out = run_json(capsys, "epsilon", "--config", str(path))
-    assert out["record_steps"] == 30 and out["client_rounds"] == 10 and out["client_sample_rate"] == 0.5
+    assert out["record_steps"] == 30 and out["client_rounds"] == 10 and out["client_sample_rate"] == 0.1
     assert out["record_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.02, steps=30, delta=1e-5)
-    assert out["client_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.5, steps=10, delta=1e-5)
+    assert out["client_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.1, steps=10, delta=1e-5)
     assert out["calibrated_for_target_epsilon"] is None
     over = run_json(
         capsys, "epsilon", "--config", str(path), "--set", "experiment.rounds=20", "--delta", "1e-6"

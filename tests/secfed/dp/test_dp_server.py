@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from privacy.accountants import DistributedDPAccountant, DistributedEvent, RDPAccountant
+from privacy.accountants import DistributedDPAccountant, DistributedEvent, create_accountant
 from privacy.calibration import epsilon_for
 from privacy.distributed import SKELLAM_MAX_LOCAL_VARIANCE
 from privacy.errors import InvalidInputError
@@ -183,8 +184,9 @@ def test_client_mode_refuses_an_aggregate_released_without_noise(tmp_path: Path)
 # ------------------------------------------------------------------------------------------------
 # Record mode with synthetic rounds: accounting, reports, budget, resume
 # ------------------------------------------------------------------------------------------------
-def test_record_accounting_matches_an_independent_accountant(tmp_path: Path) -> None:
-    sp = ServerPrivacy(config=cfg_of(privacy={"mode": "record"}), run_dir=tmp_path)
+@pytest.mark.parametrize("kind", ["rdp", "prv"])
+def test_record_accounting_matches_an_independent_accountant(tmp_path: Path, kind: str) -> None:
+    sp = ServerPrivacy(config=cfg_of(privacy={"mode": "record", "accountant": kind}), run_dir=tmp_path)
     sp.resume_to(completed_round=0)
     sp.register_sites({s: {} for s in range(4)})
     plan = [
@@ -192,7 +194,7 @@ def test_record_accounting_matches_an_independent_accountant(tmp_path: Path) -> 
         {1: record_report(3, z=1.5)},
         {0: record_report(2), 2: record_report(2)},
     ]
-    expected = {s: RDPAccountant() for s in range(4)}
+    expected = {s: create_accountant(kind=kind) for s in range(4)}
     previous = dict.fromkeys(range(4), 0.0)
     for rnd, reports in enumerate(plan, start=1):
         assert sp.before_round(round_idx=rnd) == (frozenset(), None)
@@ -297,11 +299,13 @@ def test_resume_truncates_and_rebuilds_the_accountants(tmp_path: Path) -> None:
 # Calibration and planning
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["record", "client"])
-def test_calibrated_config_meets_the_target(mode: str) -> None:
+def test_calibrated_config_meets_the_target(
+    mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = cfg_of(
         experiment={"rounds": 20},
         learner={"local_steps": 3},
-        federation={"sampling": "poisson", "sample_rate": 0.5},
+        federation={"sampling": "poisson", "sample_rate": 0.1},
         privacy={"mode": mode, "target_epsilon": 4.0},
     )
     out = calibrated_config(config=cfg)
@@ -311,12 +315,17 @@ def test_calibrated_config_meets_the_target(mode: str) -> None:
     eps = plan["record_epsilon"] if mode == "record" else plan["client_epsilon"]
     assert 4.0 * 0.97 < eps <= 4.0
     steps = 20 * 3 if mode == "record" else 20
-    q = 0.05 if mode == "record" else 0.5
+    q = 0.05 if mode == "record" else 0.1
     assert eps == pytest.approx(epsilon_for(noise_multiplier=z, sample_rate=q, steps=steps, delta=DELTA))
     assert calibrated_config(config=out) == out  # idempotent: a resumed run recomputes the same z
     assert calibrated_config(config=cfg_of(privacy={"mode": mode})) == cfg_of(privacy={"mode": mode})
     with pytest.raises(ConfigError, match="target_epsilon"):
         calibrated_noise_multiplier(config=cfg_of(privacy={"mode": mode}))
+    with caplog.at_level(logging.WARNING, logger="secfed"):
+        ServerPrivacy(config=out, run_dir=tmp_path)
+        assert "calibrated_config" not in caplog.text
+        ServerPrivacy(config=cfg, run_dir=tmp_path)  # target set, noise not calibrated: warned
+        assert "calibrated_config" in caplog.text
 
 
 def test_record_steps_per_round_follows_the_learner() -> None:
@@ -365,6 +374,14 @@ def test_client_run_ledger_metrics_and_summary(client_run: tuple[ExperimentConfi
             assert rec["steps"] == (1 if int(name) in m["clients"] else 0)
             assert m["epsilon_sites"][name] == rec["epsilon"]
             last_sites[name] = rec["epsilon"]
+    for name, eps in last_sites.items():  # record bound: z/2 per round holding the site's update
+        rounds_in = sum(int(name) in m["clients"] for m in metrics)
+        bound = (
+            epsilon_for(noise_multiplier=0.5, sample_rate=1.0, steps=rounds_in, delta=DELTA)
+            if rounds_in
+            else 0.0
+        )
+        assert eps == pytest.approx(bound)
     s = result.summary
     assert s["epsilon"] == last_global and s["epsilon_sites"] == last_sites
     assert (s["mode"], s["privacy_unit"], s["mechanism"], s["accountant"]) == (
@@ -521,4 +538,28 @@ def test_distributed_run_dropouts_raise_epsilon(tmp_path: Path, mechanism: str) 
         assert result.summary["mechanism"] == mechanism and result.summary["accountant"] == "distributed-rdp"
         if dropout:
             assert any(m["dropped"] for m in metrics), "the seed produced no dropout"
+        again = ServerPrivacy(config=distributed_cfg(mechanism, dropout), run_dir=run_dir)
+        again.resume_to(completed_round=3)  # replays the distributed events and checks the recorded ε
+        assert again.summary()["epsilon"] == eps[dropout]
     assert eps[0.2] > eps[0.0] > 0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_distributed_budget_projects_the_fewest_survivors(tmp_path: Path, dropout: float) -> None:
+    probe = ServerPrivacy(config=distributed_cfg("ddg", dropout), run_dir=tmp_path / "probe")
+    full = probe.distributed_config().event(num_survivors=6, sample_rate=1.0)
+    one_round = DistributedDPAccountant()
+    one_round.step(event=full)
+    budget = one_round.get_epsilon(delta=DELTA) * 1.01
+    cfg = distributed_cfg("ddg", dropout)
+    cfg = cfg.replace(privacy=dataclasses.replace(cfg.privacy, epsilon_budget=budget))
+    sp = ServerPrivacy(config=cfg, run_dir=tmp_path / "run")
+    sp.resume_to(completed_round=0)
+    excluded, stop = sp.before_round(round_idx=1)
+    assert excluded == frozenset()
+    if dropout == 0:
+        assert sp.worst_case_survivors() == 6 and stop is None  # every sampled site survives
+    else:
+        # With dropouts only 2 survivors (the SecAgg minimum) may carry noise: 1/3 of the planned variance.
+        assert sp.worst_case_survivors() == 2
+        assert stop is not None and "2 clients" in stop and "budget" in stop

@@ -1,0 +1,359 @@
+"""Adapters from the secfed runtime to the attack library.
+
+* :func:`load_run` reads a run directory (``config.toml``, ``checkpoint/``, ``summary.json``) into
+  the global model the server holds, the learner and the public configuration.
+* :func:`supervised_loss_fn` and :func:`protonet_loss_fn` turn a secfed model / learner into the
+  attack library's functional loss ``loss_fn(params, buffers, inputs, labels)``
+  (:data:`attacks.functional.LossFn`); :func:`gradient_observation`, :func:`update_observation`
+  and :func:`episode_observation` build the public observation models
+  (:mod:`attacks.observation`) of what a secfed client sends under a run's hyperparameters.
+
+Everything here is what an honest-but-curious server knows: the global model, the learner and the
+configuration of the run (``config.toml`` is shared with every site). Nothing reads a site's data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from attacks.errors import AttackConfigError, AttackInputError
+from attacks.functional import LossFn, protonet_episode_loss, soft_cross_entropy
+from attacks.observation import GradientObservation, MAMLObservation, MultiStepObservation, ObservationModel
+from secfed import components
+from secfed.config import ExperimentConfig, load_config
+from secfed.errors import SecfedError
+from secfed.federation.state import load_flat_state, state_spec
+from secfed.learners.base import Learner
+from secfed.tasks.base import Task
+
+__all__ = [
+    "RunDirError",
+    "LoadedRun",
+    "load_run",
+    "supervised_loss_fn",
+    "protonet_loss_fn",
+    "head_size",
+    "gradient_observation",
+    "update_observation",
+    "episode_observation",
+]
+
+#: Learners whose model has an ``n_way``-output head trained on task-local labels.
+NWAY_HEAD_LEARNERS = ("maml", "fomaml", "reptile")
+
+
+class RunDirError(AttackInputError, SecfedError):
+    """A run directory is missing, incomplete or unreadable (the message names the file)."""
+
+
+@dataclass
+class LoadedRun:
+    """A run as the server sees it after training.
+
+    Attributes:
+        run_dir: The run directory.
+        config: The run's resolved configuration (``config.toml``).
+        model: The global model loaded with the checkpoint's state (training mode, as clients use it).
+        learner: The run's learner.
+        round: The checkpoint's round.
+        summary: ``summary.json`` (empty when the run did not finish).
+        input_shape: Shape of one record.
+    """
+
+    run_dir: Path
+    config: ExperimentConfig
+    model: nn.Module
+    learner: Learner
+    round: int
+    input_shape: tuple[int, ...]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is not readable JSON: {exc}") from exc
+
+
+def load_run(*, run_dir: str | Path) -> LoadedRun:
+    """Load a run directory's configuration and final global model.
+
+    Args:
+        run_dir: A directory written by :class:`secfed.experiment.Experiment`.
+
+    Returns:
+        The loaded run.
+
+    Raises:
+        RunDirError: If the directory, ``config.toml`` or the checkpoint is missing, unreadable,
+            or does not fit the configured model.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise RunDirError(f"run directory {root} does not exist")
+    cfg_path = root / "config.toml"
+    if not cfg_path.is_file():
+        raise RunDirError(f"{root} is not a run directory: config.toml is missing")
+    try:
+        config = load_config(cfg_path)
+    except SecfedError as exc:
+        raise RunDirError(f"{cfg_path}: {exc}") from exc
+    info_path = root / "checkpoint" / "state.json"
+    if not info_path.is_file():
+        raise RunDirError(f"{root} has no checkpoint (checkpoint/state.json is missing): the run never finished a round")
+    info = _read_json(info_path)
+    if not isinstance(info, Mapping) or "weights" not in info or "round" not in info:
+        raise RunDirError(f"{info_path} must name the 'weights' file and the 'round'")
+    weights = root / "checkpoint" / str(info["weights"])
+    try:
+        arrays = load_file(str(weights))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"cannot read the checkpoint weights {weights}: {exc}") from exc
+    if "state" not in arrays:
+        raise RunDirError(f"{weights} holds no 'state' tensor")
+    try:
+        train, test = components.load_splits(config=config)
+        heads = components.model_num_classes(config=config, train=train)
+        torch.manual_seed(0)  # the initial values are overwritten by the checkpoint
+        model = components.build_model(config=config, input_shape=test.input_shape, num_classes=heads)
+        learner = components.build_learner(config=config)
+    except SecfedError as exc:
+        raise RunDirError(f"cannot rebuild the model of {root}: {exc}") from exc
+    spec = state_spec(model)
+    try:
+        load_flat_state(model, np.asarray(arrays["state"], dtype=np.float32), spec=spec)
+    except ValueError as exc:
+        raise RunDirError(f"{weights} does not fit the configured model: {exc}") from exc
+    model.train()
+    summary_path = root / "summary.json"
+    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    return LoadedRun(
+        run_dir=root,
+        config=config,
+        model=model,
+        learner=learner,
+        round=int(info["round"]),
+        input_shape=tuple(int(s) for s in test.input_shape),
+        summary=dict(summary) if isinstance(summary, Mapping) else {},
+    )
+
+
+def head_size(*, config: ExperimentConfig, model: nn.Module) -> int | None:
+    """Outputs of the model's classification head (``None`` for ProtoNet's embedding network)."""
+    head = getattr(model, "head", None)
+    if config.learner.name == "protonet" or head is None:
+        return None
+    return int(head.out_features)
+
+
+def _call(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    # Buffers are cloned so that train-mode BatchNorm does not update the caller's statistics.
+    return functional_call(model, ({**dict(params)}, {k: v.clone() for k, v in buffers.items()}), (x,))
+
+
+def supervised_loss_fn(*, model: nn.Module, n_way: int | None = None) -> LossFn:
+    """The per-record training loss of FedAvg local steps and Reptile / MAML inner steps.
+
+    Mean cross-entropy on the model's outputs (all of them for FedAvg's global head, the first
+    ``n_way`` for the task-local heads of Reptile / MAML / FOMAML, as
+    :func:`secfed.learners.common.head_logits` takes them). Labels may be hard or soft.
+
+    Args:
+        model: The secfed model (structure only).
+        n_way: Number of task-local classes, or ``None`` for every output.
+
+    Returns:
+        ``loss_fn(params, buffers, inputs, labels)``.
+
+    Raises:
+        AttackConfigError: If ``n_way`` is not positive.
+    """
+    if n_way is not None and n_way < 1:
+        raise AttackConfigError(f"n_way must be >= 1 or None, got {n_way}")
+
+    def loss_fn(
+        params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
+    ) -> Tensor:
+        out = _call(model, params, buffers, inputs)
+        logits = out if n_way is None else out[:, :n_way]
+        return soft_cross_entropy(logits=logits, labels=labels, reduction="mean")
+
+    return loss_fn
+
+
+def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: int, n_query: int) -> LossFn:
+    """The secfed ProtoNet episode loss as a :data:`~attacks.functional.LossFn`.
+
+    ``inputs`` holds the ``n_way * k_shot`` support records followed by the ``n_way * n_query``
+    queries. With hard labels this is exactly the learner's own ``task_loss`` on the
+    corresponding :class:`~secfed.tasks.base.Task`; soft labels (optimised jointly by DLG) go
+    through :func:`attacks.functional.protonet_episode_loss`, which equals it on one-hot labels.
+
+    Args:
+        learner: The run's ProtoNet learner.
+        model: The embedding network.
+        n_way: Classes per episode.
+        k_shot: Support records per class.
+        n_query: Query records per class.
+
+    Returns:
+        ``loss_fn(params, buffers, inputs, labels)``.
+
+    Raises:
+        AttackConfigError: If the learner is not ProtoNet or a count is not positive.
+    """
+    if learner.name != "protonet":
+        raise AttackConfigError(f"protonet_loss_fn needs the ProtoNet learner, got {learner.name!r}")
+    soft = protonet_episode_loss(model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
+    n_support = n_way * k_shot
+
+    def loss_fn(
+        params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
+    ) -> Tensor:
+        if labels.is_floating_point():
+            return soft(params, buffers, inputs, labels)
+        if inputs.shape[0] != n_way * (k_shot + n_query) or labels.shape[0] != inputs.shape[0]:
+            raise AttackInputError(
+                f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class has "
+                f"{n_way * (k_shot + n_query)} records, got {inputs.shape[0]} inputs and {labels.shape[0]} labels"
+            )
+        task = Task(
+            support_x=inputs[:n_support],
+            support_y=labels[:n_support].long(),
+            query_x=inputs[n_support:],
+            query_y=labels[n_support:].long(),
+            n_way=n_way,
+        )
+        return learner.task_loss(
+            model=model, params=dict(params), buffers={k: v.clone() for k, v in buffers.items()}, task=task
+        )
+
+    return loss_fn
+
+
+def gradient_observation(*, config: ExperimentConfig, model: nn.Module) -> GradientObservation:
+    """One gradient of the per-record training loss at the global model (a FedSGD step).
+
+    FedAvg: cross-entropy over the global classes; Reptile / MAML / FOMAML: cross-entropy over the
+    ``task.n_way`` task-local outputs (the loss of one inner step).
+
+    Args:
+        config: The run's configuration.
+        model: The global model.
+
+    Returns:
+        The observation model.
+
+    Raises:
+        AttackConfigError: For ProtoNet, which has no per-record loss.
+    """
+    name = config.learner.name
+    if name == "protonet":
+        raise AttackConfigError("ProtoNet has no per-record loss: use episode_observation")
+    n_way = config.task.n_way if name in NWAY_HEAD_LEARNERS else None
+    return GradientObservation(loss_fn=supervised_loss_fn(model=model, n_way=n_way))
+
+
+def update_observation(
+    *, config: ExperimentConfig, model: nn.Module, num_records: int
+) -> MultiStepObservation:
+    """A multi-step local update over ``num_records`` records, replayed as plain SGD.
+
+    * FedAvg: ``learner.local_steps`` steps with ``learner.local_lr`` on consecutive batches of
+      ``min(learner.batch_size, num_records)`` records; the update is ``theta_T - theta_0``.
+    * Reptile: ``learner.inner_steps`` steps with ``learner.inner_lr`` on batches of
+      ``learner.reptile_inner_batch`` records (0 = all), scaled by the outer step ``learner.local_lr``
+      (one outer SGD step on one task; Nichol et al. 2018).
+
+    The attack library replays plain SGD (Geiping et al. 2020, Sec. 5); when the run's optimiser is
+    Adam the replay is a model of the update, not its exact form (the caller reports this).
+
+    Args:
+        config: The run's configuration.
+        model: The global model.
+        num_records: Records the client trains on.
+
+    Returns:
+        The observation model.
+
+    Raises:
+        AttackConfigError: If the learner does not take plain local steps (ProtoNet, MAML, FOMAML)
+            or ``num_records < 1``.
+    """
+    lr = config.learner
+    if num_records < 1:
+        raise AttackConfigError(f"num_records must be >= 1, got {num_records}")
+    if lr.name == "fedavg":
+        batches = _sequential(num_records, min(lr.batch_size, num_records), lr.local_steps)
+        return MultiStepObservation(
+            loss_fn=supervised_loss_fn(model=model), lr=float(lr.local_lr), batches=batches, scale=1.0
+        )
+    if lr.name == "reptile":
+        per = num_records if lr.reptile_inner_batch == 0 else min(lr.reptile_inner_batch, num_records)
+        batches = _sequential(num_records, per, lr.inner_steps)
+        return MultiStepObservation(
+            loss_fn=supervised_loss_fn(model=model, n_way=config.task.n_way),
+            lr=float(lr.inner_lr),
+            batches=batches,
+            scale=float(lr.local_lr),
+        )
+    raise AttackConfigError(
+        f"learner {lr.name!r} sends episode (meta-)gradient steps, not plain SGD updates: use episode_observation"
+    )
+
+
+def _sequential(n: int, batch: int, steps: int) -> tuple[tuple[int, ...], ...]:
+    from attacks.observation import sequential_batches
+
+    return sequential_batches(num_records=n, batch_size=batch, steps=steps)
+
+
+def episode_observation(
+    *, config: ExperimentConfig, learner: Learner, model: nn.Module, n_way: int, k_shot: int, n_query: int
+) -> ObservationModel:
+    """The (meta-)gradient of one episode at the global model.
+
+    * ProtoNet: the gradient of the learner's episode loss (Snell et al. 2017) on
+      ``n_way * k_shot`` support records followed by ``n_way * n_query`` queries.
+    * MAML / FOMAML: the meta-gradient after ``learner.inner_steps`` inner SGD steps with
+      ``learner.inner_lr`` on the support set (Finn et al. 2017).
+
+    Args:
+        config: The run's configuration.
+        learner: The run's learner.
+        model: The global model.
+        n_way: Classes per episode.
+        k_shot: Support records per class.
+        n_query: Query records per class.
+
+    Returns:
+        The observation model.
+
+    Raises:
+        AttackConfigError: For learners without an episodic meta-loss.
+    """
+    name = config.learner.name
+    if name == "protonet":
+        return GradientObservation(
+            loss_fn=protonet_loss_fn(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
+        )
+    if name in ("maml", "fomaml"):
+        return MAMLObservation(
+            loss_fn=supervised_loss_fn(model=model, n_way=config.task.n_way),
+            n_support=n_way * k_shot,
+            inner_steps=int(config.learner.inner_steps),
+            inner_lr=float(config.learner.inner_lr),
+            first_order=name == "fomaml",
+        )
+    raise AttackConfigError(f"learner {name!r} has no episodic meta-gradient")

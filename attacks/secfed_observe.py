@@ -1,0 +1,214 @@
+"""The client side of an inversion experiment: what a secfed site would send for a given private batch.
+
+The attack library's observation models (:mod:`attacks.observation`) replay a client's computation
+without privacy. Under the run's privacy settings the real message differs, and this module
+produces it (the attacker never calls these functions; they simulate the client):
+
+* record-level DP (``privacy.mode = "record"``), per-sample learners (FedAvg, Reptile): every
+  local step clips each record's gradient to ``C``, sums, adds ``N(0, (zC)^2 I)`` and divides by
+  the public ``privacy.expected_batch`` (Abadi et al. 2016; :class:`privacy.dpsgd.PerSampleDPSGD`);
+  a multi-step update replays those noisy steps;
+* record-level DP, episodic learners (ProtoNet, MAML, FOMAML): the episode's whole meta-gradient
+  is clipped to ``C`` and ``N(0, (2zC)^2 I)`` is added (:class:`privacy.episodic.EpisodicDPSGD`);
+* client-level DP: the site clips its whole update to ``C``; the noise is added by the trusted
+  aggregator (``client``, after the server has seen the update) or by the clients under secure
+  aggregation (``distributed``; modelled as Gaussian noise of the same variance, ``(zC)^2``, on
+  the aggregate).
+
+Noise is drawn from :func:`privacy.dpsgd.fresh_noise_generator` (seeded from ``os.urandom``), as
+the runtime does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attacks.errors import AttackConfigError
+from attacks.observation import GradientObservation, MultiStepObservation, ObservationModel
+from secfed.config import ExperimentConfig
+
+__all__ = ["ClientPrivacy", "aggregate_noise", "client_privacy", "flat_clip", "private_observe"]
+
+_EPISODIC = ("protonet", "maml", "fomaml")
+
+
+@dataclass(frozen=True)
+class ClientPrivacy:
+    """The privacy processing of one client message, from the run's configuration.
+
+    Attributes:
+        mode: ``privacy.mode``.
+        noise_multiplier: z.
+        max_grad_norm: C.
+        expected_batch: The public normaliser of a record-level DP step.
+        episodic: True for per-episode clipping (ProtoNet, MAML, FOMAML).
+    """
+
+    mode: str
+    noise_multiplier: float
+    max_grad_norm: float
+    expected_batch: int
+    episodic: bool
+
+    @property
+    def record_level(self) -> bool:
+        """Whether each local step is record-level DP-SGD."""
+        return self.mode == "record"
+
+    @property
+    def step_noise_std(self) -> float:
+        """Std of the noise added to one step's clipped sum (record level)."""
+        scale = 2.0 if self.episodic else 1.0
+        return scale * self.noise_multiplier * self.max_grad_norm
+
+    def describe(self) -> dict[str, object]:
+        """JSON-serialisable description."""
+        out: dict[str, object] = {"mode": self.mode}
+        if self.mode == "none":
+            return out
+        out.update(
+            {
+                "noise_multiplier": self.noise_multiplier,
+                "max_grad_norm": self.max_grad_norm,
+                "expected_batch": self.expected_batch,
+            }
+        )
+        if self.record_level:
+            out["clipping"] = "per episode" if self.episodic else "per record"
+            out["step_noise_std"] = self.step_noise_std
+        elif self.mode == "client":
+            out["server_view"] = "the clipped update, before the trusted aggregator adds its noise"
+        else:
+            out["server_view"] = "the sum of clipped updates plus noise of std z*C (Gaussian model of the discrete noise)"
+        return out
+
+
+def client_privacy(*, config: ExperimentConfig) -> ClientPrivacy:
+    """The client-message privacy of a run's configuration."""
+    p = config.privacy
+    return ClientPrivacy(
+        mode=p.mode,
+        noise_multiplier=float(p.noise_multiplier),
+        max_grad_norm=float(p.max_grad_norm),
+        expected_batch=int(p.expected_batch),
+        episodic=config.learner.name in _EPISODIC,
+    )
+
+
+def flat_clip(obs: Mapping[str, Tensor], clip: float) -> dict[str, Tensor]:
+    """Scale a whole observation to L2 norm at most ``clip`` (client-level clipping)."""
+    norm = torch.sqrt(sum(((v.double() ** 2).sum() for v in obs.values()), torch.zeros((), dtype=torch.float64)))
+    factor = float(min(1.0, clip / (float(norm) + 1e-12)))
+    return {k: v * factor for k, v in obs.items()}
+
+
+def _noise_like(obs: Mapping[str, Tensor], std: float, gen: torch.Generator) -> dict[str, Tensor]:
+    return {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) * std for k, v in obs.items()}
+
+
+def _clipped_sum(units: Sequence[Mapping[str, Tensor]], clip: float) -> dict[str, Tensor]:
+    from privacy.episodic import clip_and_sum
+
+    stacked = {k: torch.stack([u[k] for u in units]) for k in units[0]}
+    return clip_and_sum(grads=stacked, max_grad_norm=clip)
+
+
+def _dp_step(
+    *, loss_obs: ObservationModel, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+    inputs: Tensor, labels: Tensor, priv: ClientPrivacy, gen: torch.Generator, per_record: bool,
+) -> dict[str, Tensor]:
+    if per_record:
+        units = [
+            loss_obs.observe(params=params, buffers=buffers, inputs=inputs[i : i + 1], labels=labels[i : i + 1])
+            for i in range(int(inputs.shape[0]))
+        ]
+    else:
+        units = [loss_obs.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)]
+    total = _clipped_sum(units, priv.max_grad_norm)
+    noise = _noise_like(total, priv.step_noise_std, gen)
+    return {k: (total[k] + noise[k]) / priv.expected_batch for k in total}
+
+
+def private_observe(
+    *,
+    observation: ObservationModel,
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    inputs: Tensor,
+    labels: Tensor,
+    privacy: ClientPrivacy,
+) -> dict[str, Tensor]:
+    """What one client sends for its private batch under the run's privacy settings.
+
+    Args:
+        observation: The public observation model (a :class:`GradientObservation`, a
+            :class:`MultiStepObservation`, or an episodic model for episodic learners).
+        params: Global parameters.
+        buffers: Global buffers.
+        inputs: The client's private inputs.
+        labels: The client's private labels.
+        privacy: The run's client privacy.
+
+    Returns:
+        The message (detached), a tensor per parameter name.
+
+    Raises:
+        AttackConfigError: If record-level DP meets an observation it cannot privatise.
+    """
+    if privacy.mode == "none":
+        return observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
+    if privacy.mode in ("client", "distributed"):
+        plain = observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
+        return flat_clip(plain, privacy.max_grad_norm)
+    from privacy.dpsgd import fresh_noise_generator
+
+    gen = fresh_noise_generator(device=torch.device("cpu"))
+    if privacy.episodic:
+        return _dp_step(
+            loss_obs=observation, params=params, buffers=buffers, inputs=inputs, labels=labels,
+            priv=privacy, gen=gen, per_record=False,
+        )
+    if isinstance(observation, GradientObservation):
+        return _dp_step(
+            loss_obs=observation, params=params, buffers=buffers, inputs=inputs, labels=labels,
+            priv=privacy, gen=gen, per_record=True,
+        )
+    if isinstance(observation, MultiStepObservation):
+        step_obs = GradientObservation(loss_fn=observation.loss_fn)
+        theta0 = {k: v.detach().clone() for k, v in params.items()}
+        theta = dict(theta0)
+        for batch in observation.batches:
+            idx = torch.tensor(batch, dtype=torch.long)
+            g = _dp_step(
+                loss_obs=step_obs, params=theta, buffers=buffers, inputs=inputs[idx], labels=labels[idx],
+                priv=privacy, gen=gen, per_record=True,
+            )
+            theta = {k: theta[k] - observation.lr * g[k] for k in theta}
+        return {k: (observation.scale * (theta[k] - theta0[k])).detach() for k in theta}
+    raise AttackConfigError(
+        f"record-level DP cannot be applied to a {type(observation).__name__} of a per-sample learner"
+    )
+
+
+def aggregate_noise(*, total: Mapping[str, Tensor], privacy: ClientPrivacy) -> dict[str, Tensor]:
+    """Noise the aggregate carries when the server sees it (``distributed`` mode only).
+
+    Args:
+        total: The sum of the clients' messages.
+        privacy: The run's client privacy.
+
+    Returns:
+        The aggregate as the server sees it.
+    """
+    if privacy.mode != "distributed":
+        return dict(total)
+    from privacy.dpsgd import fresh_noise_generator
+
+    gen = fresh_noise_generator(device=torch.device("cpu"))
+    std = privacy.noise_multiplier * privacy.max_grad_norm
+    noise = _noise_like(total, std, gen)
+    return {k: total[k] + noise[k] for k in total}
