@@ -91,18 +91,25 @@ class AttackOptions:
         for name, (value, low) in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise AttackConfigError(f"AttackOptions.{name} must be an int >= {low}, got {value!r}")
-        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1):
+        if self.rounds is not None and (
+            isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1
+        ):
             raise AttackConfigError(f"AttackOptions.rounds must be None or an int >= 1, got {self.rounds!r}")
         if self.method not in ("ig", "dlg", "idlg"):
-            raise AttackConfigError(f"AttackOptions.method must be 'ig', 'dlg' or 'idlg', got {self.method!r}")
+            raise AttackConfigError(
+                f"AttackOptions.method must be 'ig', 'dlg' or 'idlg', got {self.method!r}"
+            )
         if self.scenarios is not None:
             bad = [s for s in self.scenarios if s not in INVERSION_SCENARIOS]
             if bad or not self.scenarios:
                 raise AttackConfigError(
-                    f"AttackOptions.scenarios must be a non-empty subset of {INVERSION_SCENARIOS}, got {self.scenarios}"
+                    f"AttackOptions.scenarios must be a non-empty subset of {INVERSION_SCENARIOS}, "
+                    f"got {self.scenarios}"
                 )
         if not self.levels or any(lv not in MIA_LEVELS for lv in self.levels):
-            raise AttackConfigError(f"AttackOptions.levels must be a non-empty subset of {MIA_LEVELS}, got {self.levels}")
+            raise AttackConfigError(
+                f"AttackOptions.levels must be a non-empty subset of {MIA_LEVELS}, got {self.levels}"
+            )
         if not 0.0 < self.population_fraction < 1.0:
             raise AttackConfigError(
                 f"AttackOptions.population_fraction must lie in (0, 1), got {self.population_fraction}"

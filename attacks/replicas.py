@@ -143,7 +143,9 @@ def load_run_data(*, config: ExperimentConfig) -> RunData:
 
 def quantize(images: np.ndarray) -> np.ndarray:
     """Round images in [0, 1] to the uint8 grid the replica files store (returned as float32)."""
-    return (np.round(np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+    return (np.round(np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0) * 255.0) / 255.0).astype(
+        np.float32
+    )
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
@@ -154,7 +156,11 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def record_replica(
-    *, data: RunData, site: int, keep: np.ndarray, extra_images: np.ndarray | None = None,
+    *,
+    data: RunData,
+    site: int,
+    keep: np.ndarray,
+    extra_images: np.ndarray | None = None,
     extra_labels: np.ndarray | None = None,
 ) -> ReplicaSpec:
     """A replica in which one site holds a subset of its records (plus optional extra records).
@@ -180,7 +186,11 @@ def record_replica(
     own = data.site_labels(site)
     if keep.size and (keep.min() < 0 or keep.max() >= own.size):
         raise AttackConfigError(f"kept indices must lie in [0, {own.size})")
-    ex = np.zeros((0, *data.train.images.shape[1:]), dtype=np.float32) if extra_images is None else extra_images
+    ex = (
+        np.zeros((0, *data.train.images.shape[1:]), dtype=np.float32)
+        if extra_images is None
+        else extra_images
+    )
     ey = np.zeros(0, dtype=np.int64) if extra_labels is None else np.asarray(extra_labels, dtype=np.int64)
     if ex.shape[0] != ey.shape[0] or ex.shape[1:] != data.train.images.shape[1:]:
         raise AttackConfigError("extra_images and extra_labels must describe the same number of records")
@@ -203,7 +213,9 @@ def record_replica(
     labels = np.concatenate(y_parts)
     starts = np.cumsum([0] + [len(y) for y in y_parts])
     site_records = [np.arange(starts[j], starts[j + 1]) for j in range(n_sites)]
-    return ReplicaSpec(images=images, labels=labels, site_records=site_records, site_origin=list(range(n_sites)))
+    return ReplicaSpec(
+        images=images, labels=labels, site_records=site_records, site_origin=list(range(n_sites))
+    )
 
 
 def site_subset_replica(*, data: RunData, sites: Sequence[int], seed: int) -> ReplicaSpec:
@@ -274,7 +286,8 @@ def _replica_config(
     if fed["aggregation"] != "plain" and spec.num_sites < 3:
         if config.privacy.mode == "distributed":
             raise AttackConfigError(
-                f"a replica of {spec.num_sites} site(s) cannot run distributed DP (secure aggregation needs 3)"
+                f"a replica of {spec.num_sites} site(s) cannot run distributed DP "
+                "(secure aggregation needs 3 sites)"
             )
         fed["aggregation"] = "plain"  # the same sum, without the masking protocol
     raw["federation"] = fed
@@ -296,8 +309,14 @@ def _verify(config: ExperimentConfig, spec: ReplicaSpec) -> None:
 
 
 def train_replica(
-    *, config: ExperimentConfig, data: RunData, spec: ReplicaSpec, out_dir: Path, rounds: int,
-    name: str = "replica", quiet: bool = True,
+    *,
+    config: ExperimentConfig,
+    data: RunData,
+    spec: ReplicaSpec,
+    out_dir: Path,
+    rounds: int,
+    name: str = "replica",
+    quiet: bool = True,
 ) -> Path:
     """Write the replica's data file and train it with :class:`secfed.experiment.Experiment`.
 

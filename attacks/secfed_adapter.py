@@ -111,7 +111,9 @@ def load_run(*, run_dir: str | Path) -> LoadedRun:
         raise RunDirError(f"{cfg_path}: {exc}") from exc
     info_path = root / "checkpoint" / "state.json"
     if not info_path.is_file():
-        raise RunDirError(f"{root} has no checkpoint (checkpoint/state.json is missing): the run never finished a round")
+        raise RunDirError(
+            f"{root} has no checkpoint (checkpoint/state.json is missing): the run never finished a round"
+        )
     info = _read_json(info_path)
     if not isinstance(info, Mapping) or "weights" not in info or "round" not in info:
         raise RunDirError(f"{info_path} must name the 'weights' file and the 'round'")
@@ -226,7 +228,8 @@ def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: 
         if inputs.shape[0] != n_way * (k_shot + n_query) or labels.shape[0] != inputs.shape[0]:
             raise AttackInputError(
                 f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class has "
-                f"{n_way * (k_shot + n_query)} records, got {inputs.shape[0]} inputs and {labels.shape[0]} labels"
+                f"{n_way * (k_shot + n_query)} records, got {inputs.shape[0]} inputs and "
+                f"{labels.shape[0]} labels"
             )
         task = Task(
             support_x=inputs[:n_support],
@@ -309,7 +312,8 @@ def update_observation(
             scale=float(lr.local_lr),
         )
     raise AttackConfigError(
-        f"learner {lr.name!r} sends episode (meta-)gradient steps, not plain SGD updates: use episode_observation"
+        f"learner {lr.name!r} sends episode (meta-)gradient steps, not plain SGD updates: "
+        "use episode_observation"
     )
 
 
@@ -346,7 +350,9 @@ def episode_observation(
     name = config.learner.name
     if name == "protonet":
         return GradientObservation(
-            loss_fn=protonet_loss_fn(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
+            loss_fn=protonet_loss_fn(
+                learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query
+            )
         )
     if name in ("maml", "fomaml"):
         return MAMLObservation(

@@ -83,7 +83,9 @@ class ClientPrivacy:
         elif self.mode == "client":
             out["server_view"] = "the clipped update, before the trusted aggregator adds its noise"
         else:
-            out["server_view"] = "the sum of clipped updates plus noise of std z*C (Gaussian model of the discrete noise)"
+            out["server_view"] = (
+                "the sum of clipped updates plus noise of std z*C (Gaussian model of the discrete noise)"
+            )
         return out
 
 
@@ -101,7 +103,9 @@ def client_privacy(*, config: ExperimentConfig) -> ClientPrivacy:
 
 def flat_clip(obs: Mapping[str, Tensor], clip: float) -> dict[str, Tensor]:
     """Scale a whole observation to L2 norm at most ``clip`` (client-level clipping)."""
-    norm = torch.sqrt(sum(((v.double() ** 2).sum() for v in obs.values()), torch.zeros((), dtype=torch.float64)))
+    norm = torch.sqrt(
+        sum(((v.double() ** 2).sum() for v in obs.values()), torch.zeros((), dtype=torch.float64))
+    )
     factor = float(min(1.0, clip / (float(norm) + 1e-12)))
     return {k: v * factor for k, v in obs.items()}
 
@@ -118,12 +122,21 @@ def _clipped_sum(units: Sequence[Mapping[str, Tensor]], clip: float) -> dict[str
 
 
 def _dp_step(
-    *, loss_obs: ObservationModel, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
-    inputs: Tensor, labels: Tensor, priv: ClientPrivacy, gen: torch.Generator, per_record: bool,
+    *,
+    loss_obs: ObservationModel,
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    inputs: Tensor,
+    labels: Tensor,
+    priv: ClientPrivacy,
+    gen: torch.Generator,
+    per_record: bool,
 ) -> dict[str, Tensor]:
     if per_record:
         units = [
-            loss_obs.observe(params=params, buffers=buffers, inputs=inputs[i : i + 1], labels=labels[i : i + 1])
+            loss_obs.observe(
+                params=params, buffers=buffers, inputs=inputs[i : i + 1], labels=labels[i : i + 1]
+            )
             for i in range(int(inputs.shape[0]))
         ]
     else:
@@ -169,13 +182,25 @@ def private_observe(
     gen = fresh_noise_generator(device=torch.device("cpu"))
     if privacy.episodic:
         return _dp_step(
-            loss_obs=observation, params=params, buffers=buffers, inputs=inputs, labels=labels,
-            priv=privacy, gen=gen, per_record=False,
+            loss_obs=observation,
+            params=params,
+            buffers=buffers,
+            inputs=inputs,
+            labels=labels,
+            priv=privacy,
+            gen=gen,
+            per_record=False,
         )
     if isinstance(observation, GradientObservation):
         return _dp_step(
-            loss_obs=observation, params=params, buffers=buffers, inputs=inputs, labels=labels,
-            priv=privacy, gen=gen, per_record=True,
+            loss_obs=observation,
+            params=params,
+            buffers=buffers,
+            inputs=inputs,
+            labels=labels,
+            priv=privacy,
+            gen=gen,
+            per_record=True,
         )
     if isinstance(observation, MultiStepObservation):
         step_obs = GradientObservation(loss_fn=observation.loss_fn)
@@ -184,8 +209,14 @@ def private_observe(
         for batch in observation.batches:
             idx = torch.tensor(batch, dtype=torch.long)
             g = _dp_step(
-                loss_obs=step_obs, params=theta, buffers=buffers, inputs=inputs[idx], labels=labels[idx],
-                priv=privacy, gen=gen, per_record=True,
+                loss_obs=step_obs,
+                params=theta,
+                buffers=buffers,
+                inputs=inputs[idx],
+                labels=labels[idx],
+                priv=privacy,
+                gen=gen,
+                per_record=True,
             )
             theta = {k: theta[k] - observation.lr * g[k] for k in theta}
         return {k: (observation.scale * (theta[k] - theta0[k])).detach() for k in theta}

@@ -132,7 +132,8 @@ def plan_query_episodes(
     thin = [c for c, idx in by_class.items() if idx.size < shots + 1]
     if thin:
         raise AttackConfigError(
-            f"classes {thin[:5]} have fewer than shots + 1 = {shots + 1} support-pool records; lower the shots"
+            f"classes {thin[:5]} have fewer than shots + 1 = {shots + 1} support-pool records; "
+            "lower the shots"
         )
     rng = np.random.default_rng(seed)
     episodes: list[QueryEpisode] = []
@@ -149,7 +150,11 @@ def plan_query_episodes(
         for g in range(0, len(order), n_way):
             own = order[g : g + n_way]
             others = [c for c in pool_classes if c not in own]
-            fill = [int(c) for c in rng.choice(others, size=n_way - len(own), replace=False)] if len(own) < n_way else []
+            fill = (
+                [int(c) for c in rng.choice(others, size=n_way - len(own), replace=False)]
+                if len(own) < n_way
+                else []
+            )
             classes = tuple(int(c) for c in rng.permutation(np.asarray(own + fill)))
             support = draw(classes, set())
             chosen = {int(i) for i in support}
@@ -220,7 +225,9 @@ def episode_statistics(
     return RecordStats(phi=phi, prob=prob)
 
 
-def head_statistics(*, model: nn.Module, x: torch.Tensor, labels: np.ndarray, batch: int = 512) -> RecordStats:
+def head_statistics(
+    *, model: nn.Module, x: torch.Tensor, labels: np.ndarray, batch: int = 512
+) -> RecordStats:
     """Score records by the model's own classification head (FedAvg's global classes), eval mode.
 
     Args:

@@ -129,6 +129,8 @@ def _ledger_args(quick: bool, out: Path) -> list[list[str]]:
             "100",
             "--ungrouped-pld-steps",
             "0",
+            "--ungrouped-prv-steps",
+            "20",
         ]
     return [args]
 

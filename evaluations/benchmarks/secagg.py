@@ -329,20 +329,19 @@ def masking_rate(*, m: int, neighbours: int, reps: int) -> dict[str, float]:
     peers = [generate_key_pair().public_bytes for _ in range(neighbours)]
     sid = os.urandom(32)
     seed = os.urandom(32)
-    x = np.zeros(m, dtype=np.uint32)
+    x = np.random.default_rng(0).integers(0, 2**32, size=m, dtype=np.uint64)  # an encoder's output
     exp = MaskExpander(length=m, bits=32)
     ks_keys = [os.urandom(16) for _ in range(neighbours + 1)]
 
     def mask() -> np.ndarray:
-        acc = x.copy()
+        """Exactly the client's masking step (SecAggClientSession._mask)."""
         masks = [(derive_mask_key(seed=seed, session_id=sid, purpose="self-mask", ids=pack_ids([0])), 1)]
         for i, pk in enumerate(peers, start=1):
             s = agree(private=own.private, public=pk, checked=True)
             masks.append(
                 (derive_mask_key(seed=s, session_id=sid, purpose="pair-mask", ids=pack_ids([0, i])), -1)
             )
-        exp.add_masks(acc=acc, masks=masks)
-        return acc
+        return exp.mask_vector(value=x, masks=masks, bits=32)
 
     def keystream_only() -> None:
         _keystream_chunked(ks_keys, 4 * m)

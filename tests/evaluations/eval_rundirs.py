@@ -49,6 +49,7 @@ def make_run(
     mia_png: bool = True,
     accuracy: float = ACCURACY,
     eps_rounds: tuple[float, ...] = EPS_ROUNDS,
+    client_level: tuple[float, ...] | None = None,
 ) -> Path:
     """A run directory with the requested pieces.
 
@@ -64,6 +65,8 @@ def make_run(
         mia_png: Write ``mia_roc.png`` beside ``mia.json`` (else the report redraws it).
         accuracy: Final test accuracy.
         eps_rounds: Cumulative ε after each round (also sets the number of rounds).
+        client_level: Client-level DP-FedAvg: the global ε after each round (sites then hold
+            record-level bounds ``eps_rounds``).
 
     Returns:
         The run directory.
@@ -80,7 +83,11 @@ def make_run(
             "model": {"arch": "mlp", "norm": "none", "hidden": 16},
             "federation": {"aggregation": aggregation},
             "secagg": {"active": False, "corrupt_fraction": 0.1},
-            "privacy": {"mode": "record" if dp else "none", "delta": 1e-5, "noise_multiplier": 0.9},
+            "privacy": {
+                "mode": ("client" if client_level else "record") if dp else "none",
+                "delta": 1e-5,
+                "noise_multiplier": 0.9,
+            },
         }
     )
     (run / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
@@ -131,7 +138,18 @@ def make_run(
                 )
                 for s in range(3)
             }
-            ledger.append(round=r, sites=rec)
+            glob = None
+            if client_level:
+                glob = MechanismRecord(
+                    epsilon=client_level[r - 1],
+                    mechanism="dp-fedavg",
+                    noise_multiplier=0.9,
+                    sample_rate=1.0,
+                    steps=1,
+                    privacy_unit="client",
+                    adjacency="add/remove one client's entire dataset",
+                )
+            ledger.append(round=r, sites=rec, global_record=glob)
     if finished:
         summary: dict[str, Any] = {
             "rounds": rounds,
@@ -164,6 +182,18 @@ def make_run(
                     "max_grad_norm": 1.0,
                     "epsilon_budget": None,
                     "privacy_ledger": "privacy_ledger.jsonl",
+                }
+            )
+        if dp and client_level:
+            summary.update(
+                {
+                    "epsilon": client_level[-1],
+                    "epsilon_unit": "client",
+                    "privacy_unit": "client",
+                    "adjacency": "add/remove one client's entire dataset",
+                    "mode": "client",
+                    "mechanism": "dp-fedavg",
+                    "client_sampling": "every site every round (q = 1): exact",
                 }
             )
         (run / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -272,3 +272,18 @@ def test_attack_files_added_later_change_the_report(tmp_path: Path) -> None:
     doc = json.loads(write_report(path=run).json.read_text())
     assert doc["attacks"]["mia"]["status"] == "ok"
     assert all(abs(r["auc"] - 0.5) < 0.1 for r in doc["attacks"]["mia"]["rows"])
+
+
+def test_client_level_run_reports_the_global_epsilon(tmp_path: Path) -> None:
+    run = make_run(tmp_path, client_level=(0.5, 0.9), attacks=("audit",), audit_accountant_eps=None)
+    html, md, doc = _texts(write_report(path=run))
+    p = doc["privacy"]
+    assert p["mode"] == "client" and p["unit"] == "client" and p["global_epsilon"] == pytest.approx(0.9)
+    assert p["epsilon"] == pytest.approx(0.9) and p["ledger"]["verified"] is True
+    for text in (html, md):
+        assert "client-level differential privacy" in text
+        assert "adding or removing one client's entire dataset" in text
+        assert "ε = 0.90" in text and "Record-level ε bound per site" in text
+    # the audit bound (0.8) is compared with the client-level ε of the summary
+    row = doc["empirical_epsilon"]["rows"][0]
+    assert row["accountant_epsilon"] == pytest.approx(0.9) and row["verdict"].startswith("consistent")

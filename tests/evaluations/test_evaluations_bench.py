@@ -1,0 +1,72 @@
+"""The benchmark driver's planning and flag handling, and the Omniglot paper table (no benchmark is run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evaluations import bench
+from evaluations.benchmarks.omniglot import PUBLISHED, parse_settings, settings_markdown
+from evaluations.errors import BenchError
+
+
+def test_plan_orders_and_filters() -> None:
+    names = [b.name for b in bench.plan(only=None, quick=False)]
+    assert names == ["omniglot", "secagg", "dp_overhead", "ledger", "sweep-digits", "sweep-omniglot"]
+    assert "sweep-omniglot" not in [b.name for b in bench.plan(only=None, quick=True)]
+    assert [b.name for b in bench.plan(only=["sweep-omniglot", "secagg"], quick=True)] == [
+        "secagg",
+        "sweep-omniglot",
+    ]
+    with pytest.raises(BenchError, match="unknown benchmark"):
+        bench.plan(only=["secagg", "nope"], quick=False)
+
+
+def test_main_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--only", "nope"]) == 2
+    assert "choose from omniglot" in capsys.readouterr().err
+
+
+def test_filter_flags_drops_unsupported_flags_and_their_values() -> None:
+    args = ["--out", "x.json", "--quick", "--repeats", "1", "--json", "y.json", "--set", "a.b=1"]
+    assert bench._filter_flags(args, {"--out", "--repeats", "--set"}) == [
+        "--out",
+        "x.json",
+        "--repeats",
+        "1",
+        "--set",
+        "a.b=1",
+    ]
+    assert bench._filter_flags(args, set()) == []
+
+
+def test_every_script_item_exists_or_is_skipped(tmp_path: Path) -> None:
+    item = bench.BenchItem("ghost", "evaluations.benchmarks.does_not_exist", lambda q, o: [[]])
+    outcome = bench._run_item(item, quick=True, out=tmp_path)
+    assert outcome.status.startswith("skipped") and not outcome.commands
+    needs = bench.BenchItem("data", None, lambda q, o: [[]], needs=(tmp_path / "missing",))
+    assert bench._run_item(needs, quick=True, out=tmp_path).status.startswith("skipped")
+
+
+def test_omniglot_settings() -> None:
+    assert parse_settings("5w1s, 5w5s,20w1s") == [(5, 1), (5, 5), (20, 1)]
+    for bad in ("5w1", "1w1s", "5w0s", "5w1s,5w1s", ""):
+        with pytest.raises(ValueError, match="--settings"):
+            parse_settings(bad)
+
+
+def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
+    row = {"accuracy": 91.234, "ci95": 0.8, "train_s": 1.0}
+    results = {
+        "protonet": {"5w1s": {"centralised": row, "federated": row}, "20w1s": {"federated": row}},
+        "fomaml": {"5w5s": {"federated": row}},
+    }
+    table = settings_markdown(results)
+    assert "small** subset" in table and "not directly comparable" in table
+    assert (
+        f"| protonet | 5w1s | 91.23 ± 0.80 | 91.23 ± 0.80 | {PUBLISHED['protonet'][0]:.1f} "
+        "| Snell et al. 2017 |" in table
+    )
+    assert f"| protonet | 20w1s | not run | 91.23 ± 0.80 | {PUBLISHED['protonet'][2]:.1f} |" in table
+    assert "| fomaml | 5w5s | not run | 91.23 ± 0.80 | — | — |" in table
