@@ -524,6 +524,12 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     if pr.mode != "none":
         _check(
+            f.weighting == "uniform",
+            "federation.weighting",
+            "record counts are private: DP runs need 'uniform' public weights",
+            f.weighting,
+        )
+        _check(
             m.norm != "batch",
             "model.norm",
             "BatchNorm couples records and is refused under DP; use 'group'",

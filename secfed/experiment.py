@@ -189,6 +189,12 @@ class Experiment:
         from secfed import components
 
         cfg = self.config
+        if cfg.privacy.mode != "none" and cfg.privacy.target_epsilon > 0:
+            from secfed.dp import calibrated_config
+
+            # Noise multiplier calibrated for the target epsilon of the planned run (deterministic,
+            # so a resumed run calibrates to the same value).
+            cfg = self.config = calibrated_config(config=cfg)
         run_dir = Path(out_dir)
         ckpt_dir = run_dir / "checkpoint"
         toml_text = config_to_toml(cfg)
@@ -371,8 +377,9 @@ class Experiment:
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 metrics.append(row)
+                loss = "n/a (DP)" if outcome.train_loss is None else f"{outcome.train_loss:.3f}"
                 msg = (
-                    f"loss={outcome.train_loss:.3f} clients={len(outcome.clients)} "
+                    f"loss={loss} clients={len(outcome.clients)} "
                     f"dropped={len(outcome.dropped)}"
                 )
                 if "test_accuracy" in row:

@@ -119,14 +119,14 @@ class ClientRuntime:
         self._update = update
         self._weight = 1.0 if self._cfg.federation.weighting == "uniform" else float(self._site.num_records)
         self._round = rnd
-        meta: dict[str, Any] = {
-            "round": rnd,
-            "train_loss": float(result.train_loss),
-            "num_tasks": int(result.num_tasks),
-            "weight": self._weight,
-            "train_s": time.perf_counter() - start,
-        }
-        meta.update({k: float(v) for k, v in result.extra.items()})
+        meta: dict[str, Any] = {"round": rnd, "weight": self._weight, "train_s": time.perf_counter() - start}
+        if self._privacy is None:
+            meta.update(train_loss=float(result.train_loss), num_tasks=int(result.num_tasks))
+            meta.update({k: float(v) for k, v in result.extra.items()})
+        else:
+            # Losses and counts on private records are not covered by the DP guarantee: under DP
+            # the site releases only its update (through aggregation) and public facts.
+            meta["train_loss"] = None
         if self._privacy is not None:
             meta["privacy"] = self._privacy.round_report(round_idx=rnd)
         return encode_message(kind="train_reply", meta=meta)

@@ -191,7 +191,8 @@ class RoundOutcome:
 
     Attributes:
         round: Round index (1-based).
-        train_loss: Mean training loss of the sites that trained.
+        train_loss: Mean training loss of the sites that trained (None under DP, where sites do
+            not release losses computed on their private records).
         clients: Sites whose update is in the aggregate.
         dropped: Sites sampled but not in the aggregate.
         stragglers: Sites whose late answers were discarded.
@@ -201,7 +202,7 @@ class RoundOutcome:
     """
 
     round: int
-    train_loss: float
+    train_loss: float | None
     clients: list[int]
     dropped: list[int]
     stragglers: list[int]
@@ -293,14 +294,16 @@ class FederatedServer:
             if self._central_noise is not None:
                 total = self._central_noise(total, len(survivors), round_idx)
             self.state = self.optimizer.apply(state=self.state, mean_delta=total / agg.weight_sum)
-        losses = [float(reports[s]["train_loss"]) for s in participants]
+        losses = [
+            float(reports[s]["train_loss"]) for s in participants if reports[s].get("train_loss") is not None
+        ]
         metrics = dict(agg.metrics) if agg is not None else {}
         metrics["bytes_up_per_client"] = (
             float(np.mean(list(channel.bytes_up.values()))) if channel.bytes_up else 0.0
         )
         return RoundOutcome(
             round=round_idx,
-            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            train_loss=float(np.mean(losses)) if losses else None,
             clients=survivors,
             dropped=sorted(set(sampled) - set(survivors)),
             stragglers=stragglers,

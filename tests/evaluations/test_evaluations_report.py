@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -282,7 +283,7 @@ def test_client_level_run_reports_the_global_epsilon(tmp_path: Path) -> None:
     assert p["epsilon"] == pytest.approx(0.9) and p["ledger"]["verified"] is True
     for text in (html, md):
         assert "client-level differential privacy" in text
-        assert "adding or removing one client's entire dataset" in text
+        assert "adding or removing one client's entire dataset" in unescape(text)
         assert "ε = 0.90" in text and "Record-level ε bound per site" in text
     # the audit bound (0.8) is compared with the client-level ε of the summary
     row = doc["empirical_epsilon"]["rows"][0]
