@@ -51,6 +51,8 @@ class AttackOptions:
         canaries: Canaries of the audit (each included with probability 1/2).
         significance: Error probability of the audit's lower bounds.
         keep_work: Keep the replica federations' run directories under ``RUN_DIR/attacks/work``.
+        save_scores: Also write the per-record statistics and inclusion masks of membership
+            inference to ``RUN_DIR/attacks/mia_scores.npz`` (for comparisons with other tools).
         quiet: Silence the replica federations' per-round log lines.
     """
 
@@ -72,6 +74,7 @@ class AttackOptions:
     canaries: int = 200
     significance: float = 0.05
     keep_work: bool = False
+    save_scores: bool = False
     quiet: bool = True
 
     def __post_init__(self) -> None:

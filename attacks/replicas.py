@@ -343,6 +343,7 @@ def train_replica(
     path = out_dir / "data.npz"
     np.savez(
         path,
+        allow_pickle=False,
         train_images=_to_uint8(spec.images),
         train_labels=spec.labels.astype(np.int64)[:, None],
         test_images=_to_uint8(tx),

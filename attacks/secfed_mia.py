@@ -173,6 +173,7 @@ class _Trainer:
         self.run, self.data, self.options, self.work = run, data, options, work
         self.rounds = options.rounds or run.config.experiment.rounds
         self.trained = 0
+        self.arrays: dict[str, np.ndarray] = {}
 
     def train(self, spec: Any, name: str, score: Callable[[LoadedRun], Any]) -> Any:
         folder = self.work / name
@@ -270,6 +271,16 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         pop_prob=np.stack([s.prob[n:].mean(axis=1) for s in stats]),
     )
     metrics, info = _evaluate(level, prefix="record", rmia_ok=True)
+    trainer.arrays.update(
+        {
+            "record_masks": level.masks,
+            "record_phi": level.phi,
+            "record_prob": level.prob,
+            "record_population_prob": level.pop_prob if level.pop_prob is not None else np.zeros(0),
+            "record_candidates": cand,
+            "record_population": pop,
+        }
+    )
     design = {
         "target": (
             "each of the replicas of the run (same configuration, seed and pipeline; other sites "
@@ -369,6 +380,7 @@ def _client_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         pop_prob=None,
     )
     metrics, info = _evaluate(level, prefix="client", rmia_ok=False)
+    trainer.arrays.update({"client_masks": level.masks, "client_phi": level.phi, "client_prob": level.prob})
     design = {
         "target": "each replica federation of a random half of the sites in turn; candidates are the sites",
         "sites": n_sites,
@@ -428,6 +440,11 @@ def run_mia_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -> 
             key = "client_roc" if "roc" in files else "roc"
             files[key] = str(save_mia_roc(path=path, results=cli, title="Client-level MIA"))
     doc["replicas_trained"] = trainer.trained
+    if options.save_scores and trainer.arrays:
+        np.savez(out_dir / "mia_scores.npz", allow_pickle=False, **trainer.arrays)
+        files["scores"] = str(out_dir / "mia_scores.npz")
+    if options.keep_work:
+        files["work"] = str(out_dir / "work" / "mia")
     doc["files"] = files
     if not options.keep_work:
         shutil.rmtree(out_dir / "work", ignore_errors=True)

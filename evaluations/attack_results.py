@@ -37,6 +37,8 @@ __all__ = [
     "mia_curves",
     "inversion_rows",
     "audit_rows",
+    "strongest_mia",
+    "strongest_inversion",
     "headline_metrics",
 ]
 
@@ -99,6 +101,7 @@ class InversionRow:
     mse: float | None
     label_accuracy: float | None
     flat_baseline_psnr: float | None
+    sent_in_run: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -209,11 +212,15 @@ def mia_curves(data: Any) -> dict[str, tuple[list[float], list[float]]]:
 def inversion_rows(data: Any) -> list[InversionRow]:
     """Gradient-inversion scores found in ``data`` (objects with a ``psnr``)."""
     rows = []
+    scopes: dict[tuple[str, ...], Mapping[str, Any]] = {}
     for path, obj in _walk(data):
+        scopes[path] = obj
         if as_float(obj.get("psnr")) is None:
             continue
         if path and path[-1].isdigit() and len(path) >= 2 and path[-2] == "per_record":
             continue  # per-record entries of a score already counted
+        parent = scopes.get(path[:-1], {}) if path else {}
+        sent = obj.get("sent_in_run", parent.get("sent_in_run"))
         rows.append(
             InversionRow(
                 attack=_label(path, obj, "inversion"),
@@ -222,9 +229,30 @@ def inversion_rows(data: Any) -> list[InversionRow]:
                 mse=as_float(obj.get("mse")),
                 label_accuracy=as_float(obj.get("label_accuracy")),
                 flat_baseline_psnr=as_float(obj.get("flat_baseline_psnr")),
+                sent_in_run=sent if isinstance(sent, bool) else None,
             )
         )
     return rows
+
+
+def strongest_mia(rows: list[MIARow]) -> list[MIARow]:
+    """The strongest attack (highest AUC) per level, ``record/...`` or ``client/...`` (unprefixed: one)."""
+    best: dict[str, MIARow] = {}
+    for r in rows:
+        if r.auc is None:
+            continue
+        level = r.attack.split("/", 1)[0] if "/" in r.attack else ""
+        if level not in best or r.auc > (best[level].auc or 0.0):
+            best[level] = r
+    return list(best.values())
+
+
+def strongest_inversion(rows: list[InversionRow]) -> InversionRow | None:
+    """The best reconstruction by PSNR, preferring scenarios whose message the run actually sent."""
+    scored = [r for r in rows if r.psnr is not None]
+    sent = [r for r in scored if r.sent_in_run is not False]
+    pool = sent or scored
+    return max(pool, key=lambda r: r.psnr or 0.0) if pool else None
 
 
 def _accountant_eps(*scopes: Mapping[str, Any]) -> float | None:
@@ -272,23 +300,25 @@ def headline_metrics(outcomes: Mapping[str, AttackOutcome]) -> dict[str, float |
         outcomes: From :func:`read_attacks`.
 
     Returns:
-        ``mia_auc`` and ``mia_tpr_at_0.1%`` (strongest attack by AUC), ``inversion_psnr`` and
-        ``inversion_ssim`` (best reconstruction by PSNR), ``audit_epsilon_lb`` (largest bound), and
+        ``mia_auc`` and ``mia_tpr_at_0.1%`` (strongest attack by AUC, record level when present),
+        ``inversion_psnr`` and ``inversion_ssim`` (best reconstruction by PSNR among the messages the
+        run sent), ``audit_epsilon_lb`` (largest bound), and
         ``<name>_status`` for every attack.
     """
     out: dict[str, float | str | None] = {f"{n}_status": o.status for n, o in outcomes.items()}
     mia = outcomes.get("mia")
     if mia is not None and mia.status == "ok":
-        rows = [r for r in mia_rows(mia.data) if r.auc is not None]
-        if rows:
-            best = max(rows, key=lambda r: r.auc or 0.0)
+        levels = {
+            r.attack.split("/", 1)[0] if "/" in r.attack else "": r for r in strongest_mia(mia_rows(mia.data))
+        }
+        best = levels.get("record") or next(iter(levels.values()), None)
+        if best is not None:
             out["mia_auc"] = best.auc
             out["mia_tpr_at_0.1%"] = best.tpr_at_fpr.get("0.001")
     inv = outcomes.get("inversion")
     if inv is not None and inv.status == "ok":
-        irows = [r for r in inversion_rows(inv.data) if r.psnr is not None]
-        if irows:
-            best_inv = max(irows, key=lambda r: r.psnr or 0.0)
+        best_inv = strongest_inversion(inversion_rows(inv.data))
+        if best_inv is not None:
             out["inversion_psnr"] = best_inv.psnr
             out["inversion_ssim"] = best_inv.ssim
     aud = outcomes.get("audit")

@@ -87,6 +87,10 @@ def _omniglot_args(quick: bool, out: Path) -> list[list[str]]:
                 "2",
                 "--local-steps",
                 "2",
+                "--set",
+                "model.hidden=16",
+                "--set",
+                "learner.test_inner_steps=5",
             ]
         ]
     return [[*args, "--learners", "protonet,maml,fomaml,reptile"]]

@@ -16,10 +16,13 @@ from typing import Any
 
 from evaluations.attack_results import (
     AttackOutcome,
+    InversionRow,
     audit_rows,
     headline_metrics,
     inversion_rows,
     mia_rows,
+    strongest_inversion,
+    strongest_mia,
 )
 from evaluations.jsonio import as_float
 from evaluations.rundata import RunData
@@ -524,6 +527,24 @@ _ATTACK_INTRO = {
 }
 
 
+def _inversion_statement(best: InversionRow) -> str:
+    text = f"Best reconstruction ({best.attack}): PSNR {fmt_num(best.psnr)} dB"
+    if best.ssim is not None:
+        text += f", SSIM {fmt_num(best.ssim)}"
+    if best.psnr is not None and best.flat_baseline_psnr is not None:
+        gain = best.psnr - best.flat_baseline_psnr
+        side = "above" if gain >= 0 else "below"
+        meaning = (
+            "the reconstructions carry real detail"
+            if gain > 1.0
+            else "they reveal little beyond average brightness"
+        )
+        text += f"; {fmt_num(abs(gain))} dB {side} the flat-image baseline: {meaning}"
+    if best.sent_in_run is False:
+        text += " (this scenario gives the server more than this run sent it)"
+    return text + "."
+
+
 def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
     """The attack-results section.
 
@@ -563,20 +584,24 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 }
                 for r in rows
             ]
-            if rows:
-                best = max(rows, key=lambda r: r.auc or 0.0)
+            parts = []
+            for best in strongest_mia(rows):
                 low = best.tpr_at_fpr.get("0.001")
-                entry["statement"] = (
-                    f"Strongest attack ({best.attack}): AUC {fmt_num(best.auc)}"
-                    + (
-                        f", true-positive rate {fmt_pct(low)} at 0.1 % false positives"
-                        if low is not None
-                        else ""
-                    )
-                    + "."
-                )
-            else:
-                entry["statement"] = "The result file holds no membership-inference metrics."
+                text = f"strongest attack {best.attack}: AUC {fmt_num(best.auc)}"
+                if low is not None:
+                    text += f", true-positive rate {fmt_pct(low)} at 0.1 % false positives"
+                if best.num_members is not None and best.num_nonmembers is not None:
+                    text += f" ({best.num_members} members, {best.num_nonmembers} non-members"
+                    if best.num_nonmembers < 1000:
+                        text += f"; rates below 1/{best.num_nonmembers} cannot be resolved"
+                    text += ")"
+                parts.append(text)
+            joined = "; ".join(parts)
+            entry["statement"] = (
+                f"{joined[:1].upper()}{joined[1:]}."
+                if parts
+                else "The result file holds no membership-inference metrics."
+            )
         elif name == "inversion":
             irows = inversion_rows(o.data)
             entry["rows"] = [
@@ -587,30 +612,17 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                     "mse": r.mse,
                     "label_accuracy": r.label_accuracy,
                     "flat_baseline_psnr_db": r.flat_baseline_psnr,
+                    **(
+                        {"sent_in_run": r.sent_in_run}
+                        if any(x.sent_in_run is not None for x in irows)
+                        else {}
+                    ),
                 }
                 for r in irows
             ]
-            if irows:
-                best_inv = max(irows, key=lambda r: r.psnr or 0.0)
-                gain = (
-                    best_inv.psnr - best_inv.flat_baseline_psnr
-                    if best_inv.psnr is not None and best_inv.flat_baseline_psnr is not None
-                    else None
-                )
-                entry["statement"] = (
-                    f"Best reconstruction ({best_inv.attack}): PSNR {fmt_num(best_inv.psnr)} dB"
-                    + (f", SSIM {fmt_num(best_inv.ssim)}" if best_inv.ssim is not None else "")
-                    + (
-                        f"; {fmt_num(gain)} dB above the flat-image baseline"
-                        + (
-                            " (the reconstructions carry real detail)."
-                            if gain > 1.0
-                            else " (little beyond brightness)."
-                        )
-                        if gain is not None
-                        else "."
-                    )
-                )
+            best_inv = strongest_inversion(irows)
+            if best_inv is not None:
+                entry["statement"] = _inversion_statement(best_inv)
             else:
                 entry["statement"] = "The result file holds no reconstruction scores."
         else:

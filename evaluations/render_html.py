@@ -95,6 +95,7 @@ _ATTACK_HEADERS = {
     "members": "members",
     "non_members": "non-members",
     "lower_bound": "ε lower bound",
+    "sent_in_run": "observed by the server in this run",
     "accountant_epsilon": "accountant's ε",
 }
 
@@ -297,7 +298,7 @@ def _attacks_section(a: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         out.append(_p(entry["statement"], cls))
         if entry["rows"]:
             out.append(_table(*attack_table(entry["rows"])))
-        out.append(_figs(figures, f"attack_{name}"))
+        out.append(_figs(figures, f"attack_{name}", f"attack_{name}_client"))
     return out
 
 

@@ -211,7 +211,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
         out += [f"### {entry['title']}\n", entry["explanation"] + "\n", entry["statement"] + "\n"]
         if entry["rows"]:
             out.append(md_table(*attack_table(entry["rows"])))
-        out += _figs(figures, f"attack_{name}")
+        out += _figs(figures, f"attack_{name}", f"attack_{name}_client")
 
     out += ["## 6. Empirical check of the privacy guarantee\n", e["statement"] + "\n"]
     if e["rows"]:

@@ -131,6 +131,17 @@ def _run_figures(
                     path=path,
                 )
             )
+    client_roc = run.attacks_dir / "mia_client_roc.png"
+    if mia is not None and (png := _read_png(client_roc)) is not None:
+        figs.append(
+            Figure(
+                key="attack_mia_client",
+                title="Client-level membership inference ROC curve (log-log)",
+                caption="The same for the question whether a whole site took part in training.",
+                png=png,
+                path=f"attacks/{client_roc.name}",
+            )
+        )
     inv = outcomes.get("inversion")
     if inv is not None and (png := _read_png(inv.image)) is not None and inv.image is not None:
         figs.append(

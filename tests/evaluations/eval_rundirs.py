@@ -225,7 +225,7 @@ def write_attacks(
     folder = run / "attacks"
     if attacks:
         folder.mkdir(exist_ok=True)
-    if "mia" in attacks:
+    if "mia" in attacks:  # the layout of attacks.secfed_mia.run_mia_attack
         rng = np.random.default_rng(0)
         members = rng.normal(mia_auc_shift, 1.0, 400)
         others = rng.normal(0.0, 1.0, 400)
@@ -235,15 +235,31 @@ def write_attacks(
         lira = mia_metrics(scores=scores + rng.normal(0, 2.0, 800), is_member=is_member).to_dict(
             include_curve=True
         )
-        (folder / "mia.json").write_text(
-            json.dumps({"attacks": {"loss": loss, "lira": lira}}), encoding="utf-8"
-        )
+        client = mia_metrics(scores=[0.9, 0.8, 0.2, 0.1], is_member=[1, 0, 1, 0]).to_dict(include_curve=True)
+        doc = {
+            "attack": "mia",
+            "record_level": {
+                "design": {"note": "synthetic"},
+                "attacks": {"loss": {"name": "record/loss", **loss}, "lira": {"name": "record/lira", **lira}},
+            },
+            "client_level": {"attacks": {"loss": {"name": "client/loss", **client}}},
+        }
+        (folder / "mia.json").write_text(json.dumps(doc), encoding="utf-8")
         if mia_png:
             (folder / "mia_roc.png").write_bytes(png_bytes(color="C1"))
-    if "inversion" in attacks:
-        score = InversionScore(mse=0.02, psnr=17.0, ssim=0.41, label_accuracy=1.0, flat_baseline_psnr=11.5)
+    if "inversion" in attacks:  # the layout of attacks.secfed_inversion.run_inversion_attack
+        strong = InversionScore(mse=0.02, psnr=17.0, ssim=0.41, label_accuracy=1.0, flat_baseline_psnr=11.5)
+        weak = InversionScore(mse=0.2, psnr=9.0, ssim=0.05, label_accuracy=None, flat_baseline_psnr=11.5)
+        scenarios = {
+            "gradient_b4": {
+                "sent_in_run": False,
+                "notes": ["stronger than the run"],
+                "score": strong.to_dict(),
+            },
+            "secure_aggregate": {"sent_in_run": True, "notes": [], "score": weak.to_dict()},
+        }
         (folder / "inversion.json").write_text(
-            json.dumps({"attack": "inverting-gradients", "score": score.to_dict()}), encoding="utf-8"
+            json.dumps({"attack": "inversion", "scenarios": scenarios}), encoding="utf-8"
         )
         (folder / "inversion_grid.png").write_bytes(png_bytes(color="C2", size=(3.0, 1.0)))
     if "audit" in attacks:

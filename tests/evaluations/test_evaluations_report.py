@@ -108,10 +108,23 @@ def test_run_report_with_dp_secagg_and_attacks(tmp_path: Path) -> None:
     assert doc["utility"]["test_accuracy"] == pytest.approx(ACCURACY)
     assert doc["utility"]["ci95"] == pytest.approx(CI95)
     mia = doc["attacks"]["mia"]
-    assert mia["status"] == "ok" and {r["attack"] for r in mia["rows"]} == {"loss", "lira"}
-    assert all(0.5 < r["auc"] < 1.0 for r in mia["rows"])
-    inv = doc["attacks"]["inversion"]["rows"]
-    assert inv[0]["psnr_db"] == pytest.approx(17.0) and inv[0]["flat_baseline_psnr_db"] == pytest.approx(11.5)
+    assert mia["status"] == "ok" and {r["attack"] for r in mia["rows"]} == {
+        "record/loss",
+        "record/lira",
+        "client/loss",
+    }
+    assert all(0.5 < r["auc"] < 1.0 for r in mia["rows"] if r["attack"].startswith("record/"))
+    assert "Strongest attack record/loss" in mia["statement"] and "client/loss" in mia["statement"]
+    assert "rates below 1/2 cannot be resolved" in mia["statement"]
+    inv = {r["attack"]: r for r in doc["attacks"]["inversion"]["rows"]}
+    assert inv["gradient_b4"]["psnr_db"] == pytest.approx(17.0) and inv["gradient_b4"]["sent_in_run"] is False
+    assert inv["secure_aggregate"]["flat_baseline_psnr_db"] == pytest.approx(11.5)
+    # the headline is the best reconstruction among messages the run actually sent
+    statement = doc["attacks"]["inversion"]["statement"]
+    assert (
+        statement.startswith("Best reconstruction (secure_aggregate): PSNR 9 dB")
+        and "2.5 dB below" in statement
+    )
     emp = doc["empirical_epsilon"]
     assert emp["violations"] == 0 and emp["rows"][0]["lower_bound"] == pytest.approx(0.8)
     assert emp["rows"][0]["accountant_epsilon"] == pytest.approx(2.5)
@@ -272,7 +285,8 @@ def test_attack_files_added_later_change_the_report(tmp_path: Path) -> None:
     write_attacks(run, attacks=("mia",), mia_auc_shift=0.0)  # an attack at chance level
     doc = json.loads(write_report(path=run).json.read_text())
     assert doc["attacks"]["mia"]["status"] == "ok"
-    assert all(abs(r["auc"] - 0.5) < 0.1 for r in doc["attacks"]["mia"]["rows"])
+    record = [r for r in doc["attacks"]["mia"]["rows"] if r["attack"].startswith("record/")]
+    assert len(record) == 2 and all(abs(r["auc"] - 0.5) < 0.1 for r in record)
 
 
 def test_client_level_run_reports_the_global_epsilon(tmp_path: Path) -> None:

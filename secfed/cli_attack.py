@@ -1,0 +1,152 @@
+"""``secfed attack``: run a privacy attack against a run directory.
+
+Command::
+
+    secfed attack RUN_DIR --attack inversion|mia|audit [--references N] [--iterations N]
+                  [--canaries M] [--rounds R] [--site S] [--seed S] [--json]
+
+Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key metrics and the
+written paths are printed. A bad run directory or invalid option exits with status 2 and a message
+naming the problem.
+
+Layering: the attack library sits above the runtime (``attacks`` may import ``secfed``, not the
+reverse), so this command loads ``attacks.runner`` by name when it runs, like the other plugin
+commands of :data:`secfed.cli.EXTRA_COMMANDS`; ``secfed`` itself never imports ``attacks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+_ATTACKS = ("inversion", "mia", "audit")
+
+
+def _int(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if not isinstance(v, (int, float)):
+        return "n/a"
+    return f"{100 * v:.2f}%" if pct else f"{v:.3f}"
+
+
+def _inversion_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"gradient inversion of site {doc['site']} ({doc['learner']}, privacy {doc['privacy']['mode']}):"
+    ]
+    for name, sc in doc["scenarios"].items():
+        s = sc["score"]
+        lines.append(
+            f"  {name:17s} records {sc['records']:3d}  PSNR {_fmt(s['psnr'])} dB (flat image "
+            f"{_fmt(s['flat_baseline_psnr'])})  SSIM {_fmt(s['ssim'])}  labels {_fmt(s['label_accuracy'])}"
+            f"{'' if sc['sent_in_run'] else '  [not sent in this run]'}"
+        )
+    for name, why in doc.get("skipped", {}).items():
+        lines.append(f"  {name:17s} skipped: {why}")
+    return lines
+
+
+def _mia_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [f"membership inference, site {doc['site']} ({doc['learner']}, privacy {doc['privacy_mode']}):"]
+    for level in ("record_level", "client_level"):
+        part = doc.get(level)
+        if part is None:
+            continue
+        if "skipped" in part and "attacks" not in part:
+            lines.append(f"  {level.replace('_', ' ')}: skipped ({part['skipped']})")
+            continue
+        lines.append(f"  {level.replace('_', ' ')} ({part['design']['replicas']} replicas):")
+        for name, m in part["attacks"].items():
+            tpr = m["tpr_at_fpr"]
+            lines.append(
+                f"    {name:27s} AUC {_fmt(m['auc'])}  bal.acc {_fmt(m['balanced_accuracy'])}  "
+                f"TPR@0.1% {_fmt(tpr.get('0.001'), True)}  TPR@1% {_fmt(tpr.get('0.01'), True)}"
+            )
+    return lines
+
+
+def _audit_lines(doc: dict[str, Any]) -> list[str]:
+    acc = doc["accountant_epsilon"]
+    cp = doc.get("clopper_pearson") or {}
+    return [
+        f"canary audit of site {doc['site']} ({doc['canaries']['count']} canaries, "
+        f"{doc['canaries']['included']} included, {doc['rounds']} rounds, delta = {doc['delta']:g}):",
+        f"  accountant epsilon      {_fmt(acc) if acc is not None else 'inf (no DP)'}",
+        f"  one-run lower bound     {_fmt(doc['one_run']['epsilon'])} "
+        f"(confidence {doc['one_run']['confidence']:.2f})",
+        f"  Clopper-Pearson bound   {_fmt(cp.get('epsilon'))}",
+    ]
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    runner = importlib.import_module("attacks.runner")
+    errors = importlib.import_module("attacks.errors")
+    try:
+        options = runner.AttackOptions(
+            **{
+                k: v
+                for k, v in {
+                    "references": args.references,
+                    "iterations": args.iterations,
+                    "canaries": args.canaries,
+                    "rounds": args.rounds,
+                    "site": args.site,
+                    "seed": args.seed,
+                }.items()
+                if v is not None
+            }
+        )
+        doc = runner.run_attack(run_dir=args.run_dir, attack=args.attack, options=options)
+    except errors.AttackError as exc:
+        print(f"secfed: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+        return 0
+    lines = {"inversion": _inversion_lines, "mia": _mia_lines, "audit": _audit_lines}[args.attack](doc)
+    lines += [f"wrote {path}" for path in doc.get("files", {}).values()]
+    print("\n".join(lines))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``secfed attack`` to the ``secfed`` parser.
+
+    Args:
+        subparsers: The ``secfed`` command's subparsers (see :data:`secfed.cli.EXTRA_COMMANDS`).
+    """
+    p = subparsers.add_parser(
+        "attack",
+        help="run a privacy attack (inversion, mia, audit) against a run directory",
+        description="Attack a finished run as an honest-but-curious server; results go to RUN_DIR/attacks/.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `secfed run`")
+    p.add_argument("--attack", required=True, choices=_ATTACKS, help="which attack to run")
+    p.add_argument(
+        "--references", type=_int(2), metavar="N", help="MIA reference models per target (default 6)"
+    )
+    p.add_argument("--iterations", type=_int(1), metavar="N", help="inversion iterations (default 300)")
+    p.add_argument("--canaries", type=_int(2), metavar="M", help="audit canaries (default 200)")
+    p.add_argument(
+        "--rounds", type=_int(1), metavar="R", help="rounds of replica/audit runs (default: the run's)"
+    )
+    p.add_argument("--site", type=_int(0), metavar="S", help="attacked site (default 0)")
+    p.add_argument("--seed", type=_int(0), metavar="S", help="seed of the attacker's choices (default 0)")
+    p.add_argument("--json", action="store_true", help="print the result document as JSON")
+    p.set_defaults(func=_cmd_attack)
