@@ -129,7 +129,7 @@ def _score(name: str, level: _Level, t: int, refs: np.ndarray, keep: np.ndarray)
     )
 
 
-def _evaluate(level: _Level, *, prefix: str, rmia_ok: bool) -> tuple[dict[str, MIAMetrics], dict[str, Any]]:
+def _evaluate(level: _Level, *, rmia_ok: bool) -> tuple[dict[str, MIAMetrics], dict[str, Any]]:
     k = level.masks.shape[0]
     metrics: dict[str, MIAMetrics] = {}
     info: dict[str, Any] = {"skipped": {}, "evaluated": {}}
@@ -270,7 +270,7 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         prob=np.stack([s.prob[:n] for s in stats]),
         pop_prob=np.stack([s.prob[n:].mean(axis=1) for s in stats]),
     )
-    metrics, info = _evaluate(level, prefix="record", rmia_ok=True)
+    metrics, info = _evaluate(level, rmia_ok=True)
     trainer.arrays.update(
         {
             "record_masks": level.masks,
@@ -379,7 +379,7 @@ def _client_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         prob=np.stack([o[1] for o in out])[:, :, None],
         pop_prob=None,
     )
-    metrics, info = _evaluate(level, prefix="client", rmia_ok=False)
+    metrics, info = _evaluate(level, rmia_ok=False)
     trainer.arrays.update({"client_masks": level.masks, "client_phi": level.phi, "client_prob": level.prob})
     design = {
         "target": "each replica federation of a random half of the sites in turn; candidates are the sites",

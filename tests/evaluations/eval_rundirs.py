@@ -247,6 +247,7 @@ def write_attacks(
         (folder / "mia.json").write_text(json.dumps(doc), encoding="utf-8")
         if mia_png:
             (folder / "mia_roc.png").write_bytes(png_bytes(color="C1"))
+            (folder / "mia_client_roc.png").write_bytes(png_bytes(color="C3"))
     if "inversion" in attacks:  # the layout of attacks.secfed_inversion.run_inversion_attack
         strong = InversionScore(mse=0.02, psnr=17.0, ssim=0.41, label_accuracy=1.0, flat_baseline_psnr=11.5)
         weak = InversionScore(mse=0.2, psnr=9.0, ssim=0.05, label_accuracy=None, flat_baseline_psnr=11.5)

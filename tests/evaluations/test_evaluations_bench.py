@@ -70,3 +70,25 @@ def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
     )
     assert f"| protonet | 20w1s | not run | 91.23 ± 0.80 | {PUBLISHED['protonet'][2]:.1f} |" in table
     assert "| fomaml | 5w5s | not run | 91.23 ± 0.80 | — | — |" in table
+
+
+def test_evaluate_checkpoint_reproduces_the_final_evaluation(tmp_path: Path) -> None:
+    from evaluations.benchmarks.omniglot import evaluate_checkpoint
+    from secfed.config import config_from_dict
+    from secfed.experiment import Experiment
+
+    cfg = config_from_dict(
+        {
+            "experiment": {"rounds": 1, "eval_every": 0, "final_eval_episodes": 12, "seed": 5},
+            "data": {"dataset": "digits"},
+            "partition": {"num_sites": 2},
+            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
+            "model": {"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
+            "learner": {"name": "protonet", "local_steps": 1},
+        }
+    )
+    run = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
+    same = evaluate_checkpoint(run_dir=tmp_path / "run", test_n_way=3, test_k_shot=1, episodes=12)
+    assert same == (run.summary["test_accuracy"], run.summary["test_accuracy_ci95"])  # same model, same tasks
+    acc, ci = evaluate_checkpoint(run_dir=tmp_path / "run", test_n_way=4, test_k_shot=3, episodes=12)
+    assert 0.0 <= acc <= 1.0 and ci >= 0.0

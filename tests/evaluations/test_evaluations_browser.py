@@ -111,7 +111,7 @@ def test_report_renders_its_plots_and_requests_nothing(tmp_path: Path, kind: str
         with Image.open(io.BytesIO(base64.b64decode(uri))) as png:
             sizes.append(png.size)
     n_img = page.count("<img ")
-    assert n_img == len(sizes) == (4 if kind == "run" else 3)
+    assert n_img == len(sizes) == (5 if kind == "run" else 3)
     check = report.with_name("report_check.html")
     check.write_text(page.replace("</body>", CHECK_SCRIPT + "\n</body>"), encoding="utf-8")
     work = tmp_path / "chromium"

@@ -128,9 +128,15 @@ def test_run_report_with_dp_secagg_and_attacks(tmp_path: Path) -> None:
     emp = doc["empirical_epsilon"]
     assert emp["violations"] == 0 and emp["rows"][0]["lower_bound"] == pytest.approx(0.8)
     assert emp["rows"][0]["accountant_epsilon"] == pytest.approx(2.5)
-    assert set(doc["figures"]) == {"accuracy", "epsilon", "attack_mia", "attack_inversion"}
+    assert set(doc["figures"]) == {
+        "accuracy",
+        "epsilon",
+        "attack_mia",
+        "attack_mia_client",
+        "attack_inversion",
+    }
     assert doc["figures"]["attack_mia"]["path"] == "attacks/mia_roc.png"  # the attack's own PNG
-    assert _assert_self_contained(html) == 4
+    assert _assert_self_contained(html) == 5
     for fig in doc["figures"].values():  # the Markdown report links files that exist
         assert f"]({fig['path']})" in md and (run / fig["path"]).is_file()
 
