@@ -19,11 +19,13 @@ import torch
 
 from attacks.errors import AttackConfigError, ThreatModelError
 from attacks.inversion import GroundTruth, InversionConfig, InversionInputs, run_inversion
+from attacks.mia import balanced_inclusion_masks
 from attacks.options import AttackOptions
 from attacks.replicas import ReplicaError, load_run_data, record_replica, site_subset_replica, train_replica
 from attacks.runner import ATTACKS, RunDirError, run_attack
 from attacks.secfed_adapter import episode_observation, load_run, protonet_loss_fn
 from attacks.secfed_inversion import prepare_cases
+from attacks.secfed_mia import LevelStats, evaluate_level, independent_masks
 from attacks.secfed_observe import client_privacy, private_observe
 from secfed.cli import main
 from secfed.config import ExperimentConfig, config_from_dict
@@ -286,7 +288,11 @@ def test_mia_writes_json_and_roc(runs: dict[str, Path], tmp_path: Path) -> None:
         "lira_offline_global_logpdf",
     }
     assert expected | {"rmia_offline"} <= set(record["attacks"])
-    assert {"lira_online_per_example", "lira_offline_per_example"} <= set(record["design"]["skipped"])
+    # Two references cannot give a record 2 IN and 2 OUT models: online per-example LiRA is skipped.
+    assert "lira_online_per_example" in record["design"]["skipped"]
+    evaluated = record["design"]["evaluated"]
+    # Records without two OUT references are left out of offline per-example LiRA, target by target.
+    assert sum(evaluated["lira_offline_per_example"]) < sum(evaluated["loss"])
     for name, m in record["attacks"].items():
         assert all(k in m for k in MIA_KEYS), name
         assert 0.0 <= m["auc"] <= 1.0 and 0.5 <= m["balanced_accuracy"] <= 1.0
@@ -301,6 +307,36 @@ def test_mia_writes_json_and_roc(runs: dict[str, Path], tmp_path: Path) -> None:
     client = data["client_level"]
     assert expected <= set(client["attacks"]) and "rmia_offline" in client["design"]["skipped"]
     assert client["attacks"]["loss"]["num_members"] + client["attacks"]["loss"]["num_nonmembers"] == 3 * 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_leave_one_out_evaluation_is_unbiased_without_signal(seed: int) -> None:
+    # Null world: statistics carry no membership signal. With independent masks every attack must sit
+    # at chance; per-record balanced masks bias leave-one-out LiRA (a member of the target has one IN
+    # reference fewer), which is why the runner does not use them.
+    k, n = 5, 3000
+    rng = np.random.default_rng(seed)
+    phi = rng.normal(size=(k, n, 1))
+    prob = 1 / (1 + np.exp(-phi))
+    pop = rng.uniform(0.2, 0.8, size=(k, 200))
+    fair = independent_masks(num_models=k, labels=np.zeros(n, dtype=np.int64), seed=seed)
+    metrics, info = evaluate_level(LevelStats(masks=fair, phi=phi, prob=prob, pop_prob=pop), rmia_ok=True)
+    assert set(metrics) == {
+        "loss",
+        "confidence",
+        "lira_online_global",
+        "lira_online_per_example",
+        "lira_offline_global",
+        "lira_offline_per_example",
+        "lira_offline_global_logpdf",
+        "rmia_offline",
+    }
+    for name, m in metrics.items():
+        assert abs(m.auc - 0.5) < 0.03, (name, m.auc)
+    assert all(c < n for c in info["evaluated"]["lira_online_per_example"])
+    balanced = balanced_inclusion_masks(num_models=k, pool_size=n, seed=seed)
+    biased, _ = evaluate_level(LevelStats(masks=balanced, phi=phi, prob=prob, pop_prob=pop), rmia_ok=True)
+    assert biased["lira_online_global"].auc < 0.47
 
 
 def test_mia_scores_few_shot_records_as_episode_queries(runs: dict[str, Path], tmp_path: Path) -> None:
