@@ -35,6 +35,8 @@ from evaluations.wording import (
     strength_words,
     unit_words,
 )
+from secfed.config import config_from_dict, config_hash
+from secfed.errors import SecfedError
 
 __all__ = [
     "run_facts",
@@ -96,6 +98,12 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
     if model:
         norm = run.cfg("model", "norm")
         model = f"{model} ({run.cfg('model', 'hidden')} hidden units/filters, {norm} normalisation)"
+    fingerprint = s.get("config_hash")
+    if not fingerprint and run.config:
+        try:  # an unfinished run: fingerprint its resolved configuration the way the runtime does
+            fingerprint = config_hash(config_from_dict(run.config))
+        except SecfedError:
+            fingerprint = None
     status = "complete" if run.summary is not None else "unfinished (no summary.json yet)"
     if s.get("stopped_early"):
         status = f"stopped early: {s['stopped_early']}"
@@ -103,7 +111,7 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
         "run_dir": str(run.path),
         "name": run.cfg("experiment", "name"),
         "status": status,
-        "config_hash": s.get("config_hash"),
+        "config_hash": fingerprint,
         "code_version": s.get("code_version"),
         "config_problem": run.config_problem,
         "dataset": s.get("dataset") or run.cfg("data", "dataset"),
@@ -638,8 +646,16 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 }
                 for r in arows
             ]
+            canaries = o.data.get("canaries") if isinstance(o.data, dict) else None
+            design = ""
+            if isinstance(canaries, dict) and isinstance(canaries.get("count"), int):
+                design = f" The audit inserted {canaries['count']} canary records"
+                if isinstance(canaries.get("included"), int):
+                    design += f", {canaries['included']} of them included in training"
+                design += "."
             entry["statement"] = (
                 f"{len(arows)} empirical lower bound(s) found; see the comparison with the accountant's ε."
+                + design
                 if arows
                 else "The result file holds no ε lower bound."
             )
@@ -699,6 +715,7 @@ def empirical_epsilon_facts(
                 "accountant_epsilon": acc,
                 "accountant_source": source,
                 "verdict": verdict,
+                "note": r.note,
             }
         )
     if not rows:

@@ -127,6 +127,40 @@ def attack_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
     return [_ATTACK_HEADERS.get(k, k.replace("_", " ")) for k in keys], out
 
 
+def empirical_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and display values of the empirical-ε rows (a note column only when a bound has a note).
+
+    Args:
+        rows: The ``rows`` of :func:`evaluations.facts.empirical_epsilon_facts`.
+
+    Returns:
+        ``(headers, rows)`` ready for a table.
+    """
+    headers = [
+        "audit",
+        "empirical ε lower bound",
+        "confidence",
+        "method",
+        "accountant's ε",
+        "source",
+        "verdict",
+    ]
+    notes = any(r.get("note") for r in rows)
+    out = []
+    for r in rows:
+        line = [
+            r["audit"],
+            fmt_eps(r["lower_bound"]),
+            r["confidence"],
+            r["method"],
+            fmt_eps(r["accountant_epsilon"]),
+            r["accountant_source"],
+            r["verdict"],
+        ]
+        out.append([*line, r.get("note")] if notes else line)
+    return ([*headers, "note"] if notes else headers), out
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(cell(v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -309,31 +343,7 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
     else:
         out.append(_p(e["statement"], "muted" if e["status"] != "ok" else ""))
     if e["rows"]:
-        out.append(
-            _table(
-                [
-                    "audit",
-                    "empirical ε lower bound",
-                    "confidence",
-                    "method",
-                    "accountant's ε",
-                    "source",
-                    "verdict",
-                ],
-                [
-                    [
-                        r["audit"],
-                        fmt_eps(r["lower_bound"]),
-                        r["confidence"],
-                        r["method"],
-                        fmt_eps(r["accountant_epsilon"]),
-                        r["accountant_source"],
-                        r["verdict"],
-                    ]
-                    for r in e["rows"]
-                ],
-            )
-        )
+        out.append(_table(*empirical_table(e["rows"])))
     return out
 
 

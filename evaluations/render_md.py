@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evaluations.jsonio import as_float
-from evaluations.render_html import Figure, attack_table, cell
+from evaluations.render_html import Figure, attack_table, cell, empirical_table
 from evaluations.wording import GLOSSARY, fmt_eps, fmt_num, fmt_pct
 
 __all__ = ["render_run_md", "render_sweep_md", "md_table"]
@@ -215,31 +215,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
 
     out += ["## 6. Empirical check of the privacy guarantee\n", e["statement"] + "\n"]
     if e["rows"]:
-        out.append(
-            md_table(
-                [
-                    "audit",
-                    "empirical ε lower bound",
-                    "confidence",
-                    "method",
-                    "accountant's ε",
-                    "source",
-                    "verdict",
-                ],
-                [
-                    [
-                        r["audit"],
-                        fmt_eps(r["lower_bound"]),
-                        r["confidence"],
-                        r["method"],
-                        fmt_eps(r["accountant_epsilon"]),
-                        r["accountant_source"],
-                        r["verdict"],
-                    ]
-                    for r in e["rows"]
-                ],
-            )
-        )
+        out.append(md_table(*empirical_table(e["rows"])))
     out += _glossary()
     return "\n".join(out)
 

@@ -313,7 +313,12 @@ def dp_available() -> bool:
 
 
 def _run_attacks(
-    *, run_dir: Path, attacks: Sequence[str], runner: AttackRunner | None, unavailable: str | None
+    *,
+    run_dir: Path,
+    attacks: Sequence[str],
+    runner: AttackRunner | None,
+    unavailable: str | None,
+    echo: Callable[[str], None] | None,
 ) -> dict[str, str]:
     status: dict[str, str] = {}
     for name in attacks:
@@ -324,6 +329,8 @@ def _run_attacks(
         if runner is None:
             status[name] = f"not run: {unavailable.split(': ', 1)[-1]}" if unavailable else "not run"
             continue
+        if echo is not None:
+            echo(f"sweep: point {run_dir.name}: attack {name}")
         try:
             runner(run_dir=run_dir, attack=name)
             status[name] = "ran"
@@ -474,7 +481,7 @@ def run_sweep(
         row["seconds"] = time.perf_counter() - start
         if row["status"] != "failed":
             row["attacks"] = _run_attacks(
-                run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable
+                run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable, echo=echo
             )
             _fill_results(row, run_dir)
         _write_outputs(sweep_dir, header, rows, notes)

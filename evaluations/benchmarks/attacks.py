@@ -193,6 +193,11 @@ def _art(run_dir: Path, npz: dict[str, np.ndarray], args: argparse.Namespace, wo
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(cand.size)
     train_idx, eval_idx = np.sort(order[: cand.size // 2]), np.sort(order[cand.size // 2 :])
+    # Evaluate on records whose references hold an IN and an OUT model (every attack below can score
+    # them); with independent masks this does not depend on the record's membership in the target.
+    refs_mask = npz["record_masks"][1:]
+    eligible = (refs_mask.sum(axis=0) >= 1) & ((~refs_mask).sum(axis=0) >= 1)
+    eval_idx = eval_idx[eligible[eval_idx]]
     work.mkdir(parents=True, exist_ok=True)
     for name, arr in {
         "train_pred": probs[train_idx],

@@ -72,7 +72,8 @@ def _assert_self_contained(html: str) -> int:
         imgs += tag == "img"
     for css in c.styles:
         assert "@import" not in css and "url(" not in css.replace(" ", "")
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    for tag in re.findall(r"<[^>]*>", html):  # every real tag (text '<' is escaped as &lt;)
+        assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?\s*(https?:)?//""", tag, re.I), tag[:120]
     return imgs
 
 
@@ -167,6 +168,8 @@ def test_unfinished_run_and_unreadable_attack_file(tmp_path: Path) -> None:
     (run / "metrics.jsonl").open("a", encoding="utf-8").write('{"round": 3, "train_lo')  # torn last line
     html, md, doc = _texts(write_report(path=run))
     assert doc["what_was_run"]["status"].startswith("unfinished")
+    finished = json.loads(write_report(path=make_run(tmp_path / "other", attacks=())).json.read_text())
+    assert doc["what_was_run"]["config_hash"] == finished["what_was_run"]["config_hash"]  # from config.toml
     assert doc["utility"]["test_accuracy"] is None and len(doc["utility"]["per_round"]) == 2
     assert "The final evaluation has not been recorded" in md
     assert (
@@ -308,3 +311,14 @@ def test_client_level_run_reports_the_global_epsilon(tmp_path: Path) -> None:
     # the audit bound (0.8) is compared with the client-level ε of the summary
     row = doc["empirical_epsilon"]["rows"][0]
     assert row["accountant_epsilon"] == pytest.approx(0.9) and row["verdict"].startswith("consistent")
+
+
+def test_values_from_the_run_directory_are_escaped(tmp_path: Path) -> None:
+    run = make_run(tmp_path, attacks=())
+    cfg = run / "config.toml"
+    text = cfg.read_text(encoding="utf-8")
+    assert 'name = "synthetic-run"' in text
+    cfg.write_text(text.replace('name = "synthetic-run"', 'name = "<script>alert(1)</script><img src=//x.org/a>"'))
+    html, md, _doc = _texts(write_report(path=run))
+    _assert_self_contained(html)  # no script element, no external image
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)</script>" in md
