@@ -19,6 +19,11 @@ shared and noisy). Workloads are matched:
 The ratio includes everything DP adds per round (model copy, Opacus wrapping, keyed record
 sampling, per-episode/per-sample gradients, clipping and secure-mode noise, accounting).
 
+Threads: the default is 2 intra-op threads. On an oversubscribed 2-core host every small tensor op
+then waits for a descheduled OpenMP thread (a 113k-parameter DPOptimizer step took 1 s with 2
+threads and 31 ms with 1), which inflates whichever side runs more small ops; compare with
+``--threads 1`` there.
+
 Usage::
 
     python -m evaluations.benchmarks.dp_overhead

@@ -47,7 +47,8 @@ and step counts only (the number of DP steps is fixed by the configuration, not 
 Per-step diagnostics that depend on private data (episode counts, clip fractions, norms, batch
 sizes) are never reported. The ``LocalUpdate`` returned under record-level DP carries a public
 ``num_tasks`` (planned episodes or tasks) and ``num_examples = 0`` (the true count is private);
-its ``train_loss`` is a loss on private data, which the runtime already reports as before.
+its ``train_loss`` is a loss on private data, for the site's own use only (under DP the runtime
+releases neither it nor ``num_tasks``).
 
 Public class list
 -----------------

@@ -318,7 +318,26 @@ def test_values_from_the_run_directory_are_escaped(tmp_path: Path) -> None:
     cfg = run / "config.toml"
     text = cfg.read_text(encoding="utf-8")
     assert 'name = "synthetic-run"' in text
-    cfg.write_text(text.replace('name = "synthetic-run"', 'name = "<script>alert(1)</script><img src=//x.org/a>"'))
+    cfg.write_text(
+        text.replace('name = "synthetic-run"', 'name = "<script>alert(1)</script><img src=//x.org/a>"')
+    )
     html, md, _doc = _texts(write_report(path=run))
     _assert_self_contained(html)  # no script element, no external image
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)</script>" in md
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        '<html><body><img src="https://cdn.example.org/a.png"></body></html>',
+        '<html><body><img src="//cdn.example.org/a.png"></body></html>',
+        '<html><head><link rel="stylesheet" href="x.css"></head></html>',
+        "<html><head><style>@import 'https://fonts.example.org/f.css';</style></head></html>",
+        "<html><head><style>body{background:url(http://x.org/b.png)}</style></head></html>",
+        '<html><body><div style="background: url(//x.org/b.png)"></div></body></html>',
+        "<html><body><script>fetch('x')</script></body></html>",
+    ],
+)
+def test_self_containment_check_catches_external_resources(page: str) -> None:
+    with pytest.raises(AssertionError):
+        _assert_self_contained(page)
