@@ -139,7 +139,7 @@ def read_attack(*, run_dir: Path, name: str) -> AttackOutcome:
     if not path.is_file():
         return AttackOutcome(name=name, status="not run", image=image, path=path)
     try:
-        data = read_json(path)
+        data = read_json(path=path)
     except ReportInputError as exc:
         return AttackOutcome(name=name, status="unreadable", problem=str(exc), image=image, path=path)
     return AttackOutcome(name=name, status="ok", data=data, image=image, path=path)
@@ -169,24 +169,24 @@ def _label(path: tuple[str, ...], obj: Mapping[str, Any], default: str) -> str:
 
 
 def _int(v: Any) -> int | None:
-    f = as_float(v)
+    f = as_float(value=v)
     return int(f) if f is not None and f == f and abs(f) != float("inf") else None
 
 
-def mia_rows(data: Any) -> list[MIARow]:
+def mia_rows(*, data: Any) -> list[MIARow]:
     """Membership-inference metrics found in ``data`` (objects with an ``auc``)."""
     rows = []
     for path, obj in _walk(data):
-        if as_float(obj.get("auc")) is None:
+        if as_float(value=obj.get("auc")) is None:
             continue
         raw_tpr = obj.get("tpr_at_fpr")
         tpr: Mapping[str, Any] = raw_tpr if isinstance(raw_tpr, Mapping) else {}
         rows.append(
             MIARow(
                 attack=_label(path, obj, "mia"),
-                auc=as_float(obj.get("auc")),
-                balanced_accuracy=as_float(obj.get("balanced_accuracy")),
-                tpr_at_fpr={str(k): f for k, v in tpr.items() if (f := as_float(v)) is not None},
+                auc=as_float(value=obj.get("auc")),
+                balanced_accuracy=as_float(value=obj.get("balanced_accuracy")),
+                tpr_at_fpr={str(k): f for k, v in tpr.items() if (f := as_float(value=v)) is not None},
                 num_members=_int(obj.get("num_members")),
                 num_nonmembers=_int(obj.get("num_nonmembers")),
             )
@@ -194,14 +194,14 @@ def mia_rows(data: Any) -> list[MIARow]:
     return rows
 
 
-def mia_curves(data: Any) -> dict[str, tuple[list[float], list[float]]]:
+def mia_curves(*, data: Any) -> dict[str, tuple[list[float], list[float]]]:
     """ROC curves found in ``data`` (objects with equal-length ``fpr`` and ``tpr`` lists)."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for path, obj in _walk(data):
         fpr, tpr = obj.get("fpr"), obj.get("tpr")
         if isinstance(fpr, list) and isinstance(tpr, list) and len(fpr) == len(tpr) and len(fpr) >= 2:
-            xs = [as_float(v) for v in fpr]
-            ys = [as_float(v) for v in tpr]
+            xs = [as_float(value=v) for v in fpr]
+            ys = [as_float(value=v) for v in tpr]
             if all(v is not None for v in xs + ys):
                 curves[_label(path, obj, "mia")] = (
                     [float(v) for v in xs if v is not None],
@@ -210,13 +210,13 @@ def mia_curves(data: Any) -> dict[str, tuple[list[float], list[float]]]:
     return curves
 
 
-def inversion_rows(data: Any) -> list[InversionRow]:
+def inversion_rows(*, data: Any) -> list[InversionRow]:
     """Gradient-inversion scores found in ``data`` (objects with a ``psnr``)."""
     rows = []
     scopes: dict[tuple[str, ...], Mapping[str, Any]] = {}
     for path, obj in _walk(data):
         scopes[path] = obj
-        if as_float(obj.get("psnr")) is None:
+        if as_float(value=obj.get("psnr")) is None:
             continue
         if path and path[-1].isdigit() and len(path) >= 2 and path[-2] == "per_record":
             continue  # per-record entries of a score already counted
@@ -225,18 +225,18 @@ def inversion_rows(data: Any) -> list[InversionRow]:
         rows.append(
             InversionRow(
                 attack=_label(path, obj, "inversion"),
-                psnr=as_float(obj.get("psnr")),
-                ssim=as_float(obj.get("ssim")),
-                mse=as_float(obj.get("mse")),
-                label_accuracy=as_float(obj.get("label_accuracy")),
-                flat_baseline_psnr=as_float(obj.get("flat_baseline_psnr")),
+                psnr=as_float(value=obj.get("psnr")),
+                ssim=as_float(value=obj.get("ssim")),
+                mse=as_float(value=obj.get("mse")),
+                label_accuracy=as_float(value=obj.get("label_accuracy")),
+                flat_baseline_psnr=as_float(value=obj.get("flat_baseline_psnr")),
                 sent_in_run=sent if isinstance(sent, bool) else None,
             )
         )
     return rows
 
 
-def strongest_mia(rows: list[MIARow]) -> list[MIARow]:
+def strongest_mia(*, rows: list[MIARow]) -> list[MIARow]:
     """The strongest attack (highest AUC) per level, ``record/...`` or ``client/...`` (unprefixed: one)."""
     best: dict[str, MIARow] = {}
     for r in rows:
@@ -248,7 +248,7 @@ def strongest_mia(rows: list[MIARow]) -> list[MIARow]:
     return list(best.values())
 
 
-def strongest_inversion(rows: list[InversionRow]) -> InversionRow | None:
+def strongest_inversion(*, rows: list[InversionRow]) -> InversionRow | None:
     """The best reconstruction by PSNR, preferring scenarios whose message the run actually sent."""
     scored = [r for r in rows if r.psnr is not None]
     sent = [r for r in scored if r.sent_in_run is not False]
@@ -259,12 +259,12 @@ def strongest_inversion(rows: list[InversionRow]) -> InversionRow | None:
 def _accountant_eps(*scopes: Mapping[str, Any]) -> float | None:
     for scope in scopes:
         for key in _ACCOUNTANT_KEYS:
-            if (v := as_float(scope.get(key))) is not None:
+            if (v := as_float(value=scope.get(key))) is not None:
                 return v
     return None
 
 
-def audit_rows(data: Any) -> list[AuditRow]:
+def audit_rows(*, data: Any) -> list[AuditRow]:
     """Empirical ε lower bounds found in ``data``, each with the accountant's ε beside it if named."""
     rows: list[AuditRow] = []
     parents: dict[tuple[str, ...], Mapping[str, Any]] = {}
@@ -274,10 +274,10 @@ def audit_rows(data: Any) -> list[AuditRow]:
         parent = parents.get(path[:-1], {}) if path else {}
         bound = None
         if "epsilon" in obj and ("method" in obj or "confidence" in obj):
-            bound = as_float(obj.get("epsilon"))
+            bound = as_float(value=obj.get("epsilon"))
         else:
             for key in _LOWER_KEYS:
-                if (bound := as_float(obj.get(key))) is not None:
+                if (bound := as_float(value=obj.get(key))) is not None:
                     break
         if bound is None:
             continue
@@ -285,9 +285,9 @@ def audit_rows(data: Any) -> list[AuditRow]:
             AuditRow(
                 name=_label(path, obj, "audit"),
                 lower_bound=bound,
-                confidence=as_float(obj.get("confidence")),
+                confidence=as_float(value=obj.get("confidence")),
                 method=str(obj["method"]) if isinstance(obj.get("method"), str) else None,
-                delta=as_float(obj.get("delta")),
+                delta=as_float(value=obj.get("delta")),
                 accountant_epsilon=_accountant_eps(obj, parent, top),
                 note=str(obj["note"]) if isinstance(obj.get("note"), str) else None,
             )
@@ -295,7 +295,7 @@ def audit_rows(data: Any) -> list[AuditRow]:
     return rows
 
 
-def headline_metrics(outcomes: Mapping[str, AttackOutcome]) -> dict[str, float | str | None]:
+def headline_metrics(*, outcomes: Mapping[str, AttackOutcome]) -> dict[str, float | str | None]:
     """A flat summary of attack outcomes for sweep tables.
 
     Args:
@@ -312,7 +312,8 @@ def headline_metrics(outcomes: Mapping[str, AttackOutcome]) -> dict[str, float |
     mia = outcomes.get("mia")
     if mia is not None and mia.status == "ok":
         levels = {
-            r.attack.split("/", 1)[0] if "/" in r.attack else "": r for r in strongest_mia(mia_rows(mia.data))
+            r.attack.split("/", 1)[0] if "/" in r.attack else "": r
+            for r in strongest_mia(rows=mia_rows(data=mia.data))
         }
         best = levels.get("record") or next(iter(levels.values()), None)
         if best is not None:
@@ -320,13 +321,13 @@ def headline_metrics(outcomes: Mapping[str, AttackOutcome]) -> dict[str, float |
             out["mia_tpr_at_0.1%"] = best.tpr_at_fpr.get("0.001")
     inv = outcomes.get("inversion")
     if inv is not None and inv.status == "ok":
-        best_inv = strongest_inversion(inversion_rows(inv.data))
+        best_inv = strongest_inversion(rows=inversion_rows(data=inv.data))
         if best_inv is not None:
             out["inversion_psnr"] = best_inv.psnr
             out["inversion_ssim"] = best_inv.ssim
     aud = outcomes.get("audit")
     if aud is not None and aud.status == "ok":
-        arows = audit_rows(aud.data)
+        arows = audit_rows(data=aud.data)
         one_run = [r for r in arows if r.method == "one_run"]
         if arows:
             out["audit_epsilon_lb"] = max(r.lower_bound for r in (one_run or arows))

@@ -7,8 +7,9 @@ reported as skipped):
   measured numbers are placed beside the published full-Omniglot numbers (ProtoNet: Snell et al.
   2017; MAML: Finn et al. 2017; Reptile: Nichol et al. 2018), labelled as measured on the small
   Omniglot subset;
-* ``secagg``, ``dp_overhead``, ``ledger``: the colleagues' benchmark scripts under
-  ``evaluations/benchmarks/`` (flags a script does not offer are left out);
+* ``secagg``, ``dp_overhead``, ``ledger``, ``attacks``: the other benchmark scripts under
+  ``evaluations/benchmarks/`` (flags a script does not offer are left out; a script without an
+  entry here is listed in the output as not run);
 * ``sweep-digits``: a privacy–utility sweep on the embedded digits (``secfed sweep``);
 * ``sweep-omniglot``: privacy–utility sweeps of ProtoNet and Reptile on Omniglot (not in ``--quick``
   unless named with ``--only``).
@@ -32,7 +33,7 @@ from typing import Any
 
 from evaluations.errors import BenchError
 
-__all__ = ["BENCHMARKS", "BenchItem", "BenchOutcome", "plan", "main"]
+__all__ = ["BENCHMARKS", "HELPERS", "BenchItem", "BenchOutcome", "plan", "unlisted_scripts", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -106,7 +107,7 @@ def _omniglot_collect(out: Path) -> str:
     note = (
         f"Budget: {doc.get('budget')} training tasks per run; {doc.get('episodes')} test tasks per setting."
     )
-    return settings_markdown(doc["results"], note=note)
+    return settings_markdown(results=doc["results"], note=note)
 
 
 def _secagg_args(quick: bool, out: Path) -> list[list[str]]:
@@ -136,6 +137,14 @@ def _ledger_args(quick: bool, out: Path) -> list[list[str]]:
             "--ungrouped-prv-steps",
             "20",
         ]
+    return [args]
+
+
+def _attacks_args(quick: bool, out: Path) -> list[list[str]]:
+    args = ["--out", str(out)]
+    if quick:
+        args += ["--iterations", "30", "--references", "2", "--canaries", "60", "--epsilons", "8"]
+        args += ["--inversion-noise", "0", "0.1", "--parts", "inversion", "mia", "audit"]
     return [args]
 
 
@@ -201,6 +210,7 @@ BENCHMARKS: tuple[BenchItem, ...] = (
     BenchItem("secagg", "evaluations.benchmarks.secagg", _secagg_args),
     BenchItem("dp_overhead", "evaluations.benchmarks.dp_overhead", _dp_overhead_args),
     BenchItem("ledger", "evaluations.benchmarks.ledger", _ledger_args),
+    BenchItem("attacks", "evaluations.benchmarks.attacks", _attacks_args),
     BenchItem("sweep-digits", None, _sweep_digits_args, collect=_sweep_collect),
     BenchItem(
         "sweep-omniglot",
@@ -229,18 +239,30 @@ def _supported_flags(module: str) -> set[str] | None:
 
 
 def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
-    """Drop flags (and their values) that the script does not offer."""
+    """Drop flags (with all their values) that the script does not offer."""
     out: list[str] = []
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
-        if tok.startswith("--") and tok not in supported:
-            i += 2 if has_value else 1
-            continue
-        out.append(tok)
-        i += 1
+    keep = True
+    for tok in args:
+        if tok.startswith("--"):
+            keep = tok in supported
+        if keep:
+            out.append(tok)
     return out
+
+
+#: Scripts under evaluations/benchmarks/ that are helpers of another benchmark, not benchmarks.
+HELPERS = ("art_mia",)  # called by attacks.py under ART's own interpreter
+
+
+def unlisted_scripts() -> list[str]:
+    """Benchmark scripts present under ``evaluations/benchmarks/`` that this driver has no entry for."""
+    listed = {b.module.rsplit(".", 1)[-1] for b in BENCHMARKS if b.module}
+    folder = REPO / "evaluations" / "benchmarks"
+    return sorted(
+        p.stem
+        for p in folder.glob("*.py")
+        if p.stem not in listed and p.stem not in HELPERS and p.stem != "__init__"
+    )
 
 
 def _script_exists(module: str) -> bool:
@@ -323,6 +345,12 @@ def _markdown(outcomes: list[BenchOutcome], *, quick: bool, out: Path) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {o.name} | {o.status} | {o.seconds:.1f} |" for o in outcomes]
+    extra = unlisted_scripts()
+    if extra:
+        lines += [
+            "",
+            f"Benchmark scripts without an entry in evaluations/bench.py (not run): {', '.join(extra)}.",
+        ]
     for o in outcomes:
         lines += ["", f"## {o.name}", "", f"Status: {o.status}.", ""]
         for cmd in o.commands:

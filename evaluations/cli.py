@@ -39,7 +39,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or str(Path("runs") / f"sweep-{Path(args.config).stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
     result = run_sweep(
         config_path=args.config,
-        epsilons=parse_epsilons(args.epsilons),
+        epsilons=parse_epsilons(text=args.epsilons),
         learners=learners,
         aggregations=aggregations,
         out_dir=out,

@@ -59,9 +59,9 @@ _PROTOCOLS = {
 
 def _eps_map(raw: Any) -> dict[str, float]:
     if isinstance(raw, Mapping):
-        return {str(k): f for k, v in raw.items() if (f := as_float(v)) is not None}
+        return {str(k): f for k, v in raw.items() if (f := as_float(value=v)) is not None}
     if isinstance(raw, list):
-        return {str(i): f for i, v in enumerate(raw) if (f := as_float(v)) is not None}
+        return {str(i): f for i, v in enumerate(raw) if (f := as_float(value=v)) is not None}
     return {}
 
 
@@ -94,10 +94,10 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
             }
         )
     records = [int(r["records"]) for r in sites if isinstance(r.get("records"), int)]
-    model = run.cfg("model", "arch")
+    model = run.setting(key="model.arch")
     if model:
-        norm = run.cfg("model", "norm")
-        model = f"{model} ({run.cfg('model', 'hidden')} hidden units/filters, {norm} normalisation)"
+        norm = run.setting(key="model.norm")
+        model = f"{model} ({run.setting(key='model.hidden')} hidden units/filters, {norm} normalisation)"
     fingerprint = s.get("config_hash")
     if not fingerprint and run.config:
         try:  # an unfinished run: fingerprint its resolved configuration the way the runtime does
@@ -109,20 +109,20 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
         status = f"stopped early: {s['stopped_early']}"
     return {
         "run_dir": str(run.path),
-        "name": run.cfg("experiment", "name"),
+        "name": run.setting(key="experiment.name"),
         "status": status,
         "config_hash": fingerprint,
         "code_version": s.get("code_version"),
         "config_problem": run.config_problem,
-        "dataset": s.get("dataset") or run.cfg("data", "dataset"),
-        "learner": s.get("learner") or run.cfg("learner", "name"),
+        "dataset": s.get("dataset") or run.setting(key="data.dataset"),
+        "learner": s.get("learner") or run.setting(key="learner.name"),
         "model": model,
-        "partition": run.cfg("partition", "scheme"),
+        "partition": run.setting(key="partition.scheme"),
         "rounds_completed": s.get("rounds", run.metrics[-1].get("round") if run.metrics else 0),
-        "rounds_configured": run.cfg("experiment", "rounds"),
-        "seed": run.cfg("experiment", "seed"),
-        "backend": s.get("backend") or run.cfg("experiment", "backend"),
-        "wall_s": as_float(s.get("wall_s")),
+        "rounds_configured": run.setting(key="experiment.rounds"),
+        "seed": run.setting(key="experiment.seed"),
+        "backend": s.get("backend") or run.setting(key="experiment.backend"),
+        "wall_s": as_float(value=s.get("wall_s")),
         "sites": sites,
         "total_records": sum(records) if records else None,
         "sites_statement": (
@@ -139,7 +139,7 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def epsilon_series(run: RunData) -> dict[str, list[tuple[int, float]]]:
+def epsilon_series(*, run: RunData) -> dict[str, list[tuple[int, float]]]:
     """Cumulative ε per round, per site and globally: from the ledger, else from ``metrics.jsonl``.
 
     Args:
@@ -162,12 +162,12 @@ def epsilon_series(run: RunData) -> dict[str, list[tuple[int, float]]]:
             continue
         for site, eps in _eps_map(row.get("epsilon_sites")).items():
             series.setdefault(f"site {site}", []).append((rnd, eps))
-        if (run_eps := as_float(row.get("epsilon"))) is not None:
+        if (run_eps := as_float(value=row.get("epsilon"))) is not None:
             series.setdefault("run ε", []).append((rnd, run_eps))
     return series
 
 
-def privacy_facts(run: RunData) -> dict[str, Any]:
+def privacy_facts(*, run: RunData) -> dict[str, Any]:
     """The privacy-guarantee section of a run.
 
     Args:
@@ -181,25 +181,25 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
     last_row = run.metrics[-1] if run.metrics else {}
     ledger = run.ledger
     last = ledger.rounds[-1] if ledger.rounds else None
-    mode = s.get("mode") or run.cfg("privacy", "mode") or ("unknown" if not run.config else "none")
+    mode = s.get("mode") or run.setting(key="privacy.mode") or ("unknown" if not run.config else "none")
     warnings: list[str] = []
 
     eps_sites = _eps_map(s.get("epsilon_sites")) or _eps_map(last_row.get("epsilon_sites"))
     if not eps_sites and last is not None:
         eps_sites = dict(last.sites)
-    epsilon = as_float(s.get("epsilon"))
+    epsilon = as_float(value=s.get("epsilon"))
     if epsilon is None:
-        epsilon = as_float(last_row.get("epsilon"))
+        epsilon = as_float(value=last_row.get("epsilon"))
     global_eps = last.global_epsilon if last is not None else None
     if epsilon is None and eps_sites:
         epsilon = max(eps_sites.values())
-    delta = as_float(s.get("delta"))
+    delta = as_float(value=s.get("delta"))
     if delta is None:
-        delta = as_float(last_row.get("delta"))
+        delta = as_float(value=last_row.get("delta"))
     if delta is None:
         delta = ledger.delta
     if delta is None and mode not in ("none", "unknown"):
-        delta = as_float(run.cfg("privacy", "delta"))
+        delta = as_float(value=run.setting(key="privacy.delta"))
 
     rec: Mapping[str, Any] = {}
     if last is not None:
@@ -209,22 +209,24 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
     accountant = (
         s.get("accountant")
         or ledger.accountant
-        or (run.cfg("privacy", "accountant") if mode not in ("none", "unknown") else None)
+        or (run.setting(key="privacy.accountant") if mode not in ("none", "unknown") else None)
     )
     mechanism = (
         s.get("mechanism")
         or rec.get("mechanism")
-        or (run.cfg("privacy", "mechanism") if mode not in ("none", "unknown") else None)
+        or (run.setting(key="privacy.mechanism") if mode not in ("none", "unknown") else None)
     )
-    sigma = as_float(s.get("noise_multiplier"))
+    sigma = as_float(value=s.get("noise_multiplier"))
     if sigma is None and rec:
-        sigma = as_float(rec.get("noise_multiplier"))
+        sigma = as_float(value=rec.get("noise_multiplier"))
     if (
         sigma is None
         and mode not in ("none", "unknown")
-        and not as_float(run.cfg("privacy", "target_epsilon"))
+        and not as_float(value=run.setting(key="privacy.target_epsilon"))
     ):
-        sigma = as_float(run.cfg("privacy", "noise_multiplier"))  # not calibrated at run time: as configured
+        sigma = as_float(
+            value=run.setting(key="privacy.noise_multiplier")
+        )  # not calibrated at run time: as configured
 
     ledger_facts: dict[str, Any] = {
         "present": ledger.present,
@@ -291,10 +293,10 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
             "(Kairouz et al. 2021; Agarwal et al. 2021).",
         }.get(mode, f"Differential privacy mode '{mode}' was applied.")
         statement = (
-            f"{who} The protected unit is {unit_words(unit)}; neighbouring datasets differ by "
-            f"{adjacency_words(adjacency)}. The final guarantee is ε = {fmt_eps(epsilon)} at δ = "
-            f"{fmt_num(delta)}, computed by the {accountant or 'unrecorded'} accountant: "
-            f"{strength_words(epsilon)}."
+            f"{who} The protected unit is {unit_words(unit=unit)}; neighbouring datasets differ by "
+            f"{adjacency_words(adjacency=adjacency)}. The final guarantee is ε = {fmt_eps(eps=epsilon)} "
+            f"at δ = {fmt_num(value=delta)}, computed by the {accountant or 'unrecorded'} accountant: "
+            f"{strength_words(eps=epsilon)}."
         )
         explanation = epsilon_explanation(eps=epsilon, delta=delta, unit=unit)
     if s.get("stopped_early"):
@@ -302,12 +304,12 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
     if applied and not ledger.present:
         warnings.append("No privacy ledger was found in the run directory.")
 
-    budget = as_float(s.get("epsilon_budget"))
+    budget = as_float(value=s.get("epsilon_budget"))
     if budget is None and applied:
-        budget = as_float(run.cfg("privacy", "epsilon_budget"))
-    clip = as_float(s.get("max_grad_norm"))
+        budget = as_float(value=run.setting(key="privacy.epsilon_budget"))
+    clip = as_float(value=s.get("max_grad_norm"))
     if clip is None and applied:
-        clip = as_float(run.cfg("privacy", "max_grad_norm"))
+        clip = as_float(value=run.setting(key="privacy.max_grad_norm"))
     if mode == "record":
         eps_label, site_label = "Final ε (largest over the sites)", "Final record-level ε per site"
         global_note = "not applicable: record-level DP protects records, not whole sites"
@@ -332,7 +334,7 @@ def privacy_facts(run: RunData) -> dict[str, Any]:
         "epsilon_sites_label": site_label,
         "global_epsilon_note": global_note,
         "max_grad_norm": clip,
-        "target_epsilon": as_float(run.cfg("privacy", "target_epsilon")) if applied else None,
+        "target_epsilon": as_float(value=run.setting(key="privacy.target_epsilon")) if applied else None,
         "client_sampling": s.get("client_sampling"),
         "epsilon_budget": budget if budget else None,
         "ledger": ledger_facts,
@@ -354,7 +356,7 @@ def _span(values: Sequence[Any]) -> str | None:
     return str(nums[0]) if len(nums) == 1 else f"{nums[0]}–{nums[-1]}"
 
 
-def secagg_facts(run: RunData) -> dict[str, Any]:
+def secagg_facts(*, run: RunData) -> dict[str, Any]:
     """The secure-aggregation section: protocol, n, k, t, threat model and dropouts per round.
 
     Args:
@@ -368,11 +370,11 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
     protocol = (
         protocols[-1]
         if protocols
-        else (run.summary or {}).get("aggregation") or run.cfg("federation", "aggregation")
+        else (run.summary or {}).get("aggregation") or run.setting(key="federation.aggregation")
     )
     applied = protocol in ("secagg", "secagg+")
-    active = run.cfg("secagg", "active")
-    corrupt = as_float(run.cfg("secagg", "corrupt_fraction"))
+    active = run.setting(key="secagg.active")
+    corrupt = as_float(value=run.setting(key="secagg.corrupt_fraction"))
     adversary = None
     if applied and active is None:
         adversary = "not recorded"
@@ -400,7 +402,7 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
         )
     total_drop = sum(len(r["dropped"]) for r in per_round)
     total_strag = sum(len(r["stragglers"]) for r in per_round)
-    sent = [f for m in rows if (f := as_float(m.get("agg_bytes_sent_per_client"))) is not None]
+    sent = [f for m in rows if (f := as_float(value=m.get("agg_bytes_sent_per_client"))) is not None]
     n, k, t = (_span([m.get(f"agg_{x}") for m in rows]) for x in ("n", "k", "t"))
     aborted = sum(1 for r in per_round if r["aborted"])
     if not protocol:
@@ -423,8 +425,9 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
             f"of the updates of the sites that completed a round, never a single site's update, as long as "
             f"fewer than t = {t or 'unrecorded'} of the n = {n or 'unrecorded'} participants of a round "
             f"collude with it.{extra} Threat model: {adversary}; assumed fraction of corrupt sites: "
-            f"{fmt_pct(corrupt) if corrupt is not None else 'not recorded'}. A site that drops out during "
-            "a round is left out of that round's sum; its secret mask is removed by the remaining sites."
+            f"{fmt_pct(value=corrupt) if corrupt is not None else 'not recorded'}. A site that drops out "
+            "during a round is left out of that round's sum; its secret mask is removed by the remaining "
+            "sites."
         )
     return {
         "applied": applied,
@@ -459,7 +462,7 @@ def secagg_facts(run: RunData) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def utility_facts(run: RunData) -> dict[str, Any]:
+def utility_facts(*, run: RunData) -> dict[str, Any]:
     """The utility section: final accuracy with its 95 % interval and the per-round evaluations.
 
     Args:
@@ -469,15 +472,15 @@ def utility_facts(run: RunData) -> dict[str, Any]:
         The section's facts.
     """
     s = run.summary or {}
-    acc, ci = as_float(s.get("test_accuracy")), as_float(s.get("test_accuracy_ci95"))
+    acc, ci = as_float(value=s.get("test_accuracy")), as_float(value=s.get("test_accuracy_ci95"))
     episodes = s.get("test_episodes")
     per_round = [
-        {"round": m["round"], "accuracy": a, "ci95": as_float(m.get("test_accuracy_ci95"))}
+        {"round": m["round"], "accuracy": a, "ci95": as_float(value=m.get("test_accuracy_ci95"))}
         for m in run.metrics
-        if isinstance(m.get("round"), int) and (a := as_float(m.get("test_accuracy"))) is not None
+        if isinstance(m.get("round"), int) and (a := as_float(value=m.get("test_accuracy"))) is not None
     ]
-    n_way, k_shot, q = (run.cfg("task", k) for k in ("test_n_way", "test_k_shot", "test_q_query"))
-    learner = s.get("learner") or run.cfg("learner", "name")
+    n_way, k_shot, q = (run.setting(key=f"task.{k}") for k in ("test_n_way", "test_k_shot", "test_q_query"))
+    learner = s.get("learner") or run.setting(key="learner.name")
     setting = None
     chance = None
     if isinstance(n_way, int) and isinstance(k_shot, int) and learner != "fedavg":
@@ -493,9 +496,10 @@ def utility_facts(run: RunData) -> dict[str, Any]:
         )
     else:
         statement = (
-            f"The final model classified {fmt_pct(acc, ci)} of test examples correctly (95 % confidence "
-            f"interval) over {episodes if episodes is not None else 'an unrecorded number of'} test tasks"
-            + (f", against {fmt_pct(chance)} expected by guessing" if chance is not None else "")
+            f"The final model classified {fmt_pct(value=acc, ci=ci)} of test examples correctly (95 % "
+            f"confidence interval) over "
+            f"{episodes if episodes is not None else 'an unrecorded number of'} test tasks"
+            + (f", against {fmt_pct(value=chance)} expected by guessing" if chance is not None else "")
             + "."
         )
     return {
@@ -536,9 +540,9 @@ _ATTACK_INTRO = {
 
 
 def _inversion_statement(best: InversionRow) -> str:
-    text = f"Best reconstruction ({best.attack}): PSNR {fmt_num(best.psnr)} dB"
+    text = f"Best reconstruction ({best.attack}): PSNR {fmt_num(value=best.psnr)} dB"
     if best.ssim is not None:
-        text += f", SSIM {fmt_num(best.ssim)}"
+        text += f", SSIM {fmt_num(value=best.ssim)}"
     if best.psnr is not None and best.flat_baseline_psnr is not None:
         gain = best.psnr - best.flat_baseline_psnr
         side = "above" if gain >= 0 else "below"
@@ -547,13 +551,13 @@ def _inversion_statement(best: InversionRow) -> str:
             if gain > 1.0
             else "they reveal little beyond average brightness"
         )
-        text += f"; {fmt_num(abs(gain))} dB {side} the flat-image baseline: {meaning}"
+        text += f"; {fmt_num(value=abs(gain))} dB {side} the flat-image baseline: {meaning}"
     if best.sent_in_run is False:
         text += " (this scenario gives the server more than this run sent it)"
     return text + "."
 
 
-def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
+def attack_facts(*, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
     """The attack-results section.
 
     Args:
@@ -579,7 +583,7 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
         elif o.status == "unreadable":
             entry["statement"] = f"The result file could not be read: {o.problem}"
         elif name == "mia":
-            rows = mia_rows(o.data)
+            rows = mia_rows(data=o.data)
             entry["rows"] = [
                 {
                     "attack": r.attack,
@@ -593,11 +597,11 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 for r in rows
             ]
             parts = []
-            for best in strongest_mia(rows):
+            for best in strongest_mia(rows=rows):
                 low = best.tpr_at_fpr.get("0.001")
-                text = f"strongest attack {best.attack}: AUC {fmt_num(best.auc)}"
+                text = f"strongest attack {best.attack}: AUC {fmt_num(value=best.auc)}"
                 if low is not None:
-                    text += f", true-positive rate {fmt_pct(low)} at 0.1 % false positives"
+                    text += f", true-positive rate {fmt_pct(value=low)} at 0.1 % false positives"
                 if best.num_members is not None and best.num_nonmembers is not None:
                     text += f" ({best.num_members} members, {best.num_nonmembers} non-members"
                     if best.num_nonmembers < 1000:
@@ -611,7 +615,7 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 else "The result file holds no membership-inference metrics."
             )
         elif name == "inversion":
-            irows = inversion_rows(o.data)
+            irows = inversion_rows(data=o.data)
             entry["rows"] = [
                 {
                     "attack": r.attack,
@@ -628,13 +632,13 @@ def attack_facts(outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
                 }
                 for r in irows
             ]
-            best_inv = strongest_inversion(irows)
+            best_inv = strongest_inversion(rows=irows)
             if best_inv is not None:
                 entry["statement"] = _inversion_statement(best_inv)
             else:
                 entry["statement"] = "The result file holds no reconstruction scores."
         else:
-            arows = audit_rows(o.data)
+            arows = audit_rows(data=o.data)
             entry["rows"] = [
                 {
                     "audit": r.name,
@@ -688,12 +692,12 @@ def empirical_epsilon_facts(
             "status": "not run" if missing else "unreadable",
             "rows": [],
             "statement": f"{reason} The accountant's ε "
-            f"({fmt_eps(privacy.get('epsilon')) if privacy.get('applied') else '∞, no DP'}) is therefore "
+            f"({fmt_eps(eps=privacy.get('epsilon')) if privacy.get('applied') else '∞, no DP'}) is therefore "
             "not checked empirically.",
         }
     rows = []
     violations = 0
-    for r in audit_rows(audit.data):
+    for r in audit_rows(data=audit.data):
         acc, source = r.accountant_epsilon, "audit.json"
         if acc is None:
             acc = privacy.get("epsilon") if privacy.get("applied") else math.inf
@@ -750,14 +754,14 @@ def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[st
         ``{"kind": "run", "what_was_run", "privacy", "secure_aggregation", "utility", "attacks",
         "empirical_epsilon"}``.
     """
-    privacy = privacy_facts(run)
+    privacy = privacy_facts(run=run)
     return {
         "kind": "run",
         "what_was_run": _what_was_run(run),
         "privacy": privacy,
-        "secure_aggregation": secagg_facts(run),
-        "utility": utility_facts(run),
-        "attacks": attack_facts(outcomes),
+        "secure_aggregation": secagg_facts(run=run),
+        "utility": utility_facts(run=run),
+        "attacks": attack_facts(outcomes=outcomes),
         "empirical_epsilon": empirical_epsilon_facts(outcomes=outcomes, privacy=privacy),
     }
 
@@ -785,7 +789,7 @@ def sweep_facts(
         if not isinstance(p, Mapping):
             continue
         name = str(p.get("name"))
-        target = as_float(p.get("target_epsilon"))
+        target = as_float(value=p.get("target_epsilon"))
         row: dict[str, Any] = {
             "name": name,
             "target_epsilon": target,
@@ -794,11 +798,11 @@ def sweep_facts(
             "status": p.get("status", "unknown"),
             "problem": p.get("problem"),
             "run_dir": p.get("run_dir"),
-            "test_accuracy": as_float(p.get("test_accuracy")),
-            "ci95": as_float(p.get("ci95")),
-            "epsilon": as_float(p.get("epsilon")),
-            "delta": as_float(p.get("delta")),
-            "noise_multiplier": as_float(p.get("noise_multiplier")),
+            "test_accuracy": as_float(value=p.get("test_accuracy")),
+            "ci95": as_float(value=p.get("ci95")),
+            "epsilon": as_float(value=p.get("epsilon")),
+            "delta": as_float(value=p.get("delta")),
+            "noise_multiplier": as_float(value=p.get("noise_multiplier")),
             "attacks": dict(p.get("attacks") or {}),
         }
         loaded = runs.get(name)
@@ -815,7 +819,7 @@ def sweep_facts(
             row["privacy_mode"] = priv["mode"]
             row["privacy_unit"] = priv["unit"]
             row["protocol"] = facts["secure_aggregation"]["protocol"]
-            row["attack_metrics"] = headline_metrics(outcomes)
+            row["attack_metrics"] = headline_metrics(outcomes=outcomes)
             row["warnings"] = priv["warnings"]
             row["config_hash"] = facts["what_was_run"]["config_hash"]
             if facts["what_was_run"]["code_version"]:

@@ -28,7 +28,7 @@ _INF_WORDS = {
 }
 
 
-def read_json(path: Path) -> Any:
+def read_json(*, path: Path) -> Any:
     """Parse one JSON file.
 
     Args:
@@ -46,7 +46,7 @@ def read_json(path: Path) -> Any:
         raise ReportInputError(f"{path}: cannot read JSON: {exc}") from exc
 
 
-def read_jsonl(path: Path) -> list[Any]:
+def read_jsonl(*, path: Path) -> list[Any]:
     """Parse a JSON-lines file, keeping complete lines only (a torn last line is ignored).
 
     Args:
@@ -73,7 +73,7 @@ def read_jsonl(path: Path) -> list[Any]:
     return out
 
 
-def as_float(value: Any) -> float | None:
+def as_float(*, value: Any) -> float | None:
     """A number from a JSON value: numbers, numeric strings and ``"inf"`` spellings.
 
     Args:
@@ -97,7 +97,7 @@ def as_float(value: Any) -> float | None:
     return None
 
 
-def strict(value: Any) -> Any:
+def strict(*, value: Any) -> Any:
     """A copy of ``value`` that is strict JSON (no ``Infinity``/``NaN``, paths as strings).
 
     Args:
@@ -113,22 +113,22 @@ def strict(value: Any) -> Any:
             return "inf" if value > 0 else "-inf"
         return value
     if isinstance(value, Mapping):
-        return {str(k): strict(v) for k, v in value.items()}
+        return {str(k): strict(value=v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
+        return [strict(value=v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return strict(value.item())
+        return strict(value=value.item())
     return value
 
 
-def dumps_strict(value: Any) -> str:
+def dumps_strict(*, value: Any) -> str:
     """Strict-JSON text of ``value`` (see :func:`strict`), indented, ending with a newline."""
-    return json.dumps(strict(value), indent=1, allow_nan=False) + "\n"
+    return json.dumps(strict(value=value), indent=1, allow_nan=False) + "\n"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(*, path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename.
 
     Args:

@@ -65,7 +65,7 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def cell(value: Any) -> str:
+def cell(*, value: Any) -> str:
     """Plain text for a table cell (numbers with 3 significant digits, ``—`` for missing)."""
     if value is None:
         return "—"
@@ -74,7 +74,7 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         if value.is_integer() and abs(value) >= 1e4:
             return f"{int(value):,}"
-        return fmt_num(value)
+        return fmt_num(value=value)
     if isinstance(value, int) and abs(value) >= 1e4:
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
@@ -100,7 +100,7 @@ _ATTACK_HEADERS = {
 }
 
 
-def attack_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def attack_table(*, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Headers and display values of an attack's metric rows (rates as percentages, ε as ε).
 
     Args:
@@ -118,16 +118,16 @@ def attack_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
         for k in keys:
             v = r.get(k)
             if k.startswith("tpr") and isinstance(v, float):
-                line.append(fmt_pct(v))
+                line.append(fmt_pct(value=v))
             elif k in ("lower_bound", "accountant_epsilon") and isinstance(v, float):
-                line.append(fmt_eps(v))
+                line.append(fmt_eps(eps=v))
             else:
                 line.append(v)
         out.append(line)
     return [_ATTACK_HEADERS.get(k, k.replace("_", " ")) for k in keys], out
 
 
-def empirical_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def empirical_table(*, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Headers and display values of the empirical-ε rows (a note column only when a bound has a note).
 
     Args:
@@ -150,10 +150,10 @@ def empirical_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
     for r in rows:
         line = [
             r["audit"],
-            fmt_eps(r["lower_bound"]),
+            fmt_eps(eps=r["lower_bound"]),
             r["confidence"],
             r["method"],
-            fmt_eps(r["accountant_epsilon"]),
+            fmt_eps(eps=r["accountant_epsilon"]),
             r["accountant_source"],
             r["verdict"],
         ]
@@ -163,12 +163,12 @@ def empirical_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell(value=v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _kv(rows: Sequence[tuple[str, Any]], cls: str = "") -> str:
-    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(cell(v))}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(cell(value=v))}</td></tr>" for k, v in rows)
     return (
         f'<table class="{cls}"><tbody>{body}</tbody></table>'
         if cls
@@ -239,10 +239,10 @@ def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
                     ("Protected unit", p["unit"] or "not recorded"),
                     ("Neighbouring datasets differ by", p["adjacency"] or "not recorded"),
                     ("δ (delta)", p["delta"]),
-                    (p["epsilon_label"], fmt_eps(p["epsilon"])),
+                    (p["epsilon_label"], fmt_eps(eps=p["epsilon"])),
                     (
                         "Global client-level ε (ledger)",
-                        fmt_eps(p["global_epsilon"])
+                        fmt_eps(eps=p["global_epsilon"])
                         if p["global_epsilon"] is not None
                         else p["global_epsilon_note"],
                     ),
@@ -252,17 +252,17 @@ def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
                     ("Clipping norm C", p["max_grad_norm"]),
                     (
                         "Target ε (noise calibrated for it)",
-                        fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none",
+                        fmt_eps(eps=p["target_epsilon"]) if p["target_epsilon"] else "none",
                     ),
                     ("Client sampling", p["client_sampling"] or "—"),
-                    ("ε budget", fmt_eps(p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
+                    ("ε budget", fmt_eps(eps=p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
                     ("Privacy ledger", ledger_text),
                 ]
             )
         )
         if p["epsilon_sites"]:
             out.append(f"<h3>{_e(p['epsilon_sites_label'])}</h3>")
-            out.append(_table(["site", "ε"], [[k, fmt_eps(v)] for k, v in p["epsilon_sites"].items()]))
+            out.append(_table(["site", "ε"], [[k, fmt_eps(eps=v)] for k, v in p["epsilon_sites"].items()]))
     out.append(_figs(figures, "epsilon"))
     return out
 
@@ -281,7 +281,7 @@ def _secagg_section(s: Mapping[str, Any]) -> list[str]:
                     ("Threat model", tm["adversary"] or "not recorded"),
                     (
                         "Assumed corrupt fraction",
-                        fmt_pct(tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
+                        fmt_pct(value=tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
                     ),
                     ("Bytes sent per site per round", s["bytes_sent_per_client"]),
                 ]
@@ -310,7 +310,7 @@ def _utility_section(u: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         out.append(
             _table(
                 ["round", "test accuracy (95 % interval)"],
-                [[r["round"], fmt_pct(r["accuracy"], r["ci95"])] for r in u["per_round"]],
+                [[r["round"], fmt_pct(value=r["accuracy"], ci=r["ci95"])] for r in u["per_round"]],
             )
         )
     out.append(_figs(figures, "accuracy"))
@@ -331,7 +331,7 @@ def _attacks_section(a: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         cls = "muted" if entry["status"] != "ok" else ""
         out.append(_p(entry["statement"], cls))
         if entry["rows"]:
-            out.append(_table(*attack_table(entry["rows"])))
+            out.append(_table(*attack_table(rows=entry["rows"])))
         out.append(_figs(figures, f"attack_{name}", f"attack_{name}_client"))
     return out
 
@@ -343,14 +343,14 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
     else:
         out.append(_p(e["statement"], "muted" if e["status"] != "ok" else ""))
     if e["rows"]:
-        out.append(_table(*empirical_table(e["rows"])))
+        out.append(_table(*empirical_table(rows=e["rows"])))
     return out
 
 
 def _glance_run(f: Mapping[str, Any]) -> str:
     p, s, u, a = f["privacy"], f["secure_aggregation"], f["utility"], f["attacks"]
     privacy = (
-        f"ε = {fmt_eps(p['epsilon'])} at δ = {fmt_num(p['delta'])} per {p['unit'] or 'unit'} "
+        f"ε = {fmt_eps(eps=p['epsilon'])} at δ = {fmt_num(value=p['delta'])} per {p['unit'] or 'unit'} "
         f"({p['mode']} level)"
         if p["applied"]
         else "no differential privacy was applied"
@@ -359,7 +359,7 @@ def _glance_run(f: Mapping[str, Any]) -> str:
     rows = [
         ("Privacy guarantee", privacy),
         ("Secure aggregation", s["protocol_name"] or "not recorded"),
-        ("Test accuracy", fmt_pct(u["test_accuracy"], u["ci95"])),
+        ("Test accuracy", fmt_pct(value=u["test_accuracy"], ci=u["ci95"])),
         ("Attack tests", attacks),
         ("Empirical check", f["empirical_epsilon"]["statement"]),
     ]
@@ -418,14 +418,16 @@ def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
 
 
 def _eps_cell(eps: float | None) -> str:
-    return fmt_eps(eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
+    return fmt_eps(eps=eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
 
 
 def _eps_list(values: Any) -> str:
     if not isinstance(values, list):
         return "not recorded"
     return ", ".join(
-        "∞" if (f := as_float(v)) is not None and math.isinf(f) else (f"{f:g}" if f is not None else str(v))
+        "∞"
+        if (f := as_float(value=v)) is not None and math.isinf(f)
+        else (f"{f:g}" if f is not None else str(v))
         for v in values
     )
 
@@ -498,7 +500,7 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
                     p["noise_multiplier"],
                     p["learner"],
                     p.get("protocol") or p["aggregation"],
-                    fmt_pct(p["test_accuracy"], p["ci95"]),
+                    fmt_pct(value=p["test_accuracy"], ci=p["ci95"]),
                     p["status"] + (f": {p['problem']}" if p.get("problem") else ""),
                 ]
                 for p in points
@@ -523,10 +525,10 @@ def _attack_table(points: Sequence[Mapping[str, Any]]) -> str:
                 p["name"],
                 _eps_cell(p["epsilon"]),
                 m.get("mia_auc"),
-                fmt_pct(m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
+                fmt_pct(value=m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
                 m.get("inversion_psnr"),
                 m.get("inversion_ssim"),
-                fmt_eps(m["audit_epsilon_lb"]) if m.get("audit_epsilon_lb") is not None else None,
+                fmt_eps(eps=m["audit_epsilon_lb"]) if m.get("audit_epsilon_lb") is not None else None,
                 ", ".join(f"{k[:-7]}: {v}" for k, v in m.items() if k.endswith("_status")) or "not run",
             ]
         )

@@ -21,7 +21,7 @@ def _esc(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(*, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (cells formatted with :func:`evaluations.render_html.cell`, pipes escaped).
 
     Args:
@@ -32,12 +32,12 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         The table, ending with a newline.
     """
     lines = ["| " + " | ".join(_esc(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_esc(cell(v)) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_esc(cell(value=v)) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def _kv(rows: Sequence[tuple[str, Any]]) -> str:
-    return md_table(["item", "value"], [[k, v] for k, v in rows])
+    return md_table(headers=["item", "value"], rows=[[k, v] for k, v in rows])
 
 
 def _figs(figures: Mapping[str, Figure], *keys: str) -> list[str]:
@@ -55,7 +55,8 @@ def _sites(sites: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     return [
         md_table(
-            ["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites]
+            headers=["site", "training records", "classes"],
+            rows=[[s["site"], s["records"], s["classes"]] for s in sites],
         )
     ]
 
@@ -81,13 +82,13 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
             [
                 (
                     "Privacy guarantee",
-                    f"ε = {fmt_eps(p['epsilon'])} at δ = {fmt_num(p['delta'])} per {p['unit'] or 'unit'} "
-                    f"({p['mode']} level)"
+                    f"ε = {fmt_eps(eps=p['epsilon'])} at δ = {fmt_num(value=p['delta'])} "
+                    f"per {p['unit'] or 'unit'} ({p['mode']} level)"
                     if p["applied"]
                     else "no differential privacy was applied",
                 ),
                 ("Secure aggregation", s["protocol_name"] or "not recorded"),
-                ("Test accuracy", fmt_pct(u["test_accuracy"], u["ci95"])),
+                ("Test accuracy", fmt_pct(value=u["test_accuracy"], ci=u["ci95"])),
                 ("Attack tests", "; ".join(f"{k}: {v['status']}" for k, v in a.items())),
                 ("Empirical check", e["statement"]),
             ]
@@ -131,10 +132,10 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
                     ("Protected unit", p["unit"] or "not recorded"),
                     ("Neighbouring datasets differ by", p["adjacency"] or "not recorded"),
                     ("δ (delta)", p["delta"]),
-                    (p["epsilon_label"], fmt_eps(p["epsilon"])),
+                    (p["epsilon_label"], fmt_eps(eps=p["epsilon"])),
                     (
                         "Global client-level ε (ledger)",
-                        fmt_eps(p["global_epsilon"])
+                        fmt_eps(eps=p["global_epsilon"])
                         if p["global_epsilon"] is not None
                         else p["global_epsilon_note"],
                     ),
@@ -144,10 +145,10 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
                     ("Clipping norm C", p["max_grad_norm"]),
                     (
                         "Target ε (noise calibrated for it)",
-                        fmt_eps(p["target_epsilon"]) if p["target_epsilon"] else "none",
+                        fmt_eps(eps=p["target_epsilon"]) if p["target_epsilon"] else "none",
                     ),
                     ("Client sampling", p["client_sampling"] or "—"),
-                    ("ε budget", fmt_eps(p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
+                    ("ε budget", fmt_eps(eps=p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
                     ("Privacy ledger", ledger_text),
                 ]
             )
@@ -155,7 +156,9 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
         if p["epsilon_sites"]:
             out += [
                 f"### {p['epsilon_sites_label']}\n",
-                md_table(["site", "ε"], [[k, fmt_eps(v)] for k, v in p["epsilon_sites"].items()]),
+                md_table(
+                    headers=["site", "ε"], rows=[[k, fmt_eps(eps=v)] for k, v in p["epsilon_sites"].items()]
+                ),
             ]
     out += _figs(figures, "epsilon")
 
@@ -172,7 +175,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
                     ("Threat model", tm["adversary"] or "not recorded"),
                     (
                         "Assumed corrupt fraction",
-                        fmt_pct(tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
+                        fmt_pct(value=tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
                     ),
                     ("Bytes sent per site per round", s["bytes_sent_per_client"]),
                 ]
@@ -182,8 +185,15 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     if s["rounds"]:
         out.append(
             md_table(
-                ["round", "sites included", "dropped", "stragglers", "survivors (protocol)", "aborted"],
-                [
+                headers=[
+                    "round",
+                    "sites included",
+                    "dropped",
+                    "stragglers",
+                    "survivors (protocol)",
+                    "aborted",
+                ],
+                rows=[
                     [r["round"], r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]]
                     for r in s["rounds"]
                 ],
@@ -196,8 +206,8 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     if u["per_round"]:
         out.append(
             md_table(
-                ["round", "test accuracy (95 % interval)"],
-                [[r["round"], fmt_pct(r["accuracy"], r["ci95"])] for r in u["per_round"]],
+                headers=["round", "test accuracy (95 % interval)"],
+                rows=[[r["round"], fmt_pct(value=r["accuracy"], ci=r["ci95"])] for r in u["per_round"]],
             )
         )
     out += _figs(figures, "accuracy")
@@ -210,30 +220,34 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     for name, entry in a.items():
         out += [f"### {entry['title']}\n", entry["explanation"] + "\n", entry["statement"] + "\n"]
         if entry["rows"]:
-            out.append(md_table(*attack_table(entry["rows"])))
+            headers, rows = attack_table(rows=entry["rows"])
+            out.append(md_table(headers=headers, rows=rows))
         out += _figs(figures, f"attack_{name}", f"attack_{name}_client")
 
     out += ["## 6. Empirical check of the privacy guarantee\n", e["statement"] + "\n"]
     if e["rows"]:
-        out.append(md_table(*empirical_table(e["rows"])))
+        headers, rows = empirical_table(rows=e["rows"])
+        out.append(md_table(headers=headers, rows=rows))
     out += _glossary()
     return "\n".join(out)
 
 
 def _eps_cell(eps: float | None) -> str:
-    return fmt_eps(eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
+    return fmt_eps(eps=eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
 
 
 def _eps_list(values: Any) -> str:
     if not isinstance(values, list):
         return "not recorded"
     return ", ".join(
-        "∞" if (f := as_float(v)) is not None and math.isinf(f) else (f"{f:g}" if f is not None else str(v))
+        "∞"
+        if (f := as_float(value=v)) is not None and math.isinf(f)
+        else (f"{f:g}" if f is not None else str(v))
         for v in values
     )
 
 
-def sweep_table(points: Sequence[Mapping[str, Any]]) -> str:
+def sweep_table(*, points: Sequence[Mapping[str, Any]]) -> str:
     """The sweep's summary table: accuracy ± CI, ε and attack metrics per point (Markdown).
 
     Args:
@@ -253,16 +267,16 @@ def sweep_table(points: Sequence[Mapping[str, Any]]) -> str:
                 p.get("noise_multiplier"),
                 p.get("learner"),
                 p.get("protocol") or p.get("aggregation"),
-                fmt_pct(p.get("test_accuracy"), p.get("ci95")),
+                fmt_pct(value=p.get("test_accuracy"), ci=p.get("ci95")),
                 m.get("mia_auc"),
-                fmt_pct(m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
+                fmt_pct(value=m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
                 m.get("inversion_psnr"),
-                fmt_eps(m["audit_epsilon_lb"]) if m.get("audit_epsilon_lb") is not None else None,
+                fmt_eps(eps=m["audit_epsilon_lb"]) if m.get("audit_epsilon_lb") is not None else None,
                 str(p.get("status")) + (f": {p['problem']}" if p.get("problem") else ""),
             ]
         )
     return md_table(
-        [
+        headers=[
             "point",
             "target ε",
             "ε reached",
@@ -276,7 +290,7 @@ def sweep_table(points: Sequence[Mapping[str, Any]]) -> str:
             "empirical ε LB",
             "status",
         ],
-        rows,
+        rows=rows,
     )
 
 
@@ -319,7 +333,7 @@ def render_sweep_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
         "Each row is one training run. ε is the privacy budget actually spent (smaller = stronger privacy; "
         "∞ = no differential privacy). Accuracy is on test tasks never seen in training, with its 95 % "
         "confidence interval; attack columns show what an attacker achieved (MIA AUC 0.5 = guessing).\n",
-        sweep_table(facts["points"]),
+        sweep_table(points=facts["points"]),
         *_figs(figures, "privacy_utility", "attack_vs_epsilon", "audit_vs_epsilon"),
         *[f"> **Warning ({p['name']}):** {x}\n" for p in facts["points"] for x in p.get("warnings", [])],
         *_glossary(),

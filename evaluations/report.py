@@ -97,7 +97,7 @@ def _run_figures(
                 path=f"{PLOTS_DIR}/accuracy.png",
             )
         )
-    series = epsilon_series(run)
+    series = epsilon_series(run=run)
     if facts["privacy"]["applied"] and series:
         figs.append(
             Figure(
@@ -117,7 +117,7 @@ def _run_figures(
             if png is not None and mia.image is not None
             else f"{PLOTS_DIR}/mia_roc.png"
         )
-        if png is None and mia.status == "ok" and (curves := mia_curves(mia.data)):
+        if png is None and mia.status == "ok" and (curves := mia_curves(data=mia.data)):
             png = plots.roc_plot(curves=curves)
         if png is not None:
             figs.append(
@@ -241,9 +241,9 @@ def _write(
         json=folder / "report.json",
         plots=tuple(written),
     )
-    atomic_write_text(paths.html, html)
-    atomic_write_text(paths.markdown, md)
-    atomic_write_text(paths.json, dumps_strict(doc))
+    atomic_write_text(path=paths.html, text=html)
+    atomic_write_text(path=paths.markdown, text=md)
+    atomic_write_text(path=paths.json, text=dumps_strict(value=doc))
     return paths
 
 
@@ -252,7 +252,7 @@ def _now() -> str:
 
 
 def _write_run_report(folder: Path) -> ReportPaths:
-    run = load_run(folder)
+    run = load_run(path=folder)
     outcomes = read_attacks(run_dir=folder)
     facts = run_facts(run=run, outcomes=outcomes)
     figures = _run_figures(run, facts, outcomes)
@@ -270,7 +270,7 @@ def _write_run_report(folder: Path) -> ReportPaths:
 
 
 def _write_sweep_report(folder: Path) -> ReportPaths:
-    sweep = read_json(folder / "sweep.json")
+    sweep = read_json(path=folder / "sweep.json")
     if not isinstance(sweep, dict) or not isinstance(sweep.get("points"), list):
         raise ReportInputError(f"{folder / 'sweep.json'}: expected an object with a 'points' list")
     runs: dict[str, tuple[RunData, dict[str, AttackOutcome]] | None] = {}
@@ -279,8 +279,8 @@ def _write_sweep_report(folder: Path) -> ReportPaths:
             raise ReportInputError(f"{folder / 'sweep.json'}: every point needs a 'name'")
         run_dir = folder / str(p.get("run_dir") or "")
         runs[str(p["name"])] = (
-            (load_run(run_dir), read_attacks(run_dir=run_dir))
-            if p.get("run_dir") and is_run_dir(run_dir)
+            (load_run(path=run_dir), read_attacks(run_dir=run_dir))
+            if p.get("run_dir") and is_run_dir(path=run_dir)
             else None
         )
     facts = sweep_facts(sweep_dir=folder, sweep=sweep, runs=runs)
@@ -317,7 +317,7 @@ def write_report(*, path: Path) -> ReportPaths:
         raise ReportInputError(f"{folder} is not a directory; give a RUN_DIR or a SWEEP_DIR")
     if (folder / "sweep.json").is_file():
         return _write_sweep_report(folder)
-    if is_run_dir(folder):
+    if is_run_dir(path=folder):
         return _write_run_report(folder)
     raise ReportInputError(
         f"{folder} is neither a run directory (config.toml, metrics.jsonl or summary.json) "

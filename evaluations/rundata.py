@@ -100,10 +100,19 @@ class RunData:
     sites: dict[str, dict[str, Any]] | None
     ledger: LedgerView
 
-    def cfg(self, section: str, key: str, default: Any = None) -> Any:
-        """One configuration value, or ``default`` when the configuration lacks it."""
+    def setting(self, *, key: str, default: Any = None) -> Any:
+        """One configuration value by its dotted key (``"privacy.mode"``).
+
+        Args:
+            key: ``section.key``.
+            default: Returned when the configuration lacks the value.
+
+        Returns:
+            The value from ``config.toml``, or ``default``.
+        """
+        section, _, name = key.partition(".")
         sec = self.config.get(section)
-        return sec.get(key, default) if isinstance(sec, dict) else default
+        return sec.get(name, default) if isinstance(sec, dict) else default
 
     @property
     def attacks_dir(self) -> Path:
@@ -111,13 +120,13 @@ class RunData:
         return self.path / "attacks"
 
 
-def is_run_dir(path: Path) -> bool:
+def is_run_dir(*, path: Path) -> bool:
     """Whether ``path`` looks like a run directory (holds config, metrics or summary)."""
     return path.is_dir() and any((path / name).is_file() for name in _RUN_MARKERS)
 
 
 def _raw_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerRound]]:
-    rows = read_jsonl(path)
+    rows = read_jsonl(path=path)
     if not rows or not isinstance(rows[0], dict) or rows[0].get("kind") != "header":
         raise ReportInputError(f"{path}: the first line is not a privacy-ledger header")
     rounds: list[LedgerRound] = []
@@ -127,14 +136,14 @@ def _raw_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerRound]]:
         raw_sites = row.get("sites")
         sites_raw: dict[str, Any] = raw_sites if isinstance(raw_sites, dict) else {}
         records = {str(k): v for k, v in sites_raw.items() if isinstance(v, dict)}
-        sites = {k: eps for k, v in records.items() if (eps := as_float(v.get("epsilon"))) is not None}
+        sites = {k: eps for k, v in records.items() if (eps := as_float(value=v.get("epsilon"))) is not None}
         raw_glob = row.get("global")
         glob: dict[str, Any] | None = raw_glob if isinstance(raw_glob, dict) else None
         rounds.append(
             LedgerRound(
                 round=int(row.get("round", i - 1)),
                 sites=sites,
-                global_epsilon=as_float(glob.get("epsilon")) if glob else None,
+                global_epsilon=as_float(value=glob.get("epsilon")) if glob else None,
                 records=records,
                 global_record=glob,
             )
@@ -157,7 +166,7 @@ def _verify_ledger(path: Path, accountant: str) -> str | None:
     return None
 
 
-def read_ledger(run_dir: Path, *, name: str = LEDGER_NAME) -> LedgerView:
+def read_ledger(*, run_dir: Path, name: str = LEDGER_NAME) -> LedgerView:
     """Read and verify the privacy ledger of a run (never modifying it).
 
     Args:
@@ -183,14 +192,14 @@ def read_ledger(run_dir: Path, *, name: str = LEDGER_NAME) -> LedgerView:
         path=path,
         verified=(problem := _verify_ledger(path, accountant)) is None,
         problem=problem,
-        delta=as_float(budget.get("delta")),
+        delta=as_float(value=budget.get("delta")),
         accountant=accountant,
         budget=dict(budget),
         rounds=tuple(rounds),
     )
 
 
-def load_run(path: Path) -> RunData:
+def load_run(*, path: Path) -> RunData:
     """Read a run directory.
 
     Args:
@@ -204,7 +213,7 @@ def load_run(path: Path) -> RunData:
             is malformed.
     """
     path = Path(path)
-    if not is_run_dir(path):
+    if not is_run_dir(path=path):
         raise ReportInputError(f"{path} is not a run directory: it holds none of {', '.join(_RUN_MARKERS)}")
     config: dict[str, dict[str, Any]] = {}
     problem: str | None = None
@@ -218,18 +227,18 @@ def load_run(path: Path) -> RunData:
     else:
         problem = "config.toml is missing"
     metrics = (
-        [m for m in read_jsonl(path / "metrics.jsonl") if isinstance(m, dict)]
+        [m for m in read_jsonl(path=path / "metrics.jsonl") if isinstance(m, dict)]
         if (path / "metrics.jsonl").is_file()
         else []
     )
     summary = None
     if (path / "summary.json").is_file():
-        summary = read_json(path / "summary.json")
+        summary = read_json(path=path / "summary.json")
         if not isinstance(summary, dict):
             raise ReportInputError(f"{path / 'summary.json'}: expected a JSON object")
     sites = None
     if (path / "sites.json").is_file():
-        raw_sites = read_json(path / "sites.json")
+        raw_sites = read_json(path=path / "sites.json")
         if not isinstance(raw_sites, dict):
             raise ReportInputError(f"{path / 'sites.json'}: expected a JSON object of sites")
         sites = {str(k): v for k, v in raw_sites.items() if isinstance(v, dict)}
@@ -240,5 +249,5 @@ def load_run(path: Path) -> RunData:
         metrics=metrics,
         summary=summary,
         sites=sites,
-        ledger=read_ledger(path, name=str((summary or {}).get("privacy_ledger") or LEDGER_NAME)),
+        ledger=read_ledger(run_dir=path, name=str((summary or {}).get("privacy_ledger") or LEDGER_NAME)),
     )

@@ -99,7 +99,7 @@ class SweepResult:
     notes: list[str]
 
 
-def parse_epsilons(text: str) -> list[float]:
+def parse_epsilons(*, text: str) -> list[float]:
     """Parse ``"1,3,8,inf"`` into floats.
 
     Args:
@@ -356,9 +356,9 @@ def _point_row(point: SweepPoint, sweep_dir: Path, run_dir: Path) -> dict[str, A
 
 
 def _fill_results(row: dict[str, Any], run_dir: Path) -> None:
-    run = load_run(run_dir)
+    run = load_run(path=run_dir)
     s = run.summary or {}
-    priv = privacy_facts(run)
+    priv = privacy_facts(run=run)
     row.update(
         {
             "test_accuracy": s.get("test_accuracy"),
@@ -375,7 +375,7 @@ def _fill_results(row: dict[str, Any], run_dir: Path) -> None:
             "code_version": s.get("code_version"),
         }
     )
-    row["attack_metrics"] = headline_metrics(read_attacks(run_dir=run_dir))
+    row["attack_metrics"] = headline_metrics(outcomes=read_attacks(run_dir=run_dir))
 
 
 def _write_outputs(
@@ -383,12 +383,12 @@ def _write_outputs(
 ) -> tuple[Path, Path]:
     doc = {**header, "notes": notes, "points": rows}
     sweep_json = sweep_dir / "sweep.json"
-    atomic_write_text(sweep_json, dumps_strict(doc))
+    atomic_write_text(path=sweep_json, text=dumps_strict(value=doc))
     lines = [f"# Privacy–utility sweep: {header['config_path']}\n"]
     lines += [f"> **Note:** {n}\n" for n in notes]
-    lines.append(sweep_table(rows))
+    lines.append(sweep_table(points=rows))
     summary = sweep_dir / "summary.md"
-    atomic_write_text(summary, "\n".join(lines))
+    atomic_write_text(path=summary, text="\n".join(lines))
     return sweep_json, summary
 
 

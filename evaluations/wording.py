@@ -76,7 +76,7 @@ GLOSSARY: list[tuple[str, str]] = [
 ]
 
 
-def fmt_eps(eps: float | None) -> str:
+def fmt_eps(*, eps: float | None) -> str:
     """ε for display: two decimals, ``∞`` for infinity, ``not recorded`` for ``None``."""
     if eps is None or (isinstance(eps, float) and math.isnan(eps)):
         return "not recorded"
@@ -85,7 +85,7 @@ def fmt_eps(eps: float | None) -> str:
     return f"{eps:.2f}"
 
 
-def fmt_pct(value: float | None, ci: float | None = None) -> str:
+def fmt_pct(*, value: float | None, ci: float | None = None) -> str:
     """A fraction in [0, 1] as a percentage with two decimals (and ``± ci``)."""
     if value is None or math.isnan(value):
         return "not measured"
@@ -95,7 +95,7 @@ def fmt_pct(value: float | None, ci: float | None = None) -> str:
     return text
 
 
-def fmt_num(value: float | int | None, digits: int = 3) -> str:
+def fmt_num(*, value: float | int | None, digits: int = 3) -> str:
     """A number with ``digits`` significant digits (``—`` for ``None``)."""
     if value is None:
         return "—"
@@ -108,7 +108,7 @@ def fmt_num(value: float | int | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def unit_words(unit: str | None) -> str:
+def unit_words(*, unit: str | None) -> str:
     """What one protected unit is, in plain words."""
     return {
         "record": "one individual record (for example one patient's image) held by a site",
@@ -119,7 +119,7 @@ def unit_words(unit: str | None) -> str:
     }.get((unit or "").lower(), f"one '{unit}'" if unit else "an unrecorded unit")
 
 
-def adjacency_words(adjacency: str | None) -> str:
+def adjacency_words(*, adjacency: str | None) -> str:
     """The neighbouring-dataset relation, in plain words."""
     a = (adjacency or "").strip()
     low = a.lower().replace("_", "-")
@@ -134,7 +134,7 @@ def adjacency_words(adjacency: str | None) -> str:
     return f"the '{adjacency}' relation" if adjacency else "an unrecorded relation"
 
 
-def strength_words(eps: float | None) -> str:
+def strength_words(*, eps: float | None) -> str:
     """A rough plain-language reading of an ε value."""
     if eps is None:
         return "cannot be judged (ε not recorded)"
@@ -154,9 +154,9 @@ def epsilon_explanation(*, eps: float | None, delta: float | None, unit: str | N
         factor = f" For this run e^ε = {math.exp(min(eps, 700)):.3g}."
     d = f"{delta:g}" if delta is not None else "an unrecorded δ"
     return (
-        f"ε bounds how much the presence of {unit_words(unit)} can change the probability of anything an "
-        f"observer sees (the released model, and the updates sent during training): by at most a factor "
-        f"of e^ε, except with probability δ = {d}.{factor} Smaller ε means stronger protection: as a rough "
-        "guide, ε ≤ 1 is strong, ε up to about 10 is common in deployed systems, and larger values give "
-        "little formal protection."
+        f"ε bounds how much the presence of {unit_words(unit=unit)} can change the probability of "
+        "anything an observer sees (the released model, and the updates sent during training): by at "
+        f"most a factor of e^ε, except with probability δ = {d}.{factor} Smaller ε means stronger "
+        "protection: as a rough guide, ε ≤ 1 is strong, ε up to about 10 is common in deployed systems, "
+        "and larger values give little formal protection."
     )

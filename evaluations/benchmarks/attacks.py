@@ -1,7 +1,8 @@
 """Attack benchmark: inversion, membership inference and canary audits, without and with DP.
 
-A benchmark script, not a test (about 10 minutes on one CPU thread). Every number comes from
-:func:`attacks.runner.run_attack` on run directories trained by :class:`secfed.experiment.Experiment`.
+A benchmark script, not a test (8-13 minutes measured on one thread of a shared 2-core machine).
+Every number comes from :func:`attacks.runner.run_attack` on run directories trained by
+:class:`secfed.experiment.Experiment`.
 
 1. **Gradient inversion** (digits, Reptile, 4 class-disjoint sites, MLP 64, plain SGD steps, non-private
    training): PSNR of the reconstruction of one site's records from a single gradient and from a

@@ -132,7 +132,7 @@ def run_pair(
     return rows
 
 
-def parse_settings(text: str) -> list[tuple[int, int]]:
+def parse_settings(*, text: str) -> list[tuple[int, int]]:
     """Parse ``"5w1s,5w5s,20w1s"`` into ``[(5, 1), (5, 5), (20, 1)]``.
 
     Args:
@@ -300,7 +300,7 @@ def run_settings(
     return results
 
 
-def settings_markdown(results: dict[str, dict[str, dict[str, Any]]], *, note: str = "") -> str:
+def settings_markdown(*, results: dict[str, dict[str, dict[str, Any]]], note: str = "") -> str:
     """The measured accuracies beside the published full-Omniglot numbers (Markdown).
 
     Args:
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     settings, modes = None, []
     if args.settings is not None:
         try:
-            settings = parse_settings(args.settings)
+            settings = parse_settings(text=args.settings)
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return 2
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 modes=modes,
             )
         note = f"Budget: {budget} training tasks per run; {episodes} test tasks per setting."
-        table = settings_markdown(by_learner, note=note)
+        table = settings_markdown(results=by_learner, note=note)
         print(table)
         out.mkdir(parents=True, exist_ok=True)
         doc = {

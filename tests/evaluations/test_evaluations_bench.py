@@ -13,7 +13,15 @@ from evaluations.errors import BenchError
 
 def test_plan_orders_and_filters() -> None:
     names = [b.name for b in bench.plan(only=None, quick=False)]
-    assert names == ["omniglot", "secagg", "dp_overhead", "ledger", "sweep-digits", "sweep-omniglot"]
+    assert names == [
+        "omniglot",
+        "secagg",
+        "dp_overhead",
+        "ledger",
+        "attacks",
+        "sweep-digits",
+        "sweep-omniglot",
+    ]
     assert "sweep-omniglot" not in [b.name for b in bench.plan(only=None, quick=True)]
     assert [b.name for b in bench.plan(only=["sweep-omniglot", "secagg"], quick=True)] == [
         "secagg",
@@ -39,6 +47,15 @@ def test_filter_flags_drops_unsupported_flags_and_their_values() -> None:
         "a.b=1",
     ]
     assert bench._filter_flags(args, set()) == []
+    multi = ["--out", "d", "--noise", "0", "0.1", "--parts", "a", "b"]
+    assert bench._filter_flags(multi, {"--out", "--parts"}) == ["--out", "d", "--parts", "a", "b"]
+
+
+def test_every_script_has_an_entry_or_is_a_helper() -> None:
+    missing = bench.unlisted_scripts()
+    assert not missing, (
+        f"add {missing} to evaluations.bench.BENCHMARKS (or HELPERS) so that `make bench` runs them"
+    )
 
 
 def test_every_script_item_exists_or_is_skipped(tmp_path: Path) -> None:
@@ -50,10 +67,10 @@ def test_every_script_item_exists_or_is_skipped(tmp_path: Path) -> None:
 
 
 def test_omniglot_settings() -> None:
-    assert parse_settings("5w1s, 5w5s,20w1s") == [(5, 1), (5, 5), (20, 1)]
+    assert parse_settings(text="5w1s, 5w5s,20w1s") == [(5, 1), (5, 5), (20, 1)]
     for bad in ("5w1", "1w1s", "5w0s", "5w1s,5w1s", ""):
         with pytest.raises(ValueError, match="--settings"):
-            parse_settings(bad)
+            parse_settings(text=bad)
 
 
 def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
@@ -62,7 +79,7 @@ def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
         "protonet": {"5w1s": {"centralised": row, "federated": row}, "20w1s": {"federated": row}},
         "fomaml": {"5w5s": {"federated": row}},
     }
-    table = settings_markdown(results)
+    table = settings_markdown(results=results)
     assert "small** subset" in table and "not directly comparable" in table
     assert (
         f"| protonet | 5w1s | 91.23 ± 0.80 | 91.23 ± 0.80 | {PUBLISHED['protonet'][0]:.1f} "

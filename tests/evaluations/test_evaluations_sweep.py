@@ -55,11 +55,11 @@ def _config(tmp_path: Path, norm: str = "none") -> Path:
 
 
 def test_parse_epsilons() -> None:
-    assert parse_epsilons(" 1, 3,8 ,inf") == [1.0, 3.0, 8.0, math.inf]
-    assert parse_epsilons("0.5,none") == [0.5, math.inf]
+    assert parse_epsilons(text=" 1, 3,8 ,inf") == [1.0, 3.0, 8.0, math.inf]
+    assert parse_epsilons(text="0.5,none") == [0.5, math.inf]
     for bad in ("", " , ", "1,abc"):
         with pytest.raises(SweepError, match="epsilons"):
-            parse_epsilons(bad)
+            parse_epsilons(text=bad)
 
 
 @pytest.mark.parametrize(
