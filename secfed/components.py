@@ -298,18 +298,18 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
         from secfed.dp.distributed import make_distributed_encoder_factory
         from secfed.federation.secure import (
             SecureClientAggregator,
-            _options,
-            _simulated_pki,
+            protocol_options,
             simulated_identity,
+            simulated_pki,
         )
 
         signing_key = pki = None
         if config.secagg.active:
-            pki = _simulated_pki(config)
+            pki = simulated_pki(config)
             signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
         return SecureClientAggregator(
             client_id=site_id,
-            **_options(config),  # type: ignore[arg-type]
+            **protocol_options(config),  # type: ignore[arg-type]
             encoder_factory=make_distributed_encoder_factory(config=config),
             signing_key=signing_key,
             pki=pki,
@@ -341,11 +341,11 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
         return PlainServerAggregator()
     if distributed:
         from secfed.dp.distributed import make_distributed_encoder_factory
-        from secfed.federation.secure import SecureServerAggregator, _options, _simulated_pki
+        from secfed.federation.secure import SecureServerAggregator, protocol_options, simulated_pki
 
-        pki = _simulated_pki(config) if config.secagg.active else None
+        pki = simulated_pki(config) if config.secagg.active else None
         return SecureServerAggregator(
-            **_options(config),  # type: ignore[arg-type]
+            **protocol_options(config),  # type: ignore[arg-type]
             encoder_factory=make_distributed_encoder_factory(config=config),
             pki=pki,
             on_abort="skip",

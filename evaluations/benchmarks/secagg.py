@@ -556,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         "per setting in Flower's interpreter and also record CPU time",
     )
     p.add_argument("--flower-timeout", type=float, default=1800.0)
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        help="run only settings whose name contains this text (repeatable), e.g. --only 'n=10 '",
+    )
     args = p.parse_args(argv)
     dim = args.dim or (20_000 if args.quick else 100_000)
     report: dict = {
@@ -631,7 +637,12 @@ def main(argv: list[str] | None = None) -> int:
         max_attempts=1,
     )
     rows: list[Row] = []
-    for case in cases(quick=args.quick, dim=dim):
+    selected = [
+        c for c in cases(quick=args.quick, dim=dim) if not args.only or any(o in c.name for o in args.only)
+    ]
+    if not selected:
+        p.error(f"--only {args.only} matches no setting")
+    for case in selected:
         if flower is not None and args.flower_mode == "harness" and case.flower_key and case.m == dim:
             label, n_cl, dropped = case.flower_key
             part = run_flower_harness(

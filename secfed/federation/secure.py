@@ -55,6 +55,8 @@ __all__ = [
     "make_server_aggregator",
     "make_client_aggregator",
     "simulated_identity",
+    "simulated_pki",
+    "protocol_options",
 ]
 
 Mode = Literal["secagg", "secagg+"]
@@ -521,7 +523,20 @@ def simulated_identity(*, seed: int, client_id: int) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
-def _options(config: ExperimentConfig) -> dict[str, object]:
+def protocol_options(config: ExperimentConfig) -> dict[str, object]:
+    """Keyword arguments of the secure aggregators derived from a configuration.
+
+    The assumed dropout rate (used to derive SecAgg+'s ``k`` and ``t``) is
+    ``federation.dropout_rate + federation.straggler_rate``, capped so that together with the
+    assumed corrupt fraction it stays below 0.95.
+
+    Args:
+        config: Experiment configuration.
+
+    Returns:
+        ``mode``, ``k``, ``t`` (``None`` = derived), ``clip``, ``precision_bits``, ``active``,
+        ``corrupt_fraction`` and ``dropout_rate``.
+    """
     s = config.secagg
     f = config.federation
     assumed_dropout = min(f.dropout_rate + f.straggler_rate, 0.95 - s.corrupt_fraction)
@@ -537,7 +552,18 @@ def _options(config: ExperimentConfig) -> dict[str, object]:
     }
 
 
-def _simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:
+def simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:
+    """Ed25519 public keys of every site for the active-adversary mode, derived from the seed.
+
+    A simulation convenience, not a security boundary (anyone knowing the seed can sign as any
+    site); it warns every time. A deployment passes the sites' real public keys instead.
+
+    Args:
+        config: Experiment configuration.
+
+    Returns:
+        Site id -> raw Ed25519 public key.
+    """
     warnings.warn(
         "secagg.active uses a simulated PKI derived from the experiment seed (not a security boundary)",
         stacklevel=3,
@@ -570,8 +596,8 @@ def make_server_aggregator(*, config: ExperimentConfig) -> SecureServerAggregato
             "privacy.mode='distributed' needs the privacy package's encoder: build "
             "SecureServerAggregator(..., encoder_factory=...) with it"
         )
-    opts = _options(config)
-    pki = _simulated_pki(config) if config.secagg.active else None
+    opts = protocol_options(config)
+    pki = simulated_pki(config) if config.secagg.active else None
     return SecureServerAggregator(**opts, pki=pki, on_abort="skip")  # type: ignore[arg-type]
 
 
@@ -593,9 +619,9 @@ def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureC
             "privacy.mode='distributed' needs the privacy package's encoder: build "
             "SecureClientAggregator(..., encoder_factory=...) with it"
         )
-    opts = _options(config)
+    opts = protocol_options(config)
     signing_key = pki = None
     if config.secagg.active:
-        pki = _simulated_pki(config)
+        pki = simulated_pki(config)
         signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
     return SecureClientAggregator(client_id=site_id, **opts, signing_key=signing_key, pki=pki)  # type: ignore[arg-type]
