@@ -88,8 +88,9 @@ def test_noise_std_is_z_times_c():
     assert (before2 - model2.weight.detach()).std().item() == pytest.approx(z * c / 4, rel=0.03)
 
 
-def test_clipping_per_record_and_public_normaliser_without_noise():
-    """z = 0, q = 1: the update equals -lr * sum_i clip(g_i) / B with B public."""
+@pytest.mark.parametrize("mode", ["ew", "hooks"])
+def test_clipping_per_record_and_public_normaliser_without_noise(mode):
+    """z = 0, q = 1: the update equals -lr * sum_i clip(g_i) / B with B public (both modes)."""
     model = _mlp()
     x, y = _data(n=12)
     ref = copy.deepcopy(model)
@@ -104,6 +105,7 @@ def test_clipping_per_record_and_public_normaliser_without_noise():
         expected_batch_size=b,
         lr=lr,
         accountant=OpacusRDP(),
+        grad_sample_mode=mode,
     )
     dp.step()
     expected = {k: torch.zeros_like(p) for k, p in ref.named_parameters()}
@@ -228,3 +230,45 @@ def test_bad_inputs_are_refused():
     dp = _trainer(_mlp(), per_example_loss=lambda out, t: nn.functional.cross_entropy(out, t))
     with pytest.raises(InvalidInputError, match="one loss per record"):
         dp.step()
+
+
+def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
+    """The default expanded-weights mode and Opacus' hooks give the same noiseless updates on a
+    conv + GroupNorm + linear model (the shapes DP training uses), over steps with Adam."""
+    torch.manual_seed(3)
+    base = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)
+    )
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10, 1, 6, 6, generator=g), torch.randint(0, 3, (10,), generator=g)
+    models = {}
+    for mode in ("ew", "hooks"):
+        model = copy.deepcopy(base)
+        dp = PerSampleDPSGD(
+            model=model,
+            x=x,
+            y=y,
+            noise_multiplier=0.0,
+            max_grad_norm=0.1,
+            sample_rate=1.0,
+            expected_batch_size=10,
+            lr=0.05,
+            accountant=OpacusRDP(),
+            optimizer="adam",
+            grad_sample_mode=mode,
+        )
+        for _ in range(3):
+            dp.step()
+        models[mode] = dp.finish()
+    changed = False
+    pairs = zip(models["ew"].named_parameters(), models["hooks"].named_parameters(), strict=True)
+    for ((name, a), (_, b)), o in zip(pairs, base.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        changed |= not torch.allclose(a, o)
+        assert not hasattr(a, "grad_sample")
+    assert changed
+
+
+def test_unknown_grad_sample_mode_is_refused():
+    with pytest.raises(InvalidPrivacyConfigError, match="grad_sample_mode"):
+        _trainer(_mlp(), grad_sample_mode="functorch")
