@@ -140,3 +140,39 @@ def test_to_signed_edges() -> None:
     assert to_signed(total=np.array([2**62], dtype=np.uint64), bits=63).tolist() == [-(2**62)]
     with pytest.raises(ConfigError):
         to_signed(total=np.array([1], dtype=np.uint64), bits=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=30),
+    clip=st.floats(min_value=0.01, max_value=100.0),
+    f=st.integers(min_value=0, max_value=16),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_float32_path_error_bound_and_range(n: int, clip: float, f: int, seed: int) -> None:
+    """float32 inputs take the float32 rounding path: same bounds as the float64 path."""
+    q = StochasticQuantizer(clip=clip, precision_bits=f, n_clients=n, rng=np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    xs = [rng.uniform(-2 * clip, 2 * clip, size=64).astype(np.float32) for _ in range(n)]
+    encs = [q.encode(x=x) for x in xs]
+    for e, x in zip(encs, xs, strict=True):
+        signed = to_signed(total=e, bits=q.bits)
+        assert np.all(np.abs(signed) <= math.ceil(clip * 2**f))
+        v = np.clip(x.astype(np.float64), -clip, clip) * 2**f
+        assert np.all((signed == np.floor(v)) | (signed == np.floor(v) + 1))
+    got = q.decode(total=_sum_mod(encs, q.bits), n_summed=n)
+    exact = sum(np.clip(x.astype(np.float64), -clip, clip) for x in xs)
+    assert np.all(np.abs(got - exact) < n / 2.0**f + 1e-6)
+
+
+def test_float32_path_is_unbiased_and_exact_on_representable_values() -> None:
+    q = StochasticQuantizer(clip=10.0, precision_bits=2, n_clients=1, rng=np.random.default_rng(4))
+    for v in (0.3, -1.7, 2.55, -0.01):
+        x = np.full(200_000, v, dtype=np.float32)
+        dec = q.decode(total=q.encode(x=x), n_summed=1)
+        target = float(np.float32(v)) * 4
+        assert set(np.unique(dec * 4)) <= {math.floor(target), math.floor(target) + 1}
+        assert abs(dec.mean() - float(np.float32(v))) < 5 * 0.5 / 4 / math.sqrt(x.size)
+    # values on the grid are never rounded away
+    x = np.array([0.25, -0.5, 9.75, -10.0, 0.0], dtype=np.float32)
+    assert np.array_equal(q.decode(total=q.encode(x=x), n_summed=1), x.astype(np.float64))
