@@ -47,6 +47,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         overrides=args.set or [],
         progress=not args.no_progress and sys.stderr.isatty(),
         echo=lambda line: print(line, file=sys.stderr, flush=True),
+        attack_options=args.attack_option or [],
     )
     print(result.summary_md.read_text(encoding="utf-8"))
     for note in result.notes:
@@ -99,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument(
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value at every point"
+    )
+    sweep.add_argument(
+        "--attack-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an attack option for every point, e.g. iterations=100, references=4, levels=record, "
+        "canaries=100 (repeatable; see `secfed attack --help` and attacks.options.AttackOptions)",
     )
     sweep.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
     sweep.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

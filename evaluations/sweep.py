@@ -312,6 +312,67 @@ def dp_available() -> bool:
     return hasattr(module, "ServerPrivacy")
 
 
+def parse_attack_options(*, pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` attack options into keyword arguments of :class:`attacks.options.AttackOptions`.
+
+    Values are converted to the field's type (``int``, ``float``, ``bool``, ``str``, an optional
+    ``int``, or a tuple of strings written comma-separated), and the whole set is validated by
+    building the options object, so that a bad option fails before any training.
+
+    Args:
+        pairs: Strings such as ``"iterations=100"`` or ``"levels=record"``.
+
+    Returns:
+        The keyword arguments (empty for no pairs).
+
+    Raises:
+        SweepError: On a malformed pair, an unknown option name, a value of the wrong type, or a
+            value the attacks refuse.
+    """
+    if not pairs:
+        return {}
+    import dataclasses
+    import typing
+
+    from attacks.options import AttackOptions
+
+    hints = typing.get_type_hints(AttackOptions)
+    names = {f.name for f in dataclasses.fields(AttackOptions)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise SweepError(f"attack option {pair!r} must look like NAME=VALUE")
+        if key not in names:
+            raise SweepError(f"unknown attack option {key!r}; choose from {sorted(names)}")
+        hint = str(hints[key])
+        try:
+            value: Any
+            if raw.lower() in ("none", "") and "None" in hint:
+                value = None
+            elif "tuple" in hint:
+                value = tuple(v.strip() for v in raw.split(",") if v.strip())
+            elif hints[key] is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(f"expected true or false, got {raw!r}")
+                value = raw.lower() in ("true", "1", "yes")
+            elif hints[key] is float:
+                value = float(raw)
+            elif "int" in hint:
+                value = int(raw)
+            else:
+                value = raw
+        except ValueError as exc:
+            raise SweepError(f"attack option {key}: {exc}") from exc
+        out[key] = value
+    try:
+        AttackOptions(**out)
+    except (TypeError, ValueError) as exc:  # AttackConfigError is a ValueError
+        raise SweepError(f"attack options {pairs}: {exc}") from exc
+    return out
+
+
 def _run_attacks(
     *,
     run_dir: Path,
@@ -319,6 +380,7 @@ def _run_attacks(
     runner: AttackRunner | None,
     unavailable: str | None,
     echo: Callable[[str], None] | None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     status: dict[str, str] = {}
     for name in attacks:
@@ -332,7 +394,12 @@ def _run_attacks(
         if echo is not None:
             echo(f"sweep: point {run_dir.name}: attack {name}")
         try:
-            runner(run_dir=run_dir, attack=name)
+            if options:
+                from attacks.options import AttackOptions
+
+                runner(run_dir=run_dir, attack=name, options=AttackOptions(**options))
+            else:
+                runner(run_dir=run_dir, attack=name)
             status[name] = "ran"
         except _typed_errors(broad=True) as exc:
             status[name] = f"failed: {type(exc).__name__}: {exc}"
@@ -404,6 +471,7 @@ def run_sweep(
     progress: bool = False,
     attack_runner: AttackRunner | None = None,
     echo: Callable[[str], None] | None = None,
+    attack_options: Sequence[str] = (),
 ) -> SweepResult:
     """Run a privacy–utility sweep (see the module docstring).
 
@@ -418,6 +486,8 @@ def run_sweep(
         progress: Show each run's progress bar.
         attack_runner: The attack entry point; ``None`` looks up ``attacks.runner.run_attack``.
         echo: Receives one line per point as the sweep goes (e.g. ``print``).
+        attack_options: ``NAME=VALUE`` options of every attack (fields of
+            :class:`attacks.options.AttackOptions`, e.g. ``"iterations=100"``), validated first.
 
     Returns:
         The written files and per-point results.
@@ -432,6 +502,7 @@ def run_sweep(
             raise SweepError(f"attacks: {a!r} is not an attack name")
     if len(set(attack_list)) != len(attack_list):
         raise SweepError(f"attacks: duplicate names in {attack_list}")
+    parsed_options = parse_attack_options(pairs=list(attack_options)) if attack_list else {}
     points, notes = plan_sweep(
         config_path=config_path,
         epsilons=epsilons,
@@ -461,6 +532,7 @@ def run_sweep(
         "learners": list(learners) if learners is not None else [base.learner.name],
         "aggregations": list(aggregations) if aggregations is not None else [base.federation.aggregation],
         "attacks": attack_list,
+        "attack_options": {k: list(v) if isinstance(v, tuple) else v for k, v in parsed_options.items()},
         "attacks_available": runner is not None,
         "overrides": list(overrides),
         "started_unix": time.time(),
@@ -481,7 +553,12 @@ def run_sweep(
         row["seconds"] = time.perf_counter() - start
         if row["status"] != "failed":
             row["attacks"] = _run_attacks(
-                run_dir=run_dir, attacks=attack_list, runner=runner, unavailable=unavailable, echo=echo
+                run_dir=run_dir,
+                attacks=attack_list,
+                runner=runner,
+                unavailable=unavailable,
+                echo=echo,
+                options=parsed_options,
             )
             _fill_results(row, run_dir)
         _write_outputs(sweep_dir, header, rows, notes)

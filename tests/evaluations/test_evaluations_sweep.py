@@ -198,3 +198,56 @@ def test_sweep_smoke_digits_with_dp(tmp_path: Path) -> None:
     assert again.points[0]["epsilon"] == pytest.approx(eps8["epsilon"])
     html = write_report(path=out).html.read_text(encoding="utf-8")
     assert f"{eps8['epsilon']:.2f}" in html and "Privacy–utility curve" in html
+
+
+def test_parse_attack_options_converts_and_validates() -> None:
+    from evaluations.sweep import parse_attack_options
+
+    got = parse_attack_options(
+        pairs=["iterations=50", "levels=record", "rounds=none", "population_fraction=0.3", "quiet=false"]
+    )
+    assert got == {
+        "iterations": 50,
+        "levels": ("record",),
+        "rounds": None,
+        "population_fraction": 0.3,
+        "quiet": False,
+    }
+    assert parse_attack_options(pairs=[]) == {}
+    for bad, match in (
+        (["iterations"], "NAME=VALUE"),
+        (["nonsense=1"], "unknown attack option 'nonsense'"),
+        (["iterations=many"], "iterations"),
+        (["iterations=0"], "iterations"),
+        (["quiet=maybe"], "quiet"),
+    ):
+        with pytest.raises(SweepError, match=match):
+            parse_attack_options(pairs=bad)
+
+
+def test_sweep_passes_attack_options_and_refuses_bad_ones_before_training(tmp_path: Path) -> None:
+    from attacks.options import AttackOptions
+
+    seen: list[AttackOptions] = []
+
+    def runner(*, run_dir: Path, attack: str, options: AttackOptions) -> None:
+        seen.append(options)
+        write_attacks(Path(run_dir), attacks=[attack], mia_png=False)
+
+    cfg = _config(tmp_path)
+    common: dict[str, Any] = {
+        "config_path": cfg,
+        "epsilons": [math.inf],
+        "learners": None,
+        "aggregations": None,
+        "attacks": ["mia"],
+        "attack_runner": runner,
+    }
+    with pytest.raises(SweepError, match="references"):
+        run_sweep(**common, out_dir=tmp_path / "bad", attack_options=["references=0"])
+    assert not (tmp_path / "bad").exists()
+    res = run_sweep(**common, out_dir=tmp_path / "ok", attack_options=["references=2", "iterations=7"])
+    assert res.points[0]["attacks"] == {"mia": "ran"}
+    assert len(seen) == 1 and seen[0].references == 2 and seen[0].iterations == 7
+    doc = json.loads(res.sweep_json.read_text())
+    assert doc["attack_options"] == {"references": 2, "iterations": 7}
