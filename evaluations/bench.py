@@ -178,10 +178,12 @@ def _sweep_omniglot_args(quick: bool, out: Path) -> list[list[str]]:
             "sweep",
             str(REPO / "examples" / f"omniglot_{learner}.toml"),
             "--epsilons",
-            "8,inf" if quick else "1,8,inf",
+            "8,inf" if quick else "1,3,8,inf",
             "--out",
             str(out / learner),
             "--no-progress",
+            "--attacks",
+            "none",
             *extra,
         ]
         for learner in ("protonet", "reptile")
