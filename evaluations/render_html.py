@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evaluations.jsonio import as_float
+from evaluations import render_common as common
 from evaluations.wording import GLOSSARY, fmt_eps, fmt_num, fmt_pct
 
 __all__ = ["Figure", "render_run_html", "render_sweep_html", "cell"]
@@ -82,85 +81,6 @@ def cell(*, value: Any) -> str:
     return str(value)
 
 
-_ATTACK_HEADERS = {
-    "psnr_db": "PSNR (dB)",
-    "ssim": "SSIM",
-    "mse": "MSE",
-    "label_accuracy": "label accuracy",
-    "flat_baseline_psnr_db": "flat-image baseline PSNR (dB)",
-    "auc": "AUC",
-    "balanced_accuracy": "balanced accuracy",
-    "tpr_at_0.1%": "TPR at 0.1 % FPR",
-    "tpr_at_1%": "TPR at 1 % FPR",
-    "members": "members",
-    "non_members": "non-members",
-    "lower_bound": "ε lower bound",
-    "sent_in_run": "observed by the server in this run",
-    "accountant_epsilon": "accountant's ε",
-}
-
-
-def attack_table(*, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Headers and display values of an attack's metric rows (rates as percentages, ε as ε).
-
-    Args:
-        rows: The ``rows`` of one attack in :func:`evaluations.facts.attack_facts`.
-
-    Returns:
-        ``(headers, rows)`` ready for a table.
-    """
-    if not rows:
-        return [], []
-    keys = list(rows[0].keys())
-    out = []
-    for r in rows:
-        line: list[Any] = []
-        for k in keys:
-            v = r.get(k)
-            if k.startswith("tpr") and isinstance(v, float):
-                line.append(fmt_pct(value=v))
-            elif k in ("lower_bound", "accountant_epsilon") and isinstance(v, float):
-                line.append(fmt_eps(eps=v))
-            else:
-                line.append(v)
-        out.append(line)
-    return [_ATTACK_HEADERS.get(k, k.replace("_", " ")) for k in keys], out
-
-
-def empirical_table(*, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Headers and display values of the empirical-ε rows (a note column only when a bound has a note).
-
-    Args:
-        rows: The ``rows`` of :func:`evaluations.facts.empirical_epsilon_facts`.
-
-    Returns:
-        ``(headers, rows)`` ready for a table.
-    """
-    headers = [
-        "audit",
-        "empirical ε lower bound",
-        "confidence",
-        "method",
-        "accountant's ε",
-        "source",
-        "verdict",
-    ]
-    notes = any(r.get("note") for r in rows)
-    out = []
-    for r in rows:
-        line = [
-            r["audit"],
-            fmt_eps(eps=r["lower_bound"]),
-            r["confidence"],
-            r["method"],
-            fmt_eps(eps=r["accountant_epsilon"]),
-            r["accountant_source"],
-            r["verdict"],
-        ]
-        out.append([*line, r.get("note")] if notes else line)
-    return ([*headers, "note"] if notes else headers), out
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(cell(value=v))}</td>" for v in row) + "</tr>" for row in rows)
@@ -217,52 +137,17 @@ def _figs(figures: Mapping[str, Figure], *keys: str) -> str:
 def _sites_table(sites: Sequence[Mapping[str, Any]]) -> str:
     if not sites:
         return ""
-    return _table(
-        ["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites]
-    )
+    return _table(*common.sites_table(sites=sites))
 
 
 def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> list[str]:
     out = ["<h2>2. Privacy guarantee (differential privacy)</h2>", _p(p["statement"]), _p(p["explanation"])]
     out.append(_warnings(p["warnings"]))
     if p["applied"]:
-        ledger = p["ledger"]
-        if ledger["present"]:
-            state = "passed" if ledger["verified"] else f"FAILED ({ledger['problem']})"
-            ledger_text = f"{ledger['file']}: {ledger['rounds']} rounds, integrity check {state}"
-        else:
-            ledger_text = "not found"
-        out.append(
-            _kv(
-                [
-                    ("Mode", p["mode"]),
-                    ("Protected unit", p["unit"] or "not recorded"),
-                    ("Neighbouring datasets differ by", p["adjacency"] or "not recorded"),
-                    ("δ (delta)", p["delta"]),
-                    (p["epsilon_label"], fmt_eps(eps=p["epsilon"])),
-                    (
-                        "Global client-level ε (ledger)",
-                        fmt_eps(eps=p["global_epsilon"])
-                        if p["global_epsilon"] is not None
-                        else p["global_epsilon_note"],
-                    ),
-                    ("Accountant", p["accountant"] or "not recorded"),
-                    ("Noise mechanism", p["mechanism"] or "not recorded"),
-                    ("Noise multiplier σ", p["noise_multiplier"]),
-                    ("Clipping norm C", p["max_grad_norm"]),
-                    (
-                        "Target ε (noise calibrated for it)",
-                        fmt_eps(eps=p["target_epsilon"]) if p["target_epsilon"] else "none",
-                    ),
-                    ("Client sampling", p["client_sampling"] or "—"),
-                    ("ε budget", fmt_eps(eps=p["epsilon_budget"]) if p["epsilon_budget"] else "none set"),
-                    ("Privacy ledger", ledger_text),
-                ]
-            )
-        )
+        out.append(_kv(common.privacy_rows(privacy=p)))
         if p["epsilon_sites"]:
             out.append(f"<h3>{_e(p['epsilon_sites_label'])}</h3>")
-            out.append(_table(["site", "ε"], [[k, fmt_eps(eps=v)] for k, v in p["epsilon_sites"].items()]))
+            out.append(_table(*common.epsilon_sites_table(privacy=p)))
     out.append(_figs(figures, "epsilon"))
     return out
 
@@ -270,35 +155,11 @@ def _privacy_section(p: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
 def _secagg_section(s: Mapping[str, Any]) -> list[str]:
     out = ["<h2>3. Protection of updates in transit (secure aggregation)</h2>", _p(s["statement"])]
     if s["applied"]:
-        tm = s["threat_model"]
-        out.append(
-            _kv(
-                [
-                    ("Protocol", s["protocol_name"]),
-                    ("n (sites per round)", s["n"]),
-                    ("k (neighbours per site)", s["k"]),
-                    ("t (threshold)", s["t"]),
-                    ("Threat model", tm["adversary"] or "not recorded"),
-                    (
-                        "Assumed corrupt fraction",
-                        fmt_pct(value=tm["corrupt_fraction"]) if tm["corrupt_fraction"] is not None else None,
-                    ),
-                    ("Bytes sent per site per round", s["bytes_sent_per_client"]),
-                ]
-            )
-        )
+        out.append(_kv(common.secagg_rows(secagg=s)))
     out.append("<h3>Participation and dropouts per round</h3>")
     out.append(_p(s["dropout_statement"]))
     if s["rounds"]:
-        out.append(
-            _table(
-                ["round", "sites included", "dropped", "stragglers", "survivors (protocol)", "aborted"],
-                [
-                    [r["round"], r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]]
-                    for r in s["rounds"]
-                ],
-            )
-        )
+        out.append(_table(*common.dropout_table(secagg=s)))
     return out
 
 
@@ -307,31 +168,20 @@ def _utility_section(u: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
     if u["setting"]:
         out.append(_p(f"Test setting: {u['setting']}."))
     if u["per_round"]:
-        out.append(
-            _table(
-                ["round", "test accuracy (95 % interval)"],
-                [[r["round"], fmt_pct(value=r["accuracy"], ci=r["ci95"])] for r in u["per_round"]],
-            )
-        )
+        out.append(_table(*common.utility_table(utility=u)))
     out.append(_figs(figures, "accuracy"))
     return out
 
 
 def _attacks_section(a: Mapping[str, Any], figures: Mapping[str, Figure]) -> list[str]:
-    out = [
-        "<h2>5. Attack tests: what could an attacker still learn?</h2>",
-        _p(
-            "These attacks play the role of a curious server or an outsider holding the released model. "
-            "They measure what leaks in practice; they do not replace the formal guarantee above."
-        ),
-    ]
+    out = ["<h2>5. Attack tests: what could an attacker still learn?</h2>", _p(common.ATTACKS_INTRO)]
     for name, entry in a.items():
         out.append(f"<h3>{_e(entry['title'])}</h3>")
         out.append(_p(entry["explanation"]))
         cls = "muted" if entry["status"] != "ok" else ""
         out.append(_p(entry["statement"], cls))
         if entry["rows"]:
-            out.append(_table(*attack_table(rows=entry["rows"])))
+            out.append(_table(*common.attack_table(rows=entry["rows"])))
         out.append(_figs(figures, f"attack_{name}", f"attack_{name}_client"))
     return out
 
@@ -343,27 +193,16 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
     else:
         out.append(_p(e["statement"], "muted" if e["status"] != "ok" else ""))
     if e["rows"]:
-        out.append(_table(*empirical_table(rows=e["rows"])))
+        out.append(_table(*common.empirical_table(rows=e["rows"])))
     return out
 
 
 def _glance_run(f: Mapping[str, Any]) -> str:
-    p, s, u, a = f["privacy"], f["secure_aggregation"], f["utility"], f["attacks"]
-    privacy = (
-        f"ε = {fmt_eps(eps=p['epsilon'])} at δ = {fmt_num(value=p['delta'])} per {p['unit'] or 'unit'} "
-        f"({p['mode']} level)"
-        if p["applied"]
-        else "no differential privacy was applied"
+    return (
+        '<div class="glance"><h2 style="margin-top:0">At a glance</h2>'
+        + _kv(common.glance_rows(facts=f), "glance")
+        + "</div>"
     )
-    attacks = "; ".join(f"{k}: {v['status']}" for k, v in a.items())
-    rows = [
-        ("Privacy guarantee", privacy),
-        ("Secure aggregation", s["protocol_name"] or "not recorded"),
-        ("Test accuracy", fmt_pct(value=u["test_accuracy"], ci=u["ci95"])),
-        ("Attack tests", attacks),
-        ("Empirical check", f["empirical_epsilon"]["statement"]),
-    ]
-    return '<div class="glance"><h2 style="margin-top:0">At a glance</h2>' + _kv(rows, "glance") + "</div>"
 
 
 def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], generated: str) -> str:
@@ -389,20 +228,7 @@ def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
         ),
         _glance_run(facts),
         "<h2>1. What was run</h2>",
-        _kv(
-            [
-                ("Run status", w["status"]),
-                ("Configuration fingerprint (SHA-256)", w["config_hash"] or "not recorded"),
-                ("Code version", w["code_version"] or "not recorded"),
-                ("Dataset", w["dataset"]),
-                ("Learning method", w["learner"]),
-                ("Model", w["model"]),
-                ("How data is split across sites", w["partition"]),
-                ("Rounds completed / configured", f"{w['rounds_completed']} / {w['rounds_configured']}"),
-                ("Random seed", w["seed"]),
-                ("Training wall time (s)", w["wall_s"]),
-            ]
-        ),
+        _kv(common.run_overview_rows(what=w)),
         _p(w["config_problem"], "warn") if w["config_problem"] else "",
         "<h3>Data held by each site</h3>",
         _p(w["sites_statement"]),
@@ -415,21 +241,6 @@ def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
         _glossary(),
     ]
     return _page(title, body)
-
-
-def _eps_cell(eps: float | None) -> str:
-    return fmt_eps(eps=eps) if eps is None or not math.isinf(eps) else "∞ (no DP)"
-
-
-def _eps_list(values: Any) -> str:
-    if not isinstance(values, list):
-        return "not recorded"
-    return ", ".join(
-        "∞"
-        if (f := as_float(value=v)) is not None and math.isinf(f)
-        else (f"{f:g}" if f is not None else str(v))
-        for v in values
-    )
 
 
 def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], generated: str) -> str:
@@ -455,20 +266,7 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
             "muted",
         ),
         "<h2>1. What was run</h2>",
-        _kv(
-            [
-                ("Base configuration", w["config_path"]),
-                ("Base configuration fingerprint (SHA-256)", w["base_config_hash"]),
-                ("Code version", w["code_version"] or "not recorded"),
-                ("Dataset", w["dataset"]),
-                ("Privacy levels ε", _eps_list(w["epsilons"])),
-                ("Learning methods", w["learners"]),
-                ("Aggregation", w["aggregations"]),
-                ("Attacks", w["attacks"] or "none"),
-                ("Extra settings", w["overrides"] or "none"),
-                ("Grid points", w["points"]),
-            ]
-        ),
+        _kv(common.sweep_overview_rows(what=w)),
         "".join(f'<div class="warn">{_e(n)}</div>' for n in facts["notes"]),
         "<h3>Data held by each site</h3>",
         _p(w["sites_statement"]),
@@ -494,8 +292,8 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
             [
                 [
                     p["name"],
-                    _eps_cell(p["target_epsilon"]),
-                    _eps_cell(p["epsilon"]),
+                    common.eps_cell(eps=p["target_epsilon"]),
+                    common.eps_cell(eps=p["epsilon"]),
                     p["delta"],
                     p["noise_multiplier"],
                     p["learner"],
@@ -523,7 +321,7 @@ def _attack_table(points: Sequence[Mapping[str, Any]]) -> str:
         rows.append(
             [
                 p["name"],
-                _eps_cell(p["epsilon"]),
+                common.eps_cell(eps=p["epsilon"]),
                 m.get("mia_auc"),
                 fmt_pct(value=m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
                 m.get("inversion_psnr"),

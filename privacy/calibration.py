@@ -1,25 +1,27 @@
 """Calibration API (used by the CLI): ε of a schedule, and the noise needed for a target ε.
 
-Thin, validated front-ends over :mod:`privacy.analysis.calibration`:
+Thin front-ends over :mod:`privacy.analysis.calibration` (which validates the arguments and does the
+bisection); they hide its expert knobs (RDP orders, PRV/PLD precision):
 
 * :func:`epsilon_for` / :func:`calibrate_noise` — Poisson-subsampled Gaussian (DP-SGD steps or
   DP-FedAvg rounds) with the ``"rdp"``, ``"prv"`` or ``"pld"`` accountant. With q = 0.01, T = 1000,
   δ = 1e-5, σ = 1 they give 2.1014 (RDP), 1.8384 (PRV) and 1.8282 (PLD), as Opacus 1.6 and
   dp_accounting 0.6 do.
 * :func:`distributed_epsilon_for` / :func:`calibrate_distributed_noise` — distributed discrete
-  Gaussian (Kairouz et al. 2021) or Skellam (Agarwal et al. 2021) in integer units. To plan a whole
-  encoder (σ and γ for a bit width) use :func:`privacy.distributed.calibrate_distributed_dp`.
+  Gaussian (Kairouz et al. 2021) or Skellam (Agarwal et al. 2021) in integer units; the latter is
+  :func:`privacy.analysis.calibration.calibrate_distributed_noise` itself (it has no expert knobs). To
+  plan a whole encoder (σ and γ for a bit width) use :func:`privacy.distributed.calibrate_distributed_dp`.
 """
 
 from __future__ import annotations
 
 from privacy.analysis.calibration import (
     GAUSSIAN_ACCOUNTANTS,
+    calibrate_distributed_noise,
     calibrate_gaussian_noise,
     distributed_epsilon,
     gaussian_epsilon,
 )
-from privacy.analysis.calibration import calibrate_distributed_noise as _calibrate_distributed_noise
 
 __all__ = [
     "GAUSSIAN_ACCOUNTANTS",
@@ -134,52 +136,4 @@ def distributed_epsilon_for(
         rounds=rounds,
         delta=delta,
         l1_sensitivity=l1_sensitivity,
-    )
-
-
-def calibrate_distributed_noise(
-    *,
-    mechanism: str,
-    target_epsilon: float,
-    delta: float,
-    num_clients: int,
-    l2_sensitivity: float,
-    dim: int,
-    sample_rate: float,
-    rounds: int,
-    l1_sensitivity: float | None = None,
-    rtol: float = 1e-3,
-) -> float:
-    """Smallest per-client σ̄ (integer units) with ε <= ``target_epsilon`` for fixed sensitivities.
-
-    Args:
-        mechanism: ``"ddg"`` or ``"skellam"``.
-        target_epsilon: ε* > 0.
-        delta: δ.
-        num_clients: clients whose noise reaches the sum each round.
-        l2_sensitivity: Δ₂ (integer units).
-        dim: d.
-        sample_rate: q in (0, 1].
-        rounds: rounds >= 1.
-        l1_sensitivity: Δ₁; defaults to ``Δ₂ · min(√d, Δ₂)``.
-        rtol: relative precision.
-
-    Returns:
-        σ̄.
-
-    Raises:
-        InvalidPrivacyConfigError: invalid arguments.
-        CalibrationError: the target cannot be reached.
-    """
-    return _calibrate_distributed_noise(
-        mechanism=mechanism,
-        target_epsilon=target_epsilon,
-        delta=delta,
-        num_clients=num_clients,
-        l2_sensitivity=l2_sensitivity,
-        dim=dim,
-        sample_rate=sample_rate,
-        rounds=rounds,
-        l1_sensitivity=l1_sensitivity,
-        rtol=rtol,
     )

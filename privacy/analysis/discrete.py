@@ -38,7 +38,8 @@ is accepted with probability >= 1 - β per attempt; an integer vector has ‖v�
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -213,6 +214,23 @@ def skellam_rdp(
     return main + extra
 
 
+def _client_sampled(
+    release_rdp: Callable[..., np.ndarray],
+    *,
+    orders: Sequence[float] | np.ndarray,
+    sample_rate: float,
+    **release: Any,
+) -> np.ndarray:
+    """``release_rdp(orders=α, **release)`` (the RDP of one release) amplified by Poisson client sampling.
+
+    Zhu & Wang (2019), Thm. 6, min'd with the unamplified curve (:func:`poisson_subsampled_rdp`); with
+    q = 0 the release is never evaluated, so its parameters are then not checked.
+    """
+    return poisson_subsampled_rdp(
+        orders=orders, sample_rate=sample_rate, base_rdp=lambda a: release_rdp(orders=a, **release)
+    )
+
+
 def sampled_ddg_rdp(
     *,
     orders: Sequence[float] | np.ndarray,
@@ -238,20 +256,19 @@ def sampled_ddg_rdp(
         Float64 array of RDP values (one round), one per order.
 
     Raises:
-        InvalidPrivacyConfigError: invalid arguments.
+        InvalidPrivacyConfigError: invalid orders or sampling rate, or (for q > 0) invalid mechanism
+            parameters, σ̄ < 1/2 included.
     """
-
-    def base(a: np.ndarray) -> np.ndarray:
-        return ddg_rdp(
-            orders=a,
-            l2_sensitivity=l2_sensitivity,
-            local_stddev=local_stddev,
-            num_clients=num_clients,
-            dim=dim,
-            l1_sensitivity=l1_sensitivity,
-        )
-
-    return poisson_subsampled_rdp(orders=orders, sample_rate=sample_rate, base_rdp=base)
+    return _client_sampled(
+        ddg_rdp,
+        orders=orders,
+        sample_rate=sample_rate,
+        l2_sensitivity=l2_sensitivity,
+        local_stddev=local_stddev,
+        num_clients=num_clients,
+        dim=dim,
+        l1_sensitivity=l1_sensitivity,
+    )
 
 
 def sampled_skellam_rdp(
@@ -277,19 +294,18 @@ def sampled_skellam_rdp(
         Float64 array of RDP values (one round), one per order.
 
     Raises:
-        InvalidPrivacyConfigError: invalid arguments.
+        InvalidPrivacyConfigError: invalid orders or sampling rate, or (for q > 0) invalid mechanism
+            parameters, μ <= 0 included.
     """
-
-    def base(a: np.ndarray) -> np.ndarray:
-        return skellam_rdp(
-            orders=a,
-            l2_sensitivity=l2_sensitivity,
-            total_variance=total_variance,
-            dim=dim,
-            l1_sensitivity=l1_sensitivity,
-        )
-
-    return poisson_subsampled_rdp(orders=orders, sample_rate=sample_rate, base_rdp=base)
+    return _client_sampled(
+        skellam_rdp,
+        orders=orders,
+        sample_rate=sample_rate,
+        l2_sensitivity=l2_sensitivity,
+        total_variance=total_variance,
+        dim=dim,
+        l1_sensitivity=l1_sensitivity,
+    )
 
 
 def discrete_gaussian_variance(*, sigma: float) -> float:

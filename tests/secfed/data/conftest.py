@@ -1,4 +1,7 @@
-"""Shared fixtures of the data tests: paths to the shared real data and small synthetic sets."""
+"""Shared fixtures of the data tests: paths to the shared real data and PNG encoding.
+
+Small synthetic datasets come from the ``make_dataset`` fixture of ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from secfed.data import ImageDataset
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 OMNIGLOT_ROOT = SHARED_DATA / "omniglot"
@@ -43,32 +44,7 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _make_dataset(
-    counts: list[int], *, name: str = "synthetic", shape: tuple[int, int, int] = (1, 4, 4)
-) -> ImageDataset:
-    labels = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    n = labels.size
-    images = np.broadcast_to(
-        (np.arange(n, dtype=np.float32) / max(n, 1))[:, None, None, None], (n, *shape)
-    ).copy()
-    return ImageDataset(
-        images=images,
-        labels=labels,
-        class_names=tuple(f"c{c}" for c in range(len(counts))),
-        class_groups=tuple(f"g{c % 2}" for c in range(len(counts))),
-        name=name,
-        source="memory",
-    )
-
-
 @pytest.fixture(scope="session")
 def png_bytes() -> Callable[[np.ndarray], bytes]:
     """Encode a 2-D uint8 array as a greyscale PNG."""
     return _png_bytes
-
-
-@pytest.fixture(scope="session")
-def make_dataset() -> Callable[..., ImageDataset]:
-    """``make_dataset(counts, name=..., shape=...)``: ``counts[c]`` records of class ``c``;
-    every pixel of record ``i`` equals ``i / N`` so records can be told apart."""
-    return _make_dataset

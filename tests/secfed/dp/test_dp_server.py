@@ -6,23 +6,19 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers_shared import run_and_kill
 
 from privacy.accountants import DistributedDPAccountant, DistributedEvent, create_accountant
 from privacy.calibration import epsilon_for
 from privacy.distributed import SKELLAM_MAX_LOCAL_VARIANCE
 from privacy.errors import InvalidInputError
 from secfed.components import build_client_aggregator, build_server_aggregator
-from secfed.config import ExperimentConfig, config_from_dict, config_to_toml
+from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp import ServerPrivacy, calibrated_config
 from secfed.dp.distributed import (
     distributed_dp_config,
@@ -399,21 +395,7 @@ def test_killed_run_resumes_to_the_same_ledger(
     client_run: tuple[ExperimentConfig, Path, Any], tmp_path: Path
 ) -> None:
     cfg, full_dir, _ = client_run
-    cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text(config_to_toml(cfg))
-    run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "secfed", "run", str(cfg_file), "--out", str(run_dir), "--no-progress"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and len(read_metrics(run_dir)) < 1 and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_dir = run_and_kill(cfg, tmp_path=tmp_path, after_rounds=1, poll_s=0.02)
     done = len(read_metrics(run_dir))
     assert 1 <= done < 5, f"kill landed after {done} rounds"
     resumed = Experiment.resume(run_dir, progress=False)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers_shared import run_and_kill
 from runtime_cfg import REPO, tiny_config_dict
 
-from secfed.config import config_from_dict, config_to_toml
+from secfed.config import config_from_dict
 from secfed.errors import CheckpointError
 from secfed.experiment import Experiment, read_metrics
 
@@ -26,21 +22,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path: Path) -> None:
     cfg = config_from_dict(d, base_dir=REPO)
     full = Experiment(config=cfg).run(out_dir=tmp_path / "full", progress=False)
 
-    cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text(config_to_toml(cfg))
-    run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "secfed", "run", str(cfg_file), "--out", str(run_dir), "--no-progress"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and len(read_metrics(run_dir)) < 2 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_dir = run_and_kill(cfg, tmp_path=tmp_path, after_rounds=2)
     done = len(read_metrics(run_dir))
     assert 1 <= done < 6, f"kill landed after {done} rounds"
     resumed = Experiment.resume(run_dir, progress=False)
