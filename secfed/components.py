@@ -199,7 +199,45 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
 
 
 def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSource:
-    """Task source over the held-out (meta-test) data."""
+    """Task source over the held-out (meta-test) data.
+
+    Episodic tasks: N-way K-shot episodes of the held-out classes. Client-as-task: the held-out
+    split is partitioned (``partition.scheme``, seeded by the experiment seed) into
+    ``partition.test_sites`` held-out sites, and every test task is a support/query split of one
+    of them.
+
+    Args:
+        config: The configuration.
+        test: The held-out split.
+
+    Returns:
+        The test task source.
+
+    Raises:
+        secfed.errors.DataError: If a held-out site is too small for a client task.
+    """
+    if config.task.source == "client_as_task" and config.partition.test_sites > 1:
+        from secfed.data.partition import partition_dataset
+        from secfed.federation.client import derive_seed
+        from secfed.tasks.client_task import ClientTaskSource, HeldOutSitesSource
+
+        p = config.partition
+        shards = partition_dataset(
+            dataset=test,
+            scheme=p.scheme,
+            num_sites=p.test_sites,
+            seed=derive_seed(config.experiment.seed, "test-sites"),
+            alpha=p.alpha,
+        )
+        return HeldOutSitesSource(
+            sites=[
+                ClientTaskSource(
+                    dataset=test.subset(indices=shard, name=f"test-site{i}"),
+                    support_fraction=config.task.support_fraction,
+                )
+                for i, shard in enumerate(shards)
+            ]
+        )
     return _task_source(config=config, dataset=test, train=False)
 
 

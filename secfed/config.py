@@ -125,11 +125,15 @@ class PartitionSection:
             ``quantity_skew``.
         num_sites: Number of sites (clients).
         alpha: Concentration of the Dirichlet / quantity-skew schemes.
+        test_sites: ``task.source = "client_as_task"`` only: the held-out (test) split is
+            partitioned with the same scheme into this many held-out sites, which never train;
+            every test task draws one of them and splits its data into support and query.
     """
 
     scheme: str = "class_disjoint"
     num_sites: int = 4
     alpha: float = 0.5
+    test_sites: int = 1
 
 
 @dataclass(frozen=True)
@@ -459,6 +463,7 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     _check(p.num_sites >= 1, "partition.num_sites", "must be >= 1", p.num_sites)
     _check(p.alpha > 0, "partition.alpha", "must be > 0", p.alpha)
+    _check(p.test_sites >= 1, "partition.test_sites", "must be >= 1", p.test_sites)
     for key in ("n_way", "k_shot", "q_query", "test_n_way", "test_k_shot", "test_q_query"):
         _check(getattr(t, key) >= 1, f"task.{key}", "must be >= 1", getattr(t, key))
     _check(t.n_way >= 2 and t.test_n_way >= 2, "task.n_way", "ways must be >= 2", (t.n_way, t.test_n_way))

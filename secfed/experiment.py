@@ -378,10 +378,7 @@ class Experiment:
                     fh.write(json.dumps(row) + "\n")
                 metrics.append(row)
                 loss = "n/a (DP)" if outcome.train_loss is None else f"{outcome.train_loss:.3f}"
-                msg = (
-                    f"loss={loss} clients={len(outcome.clients)} "
-                    f"dropped={len(outcome.dropped)}"
-                )
+                msg = f"loss={loss} clients={len(outcome.clients)} dropped={len(outcome.dropped)}"
                 if "test_accuracy" in row:
                     msg += f" acc={row['test_accuracy']:.3f}±{row['test_accuracy_ci95']:.3f}"
                 if "epsilon" in row:

@@ -88,6 +88,9 @@ class Learner(ABC):
     name: ClassVar[str] = "base"
     #: True when the meta-objective is a per-episode loss usable with ``torch.func`` (ProtoNet, MAML).
     episodic: ClassVar[bool] = False
+    #: Whether adaptation needs a support record of every class (prototype learners). Learners
+    #: with a shared head accept support sets missing classes (client-as-task under label skew).
+    needs_every_class: ClassVar[bool] = False
 
     def __init__(self, *, config: LearnerConfig) -> None:
         self.config = config

@@ -79,7 +79,12 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
 
 
 def check_support_query(
-    *, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, query_x: torch.Tensor
+    *,
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    n_way: int,
+    query_x: torch.Tensor,
+    require_all_classes: bool = True,
 ) -> None:
     """Validate a support set and query inputs.
 
@@ -88,6 +93,9 @@ def check_support_query(
         support_y: ``(S,)`` int64 labels in ``[0, n_way)``, every class present at least once.
         n_way: Number of classes (>= 1).
         query_x: ``(Q, *input_shape)`` floating inputs.
+        require_all_classes: Require a support record of every class (prototype learners);
+            learners with a shared classification head accept support sets that miss classes
+            (client-as-task with label skew).
 
     Raises:
         DataError: Naming the inconsistent field.
@@ -116,16 +124,17 @@ def check_support_query(
     if lo < 0 or hi >= n_way:
         raise DataError(f"support_y must lie in [0, {n_way}), got values in [{lo}, {hi}]")
     counts = torch.bincount(support_y, minlength=n_way)
-    if bool((counts == 0).any()):
+    if require_all_classes and bool((counts == 0).any()):
         missing = torch.nonzero(counts == 0).flatten().tolist()
         raise DataError(f"every class needs at least one support record; classes {missing} have none")
 
 
-def check_task(*, task: Task) -> None:
+def check_task(*, task: Task, require_all_classes: bool = True) -> None:
     """Validate one task (support set, query set, labels).
 
     Args:
         task: The task.
+        require_all_classes: See :func:`check_support_query`.
 
     Raises:
         DataError: Naming the inconsistent field.
@@ -133,7 +142,11 @@ def check_task(*, task: Task) -> None:
     if not isinstance(task, Task):
         raise DataError(f"expected a Task, got {type(task).__name__}")
     check_support_query(
-        support_x=task.support_x, support_y=task.support_y, n_way=task.n_way, query_x=task.query_x
+        support_x=task.support_x,
+        support_y=task.support_y,
+        n_way=task.n_way,
+        query_x=task.query_x,
+        require_all_classes=require_all_classes,
     )
     qy = task.query_y
     if qy.dtype != torch.int64 or qy.ndim != 1 or qy.shape[0] != task.query_x.shape[0]:

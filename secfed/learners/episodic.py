@@ -104,7 +104,7 @@ class EpisodicLearner(Learner):
                 optimizer.zero_grad(set_to_none=True)
                 for _ in range(cfg.meta_batch):
                     task = tasks.sample(rng=rng)
-                    check_task(task=task)
+                    check_task(task=task, require_all_classes=self.needs_every_class)
                     loss, logits = self.episode(model=model, params=dict(params), buffers=buffers, task=task)
                     (loss / cfg.meta_batch).backward()
                     total_loss += float(loss.detach().item())

@@ -63,6 +63,10 @@ class SupervisedBatchSource(Protocol):
         ...
 
 
+#: Initial bias magnitude of a class absent from the support set (see :func:`fit_linear_head`).
+ABSENT_CLASS_BIAS = 1e4
+
+
 def fit_linear_head(
     *, support_emb: torch.Tensor, support_y: torch.Tensor, n_way: int, steps: int, lr: float, optimizer: str
 ) -> nn.Linear:
@@ -70,7 +74,9 @@ def fit_linear_head(
 
     Args:
         support_emb: ``(S, D)`` embeddings (no gradient needed).
-        support_y: ``(S,)`` labels in ``[0, n_way)``, every class present.
+        support_y: ``(S,)`` labels in ``[0, n_way)``. A class without support records (client
+            tasks under label skew) starts with a zero weight and a bias of ``-ABSENT_CLASS_BIAS``,
+            so the head predicts it only if the support data pushes it there.
         n_way: Number of classes.
         steps: Full-batch optimiser steps.
         lr: Learning rate.
@@ -81,11 +87,13 @@ def fit_linear_head(
     """
     emb = support_emb.detach()
     onehot = (support_y.unsqueeze(-1) == torch.arange(n_way, device=emb.device)).to(emb.dtype)
-    prototypes = (onehot.T @ emb) / onehot.sum(dim=0).unsqueeze(-1)
+    counts = onehot.sum(dim=0)
+    prototypes = (onehot.T @ emb) / counts.clamp(min=1.0).unsqueeze(-1)
     head = nn.Linear(emb.shape[1], n_way).to(dtype=emb.dtype, device=emb.device)
     with torch.no_grad():
         head.weight.copy_(2.0 * prototypes)
-        head.bias.copy_(-(prototypes * prototypes).sum(dim=-1))
+        bias = -(prototypes * prototypes).sum(dim=-1)
+        head.bias.copy_(torch.where(counts > 0, bias, torch.full_like(bias, -ABSENT_CLASS_BIAS)))
     if steps > 0:
         opt = make_optimizer(name=optimizer, params=head.parameters(), lr=lr)
         with torch.enable_grad():
@@ -167,7 +175,7 @@ class FedAvgLearner(Learner):
                 else:
                     for _ in range(cfg.meta_batch):
                         task = tasks.sample(rng=rng)
-                        check_task(task=task)
+                        check_task(task=task, require_all_classes=self.needs_every_class)
                         x = torch.cat([task.support_x, task.query_x], dim=0)
                         y = torch.cat([task.support_y, task.query_y], dim=0)
                         batches.append((x, y, task.n_way))
@@ -239,7 +247,9 @@ class FedAvgLearner(Learner):
             DataError: If the support/query data is malformed.
             ConfigError: If the model has no ``embed`` method.
         """
-        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        check_support_query(
+            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+        )
         with training_mode(model, train=False), torch.no_grad():
             emb = _embed(model, torch.cat([support_x, query_x], dim=0))
         n_support = support_x.shape[0]

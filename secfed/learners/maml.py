@@ -132,7 +132,9 @@ class MAML(EpisodicLearner):
             DataError: If the support/query data is malformed.
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
-        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        check_support_query(
+            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+        )
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         params = {
             name: p.detach().clone().requires_grad_(True)

@@ -52,6 +52,7 @@ class ProtoNet(EpisodicLearner):
     """
 
     name: ClassVar[str] = "protonet"
+    needs_every_class: ClassVar[bool] = True
 
     def episode(
         self,
@@ -85,7 +86,9 @@ class ProtoNet(EpisodicLearner):
         Raises:
             DataError: If the support/query data is malformed or a class has no support record.
         """
-        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        check_support_query(
+            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=True
+        )
         with training_mode(model, train=False), torch.no_grad():
             emb = model(torch.cat([support_x, query_x], dim=0))
             emb = emb.reshape(emb.shape[0], -1)

@@ -145,7 +145,7 @@ class Reptile(Learner):
                 mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
                 for _ in range(cfg.meta_batch):
                     task = tasks.sample(rng=rng)
-                    check_task(task=task)
+                    check_task(task=task, require_all_classes=self.needs_every_class)
                     with torch.no_grad():
                         for name, p in params.items():
                             work_params[name].copy_(p)
@@ -209,7 +209,9 @@ class Reptile(Learner):
             DataError: If the support/query data is malformed.
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
-        check_support_query(support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x)
+        check_support_query(
+            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+        )
         work = copy.deepcopy(model)
         with training_mode(work, train=False), torch.enable_grad():
             fine_tune(

@@ -25,7 +25,7 @@ from secfed.data.errors import InsufficientDataError
 from secfed.errors import DataError
 from secfed.tasks.base import Task
 
-__all__ = ["ClientTaskSource", "client_evaluation_task"]
+__all__ = ["ClientTaskSource", "HeldOutSitesSource", "client_evaluation_task"]
 
 
 def _support_size(*, dataset: ImageDataset, support_fraction: float | None, support_size: int | None) -> int:
@@ -153,3 +153,40 @@ def client_evaluation_task(
         dataset=dataset, support_fraction=support_fraction, support_size=support_size, query_size=None
     )
     return source.sample(rng=rng)
+
+
+class HeldOutSitesSource:
+    """Client-as-task evaluation over several held-out sites (a :class:`~secfed.tasks.base.TaskSource`).
+
+    Each task first draws one held-out site uniformly at random, then a support/query split of
+    that site's own data (:class:`ClientTaskSource`), as in FedMeta / Per-FedAvg evaluation on
+    clients that never took part in training.
+
+    Args:
+        sites: One :class:`ClientTaskSource` per held-out site (all with the same ``n_way``).
+
+    Raises:
+        DataError: If ``sites`` is empty or the sites disagree on ``n_way``.
+    """
+
+    def __init__(self, *, sites: list[ClientTaskSource]) -> None:
+        if not sites:
+            raise DataError("HeldOutSitesSource needs at least one held-out site")
+        ways = {s.n_way for s in sites}
+        if len(ways) != 1:
+            raise DataError(
+                f"held-out sites must share the global label space, got n_way values {sorted(ways)}"
+            )
+        self.sites = list(sites)
+        self.n_way = sites[0].n_way
+
+    def sample(self, *, rng: np.random.Generator) -> Task:
+        """Draw a held-out site, then one of its client tasks.
+
+        Args:
+            rng: The only source of randomness.
+
+        Returns:
+            The task.
+        """
+        return self.sites[int(rng.integers(len(self.sites)))].sample(rng=rng)

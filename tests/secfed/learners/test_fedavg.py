@@ -117,3 +117,23 @@ def test_model_without_embed_is_rejected() -> None:
         FedAvgLearner(config=LearnerConfig()).predict(
             model=model, support_x=task.support_x, support_y=task.support_y, n_way=5, query_x=task.query_x
         )
+
+
+def test_support_missing_a_class_is_accepted_by_head_learners_not_by_protonet() -> None:
+    """Client tasks under label skew may miss classes: a head learner adapts on what is there and
+    never predicts an absent class; ProtoNet (a prototype per class) still refuses."""
+    from secfed.learners import ProtoNet
+
+    model = _model(norm="group")
+    task = BlobProblem().sample(rng=np.random.default_rng(5))
+    keep = task.support_y != 2
+    sx, sy = task.support_x[keep], task.support_y[keep]
+    logits = FedAvgLearner(config=LearnerConfig(test_inner_steps=5, test_inner_lr=0.01)).predict(
+        model=model, support_x=sx, support_y=sy, n_way=5, query_x=task.query_x
+    )
+    assert torch.isfinite(logits).all()
+    assert not bool((logits.argmax(dim=-1) == 2).any())
+    with pytest.raises(DataError, match="classes \\[2\\] have none"):
+        ProtoNet(config=LearnerConfig()).predict(
+            model=model, support_x=sx, support_y=sy, n_way=5, query_x=task.query_x
+        )

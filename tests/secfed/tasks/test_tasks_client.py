@@ -75,3 +75,47 @@ def test_validation(make_dataset) -> None:
         ClientTaskSource(dataset=small, support_size=0)
     with pytest.raises(DataError, match="query_size must be an integer >= 1"):
         ClientTaskSource(dataset=small, support_size=1, query_size=0)
+
+
+def test_held_out_sites_source_draws_from_every_site_only() -> None:
+    from secfed.tasks.client_task import HeldOutSitesSource
+
+    digits = load_digits_dataset()
+    parts = partition_dataset(dataset=digits, scheme="iid", num_sites=3, seed=0)
+    sites = [ClientTaskSource(dataset=digits.subset(indices=p), support_size=5, query_size=5) for p in parts]
+    source = HeldOutSitesSource(sites=sites)
+    _typed: TaskSource = source
+    assert callable(_typed.sample) and source.n_way == 10
+    owners = []
+    rng = np.random.default_rng(0)
+    images = [s.dataset.images.reshape(s.dataset.num_records, -1) for s in sites]
+    for _ in range(30):
+        task = source.sample(rng=rng)
+        rows = torch.cat([task.support_x, task.query_x]).reshape(10, -1).numpy()
+        # every record of a task comes from one held-out site
+        hits = [sum(bool((img == r).all(axis=1).any()) for r in rows) for img in images]
+        assert max(hits) == 10
+        owners.append(int(np.argmax(hits)))
+    assert set(owners) == {0, 1, 2}
+    with pytest.raises(DataError, match="at least one"):
+        HeldOutSitesSource(sites=[])
+
+
+def test_client_as_task_config_builds_held_out_test_sites() -> None:
+    from secfed import components
+    from secfed.config import config_from_dict
+    from secfed.tasks.client_task import HeldOutSitesSource
+
+    cfg = config_from_dict(
+        {
+            "partition": {"scheme": "dirichlet", "num_sites": 3, "test_sites": 2},
+            "task": {"source": "client_as_task", "support_fraction": 0.5},
+            "learner": {"name": "fedavg"},
+        }
+    )
+    train, test = components.load_splits(config=cfg)
+    source = components.build_test_source(config=cfg, test=test)
+    assert isinstance(source, HeldOutSitesSource) and len(source.sites) == 2
+    assert sum(s.dataset.num_records for s in source.sites) == test.num_records
+    one = config_from_dict({"task": {"source": "client_as_task"}, "learner": {"name": "fedavg"}})
+    assert not isinstance(components.build_test_source(config=one, test=test), HeldOutSitesSource)
