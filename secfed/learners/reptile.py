@@ -205,6 +205,11 @@ class Reptile(Learner):
     ) -> torch.Tensor:
         """Fine-tune a copy on the support set and return query logits.
 
+        The copy stays in training mode, so BatchNorm uses batch statistics (the support batch's
+        while fine-tuning, the query batch's for the predictions: transductive batch norm, as in
+        MAML's and Reptile's reference evaluations); the global model's running statistics are
+        neither used nor changed. GroupNorm models are unaffected.
+
         Raises:
             DataError: If the support/query data is malformed.
             ConfigError: If the model has fewer than ``n_way`` outputs.
@@ -213,7 +218,7 @@ class Reptile(Learner):
             support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
         )
         work = copy.deepcopy(model)
-        with training_mode(work, train=False), torch.enable_grad():
+        with training_mode(work, train=True), torch.enable_grad():
             fine_tune(
                 model=work,
                 x=support_x,
