@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,28 @@ def test_evaluate_checkpoint_reproduces_the_final_evaluation(tmp_path: Path) -> 
     assert same == (run.summary["test_accuracy"], run.summary["test_accuracy_ci95"])  # same model, same tasks
     acc, ci = evaluate_checkpoint(run_dir=tmp_path / "run", test_n_way=4, test_k_shot=3, episodes=12)
     assert 0.0 <= acc <= 1.0 and ci >= 0.0
+    # re-evaluating a benchmark document with the current code reproduces its numbers
+    from evaluations.benchmarks.omniglot import reevaluate
+
+    doc = {
+        "budget": 1,
+        "episodes": 12,
+        "results": {
+            "protonet": {
+                "3w1s": {
+                    "federated": {
+                        "accuracy": -1.0,
+                        "ci95": -1.0,
+                        "train_s": 1.5,
+                        "run_dir": str(tmp_path / "run"),
+                    }
+                }
+            }
+        },
+    }
+    src = tmp_path / "omniglot-settings-x.json"
+    src.write_text(json.dumps(doc))
+    new = reevaluate(results_json=src)
+    row = new["results"]["protonet"]["3w1s"]["federated"]
+    assert row["accuracy"] == pytest.approx(100 * same[0]) and row["train_s"] == 1.5
+    assert (tmp_path / "omniglot-settings-x-reevaluated.md").is_file()
