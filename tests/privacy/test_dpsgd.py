@@ -244,8 +244,8 @@ def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
     models = {}
     for mode in ("ew", "hooks"):
         model = copy.deepcopy(base)
-        dp = PerSampleDPSGD(
-            model=model,
+        dp = _trainer(
+            model,
             x=x,
             y=y,
             noise_multiplier=0.0,
@@ -253,7 +253,6 @@ def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
             sample_rate=1.0,
             expected_batch_size=10,
             lr=0.05,
-            accountant=OpacusRDP(),
             optimizer="adam",
             grad_sample_mode=mode,
         )
