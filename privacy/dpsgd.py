@@ -408,13 +408,18 @@ class PerSampleDPSGD:
         self._batches: Iterator[list[int]] = iter(self._sampler)
         self._mode = grad_sample_mode
         self._trainable = params
-        # validate every module in both modes (strict): an unsupported layer is refused up front
-        self._module: GradSampleModule | GradSampleModuleExpandedWeights = GradSampleModule(
-            model, batch_first=True, loss_reduction="sum", strict=True
+        # both modes: a layer Opacus cannot compute per-sample gradients for is refused up front
+        unsupported = GradSampleModule.validate(model, strict=False)
+        if unsupported:
+            raise UnsupportedModelError(
+                "Opacus cannot compute per-record gradients for this model",
+                problems=[str(e) for e in unsupported],
+            )
+        self._module: GradSampleModule | GradSampleModuleExpandedWeights = (
+            GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="sum")
+            if grad_sample_mode == "ew"
+            else GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=True)
         )
-        if grad_sample_mode == "ew":
-            self._module.remove_hooks()
-            self._module = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="sum")
         base = make_torch_optimizer(params=params, optimizer=optimizer, lr=lr, momentum=momentum)
         # loss_reduction="mean" in DPOptimizer only divides the noisy sum by expected_batch_size
         # (public); per-sample gradients are of the *summed* loss (GradSampleModule "sum").
@@ -498,7 +503,15 @@ class PerSampleDPSGD:
             for p in self._trainable:
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)  # type: ignore[attr-defined]
             return self._finish_step(batch=0, loss_sum=0.0)
-        outputs = self._module(xb)
+        try:
+            outputs = self._module(xb)
+        except RuntimeError as exc:
+            if "Expanded Weights" not in str(exc):
+                raise
+            raise UnsupportedModelError(
+                f"the model uses an operation expanded weights cannot differentiate per record ({exc}); "
+                "use grad_sample_mode='hooks' or standard layers (Linear, Conv, GroupNorm, ...)"
+            ) from exc
         losses = self._loss(outputs, yb)
         if losses.shape != (xb.shape[0],):
             raise InvalidInputError(

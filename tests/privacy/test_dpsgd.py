@@ -271,3 +271,17 @@ def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
 def test_unknown_grad_sample_mode_is_refused():
     with pytest.raises(InvalidPrivacyConfigError, match="grad_sample_mode"):
         _trainer(_mlp(), grad_sample_mode="functorch")
+
+
+def test_model_with_an_unsupported_operation_gets_a_typed_error() -> None:
+    class RawMatmul(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(6, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.w
+
+    dp = _trainer(RawMatmul(), sample_rate=1.0)
+    with pytest.raises(UnsupportedModelError, match="grad_sample_mode='hooks'"):
+        dp.step()
