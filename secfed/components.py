@@ -148,13 +148,13 @@ class Site:
         return {"records": int(self.num_records), "classes": int((counts > 0).sum())}
 
 
-def _partition(*, config: ExperimentConfig, train: ImageDataset) -> list[np.ndarray]:
+def _partition(
+    *, config: ExperimentConfig, dataset: ImageDataset, num_sites: int, seed: int
+) -> list[np.ndarray]:
     from secfed.data.partition import partition_dataset
 
     p = config.partition
-    return partition_dataset(
-        dataset=train, scheme=p.scheme, num_sites=p.num_sites, seed=config.experiment.seed, alpha=p.alpha
-    )
+    return partition_dataset(dataset=dataset, scheme=p.scheme, num_sites=num_sites, seed=seed, alpha=p.alpha)
 
 
 def _task_source(*, config: ExperimentConfig, dataset: ImageDataset, train: bool) -> TaskSource:
@@ -191,7 +191,9 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
     if not 0 <= site_id < config.partition.num_sites:
         raise ConfigError(f"site id {site_id} is outside [0, {config.partition.num_sites})")
     train, _ = load_splits(config=config)
-    shard = _partition(config=config, train=train)[site_id]
+    shard = _partition(
+        config=config, dataset=train, num_sites=config.partition.num_sites, seed=config.experiment.seed
+    )[site_id]
     dataset = train.subset(indices=shard, name=f"site{site_id}")
     return Site(
         site_id=site_id, dataset=dataset, tasks=_task_source(config=config, dataset=dataset, train=True)
@@ -217,17 +219,14 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
         secfed.errors.DataError: If a held-out site is too small for a client task.
     """
     if config.task.source == "client_as_task" and config.partition.test_sites > 1:
-        from secfed.data.partition import partition_dataset
         from secfed.federation.client import derive_seed
         from secfed.tasks.client_task import ClientTaskSource, HeldOutSitesSource
 
-        p = config.partition
-        shards = partition_dataset(
+        shards = _partition(
+            config=config,
             dataset=test,
-            scheme=p.scheme,
-            num_sites=p.test_sites,
+            num_sites=config.partition.test_sites,
             seed=derive_seed(config.experiment.seed, "test-sites"),
-            alpha=p.alpha,
         )
         return HeldOutSitesSource(
             sites=[

@@ -248,7 +248,11 @@ class FedAvgLearner(Learner):
             ConfigError: If the model has no ``embed`` method.
         """
         check_support_query(
-            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+            support_x=support_x,
+            support_y=support_y,
+            n_way=n_way,
+            query_x=query_x,
+            require_all_classes=self.needs_every_class,
         )
         with training_mode(model, train=False), torch.no_grad():
             emb = _embed(model, torch.cat([support_x, query_x], dim=0))

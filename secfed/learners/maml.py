@@ -140,7 +140,11 @@ class MAML(EpisodicLearner):
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
         check_support_query(
-            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+            support_x=support_x,
+            support_y=support_y,
+            n_way=n_way,
+            query_x=query_x,
+            require_all_classes=self.needs_every_class,
         )
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         params = {

@@ -87,7 +87,11 @@ class ProtoNet(EpisodicLearner):
             DataError: If the support/query data is malformed or a class has no support record.
         """
         check_support_query(
-            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=True
+            support_x=support_x,
+            support_y=support_y,
+            n_way=n_way,
+            query_x=query_x,
+            require_all_classes=self.needs_every_class,
         )
         with training_mode(model, train=False), torch.no_grad():
             emb = model(torch.cat([support_x, query_x], dim=0))

@@ -215,7 +215,11 @@ class Reptile(Learner):
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
         check_support_query(
-            support_x=support_x, support_y=support_y, n_way=n_way, query_x=query_x, require_all_classes=False
+            support_x=support_x,
+            support_y=support_y,
+            n_way=n_way,
+            query_x=query_x,
+            require_all_classes=self.needs_every_class,
         )
         work = copy.deepcopy(model)
         with training_mode(work, train=True), torch.enable_grad():
