@@ -19,11 +19,13 @@ records) — use :mod:`privacy.episodic` there. Likewise modules that couple the
 Reptile's outer step (Nichol et al. 2018, arXiv 1803.02999) and FedAvg's averaging (McMahan et al.
 2017) only read the parameters DP-SGD produced, so they are post-processing and cost no privacy.
 
-Opacus mechanics: per-sample gradients come from :class:`opacus.GradSampleModule` with
-``loss_reduction="sum"``; clipping and noise from :class:`opacus.optimizers.DPOptimizer` (Yousefpour
-et al. 2021, arXiv 2109.12298). Applying Opacus twice to one module breaks its hooks (Opacus #608),
-so :class:`PerSampleDPSGD` is built around a *fresh copy* of the model each round and
-:meth:`PerSampleDPSGD.finish` removes the hooks again.
+Mechanics: per-sample gradients of the summed loss come from :mod:`privacy.per_sample_grads` for
+Conv2d/Linear/GroupNorm models, otherwise from Opacus (expanded weights or
+:class:`opacus.GradSampleModule`, ``loss_reduction="sum"``); clipping and noise always from
+:class:`opacus.optimizers.DPOptimizer` (Yousefpour et al. 2021, arXiv 2109.12298). Applying
+Opacus twice to one module breaks its hooks (Opacus #608), so :class:`PerSampleDPSGD` is built
+around a *fresh copy* of the model each round and :meth:`PerSampleDPSGD.finish` removes the hooks
+(or the fast engine's patched layers) again.
 
 Randomness: the Poisson sampler draws from ``os.urandom`` (a CSPRNG) and the Gaussian noise comes
 from a ``torch.Generator`` reseeded with 64 fresh bits from ``os.urandom`` at every step, with
@@ -53,6 +55,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
+from privacy.per_sample_grads import FastGradSampler, is_attached, unsupported_modules
 
 __all__ = [
     "PerSampleDPSGD",
@@ -294,11 +297,13 @@ def _default_per_example_loss(outputs: torch.Tensor, targets: torch.Tensor) -> t
     return nn.functional.cross_entropy(outputs, targets, reduction="none")
 
 
-GradSampleMode = Literal["ew", "hooks"]
+GradSampleMode = Literal["auto", "fast", "ew", "hooks"]
 
 
 def _is_opacus_wrapped(model: nn.Module) -> bool:
     if isinstance(model, GradSampleModule):
+        return True
+    if is_attached(model):
         return True
     return any(hasattr(m, "autograd_grad_sample_hooks") for m in model.modules()) or any(
         hasattr(p, "grad_sample") for p in model.parameters()
@@ -331,13 +336,17 @@ class PerSampleDPSGD:
         per_example_loss: ``(outputs, targets) -> losses`` of shape ``(B,)`` (one loss per record;
             default cross-entropy). The step sums them, which is what makes clipping per record valid.
         secure_noise: Use Opacus' floating-point-attack-resistant noise (``secure_mode``).
-        grad_sample_mode: How per-record gradients are computed. ``"ew"`` (default): Opacus'
+        grad_sample_mode: How per-record gradients are computed. ``"auto"`` (default): ``"fast"``
+            when every trainable parameter lives in a ``Conv2d``, ``Linear`` or ``GroupNorm``
+            layer, ``"ew"`` otherwise. ``"fast"``: :mod:`privacy.per_sample_grads` (per-record
+            convolution gradients by shifted-window matrix products, no ``im2col`` copy, no batch
+            gradient). ``"ew"``: Opacus'
             :class:`~opacus.grad_sample.GradSampleModuleExpandedWeights` (PyTorch expanded
-            weights): the backward pass produces per-record weight gradients *instead of* the
-            batch gradient, which it never computes (about 1.3-1.4x a non-private step on Conv-4,
-            measured by ``evaluations/benchmarks/dp_overhead.py``). ``"hooks"``: Opacus'
-            :class:`~opacus.GradSampleModule` hooks, which compute the batch gradient as well
-            (about 1.6-2x). Both give the same per-record gradients (tested).
+            weights, which also skip the batch gradient). ``"hooks"``: Opacus'
+            :class:`~opacus.GradSampleModule` hooks, which compute the batch gradient as well.
+            All modes give the same per-record gradients (tested); clipping and noise are
+            Opacus' :class:`~opacus.optimizers.DPOptimizer` in every mode. Relative costs are
+            measured by ``evaluations/benchmarks/dp_overhead.py``.
 
     Raises:
         InvalidInputError: If the tensors are malformed.
@@ -363,12 +372,12 @@ class PerSampleDPSGD:
         momentum: float = 0.0,
         per_example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         secure_noise: bool = True,
-        grad_sample_mode: GradSampleMode = "ew",
+        grad_sample_mode: GradSampleMode = "auto",
     ) -> None:
         check_record_independent_model(model=model)
-        if grad_sample_mode not in ("ew", "hooks"):
+        if grad_sample_mode not in ("auto", "fast", "ew", "hooks"):
             raise InvalidPrivacyConfigError(
-                f"grad_sample_mode must be 'ew' or 'hooks', got {grad_sample_mode!r}"
+                f"grad_sample_mode must be 'auto', 'fast', 'ew' or 'hooks', got {grad_sample_mode!r}"
             )
         if _is_opacus_wrapped(model):
             raise UnsupportedModelError(
@@ -406,6 +415,14 @@ class PerSampleDPSGD:
         self._loss = per_example_loss or _default_per_example_loss
         self._sampler = SecurePoissonSampler(num_samples=int(x.shape[0]), sample_rate=self._q)
         self._batches: Iterator[list[int]] = iter(self._sampler)
+        if grad_sample_mode in ("auto", "fast"):
+            missing = unsupported_modules(model)
+            if missing and grad_sample_mode == "fast":
+                raise UnsupportedModelError(
+                    "grad_sample_mode='fast' covers Conv2d, Linear and GroupNorm only",
+                    problems=missing,
+                )
+            grad_sample_mode = "ew" if missing else "fast"
         self._mode = grad_sample_mode
         self._trainable = params
         # both modes: a layer Opacus cannot compute per-sample gradients for is refused up front
@@ -415,11 +432,15 @@ class PerSampleDPSGD:
                 "Opacus cannot compute per-record gradients for this model",
                 problems=[str(e) for e in unsupported],
             )
-        self._module: GradSampleModule | GradSampleModuleExpandedWeights = (
-            GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="sum")
-            if grad_sample_mode == "ew"
-            else GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=True)
-        )
+        self._fast: FastGradSampler | None = None
+        self._module: nn.Module
+        if grad_sample_mode == "fast":
+            self._fast = FastGradSampler(model=model)
+            self._module = self._fast.attach()
+        elif grad_sample_mode == "ew":
+            self._module = GradSampleModuleExpandedWeights(model, batch_first=True, loss_reduction="sum")
+        else:
+            self._module = GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=True)
         base = make_torch_optimizer(params=params, optimizer=optimizer, lr=lr, momentum=momentum)
         # loss_reduction="mean" in DPOptimizer only divides the noisy sum by expected_batch_size
         # (public); per-sample gradients are of the *summed* loss (GradSampleModule "sum").
@@ -437,9 +458,15 @@ class PerSampleDPSGD:
         self._finished = False
 
     @property
-    def module(self) -> GradSampleModule | GradSampleModuleExpandedWeights:
-        """The Opacus-wrapped model (valid until :meth:`finish`)."""
+    def module(self) -> nn.Module:
+        """The model that computes per-record gradients (valid until :meth:`finish`): the model
+        itself with patched layers (``"fast"``) or the Opacus wrapper (``"ew"``, ``"hooks"``)."""
         return self._module
+
+    @property
+    def grad_sample_mode(self) -> str:
+        """The per-record gradient engine in use: ``"fast"``, ``"ew"`` or ``"hooks"``."""
+        return self._mode
 
     @property
     def optimizer(self) -> DPOptimizer:
@@ -498,8 +525,9 @@ class PerSampleDPSGD:
             xb, yb = xb[keep], match[keep].to(torch.long).argmax(dim=1)
         xb, yb = xb.to(self._device), yb.to(self._device)
         self._optimizer.zero_grad(set_to_none=True)
-        if self._mode == "ew" and xb.shape[0] == 0:
-            # expanded weights refuse an empty batch; the step is still taken (noise only)
+        if self._mode in ("ew", "fast") and xb.shape[0] == 0:
+            # expanded weights refuse an empty batch ("fast" has nothing to compute); the step is
+            # still taken (noise only)
             for p in self._trainable:
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)  # type: ignore[attr-defined]
             return self._finish_step(batch=0, loss_sum=0.0)
@@ -554,7 +582,10 @@ class PerSampleDPSGD:
         """
         if not self._finished:
             self._optimizer.zero_grad(set_to_none=True)
-            self._module.remove_hooks()
+            if self._fast is not None:
+                self._fast.remove()
+            else:
+                self._module.remove_hooks()  # type: ignore[operator]
             for p in self._model.parameters():
                 for attr in ("grad_sample", "summed_grad", "_forward_counter"):
                     if hasattr(p, attr):

@@ -88,7 +88,7 @@ def test_noise_std_is_z_times_c():
     assert (before2 - model2.weight.detach()).std().item() == pytest.approx(z * c / 4, rel=0.03)
 
 
-@pytest.mark.parametrize("mode", ["ew", "hooks"])
+@pytest.mark.parametrize("mode", ["fast", "ew", "hooks"])
 def test_clipping_per_record_and_public_normaliser_without_noise(mode):
     """z = 0, q = 1: the update equals -lr * sum_i clip(g_i) / B with B public (both modes)."""
     model = _mlp()
@@ -232,17 +232,25 @@ def test_bad_inputs_are_refused():
         dp.step()
 
 
-def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
-    """The default expanded-weights mode and Opacus' hooks give the same noiseless updates on a
-    conv + GroupNorm + linear model (the shapes DP training uses), over steps with Adam."""
+def test_all_grad_sample_modes_agree_on_a_conv_groupnorm_model():
+    """The fast engine, Opacus' expanded weights and Opacus' hooks give the same noiseless updates
+    on a conv + GroupNorm + linear model (the shapes DP training uses; the second convolution has
+    enough channels for the fast engine's shifted-window path), over steps with Adam."""
     torch.manual_seed(3)
     base = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.GroupNorm(2, 8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.GroupNorm(4, 8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 3),
     )
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(10, 1, 6, 6, generator=g), torch.randint(0, 3, (10,), generator=g)
     models = {}
-    for mode in ("ew", "hooks"):
+    for mode in ("fast", "ew", "hooks"):
         model = copy.deepcopy(base)
         dp = _trainer(
             model,
@@ -259,18 +267,46 @@ def test_expanded_weights_and_hooks_agree_on_a_conv_groupnorm_model():
         for _ in range(3):
             dp.step()
         models[mode] = dp.finish()
-    changed = False
-    pairs = zip(models["ew"].named_parameters(), models["hooks"].named_parameters(), strict=True)
-    for ((name, a), (_, b)), o in zip(pairs, base.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
-        changed |= not torch.allclose(a, o)
-        assert not hasattr(a, "grad_sample")
-    assert changed
+    for other in ("fast", "hooks"):
+        changed = False
+        pairs = zip(models["ew"].named_parameters(), models[other].named_parameters(), strict=True)
+        for ((name, a), (_, b)), o in zip(pairs, base.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{other}: {name}")
+            changed |= not torch.allclose(b, o)
+            assert not hasattr(b, "grad_sample")
+        assert changed
+    assert all("forward" not in vars(m) for m in models["fast"].modules())
 
 
 def test_unknown_grad_sample_mode_is_refused():
     with pytest.raises(InvalidPrivacyConfigError, match="grad_sample_mode"):
         _trainer(_mlp(), grad_sample_mode="functorch")
+
+
+def test_auto_mode_picks_the_fast_engine_only_when_it_covers_every_layer() -> None:
+    assert _trainer(_mlp()).grad_sample_mode == "fast"
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) * self.scale
+
+    assert _trainer(Scaled()).grad_sample_mode == "ew"
+    with pytest.raises(UnsupportedModelError, match="fast"):
+        _trainer(Scaled(), grad_sample_mode="fast")
+
+
+def test_a_model_with_the_fast_engine_attached_is_refused() -> None:
+    model = _mlp()
+    first = _trainer(model)
+    with pytest.raises(UnsupportedModelError, match="wrapping it twice"):
+        _trainer(model)
+    first.finish()
+    _trainer(model).finish()
 
 
 def test_model_with_an_unsupported_operation_gets_a_typed_error() -> None:

@@ -1,0 +1,347 @@
+"""Fast per-record gradients for ``Conv2d``, ``Linear`` and ``GroupNorm`` (the costly part of DP-SGD).
+
+DP-SGD needs every record's own gradient of every parameter (Abadi et al., CCS 2016). Opacus gets
+them from module hooks (which also compute the batch gradient, wasted work) or from PyTorch's
+expanded weights (which compute per-record convolution gradients through ``im2col`` + a batched
+matrix product, a memory-bound copy of ``k^2`` times the input). This module computes the same
+per-record gradients with less work, for the three layer types secfed's models are made of:
+
+* ``Conv2d`` (stride 1, no dilation, one group, zero padding): the per-record weight gradient is
+  ``G_i[o, c, di, dj] = sum_{h, w} g_i[o, h, w] * xpad_i[c, h + di, w + dj]``. With the padded
+  input stored channels-last and flattened to ``(positions, C)``, and the output gradient padded
+  to the padded width, every kernel offset ``(di, dj)`` reads one *contiguous* window of rows of
+  the flattened input, so each offset is one batched matrix product on a strided view, with no
+  ``im2col`` copy (the padded columns of the gradient are zero, which cancels the rows that wrap
+  around). On inputs with few channels (the first layer) the grouped-convolution formulation
+  (Rochette et al. 2019, arXiv 1912.06015) is used instead; other strides/dilations/groups use
+  ``unfold``. The input gradient is the native convolution backward with only the input output
+  enabled, so the batch weight gradient is never computed.
+* ``Linear``: ``G_i = g_i^T x_i`` (summed over any middle dimensions).
+* ``GroupNorm``: ``dW_i[c] = sum_hw g_i * xhat_i = rstd_i (sum_hw g_i x_i - mean_i sum_hw g_i)``
+  and ``db_i[c] = sum_hw g_i``, from the mean and inverse std the forward pass already returned
+  (no normalised copy of the input is rebuilt).
+
+Results are stored, as Opacus expects, in ``param.grad_sample`` (shape ``(B, *param.shape)``,
+summed when a module is used twice in one forward pass); ``param.grad`` is left untouched, so
+:class:`opacus.optimizers.DPOptimizer` clips, sums and noises exactly as with Opacus' own modules.
+Per-record gradients are of the *summed* loss (Opacus ``loss_reduction="sum"``).
+
+:class:`FastGradSampler` attaches to a plain module by overriding ``forward`` on each supported
+layer instance (removed again by :meth:`FastGradSampler.remove`); the module's other behaviour and
+its ``state_dict`` are unchanged. Models with any other parametrised layer are reported by
+:func:`unsupported_modules`, so callers can fall back to Opacus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "FastGradSampler",
+    "conv2d_weight_per_sample",
+    "is_attached",
+    "supports_module",
+    "unsupported_modules",
+]
+
+# Below this many input channels the grouped-convolution formulation is faster than the shifted
+# windows (measured on Conv-4's first layer, 1 channel, 28x28: about 1 ms vs 20 ms for B = 32).
+_GROUPED_BELOW_CHANNELS = 8
+
+
+def is_attached(model: nn.Module) -> bool:
+    """Whether a :class:`FastGradSampler` is currently attached to some layer of ``model``."""
+    return any(hasattr(m, "_secfed_grad_sampler") for m in model.modules())
+
+
+def supports_module(module: nn.Module) -> bool:
+    """Whether :class:`FastGradSampler` computes per-record gradients for this layer.
+
+    Args:
+        module: A leaf module.
+
+    Returns:
+        ``True`` for ``Linear``, ``GroupNorm`` and zero-padded numeric-padding ``Conv2d``.
+    """
+    if isinstance(module, nn.Conv2d):
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return isinstance(module, (nn.Linear, nn.GroupNorm))
+
+
+def unsupported_modules(model: nn.Module) -> list[str]:
+    """Names (with types) of modules that own trainable parameters this engine cannot handle.
+
+    Args:
+        model: The model to inspect.
+
+    Returns:
+        ``"name (Type)"`` for each module with its own trainable parameters that
+        :func:`supports_module` rejects; empty when every parameter is covered.
+    """
+    out = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own and not supports_module(module):
+            out.append(f"{name or '<root>'} ({type(module).__name__})")
+    return out
+
+
+def _store(param: torch.Tensor, rows: torch.Tensor) -> None:
+    """Set (or add to) ``param.grad_sample``."""
+    if not param.requires_grad:
+        return
+    previous = getattr(param, "grad_sample", None)
+    if previous is None:
+        param.grad_sample = rows  # type: ignore[attr-defined]
+    else:
+        param.grad_sample = previous + rows  # type: ignore[attr-defined]
+
+
+def _conv_weight_shifted(
+    x: torch.Tensor, g: torch.Tensor, kh: int, kw: int, ph: int, pw: int
+) -> torch.Tensor:
+    """Stride-1 per-record conv weight gradients by shifted windows (see the module docstring)."""
+    n, c, h, w = x.shape
+    o, ho, wo = g.shape[1], g.shape[2], g.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    extra = 1 if kw > 1 else 0  # one spare row so that the last window fits
+    xpad = x.new_zeros((n, hp + extra, wp, c))
+    xpad[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
+    flat = xpad.view(n, (hp + extra) * wp, c)
+    gpad = g.new_zeros((n, o, ho, wp))
+    gpad[..., :wo] = g
+    rows = ho * wp
+    gmat = gpad.view(n, o, rows)
+    out = x.new_empty((kh, kw, n, o, c))
+    for di in range(kh):
+        for dj in range(kw):
+            start = di * wp + dj
+            torch.bmm(gmat, flat[:, start : start + rows, :], out=out[di, dj])
+    return out.permute(2, 3, 4, 0, 1).contiguous()
+
+
+def _conv_weight_grouped(
+    x: torch.Tensor, g: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]
+) -> torch.Tensor:
+    """Stride-1 per-record conv weight gradients as one grouped convolution (few input channels)."""
+    n, c = x.shape[0], x.shape[1]
+    o = g.shape[1]
+    kernel = g.reshape(n * o, 1, g.shape[2], g.shape[3])
+    full = F.conv2d(x.transpose(0, 1), kernel, None, stride=1, padding=padding, groups=n)
+    full = full[:, :, : weight_shape[2], : weight_shape[3]]
+    return full.reshape(c, n, o, weight_shape[2], weight_shape[3]).permute(1, 2, 0, 3, 4).contiguous()
+
+
+def _conv_weight_unfold(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> torch.Tensor:
+    """General per-record conv weight gradients via ``unfold`` (any stride, dilation, groups)."""
+    n = x.shape[0]
+    groups = module.groups
+    padding = tuple(int(v) for v in module.padding)  # numeric (see supports_module)
+    cols = F.unfold(
+        x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride
+    )  # (n, C*kh*kw, L)
+    o = g.shape[1]
+    go = g.reshape(n, groups, o // groups, -1)
+    cols = cols.reshape(n, groups, -1, cols.shape[-1])
+    grads = torch.einsum("ngol,ngpl->ngop", go, cols)
+    return grads.reshape(n, *module.weight.shape)
+
+
+def conv2d_weight_per_sample(
+    *, x: torch.Tensor, grad_output: torch.Tensor, module: nn.Conv2d
+) -> torch.Tensor:
+    """Per-record gradients of a ``Conv2d`` weight for the summed loss.
+
+    Args:
+        x: The layer's input, ``(B, C, H, W)``.
+        grad_output: Gradient of the summed loss w.r.t. the layer's output, ``(B, O, H', W')``.
+        module: The convolution (zero padding, numeric ``padding``).
+
+    Returns:
+        ``(B, O, C / groups, kh, kw)``: record ``i``'s gradient at index ``i``.
+    """
+    kh, kw = module.kernel_size
+    ph, pw = (int(v) for v in module.padding)  # numeric: string padding is refused by supports_module
+    plain = module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+    if plain and x.shape[0] > 0:
+        if x.shape[1] < _GROUPED_BELOW_CHANNELS:
+            return _conv_weight_grouped(x, grad_output, module.weight.shape, (ph, pw))
+        return _conv_weight_shifted(x, grad_output, kh, kw, ph, pw)
+    return _conv_weight_unfold(x, grad_output, module)
+
+
+class _Conv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Conv2d
+    ) -> torch.Tensor:  # type: ignore[override]
+        ctx.module = module
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        module: nn.Conv2d = ctx.module
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out,
+                x,
+                weight,
+                None,
+                list(module.stride),
+                list(module.padding),  # type: ignore[arg-type]
+                list(module.dilation),
+                False,
+                [0, 0],
+                module.groups,
+                [True, False, False],
+            )[0]
+        _store(module.weight, conv2d_weight_per_sample(x=x, grad_output=grad_out, module=module))
+        if ctx.has_bias and module.bias is not None:
+            _store(module.bias, grad_out.sum(dim=(2, 3)))
+        return grad_x, None, None, None
+
+
+class _LinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Linear
+    ) -> torch.Tensor:  # type: ignore[override]
+        ctx.module = module
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        module: nn.Linear = ctx.module
+        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        n = x.shape[0]
+        g3 = grad_out.reshape(n, -1, grad_out.shape[-1])
+        x3 = x.reshape(n, -1, x.shape[-1])
+        _store(module.weight, torch.bmm(g3.transpose(1, 2), x3))
+        if ctx.has_bias and module.bias is not None:
+            _store(module.bias, g3.sum(dim=1))
+        return grad_x, None, None, None
+
+
+class _GroupNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        module: nn.GroupNorm,
+    ) -> torch.Tensor:  # type: ignore[override]
+        n, c = x.shape[0], x.shape[1]
+        hw = x[0, 0].numel() if n > 0 else 1
+        out, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, hw, module.num_groups, module.eps)
+        ctx.module = module
+        ctx.dims = (n, c, hw)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
+        x, weight, mean, rstd = ctx.saved_tensors
+        module: nn.GroupNorm = ctx.module
+        n, c, hw = ctx.dims
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.native_group_norm_backward(
+                grad_out.contiguous(),
+                x,
+                mean,
+                rstd,
+                weight,
+                n,
+                c,
+                hw,
+                module.num_groups,
+                [True, False, False],
+            )[0]
+        g = grad_out.reshape(n, c, hw)
+        g_sum = g.sum(dim=2)  # (n, c): per-record bias gradient
+        if module.weight is not None:
+            # sum_hw g * xhat = rstd * (sum_hw g * x - mean * sum_hw g), per record and channel
+            groups = module.num_groups
+            per_group = c // groups
+            gx_sum = torch.bmm(g.reshape(n * c, 1, hw), x.reshape(n * c, hw, 1)).reshape(n, c)
+            mean_c = mean.reshape(n, groups, 1).expand(n, groups, per_group).reshape(n, c)
+            rstd_c = rstd.reshape(n, groups, 1).expand(n, groups, per_group).reshape(n, c)
+            _store(module.weight, rstd_c * (gx_sum - mean_c * g_sum))
+        if module.bias is not None:
+            _store(module.bias, g_sum)
+        return grad_x, None, None, None
+
+
+def _forward_for(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if isinstance(module, nn.Conv2d):
+        return lambda x: _Conv2dFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
+    if isinstance(module, nn.Linear):
+        return lambda x: _LinearFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
+    if isinstance(module, nn.GroupNorm):
+        return lambda x: _GroupNormFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
+    raise TypeError(f"unsupported module {type(module).__name__}")  # pragma: no cover - guarded
+
+
+class FastGradSampler:
+    """Attach per-record gradient computation to every supported layer of a plain model.
+
+    After :meth:`attach`, a backward pass of the summed per-record loss leaves ``grad_sample`` on
+    every trainable parameter and no ``grad``. Call :meth:`remove` to restore the layers.
+
+    Args:
+        model: A plain ``nn.Module`` whose trainable parameters all live in ``Conv2d``, ``Linear``
+            or ``GroupNorm`` layers (check with :func:`unsupported_modules`).
+
+    Raises:
+        ValueError: If some trainable parameter lives in an unsupported layer.
+    """
+
+    def __init__(self, *, model: nn.Module) -> None:
+        bad = unsupported_modules(model)
+        if bad:
+            raise ValueError("no fast per-record gradients for: " + ", ".join(bad))
+        self._model = model
+        self._patched: list[nn.Module] = []
+
+    def attach(self) -> nn.Module:
+        """Override the forward of every supported layer.
+
+        Returns:
+            The model (same object), now leaving ``grad_sample`` on its parameters.
+
+        Raises:
+            ValueError: If a sampler is already attached.
+        """
+        if is_attached(self._model):
+            raise ValueError("a FastGradSampler is already attached to this model")
+        for module in self._model.modules():
+            if supports_module(module) and "forward" not in vars(module):
+                module.forward = _forward_for(module)  # type: ignore[method-assign]
+                module._secfed_grad_sampler = True  # type: ignore[assignment]
+                self._patched.append(module)
+        return self._model
+
+    def remove(self) -> None:
+        """Restore the layers' own ``forward`` and drop ``grad_sample`` from the parameters."""
+        for module in self._patched:
+            if "forward" in vars(module):
+                del module.forward
+            if hasattr(module, "_secfed_grad_sampler"):
+                del module._secfed_grad_sampler
+        self._patched = []
+        for p in self._model.parameters():
+            if hasattr(p, "grad_sample"):
+                del p.grad_sample
