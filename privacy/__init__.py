@@ -69,6 +69,7 @@ from privacy.ledger import (
     PrivacyLedger,
     check_budget,
 )
+from privacy.per_sample_grads import FastGradSampler, unsupported_modules
 from privacy.sampling import EpisodeIndices, RecordEpisodeSampler, StepAssignment
 
 __all__ = [
@@ -103,6 +104,7 @@ __all__ = [
     "calibrate_distributed_dp",
     "calibrate_distributed_noise",
     "calibrate_noise",
+    "unsupported_modules",
     "check_budget",
     "clip_update",
     "create_accountant",
@@ -111,6 +113,7 @@ __all__ = [
     "plan_distributed_dp",
     "sample_clients",
     # record-level DP-SGD mechanics
+    "FastGradSampler",
     "PerSampleDPSGD",
     "RecordCouplingModelError",
     "SecurePoissonSampler",
