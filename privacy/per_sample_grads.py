@@ -177,14 +177,21 @@ def conv2d_weight_per_sample(
     return _conv_weight_unfold(x, grad_output, module)
 
 
+def _remember(
+    ctx: Any, *, module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> None:
+    """What a Conv2d/Linear backward needs: the layer, its input and weight, whether it has a bias."""
+    ctx.module = module
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
 class _Conv2dFn(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Conv2d
     ) -> torch.Tensor:  # type: ignore[override]
-        ctx.module = module
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        _remember(ctx, module=module, x=x, weight=weight, bias=bias)
         return F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
 
     @staticmethod
@@ -217,9 +224,7 @@ class _LinearFn(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Linear
     ) -> torch.Tensor:  # type: ignore[override]
-        ctx.module = module
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        _remember(ctx, module=module, x=x, weight=weight, bias=bias)
         return F.linear(x, weight, bias)
 
     @staticmethod
