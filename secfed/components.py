@@ -79,7 +79,7 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
         train_cls = [c for c in range(full.num_classes) if c not in test_cls]
         train = full.select_classes(classes=train_cls, name="digits-train")
         test = full.select_classes(classes=test_cls, name="digits-test")
-        return (_rotate(train) if d.rotations else train), test
+        return (_rotate(train) if d.rotations else train), (_rotate(test) if d.test_rotations else test)
     if d.dataset == "omniglot":
         from secfed.data.omniglot import load_omniglot_split
 
@@ -88,7 +88,7 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
             train_archives=d.train_archives,
             test_archives=d.test_archives,
             train_rotations=d.rotations,
-            test_rotations=False,
+            test_rotations=d.test_rotations,
             image_size=d.image_size,
         )
     from secfed.data.medmnist import load_medmnist

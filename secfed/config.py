@@ -103,6 +103,10 @@ class DataSection:
             ``["images_background_small1"]``).
         test_archives: Omniglot archives whose alphabets (minus the training ones) are meta-test.
         rotations: Add 90/180/270-degree rotations of the *training* classes as extra classes.
+        test_rotations: Also add them to the *test* classes (digits, Omniglot). This is the standard
+            Omniglot protocol (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017: every
+            character's four rotations are classes, in meta-training and meta-test alike); with
+            ``false`` meta-test uses the unrotated characters only, a harder test set.
         test_classes: Digits only: held-out digit classes for meta-test.
         image_size: Side length images are resized to (Omniglot).
     """
@@ -112,6 +116,7 @@ class DataSection:
     train_archives: list[str] = field(default_factory=lambda: ["images_background_small1"])
     test_archives: list[str] = field(default_factory=lambda: ["images_background_small2"])
     rotations: bool = True
+    test_rotations: bool = False
     test_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
     image_size: int = 28
 
@@ -451,6 +456,12 @@ def validate(cfg: ExperimentConfig) -> None:
     if d.dataset in ("omniglot", "medmnist"):
         _check(bool(d.root), "data.root", f"a path is required for dataset {d.dataset!r}", d.root)
     _check(4 <= d.image_size <= 105, "data.image_size", "must be in [4, 105]", d.image_size)
+    _check(
+        not d.test_rotations or d.dataset in ("digits", "omniglot"),
+        "data.test_rotations",
+        "is for digits and omniglot only",
+        d.test_rotations,
+    )
     if d.dataset == "digits":
         _check(
             len(set(d.test_classes)) == len(d.test_classes) and all(0 <= c <= 9 for c in d.test_classes),

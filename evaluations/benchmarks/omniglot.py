@@ -28,6 +28,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def _name(setting: tuple[int, int]) -> str:
 
 
 def evaluate_checkpoint(
-    *, run_dir: Path, test_n_way: int, test_k_shot: int, episodes: int
+    *, run_dir: Path, test_n_way: int, test_k_shot: int, episodes: int, overrides: Sequence[str] = ()
 ) -> tuple[float, float]:
     """Evaluate a finished run's final model on another few-shot setting.
 
@@ -176,6 +177,8 @@ def evaluate_checkpoint(
         test_n_way: Ways of the test tasks (for n_way-head learners: must equal the run's n_way).
         test_k_shot: Shots of the test tasks.
         episodes: Test tasks.
+        overrides: Further ``section.key=value`` overrides of the run's configuration for the
+            evaluation (e.g. ``data.test_rotations=true``).
 
     Returns:
         ``(accuracy, 95 % half-width)`` in [0, 1].
@@ -193,7 +196,7 @@ def evaluate_checkpoint(
 
     cfg = load_config(
         run_dir / "config.toml",
-        overrides=[f"task.test_n_way={test_n_way}", f"task.test_k_shot={test_k_shot}"],
+        overrides=[f"task.test_n_way={test_n_way}", f"task.test_k_shot={test_k_shot}", *overrides],
     )
     try:
         info = json.loads((run_dir / "checkpoint" / "state.json").read_text(encoding="utf-8"))
@@ -301,7 +304,9 @@ def run_settings(
     return results
 
 
-def reevaluate(*, results_json: Path, episodes: int | None = None) -> dict[str, Any]:
+def reevaluate(
+    *, results_json: Path, episodes: int | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """Re-evaluate every run of a finished ``--settings`` benchmark with the current code.
 
     Training is not repeated: each row's model is reloaded from its run directory's checkpoint
@@ -311,9 +316,11 @@ def reevaluate(*, results_json: Path, episodes: int | None = None) -> dict[str, 
     Args:
         results_json: An ``omniglot-settings-*.json`` file written by this benchmark.
         episodes: Test tasks per setting (default: the file's).
+        overrides: Configuration overrides for the evaluation (``--set``), recorded in the document.
 
     Returns:
-        The updated document (also written next to the input as ``*-reevaluated.json`` / ``.md``).
+        The updated document (also written next to the input as ``*-reevaluated[-OVERRIDES].json``
+        and ``.md``).
 
     Raises:
         OSError, ValueError, KeyError: If the file is not such a document.
@@ -329,13 +336,18 @@ def reevaluate(*, results_json: Path, episodes: int | None = None) -> dict[str, 
             for mode, row in by_mode.items():
                 start = time.perf_counter()
                 acc, ci = evaluate_checkpoint(
-                    run_dir=Path(row["run_dir"]), test_n_way=n_way, test_k_shot=k_shot, episodes=n_eps
+                    run_dir=Path(row["run_dir"]),
+                    test_n_way=n_way,
+                    test_k_shot=k_shot,
+                    episodes=n_eps,
+                    overrides=overrides,
                 )
                 row.update(
                     accuracy=100 * acc,
                     ci95=100 * ci,
                     eval_s=time.perf_counter() - start,
                     reevaluated_code=_code_version(),
+                    reevaluated_overrides=list(overrides),
                 )
                 print(
                     f"{learner:9s} {setting:6s} {mode:11s} {row['accuracy']:.2f} ± {row['ci95']:.2f} %",
@@ -344,11 +356,14 @@ def reevaluate(*, results_json: Path, episodes: int | None = None) -> dict[str, 
     doc["episodes"] = n_eps
     stem = results_json.with_suffix("")
     note = (
-        f"Budget: {doc.get('budget')} training tasks per run; {n_eps} test tasks per setting (re-evaluated)."
+        f"Budget: {doc.get('budget')} training tasks per run; {n_eps} test tasks per setting (re-evaluated"
+        + (f" with {', '.join(overrides)}" if overrides else "")
+        + ")."
     )
     table = settings_markdown(results=doc["results"], note=note)
-    Path(f"{stem}-reevaluated.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    Path(f"{stem}-reevaluated.md").write_text(table, encoding="utf-8")
+    tag = "-reevaluated" + ("-" + re.sub(r"[^A-Za-z0-9]+", "_", "-".join(overrides)) if overrides else "")
+    Path(f"{stem}{tag}.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    Path(f"{stem}{tag}.md").write_text(table, encoding="utf-8")
     print(table)
     return doc
 
@@ -435,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.reevaluate is not None:
         torch.set_num_threads(args.threads)
-        reevaluate(results_json=args.reevaluate, episodes=None if args.quick else args.episodes)
+        reevaluate(
+            results_json=args.reevaluate, episodes=None if args.quick else args.episodes, overrides=args.set
+        )
         return 0
     learners = [x.strip() for x in args.learners.split(",") if x.strip()]
     for learner in learners:

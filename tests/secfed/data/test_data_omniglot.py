@@ -222,3 +222,21 @@ def test_conflicting_duplicate_alphabet(tmp_path: Path, png_bytes) -> None:
 def test_unknown_variant(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="variant"):
         load_omniglot_standard_split(root=tmp_path, variant="medium")
+
+
+def test_config_test_rotations_reach_the_test_split(omniglot_root) -> None:
+    """``data.test_rotations`` (the standard Omniglot protocol) rotates the meta-test classes too."""
+    from secfed import components
+    from secfed.config import config_from_dict
+
+    base = {"dataset": "omniglot", "root": str(omniglot_root), "rotations": True}
+    _, plain = components.load_splits(config=config_from_dict({"data": base}))
+    train, rotated = components.load_splits(
+        config=config_from_dict({"data": {**base, "test_rotations": True}})
+    )
+    assert plain.num_classes == 106 and rotated.num_classes == 4 * 106
+    assert train.num_classes == 4 * 136
+    first = rotated.images[rotated.labels == 0][0, 0]
+    quarter = rotated.images[rotated.labels == 1][0, 0]
+    np.testing.assert_array_equal(np.rot90(first), quarter)
+    np.testing.assert_array_equal(first, plain.images[plain.labels == 0][0, 0])

@@ -76,3 +76,9 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[experiment\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(bad)
+
+
+def test_test_rotations_only_for_datasets_with_rotations() -> None:
+    assert config_from_dict({"data": {"test_rotations": True}}).data.test_rotations
+    with pytest.raises(ConfigError, match=r"data\.test_rotations.*digits and omniglot"):
+        config_from_dict({"data": {"dataset": "medmnist", "root": "x.npz", "test_rotations": True}})
