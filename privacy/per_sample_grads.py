@@ -177,68 +177,66 @@ def conv2d_weight_per_sample(
     return _conv_weight_unfold(x, grad_output, module)
 
 
-def _remember(
-    ctx: Any, *, module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> None:
-    """What a Conv2d/Linear backward needs: the layer, its input and weight, whether it has a bias."""
-    ctx.module = module
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
+def _conv_backward(
+    module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, need_input: bool
+) -> torch.Tensor | None:
+    """Input gradient of a convolution (native kernel, input output only); stores per-record
+    weight and bias gradients."""
+    grad_x = None
+    if need_input:
+        grad_x = torch.ops.aten.convolution_backward(
+            grad_out,
+            x,
+            weight,
+            None,
+            list(module.stride),
+            list(module.padding),  # type: ignore[arg-type]
+            list(module.dilation),
+            False,
+            [0, 0],
+            module.groups,
+            [True, False, False],
+        )[0]
+    _store(module.weight, conv2d_weight_per_sample(x=x, grad_output=grad_out, module=module))
+    if module.bias is not None:
+        _store(module.bias, grad_out.sum(dim=(2, 3)))
+    return grad_x
 
 
-class _Conv2dFn(torch.autograd.Function):
+def _linear_backward(
+    module: nn.Linear, x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, need_input: bool
+) -> torch.Tensor | None:
+    """Input gradient of a linear layer; stores per-record weight and bias gradients (summed over
+    any middle dimensions)."""
+    grad_x = grad_out @ weight if need_input else None
+    n = x.shape[0]
+    g3 = grad_out.reshape(n, -1, grad_out.shape[-1])
+    x3 = x.reshape(n, -1, x.shape[-1])
+    _store(module.weight, torch.bmm(g3.transpose(1, 2), x3))
+    if module.bias is not None:
+        _store(module.bias, g3.sum(dim=1))
+    return grad_x
+
+
+class _WeightedLayerFn(torch.autograd.Function):
+    """A Conv2d or Linear layer whose backward leaves per-record gradients (no batch gradient)."""
+
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Conv2d
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Module
     ) -> torch.Tensor:  # type: ignore[override]
-        _remember(ctx, module=module, x=x, weight=weight, bias=bias)
-        return F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        module: nn.Conv2d = ctx.module
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out,
-                x,
-                weight,
-                None,
-                list(module.stride),
-                list(module.padding),  # type: ignore[arg-type]
-                list(module.dilation),
-                False,
-                [0, 0],
-                module.groups,
-                [True, False, False],
-            )[0]
-        _store(module.weight, conv2d_weight_per_sample(x=x, grad_output=grad_out, module=module))
-        if ctx.has_bias and module.bias is not None:
-            _store(module.bias, grad_out.sum(dim=(2, 3)))
-        return grad_x, None, None, None
-
-
-class _LinearFn(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, module: nn.Linear
-    ) -> torch.Tensor:  # type: ignore[override]
-        _remember(ctx, module=module, x=x, weight=weight, bias=bias)
+        ctx.module = module
+        ctx.save_for_backward(x, weight)
+        if isinstance(module, nn.Conv2d):
+            return F.conv2d(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        module: nn.Linear = ctx.module
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-        n = x.shape[0]
-        g3 = grad_out.reshape(n, -1, grad_out.shape[-1])
-        x3 = x.reshape(n, -1, x.shape[-1])
-        _store(module.weight, torch.bmm(g3.transpose(1, 2), x3))
-        if ctx.has_bias and module.bias is not None:
-            _store(module.bias, g3.sum(dim=1))
-        return grad_x, None, None, None
+        module = ctx.module
+        step = _conv_backward if isinstance(module, nn.Conv2d) else _linear_backward
+        return step(module, x, weight, grad_out, bool(ctx.needs_input_grad[0])), None, None, None
 
 
 class _GroupNormFn(torch.autograd.Function):
@@ -293,10 +291,8 @@ class _GroupNormFn(torch.autograd.Function):
 
 
 def _forward_for(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    if isinstance(module, nn.Conv2d):
-        return lambda x: _Conv2dFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
-    if isinstance(module, nn.Linear):
-        return lambda x: _LinearFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        return lambda x: _WeightedLayerFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
     if isinstance(module, nn.GroupNorm):
         return lambda x: _GroupNormFn.apply(x, module.weight, module.bias, module)  # type: ignore[no-any-return]
     raise TypeError(f"unsupported module {type(module).__name__}")  # pragma: no cover - guarded
