@@ -109,6 +109,14 @@ def test_unsupported_layers_are_named_and_refused() -> None:
     assert unsupported_modules(frozen) == []
 
 
+def test_subclasses_with_their_own_forward_are_not_replaced() -> None:
+    class Scaled(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2.0 * super().forward(x)
+
+    assert unsupported_modules(nn.Sequential(Scaled(3, 2))) == ["0 (Scaled)"]
+
+
 def test_attaching_twice_is_refused() -> None:
     model = nn.Linear(3, 2)
     FastGradSampler(model=model).attach()
