@@ -94,6 +94,12 @@ def unsupported_modules(model: nn.Module) -> list[str]:
     return out
 
 
+def _padding(module: nn.Conv2d) -> tuple[int, int]:
+    """The convolution's numeric padding (string padding is refused by :func:`supports_module`)."""
+    ph, pw = (int(v) for v in module.padding)
+    return ph, pw
+
+
 def _store(param: torch.Tensor, rows: torch.Tensor) -> None:
     """Set (or add to) ``param.grad_sample``."""
     if not param.requires_grad:
@@ -144,9 +150,8 @@ def _conv_weight_unfold(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> 
     """General per-record conv weight gradients via ``unfold`` (any stride, dilation, groups)."""
     n = x.shape[0]
     groups = module.groups
-    padding = tuple(int(v) for v in module.padding)  # numeric (see supports_module)
     cols = F.unfold(
-        x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride
+        x, module.kernel_size, dilation=module.dilation, padding=_padding(module), stride=module.stride
     )  # (n, C*kh*kw, L)
     o = g.shape[1]
     go = g.reshape(n, groups, o // groups, -1)
@@ -169,7 +174,7 @@ def conv2d_weight_per_sample(
         ``(B, O, C / groups, kh, kw)``: record ``i``'s gradient at index ``i``.
     """
     kh, kw = module.kernel_size
-    ph, pw = (int(v) for v in module.padding)  # numeric: string padding is refused by supports_module
+    ph, pw = _padding(module)
     plain = module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
     if plain and x.shape[0] > 0:
         if x.shape[1] < _GROUPED_BELOW_CHANNELS:
@@ -191,7 +196,7 @@ def _conv_backward(
             weight,
             None,
             list(module.stride),
-            list(module.padding),  # type: ignore[arg-type]
+            list(_padding(module)),
             list(module.dilation),
             False,
             [0, 0],
@@ -263,9 +268,10 @@ class _GroupNormFn(torch.autograd.Function):
         module: nn.GroupNorm = ctx.module
         n, c, hw = ctx.dims
         grad_x = None
+        grad_out = grad_out.contiguous()
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.native_group_norm_backward(
-                grad_out.contiguous(),
+                grad_out,
                 x,
                 mean,
                 rstd,

@@ -164,7 +164,13 @@ def _name(setting: tuple[int, int]) -> str:
 
 
 def evaluate_checkpoint(
-    *, run_dir: Path, test_n_way: int, test_k_shot: int, episodes: int, overrides: Sequence[str] = ()
+    *,
+    run_dir: Path,
+    test_n_way: int,
+    test_k_shot: int,
+    episodes: int,
+    overrides: Sequence[str] = (),
+    splits_cache: dict[str, Any] | None = None,
 ) -> tuple[float, float]:
     """Evaluate a finished run's final model on another few-shot setting.
 
@@ -179,6 +185,8 @@ def evaluate_checkpoint(
         episodes: Test tasks.
         overrides: Further ``section.key=value`` overrides of the run's configuration for the
             evaluation (e.g. ``data.test_rotations=true``).
+        splits_cache: Optional dict reused across calls: the data splits are loaded once per
+            distinct ``[data]`` section instead of once per call.
 
     Returns:
         ``(accuracy, 95 % half-width)`` in [0, 1].
@@ -203,7 +211,13 @@ def evaluate_checkpoint(
         state = load_file(str(run_dir / "checkpoint" / info["weights"]))["state"]
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{run_dir}: no usable checkpoint: {exc}") from exc
-    train, test = components.load_splits(config=cfg)
+    key = repr(cfg.data)
+    if splits_cache is not None and key in splits_cache:
+        train, test = splits_cache[key]
+    else:
+        train, test = components.load_splits(config=cfg)
+        if splits_cache is not None:
+            splits_cache[key] = (train, test)
     model = components.build_model(
         config=cfg,
         input_shape=test.input_shape,
@@ -272,6 +286,7 @@ def run_settings(
                 f"learner.local_steps={local_steps}",
             ],
         }
+        splits: dict[str, Any] = {}
         for mode in modes:
             cfg = _config(learner, overrides=per_mode[mode])
             run_dir = out / f"{learner}-{mode}-train{cfg.task.n_way}w"
@@ -282,7 +297,11 @@ def run_settings(
                     acc, ci = res.summary["test_accuracy"], res.summary["test_accuracy_ci95"]
                 else:
                     acc, ci = evaluate_checkpoint(
-                        run_dir=run_dir, test_n_way=st[0], test_k_shot=st[1], episodes=episodes
+                        run_dir=run_dir,
+                        test_n_way=st[0],
+                        test_k_shot=st[1],
+                        episodes=episodes,
+                        splits_cache=splits,
                     )
                 row = {
                     "accuracy": 100 * acc,
@@ -330,6 +349,7 @@ def reevaluate(
 
     doc = json.loads(results_json.read_text(encoding="utf-8"))
     n_eps = int(episodes or doc["episodes"])
+    splits: dict[str, Any] = {}  # every run of the file reads the same data: load it once
     for learner, by_setting in doc["results"].items():
         for setting, by_mode in by_setting.items():
             n_way, k_shot = parse_settings(text=setting)[0]
@@ -341,6 +361,7 @@ def reevaluate(
                     test_k_shot=k_shot,
                     episodes=n_eps,
                     overrides=overrides,
+                    splits_cache=splits,
                 )
                 row.update(
                     accuracy=100 * acc,
