@@ -22,7 +22,9 @@ Reptile's outer step (Nichol et al. 2018, arXiv 1803.02999) and FedAvg's averagi
 Mechanics: per-sample gradients of the summed loss come from :mod:`privacy.per_sample_grads` for
 Conv2d/Linear/GroupNorm models, otherwise from Opacus (expanded weights or
 :class:`opacus.GradSampleModule`, ``loss_reduction="sum"``); clipping and noise always from
-:class:`opacus.optimizers.DPOptimizer` (Yousefpour et al. 2021, arXiv 2109.12298). Applying
+:class:`opacus.optimizers.DPOptimizer` (Yousefpour et al. 2021, arXiv 2109.12298), through
+:class:`privacy.clipping.LayoutAwareDPOptimizer`, which computes Opacus' clipping without copying
+per-record gradients the fast engine leaves in a permuted layout. Applying
 Opacus twice to one module breaks its hooks (Opacus #608), so :class:`PerSampleDPSGD` is built
 around a *fresh copy* of the model each round and :meth:`PerSampleDPSGD.finish` removes the hooks
 (or the fast engine's patched layers) again.
@@ -54,6 +56,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+from privacy.clipping import LayoutAwareDPOptimizer
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
 from privacy.per_sample_grads import FastGradSampler, is_attached, unsupported_modules
 
@@ -444,7 +447,7 @@ class PerSampleDPSGD:
         base = make_torch_optimizer(params=params, optimizer=optimizer, lr=lr, momentum=momentum)
         # loss_reduction="mean" in DPOptimizer only divides the noisy sum by expected_batch_size
         # (public); per-sample gradients are of the *summed* loss (GradSampleModule "sum").
-        self._optimizer = DPOptimizer(
+        self._optimizer = LayoutAwareDPOptimizer(
             base,
             noise_multiplier=self._z,
             max_grad_norm=self._c,
