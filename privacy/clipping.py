@@ -42,7 +42,8 @@ def batch_major_view(g: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]] | 
         return None
     if g.is_contiguous():
         return g.reshape(1, g.shape[0], -1), tuple(range(g.ndim))
-    order = tuple(sorted(range(g.ndim), key=lambda d: (-g.stride(d), d)))
+    strides = g.stride()
+    order = tuple(sorted(range(g.ndim), key=lambda d: (-strides[d], d)))
     permuted = g.permute(order)
     if not permuted.is_contiguous():
         return None
