@@ -25,6 +25,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 import tomli_w
 
 from secfed.errors import ConfigError
+from secfed.optional import require_ray
 
 __all__ = [
     "ExperimentSection",
@@ -47,7 +48,7 @@ __all__ = [
 
 # Allowed values of enumerated keys, by "section.key".
 CHOICES: dict[str, tuple[str, ...]] = {
-    "experiment.backend": ("sequential", "multiprocess"),
+    "experiment.backend": ("sequential", "multiprocess", "ray"),
     "data.dataset": ("digits", "omniglot", "medmnist"),
     "partition.scheme": ("iid", "dirichlet", "class_disjoint", "quantity_skew"),
     "task.source": ("episodic", "client_as_task"),
@@ -77,7 +78,11 @@ class ExperimentSection:
         eval_every: Evaluate the global model every this many rounds (0 = only at the end).
         eval_episodes: Test episodes per intermediate evaluation.
         final_eval_episodes: Test episodes of the final evaluation (>= 600 for few-shot claims).
-        backend: ``sequential`` (in-process) or ``multiprocess`` (one OS process per site).
+        backend: ``sequential`` (in-process), ``multiprocess`` (one OS process per site) or ``ray``
+            (one Ray actor per site; joins the cluster at ``RAY_ADDRESS`` when that is set, else
+            starts Ray on this machine). ``ray`` needs the optional package:
+            ``pip install "secfed[ray]"``; without it validation fails with a
+            :class:`~secfed.errors.MissingDependencyError`.
         threads: Torch threads in the server process (0 = leave torch's default).
     """
 
@@ -428,12 +433,16 @@ def validate(cfg: ExperimentConfig) -> None:
 
     Raises:
         ConfigError: Naming the key, the bad value and what is allowed.
+        MissingDependencyError: (a ``ConfigError``) If the value selects an optional package that
+            is not installed (``experiment.backend = "ray"`` without Ray).
     """
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{dotted} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    if cfg.experiment.backend == "ray":
+        require_ray()  # a missing optional package stops here, before any work
     e, d, p, t, m, lr, f, s, pr = (
         cfg.experiment,
         cfg.data,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["SecfedError", "ConfigError", "DataError", "MessageError", "CheckpointError", "BackendError"]
+__all__ = [
+    "SecfedError",
+    "ConfigError",
+    "MissingDependencyError",
+    "DataError",
+    "MessageError",
+    "CheckpointError",
+    "BackendError",
+]
 
 
 class SecfedError(Exception):
@@ -11,6 +19,13 @@ class SecfedError(Exception):
 
 class ConfigError(SecfedError, ValueError):
     """A configuration key or value is invalid (the message names the key and allowed values)."""
+
+
+class MissingDependencyError(ConfigError):
+    """The configuration selects a feature whose optional package is not installed.
+
+    The message names the setting, the missing package and the ``pip install`` command.
+    """
 
 
 class DataError(SecfedError, ValueError):

@@ -2,26 +2,34 @@
 
 A backend knows how to start the clients and move bytes; it knows nothing about learning.
 The server only ever calls :meth:`Backend.request` with bytes and gets bytes back, so a new
-backend (for example Ray actors, each owning a :class:`~secfed.federation.client.ClientRuntime`)
-plugs in without touching learners or the server: implement ``start``, ``request`` and ``close``.
+backend plugs in without touching learners or the server: implement ``start``, ``request`` and
+``close``.
 
 * :class:`SequentialBackend` runs every client in this process, one after the other.
 * :class:`MultiprocessBackend` runs each client in its own OS process (``spawn``), which loads
   and holds its own data; messages cross process boundaries as raw bytes over pipes.
+* :class:`RayBackend` runs each client in its own Ray actor (on this machine, or on the cluster
+  at ``RAY_ADDRESS``); the actor builds its :class:`~secfed.federation.client.ClientRuntime` from
+  the plain-configuration factory, so the site's data is loaded and held only there, and requests
+  and answers cross as ``bytes``. Ray is optional (``pip install "secfed[ray]"``) and imported
+  only when this backend is chosen.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from secfed.errors import BackendError
+from secfed.optional import require_ray
 
-__all__ = ["Backend", "SequentialBackend", "MultiprocessBackend", "make_backend"]
+__all__ = ["Backend", "SequentialBackend", "MultiprocessBackend", "RayBackend", "make_backend"]
 
 #: Builds the client-side handler of one site: ``factory(site_id) -> handler(request) -> response``.
 ClientFactory = Callable[[int], Callable[[bytes], bytes]]
@@ -209,23 +217,201 @@ class MultiprocessBackend(Backend):
         self._procs.clear()
 
 
+class _RaySite:
+    """The body of one site's Ray actor: builds the site inside the actor, then answers bytes.
+
+    Only the factory (plain configuration), the site id and the thread count cross into the
+    actor; the site's data is loaded here and never leaves it.
+    """
+
+    def __init__(self, factory: ClientFactory, site_id: int, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self._handler: Callable[[bytes], bytes] | None = None
+        self._error = ""
+        try:
+            self._handler = factory(site_id)
+        except Exception as exc:  # reported by ready(), so the driver can name the site and cause
+            self._error = f"{type(exc).__name__}: {exc}"
+
+    def ready(self) -> str:
+        """Return ``""`` once the site is built, or why building it failed."""
+        return self._error
+
+    def handle(self, request: bytes) -> bytes:
+        """Answer one request."""
+        if self._handler is None:
+            raise BackendError(f"the site was not built: {self._error}")
+        return bytes(self._handler(bytes(request)))
+
+
+def _ray_failure(exc: BaseException) -> str:
+    """A one-line description of a Ray failure: the client's own exception where there is one."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}"
+
+
+class RayBackend(Backend):
+    """One Ray actor per client; bytes in, bytes out; clients compute concurrently.
+
+    Ray is imported when the backend is created; a missing Ray raises
+    :class:`~secfed.errors.MissingDependencyError` before anything is started.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        factory: ClientFactory,
+        threads_per_client: int = 1,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        cpus_per_site: float = 0.0,
+        object_store_memory: int | None = None,
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        """Create the backend (Ray is not started until :meth:`start`).
+
+        Args:
+            factory: Builds the handler of a site from its id; it runs *inside* the site's actor
+                and must be importable there (a picklable callable object holding only plain
+                configuration, never data). On a cluster every node needs secfed installed and
+                the data at the path the configuration names.
+            threads_per_client: Torch threads of each actor.
+            address: Ray cluster to join; ``None`` reads ``RAY_ADDRESS``. When the address is
+                empty (or ``RAY_ADDRESS`` unset) Ray is started on this machine. Ignored when Ray
+                is already initialised in this process (the backend then uses that Ray and
+                leaves it running).
+            num_cpus: CPUs of a Ray started here (``None``: all of this machine's).
+            cpus_per_site: CPUs each actor reserves with Ray's scheduler. The default 0 lets
+                more sites than CPUs run; Ray is asked to spread the actors over the nodes either way.
+            object_store_memory: Object store bytes of a Ray started here (``None``: Ray's
+                default).
+            start_timeout_s: Seconds to wait for all sites to load their data.
+
+        Raises:
+            MissingDependencyError: If Ray is not installed.
+        """
+        self._ray = require_ray()
+        self._factory = factory
+        self._threads = threads_per_client
+        self._address = address
+        self._num_cpus = num_cpus
+        self._cpus_per_site = cpus_per_site
+        self._object_store_memory = object_store_memory
+        self._timeout = start_timeout_s
+        self._actors: dict[int, Any] = {}
+        self._started_ray = False
+
+    def _init_ray(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        address = self._address if self._address is not None else os.environ.get("RAY_ADDRESS", "")
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            else:
+                ray.init(
+                    address="local",
+                    num_cpus=self._num_cpus if self._num_cpus is not None else os.cpu_count() or 1,
+                    object_store_memory=self._object_store_memory,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
+        except Exception as exc:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise BackendError(f"could not start {where}: {type(exc).__name__}: {exc}") from exc
+        self._started_ray = True
+
+    def start(self, *, site_ids: Sequence[int]) -> None:
+        ray = self._ray
+        self._init_ray()
+        try:
+            actor_cls = ray.remote(_RaySite).options(
+                num_cpus=self._cpus_per_site, max_restarts=0, scheduling_strategy="SPREAD"
+            )
+            for sid in site_ids:
+                self._actors[sid] = actor_cls.remote(self._factory, sid, self._threads)
+            pending = {self._actors[sid].ready.remote(): sid for sid in site_ids}
+        except Exception as exc:
+            self.close()
+            raise BackendError(f"could not create the Ray actors: {type(exc).__name__}: {exc}") from exc
+        deadline = time.monotonic() + self._timeout
+        while pending:  # in order of completion, so that a site that fails early is reported early
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                late = sorted(pending.values())
+                self.close()
+                raise BackendError(f"site {late[0]} did not start within {self._timeout:.0f} s")
+            for ref in done:
+                sid = pending.pop(ref)
+                try:
+                    error = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    self.close()
+                    raise BackendError(f"site {sid}'s actor failed to start: {_ray_failure(exc)}") from exc
+                if error:
+                    self.close()
+                    raise BackendError(f"site {sid} failed to start: {error}")
+
+    def request(self, *, messages: dict[int, bytes]) -> dict[int, bytes]:
+        ray = self._ray
+        missing = [sid for sid in messages if sid not in self._actors]
+        if missing:
+            raise BackendError(f"site {missing[0]} is not running")
+        refs = {sid: self._actors[sid].handle.remote(bytes(payload)) for sid, payload in messages.items()}
+        out: dict[int, bytes] = {}
+        for sid, ref in refs.items():
+            try:
+                answer = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                raise BackendError(f"site {sid} failed: {_ray_failure(exc)}") from exc
+            if not isinstance(answer, bytes):
+                raise BackendError(f"site {sid} answered {type(answer).__name__}, not bytes")
+            out[sid] = answer
+        return out
+
+    def close(self) -> None:
+        ray = self._ray
+        actors, self._actors = list(self._actors.values()), {}
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already dead, or Ray is gone: nothing left to stop
+                pass
+        if self._started_ray:
+            self._started_ray = False
+            if ray.is_initialized():
+                ray.shutdown()
+
+
 def make_backend(*, name: str, factory: ClientFactory, num_clients: int) -> Backend:
     """Build a backend by name.
 
     Args:
-        name: ``sequential`` or ``multiprocess``.
+        name: ``sequential``, ``multiprocess`` or ``ray``.
         factory: Site handler factory.
-        num_clients: Number of sites (to size the per-process thread count).
+        num_clients: Number of sites (to size the per-client thread count).
 
     Returns:
         The backend (not yet started).
 
     Raises:
         BackendError: For an unknown name.
+        MissingDependencyError: For ``ray`` when Ray is not installed.
     """
+    threads = max(1, (os.cpu_count() or 1) // max(1, num_clients))
     if name == "sequential":
         return SequentialBackend(factory=factory)
     if name == "multiprocess":
-        threads = max(1, (os.cpu_count() or 1) // max(1, num_clients))
         return MultiprocessBackend(factory=factory, threads_per_client=threads)
-    raise BackendError(f"unknown backend {name!r}; choose 'sequential' or 'multiprocess'")
+    if name == "ray":
+        return RayBackend(factory=factory, threads_per_client=threads)
+    raise BackendError(f"unknown backend {name!r}; choose 'sequential', 'multiprocess' or 'ray'")
