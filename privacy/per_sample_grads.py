@@ -19,9 +19,13 @@ per-record gradients with less work, for the three layer types secfed's models a
   groups of one native grouped convolution was also tried: faster per layer in isolation, but
   slower inside a full Conv-4 backward pass at B = 32 and 50, so it is not used.)
 * ``Linear``: ``G_i = g_i^T x_i`` (summed over any middle dimensions).
-* ``GroupNorm``: ``dW_i[c] = sum_hw g_i * xhat_i = rstd_i (sum_hw g_i x_i - mean_i sum_hw g_i)``
-  and ``db_i[c] = sum_hw g_i``, from the mean and inverse std the forward pass already returned
-  (no normalised copy of the input is rebuilt).
+* ``GroupNorm``: ``dW_i[c] = sum_hw g_i * xhat_i`` and ``db_i[c] = sum_hw g_i``. The batch is
+  folded into the channels — a GroupNorm over ``(1, B*C)`` with ``B*groups`` groups normalises
+  exactly as the original does per record — so one call of the native fused backward, with the
+  forward's mean and inverse std and the affine weight tiled ``B`` times, returns the input
+  gradient and, as its affine gradients, the ``B*C`` per-record ones (measured on a
+  ``(50, 64, 28, 28)`` layer: 1.6-2.2 ms against 4.3-4.5 ms for separate reductions, and about
+  the cost of the plain batch backward).
 
 Results are stored, as Opacus expects, in ``param.grad_sample`` (shape ``(B, *param.shape)``,
 summed when a module is used twice in one forward pass); ``param.grad`` is left untouched, so
@@ -272,33 +276,35 @@ class _GroupNormFn(torch.autograd.Function):
         x, weight, mean, rstd = ctx.saved_tensors
         module: nn.GroupNorm = ctx.module
         n, c, hw = ctx.dims
-        grad_x = None
-        grad_out = grad_out.contiguous()
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.native_group_norm_backward(
-                grad_out,
-                x,
-                mean,
-                rstd,
-                weight,
-                n,
-                c,
-                hw,
-                module.num_groups,
-                [True, False, False],
-            )[0]
-        g = grad_out.reshape(n, c, hw)
-        g_sum = g.sum(dim=2)  # (n, c): per-record bias gradient
-        if module.weight is not None:
-            # sum_hw g * xhat = rstd * (sum_hw g * x - mean * sum_hw g), per record and channel
-            groups = module.num_groups
-            per_group = c // groups
-            gx_sum = torch.linalg.vecdot(g, x.reshape(n, c, hw))  # (n, c)
-            mean_c = mean.reshape(n, groups, 1).expand(n, groups, per_group).reshape(n, c)
-            rstd_c = rstd.reshape(n, groups, 1).expand(n, groups, per_group).reshape(n, c)
-            _store(module.weight, rstd_c * (gx_sum - mean_c * g_sum))
-        if module.bias is not None:
-            _store(module.bias, g_sum)
+        groups = module.num_groups
+        need_w = module.weight is not None and module.weight.requires_grad
+        need_b = module.bias is not None and module.bias.requires_grad
+        if n == 0:
+            if need_w:
+                _store(module.weight, x.new_zeros((0, c)))
+            if need_b:
+                _store(module.bias, x.new_zeros((0, c)))
+            return (torch.zeros_like(x) if ctx.needs_input_grad[0] else None), None, None, None
+        # The batch folded into the channels: one GroupNorm over (1, n*c) with n*groups groups has
+        # the same mean/rstd as the original per record, so the native fused backward returns the
+        # input gradient and, as its "affine" gradients, the per-record ones (n*c entries).
+        folded = torch.ops.aten.native_group_norm_backward(
+            grad_out.contiguous().reshape(1, n * c, hw),
+            x.reshape(1, n * c, hw),
+            mean.reshape(1, n * groups),
+            rstd.reshape(1, n * groups),
+            weight.repeat(n) if weight is not None else None,
+            1,
+            n * c,
+            hw,
+            n * groups,
+            [bool(ctx.needs_input_grad[0]), need_w, need_b],
+        )
+        if need_w:
+            _store(module.weight, folded[1].reshape(n, c))
+        if need_b:
+            _store(module.bias, folded[2].reshape(n, c))
+        grad_x = folded[0].reshape(x.shape) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None
 
 
