@@ -6,18 +6,22 @@ expanded weights (which compute per-record convolution gradients through ``im2co
 matrix product, a memory-bound copy of ``k^2`` times the input). This module computes the same
 per-record gradients with less work, for the three layer types secfed's models are made of:
 
-* ``Conv2d`` (stride 1, no dilation, one group, zero padding): the per-record weight gradient is
-  ``G_i[o, c, di, dj] = sum_{h, w} g_i[o, h, w] * xpad_i[c, h + di, w + dj]``. With the padded
-  input stored channels-last and flattened to ``(positions, C)``, and the output gradient padded
-  to the padded width, every kernel offset ``(di, dj)`` reads one *contiguous* window of rows of
-  the flattened input, so each offset is one batched matrix product on a strided view, with no
-  ``im2col`` copy (the padded columns of the gradient are zero, which cancels the rows that wrap
-  around). On inputs with few channels (the first layer) the grouped-convolution formulation
-  (Rochette et al. 2019, arXiv 1912.06015) is used instead; other strides/dilations/groups use
-  ``unfold``. The input gradient is the native convolution backward with only the input output
-  enabled, so the batch weight gradient is never computed. (Folding the whole batch into the
-  groups of one native grouped convolution was also tried: faster per layer in isolation, but
-  slower inside a full Conv-4 backward pass at B = 32 and 50, so it is not used.)
+* ``Conv2d``: record ``i``'s weight gradient is the weight gradient of record ``i`` alone, so
+  folding the batch into the groups — input ``(1, B*C, H, W)``, output gradient
+  ``(1, B*O, H', W')``, ``B * groups`` groups — makes one native grouped-convolution backward
+  (oneDNN on CPU) return all ``B`` per-record gradients at once, for any stride, dilation,
+  padding and groups, with no ``im2col`` copy. For stride-1 convolutions on small inputs (fewer
+  than 64 positions, e.g. Conv-4's last two layers) shifted windows are faster: the per-record
+  gradient is ``G_i[o, c, di, dj] = sum_{h, w} g_i[o, h, w] * xpad_i[c, h + di, w + dj]``; with
+  the padded input stored channels-last and flattened to ``(positions, C)`` and the output
+  gradient padded to the padded width, every kernel offset ``(di, dj)`` reads one contiguous
+  window of rows, so each offset is one batched matrix product on a strided view (the padded
+  columns of the gradient are zero, which cancels the rows that wrap around). The input gradient
+  is the native convolution backward with only the input output enabled, so the batch weight
+  gradient is never computed. (Against the previous dispatch — Rochette et al. 2019's grouped
+  convolution for few input channels, shifted windows otherwise, ``unfold`` for strides — the
+  Conv-4 DP step is about as fast: median time ratios 0.94-1.01 over six interleaved runs at
+  B = 32 and 50; the folded form is kept because it is one native path for every convolution.)
 * ``Linear``: ``G_i = g_i^T x_i`` (summed over any middle dimensions).
 * ``GroupNorm``: ``dW_i[c] = sum_hw g_i * xhat_i`` and ``db_i[c] = sum_hw g_i``. The batch is
   folded into the channels — a GroupNorm over ``(1, B*C)`` with ``B*groups`` groups normalises
@@ -59,9 +63,12 @@ __all__ = [
     "unsupported_modules",
 ]
 
-# Below this many input channels the grouped-convolution formulation is faster than the shifted
-# windows (measured on Conv-4's first layer, 1 channel, 28x28: about 1 ms vs 20 ms for B = 32).
-_GROUPED_BELOW_CHANNELS = 8
+# Stride-1 inputs with fewer positions than this use the shifted windows; larger ones (and every
+# other convolution) the folded native backward. Measured per layer (1 thread, 64 filters, 3x3,
+# B = 32 / 50): 14x14 input with 64 channels 6.1 / 9.8 ms folded vs 7.3 / 11.8 ms shifted; 28x28
+# with 1 channel 1.3 / 2.0 ms vs 19 / 29 ms; at 7x7 the two tie, at 3x3 shifted takes 0.9 / 1.4 ms
+# vs 1.7 / 1.9 ms.
+_SHIFTED_BELOW_POSITIONS = 64
 
 
 def is_attached(model: nn.Module) -> bool:
@@ -143,30 +150,28 @@ def _conv_weight_shifted(
     return out.permute(2, 3, 4, 0, 1)
 
 
-def _conv_weight_grouped(
-    x: torch.Tensor, g: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]
-) -> torch.Tensor:
-    """Stride-1 per-record conv weight gradients as one grouped convolution (few input channels)."""
-    n, c = x.shape[0], x.shape[1]
-    o = g.shape[1]
-    kernel = g.reshape(n * o, 1, g.shape[2], g.shape[3])
-    full = F.conv2d(x.transpose(0, 1), kernel, None, stride=1, padding=padding, groups=n)
-    full = full[:, :, : weight_shape[2], : weight_shape[3]]
-    return full.reshape(c, n, o, weight_shape[2], weight_shape[3]).permute(1, 2, 0, 3, 4).contiguous()
-
-
-def _conv_weight_unfold(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> torch.Tensor:
-    """General per-record conv weight gradients via ``unfold`` (any stride, dilation, groups)."""
-    n = x.shape[0]
-    groups = module.groups
-    cols = F.unfold(
-        x, module.kernel_size, dilation=module.dilation, padding=_padding(module), stride=module.stride
-    )  # (n, C*kh*kw, L)
-    o = g.shape[1]
-    go = g.reshape(n, groups, o // groups, -1)
-    cols = cols.reshape(n, groups, -1, cols.shape[-1])
-    grads = torch.einsum("ngol,ngpl->ngop", go, cols)
-    return grads.reshape(n, *module.weight.shape)
+def _conv_weight_folded(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> torch.Tensor:
+    """Per-record conv weight gradients as the weight gradient of one native grouped convolution
+    with the batch folded into the groups (record ``i``'s channels form groups of their own)."""
+    n, c, h, w = x.shape
+    o, groups = g.shape[1], module.groups
+    kh, kw = module.kernel_size
+    # only the shape of the weight argument matters for the weight gradient
+    shape_only = x.new_empty((n * o, c // groups, kh, kw))
+    grad_w = torch.ops.aten.convolution_backward(
+        g.reshape(1, n * o, g.shape[2], g.shape[3]),
+        x.reshape(1, n * c, h, w),
+        shape_only,
+        None,
+        list(module.stride),
+        list(_padding(module)),
+        list(module.dilation),
+        False,
+        [0, 0],
+        n * groups,
+        [False, True, False],
+    )[1]
+    return grad_w.view(n, o, c // groups, kh, kw)
 
 
 def conv2d_weight_per_sample(
@@ -185,11 +190,11 @@ def conv2d_weight_per_sample(
     kh, kw = module.kernel_size
     ph, pw = _padding(module)
     plain = module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
-    if plain and x.shape[0] > 0:
-        if x.shape[1] < _GROUPED_BELOW_CHANNELS:
-            return _conv_weight_grouped(x, grad_output, module.weight.shape, (ph, pw))
+    if x.shape[0] == 0:
+        return x.new_zeros((0, *module.weight.shape))
+    if plain and x.shape[2] * x.shape[3] < _SHIFTED_BELOW_POSITIONS:
         return _conv_weight_shifted(x, grad_output, kh, kw, ph, pw)
-    return _conv_weight_unfold(x, grad_output, module)
+    return _conv_weight_folded(x, grad_output, module)
 
 
 def _conv_backward(

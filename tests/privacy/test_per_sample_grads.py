@@ -40,20 +40,23 @@ def _check(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 CONV_CASES = [
     # (in_channels, kernel, padding, stride, dilation, groups)
-    (1, 3, 1, 1, 1, 1),  # grouped-convolution path (few channels)
+    (1, 3, 1, 1, 1, 1),
     (3, 5, 2, 1, 1, 1),
-    (12, 3, 1, 1, 1, 1),  # shifted-window path
+    (12, 3, 1, 1, 1, 1),
     (12, 5, 2, 1, 1, 1),
     (12, 3, 0, 1, 1, 1),
     (12, (3, 2), (1, 0), 1, 1, 1),
-    (12, 3, 1, 2, 1, 1),  # unfold fallback: stride
-    (12, 3, 2, 1, 2, 1),  # unfold fallback: dilation
-    (12, 3, 1, 1, 1, 4),  # unfold fallback: groups
+    (12, 3, 1, 2, 1, 1),  # stride
+    (12, 3, 2, 1, 2, 1),  # dilation
+    (12, 3, 1, 1, 1, 4),  # groups
 ]
+# 9x8 = 72 input positions: the folded native path; 6x5 = 30: the shifted windows (stride 1)
+INPUT_SIZES = [(9, 8), (6, 5)]
 
 
+@pytest.mark.parametrize("hw", INPUT_SIZES)
 @pytest.mark.parametrize(("cin", "k", "pad", "stride", "dil", "groups"), CONV_CASES)
-def test_conv_groupnorm_linear_per_record_gradients_match_vmap(cin, k, pad, stride, dil, groups) -> None:
+def test_conv_groupnorm_linear_per_record_gradients_match_vmap(cin, k, pad, stride, dil, groups, hw) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(cin, 8, k, padding=pad, stride=stride, dilation=dil, groups=groups),
@@ -64,7 +67,7 @@ def test_conv_groupnorm_linear_per_record_gradients_match_vmap(cin, k, pad, stri
         nn.Flatten(),
         nn.LazyLinear(4),
     )
-    x = torch.randn(7, cin, 9, 8)
+    x = torch.randn(7, cin, *hw)
     model(x)  # materialise the lazy layer
     _check(model, x, torch.randint(0, 4, (7,)))
 
@@ -122,3 +125,22 @@ def test_attaching_twice_is_refused() -> None:
     FastGradSampler(model=model).attach()
     with pytest.raises(ValueError, match="already attached"):
         FastGradSampler(model=model).attach()
+
+
+def test_both_conv_paths_agree_with_an_unfold_reference_on_either_side_of_the_switch() -> None:
+    import torch.nn.functional as F  # noqa: N812
+
+    from privacy import per_sample_grads as psg
+
+    # the sizes used above straddle the switch, so both paths are exercised there too
+    assert 6 * 5 < psg._SHIFTED_BELOW_POSITIONS <= 9 * 8
+    torch.manual_seed(5)
+    for h, w in [(4, 5), (14, 14)]:
+        conv = nn.Conv2d(6, 5, 3, padding=1)
+        x, g = torch.randn(4, 6, h, w), torch.randn(4, 5, h, w)
+        cols = F.unfold(x, 3, padding=1)  # (B, C*9, H*W)
+        expected = torch.einsum("nol,npl->nop", g.reshape(4, 5, -1), cols).reshape(4, 5, 6, 3, 3)
+        shifted = psg._conv_weight_shifted(x, g, 3, 3, 1, 1)
+        folded = psg._conv_weight_folded(x, g, conv)
+        torch.testing.assert_close(shifted, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4)
