@@ -34,10 +34,10 @@ per-record gradients with less work, for the three layer types secfed's models a
 Results are stored, as Opacus expects, in ``param.grad_sample`` (shape ``(B, *param.shape)``,
 summed when a module is used twice in one forward pass); ``param.grad`` is left untouched, so
 :class:`opacus.optimizers.DPOptimizer` clips, sums and noises exactly as with Opacus' own modules.
-Stride-1 convolution weight rows are a permuted *view* of ``(kh, kw, B, O, C)`` blocks, not a
+Weight rows from the shifted windows are a permuted *view* of ``(kh, kw, B, O, C)`` blocks, not a
 contiguous copy; :class:`privacy.clipping.LayoutAwareDPOptimizer` (used by
-:class:`privacy.dpsgd.PerSampleDPSGD`) reads them in place (measured: the DP step of a Conv-4 at
-B = 50 about 9 % faster than with the copy).
+:class:`privacy.dpsgd.PerSampleDPSGD`) reads them in place (measured while Conv-4's 14x14 layer
+still took this path: the DP step at B = 50 about 9 % faster than with the copy).
 Per-record gradients are of the *summed* loss (Opacus ``loss_reduction="sum"``).
 
 :class:`FastGradSampler` attaches to a plain module by overriding ``forward`` on each supported
