@@ -150,6 +150,33 @@ def _conv_weight_shifted(
     return out.permute(2, 3, 4, 0, 1)
 
 
+def _native_conv_backward(
+    *,
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    module: nn.Conv2d,
+    groups: int,
+    input_grad: bool,
+) -> torch.Tensor:
+    """The native convolution backward with ``module``'s geometry, computing only the input
+    gradient (``input_grad``) or only the weight gradient."""
+    outputs = torch.ops.aten.convolution_backward(
+        grad_out,
+        x,
+        weight,
+        None,
+        list(module.stride),
+        list(_padding(module)),
+        list(module.dilation),
+        False,
+        [0, 0],
+        groups,
+        [input_grad, not input_grad, False],
+    )
+    return outputs[0] if input_grad else outputs[1]
+
+
 def _conv_weight_folded(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> torch.Tensor:
     """Per-record conv weight gradients as the weight gradient of one native grouped convolution
     with the batch folded into the groups (record ``i``'s channels form groups of their own)."""
@@ -158,19 +185,14 @@ def _conv_weight_folded(x: torch.Tensor, g: torch.Tensor, module: nn.Conv2d) -> 
     kh, kw = module.kernel_size
     # only the shape of the weight argument matters for the weight gradient
     shape_only = x.new_empty((n * o, c // groups, kh, kw))
-    grad_w = torch.ops.aten.convolution_backward(
-        g.reshape(1, n * o, g.shape[2], g.shape[3]),
-        x.reshape(1, n * c, h, w),
-        shape_only,
-        None,
-        list(module.stride),
-        list(_padding(module)),
-        list(module.dilation),
-        False,
-        [0, 0],
-        n * groups,
-        [False, True, False],
-    )[1]
+    grad_w = _native_conv_backward(
+        grad_out=g.reshape(1, n * o, g.shape[2], g.shape[3]),
+        x=x.reshape(1, n * c, h, w),
+        weight=shape_only,
+        module=module,
+        groups=n * groups,
+        input_grad=False,
+    )
     return grad_w.view(n, o, c // groups, kh, kw)
 
 
@@ -204,19 +226,9 @@ def _conv_backward(
     weight and bias gradients."""
     grad_x = None
     if need_input:
-        grad_x = torch.ops.aten.convolution_backward(
-            grad_out,
-            x,
-            weight,
-            None,
-            list(module.stride),
-            list(_padding(module)),
-            list(module.dilation),
-            False,
-            [0, 0],
-            module.groups,
-            [True, False, False],
-        )[0]
+        grad_x = _native_conv_backward(
+            grad_out=grad_out, x=x, weight=weight, module=module, groups=module.groups, input_grad=True
+        )
     _store(module.weight, conv2d_weight_per_sample(x=x, grad_output=grad_out, module=module))
     if module.bias is not None:
         _store(module.bias, grad_out.sum(dim=(2, 3)))
