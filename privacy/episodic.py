@@ -50,6 +50,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from privacy.clipping import clip_factors, clipped_sum
 from privacy.dpsgd import (
     OptimizerName,
     StepAccountant,
@@ -76,8 +77,6 @@ __all__ = [
 EpisodeLossFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], Any], torch.Tensor]
 GradMode = Literal["auto", "vmap", "loop"]
 
-#: Opacus' clipping formula: factor = min(1, C / (‖g‖ + 1e-6)).
-_OPACUS_CLIP_EPS = 1e-6
 
 
 class MaskedEpisode(NamedTuple):
@@ -354,9 +353,10 @@ def clip_and_sum(*, grads: Mapping[str, torch.Tensor], max_grad_norm: float) -> 
     """
     if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
         raise InvalidPrivacyConfigError(f"max_grad_norm must be finite and > 0, got {max_grad_norm}")
-    norms = per_episode_norms(grads=grads)
-    factor = (max_grad_norm / (norms + _OPACUS_CLIP_EPS)).clamp(max=1.0)
-    return {k: torch.einsum("i,i...->...", factor.to(g.dtype), g) for k, g in grads.items()}
+    if not grads:
+        raise InvalidInputError("grads is empty")
+    factor = clip_factors(grad_samples=list(grads.values()), max_grad_norm=max_grad_norm)
+    return {k: clipped_sum(g=g, factors=factor.to(g.dtype)) for k, g in grads.items()}
 
 
 class EpisodicDPSGD:
