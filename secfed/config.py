@@ -25,7 +25,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 import tomli_w
 
 from secfed.errors import ConfigError
-from secfed.optional import require_ray
 
 __all__ = [
     "ExperimentSection",
@@ -81,8 +80,10 @@ class ExperimentSection:
         backend: ``sequential`` (in-process), ``multiprocess`` (one OS process per site) or ``ray``
             (one Ray actor per site; joins the cluster at ``RAY_ADDRESS`` when that is set, else
             starts Ray on this machine). ``ray`` needs the optional package:
-            ``pip install "secfed[ray]"``; without it validation fails with a
-            :class:`~secfed.errors.MissingDependencyError`.
+            ``pip install "secfed[ray]"``; without it a run stops with a
+            :class:`~secfed.errors.MissingDependencyError` before any data is loaded or anything
+            is written (loading the configuration, e.g. to report on a finished run, works
+            without Ray).
         threads: Torch threads in the server process (0 = leave torch's default).
     """
 
@@ -433,16 +434,12 @@ def validate(cfg: ExperimentConfig) -> None:
 
     Raises:
         ConfigError: Naming the key, the bad value and what is allowed.
-        MissingDependencyError: (a ``ConfigError``) If the value selects an optional package that
-            is not installed (``experiment.backend = "ray"`` without Ray).
     """
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{dotted} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
-    if cfg.experiment.backend == "ray":
-        require_ray()  # a missing optional package stops here, before any work
     e, d, p, t, m, lr, f, s, pr = (
         cfg.experiment,
         cfg.data,

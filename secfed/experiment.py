@@ -37,6 +37,7 @@ from secfed.federation.backends import make_backend
 from secfed.federation.client import ClientFactory, derive_seed
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
+from secfed.optional import require_ray
 
 __all__ = ["Experiment", "RunResult", "evaluate_model", "read_metrics", "CHECKPOINT_VERSION"]
 
@@ -184,11 +185,15 @@ class Experiment:
 
         Raises:
             CheckpointError: If ``out_dir`` holds a different run, or the checkpoint is corrupt.
+            MissingDependencyError: If the configuration selects the Ray backend and Ray is not
+                installed (raised before anything is loaded or written).
             secfed.errors.SecfedError: For data, backend or protocol failures.
         """
         from secfed import components
 
         cfg = self.config
+        if cfg.experiment.backend == "ray":
+            require_ray()  # a missing optional package stops the run here, before any work
         if cfg.privacy.mode != "none" and cfg.privacy.target_epsilon > 0:
             from secfed.dp import calibrated_config
 

@@ -1,8 +1,10 @@
 """Optional dependencies, imported only when a configuration selects the feature that needs them.
 
 A missing package is reported as a :class:`~secfed.errors.MissingDependencyError` (a
-:class:`~secfed.errors.ConfigError`) that names the setting and the ``pip install`` command, at
-configuration validation, so that nothing has been loaded or started when it is raised.
+:class:`~secfed.errors.ConfigError`) that names the setting and the ``pip install`` command, when
+a run starts (:meth:`secfed.experiment.Experiment.run`), before any data is loaded or anything is
+written. Loading a configuration that selects the feature (for example to report on a finished
+run) does not need the package.
 """
 
 from __future__ import annotations

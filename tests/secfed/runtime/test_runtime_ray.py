@@ -97,9 +97,15 @@ def test_selecting_ray_without_ray_is_a_typed_error_before_any_work(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail as if not installed
+    # The configuration itself loads (a finished Ray run can be reported on without Ray) ...
+    cfg = config_from_dict(tiny_config_dict(experiment={"backend": "ray"}), base_dir=REPO)
+    assert cfg.experiment.backend == "ray"
+    # ... but running it stops before anything is loaded or written.
+    run_dir = tmp_path / "run"
     with pytest.raises(MissingDependencyError, match=r'pip install "secfed\[ray\]"') as exc:
-        config_from_dict(tiny_config_dict(experiment={"backend": "ray"}), base_dir=REPO)
+        Experiment(config=cfg).run(out_dir=run_dir, progress=False)
     assert isinstance(exc.value, ConfigError) and "experiment.backend = 'ray'" in str(exc.value)
+    assert not run_dir.exists()
     with pytest.raises(MissingDependencyError, match=r'pip install "secfed\[ray\]"'):
         make_backend(name="ray", factory=_factory(), num_clients=4)
     # The CLI stops with exit status 2 and creates nothing.
