@@ -117,6 +117,7 @@ def _secagg_args(quick: bool, out: Path) -> list[list[str]]:
 def _dp_overhead_args(quick: bool, out: Path) -> list[list[str]]:
     args = ["--json", str(out / "dp_overhead.json"), "--out", str(out / "dp_overhead.json")]
     if quick:
+        # smoke settings: dp_overhead leaves its target column unjudged under --quick
         args += ["--quick", "--repeats", "1", "--local-steps", "1", "--hidden", "16"]
     return [args]
 

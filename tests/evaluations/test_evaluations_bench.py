@@ -135,3 +135,19 @@ def test_evaluate_checkpoint_reproduces_the_final_evaluation(tmp_path: Path) -> 
     row = new["results"]["protonet"]["3w1s"]["federated"]
     assert row["accuracy"] == pytest.approx(100 * same[0]) and row["train_s"] == 1.5
     assert (tmp_path / "omniglot-settings-x-reevaluated.md").is_file()
+
+
+def test_dp_overhead_table_judges_the_target_only_outside_smoke_runs() -> None:
+    from evaluations.benchmarks.dp_overhead import markdown_table
+
+    row = {
+        "learner": "fedavg",
+        "plain_ms_per_step": 10.0,
+        "dp_ms_per_step": 16.0,
+        "median_ratio": 1.6,
+        "ratio_of_medians": 1.6,
+        "sample_rate": 0.025,
+    }
+    assert markdown_table([row]).splitlines()[-1].endswith("| no |")
+    assert markdown_table([{**row, "median_ratio": 1.4}]).splitlines()[-1].endswith("| yes |")
+    assert markdown_table([row], judge=False).splitlines()[-1].endswith("| n/a (smoke run) |")
