@@ -15,6 +15,7 @@ from torch import nn
 
 from secfed.config import ExperimentConfig
 from secfed.data.dataset import ImageDataset
+from secfed.data.errors import DatasetFormatError
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
 from secfed.learners.base import Learner, LearnerConfig
@@ -23,6 +24,7 @@ from secfed.tasks.base import TaskSource
 __all__ = [
     "Site",
     "load_splits",
+    "load_validation",
     "build_site",
     "build_model",
     "build_learner",
@@ -58,8 +60,53 @@ def _rotate(dataset: ImageDataset) -> ImageDataset:
     )
 
 
+def _omniglot_train_test(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Omniglot's meta-train (every training alphabet, validation ones included) and meta-test."""
+    from secfed.data.omniglot import load_omniglot_split
+
+    d = config.data
+    return load_omniglot_split(
+        root=config.data_root(),
+        train_archives=d.train_archives,
+        test_archives=d.test_archives,
+        train_rotations=d.rotations,
+        test_rotations=d.test_rotations,
+        image_size=d.image_size,
+    )
+
+
+def _split_validation(
+    *, train: ImageDataset, config: ExperimentConfig
+) -> tuple[ImageDataset, ImageDataset]:
+    """``(train without the validation alphabets, validation)`` for ``data.val_alphabets``."""
+    d = config.data
+    alphabets = sorted(set(train.class_groups))
+    missing = sorted(set(d.val_alphabets) - set(alphabets))
+    if missing:
+        raise DatasetFormatError(
+            f"data.val_alphabets {missing} are not training alphabets; the training archives "
+            f"{list(d.train_archives)} hold: {alphabets}"
+        )
+    kept = [a for a in alphabets if a not in d.val_alphabets]
+    if not kept:
+        raise DatasetFormatError(
+            f"data.val_alphabets holds out every training alphabet ({alphabets}); keep at least one"
+        )
+    rest = train.select_groups(groups=kept, name=train.name)
+    val = train.select_groups(groups=list(d.val_alphabets), name="omniglot-val")
+    if d.rotations and not d.test_rotations:
+        # validation mirrors the test protocol: unrotated characters only
+        val = val.select_classes(
+            classes=[c for c, n in enumerate(val.class_names) if n.endswith("/rot000")], name=val.name
+        )
+    return rest, val
+
+
 def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
     """Load the meta-train and meta-test datasets (disjoint classes, or sites for client-as-task).
+
+    With ``data.val_alphabets`` the meta-train set excludes the validation alphabets (see
+    :func:`load_validation`).
 
     Args:
         config: The configuration.
@@ -68,7 +115,8 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
         ``(train, test)``.
 
     Raises:
-        secfed.errors.DataError: When the data is missing or malformed.
+        secfed.errors.DataError: When the data is missing or malformed, or a validation alphabet
+            is not a training alphabet.
     """
     d = config.data
     if d.dataset == "digits":
@@ -81,22 +129,38 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
         test = full.select_classes(classes=test_cls, name="digits-test")
         return (_rotate(train) if d.rotations else train), (_rotate(test) if d.test_rotations else test)
     if d.dataset == "omniglot":
-        from secfed.data.omniglot import load_omniglot_split
-
-        return load_omniglot_split(
-            root=config.data_root(),
-            train_archives=d.train_archives,
-            test_archives=d.test_archives,
-            train_rotations=d.rotations,
-            test_rotations=d.test_rotations,
-            image_size=d.image_size,
-        )
+        train, test = _omniglot_train_test(config=config)
+        if d.val_alphabets:
+            train = _split_validation(train=train, config=config)[0]
+        return train, test
     from secfed.data.medmnist import load_medmnist
 
     return (
         load_medmnist(path=config.data_root(), split="train"),
         load_medmnist(path=config.data_root(), split="test"),
     )
+
+
+def load_validation(*, config: ExperimentConfig) -> ImageDataset:
+    """The meta-validation set: the classes of ``data.val_alphabets``, never trained on.
+
+    Its classes are rotated as the test classes are (``data.test_rotations``), so tasks drawn
+    from it follow the test protocol.
+
+    Args:
+        config: A configuration with a non-empty ``data.val_alphabets``.
+
+    Returns:
+        The validation dataset.
+
+    Raises:
+        ConfigError: If no validation alphabets are configured.
+        secfed.errors.DataError: If one of them is not a training alphabet.
+    """
+    if not config.data.val_alphabets:
+        raise ConfigError("data.val_alphabets is empty: no meta-validation set is configured")
+    train, _ = _omniglot_train_test(config=config)
+    return _split_validation(train=train, config=config)[1]
 
 
 class SupervisedSource:

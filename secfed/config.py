@@ -114,6 +114,10 @@ class DataSection:
             character's four rotations are classes, in meta-training and meta-test alike); with
             ``false`` meta-test uses the unrotated characters only, a harder test set.
         test_classes: Digits only: held-out digit classes for meta-test.
+        val_alphabets: Omniglot only: training alphabets held out of meta-training as a
+            meta-validation set (for choosing settings such as test-time adaptation without
+            looking at the meta-test classes). Empty (the default): train on every training
+            alphabet. Validation classes follow ``test_rotations``.
         image_size: Side length images are resized to (Omniglot).
     """
 
@@ -124,6 +128,7 @@ class DataSection:
     rotations: bool = True
     test_rotations: bool = False
     test_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
+    val_alphabets: list[str] = field(default_factory=list)
     image_size: int = 28
 
 
@@ -467,6 +472,18 @@ def validate(cfg: ExperimentConfig) -> None:
         "data.test_rotations",
         "is for digits and omniglot only",
         d.test_rotations,
+    )
+    _check(
+        not d.val_alphabets or d.dataset == "omniglot",
+        "data.val_alphabets",
+        "is for omniglot only",
+        d.val_alphabets,
+    )
+    _check(
+        len(set(d.val_alphabets)) == len(d.val_alphabets) and all(a.strip() for a in d.val_alphabets),
+        "data.val_alphabets",
+        "distinct, non-empty alphabet names",
+        d.val_alphabets,
     )
     if d.dataset == "digits":
         _check(

@@ -171,6 +171,7 @@ def evaluate_checkpoint(
     episodes: int,
     overrides: Sequence[str] = (),
     splits_cache: dict[str, Any] | None = None,
+    split: str = "test",
 ) -> tuple[float, float]:
     """Evaluate a finished run's final model on another few-shot setting.
 
@@ -187,13 +188,19 @@ def evaluate_checkpoint(
             evaluation (e.g. ``data.test_rotations=true``).
         splits_cache: Optional dict reused across calls: the data splits are loaded once per
             distinct ``[data]`` section instead of once per call.
+        split: ``"test"`` (the meta-test classes) or ``"validation"`` (the classes of
+            ``data.val_alphabets``, which the run never trained on; tasks drawn with their own seed).
 
     Returns:
         ``(accuracy, 95 % half-width)`` in [0, 1].
 
     Raises:
-        secfed.errors.SecfedError: If the configuration or the checkpoint cannot be used.
+        ValueError: For an unknown ``split``.
+        secfed.errors.SecfedError: If the configuration or the checkpoint cannot be used (e.g. a
+            validation split without ``data.val_alphabets``).
     """
+    if split not in ("test", "validation"):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
     from safetensors.numpy import load_file
 
     from secfed import components
@@ -224,12 +231,22 @@ def evaluate_checkpoint(
         num_classes=components.model_num_classes(config=cfg, train=train),
     )
     load_flat_state(model, state, spec=state_spec(model))
+    seed = derive_seed(cfg.experiment.seed, "final-eval")
+    if split == "validation":
+        vkey = "validation:" + key
+        if splits_cache is not None and vkey in splits_cache:
+            test = splits_cache[vkey]
+        else:
+            test = components.load_validation(config=cfg)
+            if splits_cache is not None:
+                splits_cache[vkey] = test
+        seed = derive_seed(cfg.experiment.seed, "validation-eval")
     return evaluate_model(
         learner=components.build_learner(config=cfg),
         model=model,
         source=components.build_test_source(config=cfg, test=test),
         episodes=episodes,
-        seed=derive_seed(cfg.experiment.seed, "final-eval"),
+        seed=seed,
     )
 
 
@@ -323,8 +340,95 @@ def run_settings(
     return results
 
 
+def parse_adaptation_grid(*, text: str) -> list[tuple[int, float]]:
+    """Parse ``"steps=3,5,10;lr=0.1,0.2,0.4"`` into every ``(steps, lr)`` pair.
+
+    Args:
+        text: ``steps=...;lr=...`` with comma-separated positive values.
+
+    Returns:
+        The grid, steps-major.
+
+    Raises:
+        ValueError: If the text is malformed or a value is not positive.
+    """
+    parts: dict[str, list[str]] = {}
+    for chunk in text.split(";"):
+        name, sep, values = chunk.partition("=")
+        if not sep or name.strip() not in ("steps", "lr"):
+            raise ValueError(f"--tune-adaptation: expected 'steps=...;lr=...', got {text!r}")
+        parts[name.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    if set(parts) != {"steps", "lr"}:
+        raise ValueError(f"--tune-adaptation: give both steps= and lr=, got {text!r}")
+    try:
+        steps = [int(v) for v in parts["steps"]]
+        lrs = [float(v) for v in parts["lr"]]
+    except ValueError as exc:
+        raise ValueError(f"--tune-adaptation: {exc}") from exc
+    if not steps or not lrs or min(steps) < 1 or min(lrs) <= 0:
+        raise ValueError(f"--tune-adaptation: steps must be >= 1 and lr > 0, got {text!r}")
+    return [(st, lr) for st in steps for lr in lrs]
+
+
+def tune_adaptation(
+    *,
+    run_dir: Path,
+    n_way: int,
+    k_shot: int,
+    grid: Sequence[tuple[int, float]],
+    episodes: int,
+    overrides: Sequence[str] = (),
+    splits_cache: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Choose test-time adaptation (inner steps and learning rate) on the meta-validation split.
+
+    Every grid point is scored on the same validation tasks of the run's ``data.val_alphabets``
+    (classes it never trained on); the best accuracy wins, the first grid point on ties. The test
+    classes are not looked at.
+
+    Args:
+        run_dir: A finished run trained with ``data.val_alphabets``.
+        n_way: Ways of the tasks.
+        k_shot: Shots of the tasks.
+        grid: ``(test_inner_steps, test_inner_lr)`` candidates.
+        episodes: Validation tasks per candidate.
+        overrides: Further configuration overrides.
+        splits_cache: See :func:`evaluate_checkpoint`.
+
+    Returns:
+        ``{"steps", "lr", "val_accuracy", "val_ci95", "grid": [[steps, lr, accuracy], ...]}``
+        (accuracies in %).
+    """
+    scores = []
+    for steps, lr in grid:
+        acc, ci = evaluate_checkpoint(
+            run_dir=run_dir,
+            test_n_way=n_way,
+            test_k_shot=k_shot,
+            episodes=episodes,
+            overrides=[*overrides, f"learner.test_inner_steps={steps}", f"learner.test_inner_lr={lr}"],
+            splits_cache=splits_cache,
+            split="validation",
+        )
+        scores.append((steps, lr, 100 * acc, 100 * ci))
+    best = max(range(len(scores)), key=lambda i: (scores[i][2], -i))
+    steps, lr, acc, ci = scores[best]
+    return {
+        "steps": steps,
+        "lr": lr,
+        "val_accuracy": acc,
+        "val_ci95": ci,
+        "grid": [[s_, l_, a_] for s_, l_, a_, _ in scores],
+    }
+
+
 def reevaluate(
-    *, results_json: Path, episodes: int | None = None, overrides: Sequence[str] = ()
+    *,
+    results_json: Path,
+    episodes: int | None = None,
+    overrides: Sequence[str] = (),
+    tune_grid: Sequence[tuple[int, float]] = (),
+    val_episodes: int = 200,
 ) -> dict[str, Any]:
     """Re-evaluate every run of a finished ``--settings`` benchmark with the current code.
 
@@ -336,10 +440,14 @@ def reevaluate(
         results_json: An ``omniglot-settings-*.json`` file written by this benchmark.
         episodes: Test tasks per setting (default: the file's).
         overrides: Configuration overrides for the evaluation (``--set``), recorded in the document.
+        tune_grid: If given, each row's test-time adaptation is first chosen from these
+            ``(steps, lr)`` pairs on its meta-validation split (:func:`tune_adaptation`; the runs
+            must have been trained with ``data.val_alphabets``), then used on the test tasks.
+        val_episodes: Validation tasks per grid point.
 
     Returns:
         The updated document (also written next to the input as ``*-reevaluated[-OVERRIDES].json``
-        and ``.md``).
+        and ``.md``; ``-tuned`` is added with ``tune_grid``).
 
     Raises:
         OSError, ValueError, KeyError: If the file is not such a document.
@@ -355,12 +463,30 @@ def reevaluate(
             n_way, k_shot = parse_settings(text=setting)[0]
             for mode, row in by_mode.items():
                 start = time.perf_counter()
+                chosen: list[str] = []
+                if tune_grid:
+                    row["tuned_adaptation"] = tune_adaptation(
+                        run_dir=Path(row["run_dir"]),
+                        n_way=n_way,
+                        k_shot=k_shot,
+                        grid=tune_grid,
+                        episodes=val_episodes,
+                        overrides=overrides,
+                        splits_cache=splits,
+                    )
+                    t = row["tuned_adaptation"]
+                    chosen = [f"learner.test_inner_steps={t['steps']}", f"learner.test_inner_lr={t['lr']}"]
+                    print(
+                        f"{learner:9s} {setting:6s} {mode:11s} validation picks {t['steps']} steps at "
+                        f"{t['lr']} ({t['val_accuracy']:.2f} %)",
+                        flush=True,
+                    )
                 acc, ci = evaluate_checkpoint(
                     run_dir=Path(row["run_dir"]),
                     test_n_way=n_way,
                     test_k_shot=k_shot,
                     episodes=n_eps,
-                    overrides=overrides,
+                    overrides=[*overrides, *chosen],
                     splits_cache=splits,
                 )
                 row.update(
@@ -379,10 +505,17 @@ def reevaluate(
     note = (
         f"Budget: {doc.get('budget')} training tasks per run; {n_eps} test tasks per setting (re-evaluated"
         + (f" with {', '.join(overrides)}" if overrides else "")
+        + (
+            "; test-time adaptation chosen per row on the meta-validation alphabets from "
+            + ", ".join(f"{st} steps at {lr}" for st, lr in tune_grid)
+            if tune_grid
+            else ""
+        )
         + ")."
     )
     table = settings_markdown(results=doc["results"], note=note)
     tag = "-reevaluated" + ("-" + re.sub(r"[^A-Za-z0-9]+", "_", "-".join(overrides)) if overrides else "")
+    tag += "-tuned" if tune_grid else ""
     Path(f"{stem}{tag}.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
     Path(f"{stem}{tag}.md").write_text(table, encoding="utf-8")
     print(table)
@@ -468,11 +601,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RESULTS_JSON",
         help="re-evaluate the runs of a finished --settings benchmark with the current code (no training)",
     )
+    ap.add_argument(
+        "--tune-adaptation",
+        default=None,
+        metavar="GRID",
+        help="with --reevaluate: choose each row's test-time adaptation on its meta-validation alphabets "
+        "(runs trained with --set 'data.val_alphabets=[...]') from a grid such as "
+        "'steps=3,5,10;lr=0.1,0.2,0.4', then score the test tasks with it",
+    )
+    ap.add_argument("--val-episodes", type=int, default=200, help="validation tasks per grid point")
     args = ap.parse_args(argv)
     if args.reevaluate is not None:
         torch.set_num_threads(args.threads)
+        try:
+            grid = parse_adaptation_grid(text=args.tune_adaptation) if args.tune_adaptation else []
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
         reevaluate(
-            results_json=args.reevaluate, episodes=None if args.quick else args.episodes, overrides=args.set
+            results_json=args.reevaluate,
+            episodes=None if args.quick else args.episodes,
+            overrides=args.set,
+            tune_grid=grid,
+            val_episodes=args.val_episodes,
         )
         return 0
     learners = [x.strip() for x in args.learners.split(",") if x.strip()]

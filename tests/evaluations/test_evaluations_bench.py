@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,74 @@ def test_dp_overhead_table_judges_the_target_only_outside_smoke_runs() -> None:
     assert markdown_table([row]).splitlines()[-1].endswith("| no |")
     assert markdown_table([{**row, "median_ratio": 1.4}]).splitlines()[-1].endswith("| yes |")
     assert markdown_table([row], judge=False).splitlines()[-1].endswith("| n/a (smoke run) |")
+
+
+def test_adaptation_grid_parsing() -> None:
+    from evaluations.benchmarks.omniglot import parse_adaptation_grid
+
+    assert parse_adaptation_grid(text="steps=1,3;lr=0.1,0.4") == [(1, 0.1), (1, 0.4), (3, 0.1), (3, 0.4)]
+    for bad in ("steps=1", "steps=0;lr=0.1", "steps=1;lr=-1", "steps=a;lr=0.1", "depth=1;lr=0.1"):
+        with pytest.raises(ValueError, match="--tune-adaptation"):
+            parse_adaptation_grid(text=bad)
+
+
+def test_test_time_adaptation_is_chosen_on_validation_alphabets_only(tmp_path: Path) -> None:
+    from evaluations.benchmarks.omniglot import evaluate_checkpoint, reevaluate, tune_adaptation
+    from secfed.config import config_from_dict
+    from secfed.errors import ConfigError
+    from secfed.experiment import Experiment
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot"
+    if not (root / "images_background_small1.zip").is_file():
+        pytest.skip(f"Omniglot small archives not found in {root}")
+    data = {"dataset": "omniglot", "root": str(root), "rotations": False, "image_size": 14}
+    cfg = config_from_dict(
+        {
+            "experiment": {"rounds": 1, "eval_every": 0, "final_eval_episodes": 6, "seed": 3},
+            "data": {**data, "val_alphabets": ["Latin"]},
+            "partition": {"num_sites": 2},
+            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
+            "model": {"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
+            "learner": {"name": "maml", "local_steps": 1, "meta_batch": 1, "inner_lr": 0.1},
+        }
+    )
+    Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
+    grid = [(1, 0.05), (2, 0.4)]
+    choice = tune_adaptation(run_dir=tmp_path / "run", n_way=3, k_shot=1, grid=grid, episodes=8)
+    scores = [row[2] for row in choice["grid"]]
+    assert [tuple(row[:2]) for row in choice["grid"]] == grid
+    assert choice["val_accuracy"] == max(scores)
+    assert (choice["steps"], choice["lr"]) == grid[scores.index(max(scores))]
+    # validation tasks come from the held-out alphabet, test tasks from the test alphabets
+    kw = {"run_dir": tmp_path / "run", "test_n_way": 3, "test_k_shot": 1, "episodes": 8}
+    val = evaluate_checkpoint(**kw, split="validation")
+    test = evaluate_checkpoint(**kw)
+    assert val != test
+    with pytest.raises(ValueError, match="split"):
+        evaluate_checkpoint(run_dir=tmp_path / "run", test_n_way=3, test_k_shot=1, episodes=2, split="train")
+    # a run without validation alphabets cannot be tuned
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "checkpoint").symlink_to(tmp_path / "run" / "checkpoint")
+    text = (tmp_path / "run" / "config.toml").read_text(encoding="utf-8")
+    (tmp_path / "plain" / "config.toml").write_text(
+        re.sub(r"val_alphabets = \[[^\]]*\]", "val_alphabets = []", text), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="val_alphabets is empty"):
+        tune_adaptation(run_dir=tmp_path / "plain", n_way=3, k_shot=1, grid=grid, episodes=2)
+    # reevaluate records the choice and scores the test tasks with it
+    doc = {"budget": 1, "episodes": 6, "results": {"maml": {"3w1s": {"federated": {
+        "accuracy": -1.0, "ci95": -1.0, "train_s": 1.0, "run_dir": str(tmp_path / "run")}}}}}
+    src = tmp_path / "omniglot-settings-v.json"
+    src.write_text(json.dumps(doc))
+    row = reevaluate(results_json=src, tune_grid=grid, val_episodes=8)["results"]["maml"]["3w1s"]["federated"]
+    tuned = row["tuned_adaptation"]
+    assert (tuned["steps"], tuned["lr"]) == (choice["steps"], choice["lr"])
+    expected = evaluate_checkpoint(
+        run_dir=tmp_path / "run",
+        test_n_way=3,
+        test_k_shot=1,
+        episodes=6,
+        overrides=[f"learner.test_inner_steps={choice['steps']}", f"learner.test_inner_lr={choice['lr']}"],
+    )
+    assert row["accuracy"] == pytest.approx(100 * expected[0])
+    assert (tmp_path / "omniglot-settings-v-reevaluated-tuned.md").is_file()

@@ -240,3 +240,37 @@ def test_config_test_rotations_reach_the_test_split(omniglot_root) -> None:
     quarter = rotated.images[rotated.labels == 1][0, 0]
     np.testing.assert_array_equal(np.rot90(first), quarter)
     np.testing.assert_array_equal(first, plain.images[plain.labels == 0][0, 0])
+
+
+def test_validation_alphabets_are_held_out_of_training(omniglot_root) -> None:
+    """``data.val_alphabets``: whole training alphabets leave meta-train and form meta-validation,
+    rotated as the test classes are."""
+    from secfed import components
+    from secfed.config import config_from_dict
+    from secfed.errors import ConfigError
+
+    base = {"dataset": "omniglot", "root": str(omniglot_root), "rotations": True}
+    cfg = config_from_dict({"data": {**base, "val_alphabets": ["Latin"]}})
+    train, test = components.load_splits(config=cfg)
+    val = components.load_validation(config=cfg)
+    assert set(val.class_groups) == {"Latin"} and "Latin" not in set(train.class_groups)
+    assert train.num_classes == 4 * (136 - 26) and test.num_classes == 106
+    assert val.num_classes == 26  # unrotated: the test classes are unrotated here
+    assert all(name.endswith("/rot000") for name in val.class_names)
+    assert not set(val.class_names) & set(train.class_names)
+    rotated = components.load_validation(
+        config=config_from_dict({"data": {**base, "val_alphabets": ["Latin"], "test_rotations": True}})
+    )
+    assert rotated.num_classes == 4 * 26
+    # an alphabet that is not a training alphabet, or holding out all of them, is refused
+    with pytest.raises(DataError, match=r"\['Tagalog'\] are not training alphabets"):
+        components.load_splits(config=config_from_dict({"data": {**base, "val_alphabets": ["Tagalog"]}}))
+    every = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
+    with pytest.raises(DataError, match="keep at least one"):
+        components.load_splits(config=config_from_dict({"data": {**base, "val_alphabets": every}}))
+    with pytest.raises(ConfigError, match="val_alphabets is empty"):
+        components.load_validation(config=config_from_dict({"data": base}))
+    with pytest.raises(ConfigError, match="data.val_alphabets"):
+        config_from_dict({"data": {"dataset": "digits", "val_alphabets": ["Latin"]}})
+    with pytest.raises(ConfigError, match="distinct"):
+        config_from_dict({"data": {**base, "val_alphabets": ["Latin", "Latin"]}})
