@@ -94,11 +94,13 @@ def _split_validation(
         )
     rest = train.select_groups(groups=kept, name=train.name)
     val = train.select_groups(groups=list(d.val_alphabets), name="omniglot-val")
+    # validation mirrors the test protocol: rotated classes exactly when the test classes are
     if d.rotations and not d.test_rotations:
-        # validation mirrors the test protocol: unrotated characters only
         val = val.select_classes(
             classes=[c for c, n in enumerate(val.class_names) if n.endswith("/rot000")], name=val.name
         )
+    elif d.test_rotations and not d.rotations:
+        val = _rotate(val)
     return rest, val
 
 

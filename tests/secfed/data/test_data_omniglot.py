@@ -262,6 +262,10 @@ def test_validation_alphabets_are_held_out_of_training(omniglot_root) -> None:
         config=config_from_dict({"data": {**base, "val_alphabets": ["Latin"], "test_rotations": True}})
     )
     assert rotated.num_classes == 4 * 26
+    unrotated_training = config_from_dict(
+        {"data": {**base, "rotations": False, "test_rotations": True, "val_alphabets": ["Latin"]}}
+    )
+    assert components.load_validation(config=unrotated_training).num_classes == 4 * 26
     # an alphabet that is not a training alphabet, or holding out all of them, is refused
     with pytest.raises(DataError, match=r"\['Tagalog'\] are not training alphabets"):
         components.load_splits(config=config_from_dict({"data": {**base, "val_alphabets": ["Tagalog"]}}))
