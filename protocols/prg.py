@@ -92,11 +92,13 @@ def keystream(*, key: bytes, nbytes: int) -> bytes:
 class MaskExpander:
     """Expands mask keys into word vectors and adds them into an accumulator.
 
-    Masks are produced in cache-sized chunks: for each chunk of the accumulator, every mask's
-    AES-CTR stream (one cipher context per key, advanced chunk by chunk) is written into a small
-    reused buffer and added in place, so neither the keystream nor the accumulator round-trips
-    through main memory once per mask. The result is identical to expanding each full mask.
-    One instance is not thread-safe.
+    Masks are produced in chunks of :attr:`CHUNK_BYTES`: for each chunk of the accumulator, every
+    mask's AES-CTR stream (one cipher context per key, advanced chunk by chunk) is written into a
+    reused buffer and added in place, so a long vector's keystream never round-trips through
+    main memory once per mask. The chunk is as large as a core's L2 cache (512 KiB): with smaller
+    chunks the per-call overhead of the cipher and ufunc calls dominates (ten masks of 100k words:
+    0.85 ms with 64 KiB chunks, 0.74 ms with 512 KiB, median of 300, 2-core EPYC). The result is
+    identical to expanding each full mask. One instance is not thread-safe.
 
     Args:
         length: Number of words ``m``.
@@ -106,7 +108,7 @@ class MaskExpander:
         ConfigError: If ``length < 1`` or ``bits`` is out of range.
     """
 
-    CHUNK_BYTES = 1 << 16
+    CHUNK_BYTES = 1 << 19
 
     def __init__(self, *, length: int, bits: int) -> None:
         if length < 1:
@@ -115,9 +117,11 @@ class MaskExpander:
         self.length = length
         self._chunk = max(1, min(length, self.CHUNK_BYTES // self.dtype.itemsize))
         nbytes = self._chunk * self.dtype.itemsize
-        # update_into needs room for one extra block minus one byte
-        self._buf = bytearray(nbytes + 15)
-        self._words = np.frombuffer(self._buf, dtype=self.dtype, count=self._chunk)
+        # update_into needs room for one extra block minus one byte; np.empty, unlike bytearray,
+        # does not zero-fill (the keystream overwrites it)
+        buf = np.empty(nbytes + 16, dtype=np.uint8)
+        self._buf = buf.data
+        self._words = buf[:nbytes].view(self.dtype)
         self._zeros = _zero_bytes(nbytes)
 
     def expand(self, *, key: bytes) -> np.ndarray:

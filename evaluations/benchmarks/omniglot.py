@@ -650,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings is not None:
         by_learner: dict[str, Any] = {}
         for learner in learners:
-            meta_batch = _config(learner, overrides=[]).learner.meta_batch
+            meta_batch = _config(learner, overrides=args.set).learner.meta_batch
             by_learner[learner] = run_settings(
                 learner=learner,
                 settings=settings,
@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     for learner in learners:
         # MAML-family and Reptile steps each consume meta_batch tasks: spend the same number of
         # tasks per learner by dividing the budget by the configured meta-batch.
-        meta_batch = _config(learner, overrides=[]).learner.meta_batch
+        meta_batch = _config(learner, overrides=args.set).learner.meta_batch
         results[learner] = run_pair(
             learner=learner,
             budget=max(args.sites * args.local_steps, budget // meta_batch),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,7 +118,15 @@ def test_encoder_protocol_and_input_validation() -> None:
     q = StochasticQuantizer(clip=1.0, precision_bits=8, n_clients=3)
     assert isinstance(q, IntegerEncoder)
     enc = q.encode(x=np.array([0.1, -0.2], dtype=np.float32))
-    assert enc.dtype == np.uint64 and np.all(enc < 2**q.bits)
+    # the word type of the masks: uint32 up to 32 bits, uint64 above, from either input type
+    assert enc.dtype == np.uint32 and np.all(enc < 2**q.bits)
+    assert q.encode(x=np.array([0.1, -0.2])).dtype == np.uint32
+    wide = StochasticQuantizer(clip=1.0, precision_bits=8, n_clients=3, bits=40)
+    for dt in (np.float32, np.float64):
+        e = wide.encode(x=np.array([0.1, -0.2], dtype=dt))
+        assert e.dtype == np.uint64
+        a, b = to_signed(total=e, bits=40).tolist()
+        assert a in (25, 26) and b in (-52, -51)  # 0.1 * 256 = 25.6, -0.2 * 256 = -51.2
     with pytest.raises(ConfigError):
         q.encode(x=np.array([np.nan]))
     with pytest.raises(ConfigError):
@@ -176,3 +185,51 @@ def test_float32_path_with_default_aes_coins_is_unbiased() -> None:
     x = np.full(10_000, 0.5 / 8, dtype=np.float32)
     a, b = StochasticQuantizer(clip=2.0, precision_bits=3, n_clients=1), q
     assert not np.array_equal(a.encode(x=x), b.encode(x=x))
+
+
+class _EnumeratedCoins(StochasticQuantizer):
+    """A quantiser whose 24-bit coins run through a fixed grid, so round-up counts are exact."""
+
+    def __init__(self, coins: np.ndarray, **kw: Any) -> None:
+        super().__init__(rng=np.random.default_rng(0), **kw)
+        self._grid = coins
+
+    def _coins_into(self, buf: np.ndarray, k: int) -> np.ndarray:
+        c = buf[:k]
+        c[:] = np.resize(self._grid, k)
+        return c.view(np.int32)
+
+
+def test_float32_word_path_rounds_up_with_probability_frac_exactly() -> None:
+    """With the coins enumerating every multiple of 2^12 below 2^24 once, a value whose
+    fraction is j/2^12 must round up exactly j times, for positive and negative values, small
+    and large (the 32-bit path's exactness claim for |v| >= 1/2, and for all v >= 0)."""
+    grid = np.arange(0, 1 << 24, 1 << 12, dtype=np.uint32)  # 4096 coins
+    f = 4
+    q = _EnumeratedCoins(grid, clip=1000.0, precision_bits=f, n_clients=1)
+    assert q.bits <= 32
+    for base in (0.0, 1.0, -1.0, 37.0, -512.0, 999.0, -1000.0 + 1):
+        for j in (0, 1, 7, 2048, 4095):
+            v = base + j / 4096  # v = x 2^f
+            if abs(v) > 1000 * 2**f or (abs(v) < 0.5 and v < 0):
+                continue
+            x = np.full(grid.size, v / 2**f, dtype=np.float32)
+            assert float(x[0]) * 2**f == v  # representable, so only the rounding is random
+            q_signed = to_signed(total=q.encode(x=x), bits=q.bits)
+            lo = math.floor(v)
+            assert set(np.unique(q_signed).tolist()) <= {lo, lo + 1}
+            assert int((q_signed == lo + 1).sum()) == j, (base, j)
+
+
+def test_float32_word_path_matches_float64_path_in_distribution() -> None:
+    """Same means (unbiased) and the same clip and range on both input types."""
+    q32 = StochasticQuantizer(clip=2.0, precision_bits=6, n_clients=4, rng=np.random.default_rng(5))
+    q64 = StochasticQuantizer(clip=2.0, precision_bits=6, n_clients=4, rng=np.random.default_rng(6))
+    for v in (-3.0, -2.0, -0.3, -1e-9, 0.0, 1e-9, 0.011, 1.999, 2.0, 5.0):
+        x = np.full(100_000, v, dtype=np.float32)
+        a = q32.decode(total=q32.encode(x=x), n_summed=1)
+        b = q64.decode(total=q64.encode(x=x.astype(np.float64)), n_summed=1)
+        target = float(np.clip(np.float32(v), -2.0, 2.0))
+        for dec in (a, b):
+            assert np.all(np.abs(dec) <= 2.0)
+            assert abs(dec.mean() - target) < 5 * 0.5 / 2**6 / math.sqrt(x.size) + 2.0**-30
