@@ -30,6 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from protocols import messages as msg
 from protocols.crypto import (
@@ -37,11 +38,11 @@ from protocols.crypto import (
     aead_decrypt,
     aead_encrypt,
     agree,
-    check_x25519_public_key,
     generate_key_pair,
     hkdf_sha256,
     label,
     pack_ids,
+    parse_x25519_public,
     sign,
     verify_signature,
 )
@@ -62,6 +63,7 @@ from protocols.errors import (
 from protocols.graph import Graph, build_graph, graph_seed
 from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams, check_config_fields
 from protocols.prg import MaskExpander, derive_mask_key
+from protocols.scratch import scratch
 from protocols.shamir import secret_to_int, split
 from protocols.stages import ClientState, Stage
 from protocols.wire import SERVER_ID, Header, Kind, pack_message, unpack_message
@@ -168,6 +170,7 @@ class SecAggClientSession:
         self._u1: frozenset[int] = frozenset()
         self._graph: Graph | None = None
         self._peers: dict[int, tuple[bytes, bytes]] = {}
+        self._peer_s_keys: dict[int, X25519PublicKey] = {}
         self._inbound_keys: dict[int, bytes] = {}
         self._own_shares: tuple[int, int] | None = None
         self._received: dict[int, tuple[int, int]] = {}
@@ -361,10 +364,12 @@ class SecAggClientSession:
                 f"only {len(neighbours)} neighbours advertised keys; t={p.t} needs {p.t - 1}"
             )
         peers: dict[int, tuple[bytes, bytes]] = {}
+        peer_c_keys: dict[int, X25519PublicKey] = {}
+        peer_s_keys: dict[int, X25519PublicKey] = {}
         for v in neighbours:
             e = table.entry_at(rows_of[v])
-            check_x25519_public_key(e.c_pk)
-            check_x25519_public_key(e.s_pk)
+            peer_c_keys[v] = parse_x25519_public(e.c_pk)  # checked once, parsed once
+            peer_s_keys[v] = parse_x25519_public(e.s_pk)
             if p.active:
                 assert self._pki is not None and e.signature is not None
                 vk = self._pki.get(v)
@@ -389,7 +394,7 @@ class SecAggClientSession:
             if h == self.client_id:
                 own_shares = (s_sh, b_sh)
                 continue
-            secret = agree(private=self._c.private, public=peers[h][0], checked=True)
+            secret = agree(private=self._c.private, public=peer_c_keys[h])
             key = share_key(shared_secret=secret, session_id=session_id, u=self.client_id, v=h)
             inbound_keys[h] = key
             pt = msg.share_plaintext(sender=self.client_id, receiver=h, s_share=s_sh, b_share=b_sh)
@@ -402,6 +407,7 @@ class SecAggClientSession:
         self._graph = graph
         self._u1 = u1
         self._peers = peers
+        self._peer_s_keys = peer_s_keys
         self._inbound_keys = inbound_keys
         self._own_shares = own_shares
         return msg.encode_blobs(blobs)
@@ -446,12 +452,17 @@ class SecAggClientSession:
             (derive_mask_key(seed=self._b, session_id=session_id, purpose="self-mask", ids=pack_ids([u])), 1)
         ]
         for v in peers:
-            seed = agree(private=self._s.private, public=self._peers[v][1], checked=True)
+            seed = agree(private=self._s.private, public=self._peer_s_keys[v])
             key = derive_mask_key(
                 seed=seed, session_id=session_id, purpose="pair-mask", ids=pack_ids([min(u, v), max(u, v)])
             )
             masks.append((key, 1 if u > v else -1))
-        return expander.mask_vector(value=np.asarray(value), masks=masks, bits=p.bits)
+        # the masked vector only lives until handle() has framed it (one copy into the message),
+        # so it is written into this thread's scratch buffer rather than a fresh array
+        out = scratch(name="masked-vector", nbytes=self.vector_length * expander.dtype.itemsize)
+        return expander.mask_vector(
+            value=np.asarray(value), masks=masks, bits=p.bits, out=out.view(expander.dtype.newbyteorder("="))
+        )
 
     def _check_survivor_list(self, survivors: tuple[int, ...]) -> None:
         p = self.params

@@ -145,14 +145,31 @@ def check_x25519_public_key(public: bytes) -> None:
         raise InvalidKeyError("X25519 public key has small order")
 
 
-def agree(*, private: X25519PrivateKey, public: bytes, checked: bool = False) -> bytes:
+def parse_x25519_public(public: bytes) -> X25519PublicKey:
+    """Check a raw X25519 public key (:func:`check_x25519_public_key`) and parse it once.
+
+    Args:
+        public: Raw 32-byte public key.
+
+    Returns:
+        The key object, for :func:`agree`.
+
+    Raises:
+        InvalidKeyError: If the key is malformed or of small order.
+    """
+    check_x25519_public_key(public)
+    return X25519PublicKey.from_public_bytes(public)
+
+
+def agree(*, private: X25519PrivateKey, public: bytes | X25519PublicKey, checked: bool = False) -> bytes:
     """X25519 key agreement with low-order checks.
 
     Args:
         private: Own private key.
-        public: Peer's raw public key.
+        public: Peer's raw public key, or one parsed by :func:`parse_x25519_public`.
         checked: Skip the explicit encoding check because the caller already ran
-            :func:`check_x25519_public_key` on ``public`` (the all-zero output check still runs).
+            :func:`check_x25519_public_key` on ``public`` (the all-zero output check still runs);
+            implied for parsed keys.
 
     Returns:
         The 32-byte shared secret.
@@ -161,10 +178,14 @@ def agree(*, private: X25519PrivateKey, public: bytes, checked: bool = False) ->
         InvalidKeyError: If ``public`` is malformed or of small order (the shared secret would be
             all zero).
     """
-    if not checked:
-        check_x25519_public_key(public)
+    if isinstance(public, X25519PublicKey):
+        peer = public
+    else:
+        if not checked:
+            check_x25519_public_key(public)
+        peer = X25519PublicKey.from_public_bytes(public)
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return private.exchange(peer)
     except ValueError as exc:  # all-zero output: cryptography refuses it
         raise InvalidKeyError(f"X25519 key agreement failed: {exc}") from exc
 
@@ -220,7 +241,10 @@ def hkdf_sha256(*, ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     Returns:
         The derived key.
     """
-    return hkdf_expand(prk=hkdf_extract(salt=salt, ikm=ikm), info=info, length=length)
+    prk = hmac.digest(salt if salt else bytes(32), ikm, "sha256")
+    if 0 < length <= 32:  # one block: T(1) = HMAC(PRK, info || 0x01), as hkdf_expand computes it
+        return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+    return hkdf_expand(prk=prk, info=info, length=length)
 
 
 def aead_encrypt(*, key: bytes, plaintext: bytes, aad: bytes) -> bytes:

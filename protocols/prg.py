@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.crypto import hkdf_sha256, label
 from protocols.errors import ConfigError
+from protocols.scratch import scratch
 
 __all__ = [
     "AES_KEY_BYTES",
@@ -116,13 +117,7 @@ class MaskExpander:
         self.dtype = word_dtype(bits)
         self.length = length
         self._chunk = max(1, min(length, self.CHUNK_BYTES // self.dtype.itemsize))
-        nbytes = self._chunk * self.dtype.itemsize
-        # update_into needs room for one extra block minus one byte; np.empty, unlike bytearray,
-        # does not zero-fill (the keystream overwrites it)
-        buf = np.empty(nbytes + 16, dtype=np.uint8)
-        self._buf = buf.data
-        self._words = buf[:nbytes].view(self.dtype)
-        self._zeros = _zero_bytes(nbytes)
+        self._zeros = _zero_bytes(self._chunk * self.dtype.itemsize)
 
     def expand(self, *, key: bytes) -> np.ndarray:
         """The full mask of ``key`` as a new array (reference path; masking uses :meth:`add_masks`).
@@ -150,8 +145,10 @@ class MaskExpander:
             raise ConfigError(f"accumulator must have {self.length} words of {self.dtype.itemsize} bytes")
         self._run(acc=acc, masks=masks, value=None, reduce=None)
 
-    def mask_vector(self, *, value: np.ndarray, masks: list[tuple[bytes, int]], bits: int) -> np.ndarray:
-        """``(value + sum_i sign_i * PRG(key_i)) mod 2**bits`` as a new native word vector.
+    def mask_vector(
+        self, *, value: np.ndarray, masks: list[tuple[bytes, int]], bits: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(value + sum_i sign_i * PRG(key_i)) mod 2**bits`` as a native word vector.
 
         The cast of ``value`` to words, the masks and the final reduction are fused per chunk.
 
@@ -159,18 +156,26 @@ class MaskExpander:
             value: Integers in ``[0, 2**bits)`` (any integer dtype), ``length`` of them.
             masks: ``(16-byte AES key, +1 or -1)`` pairs.
             bits: Modulus bit width (at most the word size).
+            out: Where to write the result (native words of the expander's size, ``length`` of
+                them, not overlapping ``value``); a new array if omitted.
 
         Returns:
-            The masked vector.
+            The masked vector (``out`` if given).
 
         Raises:
-            ConfigError: On a length or bit-width mismatch.
+            ConfigError: On a length, bit-width or ``out`` mismatch.
         """
         if value.shape != (self.length,):
             raise ConfigError(f"value must have shape ({self.length},), got {value.shape}")
         if not 1 <= bits <= self.dtype.itemsize * 8:
             raise ConfigError(f"bits={bits} does not fit {self.dtype.itemsize * 8}-bit words")
-        acc = np.empty(self.length, dtype=self.dtype.newbyteorder("="))
+        native = self.dtype.newbyteorder("=")
+        if out is None:
+            acc = np.empty(self.length, dtype=native)
+        elif out.shape != (self.length,) or out.dtype != native or np.shares_memory(out, value):
+            raise ConfigError(f"out must be {self.length} {native} words apart from value")
+        else:
+            acc = out
         reduce = acc.dtype.type((1 << bits) - 1) if bits < self.dtype.itemsize * 8 else None
         self._run(acc=acc, masks=masks, value=value, reduce=reduce)
         return acc
@@ -187,15 +192,20 @@ class MaskExpander:
             (Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor(), sign > 0) for key, sign in masks
         ]
         size = self.dtype.itemsize
+        # update_into wants room for one more AES block; a reused per-thread buffer, because a
+        # fresh one of this size is page-faulted in on every call
+        raw = scratch(name="prg-keystream", nbytes=self._chunk * size + 16)
+        buf = raw.data
+        all_words = raw[: self._chunk * size].view(self.dtype)
         for start in range(0, self.length, self._chunk):
             stop = min(start + self._chunk, self.length)
             part = acc[start:stop]
             if value is not None:
                 np.copyto(part, value[start:stop], casting="unsafe")
-            words = self._words[: stop - start]
+            words = all_words[: stop - start]
             zeros = self._zeros[: (stop - start) * size]
             for enc, positive in streams:
-                enc.update_into(zeros, self._buf)
+                enc.update_into(zeros, buf)
                 if positive:
                     np.add(part, words, out=part)
                 else:

@@ -26,6 +26,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.errors import ConfigError, OverflowRiskError
+from protocols.scratch import scratch
 
 __all__ = ["IntegerEncoder", "StochasticQuantizer", "required_bits", "to_signed"]
 
@@ -257,11 +258,12 @@ class StochasticQuantizer:
     def _encode_chunks_f32_words(self, arr: np.ndarray, out: np.ndarray) -> None:
         n = arr.shape[0]
         size = max(1, min(n, _CHUNK_F32))
-        v = np.empty(size, dtype=np.float32)
-        fl = np.empty(size, dtype=np.float32)
+        # reused per-thread temporaries: fresh ones of this size are page-faulted in on each call
+        v = scratch(name="quant-v", nbytes=4 * size).view(np.float32)
+        fl = scratch(name="quant-fl", nbytes=4 * size).view(np.float32)
         fl_int = fl.view(np.int32)
-        up = np.empty(size, dtype=bool)
-        coins = np.empty(size + 4, dtype=np.uint32)  # update_into wants one spare AES block
+        up = scratch(name="quant-up", nbytes=size).view(bool)
+        coins = scratch(name="quant-coins", nbytes=4 * size + 16).view(np.uint32)  # + one AES block
         scale = np.float32(self.scale)
         bound = np.float32(self.clip * self.scale)
         for start in range(0, n, size):

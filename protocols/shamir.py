@@ -4,8 +4,8 @@ Shamir, "How to share a secret", CACM 1979. p is the smallest prime above 2^256,
 32-byte secret (an X25519 private key, a self-mask seed) is a field element without reduction.
 Shares are evaluations of a random polynomial of degree ``t - 1`` at x-coordinates chosen by the
 caller, which must be distinct, non-zero and below p (x = 0 is the secret itself). Coefficients
-are drawn uniformly from the field with rejection sampling (:func:`secrets.randbelow`), so there
-is no modulo bias.
+are drawn uniformly from the field by rejection sampling (:func:`random_field_elements`: 257-bit
+candidates from ``os.urandom``, rejected when not below p), so there is no modulo bias.
 
 Reconstruction uses Lagrange coefficients at 0, cached per x-set (in full-graph SecAgg every
 secret is reconstructed from the same survivor set).
@@ -13,7 +13,7 @@ secret is reconstructed from the same survivor set).
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -21,6 +21,7 @@ from protocols.errors import ConfigError, MalformedMessageError, ReconstructionE
 
 __all__ = [
     "PRIME",
+    "random_field_elements",
     "SHARE_BYTES",
     "SECRET_BYTES",
     "split",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 PRIME = 2**256 + 297
+_CANDIDATE_BYTES = 33  # 264 random bits, masked to 257: PRIME < 2^257
+_CANDIDATE_MASK = (1 << 257) - 1
 SHARE_BYTES = 33  # ceil(257 / 8)
 SECRET_BYTES = 32
 
@@ -111,6 +114,32 @@ def _check_xs(xs: Sequence[int]) -> None:
             raise ConfigError(f"Shamir x-coordinate must be in [1, p), got {x}")
 
 
+def random_field_elements(count: int) -> list[int]:
+    """``count`` independent uniform elements of ``[0, PRIME)`` from the OS RNG.
+
+    Rejection sampling, as :func:`secrets.randbelow` does, but from one ``os.urandom`` call per
+    batch: each candidate is 257 random bits, accepted when below ``PRIME`` (about half are), so
+    the result is exactly uniform.
+
+    Args:
+        count: Number of elements (>= 0).
+
+    Returns:
+        The elements.
+    """
+    out: list[int] = []
+    while len(out) < count:
+        need = count - len(out)
+        raw = os.urandom(_CANDIDATE_BYTES * (2 * need + 2))
+        for i in range(0, len(raw), _CANDIDATE_BYTES):
+            v = int.from_bytes(raw[i : i + _CANDIDATE_BYTES], "big") & _CANDIDATE_MASK
+            if v < PRIME:
+                out.append(v)
+                if len(out) == count:
+                    break
+    return out
+
+
 def split(*, secret: int, t: int, xs: Sequence[int]) -> list[int]:
     """Split ``secret`` into shares ``f(x)`` for each ``x`` in ``xs`` with threshold ``t``.
 
@@ -131,7 +160,7 @@ def split(*, secret: int, t: int, xs: Sequence[int]) -> list[int]:
         raise ConfigError("secret must be a field element")
     _check_xs(xs)
     # coefficients[0] is the highest degree so that Horner's rule runs from it down to the secret
-    coefficients = [secrets.randbelow(PRIME) for _ in range(t - 1)]
+    coefficients = random_field_elements(t - 1)
     coefficients.append(secret)
     p = PRIME
     out = []

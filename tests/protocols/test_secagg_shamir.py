@@ -16,6 +16,7 @@ from protocols.shamir import (
     encode_share,
     int_to_secret,
     lagrange_at_zero,
+    random_field_elements,
     reconstruct,
     secret_to_int,
     split,
@@ -129,3 +130,34 @@ def test_lagrange_cache_reuses_coefficients() -> None:
     assert a is b
     # coefficients sum to 1 (they interpolate the constant polynomial)
     assert sum(a) % PRIME == 1
+
+
+def test_random_field_elements_rejects_candidates_not_below_p(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates >= p are rejected, not reduced (no modulo bias), and a batch short of
+    accepted candidates is topped up from a further os.urandom call."""
+    import protocols.shamir as shamir_mod
+
+    big = (PRIME + 5).to_bytes(33, "big")  # below 2^257, so it survives the mask, but >= p
+    good = (PRIME - 1).to_bytes(33, "big")
+    calls: list[int] = []
+
+    def fake_urandom(n: int) -> bytes:
+        calls.append(n)
+        # the first batch holds one acceptable candidate, every later batch only acceptable ones
+        cands = [big] * (n // 33 - 1) + [good] if len(calls) == 1 else [good] * (n // 33)
+        return b"".join(cands)
+
+    monkeypatch.setattr(shamir_mod.os, "urandom", fake_urandom)
+    out = random_field_elements(3)
+    assert out == [PRIME - 1] * 3
+    assert len(calls) == 2
+
+
+def test_random_field_elements_range_and_spread() -> None:
+    vals = random_field_elements(2000)
+    assert len(vals) == 2000 and all(0 <= v < PRIME for v in vals)
+    assert len(set(vals)) == 2000
+    # the top bit below 2^256 is set in about half of the values
+    top = sum(v >> 255 & 1 for v in vals)
+    assert 850 < top < 1150
+    assert random_field_elements(0) == []
