@@ -94,6 +94,12 @@ class Row:
     speedup_vs_flower: float | None = None
     flower_cpu_s: float | None = None
     cpu_speedup_vs_flower: float | None = None
+    # alternate mode only: medians over all measured rounds of each side, and the rounds counted
+    wall_median_s: float | None = None
+    flower_median_s: float | None = None
+    median_speedup_vs_flower: float | None = None
+    rounds_measured: int | None = None
+    flower_rounds_measured: int | None = None
 
 
 def cases(*, quick: bool, dim: int) -> list[Case]:
@@ -508,14 +514,177 @@ def run_flower_harness(
     }
 
 
+# A persistent Flower process for the alternate mode: it reads one JSON request per line, runs one
+# round of Flower's own bench.run_protocol and answers with its time, so Flower's rounds and ours
+# can alternate and see the same machine load (these machines are shared and their speed drifts).
+_FLOWER_WORKER = r"""
+import json, logging, sys, time
+from pathlib import Path
+bench_path = Path(sys.argv[1])
+sys.path.insert(0, str(bench_path.parent))
+import bench
+bench.FLOWER_LOGGER.setLevel(logging.WARNING)
+bench.TaskIdentity.run_id = 1
+bench.TaskIdentity.task_id = 1
+bench.TaskIdentity.node_id = 0
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    n, dim, label, n_drop = int(req["n"]), int(req["dim"]), req["label"], int(req["dropped"])
+    k = n if n <= 10 else 9
+    ns, th = (1.0, 0.5) if label == "full" else (k, 5)
+    c0, w0 = time.process_time(), time.perf_counter()
+    r = bench.run_protocol(n, dim, ns, th, n_drop)
+    print(json.dumps({"total_s": r["total_s"], "wall_s": time.perf_counter() - w0,
+                      "cpu_s": time.process_time() - c0, "max_abs_err": r["max_abs_err"]}), flush=True)
+"""
+
+
+class FlowerWorker:
+    """Flower's reference benchmark in its own interpreter, one round per request.
+
+    Args:
+        python: Interpreter of a virtual environment with ``flwr``.
+        bench: Path of Flower's ``bench.py`` (../shared/anchors/flower_secagg).
+        timeout: Seconds to wait for the worker to start (one round may take longer).
+
+    Raises:
+        RuntimeError: If the worker does not start.
+    """
+
+    def __init__(self, *, python: str, bench: Path, timeout: float = 300.0) -> None:
+        self._proc = subprocess.Popen(
+            [python, "-c", _FLOWER_WORKER, str(bench)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self._proc.stdout.readline() if self._proc.stdout is not None else ""
+        if not line.startswith('{"ready"'):
+            err = self._proc.stderr.read()[-2000:] if self._proc.stderr is not None else ""
+            self.close()
+            raise RuntimeError(f"Flower worker did not start: {line!r} {err}")
+
+    def round(self, *, label: str, n: int, dim: int, dropped: int) -> dict[str, float]:
+        """Run one Flower round.
+
+        Args:
+            label: ``full`` (SecAgg) or ``k9`` (SecAgg+ with Flower's num_shares=9).
+            n: Clients.
+            dim: Vector length.
+            dropped: Clients dropped after the share-keys stage.
+
+        Returns:
+            ``total_s`` (Flower's own timing of the round), ``wall_s``, ``cpu_s``, ``max_abs_err``.
+
+        Raises:
+            RuntimeError: If the worker died.
+        """
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        req = {"label": label, "n": n, "dim": dim, "dropped": dropped}
+        self._proc.stdin.write(json.dumps(req) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            err = self._proc.stderr.read()[-2000:] if self._proc.stderr is not None else ""
+            raise RuntimeError(f"Flower worker exited: {err}")
+        return {k: float(v) for k, v in json.loads(line).items()}
+
+    def close(self) -> None:
+        """Stop the worker."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+def run_case_alternating(
+    case: Case,
+    worker: FlowerWorker,
+    *,
+    clip: float,
+    precision_bits: int,
+    seed: int,
+    max_attempts: int,
+    repeats: int,
+    max_block: int = 50,
+) -> tuple[Row, dict[str, Any]]:
+    """Alternate Flower's rounds with ours on one setting, so both see the same machine load.
+
+    Each of ``repeats`` blocks is one Flower round followed by our rounds for about the same wall
+    time (at least one, at most ``max_block``); a Flower round longer than 20 s ends the
+    measurement after its block. Reported: the best round of each side (as in the other modes)
+    and the medians over all rounds of each side, whose ratio does not depend on how many rounds
+    each side ran.
+
+    Args:
+        case: The setting (must have ``flower_key``).
+        worker: A running :class:`FlowerWorker`.
+        clip: Per-coordinate clip range of the float updates.
+        precision_bits: Quantisation precision.
+        seed: Seed of the synthetic updates and dropouts (advanced per round).
+        max_attempts: Rounds to try when one of ours aborts.
+        repeats: Blocks (Flower rounds).
+        max_block: Most of our rounds per block.
+
+    Returns:
+        Our best row, with the Flower figures filled in, and a record of every Flower round.
+    """
+    assert case.flower_key is not None
+    label, n, dropped = case.flower_key
+    n_drop = int(n * 0.2) if dropped else 0
+    ours: list[Row] = []
+    flower: list[dict[str, float]] = []
+    wrong = 0
+    for _ in range(repeats):
+        rec = worker.round(label=label, n=n, dim=case.m, dropped=n_drop)
+        if rec["max_abs_err"] > FLOWER_ERR_TOL:
+            wrong += 1  # a finished round with a wrong aggregate is not a valid timing
+        else:
+            flower.append(rec)
+        t0 = time.perf_counter()
+        block = 0
+        while block == 0 or (time.perf_counter() - t0 < rec["total_s"] and block < max_block):
+            ours.append(
+                _measure(
+                    case,
+                    clip=clip,
+                    precision_bits=precision_bits,
+                    seed=seed + len(ours),
+                    max_attempts=max_attempts,
+                )
+            )
+            block += 1
+        if rec["total_s"] > 20.0:
+            break
+    best = min(ours, key=lambda r: r.wall_s)
+    best.cpu_s = min(r.cpu_s for r in ours)
+    best.aborted_attempts = sum(r.aborted_attempts for r in ours)
+    best.wall_median_s = float(np.median([r.wall_s for r in ours]))
+    best.rounds_measured = len(ours)
+    if flower:
+        best.flower_s = min(r["total_s"] for r in flower)
+        best.speedup_vs_flower = best.flower_s / best.wall_s
+        best.flower_cpu_s = min(r["cpu_s"] for r in flower)
+        best.cpu_speedup_vs_flower = best.flower_cpu_s / best.cpu_s
+        best.flower_median_s = float(np.median([r["total_s"] for r in flower]))
+        best.median_speedup_vs_flower = best.flower_median_s / best.wall_median_s
+        best.flower_rounds_measured = len(flower)
+    return best, {"rounds": flower, "wrong_aggregates": wrong}
+
+
 # --------------------------------------------------------------------------- output
 def markdown(rows: list[Row]) -> str:
     """Render the rows as a Markdown table."""
     head = (
         "| setting | k | t | bits | m | dropped | round wall s | round CPU s | client mean ms | server s "
         "| unmask s | sent/client KB | recv/client KB | max abs err | Flower wall s | speed-up (wall) "
-        "| Flower CPU s | speed-up (CPU) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| Flower CPU s | speed-up (CPU) | median wall s (rounds) | Flower median s (rounds) "
+        "| speed-up (medians) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -523,12 +692,15 @@ def markdown(rows: list[Row]) -> str:
         sp = f"{r.speedup_vs_flower:.1f}x" if r.speedup_vs_flower is not None else "-"
         fc = f"{r.flower_cpu_s:.2f}" if r.flower_cpu_s is not None else "-"
         sc = f"{r.cpu_speedup_vs_flower:.1f}x" if r.cpu_speedup_vs_flower is not None else "-"
+        mw = f"{r.wall_median_s:.3f} ({r.rounds_measured})" if r.wall_median_s is not None else "-"
+        mf = f"{r.flower_median_s:.2f} ({r.flower_rounds_measured})" if r.flower_median_s is not None else "-"
+        ms = f"{r.median_speedup_vs_flower:.1f}x" if r.median_speedup_vs_flower is not None else "-"
         extra = f" ({r.aborted_attempts} aborted)" if r.aborted_attempts else ""
         lines.append(
             f"| {r.case}{extra} | {r.k} | {r.t} | {r.bits} | {r.m:,} | {r.dropped} | {r.wall_s:.3f} "
             f"| {r.cpu_s:.3f} | {r.client_mean_ms:.1f} | {r.server_s:.3f} | {r.unmask_s:.3f} "
             f"| {r.bytes_sent_per_client / 1e3:.1f} | {r.bytes_recv_per_client / 1e3:.1f} "
-            f"| {r.max_abs_err:.1e} | {fl} | {sp} | {fc} | {sc} |"
+            f"| {r.max_abs_err:.1e} | {fl} | {sp} | {fc} | {sc} | {mw} | {mf} | {ms} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -553,10 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flower-bench", type=Path, default=DEFAULT_FLOWER_BENCH)
     p.add_argument(
         "--flower-mode",
-        choices=("script", "harness"),
-        default="script",
-        help="script: run bench.py and parse its lines (wall time); harness: call bench.run_protocol "
-        "per setting in Flower's interpreter and also record CPU time",
+        choices=("alternate", "script", "harness"),
+        default="alternate",
+        help="alternate: one Flower round, then ours for about as long, repeated (both sides see the "
+        "same load; best and median of each side reported); script: run bench.py and parse its lines; "
+        "harness: call bench.run_protocol per setting before ours, with CPU time",
     )
     p.add_argument("--flower-timeout", type=float, default=1800.0)
     p.add_argument(
@@ -606,9 +779,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Flower's benchmark: {args.flower_python} {args.flower_bench} ({args.flower_mode} mode)",
             flush=True,
         )
-        if args.flower_mode == "harness":
-            # interleaved: each Flower setting runs right before the matching protocols setting
-            # (see the case loop), so both see the same machine load
+        if args.flower_mode in ("harness", "alternate"):
+            # interleaved: each Flower setting runs right before (harness) or alternately with
+            # (alternate) the matching protocols setting (see the case loop)
             flower = {
                 "rounds": {},
                 "cpu": {},
@@ -639,13 +812,54 @@ def main(argv: list[str] | None = None) -> int:
         seed=0,
         max_attempts=1,
     )
-    rows: list[Row] = []
     selected = [
         c for c in cases(quick=args.quick, dim=dim) if not args.only or any(o in c.name for o in args.only)
     ]
     if not selected:
         p.error(f"--only {args.only} matches no setting")
+    worker: FlowerWorker | None = None
+    if flower is not None and args.flower_mode == "alternate":
+        worker = FlowerWorker(python=args.flower_python, bench=args.flower_bench)
+        flower["flower_rounds"] = {}
+    try:
+        rows = _run_cases(selected, args=args, dim=dim, flower=flower, worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    _report(rows=rows, report=report, flower=flower, args=args)
+    return 0
+
+
+def _run_cases(
+    selected: list[Case],
+    *,
+    args: argparse.Namespace,
+    dim: int,
+    flower: dict[str, Any] | None,
+    worker: FlowerWorker | None,
+) -> list[Row]:
+    rows: list[Row] = []
     for case in selected:
+        if worker is not None and flower is not None and case.flower_key and case.m == dim:
+            row, frec = run_case_alternating(
+                case,
+                worker,
+                clip=args.clip,
+                precision_bits=args.precision_bits,
+                seed=args.seed,
+                max_attempts=args.max_attempts,
+                repeats=args.repeats,
+            )
+            if row.flower_s is not None and row.flower_cpu_s is not None:
+                flower["rounds"][case.flower_key] = row.flower_s
+                flower["cpu"][case.flower_key] = row.flower_cpu_s
+            flower["flower_rounds"][case.name] = frec["rounds"]
+            if frec["wrong_aggregates"]:
+                flower["wrong_aggregates"][case.name] = frec["wrong_aggregates"]
+                print(f"Flower rounds with a wrong aggregate (excluded): {frec['wrong_aggregates']}")
+            _print_row(row)
+            rows.append(row)
+            continue
         if flower is not None and args.flower_mode == "harness" and case.flower_key and case.m == dim:
             label, n_cl, dropped = case.flower_key
             part = run_flower_harness(
@@ -685,16 +899,32 @@ def main(argv: list[str] | None = None) -> int:
                 row.flower_cpu_s = f_cpu
                 row.cpu_speedup_vs_flower = f_cpu / row.cpu_s
         rows.append(row)
-        fl = f", Flower {row.flower_s:.2f} s -> {row.speedup_vs_flower:.1f}x" if row.flower_s else ""
-        if row.flower_cpu_s:
-            fl += f" (CPU {row.flower_cpu_s:.2f} s -> {row.cpu_speedup_vs_flower:.1f}x)"
-        print(
-            f"{row.case:42s} k={row.k:3d} t={row.t:3d} wall={row.wall_s:7.3f}s cpu={row.cpu_s:7.3f}s "
-            f"unmask={row.unmask_s:.3f}s sent/client={row.bytes_sent_per_client / 1e3:.1f}KB "
-            f"err={row.max_abs_err:.1e} (bound {row.err_bound:.1e}){fl}",
-            flush=True,
+        _print_row(row)
+    return rows
+
+
+def _print_row(row: Row) -> None:
+    fl = f", Flower {row.flower_s:.2f} s -> {row.speedup_vs_flower:.1f}x" if row.flower_s else ""
+    if row.flower_cpu_s:
+        fl += f" (CPU {row.flower_cpu_s:.2f} s -> {row.cpu_speedup_vs_flower:.1f}x)"
+    if row.median_speedup_vs_flower is not None and row.wall_median_s and row.flower_median_s:
+        fl += (
+            f"; medians {row.wall_median_s:.3f} s ({row.rounds_measured} rounds) vs "
+            f"{row.flower_median_s:.2f} s ({row.flower_rounds_measured}) "
+            f"-> {row.median_speedup_vs_flower:.1f}x"
         )
-        assert row.max_abs_err <= row.err_bound + 1e-9, "decoded sum outside the quantisation error bound"
+    print(
+        f"{row.case:42s} k={row.k:3d} t={row.t:3d} wall={row.wall_s:7.3f}s cpu={row.cpu_s:7.3f}s "
+        f"unmask={row.unmask_s:.3f}s sent/client={row.bytes_sent_per_client / 1e3:.1f}KB "
+        f"err={row.max_abs_err:.1e} (bound {row.err_bound:.1e}){fl}",
+        flush=True,
+    )
+    assert row.max_abs_err <= row.err_bound + 1e-9, "decoded sum outside the quantisation error bound"
+
+
+def _report(
+    *, rows: list[Row], report: dict, flower: dict[str, Any] | None, args: argparse.Namespace
+) -> None:
     if flower is not None:
         report["flower"] = {
             **flower,
@@ -709,16 +939,22 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     if flower is not None:
-        for what, attr in (("wall", "speedup_vs_flower"), ("CPU", "cpu_speedup_vs_flower")):
+        for what, attr in (
+            ("wall", "speedup_vs_flower"),
+            ("CPU", "cpu_speedup_vs_flower"),
+            ("median wall", "median_speedup_vs_flower"),
+        ):
             ratios = [getattr(r, attr) for r in rows if getattr(r, attr) is not None]
             if ratios:
                 geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
                 print(f"speed-up vs Flower ({what}, same run): min {min(ratios):.1f}x, geomean {geo:.1f}x")
-                report[f"speedup_vs_flower_{what.lower()}"] = {"min": min(ratios), "geomean": geo}
+                report[f"speedup_vs_flower_{what.lower().replace(' ', '_')}"] = {
+                    "min": min(ratios),
+                    "geomean": geo,
+                }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""The secure-aggregation benchmark's Flower comparison (alternate mode) against a stand-in Flower.
+
+The stand-in ``bench.py`` has the shape of ../shared/anchors/flower_secagg/bench.py that the
+worker uses (``run_protocol`` and the logger/identity globals) and returns scripted round times,
+so the test checks the bookkeeping (best and median of each side, wrong aggregates excluded,
+alternation) without Flower installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluations.benchmarks.secagg import Case, FlowerWorker, markdown, run_case_alternating
+
+_FAKE_BENCH = r"""
+import json, logging
+from pathlib import Path
+FLOWER_LOGGER = logging.getLogger("fake-flower")
+class TaskIdentity:
+    run_id = task_id = node_id = None
+_calls = []
+def run_protocol(n, dim, num_shares, threshold, n_drop):
+    _calls.append((n, dim, num_shares, threshold, n_drop))
+    with Path(__file__).with_suffix(".log").open("a") as f:
+        f.write(json.dumps([n, dim, num_shares, threshold, n_drop]) + "\n")
+    i = len(_calls)
+    # third call: a finished round with a wrong aggregate; totals 0.05, 0.07, (bad), 0.06 s
+    totals = {1: 0.05, 2: 0.07, 3: 0.01, 4: 0.06}
+    err = 0.5 if i == 3 else 1e-5
+    return {"total_s": totals.get(i, 0.05), "max_abs_err": err}
+"""
+
+
+@pytest.fixture()
+def fake_bench(tmp_path: Path) -> Path:
+    path = tmp_path / "bench.py"
+    path.write_text(_FAKE_BENCH)
+    return path
+
+
+def test_alternating_measurement_bookkeeping(fake_bench: Path) -> None:
+    case = Case("SecAgg n=5 drop=20%", "secagg", 5, 2000, 0.2, flower_key=("full", 5, True))
+    worker = FlowerWorker(python=sys.executable, bench=fake_bench)
+    try:
+        row, rec = run_case_alternating(
+            case, worker, clip=1.0, precision_bits=8, seed=0, max_attempts=3, repeats=4
+        )
+    finally:
+        worker.close()
+    # the wrong aggregate (third round) is excluded, the others give best and median
+    assert rec["wrong_aggregates"] == 1
+    assert [r["total_s"] for r in rec["rounds"]] == [0.05, 0.07, 0.06]
+    assert row.flower_s == pytest.approx(0.05)
+    assert row.flower_median_s == pytest.approx(0.06)
+    assert row.flower_rounds_measured == 3
+    # one block of our rounds after each Flower round, at least one round per block
+    assert row.rounds_measured is not None and row.rounds_measured >= 4
+    assert row.wall_median_s is not None and row.wall_s <= row.wall_median_s
+    assert row.speedup_vs_flower == pytest.approx(0.05 / row.wall_s)
+    assert row.median_speedup_vs_flower == pytest.approx(0.06 / row.wall_median_s)
+    assert row.max_abs_err <= row.err_bound
+    table = markdown([row])
+    assert f"{row.median_speedup_vs_flower:.1f}x" in table and "(3)" in table
+
+
+def test_worker_passes_the_setting_and_reports_a_dead_worker(fake_bench: Path, tmp_path: Path) -> None:
+    worker = FlowerWorker(python=sys.executable, bench=fake_bench)
+    try:
+        out = worker.round(label="k9", n=50, dim=1000, dropped=10)
+        assert out["total_s"] == pytest.approx(0.05)
+        worker.round(label="full", n=10, dim=1000, dropped=0)
+    finally:
+        worker.close()
+    # Flower's own settings: num_shares 9 / threshold 5 for k9, the full graph otherwise
+    calls = [json.loads(x) for x in fake_bench.with_suffix(".log").read_text().splitlines()]
+    assert calls == [[50, 1000, 9, 5, 10], [10, 1000, 1.0, 0.5, 0]]
+    broken = tmp_path / "broken" / "bench.py"
+    broken.parent.mkdir()
+    broken.write_text("raise SystemExit('no flwr here')\n")
+    with pytest.raises(RuntimeError, match="did not start"):
+        FlowerWorker(python=sys.executable, bench=broken)
