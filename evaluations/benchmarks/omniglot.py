@@ -79,8 +79,22 @@ def _config(learner: str, *, overrides: list[str]) -> ExperimentConfig:
     return load_config(REPO / "examples" / CONFIGS[learner], overrides=overrides)
 
 
+def _federated_rounds(*, budget: int, sites: int, local_steps: int, clients_per_round: int) -> int:
+    """Rounds that spend ``budget`` local steps when ``clients_per_round`` sites (0 = all) train per round."""
+    per_round = clients_per_round if 0 < clients_per_round < sites else sites
+    return max(1, budget // (per_round * local_steps))
+
+
 def run_pair(
-    *, learner: str, budget: int, sites: int, local_steps: int, out: Path, extra: list[str], episodes: int
+    *,
+    learner: str,
+    budget: int,
+    sites: int,
+    local_steps: int,
+    out: Path,
+    extra: list[str],
+    episodes: int,
+    clients_per_round: int = 0,
 ) -> dict[str, Any]:
     """Run the centralised and the federated version of one learner on the same budget.
 
@@ -92,11 +106,15 @@ def run_pair(
         out: Folder for the two run directories.
         extra: Further ``section.key=value`` overrides for both runs.
         episodes: Final test episodes.
+        clients_per_round: Sites sampled per federated round (0 = all); the rounds are chosen so
+            that the federated run spends the same budget.
 
     Returns:
         A row per setting with accuracy, CI and wall time.
     """
-    rounds = max(1, budget // (sites * local_steps))
+    rounds = _federated_rounds(
+        budget=budget, sites=sites, local_steps=local_steps, clients_per_round=clients_per_round
+    )
     common = [f"experiment.final_eval_episodes={episodes}", "experiment.eval_every=0", *extra]
     central = _config(
         learner,
@@ -109,6 +127,7 @@ def run_pair(
             f"partition.num_sites={sites}",
             f"experiment.rounds={rounds}",
             f"learner.local_steps={local_steps}",
+            f"federation.clients_per_round={clients_per_round}",
         ],
     )
     rows: dict[str, Any] = {}
@@ -261,6 +280,7 @@ def run_settings(
     extra: list[str],
     episodes: int,
     modes: list[str],
+    clients_per_round: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Train one learner (per n_way group) and evaluate it on every few-shot setting.
 
@@ -274,6 +294,7 @@ def run_settings(
         extra: Further overrides for every run.
         episodes: Test episodes per setting.
         modes: ``centralised`` and/or ``federated``.
+        clients_per_round: Sites sampled per federated round (0 = all), at the same budget.
 
     Returns:
         Setting name -> mode -> ``accuracy``, ``ci95`` (in %), ``train_s``, ``run_dir``, ``trained_n_way``.
@@ -287,7 +308,9 @@ def run_settings(
         train_ovr = [f"task.test_n_way={first[0]}", f"task.test_k_shot={first[1]}"]
         if key is not None:
             train_ovr.append(f"task.n_way={key}")
-        rounds = max(1, budget // (sites * local_steps))
+        rounds = _federated_rounds(
+            budget=budget, sites=sites, local_steps=local_steps, clients_per_round=clients_per_round
+        )
         common = [f"experiment.final_eval_episodes={episodes}", "experiment.eval_every=0", *extra, *train_ovr]
         per_mode = {
             "centralised": [
@@ -301,6 +324,7 @@ def run_settings(
                 f"partition.num_sites={sites}",
                 f"experiment.rounds={rounds}",
                 f"learner.local_steps={local_steps}",
+                f"federation.clients_per_round={clients_per_round}",
             ],
         }
         splits: dict[str, Any] = {}
@@ -581,6 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=1000, help="total local steps (episodes x meta-batch)")
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--local-steps", type=int, default=10)
+    ap.add_argument(
+        "--clients-per-round",
+        type=int,
+        default=0,
+        help="sites sampled per federated round (0 = all); rounds are set to spend the same budget",
+    )
     ap.add_argument("--episodes", type=int, default=600, help="final test episodes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra override for every run")
@@ -661,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra=args.set,
                 episodes=episodes,
                 modes=modes,
+                clients_per_round=args.clients_per_round,
             )
         note = f"Budget: {budget} training tasks per run; {episodes} test tasks per setting."
         table = settings_markdown(results=by_learner, note=note)
@@ -691,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             out=runs,
             extra=args.set,
             episodes=episodes,
+            clients_per_round=args.clients_per_round,
         )
     table = _markdown(results)
     print(table)

@@ -223,3 +223,15 @@ def test_test_time_adaptation_is_chosen_on_validation_alphabets_only(tmp_path: P
     )
     assert row["accuracy"] == pytest.approx(100 * expected[0])
     assert (tmp_path / "omniglot-settings-v-reevaluated-tuned.md").is_file()
+
+
+def test_federated_rounds_spend_the_budget_with_client_sampling() -> None:
+    """All sites per round, or one / two sampled sites per round: the same number of local steps."""
+    from evaluations.benchmarks.omniglot import _federated_rounds
+
+    assert _federated_rounds(budget=1000, sites=5, local_steps=40, clients_per_round=0) == 5
+    assert _federated_rounds(budget=1000, sites=5, local_steps=40, clients_per_round=1) == 25
+    assert _federated_rounds(budget=1000, sites=5, local_steps=40, clients_per_round=2) == 12
+    # more than the sites, or all of them, is the all-sites case; the budget never rounds to zero
+    assert _federated_rounds(budget=1000, sites=5, local_steps=40, clients_per_round=9) == 5
+    assert _federated_rounds(budget=10, sites=5, local_steps=40, clients_per_round=0) == 1
