@@ -598,18 +598,35 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _federation_shape(cfg: ExperimentConfig, args: argparse.Namespace) -> tuple[int, int]:
+    """Local steps per round and sites per round: the command line's, else the example config's."""
+    local_steps = args.local_steps if args.local_steps is not None else cfg.learner.local_steps
+    if args.quick:  # a smoke run keeps its tiny budget
+        local_steps = min(local_steps, 10)
+    per_round = (
+        args.clients_per_round if args.clients_per_round is not None else cfg.federation.clients_per_round
+    )
+    return local_steps, per_round
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints and writes a Markdown table and a JSON file."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--learners", default="protonet,maml,fomaml,reptile")
     ap.add_argument("--budget", type=int, default=1000, help="total local steps (episodes x meta-batch)")
     ap.add_argument("--sites", type=int, default=5)
-    ap.add_argument("--local-steps", type=int, default=10)
+    ap.add_argument(
+        "--local-steps",
+        type=int,
+        default=None,
+        help="local steps per site per federated round (default: each learner's example config)",
+    )
     ap.add_argument(
         "--clients-per-round",
         type=int,
-        default=0,
-        help="sites sampled per federated round (0 = all); rounds are set to spend the same budget",
+        default=None,
+        help="sites sampled per federated round, 0 = all (default: each learner's example config); "
+        "rounds are set to spend the same budget",
     )
     ap.add_argument("--episodes", type=int, default=600, help="final test episodes")
     ap.add_argument("--threads", type=int, default=2)
@@ -680,18 +697,19 @@ def main(argv: list[str] | None = None) -> int:
     if settings is not None:
         by_learner: dict[str, Any] = {}
         for learner in learners:
-            meta_batch = _config(learner, overrides=args.set).learner.meta_batch
+            base = _config(learner, overrides=args.set)
+            local_steps, per_round = _federation_shape(base, args)
             by_learner[learner] = run_settings(
                 learner=learner,
                 settings=settings,
-                budget=max(args.sites * args.local_steps, budget // meta_batch),
+                budget=max(args.sites * local_steps, budget // base.learner.meta_batch),
                 sites=args.sites,
-                local_steps=args.local_steps,
+                local_steps=local_steps,
                 out=runs,
                 extra=args.set,
                 episodes=episodes,
                 modes=modes,
-                clients_per_round=args.clients_per_round,
+                clients_per_round=per_round,
             )
         note = f"Budget: {budget} training tasks per run; {episodes} test tasks per setting."
         table = settings_markdown(results=by_learner, note=note)
@@ -713,16 +731,17 @@ def main(argv: list[str] | None = None) -> int:
     for learner in learners:
         # MAML-family and Reptile steps each consume meta_batch tasks: spend the same number of
         # tasks per learner by dividing the budget by the configured meta-batch.
-        meta_batch = _config(learner, overrides=args.set).learner.meta_batch
+        base = _config(learner, overrides=args.set)
+        local_steps, per_round = _federation_shape(base, args)
         results[learner] = run_pair(
             learner=learner,
-            budget=max(args.sites * args.local_steps, budget // meta_batch),
+            budget=max(args.sites * local_steps, budget // base.learner.meta_batch),
             sites=args.sites,
-            local_steps=args.local_steps,
+            local_steps=local_steps,
             out=runs,
             extra=args.set,
             episodes=episodes,
-            clients_per_round=args.clients_per_round,
+            clients_per_round=per_round,
         )
     table = _markdown(results)
     print(table)
