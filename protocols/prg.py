@@ -12,14 +12,12 @@ Masks are added to an accumulator modulo 2^32 or 2^64 by numpy's wrapping arithm
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from protocols.crypto import hkdf_sha256, label
 from protocols.errors import ConfigError
-from protocols.scratch import scratch
+from protocols.scratch import scratch, zero_bytes
 
 __all__ = [
     "AES_KEY_BYTES",
@@ -31,17 +29,6 @@ __all__ = [
 
 AES_KEY_BYTES = 16
 _ZERO_IV = bytes(16)
-_zeros_lock = threading.Lock()
-_zeros: bytes = b""
-
-
-def _zero_bytes(n: int) -> memoryview:
-    """Return a read-only view of ``n`` zero bytes (shared, grown on demand)."""
-    global _zeros
-    with _zeros_lock:
-        if len(_zeros) < n:
-            _zeros = bytes(n)
-        return memoryview(_zeros)[:n]
 
 
 def word_dtype(bits: int) -> np.dtype:
@@ -99,7 +86,8 @@ class MaskExpander:
     main memory once per mask. The chunk is as large as a core's L2 cache (512 KiB): with smaller
     chunks the per-call overhead of the cipher and ufunc calls dominates (ten masks of 100k words:
     0.85 ms with 64 KiB chunks, 0.74 ms with 512 KiB, median of 300, 2-core EPYC). The result is
-    identical to expanding each full mask. One instance is not thread-safe.
+    identical to expanding each full mask. Instances are immutable and the buffer is per thread,
+    so one instance may be used from several threads.
 
     Args:
         length: Number of words ``m``.
@@ -117,7 +105,7 @@ class MaskExpander:
         self.dtype = word_dtype(bits)
         self.length = length
         self._chunk = max(1, min(length, self.CHUNK_BYTES // self.dtype.itemsize))
-        self._zeros = _zero_bytes(self._chunk * self.dtype.itemsize)
+        self._zeros = zero_bytes(self._chunk * self.dtype.itemsize)
 
     def expand(self, *, key: bytes) -> np.ndarray:
         """The full mask of ``key`` as a new array (reference path; masking uses :meth:`add_masks`).

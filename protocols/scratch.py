@@ -7,6 +7,7 @@ again (on the 2-core benchmark machine, ten masks of 100k words took 1.00 ms wit
 buffer per call and 0.66 ms with a reused one, median of 300). Buffers here are owned by the
 calling thread, reused across calls and never returned to callers: a function borrows one, uses
 it and is done with it before returning. Two live borrows need two different names.
+:func:`zero_bytes` is the shared read-only zero plaintext for AES-CTR keystreams.
 """
 
 from __future__ import annotations
@@ -15,9 +16,29 @@ import threading
 
 import numpy as np
 
-__all__ = ["scratch"]
+__all__ = ["scratch", "zero_bytes"]
 
 _local = threading.local()
+_zeros_lock = threading.Lock()
+_zeros: bytes = b""
+
+
+def zero_bytes(n: int) -> memoryview:
+    """A read-only view of ``n`` zero bytes: the plaintext AES-CTR turns into keystream.
+
+    One process-wide buffer, grown on demand, so no caller zero-fills a fresh one per call.
+
+    Args:
+        n: Number of bytes.
+
+    Returns:
+        The view.
+    """
+    global _zeros
+    with _zeros_lock:
+        if len(_zeros) < n:
+            _zeros = bytes(n)
+        return memoryview(_zeros)[:n]
 
 
 def scratch(*, name: str, nbytes: int) -> np.ndarray:
