@@ -532,6 +532,14 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     if f.aggregation != "plain":
         _check(p.num_sites >= 3, "partition.num_sites", "secure aggregation needs >= 3 sites", p.num_sites)
+        # with fewer, a round cannot reach the protocol's threshold (and the sum of one or two
+        # updates would reveal them): refuse before any work rather than skip every round
+        _check(
+            f.sampling != "fixed" or f.clients_per_round == 0 or f.clients_per_round >= 3,
+            "federation.clients_per_round",
+            "secure aggregation needs >= 3 sites per round (0 = all sites)",
+            f.clients_per_round,
+        )
     _check(pr.noise_multiplier >= 0, "privacy.noise_multiplier", "must be >= 0", pr.noise_multiplier)
     _check(pr.max_grad_norm > 0, "privacy.max_grad_norm", "must be > 0", pr.max_grad_norm)
     _check(0 < pr.sample_rate <= 1, "privacy.sample_rate", "must be in (0, 1]", pr.sample_rate)

@@ -211,14 +211,14 @@ def test_client_mode_trains_like_the_learner_and_reports_client_unit() -> None:
 def test_distributed_mode_uses_client_clipping() -> None:
     cfg = tiny_config(
         privacy={"mode": "distributed", "mechanism": "skellam", "max_grad_norm": 0.5},
-        federation={"aggregation": "secagg", "clients_per_round": 2},
+        federation={"aggregation": "secagg", "clients_per_round": 3},
     )
     hook = build_site_privacy(config=cfg, site_id=1, site=components.build_site(config=cfg, site_id=1))
     assert isinstance(hook, ClientLevelSitePrivacy)
     out = hook.finalize_update(update=np.full(100, 1.0, dtype=np.float32), round_idx=1)
     assert np.linalg.norm(out) == pytest.approx(0.5, abs=1e-6)
     desc = hook.describe()
-    assert desc["unit"] == "client" and desc["mechanism"] == "client-clip" and desc["sample_rate"] == 0.5
+    assert desc["unit"] == "client" and desc["mechanism"] == "client-clip" and desc["sample_rate"] == 0.75
 
 
 # ---------------------------------------------------------------------------------------------

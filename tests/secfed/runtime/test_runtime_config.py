@@ -49,6 +49,15 @@ def test_bad_range_and_cross_field() -> None:
         config_from_dict({"federation": {"dropout_rate": 1.5}})
     with pytest.raises(ConfigError, match=r"clients_per_round"):
         config_from_dict({"partition": {"num_sites": 2}, "federation": {"clients_per_round": 3}})
+    # secure aggregation over one or two sampled sites per round: refused, naming the key
+    with pytest.raises(ConfigError, match=r"federation\.clients_per_round.*>= 3 sites per round"):
+        config_from_dict(
+            {"partition": {"num_sites": 5}, "federation": {"clients_per_round": 1, "aggregation": "secagg"}}
+        )
+    ok = config_from_dict(
+        {"partition": {"num_sites": 5}, "federation": {"clients_per_round": 3, "aggregation": "secagg+"}}
+    )
+    assert ok.federation.clients_per_round == 3
     with pytest.raises(ConfigError, match=r"BatchNorm"):
         config_from_dict({"privacy": {"mode": "record"}, "model": {"norm": "batch"}})
     with pytest.raises(ConfigError, match=r"data\.root"):
