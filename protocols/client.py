@@ -169,8 +169,7 @@ class SecAggClientSession:
         self._participant_set: frozenset[int] = frozenset()
         self._u1: frozenset[int] = frozenset()
         self._graph: Graph | None = None
-        self._peers: dict[int, tuple[bytes, bytes]] = {}
-        self._peer_s_keys: dict[int, X25519PublicKey] = {}
+        self._peers: dict[int, X25519PublicKey] = {}  # neighbour -> its parsed s public key
         self._inbound_keys: dict[int, bytes] = {}
         self._own_shares: tuple[int, int] | None = None
         self._received: dict[int, tuple[int, int]] = {}
@@ -363,7 +362,6 @@ class SecAggClientSession:
             raise ThresholdError(
                 f"only {len(neighbours)} neighbours advertised keys; t={p.t} needs {p.t - 1}"
             )
-        peers: dict[int, tuple[bytes, bytes]] = {}
         peer_c_keys: dict[int, X25519PublicKey] = {}
         peer_s_keys: dict[int, X25519PublicKey] = {}
         for v in neighbours:
@@ -382,7 +380,6 @@ class SecAggClientSession:
                     ),
                     signature=e.signature,
                 )
-            peers[v] = (e.c_pk, e.s_pk)
         holders = sorted([*neighbours, self.client_id])
         xs = [h + 1 for h in holders]
         s_shares = split(secret=secret_to_int(self._s.private_bytes), t=p.t, xs=xs)
@@ -406,8 +403,7 @@ class SecAggClientSession:
         self.session_id = session_id
         self._graph = graph
         self._u1 = u1
-        self._peers = peers
-        self._peer_s_keys = peer_s_keys
+        self._peers = peer_s_keys
         self._inbound_keys = inbound_keys
         self._own_shares = own_shares
         return msg.encode_blobs(blobs)
@@ -452,7 +448,7 @@ class SecAggClientSession:
             (derive_mask_key(seed=self._b, session_id=session_id, purpose="self-mask", ids=pack_ids([u])), 1)
         ]
         for v in peers:
-            seed = agree(private=self._s.private, public=self._peer_s_keys[v])
+            seed = agree(private=self._s.private, public=self._peers[v])
             key = derive_mask_key(
                 seed=seed, session_id=session_id, purpose="pair-mask", ids=pack_ids([min(u, v), max(u, v)])
             )

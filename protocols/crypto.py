@@ -241,7 +241,7 @@ def hkdf_sha256(*, ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
     Returns:
         The derived key.
     """
-    prk = hmac.digest(salt if salt else bytes(32), ikm, "sha256")
+    prk = hkdf_extract(salt=salt, ikm=ikm)
     if 0 < length <= 32:  # one block: T(1) = HMAC(PRK, info || 0x01), as hkdf_expand computes it
         return hmac.digest(prk, info + b"\x01", "sha256")[:length]
     return hkdf_expand(prk=prk, info=info, length=length)
