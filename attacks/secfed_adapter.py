@@ -291,8 +291,8 @@ def update_observation(
         The observation model.
 
     Raises:
-        AttackConfigError: If the learner does not take plain local steps (ProtoNet, MAML, FOMAML)
-            or ``num_records < 1``.
+        AttackConfigError: If the learner does not take plain local steps (ProtoNet, MAML, FOMAML),
+            Reptile zeroes its head (``head_init='zero'``) or ``num_records < 1``.
     """
     lr = config.learner
     if num_records < 1:
@@ -303,6 +303,11 @@ def update_observation(
             loss_fn=supervised_loss_fn(model=model), lr=float(lr.local_lr), batches=batches, scale=1.0
         )
     if lr.name == "reptile":
+        if lr.head_init == "zero":
+            raise AttackConfigError(
+                "reptile with learner.head_init='zero' (head zeroed before every task, its "
+                "difference not sent) is not modelled by the SGD replay; use head_init='learned'"
+            )
         per = num_records if lr.reptile_inner_batch == 0 else min(lr.reptile_inner_batch, num_records)
         batches = _sequential(num_records, per, lr.inner_steps)
         return MultiStepObservation(
@@ -345,7 +350,8 @@ def episode_observation(
         The observation model.
 
     Raises:
-        AttackConfigError: For learners without an episodic meta-loss.
+        AttackConfigError: For learners without an episodic meta-loss, or MAML/FOMAML with
+            ``head_init='zero'``.
     """
     name = config.learner.name
     if name == "protonet":
@@ -355,6 +361,11 @@ def episode_observation(
             )
         )
     if name in ("maml", "fomaml"):
+        if config.learner.head_init == "zero":
+            raise AttackConfigError(
+                f"{name} with learner.head_init='zero' (head zeroed before every task) is not "
+                "modelled by the MAML replay; use head_init='learned'"
+            )
         return MAMLObservation(
             loss_fn=supervised_loss_fn(model=model, n_way=config.task.n_way),
             n_support=n_way * k_shot,

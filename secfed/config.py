@@ -56,6 +56,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "learner.name": ("protonet", "maml", "fomaml", "reptile", "fedavg"),
     "learner.local_optimizer": ("adam", "sgd"),
     "learner.inner_optimizer": ("sgd", "adam"),
+    "learner.head_init": ("learned", "zero"),
     "federation.sampling": ("fixed", "poisson"),
     "federation.server_optimizer": ("sgd", "adam"),
     "federation.aggregation": ("plain", "secagg", "secagg+"),
@@ -213,6 +214,8 @@ class LearnerSection:
         inner_optimizer: Reptile inner optimiser.
         reptile_inner_batch: Records per Reptile inner step (0 = whole task).
         batch_size: FedAvg local minibatch size.
+        head_init: ``learned`` or ``zero`` (MAML/FOMAML/Reptile: zero the linear head before
+            every task, Kao et al. 2022; lets ``task.n_way`` differ from ``task.test_n_way``).
     """
 
     name: str = "protonet"
@@ -227,6 +230,7 @@ class LearnerSection:
     inner_optimizer: str = "sgd"
     reptile_inner_batch: int = 0
     batch_size: int = 32
+    head_init: str = "learned"
 
 
 @dataclass(frozen=True)
@@ -513,6 +517,29 @@ def validate(cfg: ExperimentConfig) -> None:
         _check(getattr(lr, key) > 0, f"learner.{key}", "must be > 0", getattr(lr, key))
     if lr.name in ("maml", "fomaml", "reptile"):
         _check(lr.inner_steps >= 1, "learner.inner_steps", f"{lr.name} needs >= 1 inner step", lr.inner_steps)
+    if lr.head_init == "zero":
+        _check(
+            lr.name in ("maml", "fomaml", "reptile"),
+            "learner.head_init",
+            "'zero' applies to maml, fomaml and reptile (learners with a linear head adapted per task)",
+            lr.name,
+        )
+        _check(
+            lr.test_inner_steps >= 1,
+            "learner.test_inner_steps",
+            "head_init = 'zero' needs >= 1 test-time step (a zero head predicts nothing)",
+            lr.test_inner_steps,
+        )
+        if lr.name == "reptile":
+            _check(
+                lr.inner_steps >= 2,
+                "learner.inner_steps",
+                (
+                    "reptile with head_init = 'zero' needs >= 2 "
+                    "(the first step from a zero head moves only the head)"
+                ),
+                lr.inner_steps,
+            )
     _check(f.clients_per_round >= 0, "federation.clients_per_round", "must be >= 0", f.clients_per_round)
     _check(
         f.clients_per_round <= p.num_sites,

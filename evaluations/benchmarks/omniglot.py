@@ -299,9 +299,12 @@ def run_settings(
     Returns:
         Setting name -> mode -> ``accuracy``, ``ci95`` (in %), ``train_s``, ``run_dir``, ``trained_n_way``.
     """
+    # An n_way-output head ties training to the evaluated way, unless the head is zeroed before
+    # every task (head_init = "zero"): then the example's training way is kept for every setting.
+    tied = learner in N_WAY_HEAD and _config(learner, overrides=extra).learner.head_init != "zero"
     groups: dict[int | None, list[tuple[int, int]]] = {}
     for st in settings:
-        groups.setdefault(st[0] if learner in N_WAY_HEAD else None, []).append(st)
+        groups.setdefault(st[0] if tied else None, []).append(st)
     results: dict[str, dict[str, Any]] = {_name(st): {} for st in settings}
     for key, members in groups.items():
         first = members[0]

@@ -38,6 +38,12 @@ class LearnerConfig:
         reptile_inner_batch: Records per Reptile inner step (0 = the whole task).
         batch_size: Records per FedAvg local step when FedAvg draws from a
             ``SupervisedBatchSource`` (added for FedAvg; ignored by the episodic learners).
+        head_init: Where MAML/FOMAML/Reptile start each task's linear head: ``"learned"`` (the
+            meta-learned head, Finn et al. 2017) or ``"zero"`` (weights and bias set to zero
+            before every task's inner loop, in training and at test time: the "zeroing trick"
+            of Kao, Chiu & Chen 2022, "MAML is a Noisy Contrastive Learner in Classification",
+            ICLR). With ``"zero"`` the head is the same for every class, so the training and
+            test ways may differ.
     """
 
     local_steps: int = 10
@@ -51,6 +57,7 @@ class LearnerConfig:
     inner_optimizer: str = "sgd"
     reptile_inner_batch: int = 0
     batch_size: int = 32
+    head_init: str = "learned"
 
 
 @dataclass

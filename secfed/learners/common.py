@@ -19,6 +19,9 @@ from secfed.tasks.base import Task
 
 __all__ = [
     "OPTIMIZERS",
+    "HEAD_INITS",
+    "head_names",
+    "zero_head",
     "check_config",
     "check_task",
     "check_support_query",
@@ -32,6 +35,8 @@ __all__ = [
 
 #: Allowed values of ``local_optimizer`` and ``inner_optimizer``.
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: Allowed values of ``head_init``.
+HEAD_INITS: tuple[str, ...] = ("learned", "zero")
 
 
 def _positive_int(config: LearnerConfig, key: str, minimum: int) -> None:
@@ -76,6 +81,15 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
             raise ConfigError(
                 f"learner config {key} must be one of {list(OPTIMIZERS)}, got {getattr(config, key)!r}"
             )
+    if config.head_init not in HEAD_INITS:
+        raise ConfigError(
+            f"learner config head_init must be one of {list(HEAD_INITS)}, got {config.head_init!r}"
+        )
+    if config.head_init == "zero" and config.test_inner_steps < 1:
+        raise ConfigError(
+            "learner config test_inner_steps must be >= 1 with head_init='zero' "
+            "(a zero head predicts nothing)"
+        )
 
 
 def check_support_query(
@@ -203,6 +217,49 @@ def head_logits(*, outputs: torch.Tensor, n_way: int) -> torch.Tensor:
             f"build the model with num_classes >= n_way (num_classes == n_way for MAML/FOMAML/Reptile)"
         )
     return outputs if outputs.shape[-1] == n_way else outputs[..., :n_way]
+
+
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """Names of the trainable parameters of the model's linear head (``model.head``).
+
+    Args:
+        model: A model built by :func:`secfed.models.build.build_model` with a head.
+
+    Returns:
+        The head's parameter names as in ``model.named_parameters()`` (e.g. ``head.weight``).
+
+    Raises:
+        ConfigError: If the model has no linear head.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(
+            f"head_init='zero' needs a model with a linear head (model.head), got {type(model).__name__}"
+        )
+    return tuple(f"head.{name}" for name, p in head.named_parameters() if p.requires_grad)
+
+
+def zero_head(*, params: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """``params`` with the head's tensors replaced by zeros (Kao et al. 2022's zeroing trick).
+
+    The zeros are ``p * 0``: they stay in the autograd (and ``torch.func``) graph of ``p`` so that
+    inner gradients can be taken with respect to them, and the meta-gradient reaching the stored
+    head is exactly zero (the head never changes; only the body is meta-learned).
+
+    Args:
+        params: Parameters by name.
+        names: The head's parameter names (:func:`head_names`).
+
+    Returns:
+        A new dict; ``params`` itself is not modified.
+
+    Raises:
+        ConfigError: If a head name is missing from ``params``.
+    """
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ConfigError(f"head parameters {missing} are not among the trainable parameters")
+    return {n: (p * 0 if n in names else p) for n, p in params.items()}
 
 
 def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:

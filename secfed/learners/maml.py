@@ -14,6 +14,13 @@ The inner gradients use ``torch.autograd.grad``, which composes with ``torch.fun
 ``backward()`` on BatchNorm models. The model needs a linear head with ``num_classes == n_way``;
 with more outputs the first ``n_way`` logits are used.
 
+With ``head_init="zero"`` the linear head's weights and bias are replaced by zeros before every
+task's inner loop, in training and at test time (Kao, Chiu & Chen 2022, "MAML is a Noisy
+Contrastive Learner in Classification", ICLR): one inner step from a zero head sets class ``k``'s
+weights to ``inner_lr`` times the centred mean support embedding of class ``k``, so the query
+loss is a contrastive loss and only the body is meta-learned. The head is then the same for
+every class, so training episodes may have more ways than test episodes.
+
 Test time: ``test_inner_steps`` first-order steps with ``test_inner_lr`` on the support set with the
 model in eval mode (BatchNorm uses its running statistics, so a query's prediction does not depend
 on the other queries), then logits of the queries.
@@ -28,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from secfed.learners.common import check_support_query, head_logits, training_mode
+from secfed.learners.common import check_support_query, head_logits, head_names, training_mode, zero_head
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -100,6 +107,8 @@ class MAML(EpisodicLearner):
         task: Task,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
+        if self.config.head_init == "zero":
+            params = zero_head(params=params, names=head_names(model))
         with torch.enable_grad():
             adapted = inner_adapt(
                 model=model,
@@ -152,6 +161,9 @@ class MAML(EpisodicLearner):
             for name, p in model.named_parameters()
             if p.requires_grad
         }
+        if self.config.head_init == "zero":
+            zeroed = zero_head(params=params, names=head_names(model))
+            params = {name: p.detach().requires_grad_(True) for name, p in zeroed.items()}
         with training_mode(model, train=True), torch.enable_grad():
             for _ in range(self.config.test_inner_steps):
                 stepped = inner_adapt(

@@ -13,6 +13,10 @@ The returned delta is ``theta_final - theta_initial`` like every learner's. In p
 ``local_steps=1``, ``local_optimizer="sgd"`` and ``local_lr=1.0`` the delta is exactly the mean
 task difference ``D`` and the server's learning rate plays the role of Reptile's ``epsilon``.
 
+With ``head_init="zero"`` the copy's linear head is set to zero before every task (training and
+test time; Kao, Chiu & Chen 2022): the head's difference is not applied, so only the body is
+meta-learned and training episodes may have more ways than test episodes.
+
 Test time: fine-tune a copy of the model (eval mode) on the support set for ``test_inner_steps``
 steps of the inner optimiser with ``test_inner_lr``, then return the query logits (first ``n_way``
 outputs; build the model with ``num_classes == n_way``).
@@ -28,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from secfed.errors import ConfigError
 from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
 from secfed.learners.common import (
     check_config,
     check_support_query,
     check_task,
     head_logits,
+    head_names,
     make_optimizer,
     params_delta,
     snapshot_params,
@@ -116,9 +122,16 @@ class Reptile(Learner):
             config: Hyperparameters.
 
         Raises:
-            ConfigError: If any field is invalid.
+            ConfigError: If any field is invalid (also ``inner_steps < 2`` with a zeroed head).
         """
         check_config(config=config, min_inner_steps=1)
+        if config.head_init == "zero" and config.inner_steps < 2:
+            # From a zero head the body's gradient is zero, so one step only trains the head,
+            # whose difference is discarded: the update would always be zero.
+            raise ConfigError(
+                f"learner config inner_steps must be >= 2 for reptile with head_init='zero' "
+                f"(the first step from a zero head moves only the head), got {config.inner_steps}"
+            )
         super().__init__(config=config)
 
     def local_update(self, *, model: nn.Module, tasks: TaskSource, rng: np.random.Generator) -> LocalUpdate:
@@ -139,6 +152,7 @@ class Reptile(Learner):
         work_params = trainable_params(work)
         work_buffers = dict(work.named_buffers())
         buffers = dict(model.named_buffers())
+        zeroed = head_names(model) if cfg.head_init == "zero" else ()
         loss_sum, correct, seen, inner_steps, num_tasks, num_examples = 0.0, 0, 0, 0, 0, 0
         with training_mode(model, train=True), training_mode(work, train=True):
             for _ in range(cfg.local_steps):
@@ -151,6 +165,8 @@ class Reptile(Learner):
                             work_params[name].copy_(p)
                         for name, b in buffers.items():
                             work_buffers[name].copy_(b)
+                        for name in zeroed:
+                            work_params[name].zero_()
                     x = torch.cat([task.support_x, task.query_x], dim=0)
                     y = torch.cat([task.support_y, task.query_y], dim=0)
                     batches = _batches(
@@ -174,7 +190,8 @@ class Reptile(Learner):
                     )
                     with torch.no_grad():
                         for name, p in params.items():
-                            mean_diff[name] += (work_params[name] - p) / cfg.meta_batch
+                            if name not in zeroed:
+                                mean_diff[name] += (work_params[name] - p) / cfg.meta_batch
                         # Running statistics carry on from the task just trained on.
                         for name, b in buffers.items():
                             b.copy_(work_buffers[name])
@@ -222,6 +239,10 @@ class Reptile(Learner):
             require_all_classes=self.needs_every_class,
         )
         work = copy.deepcopy(model)
+        if self.config.head_init == "zero":
+            with torch.no_grad():
+                for name in head_names(work):
+                    work.get_parameter(name).zero_()
         with training_mode(work, train=True), torch.enable_grad():
             fine_tune(
                 model=work,

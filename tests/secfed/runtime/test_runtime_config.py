@@ -91,3 +91,22 @@ def test_test_rotations_only_for_datasets_with_rotations() -> None:
     assert config_from_dict({"data": {"test_rotations": True}}).data.test_rotations
     with pytest.raises(ConfigError, match=r"data\.test_rotations.*digits and omniglot"):
         config_from_dict({"data": {"dataset": "medmnist", "root": "x.npz", "test_rotations": True}})
+
+
+def test_zero_head_init_rules() -> None:
+    """head_init = 'zero': only for linear-head meta-learners; lets the training way differ."""
+    from secfed.components import model_num_classes
+
+    with pytest.raises(ConfigError, match=r"learner\.head_init = 'zeros'.*learned, zero"):
+        config_from_dict({"learner": {"name": "maml", "head_init": "zeros"}})
+    with pytest.raises(ConfigError, match=r"learner\.head_init.*maml, fomaml and reptile"):
+        config_from_dict({"learner": {"name": "protonet", "head_init": "zero"}})
+    with pytest.raises(ConfigError, match=r"learner\.test_inner_steps"):
+        config_from_dict({"learner": {"name": "maml", "head_init": "zero", "test_inner_steps": 0}})
+    with pytest.raises(ConfigError, match=r"learner\.inner_steps.*reptile"):
+        config_from_dict({"learner": {"name": "reptile", "head_init": "zero", "inner_steps": 1}})
+    wide = {"task": {"n_way": 20, "test_n_way": 5}}
+    with pytest.raises(ConfigError, match=r"task\.n_way \(20\) must equal task\.test_n_way \(5\).*head_init"):
+        model_num_classes(config=config_from_dict({**wide, "learner": {"name": "maml"}}))
+    cfg = config_from_dict({**wide, "learner": {"name": "maml", "head_init": "zero"}})
+    assert model_num_classes(config=cfg) == 20
