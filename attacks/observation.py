@@ -265,6 +265,8 @@ class MAMLObservation(ObservationModel):
         inner_steps: Inner SGD steps.
         inner_lr: Inner learning rate.
         first_order: True for FOMAML.
+        zeroed: Parameters the client sets to zero before the inner loop (the linear head under
+            ``head_init="zero"``, Kao et al. 2022); their observed gradient is zero.
     """
 
     loss_fn: LossFn
@@ -272,6 +274,7 @@ class MAMLObservation(ObservationModel):
     inner_steps: int
     inner_lr: float
     first_order: bool = False
+    zeroed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_support < 1:
@@ -301,13 +304,20 @@ class MAMLObservation(ObservationModel):
         theta0 = _leaves(params)
         # Second-order MAML needs the inner graph on the client too; the attacker always needs it.
         keep = create_graph or not self.first_order
-        phi = dict(theta0)
+        missing = [k for k in self.zeroed if k not in theta0]
+        if missing:
+            raise AttackConfigError(f"zeroed parameters {missing} are not among the model's parameters")
+        # p * 0 keeps the zeroed tensors in theta0's graph with a zero gradient, as in the learner
+        phi = {k: (v * 0 if k in self.zeroed else v) for k, v in theta0.items()}
         for _ in range(self.inner_steps):
             g = _grad(self.loss_fn(phi, buffers, xs, ys), phi, create_graph=keep)
             phi = {k: phi[k] - self.inner_lr * g[k] for k in phi}
         outer = self.loss_fn(phi, buffers, xq, yq)
         wrt = phi if self.first_order else theta0
-        return _grad(outer, wrt, create_graph=create_graph)
+        grads = _grad(outer, wrt, create_graph=create_graph)
+        for k in self.zeroed:  # FOMAML's first-order gradient never reaches the stored head
+            grads[k] = torch.zeros_like(grads[k])
+        return grads
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""
@@ -316,6 +326,7 @@ class MAMLObservation(ObservationModel):
             "n_support": self.n_support,
             "inner_steps": self.inner_steps,
             "inner_lr": self.inner_lr,
+            "zeroed": list(self.zeroed),
         }
 
 

@@ -34,6 +34,7 @@ from secfed.config import ExperimentConfig, load_config
 from secfed.errors import SecfedError
 from secfed.federation.state import load_flat_state, state_spec
 from secfed.learners.base import Learner
+from secfed.learners.common import head_names
 from secfed.tasks.base import Task
 
 __all__ = [
@@ -350,8 +351,7 @@ def episode_observation(
         The observation model.
 
     Raises:
-        AttackConfigError: For learners without an episodic meta-loss, or MAML/FOMAML with
-            ``head_init='zero'``.
+        AttackConfigError: For learners without an episodic meta-loss.
     """
     name = config.learner.name
     if name == "protonet":
@@ -361,16 +361,12 @@ def episode_observation(
             )
         )
     if name in ("maml", "fomaml"):
-        if config.learner.head_init == "zero":
-            raise AttackConfigError(
-                f"{name} with learner.head_init='zero' (head zeroed before every task) is not "
-                "modelled by the MAML replay; use head_init='learned'"
-            )
         return MAMLObservation(
             loss_fn=supervised_loss_fn(model=model, n_way=config.task.n_way),
             n_support=n_way * k_shot,
             inner_steps=int(config.learner.inner_steps),
             inner_lr=float(config.learner.inner_lr),
             first_order=name == "fomaml",
+            zeroed=head_names(model) if config.learner.head_init == "zero" else (),
         )
     raise AttackConfigError(f"learner {name!r} has no episodic meta-gradient")

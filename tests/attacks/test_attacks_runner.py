@@ -223,10 +223,15 @@ def test_protonet_adapter_is_the_learners_episode_loss(runs: dict[str, Path]) ->
     assert float(loss(params, buffers, x, soft).detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
 
 
+@pytest.mark.parametrize("head_init", ["learned", "zero"])
 @pytest.mark.parametrize("learner", ["maml", "fomaml"])
-def test_maml_observation_is_the_clients_meta_gradient(runs: dict[str, Path], learner: str) -> None:
+def test_maml_observation_is_the_clients_meta_gradient(
+    runs: dict[str, Path], learner: str, head_init: str
+) -> None:
     run = load_run(run_dir=runs["maml"])
-    cfg = run.config.replace(learner=dataclasses.replace(run.config.learner, name=learner))
+    cfg = run.config.replace(
+        learner=dataclasses.replace(run.config.learner, name=learner, head_init=head_init)
+    )
     from secfed import components
 
     meta = components.build_learner(config=cfg)
@@ -248,6 +253,8 @@ def test_maml_observation_is_the_clients_meta_gradient(runs: dict[str, Path], le
     got = obs.observe(params=params, buffers=buffers, inputs=x, labels=y)
     for (name, g), r in zip(got.items(), ref, strict=True):
         assert torch.allclose(g, r, atol=1e-6), name
+    head = [n for n in got if n.startswith("head.")]
+    assert head and all(bool((got[n] == 0).all()) == (head_init == "zero") for n in head)
 
 
 def test_replicas_keep_every_other_site(runs: dict[str, Path], tmp_path: Path) -> None:
