@@ -178,9 +178,11 @@ def _unit(
             config=cfg, learner=learner, model=model, n_way=shape[0], k_shot=shape[1], n_query=shape[2]
         )
         x, y = sampler.episode(sid=sid, n_way=shape[0], k_shot=shape[1], n_query=shape[2])
-        # ProtoNet's loss is invariant to relabelling: the canonical layout is public
+        # ProtoNet's loss is invariant to relabelling, and so is MAML's with a head zeroed before
+        # every task (every class starts from the same zero row): the canonical layout is public
         # (see attacks.functional.protonet_episode_labels).
-        return obs, x, y, shape[0], (y if name == "protonet" else None)
+        symmetric = name == "protonet" or cfg.learner.head_init == "zero"
+        return obs, x, y, shape[0], (y if symmetric else None)
     heads = head_size(config=cfg, model=model)
     assert heads is not None
     x, y = sampler.supervised(sid=sid, n=n)

@@ -153,3 +153,22 @@ def test_config_errors() -> None:
         head_names(embed_only)
     with pytest.raises(ConfigError, match="head parameters"):
         zero_head(params={"x": torch.zeros(1)}, names=("head.weight",))
+
+
+def test_zero_head_meta_loss_is_invariant_to_relabelling() -> None:
+    """What lets the inversion attack treat a zeroed-head episode's label layout as public."""
+    model = _model()
+    task = BlobProblem(k_shot=2).sample(rng=np.random.default_rng(5))
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    renamed = Task(task.support_x, perm[task.support_y], task.query_x, perm[task.query_y], 5)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    losses = {}
+    for head_init in ("zero", "learned"):
+        learner = MAML(config=LearnerConfig(head_init=head_init))
+        losses[head_init] = [
+            float(learner.task_loss(model=model, params=params, buffers=buffers, task=t).detach())
+            for t in (task, renamed)
+        ]
+    assert abs(losses["zero"][0] - losses["zero"][1]) < 1e-5
+    assert abs(losses["learned"][0] - losses["learned"][1]) > 1e-3
