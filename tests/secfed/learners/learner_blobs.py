@@ -71,3 +71,19 @@ def mean_accuracy(*, learner, model, problem: BlobProblem, episodes: int = 40, s
     return float(
         np.mean([learner.evaluate(model=model, task=problem.sample(rng=rng)) for _ in range(episodes)])
     )
+
+
+def vmap_task_grads(*, learner, model, tasks: list[Task]) -> dict[str, torch.Tensor]:
+    """``vmap(grad(task_loss))`` over same-shaped tasks: per-task meta-gradients stacked on dim 0."""
+    from torch.func import grad, vmap
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    n_way = tasks[0].n_way
+
+    def loss(p, sx, sy, qx, qy):
+        return learner.task_loss(model=model, params=p, buffers=buffers, task=Task(sx, sy, qx, qy, n_way))
+
+    fields = ("support_x", "support_y", "query_x", "query_y")
+    stacked = [torch.stack([getattr(t, f) for t in tasks]) for f in fields]
+    return vmap(grad(loss), in_dims=(None, 0, 0, 0, 0))(params, *stacked)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from learner_blobs import BlobProblem, mean_accuracy
-from torch.func import functional_call, grad, vmap
+from learner_blobs import BlobProblem, mean_accuracy, vmap_task_grads
+from torch.func import functional_call
 
 from secfed.errors import ConfigError
 from secfed.learners import FOMAML, MAML, LearnerConfig
@@ -112,15 +112,7 @@ def test_vmap_of_grad_matches_per_task_loop(cls: type[MAML], dtype: torch.dtype,
     tasks = [_cast(problem.sample(rng=rng), dtype) for _ in range(4)]
     learner = cls(config=LearnerConfig(inner_steps=2, inner_lr=0.4))
     params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
-
-    def loss(p, sx, sy, qx, qy):
-        return learner.task_loss(model=model, params=p, buffers=buffers, task=Task(sx, sy, qx, qy, 5))
-
-    stacked = [
-        torch.stack([getattr(t, f) for t in tasks]) for f in ("support_x", "support_y", "query_x", "query_y")
-    ]
-    batched = vmap(grad(loss), in_dims=(None, 0, 0, 0, 0))(params, *stacked)
+    batched = vmap_task_grads(learner=learner, model=model, tasks=tasks)
     for i, task in enumerate(tasks):
         looped = _learner_grad(learner=learner, model=model, task=task)
         for name in params:
