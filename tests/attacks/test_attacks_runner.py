@@ -140,6 +140,21 @@ def test_inversion_scenarios_follow_the_learner(
     assert by_name["secure_aggregate"].clients == [0, 1]
 
 
+def test_zeroed_head_scenarios(runs: dict[str, Path]) -> None:
+    """Zeroed-head MAML: the episode's label layout is public; zeroed-head Reptile: updates skipped."""
+    run = load_run(run_dir=runs["maml"])
+    zero = dataclasses.replace(run.config.learner, head_init="zero")
+    maml = dataclasses.replace(run, config=run.config.replace(learner=zero))
+    cases, _ = prepare_cases(run=maml, options=AttackOptions(aggregate_clients=2))
+    episode = {c.name: c for c in cases}["episode"]
+    assert episode.threat.known_labels is not None
+    reptile_cfg = dataclasses.replace(zero, name="reptile", inner_steps=2)
+    reptile = dataclasses.replace(run, config=run.config.replace(learner=reptile_cfg))
+    cases, why = prepare_cases(run=reptile, options=AttackOptions(aggregate_clients=2))
+    assert {c.name for c in cases} == {"gradient_b1", "gradient_b4"}
+    assert all("head_init='zero'" in why[s] for s in ("update_b1", "update_b4", "secure_aggregate"))
+
+
 def test_inversion_inputs_hold_no_ground_truth(runs: dict[str, Path]) -> None:
     run = load_run(run_dir=runs["fedavg"])
     cases, _ = prepare_cases(run=run, options=AttackOptions())
