@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.secfed-installed
 PKGS := secfed protocols privacy attacks evaluations
-DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# expanded once (:=): a recursive ?= re-ran `date` for every use, so the report could look for a
+# different second's run directory than the one just written
+ifeq ($(origin DEMO_OUT), undefined)
+DEMO_OUT := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+endif
 
 .PHONY: install demo test lint typecheck unit bench clean
 
