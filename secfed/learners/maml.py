@@ -21,9 +21,9 @@ weights to ``inner_lr`` times the centred mean support embedding of class ``k``,
 loss is a contrastive loss and only the body is meta-learned. The head is then the same for
 every class, so training episodes may have more ways than test episodes.
 
-Test time: ``test_inner_steps`` first-order steps with ``test_inner_lr`` on the support set with the
-model in eval mode (BatchNorm uses its running statistics, so a query's prediction does not depend
-on the other queries), then logits of the queries.
+Test time: ``test_inner_steps`` first-order steps with ``test_inner_lr`` on the support set, then
+logits of the queries. BatchNorm uses batch statistics, as in training (transductive batch norm,
+see :meth:`MAML.predict`); the running statistics are neither used nor changed.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ With ``head_init="zero"`` the copy's linear head is set to zero before every tas
 test time; Kao, Chiu & Chen 2022): the head's difference is not applied, so only the body is
 meta-learned and training episodes may have more ways than test episodes.
 
-Test time: fine-tune a copy of the model (eval mode) on the support set for ``test_inner_steps``
-steps of the inner optimiser with ``test_inner_lr``, then return the query logits (first ``n_way``
-outputs; build the model with ``num_classes == n_way``).
+Test time: fine-tune a copy of the model (training mode: transductive batch norm, see
+:meth:`Reptile.predict`) on the support set for ``test_inner_steps`` steps of the inner optimiser
+with ``test_inner_lr``, then return the query logits (first ``n_way`` outputs; build the model with
+``num_classes == n_way``, or more outputs with ``head_init="zero"``).
 """
 
 from __future__ import annotations
