@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocols.crypto import KEY_BYTES, NONCE_BYTES, SIGNATURE_BYTES, TAG_BYTES, label, sha256
-from protocols.errors import MalformedMessageError
+from protocols.errors import MalformedMessageError, TruncatedMessageError
 from protocols.params import SecAggConfig
 from protocols.prg import word_dtype
 from protocols.shamir import SHARE_BYTES, decode_share, encode_share
@@ -359,6 +359,11 @@ def session_id_from_rows(*, pre_session: bytes, rows: bytes) -> bytes:
 
 
 # --------------------------------------------------------------------------- share blobs
+_BLOB_ROW = struct.Struct(f">I{SHARE_BLOB_BYTES}s")
+_COUNT = struct.Struct(">I")
+_SHARE_PLAINTEXT = struct.Struct(f">II{SHARE_BYTES}s{SHARE_BYTES}s")
+
+
 def encode_blobs(blobs: list[tuple[int, bytes]]) -> bytes:
     """Body of a SHARE_KEYS response or COLLECT_MASKED_INPUT request: ``(peer id, blob)`` rows.
 
@@ -367,13 +372,16 @@ def encode_blobs(blobs: list[tuple[int, bytes]]) -> bytes:
 
     Returns:
         Body bytes.
+
+    Raises:
+        MalformedMessageError: If a blob has the wrong length.
     """
-    w = Writer().u32(len(blobs))
+    parts = [_COUNT.pack(len(blobs))]
     for peer, blob in blobs:
         if len(blob) != SHARE_BLOB_BYTES:
             raise MalformedMessageError(f"share blob must be {SHARE_BLOB_BYTES} bytes")
-        w.u32(peer).raw(blob)
-    return w.getvalue()
+        parts.append(_BLOB_ROW.pack(peer, blob))
+    return b"".join(parts)
 
 
 def decode_blobs(body: bytes | memoryview, *, limit: int) -> list[tuple[int, bytes]]:
@@ -385,11 +393,17 @@ def decode_blobs(body: bytes | memoryview, *, limit: int) -> list[tuple[int, byt
 
     Returns:
         Rows sorted by peer id.
+
+    Raises:
+        TruncatedMessageError: If the body is shorter than its row count says.
+        MalformedMessageError: On too many rows, trailing bytes or unsorted peers.
+        DuplicateEntryError: If a peer repeats.
     """
     r = Reader(body)
     c = r.count(limit=limit, what="share blobs")
-    out = [(r.u32("peer id"), r.raw(SHARE_BLOB_BYTES, "share blob")) for _ in range(c)]
+    rows = r.view(c * _BLOB_ROW.size, "share blobs")
     r.end()
+    out = list(_BLOB_ROW.iter_unpack(rows))
     check_increasing([p for p, _ in out], what="share blobs")
     return out
 
@@ -406,7 +420,7 @@ def share_plaintext(*, sender: int, receiver: int, s_share: int, b_share: int) -
     Returns:
         :data:`SHARE_PLAINTEXT_BYTES` bytes.
     """
-    return struct.pack(">II", sender, receiver) + encode_share(s_share) + encode_share(b_share)
+    return _SHARE_PLAINTEXT.pack(sender, receiver, encode_share(s_share), encode_share(b_share))
 
 
 def parse_share_plaintext(data: bytes) -> tuple[int, int, int, int]:
@@ -417,13 +431,17 @@ def parse_share_plaintext(data: bytes) -> tuple[int, int, int, int]:
 
     Returns:
         ``(sender, receiver, s_share, b_share)``.
+
+    Raises:
+        TruncatedMessageError: If ``data`` is too short.
+        MalformedMessageError: On trailing bytes or a share that is not a field element.
     """
-    r = Reader(data)
-    sender, receiver = r.u32("sender"), r.u32("receiver")
-    s_share = decode_share(r.raw(SHARE_BYTES, "s share"))
-    b_share = decode_share(r.raw(SHARE_BYTES, "b share"))
-    r.end()
-    return sender, receiver, s_share, b_share
+    if len(data) < _SHARE_PLAINTEXT.size:
+        raise TruncatedMessageError("message truncated while reading a share plaintext")
+    if len(data) > _SHARE_PLAINTEXT.size:
+        raise MalformedMessageError(f"{len(data) - _SHARE_PLAINTEXT.size} unexpected trailing body bytes")
+    sender, receiver, s_raw, b_raw = _SHARE_PLAINTEXT.unpack(data)
+    return sender, receiver, decode_share(s_raw), decode_share(b_raw)
 
 
 def share_aad(*, session_id: bytes, sender: int, receiver: int, stage: int) -> bytes:

@@ -1,9 +1,18 @@
 """Mask expansion: a cryptographic PRG from AES-128-CTR keystreams.
 
-A mask for a vector of ``m`` words is the AES-128-CTR keystream (initial counter block zero)
-under a 16-byte key derived with HKDF-SHA256 from the seed, viewed as *little-endian* uint32 or
-uint64 words, whatever the platform's byte order. Keys are single-use (bound to the session id,
-the purpose and the client ids through HKDF's salt and info), so a zero IV is safe.
+A mask for a vector of ``m`` words is the AES-128-CTR keystream under a 16-byte key derived with
+HKDF-SHA256 from the seed, viewed as *little-endian* uint32 or uint64 words, whatever the
+platform's byte order. Keys are single-use (bound to the session id, the purpose and the client
+ids through HKDF's salt and info), so a fixed initial counter block is safe.
+
+The counter layout is that of GCM's GCTR (NIST SP 800-38D, section 6.5) under the all-zero 96-bit
+IV: block ``i`` of the keystream is ``AES_K(0^96 || [i + 2]_32)``, a 32-bit big-endian counter
+starting at 2. That is ordinary AES-CTR (:func:`keystream` computes it with ``modes.CTR``), but it
+lets the hot path take the keystream from OpenSSL's AES-GCM encryption of zeros, whose
+VAES/AVX-512 code path produces it faster than OpenSSL's CTR mode on current x86 CPUs (400 KB:
+37 us against 47-55 us, 2-core EPYC with VAES; the tag is never computed). The 32-bit counter
+bounds one keystream to ``(2**32 - 2) * 16`` bytes (:data:`MAX_KEYSTREAM_BYTES`), which
+:class:`MaskExpander` checks.
 
 Masks are added to an accumulator modulo 2^32 or 2^64 by numpy's wrapping arithmetic; because
 2^bits divides the word modulus, reducing the final result modulo 2^bits gives the sum modulo
@@ -13,7 +22,7 @@ Masks are added to an accumulator modulo 2^32 or 2^64 by numpy's wrapping arithm
 from __future__ import annotations
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
 
 from protocols.crypto import hkdf_sha256, label
 from protocols.errors import ConfigError
@@ -21,6 +30,8 @@ from protocols.scratch import scratch, zero_bytes
 
 __all__ = [
     "AES_KEY_BYTES",
+    "MAX_KEYSTREAM_BYTES",
+    "keystream_encryptor",
     "word_dtype",
     "derive_mask_key",
     "MaskExpander",
@@ -28,7 +39,9 @@ __all__ = [
 ]
 
 AES_KEY_BYTES = 16
-_ZERO_IV = bytes(16)
+MAX_KEYSTREAM_BYTES = (2**32 - 2) * 16  # the 32-bit counter runs from 2 to 2**32 - 1
+_GCM_IV = bytes(12)
+_FIRST_COUNTER_BLOCK = bytes(12) + (2).to_bytes(4, "big")  # GCTR's first block under IV 0^96
 
 
 def word_dtype(bits: int) -> np.dtype:
@@ -63,17 +76,42 @@ def derive_mask_key(*, seed: bytes, session_id: bytes, purpose: str, ids: bytes)
     return hkdf_sha256(ikm=seed, salt=session_id, info=label(purpose) + ids, length=AES_KEY_BYTES)
 
 
+def keystream_encryptor(*, key: bytes) -> AEADEncryptionContext:
+    """A cipher context whose ``update``/``update_into`` of zero bytes yields the keystream of ``key``.
+
+    It is AES-GCM under the all-zero IV: its ciphertext of zeros is the AES-CTR keystream that
+    :func:`keystream` defines (see the module docstring), produced on OpenSSL's faster GCM path.
+    The authentication tag is never finalised or used. Callers must not draw more than
+    :data:`MAX_KEYSTREAM_BYTES` bytes from one context.
+
+    Args:
+        key: 16-byte AES key, used for this one keystream only.
+
+    Returns:
+        The encryptor.
+    """
+    return Cipher(algorithms.AES(key), modes.GCM(_GCM_IV)).encryptor()
+
+
 def keystream(*, key: bytes, nbytes: int) -> bytes:
-    """Return ``nbytes`` of AES-128-CTR keystream (reference implementation for tests).
+    """Return ``nbytes`` of the PRG's AES-128-CTR keystream (reference implementation).
+
+    Block ``i`` is ``AES_K(0^96 || [i + 2]_32)``, computed with ``modes.CTR``; the mask hot path
+    draws the same bytes from :func:`keystream_encryptor`.
 
     Args:
         key: 16-byte AES key.
-        nbytes: Number of bytes.
+        nbytes: Number of bytes, at most :data:`MAX_KEYSTREAM_BYTES`.
 
     Returns:
         The keystream bytes.
+
+    Raises:
+        ConfigError: If ``nbytes`` exceeds :data:`MAX_KEYSTREAM_BYTES`.
     """
-    enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+    if nbytes > MAX_KEYSTREAM_BYTES:
+        raise ConfigError(f"a keystream holds at most {MAX_KEYSTREAM_BYTES} bytes, asked for {nbytes}")
+    enc = Cipher(algorithms.AES(key), modes.CTR(_FIRST_COUNTER_BLOCK)).encryptor()
     return enc.update(bytes(nbytes)) + enc.finalize()
 
 
@@ -94,7 +132,8 @@ class MaskExpander:
         bits: Modulus bit width (selects uint32 or uint64 words).
 
     Raises:
-        ConfigError: If ``length < 1`` or ``bits`` is out of range.
+        ConfigError: If ``length < 1``, ``bits`` is out of range or one mask would need more than
+            :data:`MAX_KEYSTREAM_BYTES` of keystream.
     """
 
     CHUNK_BYTES = 1 << 19
@@ -103,6 +142,10 @@ class MaskExpander:
         if length < 1:
             raise ConfigError(f"vector length must be >= 1, got {length}")
         self.dtype = word_dtype(bits)
+        if length * self.dtype.itemsize > MAX_KEYSTREAM_BYTES:
+            raise ConfigError(
+                f"vector length {length} needs more than {MAX_KEYSTREAM_BYTES} bytes of keystream per mask"
+            )
         self.length = length
         self._chunk = max(1, min(length, self.CHUNK_BYTES // self.dtype.itemsize))
         self._zeros = zero_bytes(self._chunk * self.dtype.itemsize)
@@ -176,9 +219,7 @@ class MaskExpander:
         value: np.ndarray | None,
         reduce: np.integer | None,
     ) -> None:
-        streams = [
-            (Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor(), sign > 0) for key, sign in masks
-        ]
+        streams = [(keystream_encryptor(key=key), sign > 0) for key, sign in masks]
         size = self.dtype.itemsize
         # update_into wants room for one more AES block; a reused per-thread buffer, because a
         # fresh one of this size is page-faulted in on every call

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext
 
 from protocols.errors import ConfigError, OverflowRiskError
+from protocols.prg import AES_KEY_BYTES, MAX_KEYSTREAM_BYTES, keystream_encryptor
 from protocols.scratch import scratch, zero_bytes
 
 __all__ = ["IntegerEncoder", "StochasticQuantizer", "required_bits", "to_signed"]
@@ -161,16 +162,15 @@ class StochasticQuantizer:
         self.bits = int(bits)
         self.scale = float(2**precision_bits)
         self._f32_ok = self.clip * self.scale < 2.0**24 and precision_bits + 24 <= 126
+        self._rng_given = rng is not None
         self._rng = (
             rng if rng is not None else np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         )
-        # float32-path coins: AES-128-CTR keystream under a fresh OS-random key, unless the caller
-        # passed ``rng`` (reproducible tests), in which case ``rng`` supplies them
-        self._coin_stream: Any = (
-            None
-            if rng is not None
-            else Cipher(algorithms.AES(os.urandom(16)), modes.CTR(os.urandom(16))).encryptor()
-        )
+        # float32-path coins: the PRG's AES-128-CTR keystream under a fresh OS-random key (re-keyed
+        # before the 32-bit block counter could run out), unless the caller passed ``rng``
+        # (reproducible tests), in which case ``rng`` supplies them
+        self._coin_stream: AEADEncryptionContext | None = None
+        self._coin_bytes_left = 0
 
     def encode(self, *, x: np.ndarray) -> np.ndarray:
         """Quantise one input vector.
@@ -268,10 +268,14 @@ class StochasticQuantizer:
 
     def _coins_into(self, buf: np.ndarray, k: int) -> np.ndarray:
         """``k`` uniform 24-bit integers written into ``buf`` (uint32, ``k + 4`` long), as int32."""
-        if self._coin_stream is None:
+        if self._rng_given:
             c = buf[:k]
             c[:] = self._rng.integers(0, 1 << 24, size=k, dtype=np.uint32)
         else:
+            if self._coin_stream is None or self._coin_bytes_left < 4 * k:
+                self._coin_stream = keystream_encryptor(key=os.urandom(AES_KEY_BYTES))
+                self._coin_bytes_left = MAX_KEYSTREAM_BYTES
+            self._coin_bytes_left -= 4 * k
             self._coin_stream.update_into(zero_bytes(4 * k), buf.data.cast("B"))
             c = buf[:k]
             np.right_shift(c, np.uint32(8), out=c)

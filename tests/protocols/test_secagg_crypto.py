@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 
 import numpy as np
@@ -11,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols import AuthenticationError, InvalidKeyError
 from protocols.crypto import (
@@ -24,10 +27,12 @@ from protocols.crypto import (
     hkdf_expand,
     hkdf_extract,
     hkdf_sha256,
+    hmac_sha256,
     sign,
     verify_signature,
 )
-from protocols.prg import MaskExpander, derive_mask_key, keystream
+from protocols.errors import ConfigError
+from protocols.prg import MAX_KEYSTREAM_BYTES, MaskExpander, derive_mask_key, keystream, keystream_encryptor
 
 H = bytes.fromhex
 
@@ -50,11 +55,18 @@ def test_aes128_ctr_nist_sp800_38a_f51() -> None:
     assert enc.update(NIST_PT) + enc.finalize() == NIST_CT
 
 
-def test_prg_keystream_is_aes_ctr_from_counter_zero() -> None:
-    """The PRG is AES-128-CTR from counter block 0: block i = AES_K(i as 128-bit big-endian)."""
+def test_prg_keystream_is_aes_ctr_with_gctr_counter_blocks() -> None:
+    """The PRG is AES-128-CTR with GCM's counter layout under a zero IV: block i = AES_K(0^96 ||
+    [i + 2]_32); the hot path's GCM encryptor yields the same bytes, also across 32-bit carries
+    it never reaches (the counter would need 2^32 blocks)."""
     ecb = Cipher(algorithms.AES(NIST_KEY), modes.ECB()).encryptor()
-    blocks = b"".join(ecb.update(i.to_bytes(16, "big")) for i in range(4))
+    blocks = b"".join(ecb.update(bytes(12) + (i + 2).to_bytes(4, "big")) for i in range(4))
     assert keystream(key=NIST_KEY, nbytes=64) == blocks
+    assert keystream_encryptor(key=NIST_KEY).update(bytes(64)) == blocks
+    key = os.urandom(16)
+    enc = keystream_encryptor(key=key)
+    parts = [enc.update(bytes(n)) for n in (1, 15, 17, 4000, 100_003)]
+    assert b"".join(parts) == keystream(key=key, nbytes=sum(map(len, parts)))
     # and the SP 800-38A keystream (counter f0f1..) XOR plaintext = ciphertext
     ecb2 = Cipher(algorithms.AES(NIST_KEY), modes.ECB()).encryptor()
     ctr = int.from_bytes(NIST_CTR, "big")
@@ -74,6 +86,17 @@ def test_prg_words_are_little_endian_on_every_platform(bits: int) -> None:
     # first words of the NIST key's stream, fixed forever (regression against endianness changes)
     if width == 4:
         assert int(words[0]) == int.from_bytes(keystream(key=NIST_KEY, nbytes=4), "little")
+
+
+def test_prg_refuses_keystreams_the_32_bit_counter_cannot_cover() -> None:
+    """One mask may use at most 2^32 - 2 counter blocks; longer vectors are refused up front."""
+    with pytest.raises(ConfigError, match="keystream"):
+        MaskExpander(length=MAX_KEYSTREAM_BYTES // 4 + 1, bits=32)
+    with pytest.raises(ConfigError, match="keystream"):
+        MaskExpander(length=MAX_KEYSTREAM_BYTES // 8 + 1, bits=64)
+    assert MaskExpander(length=MAX_KEYSTREAM_BYTES // 8, bits=64).length == MAX_KEYSTREAM_BYTES // 8
+    with pytest.raises(ConfigError, match="keystream"):
+        keystream(key=NIST_KEY, nbytes=MAX_KEYSTREAM_BYTES + 1)
 
 
 def test_prg_add_into_matches_reference_modular_arithmetic() -> None:
@@ -126,11 +149,59 @@ def test_hkdf_rfc5869_case1() -> None:
     assert hkdf_sha256(ikm=ikm, salt=salt, info=info, length=42) == okm
 
 
+def test_hkdf_rfc5869_case3_empty_salt_and_info() -> None:
+    """An empty salt means 32 zero bytes (RFC 5869 section 2.2)."""
+    ikm = H("0b" * 22)
+    okm = H("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8")
+    assert hkdf_extract(salt=b"", ikm=ikm) == H(
+        "19ef24a32c717b167f33a91d6f648bdf96596776afdb6377ac434c1c293ccb04"
+    )
+    assert hkdf_sha256(ikm=ikm, salt=b"", info=b"", length=42) == okm
+
+
 def test_hkdf_agrees_with_cryptography_for_other_lengths() -> None:
     ikm, salt, info = os.urandom(32), os.urandom(32), b"secfed test"
     for length in (1, 16, 32, 33, 100):
         ref = HKDF(algorithm=SHA256(), length=length, salt=salt, info=info).derive(ikm)
         assert hkdf_sha256(ikm=ikm, salt=salt, info=info, length=length) == ref
+    # salts longer than SHA-256's 64-byte block are hashed first (RFC 2104), also when cached
+    for salt in (os.urandom(64), os.urandom(65), os.urandom(200), os.urandom(200)):
+        ref = HKDF(algorithm=SHA256(), length=32, salt=salt, info=info).derive(ikm)
+        assert hkdf_sha256(ikm=ikm, salt=salt, info=info, length=32) == ref
+        assert hkdf_sha256(ikm=ikm, salt=salt, info=info, length=32) == ref
+
+
+# ----------------------------------------------------------------------------- HMAC (RFC 4231)
+@pytest.mark.parametrize(
+    ("key", "data", "tag"),
+    [
+        (  # test case 1
+            H("0b" * 20),
+            b"Hi There",
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        ),
+        (  # test case 2: a key shorter than the output
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        ),
+        (  # test case 6: a 131-byte key, hashed first
+            H("aa" * 131),
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+    ],
+)
+def test_hmac_sha256_rfc4231(key: bytes, data: bytes, tag: str) -> None:
+    assert hmac_sha256(key=key, message=data) == H(tag)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=200), message=st.binary(max_size=300))
+def test_hmac_sha256_equals_the_standard_library(key: bytes, message: bytes) -> None:
+    assert hmac_sha256(key=key, message=message) == hmac.digest(key, message, "sha256")
+    prk = hmac.digest(key if key else bytes(32), message, "sha256")
+    assert hkdf_extract(salt=key, ikm=message) == prk
     with pytest.raises(ValueError):
         hkdf_expand(prk=os.urandom(32), info=b"", length=255 * 32 + 1)
 

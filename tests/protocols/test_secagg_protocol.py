@@ -32,7 +32,7 @@ from protocols.wire import Header, pack_message, unpack_message
 
 def reframe(message: bytes, *, body: bytes | None = None, **changes: object) -> bytes:
     header, old_body = unpack_message(message)
-    header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
+    header = header._replace(**changes)
     return pack_message(header=header, body=bytes(old_body) if body is None else body)
 
 
