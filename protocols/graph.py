@@ -4,8 +4,9 @@ Bell et al. (CCS 2020) place the clients on a ring after a uniformly random perm
 each to its k/2 predecessors and k/2 successors, giving a k-regular, symmetric graph. The
 permutation here is derived from the session id (which hashes every advertised public key), so
 every client computes the same graph locally without trusting a list sent by the server: the
-ring order sorts the clients by 64-bit words of an AES-128-CTR keystream (little-endian), keyed
-by HKDF(session id, "graph"), with a stable sort as tie-break.
+ring order sorts the clients by 64-bit words of the PRG's AES-128-CTR keystream
+(:func:`protocols.prg.keystream`, little-endian), keyed by HKDF(session id, "graph"), with a
+stable sort as tie-break.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ __all__ = [
 
 AES_KEY_BYTES = 16
 MAX_KEYSTREAM_BYTES = (2**32 - 2) * 16  # the 32-bit counter runs from 2 to 2**32 - 1
-_GCM_IV = bytes(12)
+_GCM_ZERO_IV = modes.GCM(bytes(12))  # immutable parameters, shared by every keystream context
 _FIRST_COUNTER_BLOCK = bytes(12) + (2).to_bytes(4, "big")  # GCTR's first block under IV 0^96
 
 
@@ -90,7 +90,7 @@ def keystream_encryptor(*, key: bytes) -> AEADEncryptionContext:
     Returns:
         The encryptor.
     """
-    return Cipher(algorithms.AES(key), modes.GCM(_GCM_IV)).encryptor()
+    return Cipher(algorithms.AES(key), _GCM_ZERO_IV).encryptor()
 
 
 def keystream(*, key: bytes, nbytes: int) -> bytes:
