@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 MAGIC = b"SFSA"
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the masked-input body is padded so that its vector is aligned
 SERVER_ID = 0xFFFFFFFF
 _HEADER = struct.Struct(">4sBBBBII32sI")
 HEADER_BYTES = _HEADER.size

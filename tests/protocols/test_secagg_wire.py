@@ -26,7 +26,7 @@ from protocols import (
     VersionError,
 )
 from protocols import messages as msg
-from protocols.wire import HEADER_BYTES, SERVER_ID, Header, Kind, pack_message, unpack_message
+from protocols.wire import HEADER_BYTES, SERVER_ID, WIRE_VERSION, Header, Kind, pack_message, unpack_message
 
 CFG = SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3)
 
@@ -59,10 +59,11 @@ def test_framing_rejects_truncation_trailing_bytes_version_magic_and_codes() -> 
             unpack_message(m[:cut])
     with pytest.raises(MalformedMessageError, match="trailing"):
         unpack_message(m + b"\x00")
-    bad = bytearray(m)
-    bad[4] = 2
-    with pytest.raises(VersionError):
-        unpack_message(bytes(bad))
+    for version in (WIRE_VERSION - 1, WIRE_VERSION + 1):  # version 1 had an unaligned masked input
+        bad = bytearray(m)
+        bad[4] = version
+        with pytest.raises(VersionError):
+            unpack_message(bytes(bad))
     bad = bytearray(m)
     bad[0] ^= 1
     with pytest.raises(MalformedMessageError, match="magic"):
@@ -106,11 +107,20 @@ def test_server_rejects_malformed_responses() -> None:
     body = body_of(good)
     with pytest.raises(MalformedMessageError):
         h.server.ingest(client_id=2, message=reframe(good, body=body[:-4]))
+    # the vector starts 12 bytes into the body, at offset 64 of the message (aligned words)
+    assert body[1:4] == bytes(3)
+    view = msg.decode_masked(unpack_message(good)[1], bits=body[0], length=(len(body) - 12) // 4)
+    assert view.ctypes.data - np.frombuffer(good, dtype=np.uint8).ctypes.data == 64
     # values >= 2^bits are refused
-    y = np.frombuffer(body[9:], dtype="<u4").copy()
+    y = np.frombuffer(body[12:], dtype="<u4").copy()
     y[0] = 2**16
     with pytest.raises(MalformedMessageError, match="values"):
-        h.server.ingest(client_id=2, message=reframe(good, body=body[:9] + y.tobytes()))
+        h.server.ingest(client_id=2, message=reframe(good, body=body[:12] + y.tobytes()))
+    # so is non-zero padding, and a prefix cut short
+    with pytest.raises(MalformedMessageError, match="padding"):
+        h.server.ingest(client_id=2, message=reframe(good, body=body[:2] + b"\x01" + body[3:]))
+    with pytest.raises(TruncatedMessageError):
+        h.server.ingest(client_id=2, message=reframe(good, body=body[:11]))
     with pytest.raises(MalformedMessageError, match="claims"):
         h.server.ingest(client_id=3, message=good)
     with pytest.raises(MalformedMessageError):
