@@ -171,6 +171,8 @@ class StochasticQuantizer:
         # (reproducible tests), in which case ``rng`` supplies them
         self._coin_stream: AEADEncryptionContext | None = None
         self._coin_bytes_left = 0
+        if rng is None:
+            self._rekey_coins()
 
     def encode(self, *, x: np.ndarray) -> np.ndarray:
         """Quantise one input vector.
@@ -266,6 +268,11 @@ class StochasticQuantizer:
             np.less(cc, fi, out=uu)
             np.add(o, uu, out=o, casting="unsafe")
 
+    def _rekey_coins(self) -> None:
+        """A fresh coin keystream under a new OS-random key (at start and when one runs out)."""
+        self._coin_stream = keystream_encryptor(key=os.urandom(AES_KEY_BYTES))
+        self._coin_bytes_left = MAX_KEYSTREAM_BYTES
+
     def _coins_into(self, buf: np.ndarray, k: int) -> np.ndarray:
         """``k`` uniform 24-bit integers written into ``buf`` (uint32, ``k + 4`` long), as int32."""
         if self._rng_given:
@@ -273,8 +280,8 @@ class StochasticQuantizer:
             c[:] = self._rng.integers(0, 1 << 24, size=k, dtype=np.uint32)
         else:
             if self._coin_stream is None or self._coin_bytes_left < 4 * k:
-                self._coin_stream = keystream_encryptor(key=os.urandom(AES_KEY_BYTES))
-                self._coin_bytes_left = MAX_KEYSTREAM_BYTES
+                self._rekey_coins()
+            assert self._coin_stream is not None
             self._coin_bytes_left -= 4 * k
             self._coin_stream.update_into(zero_bytes(4 * k), buf.data.cast("B"))
             c = buf[:k]

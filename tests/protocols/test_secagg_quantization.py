@@ -18,6 +18,7 @@ from protocols import (
     required_bits,
     to_signed,
 )
+from protocols.prg import MAX_KEYSTREAM_BYTES
 
 
 def _sum_mod(encs: list[np.ndarray], bits: int) -> np.ndarray:
@@ -185,6 +186,20 @@ def test_float32_path_with_default_aes_coins_is_unbiased() -> None:
     x = np.full(10_000, 0.5 / 8, dtype=np.float32)
     a, b = StochasticQuantizer(clip=2.0, precision_bits=3, n_clients=1), q
     assert not np.array_equal(a.encode(x=x), b.encode(x=x))
+
+
+def test_coin_keystream_is_rekeyed_before_its_counter_runs_out() -> None:
+    """The coins' AES-CTR stream is re-keyed when the next chunk would pass its 32-bit counter."""
+    q = StochasticQuantizer(clip=2.0, precision_bits=3, n_clients=1)
+    x = np.full(10_000, 0.5 / 8, dtype=np.float32)  # exactly half a step: coins decide each one
+    first = q._coin_stream
+    q.encode(x=x)
+    assert q._coin_stream is first  # plenty left: same stream
+    q._coin_bytes_left = 4 * x.size - 1  # one byte short of the next chunk
+    enc = q.encode(x=x)
+    assert q._coin_stream is not first
+    assert q._coin_bytes_left == MAX_KEYSTREAM_BYTES - 4 * x.size
+    assert 0.3 < float(np.mean(q.decode(total=enc, n_summed=1) * 8)) < 0.7
 
 
 class _EnumeratedCoins(StochasticQuantizer):
