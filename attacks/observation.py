@@ -182,17 +182,24 @@ class MultiStepObservation(ObservationModel):
     to end (Geiping et al. 2020, "Inverting Gradients", Sec. 5). A Reptile update (Nichol et al.
     2018) is exactly such a difference, with ``scale`` the outer step size.
 
+    With ``zeroed`` (Reptile with ``head_init="zero"``, Kao, Chiu & Chen 2022) those parameters
+    start the replay at zero (``p * 0``, in the graph) and their difference is not sent: the
+    update holds zeros for them and ``scale * (theta_T - theta_0')`` for the rest, where
+    ``theta_0'`` is the global model with the zeroed parameters set to zero.
+
     Attributes:
         loss_fn: Per-step functional loss.
         lr: Local SGD learning rate.
         batches: Indices into the client's records used at each step (see :func:`sequential_batches`).
         scale: Multiplier applied to the parameter difference (1 for FedAvg deltas).
+        zeroed: Parameters the client zeroes before its steps and leaves out of the update.
     """
 
     loss_fn: LossFn
     lr: float
     batches: tuple[tuple[int, ...], ...]
     scale: float = 1.0
+    zeroed: tuple[str, ...] = ()
     sign = -1.0
 
     def __post_init__(self) -> None:
@@ -224,7 +231,7 @@ class MultiStepObservation(ObservationModel):
             raise AttackInputError(
                 f"batch layout indexes record {top} but only {inputs.shape[0]} records were given"
             )
-        theta0 = _leaves(params)
+        theta0 = _zeroed_start(_leaves(params), self.zeroed)
         theta = dict(theta0)
         for batch in self.batches:
             idx = torch.tensor(batch, dtype=torch.long, device=inputs.device)
@@ -235,7 +242,7 @@ class MultiStepObservation(ObservationModel):
                 theta = {k: theta[k] - self.lr * g[k] for k in theta}
             else:
                 theta = {k: (theta[k] - self.lr * g[k]).detach().requires_grad_(True) for k in theta}
-        out = {k: self.scale * (theta[k] - theta0[k]) for k in theta}
+        out = {k: (theta0[k] if k in self.zeroed else self.scale * (theta[k] - theta0[k])) for k in theta}
         return out if create_graph else {k: v.detach() for k, v in out.items()}
 
     def describe(self) -> dict[str, Any]:
@@ -246,7 +253,17 @@ class MultiStepObservation(ObservationModel):
             "steps": self.steps,
             "batches": [list(b) for b in self.batches],
             "scale": self.scale,
+            "zeroed": list(self.zeroed),
         }
+
+
+def _zeroed_start(theta: Mapping[str, Tensor], zeroed: tuple[str, ...]) -> dict[str, Tensor]:
+    """``theta`` with the ``zeroed`` parameters set to zero as ``p * 0``: still in the graph, with a
+    zero gradient, as the learners zero their heads (Kao, Chiu & Chen 2022)."""
+    missing = [k for k in zeroed if k not in theta]
+    if missing:
+        raise AttackConfigError(f"zeroed parameters {missing} are not among the model's parameters")
+    return {k: (v * 0 if k in zeroed else v) for k, v in theta.items()}
 
 
 @dataclass(frozen=True)
@@ -304,11 +321,7 @@ class MAMLObservation(ObservationModel):
         theta0 = _leaves(params)
         # Second-order MAML needs the inner graph on the client too; the attacker always needs it.
         keep = create_graph or not self.first_order
-        missing = [k for k in self.zeroed if k not in theta0]
-        if missing:
-            raise AttackConfigError(f"zeroed parameters {missing} are not among the model's parameters")
-        # p * 0 keeps the zeroed tensors in theta0's graph with a zero gradient, as in the learner
-        phi = {k: (v * 0 if k in self.zeroed else v) for k, v in theta0.items()}
+        phi = _zeroed_start(theta0, self.zeroed)
         for _ in range(self.inner_steps):
             g = _grad(self.loss_fn(phi, buffers, xs, ys), phi, create_graph=keep)
             phi = {k: phi[k] - self.inner_lr * g[k] for k in phi}

@@ -278,7 +278,8 @@ def update_observation(
       ``min(learner.batch_size, num_records)`` records; the update is ``theta_T - theta_0``.
     * Reptile: ``learner.inner_steps`` steps with ``learner.inner_lr`` on batches of
       ``learner.reptile_inner_batch`` records (0 = all), scaled by the outer step ``learner.local_lr``
-      (one outer SGD step on one task; Nichol et al. 2018).
+      (one outer SGD step on one task; Nichol et al. 2018). With ``learner.head_init='zero'`` the
+      replay starts from a zero head and leaves the head out of the update, as the client does.
 
     The attack library replays plain SGD (Geiping et al. 2020, Sec. 5); when the run's optimiser is
     Adam the replay is a model of the update, not its exact form (the caller reports this).
@@ -292,8 +293,8 @@ def update_observation(
         The observation model.
 
     Raises:
-        AttackConfigError: If the learner does not take plain local steps (ProtoNet, MAML, FOMAML),
-            Reptile zeroes its head (``head_init='zero'``) or ``num_records < 1``.
+        AttackConfigError: If the learner does not take plain local steps (ProtoNet, MAML, FOMAML)
+            or ``num_records < 1``.
     """
     lr = config.learner
     if num_records < 1:
@@ -304,11 +305,6 @@ def update_observation(
             loss_fn=supervised_loss_fn(model=model), lr=float(lr.local_lr), batches=batches, scale=1.0
         )
     if lr.name == "reptile":
-        if lr.head_init == "zero":
-            raise AttackConfigError(
-                "reptile with learner.head_init='zero' (head zeroed before every task, its "
-                "difference not sent) is not modelled by the SGD replay; use head_init='learned'"
-            )
         per = num_records if lr.reptile_inner_batch == 0 else min(lr.reptile_inner_batch, num_records)
         batches = _sequential(num_records, per, lr.inner_steps)
         return MultiStepObservation(
@@ -316,6 +312,7 @@ def update_observation(
             lr=float(lr.inner_lr),
             batches=batches,
             scale=float(lr.local_lr),
+            zeroed=head_names(model) if lr.head_init == "zero" else (),
         )
     raise AttackConfigError(
         f"learner {lr.name!r} sends episode (meta-)gradient steps, not plain SGD updates: "

@@ -92,13 +92,14 @@ class InversionCase:
     clients: list[int] = field(default_factory=list)
 
 
-def applicable_scenarios(*, learner: str, head_init: str = "learned") -> dict[str, str | None]:
+def applicable_scenarios(*, learner: str) -> dict[str, str | None]:
     """Scenario name to ``None`` (applies) or the reason it does not apply to ``learner``.
+
+    The answer does not depend on ``learner.head_init``: the replays model a head zeroed before
+    every task (Kao, Chiu & Chen 2022), for Reptile also left out of the update.
 
     Args:
         learner: The run's learner name.
-        head_init: The run's ``learner.head_init``: a zeroed-head Reptile client zeroes its head
-            before every task and leaves it out of the update, which the SGD replay does not model.
 
     Returns:
         Every scenario of :data:`INVERSION_SCENARIOS` with ``None`` or its reason.
@@ -114,12 +115,6 @@ def applicable_scenarios(*, learner: str, head_init: str = "learned") -> dict[st
         out["update_b4"] = reason
     if learner in ("fedavg", "reptile"):
         out["episode"] = f"{learner} has no episodic meta-gradient"
-    if learner == "reptile" and head_init == "zero":
-        for scenario in ("update_b1", "update_b4", "secure_aggregate"):
-            out[scenario] = (
-                "reptile with learner.head_init='zero' zeroes its head before every task and "
-                "leaves it out of the update; the SGD replay does not model that"
-            )
     return out
 
 
@@ -281,7 +276,7 @@ def prepare_cases(*, run: LoadedRun, options: AttackOptions) -> tuple[list[Inver
     if not 0 <= options.site < n_sites:
         raise AttackConfigError(f"site must be in [0, {n_sites}), got {options.site}")
     wanted = options.scenarios or INVERSION_SCENARIOS
-    reasons = applicable_scenarios(learner=cfg.learner.name, head_init=cfg.learner.head_init)
+    reasons = applicable_scenarios(learner=cfg.learner.name)
     skipped = {s: str(reasons[s]) for s in wanted if reasons[s] is not None}
     priv = client_privacy(config=cfg)
     params, buffers = _params(run)

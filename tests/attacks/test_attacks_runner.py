@@ -141,7 +141,8 @@ def test_inversion_scenarios_follow_the_learner(
 
 
 def test_zeroed_head_scenarios(runs: dict[str, Path]) -> None:
-    """Zeroed-head MAML: the episode's label layout is public; zeroed-head Reptile: updates skipped."""
+    """Zeroed-head MAML: the episode's label layout is public; zeroed-head Reptile: the update
+    scenarios run with a replay that zeroes the head and leaves it out of the update."""
     run = load_run(run_dir=runs["maml"])
     zero = dataclasses.replace(run.config.learner, head_init="zero")
     maml = dataclasses.replace(run, config=run.config.replace(learner=zero))
@@ -151,8 +152,26 @@ def test_zeroed_head_scenarios(runs: dict[str, Path]) -> None:
     reptile_cfg = dataclasses.replace(zero, name="reptile", inner_steps=2)
     reptile = dataclasses.replace(run, config=run.config.replace(learner=reptile_cfg))
     cases, why = prepare_cases(run=reptile, options=AttackOptions(aggregate_clients=2))
-    assert {c.name for c in cases} == {"gradient_b1", "gradient_b4"}
-    assert all("head_init='zero'" in why[s] for s in ("update_b1", "update_b4", "secure_aggregate"))
+    updates = {"update_b1", "update_b4", "secure_aggregate"}
+    assert {c.name for c in cases} == {"gradient_b1", "gradient_b4", *updates}
+    assert set(why) == {"episode"}
+    head = tuple(n for n, _ in run.model.named_parameters() if n.startswith("head."))
+    for case in cases:
+        if case.name in updates:
+            doc = case.threat.observation.describe()
+            for part in doc["parts"] if doc["kind"] == "aggregate" else [doc]:
+                assert part["zeroed"] == list(head)
+            assert all(bool((case.threat.observed[n] == 0).all()) for n in head)
+
+
+class _OneTask:
+    """A task source that always returns the same task (the replay test's client data)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def sample(self, *, rng: np.random.Generator) -> Task:
+        return self.task
 
 
 def test_inversion_inputs_hold_no_ground_truth(runs: dict[str, Path]) -> None:
@@ -270,6 +289,53 @@ def test_maml_observation_is_the_clients_meta_gradient(
         assert torch.allclose(g, r, atol=1e-6), name
     head = [n for n in got if n.startswith("head.")]
     assert head and all(bool((got[n] == 0).all()) == (head_init == "zero") for n in head)
+
+
+@pytest.mark.parametrize("head_init", ["learned", "zero"])
+def test_reptile_update_replay_is_the_clients_update(runs: dict[str, Path], head_init: str) -> None:
+    """The SGD replay of a Reptile update (one task, one outer SGD step, whole-task inner steps)
+    equals what secfed's Reptile client sends, for a meta-learned and for a zeroed head."""
+    import copy
+
+    from attacks.secfed_adapter import update_observation
+    from secfed import components
+
+    run = load_run(run_dir=runs["maml"])
+    lr = dataclasses.replace(
+        run.config.learner,
+        name="reptile",
+        head_init=head_init,
+        inner_steps=3,
+        inner_lr=0.2,
+        inner_optimizer="sgd",
+        local_optimizer="sgd",
+        local_lr=0.7,
+        local_steps=1,
+        meta_batch=1,
+        reptile_inner_batch=0,
+    )
+    cfg = run.config.replace(learner=lr)
+    n_way, k_shot, n_query = cfg.task.n_way, 2, 2
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand((n_way * (k_shot + n_query), 1, 8, 8), generator=gen)
+    y = torch.cat(
+        [torch.arange(n_way).repeat_interleave(k_shot), torch.arange(n_way).repeat_interleave(n_query)]
+    )
+    ns = n_way * k_shot
+    task = Task(support_x=x[:ns], support_y=y[:ns], query_x=x[ns:], query_y=y[ns:], n_way=n_way)
+    client = copy.deepcopy(run.model)
+    sent = components.build_learner(config=cfg).local_update(
+        model=client, tasks=_OneTask(task), rng=np.random.default_rng(0)
+    )
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in run.model.named_parameters()}
+    obs = update_observation(config=cfg, model=run.model, num_records=x.shape[0])
+    got = obs.observe(params=params, buffers=dict(run.model.named_buffers()), inputs=x, labels=y)
+    assert set(got) == set(sent.delta)
+    for name, d in sent.delta.items():
+        torch.testing.assert_close(got[name], d, rtol=1e-4, atol=1e-6, msg=name)
+    head = [n for n in got if n.startswith("head.")]
+    assert head and all(bool((got[n] == 0).all()) == (head_init == "zero") for n in head)
+    assert any(bool(got[n].abs().sum() > 0) for n in got if n not in head)
 
 
 def test_replicas_keep_every_other_site(runs: dict[str, Path], tmp_path: Path) -> None:
