@@ -203,8 +203,6 @@ def agree(*, private: X25519PrivateKey, public: bytes | X25519PublicKey, checked
 _SHA256_BLOCK = 64
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
 _ZERO_BLOCK = bytes(_SHA256_BLOCK)
 
 
