@@ -14,7 +14,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["accuracy_plot", "epsilon_plot", "privacy_utility_plot", "roc_plot", "metric_vs_epsilon_plot"]
+__all__ = [
+    "accuracy_plot",
+    "epsilon_plot",
+    "privacy_utility_plot",
+    "roc_plot",
+    "metric_vs_epsilon_plot",
+    "secagg_plot",
+]
 
 _SIZE = (6.4, 3.6)
 _DPI = 100
@@ -227,4 +234,91 @@ def roc_plot(*, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -
     ax.set_title("Membership inference ROC (log-log)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def secagg_plot(*, rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Secure-aggregation benchmark: round time of ours against Flower's, and ours against n.
+
+    Left: every setting with a Flower figure, best round of each side on a log axis, annotated
+    with the speed-up (and the median speed-up when the alternate mode measured medians). Right:
+    our best round against the number of clients for the derived SecAgg+ settings (one line per
+    dropout rate; m = 1M points as squares). A panel without data is left out.
+
+    Args:
+        rows: Benchmark rows (``evaluations.benchmarks.secagg.Row`` as dicts: ``case``, ``mode``,
+            ``n``, ``m``, ``dropped``, ``wall_s`` and, where measured, ``flower_s``,
+            ``speedup_vs_flower``, ``median_speedup_vs_flower``).
+
+    Returns:
+        PNG bytes.
+    """
+    compared = [r for r in rows if r.get("flower_s")]
+    derived = [r for r in rows if "derived" in str(r.get("case", ""))]
+    panels = int(bool(compared)) + int(bool(derived))
+    fig = Figure(figsize=(6.4 * max(panels, 1), 3.6 + 0.25 * max(len(compared) - 4, 0)))
+    col = 1
+    if compared:
+        ax = fig.add_subplot(1, max(panels, 1), col)
+        col += 1
+        names = [str(r["case"]) for r in compared]
+        ys = list(range(len(compared)))
+        ax.barh([y + 0.2 for y in ys], [float(r["flower_s"]) for r in compared], height=0.4, label="Flower")
+        ax.barh([y - 0.2 for y in ys], [float(r["wall_s"]) for r in compared], height=0.4, label="secfed")
+        for y, r in zip(ys, compared, strict=True):
+            text = f"{float(r['speedup_vs_flower']):.1f}x"
+            if r.get("median_speedup_vs_flower"):
+                text += f" (median {float(r['median_speedup_vs_flower']):.1f}x)"
+            ax.text(float(r["wall_s"]) * 1.15, y - 0.2, text, va="center", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("best round (s, log scale)")
+        ax.set_title("Round time against Flower, same run", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(loc="lower right", fontsize=7)
+    if derived:
+        ax = fig.add_subplot(1, max(panels, 1), col)
+        m_main = min(int(r["m"]) for r in derived)
+        for i, dropped in enumerate(sorted({bool(r["dropped"]) for r in derived})):
+            pts = sorted(
+                (int(r["n"]), float(r["wall_s"]))
+                for r in derived
+                if bool(r["dropped"]) == dropped and int(r["m"]) == m_main
+            )
+            big = [
+                (int(r["n"]), float(r["wall_s"]))
+                for r in derived
+                if bool(r["dropped"]) == dropped and int(r["m"]) != m_main
+            ]
+            label = "20 % dropout" if dropped else "no dropout"
+            if pts:
+                ax.plot(
+                    [n for n, _ in pts],
+                    [w for _, w in pts],
+                    marker="o",
+                    color=f"C{i}",
+                    label=f"{label}, m = {m_main:,}",
+                )
+            if big:
+                ax.scatter(
+                    [n for n, _ in big],
+                    [w for _, w in big],
+                    marker="s",
+                    color=f"C{i}",
+                    label=f"{label}, m = {max(int(r['m']) for r in derived):,}",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clients n (log scale)")
+        ax.set_ylabel("best round (s, log scale)")
+        ax.set_title("SecAgg+ with derived k and t, one core", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if not panels:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no rows to plot", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
     return _png(fig)

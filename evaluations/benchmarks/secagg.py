@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from evaluations.plots import secagg_plot
 from protocols import (
     ProtocolError,
     SecAggClientSession,
@@ -763,7 +764,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="run only settings whose name contains this text (repeatable), e.g. --only 'n=10 '",
     )
+    p.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only redraw the plot (JSON path with .png) from an earlier run's JSON output",
+    )
     args = p.parse_args(argv)
+    if args.replot is not None:
+        return _replot(args.replot)
     dim = args.dim or (20_000 if args.quick else 100_000)
     report: dict = {
         "python": sys.version.split()[0],
@@ -983,6 +993,23 @@ def _report(
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
+    png = args.out.with_suffix(".png")
+    png.write_bytes(secagg_plot(rows=report["rows"]))
+    print(f"wrote {png}")
+
+
+def _replot(path: Path) -> int:
+    """Redraw the plot of an earlier run from its JSON output (written beside it as .png)."""
+    try:
+        report = json.loads(path.read_text())
+        rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"secagg benchmark: cannot read rows from {path}: {exc}", file=sys.stderr)
+        return 2
+    png = path.with_suffix(".png")
+    png.write_bytes(secagg_plot(rows=rows))
+    print(f"wrote {png}")
+    return 0
 
 
 if __name__ == "__main__":

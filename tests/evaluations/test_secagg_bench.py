@@ -83,3 +83,42 @@ def test_worker_passes_the_setting_and_reports_a_dead_worker(fake_bench: Path, t
     broken.write_text("raise SystemExit('no flwr here')\n")
     with pytest.raises(RuntimeError, match="did not start"):
         FlowerWorker(python=sys.executable, bench=broken)
+
+
+def test_plot_and_replot_from_a_saved_run(fake_bench: Path, tmp_path: Path) -> None:
+    """The benchmark's plot draws from the rows of its JSON output; --replot redraws it alone."""
+    import dataclasses
+
+    from evaluations.benchmarks.secagg import _measure, main
+    from evaluations.plots import secagg_plot
+
+    case = Case("SecAgg n=5 drop=20%", "secagg", 5, 2000, 0.2, flower_key=("full", 5, True))
+    worker = FlowerWorker(python=sys.executable, bench=fake_bench)
+    try:
+        compared, _ = run_case_alternating(
+            case, worker, clip=1.0, precision_bits=8, seed=0, max_attempts=3, repeats=2
+        )
+    finally:
+        worker.close()
+    derived = [
+        _measure(
+            Case(f"SecAgg+ n={n} derived drop=0%", "secagg+", n, 500, 0.0),
+            clip=1.0,
+            precision_bits=8,
+            seed=0,
+            max_attempts=3,
+        )
+        for n in (6, 12)
+    ]
+    rows = [dataclasses.asdict(r) for r in (compared, *derived)]
+    png_magic = b"\x89PNG\r\n\x1a\n"
+    for subset in (rows, rows[:1], rows[1:], []):
+        assert secagg_plot(rows=subset).startswith(png_magic)
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"rows": rows}))
+    assert main(["--replot", str(saved)]) == 0
+    assert saved.with_suffix(".png").read_bytes().startswith(png_magic)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    assert main(["--replot", str(broken)]) == 2
+    assert not broken.with_suffix(".png").exists()
