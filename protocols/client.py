@@ -64,7 +64,7 @@ from protocols.graph import Graph, build_graph, graph_seed
 from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams, check_config_fields
 from protocols.prg import MaskExpander, derive_mask_key
 from protocols.scratch import scratch
-from protocols.shamir import secret_to_int, split
+from protocols.shamir import secret_to_int, split_many
 from protocols.stages import ClientState, Stage
 from protocols.wire import SERVER_ID, Header, Kind, pack_message, unpack_message
 
@@ -76,6 +76,15 @@ _ACCEPTS: dict[ClientState, Stage] = {
     ClientState.SHARED: Stage.COLLECT_MASKED_INPUT,
     ClientState.CHECKED: Stage.UNMASK,
 }
+_AFTER: dict[Stage, ClientState] = {
+    Stage.ADVERTISE_KEYS: ClientState.ADVERTISED,
+    Stage.SHARE_KEYS: ClientState.SHARED,
+    Stage.COLLECT_MASKED_INPUT: ClientState.MASKED,
+    Stage.CONSISTENCY_CHECK: ClientState.CHECKED,
+    Stage.UNMASK: ClientState.DONE,
+}
+_SHARE_ENC_LABEL = label("share-enc")
+_PAIR = struct.Struct(">II")
 
 
 def share_key(*, shared_secret: bytes, session_id: bytes, u: int, v: int) -> bytes:
@@ -95,7 +104,7 @@ def share_key(*, shared_secret: bytes, session_id: bytes, u: int, v: int) -> byt
     """
     lo, hi = (u, v) if u < v else (v, u)
     return hkdf_sha256(
-        ikm=shared_secret, salt=session_id, info=label("share-enc") + struct.pack(">II", lo, hi), length=32
+        ikm=shared_secret, salt=session_id, info=_SHARE_ENC_LABEL + _PAIR.pack(lo, hi), length=32
     )
 
 
@@ -365,25 +374,27 @@ class SecAggClientSession:
         peer_c_keys: dict[int, X25519PublicKey] = {}
         peer_s_keys: dict[int, X25519PublicKey] = {}
         for v in neighbours:
-            e = table.entry_at(rows_of[v])
-            peer_c_keys[v] = parse_x25519_public(e.c_pk)  # checked once, parsed once
-            peer_s_keys[v] = parse_x25519_public(e.s_pk)
+            c_pk, s_pk = table.keys_at(rows_of[v])
+            peer_c_keys[v] = parse_x25519_public(c_pk)  # checked once, parsed once
+            peer_s_keys[v] = parse_x25519_public(s_pk)
             if p.active:
-                assert self._pki is not None and e.signature is not None
+                sig = table.signature_at(rows_of[v])
+                assert self._pki is not None and sig is not None
                 vk = self._pki.get(v)
                 if vk is None:
                     raise AuthenticationError(f"no verification key for client {v}")
                 verify_signature(
                     public=vk,
                     message=msg.advertise_statement(
-                        pre_session=self._pre_session, client_id=v, c_pk=e.c_pk, s_pk=e.s_pk
+                        pre_session=self._pre_session, client_id=v, c_pk=c_pk, s_pk=s_pk
                     ),
-                    signature=e.signature,
+                    signature=sig,
                 )
         holders = sorted([*neighbours, self.client_id])
         xs = [h + 1 for h in holders]
-        s_shares = split(secret=secret_to_int(self._s.private_bytes), t=p.t, xs=xs)
-        b_shares = split(secret=secret_to_int(self._b), t=p.t, xs=xs)
+        s_shares, b_shares = split_many(
+            secrets=[secret_to_int(self._s.private_bytes), secret_to_int(self._b)], t=p.t, xs=xs
+        )
         blobs = []
         inbound_keys: dict[int, bytes] = {}
         own_shares = None
@@ -540,14 +551,7 @@ class SecAggClientSession:
 
     # ------------------------------------------------------------------ lifecycle
     def _advance(self, stage: Stage) -> None:
-        nxt = {
-            Stage.ADVERTISE_KEYS: ClientState.ADVERTISED,
-            Stage.SHARE_KEYS: ClientState.SHARED,
-            Stage.COLLECT_MASKED_INPUT: ClientState.MASKED,
-            Stage.CONSISTENCY_CHECK: ClientState.CHECKED,
-            Stage.UNMASK: ClientState.DONE,
-        }
-        self.state = nxt[stage]
+        self.state = _AFTER[stage]
 
     def _wipe(self) -> None:
         self._c = None

@@ -230,6 +230,7 @@ class KeyEntry:
 
 _KEY_ROW = np.dtype([("id", ">u4"), ("c_pk", "V32"), ("s_pk", "V32")])
 KEY_ROW_BYTES = _KEY_ROW.itemsize
+_KEY_ROW_STRUCT = struct.Struct(">I32s32s")
 
 
 class KeyTable:
@@ -268,12 +269,20 @@ class KeyTable:
         hit = self.ids[idx] == wanted
         return dict(zip(wanted[hit].tolist(), idx[hit].tolist(), strict=True))
 
+    def keys_at(self, i: int) -> tuple[bytes, bytes]:
+        """``(c_pk, s_pk)`` of the row at index ``i`` (no row object built)."""
+        off = i * KEY_ROW_BYTES
+        return self.rows[off + 4 : off + 36], self.rows[off + 36 : off + 68]
+
+    def signature_at(self, i: int) -> bytes | None:
+        """The signature of the row at index ``i`` (active variant) or ``None``."""
+        return None if self._sigs is None else self._sigs[64 * i : 64 * (i + 1)]
+
     def entry_at(self, i: int) -> KeyEntry:
         """The row at index ``i``."""
         off = i * KEY_ROW_BYTES
-        sig = None if self._sigs is None else self._sigs[64 * i : 64 * (i + 1)]
         cid = int.from_bytes(self.rows[off : off + 4], "big")
-        return KeyEntry(cid, self.rows[off + 4 : off + 36], self.rows[off + 36 : off + 68], sig)
+        return KeyEntry(cid, *self.keys_at(i), self.signature_at(i))
 
     def entry(self, client_id: int) -> KeyEntry:
         """The row of ``client_id``.
@@ -290,10 +299,8 @@ class KeyTable:
         """Whether any two of the 2 * count public keys are equal."""
         n = len(self)
         if n < 256:  # small tables: a set of byte strings is cheaper than numpy's per-call overhead
-            rows = self.rows
-            keys_b = {rows[i * KEY_ROW_BYTES + 4 : i * KEY_ROW_BYTES + 36] for i in range(n)}
-            keys_b.update(rows[i * KEY_ROW_BYTES + 36 : i * KEY_ROW_BYTES + 68] for i in range(n))
-            return len(keys_b) != 2 * n
+            rows = list(_KEY_ROW_STRUCT.iter_unpack(self.rows))
+            return len({r[1] for r in rows} | {r[2] for r in rows}) != 2 * n
         keys = np.concatenate([self._arr["c_pk"], self._arr["s_pk"]])
         prefixes = np.sort(np.frombuffer(keys.tobytes(), dtype="<u8").reshape(-1, 4)[:, 0])
         if not np.any(prefixes[1:] == prefixes[:-1]):

@@ -42,6 +42,7 @@ AES_KEY_BYTES = 16
 MAX_KEYSTREAM_BYTES = (2**32 - 2) * 16  # the 32-bit counter runs from 2 to 2**32 - 1
 _GCM_ZERO_IV = modes.GCM(bytes(12))  # immutable parameters, shared by every keystream context
 _FIRST_COUNTER_BLOCK = bytes(12) + (2).to_bytes(4, "big")  # GCTR's first block under IV 0^96
+_PURPOSE_LABELS = {purpose: label(purpose) for purpose in ("self-mask", "pair-mask")}
 
 
 def word_dtype(bits: int) -> np.dtype:
@@ -73,7 +74,8 @@ def derive_mask_key(*, seed: bytes, session_id: bytes, purpose: str, ids: bytes)
     Returns:
         16-byte AES key.
     """
-    return hkdf_sha256(ikm=seed, salt=session_id, info=label(purpose) + ids, length=AES_KEY_BYTES)
+    prefix = _PURPOSE_LABELS.get(purpose)
+    return hkdf_sha256(ikm=seed, salt=session_id, info=(prefix or label(purpose)) + ids, length=AES_KEY_BYTES)
 
 
 def keystream_encryptor(*, key: bytes) -> AEADEncryptionContext:

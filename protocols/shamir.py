@@ -25,6 +25,7 @@ __all__ = [
     "SHARE_BYTES",
     "SECRET_BYTES",
     "split",
+    "split_many",
     "reconstruct",
     "lagrange_at_zero",
     "secret_to_int",
@@ -154,21 +155,43 @@ def split(*, secret: int, t: int, xs: Sequence[int]) -> list[int]:
     Raises:
         ConfigError: On an invalid threshold, secret or x-coordinate.
     """
+    return split_many(secrets=[secret], t=t, xs=xs)[0]
+
+
+def split_many(*, secrets: Sequence[int], t: int, xs: Sequence[int]) -> list[list[int]]:
+    """Split several secrets with the same threshold and x-coordinates, each with its own
+    independent random polynomial (one OS-randomness draw and one argument check for all).
+
+    Args:
+        secrets: Field elements in ``[0, p)``.
+        t: Number of shares needed to reconstruct (polynomial degree ``t - 1``), ``1 <= t <= len(xs)``.
+        xs: Distinct non-zero x-coordinates.
+
+    Returns:
+        For each secret, its share values in the order of ``xs``.
+
+    Raises:
+        ConfigError: On an invalid threshold, secret or x-coordinate.
+    """
     if not 1 <= t <= len(xs):
         raise ConfigError(f"threshold t must be in [1, {len(xs)}], got {t}")
-    if not 0 <= secret < PRIME:
+    if not all(0 <= secret < PRIME for secret in secrets):
         raise ConfigError("secret must be a field element")
     _check_xs(xs)
-    # coefficients[0] is the highest degree so that Horner's rule runs from it down to the secret
-    coefficients = random_field_elements(t - 1)
-    coefficients.append(secret)
+    randomness = random_field_elements((t - 1) * len(secrets))
     p = PRIME
     out = []
-    for x in xs:
-        acc = 0
-        for c in coefficients:
-            acc = (acc * x + c) % p
-        out.append(acc)
+    for j, secret in enumerate(secrets):
+        # coefficients[0] is the highest degree so that Horner's rule runs from it down to the secret
+        coefficients = randomness[j * (t - 1) : (j + 1) * (t - 1)]
+        coefficients.append(secret)
+        shares = []
+        for x in xs:
+            acc = 0
+            for c in coefficients:
+                acc = (acc * x + c) % p
+            shares.append(acc)
+        out.append(shares)
     return out
 
 

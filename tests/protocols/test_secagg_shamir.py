@@ -20,6 +20,7 @@ from protocols.shamir import (
     reconstruct,
     secret_to_int,
     split,
+    split_many,
 )
 
 
@@ -93,6 +94,25 @@ def test_t_minus_1_shares_look_uniform_whatever_the_secret(t: int) -> None:
         expected = sum(counts) / 8
         chi2 = sum((c - expected) ** 2 / expected for c in counts)
         assert chi2 < 40.0, (secret, counts)  # df = 7: 40 is p ~ 1e-6
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(min_value=1, max_value=10), count=st.integers(min_value=1, max_value=3), data=st.data())
+def test_split_many_gives_each_secret_its_own_polynomial(n: int, count: int, data: st.DataObject) -> None:
+    t = data.draw(st.integers(min_value=1, max_value=n))
+    xs = data.draw(st.lists(st.integers(min_value=1, max_value=2**32), min_size=n, max_size=n, unique=True))
+    secrets = [secret_to_int(os.urandom(32)) for _ in range(count - 1)]
+    secrets.append(secrets[0] if secrets else 7)  # a repeated secret still gets a fresh polynomial
+    all_shares = split_many(secrets=secrets, t=t, xs=xs)
+    assert len(all_shares) == count
+    subset = data.draw(st.lists(st.sampled_from(xs), min_size=t, max_size=n, unique=True))
+    for secret, shares in zip(secrets, all_shares, strict=True):
+        by_x = dict(zip(xs, shares, strict=True))
+        assert reconstruct(shares={x: by_x[x] for x in subset}, t=t) == secret
+    if t >= 2 and count >= 2:
+        assert all_shares[0] != all_shares[-1]  # same secret, independent polynomials (w.h.p.)
+    with pytest.raises(ConfigError):
+        split_many(secrets=[*secrets, PRIME], t=t, xs=xs)
 
 
 def test_x_zero_and_duplicate_xs_are_rejected() -> None:
