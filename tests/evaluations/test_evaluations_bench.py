@@ -235,3 +235,22 @@ def test_federated_rounds_spend_the_budget_with_client_sampling() -> None:
     # more than the sites, or all of them, is the all-sites case; the budget never rounds to zero
     assert _federated_rounds(budget=1000, sites=5, local_steps=40, clients_per_round=9) == 5
     assert _federated_rounds(budget=10, sites=5, local_steps=40, clients_per_round=0) == 1
+
+
+def test_init_accuracy_scores_the_untrained_model(tmp_path: Path) -> None:
+    """The untrained model's accuracy: deterministic for a seed, moved by the init seed, written
+    as JSON; a bad override exits 2 with the key named, before any evaluation."""
+    from evaluations.benchmarks.init_accuracy import init_accuracy, main
+
+    cfg = Path(__file__).resolve().parents[2] / "examples" / "digits_protonet.toml"
+    few = ["experiment.final_eval_episodes=40"]
+    a = init_accuracy(config_path=cfg, overrides=few)
+    assert a == init_accuracy(config_path=cfg, overrides=few)
+    assert 0.2 < a["test_accuracy"] <= 1.0 and a["test_episodes"] == 40
+    other = init_accuracy(config_path=cfg, overrides=[*few, "experiment.seed=3"])
+    assert other["test_accuracy"] != a["test_accuracy"]
+    out = tmp_path / "init.json"
+    assert main([str(cfg), "--set", few[0], "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["test_accuracy"] == a["test_accuracy"]
+    assert main([str(cfg), "--set", "model.nope=1", "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()
