@@ -282,33 +282,22 @@ def secagg_plot(*, rows: Sequence[Mapping[str, Any]]) -> bytes:
         ax = fig.add_subplot(1, max(panels, 1), col)
         m_main = min(int(r["m"]) for r in derived)
         for i, dropped in enumerate(sorted({bool(r["dropped"]) for r in derived})):
-            pts = sorted(
-                (int(r["n"]), float(r["wall_s"]))
-                for r in derived
-                if bool(r["dropped"]) == dropped and int(r["m"]) == m_main
-            )
-            big = [
-                (int(r["n"]), float(r["wall_s"]))
-                for r in derived
-                if bool(r["dropped"]) == dropped and int(r["m"]) != m_main
-            ]
             label = "20 % dropout" if dropped else "no dropout"
-            if pts:
-                ax.plot(
-                    [n for n, _ in pts],
-                    [w for _, w in pts],
-                    marker="o",
-                    color=f"C{i}",
-                    label=f"{label}, m = {m_main:,}",
+            for m in sorted({int(r["m"]) for r in derived}):
+                pts = sorted(
+                    (int(r["n"]), float(r["wall_s"]))
+                    for r in derived
+                    if bool(r["dropped"]) == dropped and int(r["m"]) == m
                 )
-            if big:
-                ax.scatter(
-                    [n for n, _ in big],
-                    [w for _, w in big],
-                    marker="s",
-                    color=f"C{i}",
-                    label=f"{label}, m = {max(int(r['m']) for r in derived):,}",
-                )
+                if pts:  # lines at the main vector length, single squares at the larger one
+                    ax.plot(
+                        [n for n, _ in pts],
+                        [w for _, w in pts],
+                        marker="o" if m == m_main else "s",
+                        linestyle="-" if m == m_main else "none",
+                        color=f"C{i}",
+                        label=f"{label}, m = {m:,}",
+                    )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("clients n (log scale)")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from evaluations.benchmarks.secagg import Case, FlowerWorker, markdown, run_case_alternating
+from evaluations.benchmarks.secagg import Case, FlowerWorker, Row, markdown, run_case_alternating
 
 _FAKE_BENCH = r"""
 import json, logging
@@ -42,15 +43,20 @@ def fake_bench(tmp_path: Path) -> Path:
     return path
 
 
-def test_alternating_measurement_bookkeeping(fake_bench: Path) -> None:
+def _alternate(fake_bench: Path, *, repeats: int) -> tuple[Row, dict[str, Any]]:
+    """A small SecAgg setting measured in alternation with the stand-in Flower."""
     case = Case("SecAgg n=5 drop=20%", "secagg", 5, 2000, 0.2, flower_key=("full", 5, True))
     worker = FlowerWorker(python=sys.executable, bench=fake_bench)
     try:
-        row, rec = run_case_alternating(
-            case, worker, clip=1.0, precision_bits=8, seed=0, max_attempts=3, repeats=4
+        return run_case_alternating(
+            case, worker, clip=1.0, precision_bits=8, seed=0, max_attempts=3, repeats=repeats
         )
     finally:
         worker.close()
+
+
+def test_alternating_measurement_bookkeeping(fake_bench: Path) -> None:
+    row, rec = _alternate(fake_bench, repeats=4)
     # the wrong aggregate (third round) is excluded, the others give best and median
     assert rec["wrong_aggregates"] == 1
     assert [r["total_s"] for r in rec["rounds"]] == [0.05, 0.07, 0.06]
@@ -92,14 +98,7 @@ def test_plot_and_replot_from_a_saved_run(fake_bench: Path, tmp_path: Path) -> N
     from evaluations.benchmarks.secagg import _measure, main
     from evaluations.plots import secagg_plot
 
-    case = Case("SecAgg n=5 drop=20%", "secagg", 5, 2000, 0.2, flower_key=("full", 5, True))
-    worker = FlowerWorker(python=sys.executable, bench=fake_bench)
-    try:
-        compared, _ = run_case_alternating(
-            case, worker, clip=1.0, precision_bits=8, seed=0, max_attempts=3, repeats=2
-        )
-    finally:
-        worker.close()
+    compared, _ = _alternate(fake_bench, repeats=2)
     derived = [
         _measure(
             Case(f"SecAgg+ n={n} derived drop=0%", "secagg+", n, 500, 0.0),
