@@ -279,7 +279,7 @@ class StochasticQuantizer:
             c = buf[:k]
             c[:] = self._rng.integers(0, 1 << 24, size=k, dtype=np.uint32)
         else:
-            if self._coin_stream is None or self._coin_bytes_left < 4 * k:
+            if self._coin_bytes_left < 4 * k:  # also before the first draw: 0 bytes left then
                 self._rekey_coins()
             assert self._coin_stream is not None
             self._coin_bytes_left -= 4 * k
