@@ -374,11 +374,12 @@ class SecAggClientSession:
         peer_c_keys: dict[int, X25519PublicKey] = {}
         peer_s_keys: dict[int, X25519PublicKey] = {}
         for v in neighbours:
-            c_pk, s_pk = table.keys_at(rows_of[v])
+            row = rows_of[v]
+            c_pk, s_pk = table.keys_at(row)
             peer_c_keys[v] = parse_x25519_public(c_pk)  # checked once, parsed once
             peer_s_keys[v] = parse_x25519_public(s_pk)
             if p.active:
-                sig = table.signature_at(rows_of[v])
+                sig = table.signature_at(row)
                 assert self._pki is not None and sig is not None
                 vk = self._pki.get(v)
                 if vk is None:

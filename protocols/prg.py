@@ -74,8 +74,8 @@ def derive_mask_key(*, seed: bytes, session_id: bytes, purpose: str, ids: bytes)
     Returns:
         16-byte AES key.
     """
-    prefix = _PURPOSE_LABELS.get(purpose)
-    return hkdf_sha256(ikm=seed, salt=session_id, info=(prefix or label(purpose)) + ids, length=AES_KEY_BYTES)
+    prefix = _PURPOSE_LABELS.get(purpose) or label(purpose)
+    return hkdf_sha256(ikm=seed, salt=session_id, info=prefix + ids, length=AES_KEY_BYTES)
 
 
 def keystream_encryptor(*, key: bytes) -> AEADEncryptionContext:

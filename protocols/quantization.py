@@ -162,14 +162,13 @@ class StochasticQuantizer:
         self.bits = int(bits)
         self.scale = float(2**precision_bits)
         self._f32_ok = self.clip * self.scale < 2.0**24 and precision_bits + 24 <= 126
-        self._rng_given = rng is not None
         self._rng = (
             rng if rng is not None else np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         )
         # float32-path coins: the PRG's AES-128-CTR keystream under a fresh OS-random key (re-keyed
         # before the 32-bit block counter could run out), unless the caller passed ``rng``
         # (reproducible tests), in which case ``rng`` supplies them
-        self._coin_stream: AEADEncryptionContext | None = None
+        self._coin_stream: AEADEncryptionContext | None = None  # None: coins from ``rng``
         self._coin_bytes_left = 0
         if rng is None:
             self._rekey_coins()
@@ -275,13 +274,12 @@ class StochasticQuantizer:
 
     def _coins_into(self, buf: np.ndarray, k: int) -> np.ndarray:
         """``k`` uniform 24-bit integers written into ``buf`` (uint32, ``k + 4`` long), as int32."""
-        if self._rng_given:
+        if self._coin_stream is None:  # the caller's rng supplies the coins
             c = buf[:k]
             c[:] = self._rng.integers(0, 1 << 24, size=k, dtype=np.uint32)
         else:
-            if self._coin_bytes_left < 4 * k:  # also before the first draw: 0 bytes left then
+            if self._coin_bytes_left < 4 * k:
                 self._rekey_coins()
-            assert self._coin_stream is not None
             self._coin_bytes_left -= 4 * k
             self._coin_stream.update_into(zero_bytes(4 * k), buf.data.cast("B"))
             c = buf[:k]

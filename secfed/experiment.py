@@ -39,7 +39,15 @@ from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
 from secfed.optional import require_ray
 
-__all__ = ["Experiment", "RunResult", "evaluate_model", "read_metrics", "CHECKPOINT_VERSION"]
+__all__ = [
+    "Experiment",
+    "RunResult",
+    "evaluate_model",
+    "final_evaluation",
+    "initial_model",
+    "read_metrics",
+    "CHECKPOINT_VERSION",
+]
 
 log = logging.getLogger("secfed")
 CHECKPOINT_VERSION = 1
@@ -107,6 +115,48 @@ def evaluate_model(
     torch.set_rng_state(torch_state)
     ci = 1.96 * float(accs.std(ddof=1)) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
     return float(accs.mean()), ci
+
+
+def initial_model(
+    *, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None
+) -> torch.nn.Module:
+    """The global model a run starts from (seeded from ``experiment.seed``, as every run is).
+
+    Args:
+        config: The run's configuration.
+        input_shape: Shape of one input record.
+        num_classes: Model outputs, as :func:`secfed.components.model_num_classes` gives them.
+
+    Returns:
+        The untrained model.
+    """
+    from secfed import components
+
+    torch.manual_seed(derive_seed(config.experiment.seed, "init"))
+    return components.build_model(config=config, input_shape=input_shape, num_classes=num_classes)
+
+
+def final_evaluation(
+    *, config: ExperimentConfig, learner: Any, model: torch.nn.Module, source: Any
+) -> tuple[float, float]:
+    """A run's final evaluation: ``experiment.final_eval_episodes`` test tasks from its fixed seed.
+
+    Args:
+        config: The run's configuration.
+        learner: The learner (adapts on each task's support set).
+        model: The model to score.
+        source: Test task source.
+
+    Returns:
+        ``(mean accuracy, 1.96 * standard error)``.
+    """
+    return evaluate_model(
+        learner=learner,
+        model=model,
+        source=source,
+        episodes=config.experiment.final_eval_episodes,
+        seed=derive_seed(config.experiment.seed, "final-eval"),
+    )
 
 
 def _code_version() -> str:
@@ -212,8 +262,7 @@ class Experiment:
         input_shape = test.input_shape
         heads = components.model_num_classes(config=cfg, train=train)
         del train  # the server keeps no training records
-        torch.manual_seed(derive_seed(cfg.experiment.seed, "init"))
-        model = components.build_model(config=cfg, input_shape=input_shape, num_classes=heads)
+        model = initial_model(config=cfg, input_shape=input_shape, num_classes=heads)
         spec = state_spec(model)
         learner = components.build_learner(config=cfg)
         test_source = components.build_test_source(config=cfg, test=test)
@@ -282,13 +331,7 @@ class Experiment:
         finally:
             backend.close()
         load_flat_state(model, state, spec=spec)
-        acc, ci = evaluate_model(
-            learner=learner,
-            model=model,
-            source=test_source,
-            episodes=cfg.experiment.final_eval_episodes,
-            seed=derive_seed(cfg.experiment.seed, "final-eval"),
-        )
+        acc, ci = final_evaluation(config=cfg, learner=learner, model=model, source=test_source)
         last = metrics[-1] if metrics else {}
         summary: dict[str, Any] = {
             "rounds": int(last.get("round", 0)),

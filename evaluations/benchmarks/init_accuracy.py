@@ -1,10 +1,9 @@
 """Test accuracy of a configuration's model at its random initialisation (no training).
 
 The baseline a privacy–utility sweep needs: a point that scores no better than the untrained
-network has learned nothing usable. The model is built exactly as :class:`secfed.experiment.
-Experiment` builds it before round 1 (same initialisation seed, same architecture and head size),
-and scored by the learner's own test-time adaptation on the run's final test tasks (same seed,
-``experiment.final_eval_episodes`` of them), so the figure is directly comparable with a run's
+network has learned nothing usable. The model comes from :func:`secfed.experiment.initial_model`
+and is scored by :func:`secfed.experiment.final_evaluation`, the two functions a run uses for its
+starting model and its final test tasks, so the figure is directly comparable with a run's
 ``summary.json`` and a sweep's points.
 
 Usage::
@@ -39,8 +38,7 @@ def init_accuracy(*, config_path: Path, overrides: list[str]) -> dict[str, float
             evaluation).
     """
     from secfed import components
-    from secfed.experiment import Experiment, evaluate_model
-    from secfed.federation.client import derive_seed
+    from secfed.experiment import Experiment, final_evaluation, initial_model
 
     cfg = Experiment.from_file(config_path, overrides=overrides).config
     if cfg.experiment.threads:
@@ -48,14 +46,12 @@ def init_accuracy(*, config_path: Path, overrides: list[str]) -> dict[str, float
     train, test = components.load_splits(config=cfg)
     heads = components.model_num_classes(config=cfg, train=train)
     del train
-    torch.manual_seed(derive_seed(cfg.experiment.seed, "init"))  # as Experiment.run does
-    model = components.build_model(config=cfg, input_shape=test.input_shape, num_classes=heads)
-    acc, ci = evaluate_model(
+    model = initial_model(config=cfg, input_shape=test.input_shape, num_classes=heads)
+    acc, ci = final_evaluation(
+        config=cfg,
         learner=components.build_learner(config=cfg),
         model=model,
         source=components.build_test_source(config=cfg, test=test),
-        episodes=cfg.experiment.final_eval_episodes,
-        seed=derive_seed(cfg.experiment.seed, "final-eval"),
     )
     return {
         "test_accuracy": acc,

@@ -993,22 +993,24 @@ def _report(
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
-    png = args.out.with_suffix(".png")
-    png.write_bytes(secagg_plot(rows=report["rows"]))
+    _write_plot(json_path=args.out, rows=report["rows"])
+
+
+def _write_plot(*, json_path: Path, rows: list[dict[str, Any]]) -> None:
+    """Draw the rows beside their JSON output (same name, .png)."""
+    png = json_path.with_suffix(".png")
+    png.write_bytes(secagg_plot(rows=rows))
     print(f"wrote {png}")
 
 
 def _replot(path: Path) -> int:
-    """Redraw the plot of an earlier run from its JSON output (written beside it as .png)."""
+    """Redraw the plot of an earlier run from its JSON output."""
     try:
-        report = json.loads(path.read_text())
-        rows = report["rows"]
+        rows = json.loads(path.read_text())["rows"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"secagg benchmark: cannot read rows from {path}: {exc}", file=sys.stderr)
         return 2
-    png = path.with_suffix(".png")
-    png.write_bytes(secagg_plot(rows=rows))
-    print(f"wrote {png}")
+    _write_plot(json_path=path, rows=rows)
     return 0
 
 
