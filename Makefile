@@ -30,6 +30,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests
+	$(VENV)/bin/ruff format --check $(PKGS) tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(PKGS)

@@ -78,7 +78,6 @@ EpisodeLossFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], Any]
 GradMode = Literal["auto", "vmap", "loop"]
 
 
-
 class MaskedEpisode(NamedTuple):
     """An episode padded to fixed sizes so that episodes can be stacked for ``vmap``.
 

@@ -75,9 +75,7 @@ def _omniglot_train_test(*, config: ExperimentConfig) -> tuple[ImageDataset, Ima
     )
 
 
-def _split_validation(
-    *, train: ImageDataset, config: ExperimentConfig
-) -> tuple[ImageDataset, ImageDataset]:
+def _split_validation(*, train: ImageDataset, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
     """``(train without the validation alphabets, validation)`` for ``data.val_alphabets``."""
     d = config.data
     alphabets = sorted(set(train.class_groups))

@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=20, help="records per class (Omniglot: 20)")
     parser.add_argument("--hidden", type=int, default=64, help="Conv-4 filters")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: the target column is left unjudged"
-    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: the target column is left unjudged")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []

@@ -207,8 +207,22 @@ def test_test_time_adaptation_is_chosen_on_validation_alphabets_only(tmp_path: P
     with pytest.raises(ConfigError, match="val_alphabets is empty"):
         tune_adaptation(run_dir=tmp_path / "plain", n_way=3, k_shot=1, grid=grid, episodes=2)
     # reevaluate records the choice and scores the test tasks with it
-    doc = {"budget": 1, "episodes": 6, "results": {"maml": {"3w1s": {"federated": {
-        "accuracy": -1.0, "ci95": -1.0, "train_s": 1.0, "run_dir": str(tmp_path / "run")}}}}}
+    doc = {
+        "budget": 1,
+        "episodes": 6,
+        "results": {
+            "maml": {
+                "3w1s": {
+                    "federated": {
+                        "accuracy": -1.0,
+                        "ci95": -1.0,
+                        "train_s": 1.0,
+                        "run_dir": str(tmp_path / "run"),
+                    }
+                }
+            }
+        },
+    }
     src = tmp_path / "omniglot-settings-v.json"
     src.write_text(json.dumps(doc))
     row = reevaluate(results_json=src, tune_grid=grid, val_episodes=8)["results"]["maml"]["3w1s"]["federated"]
