@@ -19,6 +19,8 @@ What is accounted, per mode
     noise multiplier z, sample rate q, number of DP steps). Sites that did not train add nothing.
     There is no global (client-level) ε; the reported ``epsilon`` is the maximum over sites.
     The budget caps every site's ε: a site whose next round would exceed it is excluded.
+    A target ε is met by calibrating z for the site sampled in the most rounds (the sample is
+    drawn from the seed before the run, so the count is known exactly: :func:`record_rounds`).
 ``client`` (unit: one site's entire dataset; adjacency: add/remove one site)
     Global column: one Poisson-subsampled Gaussian step (z, q_client) per round (every round is
     counted, also a round in which no update survived). Sensitivity of the sum is C because each
@@ -84,7 +86,7 @@ from secfed.dp.distributed import (
     model_dim,
 )
 from secfed.errors import CheckpointError, ConfigError, MessageError, SecfedError
-from secfed.federation.server import RoundOutcome
+from secfed.federation.server import RoundOutcome, planned_participation
 
 __all__ = [
     "ADJACENCY_CLIENT",
@@ -98,6 +100,7 @@ __all__ = [
     "calibrated_noise_multiplier",
     "planned_epsilon",
     "record_mechanism",
+    "record_rounds",
     "record_steps_per_round",
 ]
 
@@ -148,6 +151,23 @@ def record_steps_per_round(*, config: ExperimentConfig) -> int:
     return int(lr.local_steps)
 
 
+def record_rounds(*, config: ExperimentConfig) -> int:
+    """Rounds that record-level DP is calibrated and planned for: the most any site is sampled in.
+
+    The runtime samples sites from ``experiment.seed`` (public randomness, independent of the
+    data), and a site takes DP-SGD steps only in rounds that sample it, so the site sampled most
+    often bounds every site's step count (:func:`secfed.federation.server.planned_participation`).
+    With every site in every round (the default) this is ``experiment.rounds``. At least 1.
+
+    Args:
+        config: The experiment configuration.
+
+    Returns:
+        The round count.
+    """
+    return max(1, *planned_participation(config=config))
+
+
 def record_mechanism(*, config: ExperimentConfig) -> str:
     """The record-level mechanism of the configured learner: episodic or per-sample Gaussian."""
     return _RECORD_MECHANISMS[0] if config.learner.name in _EPISODIC_LEARNERS else _RECORD_MECHANISMS[1]
@@ -163,7 +183,8 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
     """The smallest noise multiplier meeting ``privacy.target_epsilon`` over the planned run.
 
     * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``,
-      ``rounds * record_steps_per_round`` steps (every round, the worst case for any site).
+      ``record_rounds * record_steps_per_round`` steps (the rounds of the site sampled most often,
+      which bound every site's steps; :func:`record_rounds`).
     * ``client``: ``q = q_client`` (see :func:`secfed.dp.distributed.client_sample_rate`), one step
       per round.
     * ``distributed``: :func:`privacy.distributed.calibrate_distributed_dp` with the expected number
@@ -188,7 +209,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
                 target_epsilon=p.target_epsilon,
                 delta=p.delta,
                 sample_rate=p.sample_rate,
-                steps=rounds * record_steps_per_round(config=config),
+                steps=record_rounds(config=config) * record_steps_per_round(config=config),
                 accountant=p.accountant,
             )
         if p.mode == "client":
@@ -243,27 +264,29 @@ def calibrated_config(*, config: ExperimentConfig) -> ExperimentConfig:
 def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) -> dict[str, Any]:
     """ε of the planned run, at the record level and at the client level.
 
-    Record level: every site trains every round (``rounds * record_steps_per_round`` steps at
-    ``privacy.sample_rate``). Client level: ``rounds`` DP-FedAvg rounds at ``q_client``. In
-    ``distributed`` mode also the distributed mechanism's ε with the expected participants surviving.
-    The noise multiplier is the configured one (calibrate first with :func:`calibrated_config`).
+    Record level: the site sampled in the most rounds (``record_rounds * record_steps_per_round``
+    steps at ``privacy.sample_rate``; every other site takes fewer). Client level: ``rounds``
+    DP-FedAvg rounds at ``q_client``. In ``distributed`` mode also the distributed mechanism's ε
+    with the expected participants surviving. The noise multiplier is the configured one
+    (calibrate first with :func:`calibrated_config`).
 
     Args:
         config: The configuration.
         accountant: ``"rdp"``, ``"prv"`` or ``"pld"``; default ``privacy.accountant``.
 
     Returns:
-        A JSON-able dict: ``record_epsilon``, ``record_steps``, ``record_sample_rate``,
-        ``client_epsilon``, ``client_rounds``, ``client_sample_rate``, ``client_sampling``,
-        ``noise_multiplier``, ``delta``, ``accountant``, ``mode`` and, in distributed mode,
-        ``distributed_epsilon``.
+        A JSON-able dict: ``record_epsilon``, ``record_rounds``, ``record_steps``,
+        ``record_sample_rate``, ``client_epsilon``, ``client_rounds``, ``client_sample_rate``,
+        ``client_sampling``, ``noise_multiplier``, ``delta``, ``accountant``, ``mode`` and, in
+        distributed mode, ``distributed_epsilon``.
 
     Raises:
         ConfigError: On invalid parameters.
     """
     p = config.privacy
     acc = accountant or p.accountant
-    steps = config.experiment.rounds * record_steps_per_round(config=config)
+    site_rounds = record_rounds(config=config)
+    steps = site_rounds * record_steps_per_round(config=config)
     q_client = client_sample_rate(config=config)
     try:
         out: dict[str, Any] = {
@@ -271,6 +294,7 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
             "noise_multiplier": float(p.noise_multiplier),
             "delta": float(p.delta),
             "accountant": acc,
+            "record_rounds": site_rounds,
             "record_steps": steps,
             "record_sample_rate": float(p.sample_rate),
             "record_epsilon": epsilon_for(

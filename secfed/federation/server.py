@@ -24,7 +24,16 @@ from secfed.federation.backends import Backend
 from secfed.federation.client import derive_seed
 from secfed.federation.messages import decode_message, encode_message
 
-__all__ = ["RoundPlan", "RoundOutcome", "DropoutChannel", "ServerOptimizer", "FederatedServer", "plan_round"]
+__all__ = [
+    "RoundPlan",
+    "RoundOutcome",
+    "DropoutChannel",
+    "ServerOptimizer",
+    "FederatedServer",
+    "plan_round",
+    "planned_participation",
+    "sampled_sites",
+]
 
 TRAIN_STAGE = "train"
 
@@ -64,12 +73,8 @@ def plan_round(*, config: ExperimentConfig, round_idx: int, num_stages: int) -> 
     """
     fed = config.federation
     n = config.partition.num_sites
-    rng = np.random.default_rng(derive_seed(config.experiment.seed, "server", round_idx))
-    if fed.sampling == "poisson":
-        sampled = tuple(int(i) for i in np.flatnonzero(rng.random(n) < fed.sample_rate))
-    else:
-        m = fed.clients_per_round or n
-        sampled = tuple(sorted(int(i) for i in rng.choice(n, size=m, replace=False)))
+    rng = _round_rng(config, round_idx)
+    sampled = _draw_sample(rng, config)
     drop_u = rng.random(n)
     drop_s = rng.integers(0, num_stages, size=n)
     strag_u = rng.random(n)
@@ -77,6 +82,53 @@ def plan_round(*, config: ExperimentConfig, round_idx: int, num_stages: int) -> 
     drops = {s: int(drop_s[s]) for s in sampled if drop_u[s] < fed.dropout_rate}
     strag = {s: int(strag_s[s]) for s in sampled if s not in drops and strag_u[s] < fed.straggler_rate}
     return RoundPlan(sampled=sampled, drop_stage=drops, straggle_stage=strag)
+
+
+def _round_rng(config: ExperimentConfig, round_idx: int) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(config.experiment.seed, "server", round_idx))
+
+
+def _draw_sample(rng: np.random.Generator, config: ExperimentConfig) -> tuple[int, ...]:
+    """The round's sampled sites: the first draw from the round's generator."""
+    fed = config.federation
+    n = config.partition.num_sites
+    if fed.sampling == "poisson":
+        return tuple(int(i) for i in np.flatnonzero(rng.random(n) < fed.sample_rate))
+    m = fed.clients_per_round or n
+    return tuple(sorted(int(i) for i in rng.choice(n, size=m, replace=False)))
+
+
+def sampled_sites(*, config: ExperimentConfig, round_idx: int) -> tuple[int, ...]:
+    """The sites :func:`plan_round` samples in round ``round_idx`` (before budget exclusions).
+
+    Args:
+        config: The experiment configuration.
+        round_idx: The round (1-based).
+
+    Returns:
+        Sorted site ids.
+    """
+    return _draw_sample(_round_rng(config, round_idx), config)
+
+
+def planned_participation(*, config: ExperimentConfig) -> list[int]:
+    """How many of the run's rounds sample each site: an upper bound on the rounds it trains in.
+
+    The sample is public randomness, drawn from ``experiment.seed`` and independent of the data;
+    a site trains only in rounds that sample it (and not in those where it is excluded or drops
+    out before training), so record-level DP can be calibrated for the largest count.
+
+    Args:
+        config: The experiment configuration.
+
+    Returns:
+        One count per site, indexed by site id.
+    """
+    counts = [0] * config.partition.num_sites
+    for rnd in range(1, config.experiment.rounds + 1):
+        for sid in sampled_sites(config=config, round_idx=rnd):
+            counts[sid] += 1
+    return counts
 
 
 class DropoutChannel:

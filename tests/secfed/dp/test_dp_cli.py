@@ -11,6 +11,8 @@ import tomli_w
 
 from privacy.calibration import epsilon_for
 from secfed.cli import main
+from secfed.config import load_config
+from secfed.federation.server import planned_participation
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -106,8 +108,14 @@ def write_config(tmp_path: Path, sections: dict[str, dict[str, Any]] | None = No
 def test_epsilon_of_a_planned_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_config(tmp_path)
     out = run_json(capsys, "epsilon", "--config", str(path))
-    assert out["record_steps"] == 30 and out["client_rounds"] == 10 and out["client_sample_rate"] == 0.1
-    assert out["record_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.02, steps=30, delta=1e-5)
+    # record level: the rounds of the site that Poisson client sampling (q = 0.1) picks most often
+    site_rounds = max(planned_participation(config=load_config(path)))
+    assert out["record_rounds"] == site_rounds < 10
+    assert out["record_steps"] == 3 * site_rounds
+    assert out["client_rounds"] == 10 and out["client_sample_rate"] == 0.1
+    assert out["record_epsilon"] == epsilon_for(
+        noise_multiplier=1.2, sample_rate=0.02, steps=3 * site_rounds, delta=1e-5
+    )
     assert out["client_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.1, steps=10, delta=1e-5)
     assert out["calibrated_for_target_epsilon"] is None
     over = run_json(
@@ -117,6 +125,7 @@ def test_epsilon_of_a_planned_config(capsys: pytest.CaptureFixture[str], tmp_pat
     assert main(["privacy", "epsilon", "--config", str(path)]) == 0
     text = capsys.readouterr().out
     assert "record level" in text and "client level" in text
+    assert f"in {site_rounds} of 10 rounds" in text
 
     target = write_config(tmp_path, target_epsilon=2.0)
     cal = run_json(capsys, "epsilon", "--config", str(target))

@@ -14,7 +14,7 @@ import pytest
 from helpers_shared import run_and_kill
 
 from privacy.accountants import DistributedDPAccountant, DistributedEvent, create_accountant
-from privacy.calibration import epsilon_for
+from privacy.calibration import calibrate_noise, epsilon_for
 from privacy.distributed import SKELLAM_MAX_LOCAL_VARIANCE
 from privacy.errors import InvalidInputError
 from secfed.components import build_client_aggregator, build_server_aggregator
@@ -35,7 +35,7 @@ from secfed.dp.server import (
 from secfed.errors import CheckpointError, ConfigError, MessageError
 from secfed.experiment import Experiment, read_metrics
 from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
-from secfed.federation.server import RoundOutcome
+from secfed.federation.server import RoundOutcome, planned_participation
 
 REPO = Path(__file__).resolve().parents[3]
 DELTA = 1e-5
@@ -310,7 +310,10 @@ def test_calibrated_config_meets_the_target(
     plan = planned_epsilon(config=out)
     eps = plan["record_epsilon"] if mode == "record" else plan["client_epsilon"]
     assert 4.0 * 0.97 < eps <= 4.0
-    steps = 20 * 3 if mode == "record" else 20
+    # record level: the rounds of the site sampled most often (fewer than 20 at q_client = 0.1)
+    site_rounds = max(planned_participation(config=cfg))
+    assert plan["record_rounds"] == site_rounds < 20
+    steps = site_rounds * 3 if mode == "record" else 20
     q = 0.05 if mode == "record" else 0.1
     assert eps == pytest.approx(epsilon_for(noise_multiplier=z, sample_rate=q, steps=steps, delta=DELTA))
     assert calibrated_config(config=out) == out  # idempotent: a resumed run recomputes the same z
@@ -323,6 +326,45 @@ def test_calibrated_config_meets_the_target(
         weak = cfg.replace(privacy=dataclasses.replace(cfg.privacy, noise_multiplier=0.3))
         ServerPrivacy(config=weak, run_dir=tmp_path)  # target set, too little noise: warned
         assert "calibrated_config" in caplog.text
+
+
+def test_record_calibration_counts_the_rounds_each_site_is_sampled(tmp_path: Path) -> None:
+    # one of four sites per round: each trains in about a quarter of the rounds, so z is calibrated
+    # for the site sampled most often, and every site's accounted epsilon stays within the target
+    target = 3.0
+    cfg = cfg_of(
+        experiment={"rounds": 8},
+        learner={"local_steps": 2},
+        federation={"clients_per_round": 1},
+        privacy={"mode": "record", "sample_rate": 0.1, "expected_batch": 4, "target_epsilon": target},
+    )
+    exp = Experiment(config=cfg)
+    exp.run(out_dir=tmp_path / "run", progress=False)
+    z = exp.config.privacy.noise_multiplier
+    trained = [0] * 4
+    for m in read_metrics(tmp_path / "run"):
+        for sid in m["clients"]:
+            trained[sid] += 1
+    assert trained == planned_participation(config=cfg)  # the planner sees the runtime's sample
+    most = max(trained)
+    assert most < 8 and sum(trained) == 8
+    rows = ledger_rounds(tmp_path / "run")
+    final = rows[-1]["sites"]
+    for sid, rec in final.items():
+        steps = trained[int(sid)] * 2
+        assert sum(row["sites"][sid]["steps"] for row in rows) == steps  # per-round step counts
+        if steps:
+            assert rec["epsilon"] == pytest.approx(
+                epsilon_for(noise_multiplier=z, sample_rate=0.1, steps=steps, delta=DELTA)
+            )
+        assert rec["epsilon"] <= target
+    assert max(rec["epsilon"] for rec in final.values()) > 0.97 * target  # no budget left unused
+    # calibrating for fewer rounds than the busiest site trains would break the guarantee, and
+    # calibrating for every round would waste it: the count matters both ways
+    fewer = calibrate_noise(target_epsilon=target, delta=DELTA, sample_rate=0.1, steps=(most - 1) * 2)
+    assert epsilon_for(noise_multiplier=fewer, sample_rate=0.1, steps=most * 2, delta=DELTA) > target
+    every = calibrate_noise(target_epsilon=target, delta=DELTA, sample_rate=0.1, steps=8 * 2)
+    assert z < every
 
 
 def test_record_steps_per_round_follows_the_learner() -> None:
