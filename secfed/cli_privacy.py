@@ -127,8 +127,7 @@ def _epsilon_from_config(args: argparse.Namespace) -> int:
     head += f"delta = {out['delta']:g}; {out['accountant']} accountant):"
     record = f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
     record += f"for the site sampled most often, in {out['record_rounds']} of {out['client_rounds']} "
-    record += "rounds): "
-    record += f"epsilon = {out['record_epsilon']:.4f}"
+    record += f"rounds): epsilon = {out['record_epsilon']:.4f}"
     client = f"  client level (DP-FedAvg, q_client = {out['client_sample_rate']:g}, {out['client_rounds']} "
     client += f"rounds; sampling: {out['client_sampling']}): epsilon = {out['client_epsilon']:.4f}"
     lines = [head, record, client]
