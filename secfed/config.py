@@ -609,6 +609,12 @@ def validate(cfg: ExperimentConfig) -> None:
             "BatchNorm couples records and is refused under DP; use 'group'",
             m.norm,
         )
+    if f.aggregation != "plain":
+        # the protocol's own checks of (k, t) at the planned number of sites per round, so that a
+        # bad or infeasible setting stops here instead of making every round abort
+        from secfed.federation.secure import check_protocol_options
+
+        check_protocol_options(config=cfg)
 
 
 def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> ExperimentConfig:

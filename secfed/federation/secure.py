@@ -57,6 +57,7 @@ __all__ = [
     "simulated_identity",
     "simulated_pki",
     "protocol_options",
+    "check_protocol_options",
 ]
 
 Mode = Literal["secagg", "secagg+"]
@@ -228,19 +229,31 @@ class SecureServerAggregator(ServerAggregator):
         except ProtocolError as exc:
             if self.on_abort == "raise":
                 raise
+            metrics: dict[str, float | int | str] = {"protocol": self.mode, "n": len(ids)}
+            metrics.update(self._graph_params(n=len(ids)))
+            metrics.update(aborted=1, abort_reason=f"{type(exc).__name__}: {exc}", survivors=0)
             return AggregateResult(
                 total=np.zeros(dim, dtype=np.float64),
                 weight_sum=0.0,
                 survivors=[],
                 dropped=ids,
-                metrics={
-                    "protocol": self.mode,
-                    "n": len(ids),
-                    "aborted": 1,
-                    "abort_reason": f"{type(exc).__name__}: {exc}",
-                    "survivors": 0,
-                },
+                metrics=metrics,
             )
+
+    def _graph_params(self, *, n: int) -> dict[str, int]:
+        """``k`` and ``t`` of a round of ``n`` clients, or nothing when no valid pair exists."""
+        try:
+            params = SecAggConfig(
+                mode=self.mode,
+                k=self.k,
+                t=self.t,
+                active=self.active,
+                corrupt_fraction=self.corrupt_fraction,
+                dropout_rate=self.dropout_rate,
+            ).resolve(n=n)
+        except ProtocolError:
+            return {}
+        return {"k": params.k, "t": params.t}
 
     def _run(
         self,
@@ -550,6 +563,46 @@ def protocol_options(config: ExperimentConfig) -> dict[str, object]:
         "corrupt_fraction": s.corrupt_fraction,
         "dropout_rate": max(0.0, assumed_dropout),
     }
+
+
+def planned_round_size(config: ExperimentConfig) -> int:
+    """Sites sampled per round: ``clients_per_round`` (or all) with fixed sampling, else all."""
+    f = config.federation
+    n = config.partition.num_sites
+    return (f.clients_per_round or n) if f.sampling == "fixed" else n
+
+
+def check_protocol_options(*, config: ExperimentConfig) -> None:
+    """Resolve the protocol's parameters for a full round before any work is done.
+
+    A user-given ``secagg.k`` / ``secagg.t`` that is invalid, or misses the 2^-40 security or the
+    2^-20 correctness target, and settings under which no ``(k, t)`` meets them, would otherwise
+    make every round abort. Rounds with fewer sites (dropouts before training, Poisson sampling)
+    are resolved again when they run and abort, recorded in the metrics, if they cannot finish.
+
+    Args:
+        config: Experiment configuration with secure aggregation.
+
+    Raises:
+        ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
+    """
+    opts = protocol_options(config)
+    n = planned_round_size(config)
+    try:
+        SecAggConfig(
+            mode=opts["mode"],  # type: ignore[arg-type]
+            k=opts["k"],  # type: ignore[arg-type]
+            t=opts["t"],  # type: ignore[arg-type]
+            active=bool(opts["active"]),
+            corrupt_fraction=float(opts["corrupt_fraction"]),  # type: ignore[arg-type]
+            dropout_rate=float(opts["dropout_rate"]),  # type: ignore[arg-type]
+        ).resolve(n=n)
+    except ProtocolError as exc:
+        given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
+        raise ConfigError(
+            f"federation.aggregation = {opts['mode']!r} with {n} sites per round"
+            f"{' and ' + given if given else ''}: {exc}"
+        ) from exc
 
 
 def simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:

@@ -207,10 +207,22 @@ def _leaks(obj: object, secrets: list[np.ndarray]) -> list[str]:
     return found
 
 
+class RecordingServerSession(secure_mod.SecAggServerSession):
+    """The protocol's server session, remembering its instances so the test can inspect them."""
+
+    instances: list[secure_mod.SecAggServerSession] = []
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        RecordingServerSession.instances.append(self)
+
+
 @pytest.mark.parametrize("mode", ["secagg", "secagg+"])
 def test_server_never_holds_a_client_plaintext(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(secure_mod, "StochasticQuantizer", RecordingQuantizer)
+    monkeypatch.setattr(secure_mod, "SecAggServerSession", RecordingServerSession)
     RecordingQuantizer.encoded = []
+    RecordingServerSession.instances = []
     n, dim = 6, 96
     server, clients, updates, weights = _setup(n, dim, mode=mode, uniform_weights=False)
     ids = sorted(clients)
@@ -226,15 +238,24 @@ def test_server_never_holds_a_client_plaintext(mode: str, monkeypatch: pytest.Mo
         weights=weights,
         round_idx=2,
         drop_at={ids[2]: 2},
-        on_exchange=lambda: snapshots.append(_leaks(server, plain + RecordingQuantizer.encoded)),
+        # the aggregator and the protocol session it drives (its received messages, running sum
+        # and unmasking state), after every stage's answers have reached the server
+        on_exchange=lambda: snapshots.append(
+            _leaks([server, RecordingServerSession.instances], plain + RecordingQuantizer.encoded)
+        ),
     )
     res = server.aggregate(round_idx=2, participants=ids, weights=weights, dim=dim, channel=ch)
     encoded = list(RecordingQuantizer.encoded)
     assert len(encoded) == n - 1  # the client dropped before masking never encoded
+    (session,) = RecordingServerSession.instances
+    assert session.done and len(snapshots) == 4  # four stages, each inspected
     secrets = plain + encoded
-    # nothing reachable from the server aggregator (during every exchange and after) is a plaintext
+    # the inspection finds a plaintext wherever one is planted (float update or its encoding)
+    assert _leaks({"held": [updates[ids[0]]]}, secrets)
+    assert _leaks(types.SimpleNamespace(x=encoded[0]), secrets)
+    # nothing reachable from the server side (during every exchange and after) is a plaintext
     assert all(not s for s in snapshots), snapshots
-    assert not _leaks(server, secrets)
+    assert not _leaks([server, session], secrets)
     assert not _leaks(res, secrets)
     # nor did any plaintext (float, weighted, or its integer encoding) cross the wire; the uint32
     # words the encodings are sent as are checked too
@@ -347,6 +368,8 @@ def test_too_many_dropouts_abort_without_releasing_shares(policy: str) -> None:
         res = server.aggregate(round_idx=1, participants=ids, weights=weights, dim=dim, channel=ch)
         assert res.survivors == [] and res.weight_sum == 0.0 and res.metrics["aborted"] == 1
         assert "ThresholdError" in str(res.metrics["abort_reason"])
+        # the aborted round's parameters are still reported (complete graph: k = n - 1)
+        assert (res.metrics["n"], res.metrics["k"], res.metrics["t"]) == (n, n - 1, t_needed)
     assert Stage.UNMASK.wire_name not in ch.stages  # nobody was asked for a share
 
 

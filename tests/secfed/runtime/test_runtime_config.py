@@ -58,6 +58,22 @@ def test_bad_range_and_cross_field() -> None:
         {"partition": {"num_sites": 5}, "federation": {"clients_per_round": 3, "aggregation": "secagg+"}}
     )
     assert ok.federation.clients_per_round == 3
+    # the protocol's (k, t) are resolved for a full round when the configuration is read, so a bad
+    # setting is refused before any work instead of aborting every round
+    five = {"partition": {"num_sites": 5}, "federation": {"aggregation": "secagg+"}}
+    with pytest.raises(ConfigError, match=r"5 sites per round and secagg\.k = 3.*must be even"):
+        config_from_dict({**five, "secagg": {"k": 3}})
+    with pytest.raises(ConfigError, match=r"secagg\.t = 1"):
+        config_from_dict({**five, "secagg": {"t": 1}})
+    with pytest.raises(ConfigError, match=r"'secagg' with 4 sites per round"):
+        config_from_dict(
+            {
+                "partition": {"num_sites": 4},
+                "federation": {"aggregation": "secagg", "dropout_rate": 0.5},
+                "secagg": {"corrupt_fraction": 0.4},
+            }
+        )
+    assert config_from_dict({**five, "secagg": {"k": 4, "t": 3, "corrupt_fraction": 0.0}}).secagg.k == 4
     with pytest.raises(ConfigError, match=r"BatchNorm"):
         config_from_dict({"privacy": {"mode": "record"}, "model": {"norm": "batch"}})
     with pytest.raises(ConfigError, match=r"data\.root"):

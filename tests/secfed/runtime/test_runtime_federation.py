@@ -98,3 +98,55 @@ def test_every_learner_runs_federated(tmp_path: Path, learner: str) -> None:
     res = Experiment(config=cfg).run(out_dir=tmp_path / learner, progress=False)
     assert np.isfinite(res.metrics[-1]["train_loss"])
     assert 0.0 <= res.summary["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(("mode", "backend"), [("secagg", "sequential"), ("secagg+", "multiprocess")])
+def test_secure_aggregation_in_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, backend: str
+) -> None:
+    # sites drop out at every stage of the round, drawn from the seed; the protocol must see
+    # exactly those dropouts, report its parameters per round, and (multi-process) every client
+    # must run its side of the protocol in its own process, never in the server's
+    import protocols.client
+    from protocols import Stage
+    from secfed.federation.secure import make_server_aggregator
+
+    created: list[int] = []
+    original = protocols.client.SecAggClientSession.__init__
+
+    def recording(self: protocols.client.SecAggClientSession, **kwargs: object) -> None:
+        created.append(int(kwargs["client_id"]))  # type: ignore[call-overload]
+        original(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protocols.client.SecAggClientSession, "__init__", recording)
+    cfg = config_from_dict(
+        tiny_config_dict(
+            experiment={"rounds": 4, "eval_every": 0, "threads": 1, "backend": backend},
+            partition={"num_sites": 6},
+            federation={"aggregation": mode, "dropout_rate": 0.3},
+        ),
+        base_dir=REPO,
+    )
+    stages = make_server_aggregator(config=cfg).stages
+    num_stages = 1 + len(stages)  # training is stage 0
+    masked = 1 + stages.index(Stage.COLLECT_MASKED_INPUT.wire_name)
+    res = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
+    dropped_in_protocol = 0
+    for row in res.metrics:
+        plan = plan_round(config=cfg, round_idx=row["round"], num_stages=num_stages)
+        trained = [s for s in plan.sampled if plan.drop_stage.get(s, num_stages) > 0]
+        # a site's input is in the sum iff its masked input arrived (dropping at unmasking is fine)
+        summed = [s for s in trained if plan.drop_stage.get(s, num_stages) > masked]
+        dropped_in_protocol += len(trained) - len(summed)
+        assert row["agg_protocol"] == mode and row["agg_aborted"] == 0
+        assert row["agg_n"] == len(trained)  # sites that dropped before training never entered
+        assert row["clients"] == summed and row["agg_survivors"] == len(summed)
+        if mode == "secagg":
+            assert row["agg_k"] == len(trained) - 1  # complete graph
+        assert 2 <= row["agg_t"] <= row["agg_k"] + 1 <= len(trained)
+        assert row["agg_bytes_sent_per_client"] > 0 and row["agg_bytes_up_per_client"] > 0
+    assert dropped_in_protocol > 0  # the seed makes some sites drop inside the protocol
+    if backend == "multiprocess":
+        assert created == []  # no client session was ever built in the server's process
+    else:
+        assert len(created) == sum(row["agg_n"] for row in res.metrics)
