@@ -88,6 +88,30 @@ def test_prg_words_are_little_endian_on_every_platform(bits: int) -> None:
         assert int(words[0]) == int.from_bytes(keystream(key=NIST_KEY, nbytes=4), "little")
 
 
+def test_mask_key_and_words_known_answer() -> None:
+    """Seed -> HKDF-SHA256 mask key -> AES-128 counter blocks -> little-endian words, pinned.
+
+    The key is recomputed with cryptography's own HKDF and the words from AES-ECB of the counter
+    blocks 0^96 || [i + 2]_32, so a change to the labels, the counter layout or the byte order of
+    the words fails here; the hex values pin the whole chain against silent drift between versions
+    (clients and server of different versions must derive the same masks).
+    """
+    seed, sid = bytes(range(32)), bytes(range(100, 132))
+    ids = bytes.fromhex("0000000100000002")
+    key = derive_mask_key(seed=seed, session_id=sid, purpose="pair-mask", ids=ids)
+    independent = HKDF(algorithm=SHA256(), length=16, salt=sid, info=b"secfed/secagg/v1/pair-mask" + ids)
+    assert key == independent.derive(seed)
+    assert key.hex() == "42150fcbbfa1fde0cb37e220ac02271c"
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    blocks = ecb.update(b"".join(bytes(12) + (i + 2).to_bytes(4, "big") for i in range(2)))
+    words32 = MaskExpander(length=4, bits=32).expand(key=key)
+    from_blocks = [int.from_bytes(blocks[4 * i : 4 * i + 4], "little") for i in range(4)]
+    assert [int(w) for w in words32] == from_blocks
+    assert [int(w) for w in words32] == [0x8B0DDBED, 0x443E5BB2, 0xF53FF09D, 0x155028F7]
+    words64 = MaskExpander(length=2, bits=64).expand(key=key)
+    assert [int(w) for w in words64] == [0x443E5BB28B0DDBED, 0x155028F7F53FF09D]
+
+
 def test_prg_refuses_keystreams_the_32_bit_counter_cannot_cover() -> None:
     """One mask may use at most 2^32 - 2 counter blocks; longer vectors are refused up front."""
     with pytest.raises(ConfigError, match="keystream"):

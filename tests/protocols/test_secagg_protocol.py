@@ -98,7 +98,7 @@ def _predict_abort(h: Harness, drops: dict[int, Stage]) -> bool:
     return any(len(g.neighbours(v) & final) < t for v in u2 - u3)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     mode=st.sampled_from(["secagg", "secagg+"]),
     active=st.booleans(),
@@ -164,10 +164,16 @@ def test_run_local_round_simulation_helper() -> None:
 
 
 # ----------------------------------------------------------------------------- property 2
-@pytest.mark.parametrize("mode", ["secagg", "secagg+"])
-@pytest.mark.parametrize("stage", [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_INPUT])
-def test_too_few_survivors_abort_before_any_share_is_released(mode: str, stage: Stage) -> None:
-    cfg = SecAggConfig(mode=mode, bits=16, dropout_rate=0.3)  # type: ignore[arg-type]
+_EARLY = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_INPUT]
+
+
+@pytest.mark.parametrize(
+    ("mode", "active", "stage"),
+    [(mode, False, stage) for mode in ("secagg", "secagg+") for stage in _EARLY]
+    + [("secagg", True, stage) for stage in [*_EARLY, Stage.CONSISTENCY_CHECK]],
+)
+def test_too_few_survivors_abort_before_any_share_is_released(mode: str, active: bool, stage: Stage) -> None:
+    cfg = SecAggConfig(mode=mode, bits=16, dropout_rate=0.3, active=active)  # type: ignore[arg-type]
     h = Harness(config=cfg, ids=list(range(10)), m=4)
     t = h.server.params.t
     gone = set(range(10 - t + 1))  # leaves t - 1

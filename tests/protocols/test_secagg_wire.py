@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from secagg_harness import Harness
@@ -26,6 +27,8 @@ from protocols import (
     VersionError,
 )
 from protocols import messages as msg
+from protocols.client import share_key
+from protocols.crypto import aead_encrypt, agree
 from protocols.wire import HEADER_BYTES, SERVER_ID, WIRE_VERSION, Header, Kind, pack_message, unpack_message
 
 CFG = SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3)
@@ -131,13 +134,15 @@ def test_server_rejects_malformed_responses() -> None:
 _FUZZ_CACHE: dict[Stage, tuple[Harness, dict[int, bytes]]] = {}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), stage=st.sampled_from([Stage.SHARE_KEYS, Stage.COLLECT_MASKED_INPUT, Stage.UNMASK]))
 def test_fuzzed_requests_only_ever_raise_protocol_errors(data: st.DataObject, stage: Stage) -> None:
     """Random byte mutations and truncations never crash a client with a non-protocol exception.
 
-    (Some mutations are legitimately accepted: e.g. in the passive variant a changed public key
-    of another client just yields another, self-consistent session id.)
+    A message error (malformed, truncated, misrouted, other session) leaves the client's state as
+    it was; any other protocol error (a failed security check) aborts the session. (Some mutations
+    are legitimately accepted: e.g. in the passive variant a changed public key of another client
+    just yields another, self-consistent session id.)
     """
     if stage not in _FUZZ_CACHE:
         _FUZZ_CACHE[stage] = at_stage(stage)
@@ -149,10 +154,13 @@ def test_fuzzed_requests_only_ever_raise_protocol_errors(data: st.DataObject, st
     if data.draw(st.booleans()):
         m = m[: data.draw(st.integers(0, len(m)))]
     client = _fresh_copy_of_client(h, 0)
+    before = client.state
     try:
         client.handle(bytes(m), value=h.inputs[0])
+    except MessageError:
+        assert client.state == before and not client.aborted
     except ProtocolError:
-        pass
+        assert client.aborted
 
 
 # ----------------------------------------------------------------------------- property 5
@@ -243,6 +251,108 @@ def test_replayed_and_duplicated_requests_are_refused_without_harm() -> None:
     h.run()  # the round still completes correctly
     res = h.server.result()
     assert np.array_equal(res.total, h.expected_sum(res.survivors))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), active=st.booleans())
+def test_random_replays_duplicates_and_misroutes_are_refused_without_harm(
+    data: st.DataObject, active: bool
+) -> None:
+    """Before and after every genuine delivery, replay random earlier or misrouted messages.
+
+    Every one of them is refused with a message error (replay, stage, addressing or session) and
+    leaves both sides unchanged: the round completes with the right sum and nobody aborts.
+    """
+    cfg = dataclasses.replace(CFG, active=active, dropout_rate=0.0, corrupt_fraction=0.0)
+    h = Harness(config=cfg, ids=list(range(5)), m=6, seed=1)
+    seen_requests: list[bytes] = []
+    seen_responses: list[tuple[int, bytes]] = []
+    refused = 0
+
+    def noise_to_client(u: int) -> None:
+        nonlocal refused
+        if seen_requests and data.draw(st.booleans()):
+            old = data.draw(st.sampled_from(seen_requests))
+            state = h.clients[u].state
+            with pytest.raises(MessageError):
+                h.clients[u].handle(old, value=h.inputs[u])
+            assert h.clients[u].state == state
+            refused += 1
+
+    def noise_to_server() -> None:
+        nonlocal refused
+        if seen_responses and data.draw(st.booleans()):
+            v, old = data.draw(st.sampled_from(seen_responses))
+            with pytest.raises(MessageError):
+                h.server.ingest(client_id=v, message=old)
+            refused += 1
+
+    while not h.server.done:
+        stage = h.server.stage
+        requests = h.server.requests()
+        for u, req in requests.items():
+            noise_to_client(u)
+            value = h.inputs[u] if stage == Stage.COLLECT_MASKED_INPUT else None
+            resp = h.clients[u].handle(req, value=value)
+            seen_requests.append(req)
+            noise_to_client(u)  # now the same request again is a duplicate
+            noise_to_server()
+            h.server.ingest(client_id=u, message=resp)
+            seen_responses.append((u, resp))
+            noise_to_server()  # now the same response again is a duplicate
+        h.server.close_stage()
+    res = h.server.result()
+    assert res.survivors == h.ids and np.array_equal(res.total, h.expected_sum(res.survivors))
+    assert not any(c.aborted for c in h.clients.values())
+
+
+def test_session_ids_bind_the_round_parameters_participants_and_keys() -> None:
+    h, reqs = at_stage(Stage.SHARE_KEYS)
+    setup = msg.decode_setup(body_of(h.history[0][1][0]))
+    base = msg.setup_session_id(msg.encode_setup(setup))
+    assert base == h.server.pre_session_id
+    changed = [
+        dataclasses.replace(setup, round_idx=setup.round_idx + 1),
+        dataclasses.replace(setup, config=dataclasses.replace(setup.config, t=setup.config.t + 1)),
+        dataclasses.replace(setup, config=dataclasses.replace(setup.config, bits=setup.config.bits - 1)),
+        dataclasses.replace(setup, participants=setup.participants[:-1] + (99,)),
+        dataclasses.replace(setup, vector_length=setup.vector_length + 1),
+        dataclasses.replace(setup, context=b"other"),
+    ]
+    assert len({msg.setup_session_id(msg.encode_setup(c)) for c in changed} | {base}) == len(changed) + 1
+    # the session id also hashes every advertised key: a client shown one altered peer key ends
+    # up in another session, and the server refuses its answer
+    body = bytearray(body_of(reqs[0]))
+    peer_s_pk = 4 + 3 * msg.KEY_ROW_BYTES + 4 + 32  # count, three rows, id, c_pk
+    body[peer_s_pk : peer_s_pk + 32] = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    answer = h.clients[0].handle(reframe(reqs[0], body=bytes(body)))
+    assert h.clients[0].session_id != h.server.session_id
+    with pytest.raises(SessionMismatchError):
+        h.server.ingest(client_id=0, message=answer)
+
+
+@pytest.mark.parametrize("stage", [Stage.SHARE_KEYS, Stage.UNMASK])
+def test_share_ciphertexts_are_bound_to_their_stage(stage: Stage) -> None:
+    """A share encrypted under the right pair key but for another stage fails authentication."""
+    h, reqs = at_stage(Stage.COLLECT_MASKED_INPUT)
+    sid = h.server.session_id
+    assert sid is not None
+    c0, c1 = h.clients[0]._c, h.clients[1]._c
+    assert c0 is not None and c1 is not None
+    key = share_key(shared_secret=agree(private=c1.private, public=c0.public_bytes), session_id=sid, u=1, v=0)
+    pt = msg.share_plaintext(sender=1, receiver=0, s_share=12345, b_share=67890)
+    aad = msg.share_aad(session_id=sid, sender=1, receiver=0, stage=stage)
+    blob = aead_encrypt(key=key, plaintext=pt, aad=aad)
+    rows = dict(msg.decode_blobs(body_of(reqs[0]), limit=6))
+    rows[1] = blob
+    forged = reframe(reqs[0], body=msg.encode_blobs(sorted(rows.items())))
+    if stage == Stage.SHARE_KEYS:  # the stage the shares are sent in: accepted (control)
+        h.clients[0].handle(forged, value=h.inputs[0])
+        assert h.clients[0]._received[1] == (12345, 67890)
+    else:
+        with pytest.raises(AuthenticationError):
+            h.clients[0].handle(forged, value=h.inputs[0])
+        assert h.clients[0].aborted
 
 
 def test_out_of_order_requests_are_refused() -> None:
