@@ -240,17 +240,22 @@ class SecureServerAggregator(ServerAggregator):
                 metrics=metrics,
             )
 
+    def _protocol_config(self, *, bits: int | None) -> SecAggConfig:
+        """The protocol configuration of this aggregator's rounds (``n`` is set per round)."""
+        return SecAggConfig(
+            mode=self.mode,
+            k=self.k,
+            t=self.t,
+            bits=bits,
+            active=self.active,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_rate=self.dropout_rate,
+        )
+
     def _graph_params(self, *, n: int) -> dict[str, int]:
         """``k`` and ``t`` of a round of ``n`` clients, or nothing when no valid pair exists."""
         try:
-            params = SecAggConfig(
-                mode=self.mode,
-                k=self.k,
-                t=self.t,
-                active=self.active,
-                corrupt_fraction=self.corrupt_fraction,
-                dropout_rate=self.dropout_rate,
-            ).resolve(n=n)
+            params = self._protocol_config(bits=None).resolve(n=n)
         except ProtocolError:
             return {}
         return {"k": params.k, "t": params.t}
@@ -266,15 +271,7 @@ class SecureServerAggregator(ServerAggregator):
         channel: Channel,
     ) -> AggregateResult:
         decoder, length, context = self._decoder(round_idx=round_idx, n=len(ids), weights=w, dim=dim)
-        cfg = SecAggConfig(
-            mode=self.mode,
-            k=self.k,
-            t=self.t,
-            bits=int(decoder.bits),
-            active=self.active,
-            corrupt_fraction=self.corrupt_fraction,
-            dropout_rate=self.dropout_rate,
-        )
+        cfg = self._protocol_config(bits=int(decoder.bits))
         session = SecAggServerSession(
             config=cfg,
             round_idx=round_idx,
