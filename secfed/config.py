@@ -43,6 +43,7 @@ __all__ = [
     "config_to_dict",
     "config_to_toml",
     "config_hash",
+    "max_sites_per_round",
 ]
 
 # Allowed values of enumerated keys, by "section.key".
@@ -615,6 +616,20 @@ def validate(cfg: ExperimentConfig) -> None:
         from secfed.federation.secure import check_protocol_options
 
         check_protocol_options(config=cfg)
+
+
+def max_sites_per_round(cfg: ExperimentConfig) -> int:
+    """Most sites a round can sample: ``clients_per_round`` (0 = all) with fixed sampling, all with
+    Poisson sampling.
+
+    Args:
+        cfg: The configuration.
+
+    Returns:
+        The number of sites.
+    """
+    f, n = cfg.federation, cfg.partition.num_sites
+    return n if f.sampling == "poisson" else (f.clients_per_round or n)
 
 
 def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> ExperimentConfig:

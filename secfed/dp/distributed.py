@@ -38,7 +38,7 @@ from privacy.distributed import (
     plan_distributed_dp,
 )
 from privacy.errors import PrivacyError
-from secfed.config import ExperimentConfig, config_hash
+from secfed.config import ExperimentConfig, config_hash, max_sites_per_round
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -124,11 +124,7 @@ def expected_participants(*, config: ExperimentConfig) -> int:
 
 def max_participants(*, config: ExperimentConfig) -> int:
     """Largest number of sites whose encodings may be summed in a round (``N`` or ``m``)."""
-    f = _check_config(config).federation
-    n = config.partition.num_sites
-    if f.sampling == "poisson":
-        return n
-    return f.clients_per_round or n
+    return max_sites_per_round(_check_config(config))
 
 
 def rotation_seed(*, config: ExperimentConfig, round_idx: int) -> bytes:

@@ -562,13 +562,6 @@ def protocol_options(config: ExperimentConfig) -> dict[str, object]:
     }
 
 
-def planned_round_size(config: ExperimentConfig) -> int:
-    """Sites sampled per round: ``clients_per_round`` (or all) with fixed sampling, else all."""
-    f = config.federation
-    n = config.partition.num_sites
-    return (f.clients_per_round or n) if f.sampling == "fixed" else n
-
-
 def check_protocol_options(*, config: ExperimentConfig) -> None:
     """Resolve the protocol's parameters for a full round before any work is done.
 
@@ -583,17 +576,13 @@ def check_protocol_options(*, config: ExperimentConfig) -> None:
     Raises:
         ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
     """
+    from secfed.config import max_sites_per_round
+
     opts = protocol_options(config)
-    n = planned_round_size(config)
+    n = max_sites_per_round(config)
+    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
     try:
-        SecAggConfig(
-            mode=opts["mode"],  # type: ignore[arg-type]
-            k=opts["k"],  # type: ignore[arg-type]
-            t=opts["t"],  # type: ignore[arg-type]
-            active=bool(opts["active"]),
-            corrupt_fraction=float(opts["corrupt_fraction"]),  # type: ignore[arg-type]
-            dropout_rate=float(opts["dropout_rate"]),  # type: ignore[arg-type]
-        ).resolve(n=n)
+        SecAggConfig(**{name: opts[name] for name in fields}).resolve(n=n)  # type: ignore[arg-type]
     except ProtocolError as exc:
         given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
         raise ConfigError(
