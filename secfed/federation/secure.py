@@ -43,6 +43,7 @@ from protocols import (
 from protocols.crypto import ed25519_public_bytes, hkdf_sha256
 from protocols.messages import decode_setup
 from protocols.wire import unpack_message
+from secfed.config import max_sites_per_round
 from secfed.errors import ConfigError, MessageError
 from secfed.federation.aggregation import AggregateResult, Channel, ClientAggregator, ServerAggregator
 
@@ -576,8 +577,6 @@ def check_protocol_options(*, config: ExperimentConfig) -> None:
     Raises:
         ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
     """
-    from secfed.config import max_sites_per_round
-
     opts = protocol_options(config)
     n = max_sites_per_round(config)
     fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
