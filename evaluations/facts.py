@@ -37,6 +37,7 @@ from evaluations.wording import (
 )
 from secfed.config import config_from_dict, config_hash
 from secfed.errors import SecfedError
+from secfed.federation.egress import WITHHELD_NOTE
 
 __all__ = [
     "run_facts",
@@ -91,9 +92,11 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
                 "site": info.get("site", key),
                 "records": info.get("records"),
                 "classes": info.get("classes"),
+                "withheld": "records" in (info.get("withheld") or []),
             }
         )
     records = [int(r["records"]) for r in sites if isinstance(r.get("records"), int)]
+    withheld = any(r["withheld"] for r in sites)
     model = run.setting(key="model.arch")
     if model:
         norm = run.setting(key="model.norm")
@@ -123,10 +126,15 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
         "seed": run.setting(key="experiment.seed"),
         "backend": s.get("backend") or run.setting(key="experiment.backend"),
         "wall_s": as_float(value=s.get("wall_s")),
+        "wall_note": WITHHELD_NOTE if withheld and s.get("wall_s") is None else None,
         "sites": sites,
         "total_records": sum(records) if records else None,
         "sites_statement": (
-            f"{len(sites)} sites took part, holding {sum(records)} training records in total; "
+            f"{len(sites)} sites took part. Their record counts are {WITHHELD_NOTE}: a count differs "
+            "by one between neighbouring datasets, so releasing it would void the guarantee. The "
+            "classes column is the size of each site's public class list."
+            if sites and withheld
+            else f"{len(sites)} sites took part, holding {sum(records)} training records in total; "
             "the table lists what each site reported about itself (counts only, no data)."
             if sites and records
             else "No per-site data summary (sites.json) was recorded."

@@ -13,6 +13,7 @@ from typing import Any
 
 from evaluations.jsonio import as_float
 from evaluations.wording import fmt_eps, fmt_num, fmt_pct
+from secfed.federation.egress import WITHHELD_NOTE
 
 __all__ = [
     "ATTACKS_INTRO",
@@ -167,7 +168,7 @@ def run_overview_rows(*, what: Mapping[str, Any]) -> KeyValues:
         ("How data is split across sites", what["partition"]),
         ("Rounds completed / configured", f"{what['rounds_completed']} / {what['rounds_configured']}"),
         ("Random seed", what["seed"]),
-        ("Training wall time (s)", what["wall_s"]),
+        ("Training wall time (s)", what.get("wall_note") or what["wall_s"]),
     ]
 
 
@@ -203,7 +204,9 @@ def sites_table(*, sites: Sequence[Mapping[str, Any]]) -> Table:
     Returns:
         ``(headers, rows)``; ``rows`` is empty when no site is known (renderers then show no table).
     """
-    return ["site", "training records", "classes"], [[s["site"], s["records"], s["classes"]] for s in sites]
+    return ["site", "training records", "public classes"], [
+        [s["site"], WITHHELD_NOTE if s.get("withheld") else s["records"], s["classes"]] for s in sites
+    ]
 
 
 def _ledger_text(ledger: Mapping[str, Any]) -> str:

@@ -51,7 +51,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     s = result.summary
     print(
         f"test accuracy {100 * s['test_accuracy']:.2f} ± {100 * s['test_accuracy_ci95']:.2f} % "
-        f"over {s['test_episodes']} episodes; {s['rounds']} rounds in {s['wall_s']:.1f} s"
+        f"over {s['test_episodes']} episodes; {s['rounds']} rounds"
+        + (f" in {s['wall_s']:.1f} s" if s.get("wall_s") is not None else " (timing withheld under DP)")
     )
     if "epsilon" in s:
         print(f"privacy: epsilon = {s['epsilon']:.3f} at delta = {s.get('delta')}")

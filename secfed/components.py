@@ -16,6 +16,7 @@ from torch import nn
 from secfed.config import ExperimentConfig
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import DatasetFormatError
+from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
 from secfed.learners.base import Learner, LearnerConfig
@@ -190,11 +191,35 @@ class Site:
         site_id: The site's id.
         dataset: The site's own records.
         tasks: Task source over the site's records.
+        public_classes: The site's public class list (from the configuration and the dataset's
+            public description: :func:`secfed.data.partition.site_class_lists`), never computed
+            from the records; every label of ``dataset`` is in it.
+        record_ids: A stable id per record (its index in the training split), so that removing
+            one record changes the identity, and hence the keyed randomness, of no other.
     """
 
     site_id: int
     dataset: ImageDataset
     tasks: TaskSource
+    public_classes: tuple[int, ...] = ()
+    record_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.public_classes:
+            # Built by hand (tests, attacks' replicas): every class of the dataset's description.
+            self.public_classes = tuple(range(self.dataset.num_classes))
+        if self.record_ids is None:
+            self.record_ids = np.arange(self.dataset.num_records, dtype=np.int64)
+        ids = np.asarray(self.record_ids)
+        if ids.shape != (self.dataset.num_records,):
+            raise DatasetFormatError(
+                f"site {self.site_id}: {ids.shape} record ids for {self.dataset.num_records} records"
+            )
+        unknown = np.setdiff1d(self.dataset.labels, np.asarray(self.public_classes, dtype=np.int64))
+        if unknown.size:
+            raise DatasetFormatError(
+                f"site {self.site_id} holds labels outside its public class list: {unknown[:10].tolist()}"
+            )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -207,16 +232,15 @@ class Site:
         return self.dataset.num_records
 
     def summary(self) -> dict[str, Any]:
-        """Public summary: records and classes (no record content)."""
-        counts = self.dataset.class_counts()
-        return {"records": int(self.num_records), "classes": int((counts > 0).sum())}
+        """What the site could say about its data: its record count (private under DP) and the
+        size of its public class list. Only :mod:`secfed.federation.egress` decides what of it
+        leaves the site."""
+        return {"records": int(self.num_records), "classes": len(self.public_classes)}
 
 
 def _partition(
     *, config: ExperimentConfig, dataset: ImageDataset, num_sites: int, seed: int
 ) -> list[np.ndarray]:
-    from secfed.data.partition import partition_dataset
-
     p = config.partition
     return partition_dataset(dataset=dataset, scheme=p.scheme, num_sites=num_sites, seed=seed, alpha=p.alpha)
 
@@ -255,12 +279,20 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
     if not 0 <= site_id < config.partition.num_sites:
         raise ConfigError(f"site id {site_id} is outside [0, {config.partition.num_sites})")
     train, _ = load_splits(config=config)
-    shard = _partition(
-        config=config, dataset=train, num_sites=config.partition.num_sites, seed=config.experiment.seed
-    )[site_id]
+    p = config.partition
+    shard = _partition(config=config, dataset=train, num_sites=p.num_sites, seed=config.experiment.seed)[
+        site_id
+    ]
     dataset = train.subset(indices=shard, name=f"site{site_id}")
+    classes = site_class_lists(
+        scheme=p.scheme, num_classes=train.num_classes, num_sites=p.num_sites, seed=config.experiment.seed
+    )[site_id]
     return Site(
-        site_id=site_id, dataset=dataset, tasks=_task_source(config=config, dataset=dataset, train=True)
+        site_id=site_id,
+        dataset=dataset,
+        tasks=_task_source(config=config, dataset=dataset, train=True),
+        public_classes=classes,
+        record_ids=np.asarray(shard, dtype=np.int64),
     )
 
 

@@ -35,6 +35,7 @@ from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_co
 from secfed.errors import CheckpointError
 from secfed.federation.backends import make_backend
 from secfed.federation.client import ClientFactory, derive_seed
+from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
 from secfed.optional import require_ray
@@ -339,7 +340,8 @@ class Experiment:
             "test_accuracy_ci95": ci,
             "test_episodes": cfg.experiment.final_eval_episodes,
             "train_loss": last.get("train_loss"),
-            "wall_s": float(last.get("wall_s", 0.0)),
+            # under DP no timing is recorded (secfed.federation.egress): None
+            "wall_s": last.get("wall_s") if releases_timing(config=cfg) else None,
             "clients": last.get("clients", []),
             "dropped": last.get("dropped", []),
             "learner": cfg.learner.name,
@@ -373,6 +375,8 @@ class Experiment:
     ) -> str | None:
         cfg = self.config
         rounds = range(start_round, cfg.experiment.rounds + 1)
+        # Training times grow with the Poisson batch sizes: under DP none is recorded or shown.
+        timing = releases_timing(config=cfg)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -383,6 +387,7 @@ class Experiment:
                 desc="rounds",
                 unit="round",
                 file=sys.stderr,
+                bar_format=None if timing else "{l_bar}{bar}| {n_fmt}/{total_fmt} {postfix}",
             )
         t0 = time.perf_counter() - elapsed
         try:
@@ -418,9 +423,14 @@ class Experiment:
                         seed=derive_seed(cfg.experiment.seed, "eval"),
                     )
                     row["test_accuracy"], row["test_accuracy_ci95"] = acc, ci
-                row["wall_s"] = time.perf_counter() - t0
+                elapsed_now = time.perf_counter() - t0
+                if timing:
+                    row["wall_s"] = elapsed_now
                 self._save_checkpoint(
-                    run_dir / "checkpoint", round_idx=rnd, server=server, elapsed=row["wall_s"]
+                    run_dir / "checkpoint",
+                    round_idx=rnd,
+                    server=server,
+                    elapsed=elapsed_now if timing else None,
                 )
                 with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
@@ -436,7 +446,8 @@ class Experiment:
                     bar.update(1)
                 else:
                     print(
-                        f"secfed: round {rnd}/{cfg.experiment.rounds} {msg} ({row['wall_s']:.1f}s)",
+                        f"secfed: round {rnd}/{cfg.experiment.rounds} {msg}"
+                        + (f" ({row['wall_s']:.1f}s)" if timing else ""),
                         file=sys.stderr,
                     )
         finally:
@@ -445,14 +456,18 @@ class Experiment:
         return None
 
     @staticmethod
-    def _save_checkpoint(ckpt_dir: Path, *, round_idx: int, server: FederatedServer, elapsed: float) -> None:
+    def _save_checkpoint(
+        ckpt_dir: Path, *, round_idx: int, server: FederatedServer, elapsed: float | None
+    ) -> None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         weights = f"model-{round_idx:06d}.safetensors"
         arrays = {"state": server.state, **server.optimizer.state_arrays()}
         tmp = ckpt_dir / (weights + ".tmp")
         save_file(arrays, str(tmp), metadata={"round": str(round_idx), "format": "secfed-flat-state"})
         os.replace(tmp, ckpt_dir / weights)
-        info = {"version": CHECKPOINT_VERSION, "round": round_idx, "weights": weights, "elapsed_s": elapsed}
+        info: dict[str, Any] = {"version": CHECKPOINT_VERSION, "round": round_idx, "weights": weights}
+        if elapsed is not None:
+            info["elapsed_s"] = elapsed
         _atomic_write(ckpt_dir / "state.json", json.dumps(info, indent=1))
         for old in ckpt_dir.glob("model-*.safetensors"):
             if old.name != weights:

@@ -40,6 +40,7 @@ __all__ = [
     "quantity_skew_partition",
     "partition_dataset",
     "partition_summary",
+    "site_class_lists",
 ]
 
 PARTITION_SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "class_disjoint", "quantity_skew")
@@ -201,9 +202,14 @@ def class_disjoint_partition(
             f"{num_sites} * {min_classes} = {num_sites * min_classes} classes, but the labels hold "
             f"{classes.size}"
         )
-    rng = np.random.default_rng(seed)
-    groups = np.array_split(rng.permutation(classes), num_sites)
+    groups = _deal_classes(classes=classes, num_sites=num_sites, seed=seed)
     return _finish([np.flatnonzero(np.isin(y, g)) for g in groups])
+
+
+def _deal_classes(*, classes: np.ndarray, num_sites: int, seed: int) -> list[np.ndarray]:
+    """Shuffle ``classes`` with the seed and deal them into ``num_sites`` near-equal groups."""
+    rng = np.random.default_rng(seed)
+    return np.array_split(rng.permutation(classes), num_sites)
 
 
 def quantity_skew_partition(
@@ -296,6 +302,47 @@ def partition_dataset(
         )
     except PartitionError as exc:
         raise PartitionError(f"{dataset.describe()}, scheme '{scheme}': {exc}") from exc
+
+
+def site_class_lists(*, scheme: str, num_classes: int, num_sites: int, seed: int) -> list[tuple[int, ...]]:
+    """Each site's *public* class list.
+
+    It is a function of the configuration and the dataset's public description (its number of
+    classes), never of the records a site holds.
+
+    Under record-level DP the class list drives the public episode slot plans and task classes,
+    so it must not change when one record is added or removed (removing the only record of a
+    class must not remove the class from the list; see :mod:`secfed.dp.site`). For
+    ``"class_disjoint"`` it is the group of classes the partition deals to the site (the same
+    shuffle as :func:`class_disjoint_partition`, which equals it whenever every class has at
+    least one record); for every other scheme a site may hold any class, so the list is every
+    class of the dataset.
+
+    Args:
+        scheme: One of :data:`PARTITION_SCHEMES`.
+        num_classes: Classes in the dataset's public description (``>= 1``).
+        num_sites: Number of sites (``>= 1``).
+        seed: The partition seed.
+
+    Returns:
+        One sorted tuple of class ids per site.
+
+    Raises:
+        PartitionError: If an argument is invalid or a class-disjoint partition has fewer classes
+            than sites.
+    """
+    if scheme not in PARTITION_SCHEMES:
+        raise PartitionError(f"partition scheme must be one of {PARTITION_SCHEMES}, got {scheme!r}")
+    num_classes = _check_int(num_classes, name="num_classes", minimum=1)
+    num_sites = _check_int(num_sites, name="num_sites", minimum=1)
+    seed = _check_int(seed, name="seed", minimum=0)
+    everything = np.arange(num_classes, dtype=np.int64)
+    if scheme != "class_disjoint":
+        return [tuple(int(c) for c in everything)] * num_sites
+    if num_classes < num_sites:
+        raise PartitionError(f"class-disjoint partition of {num_classes} classes over {num_sites} sites")
+    groups = _deal_classes(classes=everything, num_sites=num_sites, seed=seed)
+    return [tuple(sorted(int(c) for c in g)) for g in groups]
 
 
 def partition_summary(

@@ -52,11 +52,13 @@ releases neither it nor ``num_tasks``).
 
 Public class list
 -----------------
-Slots (episodic learners) and Reptile tasks are drawn from the site's *class list*: the labels
-its shard holds. It is treated as public metadata of the site (its size is already published by
-:meth:`secfed.components.Site.summary`, and with a class-disjoint partition it is fixed by the
-public partition plan). The randomness of these choices is public too (derived from the
-experiment seed); only the per-record randomness and the noise are secret (``os.urandom``).
+Slots (episodic learners) and Reptile tasks are drawn from the site's *public* class list
+(:attr:`secfed.components.Site.public_classes`): a function of the configuration and the dataset's
+public description (:func:`secfed.data.partition.site_class_lists`), never of the labels the shard
+holds. Computed from the shard, removing the only record of a class would re-plan every episode
+and void the sensitivity bound. Configuration checks (``task.n_way``, the FedAvg head) read only
+this list. The randomness of these choices is public too (derived from the experiment seed); only
+the per-record randomness (keyed by the records' stable ids) and the noise are secret.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
 from secfed.components import Site
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import client_sample_rate
-from secfed.errors import ConfigError, DataError, SecfedError
+from secfed.errors import ConfigError, SecfedError
 from secfed.federation.client import derive_seed
 from secfed.learners.base import Learner, LocalUpdate
 from secfed.learners.common import head_logits, make_optimizer, trainable_params, training_mode
@@ -102,7 +104,6 @@ __all__ = [
     "SitePrivacyStateError",
     "build_site_privacy",
     "episode_task",
-    "public_class_list",
 ]
 
 #: Adjacency of record-level DP.
@@ -129,24 +130,6 @@ class SitePrivacyStateError(SecfedError, RuntimeError):
 # --------------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------------
-def public_class_list(*, labels: np.ndarray) -> list[int]:
-    """The site's class list: the distinct labels of its shard, sorted.
-
-    Args:
-        labels: The site's record labels (1-D integers).
-
-    Returns:
-        The sorted distinct labels (treated as public metadata; see the module docstring).
-
-    Raises:
-        DataError: If ``labels`` is not a non-empty 1-D integer array.
-    """
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise DataError(f"site labels must be a non-empty 1-D integer array, got {arr.dtype} {arr.shape}")
-    return [int(c) for c in np.unique(arr)]
-
-
 def episode_task(*, x: torch.Tensor, episode: EpisodeIndices) -> Task | None:
     """Materialise one sampled episode as a :class:`~secfed.tasks.base.Task` (or ``None``).
 
@@ -400,7 +383,8 @@ class RecordSitePrivacy(SitePrivacy):
         self._accountant: GaussianAccountant = PRVAccountant() if p.accountant == "prv" else RDPAccountant()
         self._x = torch.from_numpy(np.array(site.dataset.images, dtype=np.float32))
         self._y = torch.from_numpy(np.array(site.dataset.labels, dtype=np.int64))
-        self._classes = public_class_list(labels=site.dataset.labels)
+        self._classes = [int(c) for c in site.public_classes]
+        self._record_ids = np.asarray(site.record_ids, dtype=np.int64)
         self._num_records = int(site.num_records)
 
     @property
@@ -480,7 +464,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
         n_way = int(config.task.n_way)
         if n_way > len(self._classes):
             raise ConfigError(
-                f"task.n_way = {n_way} exceeds the {len(self._classes)} classes of site {site_id}: "
+                f"task.n_way = {n_way} exceeds the {len(self._classes)} public classes of site {site_id}: "
                 "record-level DP slots need n_way of the site's classes"
             )
         self._sampler = RecordEpisodeSampler(
@@ -492,6 +476,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
             support_prob=_SUPPORT_PROB,
             secret_seed=os.urandom(32),
             public_seed=derive_seed(config.experiment.seed, "dp-episode-slots", site_id),
+            record_ids=self._record_ids,
         )
 
     @property
@@ -577,7 +562,8 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
         super().__init__(config=config, site_id=site_id, site=site)
         if config.learner.name == "reptile" and config.task.n_way > len(self._classes):
             raise ConfigError(
-                f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} classes of site {site_id}"
+                f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} public classes "
+                f"of site {site_id}"
             )
 
     @property
@@ -632,7 +618,7 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
 
     def _train_fedavg(self, *, learner: FedAvgLearner, model: nn.Module) -> LocalUpdate:
         cfg = learner.config
-        self._check_head(model=model, needed=int(self._y.max()) + 1)
+        self._check_head(model=model, needed=max(self._classes) + 1)
         work = copy.deepcopy(model)
         engine = self._engine(model=work, lr=float(cfg.local_lr), optimizer=cfg.local_optimizer, n_way=None)
         loss_sum, seen = 0.0, 0.0

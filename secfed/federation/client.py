@@ -18,6 +18,7 @@ import torch
 
 from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
 from secfed.errors import MessageError
+from secfed.federation.egress import SiteEgress, SiteFacts, TrainFacts
 from secfed.federation.messages import Message, decode_message, encode_message
 from secfed.federation.state import flat_state, load_flat_state, state_spec
 
@@ -59,6 +60,7 @@ class ClientRuntime:
         self._learner = components.build_learner(config=config)
         self._client_agg = components.build_client_aggregator(config=config, site_id=site_id)
         self._privacy = components.build_site_privacy(config=config, site_id=site_id, site=self._site)
+        self._egress = SiteEgress(config=config)
         self._spec = state_spec(self._model)
         self._update: np.ndarray | None = None
         self._weight = 1.0
@@ -89,10 +91,14 @@ class ClientRuntime:
         return handlers[msg.kind](msg)
 
     def _info(self, msg: Message) -> bytes:
-        meta: dict[str, Any] = {"site": self.site_id, **self._site.summary()}
-        if self._privacy is not None:
-            meta["privacy"] = self._privacy.describe()
-        return encode_message(kind="info_reply", meta=meta)
+        summary = self._site.summary()
+        facts = SiteFacts(
+            site=self.site_id,
+            records=int(summary["records"]),
+            public_classes=int(summary["classes"]),
+            privacy=self._privacy.describe() if self._privacy is not None else None,
+        )
+        return encode_message(kind="info_reply", meta=self._egress.info(facts))
 
     def _train(self, msg: Message) -> bytes:
         rnd = int(msg.meta["round"])
@@ -119,17 +125,16 @@ class ClientRuntime:
         self._update = update
         self._weight = 1.0 if self._cfg.federation.weighting == "uniform" else float(self._site.num_records)
         self._round = rnd
-        meta: dict[str, Any] = {"round": rnd, "weight": self._weight, "train_s": time.perf_counter() - start}
-        if self._privacy is None:
-            meta.update(train_loss=float(result.train_loss), num_tasks=int(result.num_tasks))
-            meta.update({k: float(v) for k, v in result.extra.items()})
-        else:
-            # Losses and counts on private records are not covered by the DP guarantee: under DP
-            # the site releases only its update (through aggregation) and public facts.
-            meta["train_loss"] = None
-        if self._privacy is not None:
-            meta["privacy"] = self._privacy.round_report(round_idx=rnd)
-        return encode_message(kind="train_reply", meta=meta)
+        facts = TrainFacts(
+            round=rnd,
+            weight=self._weight,
+            train_s=time.perf_counter() - start,
+            train_loss=float(result.train_loss),
+            num_tasks=int(result.num_tasks),
+            extra=result.extra,
+            privacy=self._privacy.round_report(round_idx=rnd) if self._privacy is not None else None,
+        )
+        return encode_message(kind="train_reply", meta=self._egress.train_reply(facts))
 
     def _agg(self, msg: Message) -> bytes:
         rnd = int(msg.meta["round"])
