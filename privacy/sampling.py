@@ -60,6 +60,7 @@ __all__ = [
     "RecordEpisodeSampler",
     "StepAssignment",
     "assign_records",
+    "check_record_ids",
     "derive_sampling_key",
     "draw_slots",
     "record_uniforms",
@@ -188,7 +189,18 @@ def derive_sampling_key(*, secret_seed: bytes) -> bytes:
     return hkdf.derive(bytes(secret_seed))
 
 
-def _check_record_ids(record_ids: np.ndarray) -> np.ndarray:
+def check_record_ids(record_ids: np.ndarray) -> np.ndarray:
+    """Validate stable record ids (the keys of the per-record randomness).
+
+    Args:
+        record_ids: The ids, shape ``(n,)``.
+
+    Returns:
+        The ids as ``uint64``.
+
+    Raises:
+        InvalidInputError: If they are not unique non-negative integers in one dimension.
+    """
     ids = np.asarray(record_ids)
     if ids.ndim != 1:
         raise InvalidInputError(f"record_ids must be one-dimensional, got shape {ids.shape}")
@@ -230,7 +242,7 @@ def record_uniforms(*, key: bytes, record_ids: np.ndarray, step: int) -> np.ndar
     if not isinstance(key, bytes) or len(key) != 32:
         raise InvalidPrivacyConfigError("key must be 32 bytes (use derive_sampling_key)")
     _check_step(step)
-    ids = _check_record_ids(record_ids)
+    ids = check_record_ids(record_ids)
     n = ids.shape[0]
     if n == 0:
         return np.zeros((0, _NUM_PURPOSES), dtype=np.float64)
@@ -432,7 +444,7 @@ class RecordEpisodeSampler:
             raise InvalidInputError(
                 f"record_ids shape {ids.shape} differs from labels shape {label_arr.shape}"
             )
-        self._record_ids = _check_record_ids(ids)
+        self._record_ids = check_record_ids(ids)
         self._labels = label_arr.astype(np.int64)
         self._classes = class_arr
         self._num_slots = int(num_slots)

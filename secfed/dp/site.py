@@ -598,6 +598,7 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
             accountant=self._accountant,
             optimizer="adam" if optimizer == "adam" else "sgd",
             per_example_loss=per_example_loss,
+            record_ids=self._record_ids,
         )
 
     def _check_head(self, *, model: nn.Module, needed: int) -> None:
