@@ -59,6 +59,7 @@ from torch.utils.data._utils.collate import default_collate
 from privacy.clipping import LayoutAwareDPOptimizer
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
 from privacy.per_sample_grads import FastGradSampler, is_attached, unsupported_modules
+from privacy.sampling import check_record_ids, derive_sampling_key, record_uniforms
 
 __all__ = [
     "PerSampleDPSGD",
@@ -217,38 +218,57 @@ def fresh_noise_generator(*, device: torch.device) -> torch.Generator:
 
 
 class SecurePoissonSampler(UniformWithReplacementSampler):
-    """Opacus' Poisson batch sampler with the inclusion coins drawn from ``os.urandom``.
+    """Opacus' Poisson batch sampler with keyed cryptographic inclusion coins.
 
     Every record is included in every batch independently with probability ``sample_rate`` — the
     sampling the Sampled Gaussian Mechanism accountant assumes (shuffled fixed-size batches are not,
     Opacus #80/#128). Opacus' own sampler draws from ``torch.rand`` (a non-cryptographic PRNG);
-    this subclass keeps its interface and replaces only the coins.
+    this subclass keeps its interface and replaces only the coins: record ``i``'s coin at step
+    ``t`` is :func:`privacy.sampling.record_uniforms` of ``(key, record_ids[i], t)``, an AES-256
+    PRF under a key drawn from ``os.urandom``. A record's coins therefore depend on its own stable
+    id only, never on which other records exist (removing one record leaves every other record's
+    batches unchanged, which is what the neighbouring-dataset tests check).
 
     Args:
         num_samples: Number of records.
         sample_rate: Inclusion probability ``q`` in ``(0, 1]``.
         steps: Batches per iteration (default ``int(1/q)``, as in Opacus).
+        record_ids: Stable unique ids of the records (default ``0..num_samples-1``).
 
     Raises:
         InvalidPrivacyConfigError: If ``num_samples`` or ``sample_rate`` is invalid.
+        InvalidInputError: If ``record_ids`` is not ``num_samples`` unique non-negative integers.
     """
 
-    def __init__(self, *, num_samples: int, sample_rate: float, steps: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        num_samples: int,
+        sample_rate: float,
+        steps: int | None = None,
+        record_ids: np.ndarray | None = None,
+    ) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise InvalidPrivacyConfigError(f"num_samples must be a positive int, got {num_samples!r}")
         sample_rate = _check_sample_rate(sample_rate)
         if steps is not None and steps < 1:
             raise InvalidPrivacyConfigError(f"steps must be >= 1, got {steps}")
         super().__init__(num_samples=num_samples, sample_rate=sample_rate, generator=None, steps=steps)
+        ids = np.arange(num_samples, dtype=np.int64) if record_ids is None else np.asarray(record_ids)
+        if ids.shape != (num_samples,):
+            raise InvalidInputError(f"record_ids must have shape ({num_samples},), got {ids.shape}")
+        self._ids = check_record_ids(ids)
+        self._key = derive_sampling_key(secret_seed=os.urandom(32))
+        self._step = 0
 
     def sample_indices(self) -> list[int]:
-        """Draw one Poisson batch.
+        """Draw one Poisson batch (and advance the step counter).
 
         Returns:
             Sorted indices of the included records (possibly empty).
         """
-        words = np.frombuffer(os.urandom(8 * self.num_samples), dtype="<u8")
-        uniforms = (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+        uniforms = record_uniforms(key=self._key, record_ids=self._ids, step=self._step)[:, 0]
+        self._step += 1
         return np.flatnonzero(uniforms < self.sample_rate).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -350,6 +370,8 @@ class PerSampleDPSGD:
             All modes give the same per-record gradients (tested); clipping and noise are
             Opacus' :class:`~opacus.optimizers.DPOptimizer` in every mode. Relative costs are
             measured by ``evaluations/benchmarks/dp_overhead.py``.
+        record_ids: Stable unique ids of the records (default ``0..n-1``); the Poisson coins are
+            keyed by them (:class:`SecurePoissonSampler`).
 
     Raises:
         InvalidInputError: If the tensors are malformed.
@@ -376,6 +398,7 @@ class PerSampleDPSGD:
         per_example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         secure_noise: bool = True,
         grad_sample_mode: GradSampleMode = "auto",
+        record_ids: np.ndarray | None = None,
     ) -> None:
         check_record_independent_model(model=model)
         if grad_sample_mode not in ("auto", "fast", "ew", "hooks"):
@@ -416,7 +439,9 @@ class PerSampleDPSGD:
         self._y = y
         self._accountant = accountant
         self._loss = per_example_loss or _default_per_example_loss
-        self._sampler = SecurePoissonSampler(num_samples=int(x.shape[0]), sample_rate=self._q)
+        self._sampler = SecurePoissonSampler(
+            num_samples=int(x.shape[0]), sample_rate=self._q, record_ids=record_ids
+        )
         self._batches: Iterator[list[int]] = iter(self._sampler)
         if grad_sample_mode in ("auto", "fast"):
             missing = unsupported_modules(model)
