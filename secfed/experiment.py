@@ -408,7 +408,9 @@ class Experiment:
                     "stragglers": outcome.stragglers,
                     "skipped": outcome.skipped,
                 }
-                row.update({f"agg_{k}": v for k, v in outcome.aggregation.items()})
+                row.update(
+                    {f"agg_{k}": v for k, v in outcome.aggregation.items() if timing or not k.endswith("_s")}
+                )
                 if privacy is not None:
                     # The ledger entry is written before this round's model is released.
                     row.update(privacy.after_round(outcome=outcome))
