@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,3 +33,16 @@ def make_dataset() -> Callable[..., ImageDataset]:
     from helpers_shared import make_image_dataset
 
     return make_image_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_keys_outside_the_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Privacy-ledger keys go to a temporary key directory, never to ``~/.config/secfed/keys``
+    (session scope, so that module-scoped fixtures that run experiments see it too)."""
+    old = os.environ.get("SECFED_KEY_DIR")
+    os.environ["SECFED_KEY_DIR"] = str(tmp_path_factory.mktemp("secfed-keys"))
+    yield
+    if old is None:
+        os.environ.pop("SECFED_KEY_DIR", None)
+    else:
+        os.environ["SECFED_KEY_DIR"] = old

@@ -1,4 +1,4 @@
-"""Privacy ledger: durable append / read-back, corruption detection, resume, budgets."""
+"""Privacy ledger: durable append / read-back, corruption and forgery detection, write-ahead, budgets."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ import pytest
 from privacy.accountants import DistributedDPAccountant, DistributedEvent, RDPAccountant
 from privacy.errors import BudgetExceededError, InvalidPrivacyConfigError, LedgerCorruptedError, LedgerError
 from privacy.ledger import (
+    INTEGRITY_NO_KEY,
+    INTEGRITY_UNAUTHENTICATED,
+    INTEGRITY_VERIFIED,
+    LedgerAuthenticationError,
+    LedgerKeyError,
+    LedgerTruncatedError,
+    LedgerUnverifiableError,
     MechanismRecord,
     PlannedSteps,
     PrivacyBudget,
@@ -67,9 +74,11 @@ def _fresh(path: Path, rounds: int) -> tuple[PrivacyLedger, dict[str, RDPAccount
 def test_append_and_read_back(ledger_path: Path) -> None:
     ledger, accs, glob = _fresh(ledger_path, 3)
     lines = ledger_path.read_text().splitlines()
-    assert len(lines) == 4 and json.loads(lines[0])["kind"] == "header"
-    entry = json.loads(lines[2])
-    assert entry["round"] == 2
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds == ["header"] + ["begin", "commit"] * 3  # write-ahead: begin, then commit, per round
+    assert [json.loads(line)["seq"] for line in lines] == list(range(7))
+    entry = json.loads(lines[4])
+    assert entry["round"] == 2 and entry["begin"] == 3
     assert set(entry["sites"]) == set(SITES)
     rec = entry["sites"]["site-a"]
     assert (
@@ -77,7 +86,8 @@ def test_append_and_read_back(ledger_path: Path) -> None:
     )
     assert entry["global"]["privacy_unit"] == "client"
     reopened = PrivacyLedger.open(path=ledger_path)
-    assert reopened.entries == ledger.entries
+    assert reopened.entries == ledger.entries and reopened.integrity == INTEGRITY_VERIFIED
+    assert len(reopened) == 3 and [e.kind for e in reopened.releases()] == ["commit"] * 3
     assert reopened.last_round == 3 and reopened.delta == DELTA and reopened.budget == BUDGET
     last = reopened.latest()
     assert last is not None
@@ -139,10 +149,10 @@ def test_garbage_removed_and_reordered_lines_are_detected(ledger_path: Path) -> 
     with pytest.raises(LedgerCorruptedError):
         PrivacyLedger.open(path=ledger_path)
     lines = good.splitlines()
-    ledger_path.write_text("\n".join([lines[0], lines[1], lines[3]]) + "\n")  # round 2 removed
+    ledger_path.write_text("\n".join([*lines[:3], *lines[5:]]) + "\n")  # round 2 removed
     with pytest.raises(LedgerCorruptedError, match="chain"):
         PrivacyLedger.open(path=ledger_path)
-    ledger_path.write_text("\n".join([lines[0], lines[2], lines[1], lines[3]]) + "\n")
+    ledger_path.write_text("\n".join([lines[0], lines[3], lines[4], lines[1], lines[2], *lines[5:]]) + "\n")
     with pytest.raises(LedgerCorruptedError):
         PrivacyLedger.open(path=ledger_path)
     ledger_path.write_text("\n".join(lines[1:]) + "\n")  # header missing
@@ -150,29 +160,170 @@ def test_garbage_removed_and_reordered_lines_are_detected(ledger_path: Path) -> 
         PrivacyLedger.open(path=ledger_path)
 
 
-def test_consistent_forgery_is_caught_by_replay(ledger_path: Path) -> None:
-    # Someone recomputes the hash chain after lowering an epsilon: the chain is fine, but replaying the
-    # recorded (sigma, q, steps) does not reproduce the recorded epsilon.
-    _fresh(ledger_path, 2)
+def _recompute_without_key(path: Path, mutate) -> None:
+    """What a forger with write access to the run directory (but not to the key) can do: edit lines,
+    then recompute every SHA-256 hash and the chain (the MACs cannot be recomputed)."""
     from privacy.ledger import _digest
 
-    lines = ledger_path.read_text().splitlines()
-    prev = json.loads(lines[0])["hash"]
+    lines = path.read_text().splitlines()
     out = [lines[0]]
-    first_eps = json.loads(lines[1])["sites"]["site-a"]["epsilon"]
-    for i, line in enumerate(lines[1:]):
+    prev = json.loads(lines[0])["hash"]
+    for i, line in enumerate(lines[1:], start=1):
         obj = json.loads(line)
         obj.pop("hash")
         obj["prev"] = prev
-        if i == 1:  # claim round 2 cost nothing (still non-decreasing, so structurally plausible)
-            obj["sites"]["site-a"]["epsilon"] = first_eps
-        obj["hash"] = _digest(obj)
+        mutate(i, obj)
+        body = {k: v for k, v in obj.items() if k != "mac"}
+        obj["hash"] = _digest(body)
         prev = obj["hash"]
         out.append(json.dumps(obj, sort_keys=True, separators=(",", ":")))
-    ledger_path.write_text("\n".join(out) + "\n")
-    forged = PrivacyLedger.open(path=ledger_path)  # structurally valid
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_consistent_forgery_without_the_key_is_detected(ledger_path: Path) -> None:
+    # The issue's forgery: 30 steps per round instead of 50, epsilon recomputed from the forged
+    # steps, hashes recomputed. Replay reproduces the forged epsilon, so only the MAC catches it.
+    _fresh(ledger_path, 2)
+    forged_acc = RDPAccountant()
+    honest_eps = PrivacyLedger.open(path=ledger_path).latest().sites["site-a"].epsilon  # type: ignore[union-attr]
+
+    def fewer_steps(i: int, obj: dict) -> None:
+        rec = obj["sites"]["site-a"]
+        if obj["kind"] == "begin":
+            forged_acc.step(
+                noise_multiplier=rec["noise_multiplier"], sample_rate=rec["sample_rate"], num_steps=30
+            )
+        rec["steps"] = 30
+        rec["epsilon"] = forged_acc.get_epsilon(delta=DELTA)
+
+    _recompute_without_key(ledger_path, fewer_steps)
+    with pytest.raises(LedgerAuthenticationError, match="MAC"):
+        PrivacyLedger.open(path=ledger_path)
+    with pytest.raises(LedgerAuthenticationError):
+        PrivacyLedger.read(path=ledger_path)
+    # Without the MAC check (what version 1 relied on) the forgery is structurally valid and replays:
+    from privacy.ledger import _State
+
+    state = _State("consecutive")
+    for i, line in enumerate(ledger_path.read_text().splitlines()[1:], start=2):
+        state.apply(
+            PrivacyLedger._parse_entry(
+                json.loads(line),
+                line_number=i,
+                prev_hash=json.loads(ledger_path.read_text().splitlines()[i - 2])["hash"],
+                version=2,
+                seq=i - 1,
+            )
+        )
+    assert state.releases()[-1].sites["site-a"].epsilon < honest_eps
+
+
+def test_recorded_epsilon_that_replay_does_not_reproduce_is_refused(ledger_path: Path) -> None:
+    ledger = PrivacyLedger.open(path=ledger_path, budget=BUDGET)
+    ledger.append(round=1, sites={"site-a": _record(0.01, 1.0, 0.02, 50)})  # far below the true epsilon
     with pytest.raises(LedgerCorruptedError, match="replayed"):
-        forged.rebuild_accountants()
+        PrivacyLedger.open(path=ledger_path).rebuild_accountants()
+
+
+def test_missing_key_is_reported_as_unverifiable_never_verified(
+    ledger_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    _fresh(ledger_path, 2)
+    assert PrivacyLedger.read(path=ledger_path).integrity == INTEGRITY_VERIFIED
+    other_keys = tmp_path_factory.mktemp("elsewhere")
+    view = PrivacyLedger.read(path=ledger_path, key_dir=other_keys)
+    assert view.integrity == INTEGRITY_NO_KEY and "cannot verify" in view.integrity
+    with pytest.raises(LedgerUnverifiableError, match="key is missing"):
+        PrivacyLedger.open(path=ledger_path, key_dir=other_keys)
+    with pytest.raises(LedgerError):  # a read-only view cannot be appended to
+        view.append(round=3, sites={})
+
+
+def test_version_1_ledgers_are_read_as_unauthenticated(ledger_path: Path) -> None:
+    from privacy.ledger import _canonical, _digest
+
+    header = {
+        "kind": "header",
+        "format": "secfed.privacy.ledger",
+        "version": 1,
+        "budget": BUDGET.to_dict(),
+        "accountant": "rdp",
+        "created_unix": 1.0,
+    }
+    header["hash"] = _digest(header)
+    acc = RDPAccountant()
+    acc.step(noise_multiplier=1.0, sample_rate=0.02, num_steps=50)
+    row = {
+        "kind": "round",
+        "round": 1,
+        "time_unix": 2.0,
+        "sites": {"site-a": _record(acc.get_epsilon(delta=DELTA), 1.0, 0.02, 50).to_dict()},
+        "global": None,
+        "prev": header["hash"],
+    }
+    row["hash"] = _digest(row)
+    ledger_path.write_text(_canonical(header) + "\n" + _canonical(row) + "\n")
+    old = PrivacyLedger.read(path=ledger_path)
+    assert old.integrity == INTEGRITY_UNAUTHENTICATED and old.last_round == 1
+    assert old.latest() is not None and old.latest().sites["site-a"].steps == 50  # type: ignore[union-attr]
+    old.rebuild_accountants()
+    with pytest.raises(LedgerUnverifiableError, match="unauthenticated"):
+        PrivacyLedger.open(path=ledger_path)
+
+
+def test_truncated_ledger_is_detected(ledger_path: Path) -> None:
+    _fresh(ledger_path, 3)
+    lines = ledger_path.read_text().splitlines()
+    for keep in (5, 4, 1):  # the last round (commit, or begin and commit), or everything
+        ledger_path.write_text("\n".join(lines[:keep]) + "\n")
+        with pytest.raises(LedgerTruncatedError):
+            PrivacyLedger.read(path=ledger_path)
+        with pytest.raises(LedgerTruncatedError):
+            PrivacyLedger.open(path=ledger_path, recover_torn_tail=True)
+
+
+def test_key_is_private_and_outside_the_ledger_directory(ledger_path: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from privacy.ledger import default_key_dir
+
+    ledger = PrivacyLedger.open(path=ledger_path, budget=BUDGET)
+    key = default_key_dir() / f"{ledger.header.ledger_id}.key"
+    assert key.is_file() and stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(bytes.fromhex(key.read_text().strip())) == 32
+    assert key.read_text().strip() not in ledger_path.read_text()
+    os.chmod(key, 0o644)
+    with pytest.raises(LedgerKeyError, match="other users"):
+        PrivacyLedger.read(path=ledger_path)
+    os.chmod(key, 0o600)
+    with pytest.raises(LedgerKeyError, match="inside the ledger"):
+        PrivacyLedger.open(path=tmp_path / "l2.jsonl", budget=BUDGET, key_dir=tmp_path / "keys")
+
+
+def test_begin_without_commit_counts_fully_and_resume_keeps_it(ledger_path: Path) -> None:
+    ledger = PrivacyLedger.open(path=ledger_path, budget=BUDGET)
+    acc = RDPAccountant()
+    acc.step(noise_multiplier=1.0, sample_rate=0.02, num_steps=50)
+    planned = _record(acc.get_epsilon(delta=DELTA), 1.0, 0.02, 50)
+    ledger.begin(round=1, sites={"site-a": planned})  # then the process dies
+    crashed = PrivacyLedger.open(path=ledger_path, recover_torn_tail=True)
+    assert crashed.pending is not None and len(crashed) == 1
+    sites, _ = crashed.rebuild_accountants()
+    assert sites["site-a"].get_epsilon(delta=DELTA) == pytest.approx(planned.epsilon)
+    crashed.mark_resume(round=0)  # no checkpoint: round 1 runs again, and counts again
+    assert crashed.pending is None and crashed.last_round == 0 and len(crashed) == 1
+    acc.step(noise_multiplier=1.0, sample_rate=0.02, num_steps=20)
+    crashed.begin(round=1, sites={"site-a": _record(acc.get_epsilon(delta=DELTA), 1.0, 0.02, 20)})
+    crashed.commit(sites={"site-a": _record(acc.get_epsilon(delta=DELTA), 1.0, 0.02, 20)})
+    again = PrivacyLedger.open(path=ledger_path)
+    sites, _ = again.rebuild_accountants()
+    assert sites["site-a"].history == [(1.0, 0.02, 70)]  # both runs of round 1 count
+    assert [e.kind for e in again.entries] == ["begin", "resume", "begin", "commit"]
+    with pytest.raises(LedgerError):  # resume cannot jump ahead of the ledger
+        again.mark_resume(round=5)
+    with pytest.raises(LedgerError):  # nothing to commit
+        again.commit(sites={"site-a": planned})
 
 
 def test_torn_tail_and_recovery(ledger_path: Path) -> None:
@@ -197,25 +348,9 @@ def test_complete_last_line_without_newline_is_kept(ledger_path: Path) -> None:
     assert PrivacyLedger.open(path=ledger_path).last_round == 3
 
 
-def test_truncate_for_resume(ledger_path: Path) -> None:
-    ledger, _, _ = _fresh(ledger_path, 5)
-    third = ledger.entries[2]
-    ledger.truncate(last_round=3)
-    assert ledger.last_round == 3
-    reopened = PrivacyLedger.open(path=ledger_path)
-    assert reopened.last_round == 3 and reopened.entries[-1] == third
-    # replaying the kept entries gives accountants to continue with
-    sites, glob = reopened.rebuild_accountants()
-    assert sites["site-a"].history == [(1.0, 0.02, 150)]
-    assert glob is not None and len(glob) == 3
-    accs = {n: a for n, a in sites.items() if isinstance(a, RDPAccountant)}
-    assert isinstance(glob, RDPAccountant)
-    _run_rounds(reopened, 1, accs, glob)
-    assert PrivacyLedger.open(path=ledger_path).last_round == 4
-    with pytest.raises(LedgerError):
-        reopened.truncate(last_round=9)
-    reopened.truncate(last_round=0)
-    assert PrivacyLedger.open(path=ledger_path).last_round == 0
+def test_there_is_no_way_to_truncate(ledger_path: Path) -> None:
+    ledger, _, _ = _fresh(ledger_path, 2)
+    assert not hasattr(ledger, "truncate")
 
 
 def test_append_rules(ledger_path: Path) -> None:
@@ -240,7 +375,7 @@ def test_append_rules(ledger_path: Path) -> None:
     idle["site-c"] = _record(0.5, 1.0, 0.01, 10)
     ledger.append(round=2, sites=idle, global_record=prev.global_record)
     assert PrivacyLedger.open(path=ledger_path).last_round == 2
-    assert len(ledger_path.read_text().splitlines()) == 3  # failed appends wrote nothing
+    assert len(ledger_path.read_text().splitlines()) == 5  # failed appends wrote nothing
 
 
 def test_infinite_epsilon_and_distributed_records_round_trip(ledger_path: Path) -> None:
