@@ -15,8 +15,8 @@ produces it (the attacker never calls these functions; they simulate the client)
   aggregation (``distributed``; modelled as Gaussian noise of the same variance, ``(zC)^2``, on
   the aggregate).
 
-Noise is drawn from :func:`privacy.dpsgd.fresh_noise_generator` (seeded from ``os.urandom``), as
-the runtime does.
+Noise is drawn from :mod:`privacy.noise` (AES-256-CTR keystream, discrete Gaussian on a fine
+lattice), as the runtime does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from attacks.errors import AttackConfigError
 from attacks.observation import GradientObservation, MultiStepObservation, ObservationModel
+from privacy.noise import NoiseSource, add_gaussian_noise_to_tensors, noise_source
 from secfed.config import ExperimentConfig
 
 __all__ = ["ClientPrivacy", "aggregate_noise", "client_privacy", "flat_clip", "private_observe"]
@@ -110,8 +111,11 @@ def flat_clip(obs: Mapping[str, Tensor], clip: float) -> dict[str, Tensor]:
     return {k: v * factor for k, v in obs.items()}
 
 
-def _noise_like(obs: Mapping[str, Tensor], std: float, gen: torch.Generator) -> dict[str, Tensor]:
-    return {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) * std for k, v in obs.items()}
+def _noise_like(obs: Mapping[str, Tensor], std: float, gen: NoiseSource) -> dict[str, Tensor]:
+    if std == 0:
+        return {k: torch.zeros_like(v) for k, v in obs.items()}
+    zeros = [torch.zeros_like(v) for v in obs.values()]
+    return dict(zip(obs, add_gaussian_noise_to_tensors(tensors=zeros, sigma=std, source=gen), strict=True))
 
 
 def _clipped_sum(units: Sequence[Mapping[str, Tensor]], clip: float) -> dict[str, Tensor]:
@@ -129,7 +133,7 @@ def _dp_step(
     inputs: Tensor,
     labels: Tensor,
     priv: ClientPrivacy,
-    gen: torch.Generator,
+    gen: NoiseSource,
     per_record: bool,
 ) -> dict[str, Tensor]:
     if per_record:
@@ -177,9 +181,7 @@ def private_observe(
     if privacy.mode in ("client", "distributed"):
         plain = observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
         return flat_clip(plain, privacy.max_grad_norm)
-    from privacy.dpsgd import fresh_noise_generator
-
-    gen = fresh_noise_generator(device=torch.device("cpu"))
+    gen = noise_source()
     if privacy.episodic:
         return _dp_step(
             loss_obs=observation,
@@ -237,9 +239,7 @@ def aggregate_noise(*, total: Mapping[str, Tensor], privacy: ClientPrivacy) -> d
     """
     if privacy.mode != "distributed":
         return dict(total)
-    from privacy.dpsgd import fresh_noise_generator
-
-    gen = fresh_noise_generator(device=torch.device("cpu"))
+    gen = noise_source()
     std = privacy.noise_multiplier * privacy.max_grad_norm
     noise = _noise_like(total, std, gen)
     return {k: total[k] + noise[k] for k in total}

@@ -14,14 +14,18 @@ each round with ``accountant.step(noise_multiplier=z, sample_rate=q)`` (L2 sensi
 With only a handful of clients (e.g. ~10 hospitals) this guarantee is weak at any useful noise
 level: McMahan et al. needed ~5,000 clients per round (z ≈ 1, ε ≈ 4.6 at δ = 1e-9 over 763k users).
 
-Randomness: client sampling uses :mod:`secrets` (OS CSPRNG). Noise uses a numpy ``Generator``
-(PCG64) seeded with 256 bits from :func:`os.urandom`, so it is unpredictable to anyone but the
-aggregator process; tests may inject their own generator.
+Randomness: client sampling uses :mod:`secrets` (OS CSPRNG). The noise comes from
+:func:`privacy.noise.add_gaussian_noise`: an AES-256-CTR keystream under a fresh 256-bit key from
+:func:`os.urandom` (no longer a numpy PCG64 generator, which is not a cryptographic generator),
+with the clipped sum snapped to a lattice far below the noise scale and exact discrete Gaussian
+noise added (Canonne, Kamath & Steinke 2020, arXiv 2004.00010), so the release does not leak the
+low bits of the sum (Mironov 2012; Jin et al. 2022, arXiv 2112.05307); the sensitivity grows by at
+most ``zC·2^-20``. Runs are not reproducible from the seed; tests fix the noise with
+:func:`privacy.noise.fixed_noise_source` or inject a source.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ import torch
 
 from privacy.analysis._checks import check_finite_nonneg, check_int, check_positive, check_rate
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
+from privacy.noise import NoiseSource, add_gaussian_noise, noise_source
 
 __all__ = [
     "ADJACENCY",
@@ -41,7 +46,6 @@ __all__ = [
     "DPFedAvgConfig",
     "clip_update",
     "sample_clients",
-    "secure_numpy_generator",
 ]
 
 #: What one privacy unit is for DP-FedAvg: all the data of one client.
@@ -53,11 +57,6 @@ MECHANISM = "dp-fedavg"
 
 Vector = TypeVar("Vector", np.ndarray, torch.Tensor)
 T = TypeVar("T", bound=Hashable)
-
-
-def secure_numpy_generator() -> np.random.Generator:
-    """A numpy ``Generator`` (PCG64) seeded with 256 bits from :func:`os.urandom`."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(32), "little")))
 
 
 def _as_flat(update: np.ndarray | torch.Tensor, name: str) -> None:
@@ -171,19 +170,28 @@ class DPFedAvgAggregator:
 
     Args:
         config: the mechanism's parameters.
-        rng: noise generator; ``None`` (the default, and the only choice for real runs) uses
-            :func:`secure_numpy_generator`. Inject one only in tests.
+        source: noise source; ``None`` (the default, and the only choice for real runs) uses
+            :func:`privacy.noise.noise_source` (a fresh AES-256-CTR source). Inject one only in
+            tests.
+
+    Raises:
+        InvalidPrivacyConfigError: ``config`` is not a :class:`DPFedAvgConfig`.
+        InvalidInputError: ``source`` is not a :class:`privacy.noise.NoiseSource`.
     """
 
     PRIVACY_UNIT = PRIVACY_UNIT
     ADJACENCY = ADJACENCY
     MECHANISM = MECHANISM
 
-    def __init__(self, *, config: DPFedAvgConfig, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, *, config: DPFedAvgConfig, source: NoiseSource | None = None) -> None:
         if not isinstance(config, DPFedAvgConfig):
             raise InvalidPrivacyConfigError(f"config must be a DPFedAvgConfig, got {type(config).__name__}")
+        if source is not None and not isinstance(source, NoiseSource):
+            raise InvalidInputError(
+                f"source must be a privacy.noise.NoiseSource, got {type(source).__name__}"
+            )
         self.config = config
-        self._rng = secure_numpy_generator() if rng is None else rng
+        self._noise = noise_source() if source is None else source
 
     def sample(self, *, client_ids: Sequence[T]) -> list[T]:
         """Poisson-sample this round's clients (see :func:`sample_clients`)."""
@@ -194,7 +202,7 @@ class DPFedAvgAggregator:
         return clip_update(update=update, clip_norm=self.config.clip_norm)[0]
 
     def noisy_sum(self, *, updates: Sequence[Vector], dim: int) -> np.ndarray | torch.Tensor:
-        """Clip every update, sum, and add ``N(0, (zC)² I)``.
+        """Clip every update, sum, and add ``N(0, (zC)² I)`` (:func:`privacy.noise.add_gaussian_noise`).
 
         Args:
             updates: the sampled clients' flat updates (possibly none; all numpy or all torch).
@@ -224,7 +232,7 @@ class DPFedAvgAggregator:
                 total += clipped.astype(np.float64)
         std = self.config.noise_std
         if std > 0:
-            total += self._rng.normal(0.0, std, size=d)
+            total = add_gaussian_noise(values=total, sigma=std, source=self._noise)
         if updates and isinstance(updates[0], torch.Tensor):
             first = updates[0]
             return torch.from_numpy(total).to(device=first.device, dtype=first.dtype)

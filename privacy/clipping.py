@@ -10,17 +10,38 @@ pass over the largest per-record tensors, *provided* the clipping reads them in 
 :class:`LayoutAwareDPOptimizer` is Opacus' ``DPOptimizer`` with only ``clip_and_accumulate``
 replaced. The mathematics is Opacus' (Abadi et al. 2016, Algorithm 1): per-record norm over all
 parameters, factor ``min(1, C / (norm + 1e-6))``, clipped sum accumulated into ``p.summed_grad``;
-noise, scaling, the step hooks and the "gradients used twice" checks are Opacus' own. The tests
-check it against the stock optimiser on contiguous and permuted gradients.
+scaling, the step hooks and the "gradients used twice" checks are Opacus' own. The tests check it
+against the stock optimiser on contiguous and permuted gradients.
+
+Noise: :class:`CryptoNoiseDPOptimizer` (the base of :class:`LayoutAwareDPOptimizer`, and the
+optimiser of :mod:`privacy.episodic`) replaces only Opacus' ``add_noise``: instead of
+``torch.normal`` from a ``torch.Generator`` (MT19937, 32 bits of seed entropy) the clipped sum of
+all parameters, taken as one vector, goes through :func:`privacy.noise.add_gaussian_noise`
+(AES-256-CTR keystream, lattice snapping, exact discrete Gaussian; Canonne, Kamath & Steinke 2020),
+so the noise cannot be brute-forced and the release does not leak the low bits of the clipped sum
+(Mironov 2012; Jin et al. 2022, arXiv 2112.05307). Opacus' ``secure_mode`` and ``generator`` are
+not used.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from opacus.optimizers import DPOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
-__all__ = ["LayoutAwareDPOptimizer", "batch_major_view", "clip_factors", "clipped_sum"]
+from privacy.errors import InvalidInputError
+from privacy.noise import NoiseSource, add_gaussian_noise_to_tensors
+from privacy.noise import noise_source as default_noise_source
+
+__all__ = [
+    "CryptoNoiseDPOptimizer",
+    "LayoutAwareDPOptimizer",
+    "batch_major_view",
+    "clip_factors",
+    "clipped_sum",
+]
 
 #: Opacus' stabiliser in the clipping factor ``C / (norm + eps)``.
 OPACUS_CLIP_EPS = 1e-6
@@ -95,11 +116,52 @@ def clipped_sum(*, g: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return total.permute([rest.index(d) for d in range(1, g.ndim)]).contiguous()
 
 
-class LayoutAwareDPOptimizer(DPOptimizer):
+class CryptoNoiseDPOptimizer(DPOptimizer):
+    """Opacus' ``DPOptimizer`` with its Gaussian noise drawn by :mod:`privacy.noise`.
+
+    Opacus' constructor arguments, plus ``noise_source`` (keyword; default
+    :func:`privacy.noise.noise_source`: a fresh AES-256-CTR source, or the test hook's fixed one).
+    ``secure_mode`` and ``generator`` are accepted for compatibility and ignored: the noise never
+    comes from a ``torch.Generator``. Clipping, scaling and hooks are Opacus'.
+
+    Raises:
+        InvalidInputError: If ``noise_source`` is not a :class:`privacy.noise.NoiseSource`.
+    """
+
+    def __init__(self, *args: Any, noise_source: NoiseSource | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if noise_source is not None and not isinstance(noise_source, NoiseSource):
+            raise InvalidInputError(
+                f"noise_source must be a privacy.noise.NoiseSource, got {type(noise_source).__name__}"
+            )
+        self.noise_source: NoiseSource = default_noise_source() if noise_source is None else noise_source
+
+    def add_noise(self) -> None:
+        """Set ``p.grad = p.summed_grad + noise`` for every parameter (std ``noise_multiplier * C``).
+
+        The clipped sums of all parameters are noised together as one vector by
+        :func:`privacy.noise.add_gaussian_noise_to_tensors` (one lattice, one discrete Gaussian
+        draw per coordinate); without noise (``noise_multiplier == 0``) ``p.grad`` is the clipped
+        sum itself, as in Opacus.
+        """
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+        std = self.noise_multiplier * self.max_grad_norm
+        sums = [p.summed_grad for p in self.params]
+        if std == 0:
+            noisy = [g.clone() for g in sums]
+        else:
+            noisy = add_gaussian_noise_to_tensors(tensors=sums, sigma=std, source=self.noise_source)
+        for p, g in zip(self.params, noisy, strict=True):
+            p.grad = g.view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+
+class LayoutAwareDPOptimizer(CryptoNoiseDPOptimizer):
     """Opacus' ``DPOptimizer`` whose clipping reads permuted per-record gradients without a copy.
 
-    Same constructor and behaviour as :class:`opacus.optimizers.DPOptimizer`; see the module
-    docstring.
+    Same constructor and behaviour as :class:`CryptoNoiseDPOptimizer` (Opacus' optimiser with the
+    noise of :mod:`privacy.noise`); see the module docstring.
     """
 
     def clip_and_accumulate(self) -> None:

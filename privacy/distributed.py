@@ -27,8 +27,14 @@ with probability about ``1 - wrap_probability`` when ``k · sqrt(n²c²/(d'γ²)
 summed. (For Skellam the noise is only approximately sub-Gaussian; with σ̄ >~ 1 the margin is ample.)
 
 Randomness: the rotation signs come from SHAKE-256 of the shared seed (public by design: the server
-must undo the rotation). Rounding and noise use a numpy ``Generator`` seeded with 256 bits from
-:func:`os.urandom`, so the server cannot predict or subtract a client's noise.
+must undo the rotation). The rounding coins and the noise (discrete Gaussian and the Poisson draws
+of Skellam) all come from :mod:`privacy.noise`: an AES-256-CTR keystream under a fresh 256-bit key
+from :func:`os.urandom` per encoder (formerly a numpy PCG64 generator, which is not a
+cryptographic generator), so the server cannot predict or subtract a client's noise. Nothing
+remains on PCG64. The samplers are vectorised rejection samplers on the keystream (Canonne, Kamath
+& Steinke 2020 for the discrete Gaussian; Hörmann 1993 PTRS for Poisson). Encodings are therefore
+not reproducible from the experiment seed; tests fix the source with
+:func:`privacy.noise.fixed_noise_source` or inject one.
 
 Adjacency for the accountant: one client's contribution replaced by zero while it still adds its
 noise share ("zero-out"), as in Kairouz et al. and Agarwal et al.; :meth:`DistributedDPEncoder.event`
@@ -53,8 +59,10 @@ from privacy.analysis.discrete import (
     rounded_l1_norm_bound,
     rounded_l2_norm_bound,
 )
-from privacy.client_dp import secure_numpy_generator
 from privacy.errors import CalibrationError, EncodingError, InvalidInputError, InvalidPrivacyConfigError
+from privacy.noise import NoiseSource, noise_source
+from privacy.noise import sample_discrete_gaussian as _noise_discrete_gaussian
+from privacy.noise import sample_skellam as _noise_skellam
 
 __all__ = [
     "ADJACENCY",
@@ -84,9 +92,9 @@ ADJACENCY = "zero-out"
 DEFAULT_BETA = math.exp(-0.5)
 #: Largest accepted bit width (values travel as uint64).
 MAX_BITS = 64
-#: Largest per-client Skellam variance (integer units) we sample. numpy's Poisson sampler keeps the
-#: right variance up to a mean of about 1e13 (measured: variance ratio 1.000 at 1e13, 1.008 at 1e14,
-#: 1.037 at 1e15, 1e6 draws each); a variance of 1e12 means two Poisson(5e11) draws, well inside.
+#: Largest per-client Skellam variance (integer units) we sample: two Poisson(5e11) draws. The limit
+#: dates from numpy's Poisson sampler (variance ratio 1.000 at a mean of 1e13, 1.008 at 1e14); the
+#: keystream PTRS sampler of :mod:`privacy.noise` is tested at this mean and the limit is kept.
 SKELLAM_MAX_LOCAL_VARIANCE = 1e12
 _ROTATION_DOMAIN = b"secfed.privacy.distributed.rotation.v1"
 
@@ -181,7 +189,7 @@ class RandomizedHadamard:
 
 
 def conditional_randomized_round(
-    *, x: np.ndarray, l2_bound: float, rng: np.random.Generator, max_attempts: int = 1000
+    *, x: np.ndarray, l2_bound: float, source: NoiseSource, max_attempts: int = 1000
 ) -> tuple[np.ndarray, int]:
     """Stochastic rounding to integers, resampled until ``‖x̃‖₂ <= l2_bound`` (Kairouz et al. 2021).
 
@@ -192,7 +200,8 @@ def conditional_randomized_round(
     Args:
         x: 1-D float array (already scaled).
         l2_bound: Δ₂ > 0.
-        rng: random generator.
+        source: random source (:func:`privacy.noise.noise_source`); the coins compare keystream
+            words with ``frac · 2^64``.
         max_attempts: give up after this many attempts.
 
     Returns:
@@ -210,7 +219,7 @@ def conditional_randomized_round(
     frac = arr - base
     base_int = base.astype(np.int64)
     for attempt in range(1, check_int("max_attempts", max_attempts, minimum=1) + 1):
-        rounded = base_int + (rng.random(arr.shape[0]) < frac)
+        rounded = base_int + source.bernoulli(p=frac)
         if float(np.dot(rounded.astype(np.float64), rounded.astype(np.float64))) <= bound_sq:
             return rounded.astype(np.int64), attempt
     raise EncodingError(
@@ -219,20 +228,18 @@ def conditional_randomized_round(
     )
 
 
-def sample_discrete_gaussian(*, sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
+def sample_discrete_gaussian(*, sigma: float, size: int, source: NoiseSource) -> np.ndarray:
     """Samples of the discrete Gaussian N_ℤ(0, σ²) (P(x) ∝ exp(-x²/(2σ²)), x ∈ ℤ).
 
-    Rejection sampler of Canonne, Kamath & Steinke (2020), Algorithm 3: draw ``Y`` from the discrete
-    Laplace with scale ``t = ⌊σ⌋ + 1`` (difference of two i.i.d. geometric variables, which is exactly
-    P(y) ∝ exp(-|y|/t)) and accept with probability ``exp(-(|Y| - σ²/t)² / (2σ²))``. Vectorised:
-    rejected coordinates are redrawn. The acceptance test uses float64 arithmetic rather than the
-    paper's exact rational Bernoulli(exp(-γ)) sampler, so the law is exact up to float64 rounding
-    (relative error ~1e-16 in acceptance probabilities), and timing is not constant.
+    Rejection sampler of Canonne, Kamath & Steinke (2020), Algorithm 3, on the cryptographic
+    keystream: :func:`privacy.noise.sample_discrete_gaussian` (vectorised; acceptance coins at
+    128-bit resolution; the running time depends on the acceptance coins only, which are
+    independent of the accepted values).
 
     Args:
         sigma: σ > 0.
         size: number of samples >= 0.
-        rng: random generator.
+        source: random source (:func:`privacy.noise.noise_source`).
 
     Returns:
         int64 array of ``size`` samples.
@@ -242,28 +249,19 @@ def sample_discrete_gaussian(*, sigma: float, size: int, rng: np.random.Generato
     """
     s = check_positive("sigma", sigma)
     n = check_int("size", size, minimum=0)
-    sigma2 = s * s
-    t = math.floor(s) + 1
-    p = -math.expm1(-1.0 / t)  # 1 - e^{-1/t}
-    out = np.empty(n, dtype=np.int64)
-    pending = np.arange(n)
-    while pending.size:
-        m = pending.size
-        y = rng.geometric(p, size=m).astype(np.int64) - rng.geometric(p, size=m).astype(np.int64)
-        accept_prob = np.exp(-((np.abs(y) - sigma2 / t) ** 2) / (2.0 * sigma2))
-        accepted = rng.random(m) < accept_prob
-        out[pending[accepted]] = y[accepted]
-        pending = pending[~accepted]
-    return out
+    return _noise_discrete_gaussian(sigma=s, size=n, source=source)
 
 
-def sample_skellam(*, variance: float, size: int, rng: np.random.Generator) -> np.ndarray:
+def sample_skellam(*, variance: float, size: int, source: NoiseSource) -> np.ndarray:
     """Samples of the symmetric Skellam distribution with the given variance: Poisson(v/2) - Poisson(v/2).
+
+    The Poisson draws are :func:`privacy.noise.sample_poisson` on the cryptographic keystream
+    (inversion below a mean of 10, Hörmann's PTRS above).
 
     Args:
         variance: v in (0, :data:`SKELLAM_MAX_LOCAL_VARIANCE`].
         size: number of samples >= 0.
-        rng: random generator.
+        source: random source (:func:`privacy.noise.noise_source`).
 
     Returns:
         int64 array of ``size`` samples.
@@ -274,12 +272,11 @@ def sample_skellam(*, variance: float, size: int, rng: np.random.Generator) -> n
     v = check_positive("variance", variance)
     if v > SKELLAM_MAX_LOCAL_VARIANCE:
         raise InvalidPrivacyConfigError(
-            f"Skellam variance {v:.3g} exceeds {SKELLAM_MAX_LOCAL_VARIANCE:g}: numpy's Poisson sampler "
-            "loses the right variance at such means; use fewer bits (larger gamma) or DDG noise"
+            f"Skellam variance {v:.3g} exceeds {SKELLAM_MAX_LOCAL_VARIANCE:g}, the largest the Poisson "
+            "sampler is validated for; use fewer bits (larger gamma) or DDG noise"
         )
     n = check_int("size", size, minimum=0)
-    lam = v / 2.0
-    return rng.poisson(lam, size=n).astype(np.int64) - rng.poisson(lam, size=n).astype(np.int64)
+    return _noise_skellam(variance=v, size=n, source=source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -603,8 +600,9 @@ class DistributedDPEncoder:
     Args:
         config: the shared :class:`DistributedDPConfig`.
         rotation_seed: shared seed of the round's rotation (>= 16 bytes; use a fresh one per round).
-        rng: randomness for rounding and noise; ``None`` (the default, and the only choice for real
-            runs) seeds PCG64 from :func:`os.urandom`. Inject one only in tests.
+        source: randomness for rounding and noise; ``None`` (the default, and the only choice for
+            real runs) is :func:`privacy.noise.noise_source` (a fresh AES-256-CTR keystream per
+            encoder). Inject one only in tests.
 
     Attributes:
         bits: b; encoded values lie in [0, 2^b).
@@ -617,7 +615,7 @@ class DistributedDPEncoder:
     ADJACENCY = ADJACENCY
 
     def __init__(
-        self, *, config: DistributedDPConfig, rotation_seed: bytes, rng: np.random.Generator | None = None
+        self, *, config: DistributedDPConfig, rotation_seed: bytes, source: NoiseSource | None = None
     ) -> None:
         if not isinstance(config, DistributedDPConfig):
             raise InvalidPrivacyConfigError(
@@ -628,7 +626,11 @@ class DistributedDPEncoder:
         self.dim: int = config.dim
         self.encoded_dim: int = config.padded_dim
         self.rotation = RandomizedHadamard(seed=rotation_seed, dim=self.encoded_dim)
-        self._rng = secure_numpy_generator() if rng is None else rng
+        if source is not None and not isinstance(source, NoiseSource):
+            raise InvalidInputError(
+                f"source must be a privacy.noise.NoiseSource, got {type(source).__name__}"
+            )
+        self._noise = noise_source() if source is None else source
         self._l2_bound = config.l2_sensitivity
         self._mask = np.uint64((1 << self.bits) - 1) if self.bits < 64 else None
         self.last_rounding_attempts = 0
@@ -664,7 +666,9 @@ class DistributedDPEncoder:
         padded = np.zeros(self.encoded_dim)
         padded[: self.dim] = clipped
         scaled = self.rotation.forward(x=padded) / self.config.gamma
-        rounded, attempts = conditional_randomized_round(x=scaled, l2_bound=self._l2_bound, rng=self._rng)
+        rounded, attempts = conditional_randomized_round(
+            x=scaled, l2_bound=self._l2_bound, source=self._noise
+        )
         self.last_rounding_attempts = attempts
         return rounded
 
@@ -672,8 +676,8 @@ class DistributedDPEncoder:
         """One client's integer noise share (int64, length d')."""
         sigma_bar = self.config.scaled_local_stddev
         if self.config.mechanism == "ddg":
-            return sample_discrete_gaussian(sigma=sigma_bar, size=self.encoded_dim, rng=self._rng)
-        return sample_skellam(variance=sigma_bar**2, size=self.encoded_dim, rng=self._rng)
+            return sample_discrete_gaussian(sigma=sigma_bar, size=self.encoded_dim, source=self._noise)
+        return sample_skellam(variance=sigma_bar**2, size=self.encoded_dim, source=self._noise)
 
     def encode(self, *, x: np.ndarray) -> np.ndarray:
         """Encode one client's vector: clip, rotate, scale, round, add noise share, reduce mod 2^b.

@@ -29,11 +29,20 @@ Opacus twice to one module breaks its hooks (Opacus #608), so :class:`PerSampleD
 around a *fresh copy* of the model each round and :meth:`PerSampleDPSGD.finish` removes the hooks
 (or the fast engine's patched layers) again.
 
-Randomness: the Poisson sampler draws from ``os.urandom`` (a CSPRNG) and the Gaussian noise comes
-from a ``torch.Generator`` reseeded with 64 fresh bits from ``os.urandom`` at every step, with
-Opacus' ``secure_mode`` noise (sum of four draws, robust to the floating-point attack of Jin et
-al. 2021, arXiv 2107.10138). PyTorch offers no CSPRNG-backed normal sampler; the per-step reseed is
-the strongest option available without ``torchcsprng``.
+Randomness: the Poisson coins are a keyed AES PRF (:class:`SecurePoissonSampler`). The Gaussian
+noise comes from :mod:`privacy.noise` through :class:`privacy.clipping.LayoutAwareDPOptimizer`'s
+``add_noise``: an AES-256-CTR keystream under a fresh 256-bit key from ``os.urandom`` (one source
+per :class:`PerSampleDPSGD`, re-keyed after a fork), and the clipped sum is snapped to a lattice
+``g`` far below the noise scale before exact discrete Gaussian noise (Canonne, Kamath & Steinke
+2020, arXiv 2004.00010) is added, so the release does not depend on the low bits of the clipped
+sum — the floating-point attack on textbook samplers (Mironov 2012; Jin et al. 2022, arXiv
+2112.05307) — and the sensitivity grows by at most ``zC·2^-20`` (see :mod:`privacy.noise`). This
+replaces a ``torch.Generator`` reseeded from 64 urandom bits at every step: MT19937 keeps only
+the low 32 bits of a seed, so the noise of a step could be recovered by brute force over 2^32
+seeds, and Opacus' ``secure_mode`` (summing several draws, Holohan & Braghin 2021, arXiv
+2107.10138) only raises the cost of the floating-point attack. Consequence: a DP run is **not
+reproducible from the experiment seed**; :func:`privacy.noise.fixed_noise_source` fixes the
+noise in tests only.
 """
 
 from __future__ import annotations
@@ -69,7 +78,6 @@ __all__ = [
     "UnsupportedModelError",
     "check_record_independent_model",
     "find_record_coupling_modules",
-    "fresh_noise_generator",
     "make_poisson_loader",
     "make_torch_optimizer",
 ]
@@ -201,20 +209,6 @@ def make_torch_optimizer(
     if optimizer == "adam":
         return torch.optim.Adam(list(params), lr=lr)
     raise InvalidPrivacyConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-
-
-def fresh_noise_generator(*, device: torch.device) -> torch.Generator:
-    """A ``torch.Generator`` seeded with 64 bits from ``os.urandom`` (one per DP step).
-
-    Args:
-        device: Device the noise is drawn on.
-
-    Returns:
-        The seeded generator.
-    """
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
-    return generator
 
 
 class SecurePoissonSampler(UniformWithReplacementSampler):
@@ -358,7 +352,6 @@ class PerSampleDPSGD:
         momentum: SGD momentum.
         per_example_loss: ``(outputs, targets) -> losses`` of shape ``(B,)`` (one loss per record;
             default cross-entropy). The step sums them, which is what makes clipping per record valid.
-        secure_noise: Use Opacus' floating-point-attack-resistant noise (``secure_mode``).
         grad_sample_mode: How per-record gradients are computed. ``"auto"`` (default): ``"fast"``
             when every trainable parameter lives in a ``Conv2d``, ``Linear`` or ``GroupNorm``
             layer, ``"ew"`` otherwise. ``"fast"``: :mod:`privacy.per_sample_grads` (per-record
@@ -367,8 +360,9 @@ class PerSampleDPSGD:
             :class:`~opacus.grad_sample.GradSampleModuleExpandedWeights` (PyTorch expanded
             weights, which also skip the batch gradient). ``"hooks"``: Opacus'
             :class:`~opacus.GradSampleModule` hooks, which compute the batch gradient as well.
-            All modes give the same per-record gradients (tested); clipping and noise are
-            Opacus' :class:`~opacus.optimizers.DPOptimizer` in every mode. Relative costs are
+            All modes give the same per-record gradients (tested); clipping is Opacus'
+            :class:`~opacus.optimizers.DPOptimizer`'s and the noise :mod:`privacy.noise`'s in
+            every mode. Relative costs are
             measured by ``evaluations/benchmarks/dp_overhead.py``.
         record_ids: Stable unique ids of the records (default ``0..n-1``); the Poisson coins are
             keyed by them (:class:`SecurePoissonSampler`).
@@ -396,7 +390,6 @@ class PerSampleDPSGD:
         optimizer: OptimizerName = "sgd",
         momentum: float = 0.0,
         per_example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        secure_noise: bool = True,
         grad_sample_mode: GradSampleMode = "auto",
         record_ids: np.ndarray | None = None,
     ) -> None:
@@ -478,7 +471,6 @@ class PerSampleDPSGD:
             max_grad_norm=self._c,
             expected_batch_size=expected_batch_size,
             loss_reduction="mean",
-            secure_mode=secure_noise,
         )
         self._optimizer.attach_step_hook(self._account)
         self._device = params[0].device
@@ -497,8 +489,8 @@ class PerSampleDPSGD:
         return self._mode
 
     @property
-    def optimizer(self) -> DPOptimizer:
-        """The Opacus DP optimiser (noise multiplier ``z``, clip ``C``)."""
+    def optimizer(self) -> LayoutAwareDPOptimizer:
+        """The DP optimiser (noise multiplier ``z``, clip ``C``; noise from :mod:`privacy.noise`)."""
         return self._optimizer
 
     @property
@@ -589,7 +581,6 @@ class PerSampleDPSGD:
         return self._finish_step(batch=int(xb.shape[0]), loss_sum=float(loss_sum.detach()))
 
     def _finish_step(self, *, batch: int, loss_sum: float) -> dict[str, float]:
-        self._optimizer.generator = fresh_noise_generator(device=self._device)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         return {

@@ -36,6 +36,13 @@ with the per-episode gradients, construct it with ``noise_multiplier=2z, max_gra
 install our own step hook that records ``(z, q)`` — Opacus' default accountant hook would record
 ``2z`` and understate ε. The noisy sum is divided by ``expected_episodes``, a **public** constant
 (e.g. the number of slots), never by a data-dependent count (Opacus #571, #819).
+
+Noise: the optimiser is :class:`privacy.clipping.CryptoNoiseDPOptimizer` — Opacus' clipping
+unchanged, the noise ``N(0, (2zC)^2 I)`` drawn by :mod:`privacy.noise` (AES-256-CTR keystream
+under a fresh 256-bit key, clipped sum snapped to a fine lattice, exact discrete Gaussian;
+Canonne, Kamath & Steinke 2020, arXiv 2004.00010), never from a ``torch.Generator``. DP runs are
+therefore not reproducible from the seed; tests fix the noise with
+:func:`privacy.noise.fixed_noise_source`.
 """
 
 from __future__ import annotations
@@ -50,12 +57,11 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from privacy.clipping import clip_factors, clipped_sum
+from privacy.clipping import CryptoNoiseDPOptimizer, clip_factors, clipped_sum
 from privacy.dpsgd import (
     OptimizerName,
     StepAccountant,
     check_record_independent_model,
-    fresh_noise_generator,
     make_torch_optimizer,
 )
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
@@ -383,7 +389,6 @@ class EpisodicDPSGD:
         momentum: SGD momentum.
         grad_mode: ``"auto"``, ``"vmap"`` or ``"loop"`` (see :func:`per_episode_gradients`).
         chunk_size: Episodes per vmap chunk.
-        secure_noise: Use Opacus' floating-point-attack-resistant noise (``secure_mode``).
 
     Raises:
         InvalidInputError: If ``model``/``params`` are malformed.
@@ -406,7 +411,6 @@ class EpisodicDPSGD:
         momentum: float = 0.0,
         grad_mode: GradMode = "auto",
         chunk_size: int | None = None,
-        secure_noise: bool = True,
     ) -> None:
         check_record_independent_model(model=model)
         for name, value in (("noise_multiplier", noise_multiplier), ("max_grad_norm", max_grad_norm)):
@@ -464,21 +468,20 @@ class EpisodicDPSGD:
         )
         # Noise std = (2z) * C: the sensitivity of the per-episode clipped sum under add/remove is 2C.
         # loss_reduction="mean" only divides the noisy sum by the public expected_episodes.
-        self._optimizer = DPOptimizer(
+        self._optimizer = CryptoNoiseDPOptimizer(
             base,
             noise_multiplier=2.0 * self._z,
             max_grad_norm=self._c,
             expected_batch_size=expected_episodes,
             loss_reduction="mean",
-            secure_mode=secure_noise,
         )
         self._optimizer.attach_step_hook(self._account)
         self._device = next(iter(self._params.values())).device
         self._steps = 0
 
     @property
-    def optimizer(self) -> DPOptimizer:
-        """The Opacus DP optimiser (noise multiplier ``2z``, clip ``C``)."""
+    def optimizer(self) -> CryptoNoiseDPOptimizer:
+        """The DP optimiser (noise multiplier ``2z``, clip ``C``; noise from :mod:`privacy.noise`)."""
         return self._optimizer
 
     @property
@@ -550,7 +553,6 @@ class EpisodicDPSGD:
             # DPOptimizer reads only p.grad_sample (one row per episode).
             row = result.grads[name].to(device=p.device, dtype=p.dtype)
             p.grad_sample = row  # type: ignore[attr-defined]
-        self._optimizer.generator = fresh_noise_generator(device=self._device)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         num = len(episodes)

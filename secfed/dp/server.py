@@ -71,11 +71,11 @@ from privacy.accountants import (
     create_accountant,
 )
 from privacy.calibration import calibrate_noise, distributed_epsilon_for, epsilon_for
-from privacy.client_dp import secure_numpy_generator
 from privacy.distributed import ADJACENCY as DISTRIBUTED_ADJACENCY
 from privacy.distributed import DistributedDPConfig, calibrate_distributed_dp
 from privacy.errors import InvalidInputError, LedgerError, PrivacyError
 from privacy.ledger import MechanismRecord, PlannedSteps, PrivacyBudget, PrivacyLedger
+from privacy.noise import add_gaussian_noise, noise_source
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import (
     client_sample_rate,
@@ -426,7 +426,7 @@ class ServerPrivacy:
         )
         self._q_client = client_sample_rate(config=config)
         self._sampling_note = client_sampling_note(config=config)
-        self._rng = secure_numpy_generator() if self._mode == "client" else None
+        self._noise_source = noise_source() if self._mode == "client" else None
         self._ledger: PrivacyLedger | None = None
         self._site_ids: list[int] = []
         self._site_info: dict[int, Mapping[str, Any]] = {}
@@ -712,8 +712,9 @@ class ServerPrivacy:
         """Add DP-FedAvg's Gaussian noise ``N(0, (zC)^2 I)`` to the aggregate SUM (``client`` mode).
 
         Sensitivity of the sum is C: every site clips its whole update to C and weights are
-        uniform (McMahan et al. 2018). The noise comes from a PCG64 generator seeded with 256 bits
-        of ``os.urandom`` (:func:`privacy.client_dp.secure_numpy_generator`). In the other modes
+        uniform (McMahan et al. 2018). The noise comes from :func:`privacy.noise.add_gaussian_noise`
+        (AES-256-CTR keystream under a fresh 256-bit key, the sum snapped to a lattice far below
+        the noise scale, exact discrete Gaussian noise). In the other modes
         the aggregate is returned unchanged (record mode: the sites' updates are already DP;
         distributed mode: the sites' noise shares are in the SecAgg sum).
 
@@ -735,8 +736,13 @@ class ServerPrivacy:
             raise InvalidInputError(f"total must be a finite 1-D float array, got {arr.dtype} {arr.shape}")
         if isinstance(n_survivors, bool) or not isinstance(n_survivors, (int, np.integer)) or n_survivors < 1:
             raise InvalidInputError(f"n_survivors must be an integer >= 1, got {n_survivors!r}")
-        assert self._rng is not None
-        noisy = arr.astype(np.float64) + self._rng.normal(0.0, self._z * self._clip, size=arr.shape[0])
+        assert self._noise_source is not None
+        std = self._z * self._clip
+        noisy = (
+            add_gaussian_noise(values=arr, sigma=std, source=self._noise_source)
+            if std > 0
+            else arr.astype(np.float64)
+        )
         self._noised_rounds.add(int(round_idx))
         return noisy
 

@@ -16,6 +16,7 @@ from privacy.client_dp import (
     sample_clients,
 )
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
+from privacy.noise import FixedNoiseSource
 
 
 def test_privacy_unit_and_adjacency_are_declared() -> None:
@@ -56,7 +57,7 @@ def test_clip_rejects_bad_input() -> None:
 
 def test_noise_std_matches_z_times_c() -> None:
     config = DPFedAvgConfig(clip_norm=2.0, noise_multiplier=1.5, sample_rate=0.1, num_clients=100)
-    agg = DPFedAvgAggregator(config=config, rng=np.random.default_rng(7))
+    agg = DPFedAvgAggregator(config=config, source=FixedNoiseSource(seed=7))
     d = 40_000
     out = agg.noisy_sum(updates=[], dim=d)
     assert isinstance(out, np.ndarray) and out.shape == (d,)
@@ -68,7 +69,7 @@ def test_noise_std_matches_z_times_c() -> None:
 
 def test_noisy_sum_is_sum_of_clipped_updates_plus_noise() -> None:
     config = DPFedAvgConfig(clip_norm=1.0, noise_multiplier=0.5, sample_rate=0.5, num_clients=8)
-    agg = DPFedAvgAggregator(config=config, rng=np.random.default_rng(3))
+    agg = DPFedAvgAggregator(config=config, source=FixedNoiseSource(seed=3))
     rng = np.random.default_rng(4)
     d = 20_000
     updates = [rng.normal(size=d) * s for s in (0.001, 0.1, 5.0, 50.0)]
@@ -82,7 +83,7 @@ def test_noisy_sum_is_sum_of_clipped_updates_plus_noise() -> None:
 
 def test_torch_updates_return_tensor() -> None:
     config = DPFedAvgConfig(clip_norm=1.0, noise_multiplier=1.0, sample_rate=0.5, num_clients=4)
-    agg = DPFedAvgAggregator(config=config, rng=np.random.default_rng(0))
+    agg = DPFedAvgAggregator(config=config, source=FixedNoiseSource(seed=0))
     ups = [torch.randn(1000, dtype=torch.float32) for _ in range(3)]
     out = agg.noisy_sum(updates=ups, dim=1000)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (1000,)

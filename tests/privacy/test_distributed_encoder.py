@@ -27,12 +27,13 @@ from privacy.distributed import (
     sample_skellam,
 )
 from privacy.errors import CalibrationError, EncodingError, InvalidInputError, InvalidPrivacyConfigError
+from privacy.noise import FixedNoiseSource
 
 SEED = b"\x01" * 32
 
 
 def _encoder(cfg: DistributedDPConfig, seed: int) -> DistributedDPEncoder:
-    return DistributedDPEncoder(config=cfg, rotation_seed=SEED, rng=np.random.default_rng(seed))
+    return DistributedDPEncoder(config=cfg, rotation_seed=SEED, source=FixedNoiseSource(seed=seed))
 
 
 def _secagg_sum(encodings: list[np.ndarray], bits: int) -> np.ndarray:
@@ -85,6 +86,7 @@ def test_randomized_hadamard_is_orthogonal_and_invertible() -> None:
 
 def test_conditional_rounding_bound_always_holds() -> None:
     rng = np.random.default_rng(2)
+    src = FixedNoiseSource(seed=2)
     d, c = 256, 12.0
     bound = rounded_l2_norm_bound(scaled_l2_norm=c, dim=d, beta=DEFAULT_BETA)
     assert bound < c + math.sqrt(d)  # the conditional bound is the tighter one here
@@ -92,7 +94,7 @@ def test_conditional_rounding_bound_always_holds() -> None:
     for _ in range(200):
         x = rng.normal(size=d)
         x *= c / np.linalg.norm(x)
-        r, a = conditional_randomized_round(x=x, l2_bound=bound, rng=rng)
+        r, a = conditional_randomized_round(x=x, l2_bound=bound, source=src)
         attempts.append(a)
         assert r.dtype == np.int64
         assert np.linalg.norm(r) <= bound
@@ -104,14 +106,17 @@ def test_conditional_rounding_bound_always_holds() -> None:
 def test_unconditioned_rounding_is_unbiased() -> None:
     rng = np.random.default_rng(3)
     x = rng.uniform(-3, 3, size=50)
-    mean = np.mean([conditional_randomized_round(x=x, l2_bound=1e9, rng=rng)[0] for _ in range(4000)], axis=0)
+    src = FixedNoiseSource(seed=3)
+    mean = np.mean(
+        [conditional_randomized_round(x=x, l2_bound=1e9, source=src)[0] for _ in range(4000)], axis=0
+    )
     assert np.max(np.abs(mean - x)) < 0.05
 
 
 def test_conditional_rounding_fails_loudly_when_bound_is_impossible() -> None:
     with pytest.raises(EncodingError):
         conditional_randomized_round(
-            x=np.full(16, 3.0), l2_bound=1.0, rng=np.random.default_rng(0), max_attempts=5
+            x=np.full(16, 3.0), l2_bound=1.0, source=FixedNoiseSource(seed=0), max_attempts=5
         )
 
 
@@ -122,7 +127,7 @@ def test_conditional_rounding_fails_loudly_when_bound_is_impossible() -> None:
 
 def test_discrete_gaussian_sampler_matches_pmf() -> None:
     sigma, n = 1.5, 200_000
-    samples = sample_discrete_gaussian(sigma=sigma, size=n, rng=np.random.default_rng(4))
+    samples = sample_discrete_gaussian(sigma=sigma, size=n, source=FixedNoiseSource(seed=4))
     assert samples.dtype == np.int64
     support = np.arange(-8, 9)
     pmf = np.exp(-(support**2) / (2 * sigma**2))
@@ -135,16 +140,16 @@ def test_discrete_gaussian_sampler_matches_pmf() -> None:
 
 
 def test_discrete_gaussian_sampler_large_and_small_sigma() -> None:
-    big = sample_discrete_gaussian(sigma=300.0, size=50_000, rng=np.random.default_rng(5))
+    big = sample_discrete_gaussian(sigma=300.0, size=50_000, source=FixedNoiseSource(seed=5))
     assert big.std() == pytest.approx(300.0, rel=0.02) and abs(big.mean()) < 5 * 300 / math.sqrt(50_000)
-    small = sample_discrete_gaussian(sigma=0.3, size=50_000, rng=np.random.default_rng(6))
+    small = sample_discrete_gaussian(sigma=0.3, size=50_000, source=FixedNoiseSource(seed=6))
     p0 = 1 / np.exp(-(np.arange(-10, 11) ** 2) / (2 * 0.09)).sum()
     assert (small == 0).mean() == pytest.approx(p0, abs=0.01)
 
 
 def test_skellam_sampler_matches_pmf() -> None:
     var, n = 6.0, 200_000
-    samples = sample_skellam(variance=var, size=n, rng=np.random.default_rng(7))
+    samples = sample_skellam(variance=var, size=n, source=FixedNoiseSource(seed=7))
     support = np.arange(-6, 7)
     expected = n * special.ive(np.abs(support), var)  # e^{-mu} I_k(mu)
     counts = np.array([(samples == k).sum() for k in support])
@@ -241,8 +246,8 @@ def test_default_noise_is_fresh_per_encoder() -> None:
 def test_skellam_variance_limit() -> None:
     # numpy's Poisson sampler drifts above a mean of ~1e13; huge Skellam shares are refused.
     with pytest.raises(InvalidPrivacyConfigError):
-        sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE * 2, size=3, rng=np.random.default_rng(0))
-    big = sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE, size=100_000, rng=np.random.default_rng(1))
+        sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE * 2, size=3, source=FixedNoiseSource(seed=0))
+    big = sample_skellam(variance=SKELLAM_MAX_LOCAL_VARIANCE, size=100_000, source=FixedNoiseSource(seed=1))
     assert big.astype(np.float64).var() == pytest.approx(SKELLAM_MAX_LOCAL_VARIANCE, rel=0.02)
     with pytest.raises(InvalidPrivacyConfigError, match="ddg"):
         plan_distributed_dp(

@@ -83,7 +83,6 @@ def test_noise_std_is_z_times_c():
         expected_batch_size=4,
         lr=1.0,
         accountant=OpacusRDP(),
-        secure_noise=False,
     ).step()
     assert (before2 - model2.weight.detach()).std().item() == pytest.approx(z * c / 4, rel=0.03)
 
