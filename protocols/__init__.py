@@ -13,7 +13,9 @@ from protocols.errors import (
     AbortError,
     AuthenticationError,
     ConfigError,
+    DropoutBoundError,
     DuplicateEntryError,
+    DuplicateRunError,
     InconsistentViewError,
     InvalidKeyError,
     MalformedMessageError,
@@ -73,4 +75,6 @@ __all__ = [
     "AbortError",
     "ThresholdError",
     "SessionAbortedError",
+    "DropoutBoundError",
+    "DuplicateRunError",
 ]

@@ -14,8 +14,14 @@ Bell et al. (CCS 2020):
    ``y = x + PRG(b) + sum_v sign(u - v) PRG(s_uv) mod 2^bits`` over the neighbours that shared.
 3. CONSISTENCY_CHECK (active only): check U3 and sign it.
 4. UNMASK: check that the survivor and dropped lists are disjoint and match what this client
-   saw (and, in the active variant, carry t valid signatures on the U3 it signed); reveal b-shares
-   of survivors and s_sk-shares of dropped neighbours -- never both for one client.
+   saw (and, in the active variant, carry t valid signatures on the U3 it signed); in a SecAgg+
+   graph also that at most n_D selected clients are missing from U3 and that U3's induced graph
+   is connected (else the server could unmask a component's sum); reveal b-shares of survivors
+   and s_sk-shares of dropped neighbours -- never both for one client.
+
+The SHARE_KEYS response carries a hash commitment to b (bound to the session id), which the
+server checks every reconstructed b against. The server's n and k are checked against this
+client's caps (``config.max_n``, ``config.max_k``) before any parameter computation.
 
 A message for another stage raises :class:`StageError` (or :class:`ReplayError` if that stage was
 already handled) and leaves the state unchanged. Any security or threshold failure aborts the
@@ -27,6 +33,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -60,8 +67,8 @@ from protocols.errors import (
     StageError,
     ThresholdError,
 )
-from protocols.graph import Graph, build_graph, graph_seed
-from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams, check_config_fields
+from protocols.graph import Graph, build_graph, check_survivor_graph, graph_seed
+from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams, check_config_fields, check_limits
 from protocols.prg import MaskExpander, derive_mask_key
 from protocols.scratch import scratch
 from protocols.shamir import secret_to_int, split_many
@@ -294,9 +301,11 @@ class SecAggClientSession:
             raise SessionMismatchError(
                 f"setup is for round {setup.round_idx}, this session is round {self.round_idx}"
             )
+        srv, exp = setup.config, self.expected
+        # before anything that costs more than parsing: the server chooses n and k
+        check_limits(srv, max_n=exp.max_n, max_k=exp.max_k)
         if self.client_id not in setup.participants:
             raise MalformedMessageError(f"setup does not list client {self.client_id}")
-        srv, exp = setup.config, self.expected
         for name in (
             "mode",
             "active",
@@ -323,7 +332,8 @@ class SecAggClientSession:
             )
         if self._context is not None and setup.context != self._context:
             raise ConfigError("server's context differs from the expected one")
-        params = srv.resolve()  # validates the server's (k, t) against the shared assumptions
+        # validates the server's (k, t) against the shared assumptions, under this client's caps
+        params = replace(srv, max_n=exp.max_n, max_k=exp.max_k).resolve()
         # commit
         self.params = params
         self.vector_length = setup.vector_length
@@ -411,6 +421,7 @@ class SecAggClientSession:
                 session_id=session_id, sender=self.client_id, receiver=h, stage=Stage.SHARE_KEYS
             )
             blobs.append((h, aead_encrypt(key=key, plaintext=pt, aad=aad)))
+        commitment = msg.b_commitment(session_id=session_id, client_id=self.client_id, seed=self._b)
         # commit
         self.session_id = session_id
         self._graph = graph
@@ -418,7 +429,7 @@ class SecAggClientSession:
         self._peers = peer_s_keys
         self._inbound_keys = inbound_keys
         self._own_shares = own_shares
-        return msg.encode_blobs(blobs)
+        return msg.encode_share_keys_response(commitment=commitment, blobs=blobs)
 
     def _masked_input(self, body: memoryview, value: np.ndarray) -> bytes | list[bytes | memoryview]:
         p = self.params
@@ -489,6 +500,9 @@ class SecAggClientSession:
             raise ThresholdError(f"only {len(s)} survivors; t={p.t}")
         if len(nbr_survivors) + 1 < p.t:
             raise ThresholdError(f"only {len(nbr_survivors)} surviving neighbours; t={p.t} needs {p.t - 1}")
+        # SecAgg+: more dropouts than designed, or a split survivor graph, would let the server
+        # rebuild the sum of a component; this client knows the graph and U3 and refuses
+        check_survivor_graph(graph=self._graph, survivors=s, max_dropouts=p.n_dropout)
 
     def _consistency(self, body: memoryview) -> bytes:
         p = self.params

@@ -25,6 +25,7 @@ __all__ = [
     "SessionMismatchError",
     "StageError",
     "ReplayError",
+    "DuplicateRunError",
     "DuplicateEntryError",
     "SecurityError",
     "AuthenticationError",
@@ -34,6 +35,7 @@ __all__ = [
     "AbortError",
     "ThresholdError",
     "SessionAbortedError",
+    "DropoutBoundError",
 ]
 
 
@@ -79,6 +81,14 @@ class ReplayError(MessageError):
     """A message for a stage that was already handled arrived again (duplicate or replay)."""
 
 
+class DuplicateRunError(ReplayError):
+    """A second protocol run was requested for a round whose update is already bound to a run.
+
+    Running the protocol twice on one update and leaving a client's masked input out of the
+    second run would reveal that input as the difference of the two sums.
+    """
+
+
 class DuplicateEntryError(MessageError):
     """A list inside a message repeats a client id, a public key or another unique entry."""
 
@@ -115,3 +125,11 @@ class ThresholdError(AbortError):
 
 class SessionAbortedError(AbortError):
     """The session already failed earlier and refuses any further message."""
+
+
+class DropoutBoundError(AbortError):
+    """More clients dropped than the parameters were designed for, or the survivors' graph split.
+
+    In a SecAgg+ graph either would let the server rebuild the sum of a proper subset of the
+    survivors (one component), so no share is released.
+    """

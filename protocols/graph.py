@@ -17,10 +17,10 @@ from functools import lru_cache
 import numpy as np
 
 from protocols.crypto import hkdf_sha256, label
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, DropoutBoundError
 from protocols.prg import keystream
 
-__all__ = ["Graph", "build_graph", "graph_seed"]
+__all__ = ["Graph", "build_graph", "graph_seed", "check_survivor_graph"]
 
 
 def graph_seed(*, session_id: bytes) -> bytes:
@@ -93,6 +93,65 @@ class Graph:
             The closed neighbourhood.
         """
         return self.neighbours(u) | {u}
+
+    def induced_connected(self, members: frozenset[int] | set[int]) -> bool:
+        """Whether the subgraph induced by ``members`` is connected (breadth-first search).
+
+        Args:
+            members: Nodes of the subgraph (every one must be a node of this graph).
+
+        Returns:
+            ``True`` for a connected (or empty) subgraph.
+        """
+        if self.complete or not members:
+            return True
+        start = next(iter(members))
+        seen = {start}
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v in self.neighbours(u):
+                    if v in members and v not in seen:
+                        seen.add(v)
+                        nxt.append(v)
+            frontier = nxt
+        return len(seen) == len(members)
+
+
+def check_survivor_graph(*, graph: Graph, survivors: frozenset[int] | set[int], max_dropouts: int) -> None:
+    """Refuse to unmask when the SecAgg+ guarantee no longer holds for these survivors.
+
+    The server learns the self-mask of every survivor and the mask key of every client that
+    dropped after sharing keys, so for any union S of connected components of the graph induced
+    by the survivors (U3) it can remove every mask from ``sum_{u in S} y_u``: a disconnected U3
+    leaks partial sums. Bell et al.'s bound on the probability that the *honest* survivors'
+    graph splits assumes at most ``n_D`` dropouts, so more dropouts void it even when U3 is
+    connected. Both are checked here; the complete graph (SecAgg) is exempt from both, as any
+    U3 induces a connected subgraph and its thresholds alone decide.
+
+    Args:
+        graph: The session's graph (nodes are the selected clients).
+        survivors: U3.
+        max_dropouts: ``n_D`` of the resolved parameters.
+
+    Raises:
+        DropoutBoundError: If more than ``max_dropouts`` selected clients are not in U3 or U3's
+            induced subgraph is disconnected.
+    """
+    if graph.complete:
+        return
+    missing = len(graph.nodes) - len(survivors)
+    if missing > max_dropouts:
+        raise DropoutBoundError(
+            f"{missing} of {len(graph.nodes)} selected clients are missing from U3; the parameters "
+            f"were designed for at most {max_dropouts} dropouts; refusing to unmask"
+        )
+    if not graph.induced_connected(survivors):
+        raise DropoutBoundError(
+            "the survivors' graph is disconnected: the sum of a component would be recoverable; "
+            "refusing to unmask"
+        )
 
 
 @lru_cache(maxsize=64)

@@ -37,6 +37,10 @@ __all__ = [
     "session_id_from_rows",
     "encode_blobs",
     "decode_blobs",
+    "COMMITMENT_BYTES",
+    "b_commitment",
+    "encode_share_keys_response",
+    "decode_share_keys_response",
     "encode_masked",
     "decode_masked",
     "encode_id_list",
@@ -413,6 +417,67 @@ def decode_blobs(body: bytes | memoryview, *, limit: int) -> list[tuple[int, byt
     out = list(_BLOB_ROW.iter_unpack(rows))
     check_increasing([p for p, _ in out], what="share blobs")
     return out
+
+
+COMMITMENT_BYTES = 32
+_B_COMMIT_LABEL = label("b-commit")
+
+
+def b_commitment(*, session_id: bytes, client_id: int, seed: bytes) -> bytes:
+    """Hash commitment to a client's self-mask seed b_u, bound to the session and the client.
+
+    ``SHA-256(label || session id || u || b_u)`` (length-prefixed parts). b_u is 32 uniform bytes,
+    so the commitment hides it; the server checks every reconstructed b_u against it, so a bad
+    share can make the round abort but never make a wrong b_u (and a wrong sum) look valid.
+
+    Args:
+        session_id: Session id.
+        client_id: The seed's owner u.
+        seed: b_u (32 bytes).
+
+    Returns:
+        32 bytes.
+    """
+    return sha256(_B_COMMIT_LABEL, session_id, struct.pack(">I", client_id), seed)
+
+
+def encode_share_keys_response(*, commitment: bytes, blobs: list[tuple[int, bytes]]) -> bytes:
+    """Body of a SHARE_KEYS response: the dealer's commitment to b_u, then its encrypted shares.
+
+    Args:
+        commitment: :func:`b_commitment` of the sender's self-mask seed.
+        blobs: ``(peer id, blob)`` rows sorted by peer id (as :func:`encode_blobs`).
+
+    Returns:
+        Body bytes.
+
+    Raises:
+        MalformedMessageError: If the commitment or a blob has the wrong length.
+    """
+    if len(commitment) != COMMITMENT_BYTES:
+        raise MalformedMessageError(f"commitment must be {COMMITMENT_BYTES} bytes")
+    return bytes(commitment) + encode_blobs(blobs)
+
+
+def decode_share_keys_response(
+    body: bytes | memoryview, *, limit: int
+) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """Parse a SHARE_KEYS response.
+
+    Args:
+        body: Body bytes.
+        limit: Maximum number of share rows.
+
+    Returns:
+        ``(commitment, rows)``.
+
+    Raises:
+        MessageError: As :func:`decode_blobs`, or if the commitment is truncated.
+    """
+    view = memoryview(body)
+    if len(view) < COMMITMENT_BYTES:
+        raise TruncatedMessageError("SHARE_KEYS response ends before its commitment")
+    return bytes(view[:COMMITMENT_BYTES]), decode_blobs(view[COMMITMENT_BYTES:], limit=limit)
 
 
 def share_plaintext(*, sender: int, receiver: int, s_share: int, b_share: int) -> bytes:

@@ -20,7 +20,19 @@ variant two sets of t signers in a closed neighbourhood must share an honest cli
 ``2t > k + 1 + c`` (with the complete graph: ``t >= floor((n + n_C)/2) + 1``). Full-graph SecAgg
 additionally uses a majority threshold ``t >= floor(n/2) + 1`` by default.
 
-All tail probabilities are computed exactly with integer binomials, not floating point.
+All tail probabilities are computed exactly with integer binomials, not floating point. Their
+cost grows with n and k (about n^3 for a search over every k), so n and the degree of a
+non-complete graph are capped (:data:`DEFAULT_MAX_N`, :data:`DEFAULT_MAX_K`, configurable per
+:class:`SecAggConfig`) and the caps are checked before any tail is computed: a server cannot make
+a client burn CPU by announcing a huge round.
+
+``dropout_rate`` is the designed *bound*: at most ``n_D = ceil(delta n)`` clients drop (Bell et
+al.'s assumption, as in Google's parameter finder). The protocol enforces it: in a non-complete
+graph the clients refuse to release shares, and the server aborts, when more than ``n_D`` of the
+selected clients are missing from U3 or U3's induced graph is disconnected
+(:func:`protocols.graph.check_survivor_graph`). When clients drop independently at a *rate* p,
+size the bound from the binomial tail with :func:`dropout_bound` (the smallest d with
+P(Binomial(n, p) > d) <= 2^-eta) and pass ``delta = d / n``.
 """
 
 from __future__ import annotations
@@ -39,10 +51,20 @@ __all__ = [
     "resolve_params",
     "check_config_fields",
     "MAX_CLIENT_ID",
+    "DEFAULT_MAX_N",
+    "DEFAULT_MAX_K",
+    "check_limits",
+    "dropout_bound",
 ]
 
 Mode = Literal["secagg", "secagg+"]
 MAX_CLIENT_ID = 2**32 - 2  # 2**32 - 1 is the server's id on the wire
+#: Largest number of clients a session accepts by default (resolving (k, t) at this n costs
+#: at most a few seconds on the server and well under a second to check on a client).
+DEFAULT_MAX_N = 10_000
+#: Largest degree of a non-complete (SecAgg+) graph accepted by default: checking one (n, k) costs
+#: O(k) big-integer binomials of size n (about 0.07 s at n = 10,000, k = 512 on a 2-core machine).
+DEFAULT_MAX_K = 512
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +84,9 @@ class SecAggConfig:
         dropout_rate: Assumed fraction delta of clients that drop out during the round.
         security_bits: sigma, the statistical security target 2^-sigma.
         correctness_bits: eta, the failure-probability target 2^-eta.
+        max_n: Largest n this party accepts (checked before any expensive computation; not sent
+            on the wire: each party applies its own cap).
+        max_k: Largest degree of a non-complete graph this party accepts (likewise).
     """
 
     mode: Mode = "secagg+"
@@ -74,6 +99,8 @@ class SecAggConfig:
     dropout_rate: float = 0.1
     security_bits: int = 40
     correctness_bits: int = 20
+    max_n: int = DEFAULT_MAX_N
+    max_k: int = DEFAULT_MAX_K
 
     def resolve(self, *, n: int | None = None) -> SecAggParams:
         """Validate and fill in ``k`` and ``t``.
@@ -227,16 +254,86 @@ def check_config_fields(cfg: SecAggConfig) -> None:
         )
     if not 1 <= cfg.security_bits <= 255 or not 1 <= cfg.correctness_bits <= 255:
         raise ConfigError("security_bits and correctness_bits must be in [1, 255]")
+    for name in ("max_n", "max_k"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+            raise ConfigError(f"{name} must be an integer >= 2, got {v!r}")
     for name in ("k", "t"):
         v = getattr(cfg, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise ConfigError(f"{name} must be an integer or None, got {v!r}")
 
 
+def check_limits(cfg: SecAggConfig, *, max_n: int | None = None, max_k: int | None = None) -> None:
+    """Refuse a round larger than the caps, in constant time (before any binomial tail).
+
+    Args:
+        cfg: The configuration to check (``n`` and ``k`` as announced; ``None`` is not checked).
+        max_n: Cap on ``n`` (default ``cfg.max_n``).
+        max_k: Cap on the degree of a non-complete graph (default ``cfg.max_k``); the complete
+            graph ``k = n - 1`` needs no tail computation and is only bounded through ``n``.
+
+    Raises:
+        ConfigError: If ``n`` or ``k`` exceeds its cap.
+    """
+    max_n = cfg.max_n if max_n is None else max_n
+    max_k = cfg.max_k if max_k is None else max_k
+    n, k = cfg.n, cfg.k
+    if isinstance(n, int) and n > max_n:
+        raise ConfigError(f"n={n} exceeds this party's cap max_n={max_n} (refused before any computation)")
+    if isinstance(k, int) and k > max_k and not (isinstance(n, int) and k == n - 1):
+        raise ConfigError(
+            f"k={k} exceeds this party's cap max_k={max_k} for a non-complete graph "
+            "(refused before any computation)"
+        )
+
+
+def dropout_bound(*, n: int, rate: float, eta: int = 20) -> int:
+    """Designed dropout bound for clients that drop independently with probability ``rate``.
+
+    The smallest ``d`` with ``P(Binomial(n, rate) > d) <= 2^-eta``: a round in which more than
+    ``d`` clients drop (and which the protocol then aborts) happens with probability at most
+    2^-eta. Computed in log space (``math.lgamma``) from the upper end; the result is rounded up
+    by treating tails within a relative 1e-9 of the target as above it.
+
+    Args:
+        n: Number of clients (``1 <= n <= DEFAULT_MAX_N`` is cheap; the cost is O(n)).
+        rate: Per-client dropout probability in ``[0, 1)``.
+        eta: Target exponent (default 20, the correctness target).
+
+    Returns:
+        ``d`` in ``[0, n]``.
+
+    Raises:
+        ConfigError: On invalid arguments.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 <= rate < 1):
+        raise ConfigError(f"rate must be in [0, 1), got {rate!r}")
+    if not 1 <= eta <= 255:
+        raise ConfigError(f"eta must be in [1, 255], got {eta}")
+    if rate == 0:
+        return 0
+    log_p, log_q = math.log(rate), math.log1p(-rate)
+    target = -eta * math.log(2) + 1e-9
+    lg_n1 = math.lgamma(n + 1)
+    tail = -math.inf  # log P(X > d), accumulated from d = n - 1 downwards
+    for d in range(n - 1, -1, -1):
+        j = d + 1
+        log_pmf = lg_n1 - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
+        hi, lo = (tail, log_pmf) if tail > log_pmf else (log_pmf, tail)
+        tail = hi + math.log1p(math.exp(lo - hi)) if lo > -math.inf else hi
+        if tail > target:
+            return d + 1
+    return 0
+
+
 def _check_basic(cfg: SecAggConfig) -> int:
     check_config_fields(cfg)
     if cfg.n is None:
         raise ConfigError("n (number of clients) must be set to resolve parameters")
+    check_limits(cfg)
     n = cfg.n
     if cfg.k is not None:
         if cfg.mode == "secagg" and cfg.k != n - 1:
@@ -288,7 +385,7 @@ def resolve_params(cfg: SecAggConfig) -> SecAggParams:
     elif cfg.mode == "secagg":
         candidates = [n - 1]
     else:
-        candidates = [*range(2, n - 1, 2), n - 1]
+        candidates = [*range(2, min(n - 1, cfg.max_k + 1), 2), n - 1]
     reasons = []
     for k in candidates:
         log2_dis = _log2_disconnect(n, k, n_c + n_d)

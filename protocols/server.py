@@ -1,9 +1,17 @@
 """Server side of SecAgg / SecAgg+: drives the stages, tracks U1..U5 and unmasks the sum.
 
 The server never sees an input in the clear: it keeps a running sum of masked vectors, and at
-the end reconstructs the self-mask seed b_u of every survivor and the mask key s_sk_v of every
-client that shared keys but sent no masked input (checking that s_sk_v derives the advertised
-s_pk_v), removes the masks and returns ``sum_{u in U3} x_u mod 2**bits``.
+the end reconstructs the self-mask seed b_u of every survivor (checked against the commitment
+u sent with its shares) and the mask key s_sk_v of every client that shared keys but sent no
+masked input (checked against the advertised s_pk_v), removes the masks and returns
+``sum_{u in U3} x_u mod 2**bits``. When the t shares with the smallest x fail the check, other
+t-subsets of the shares received are tried and the holders of shares off the polynomial are
+reported (:attr:`SecAggResult.bad_share_holders`); if none passes, the round aborts with
+:class:`ReconstructionError`. A bad share never yields a wrong sum.
+
+In a SecAgg+ graph the server aborts before the unmasking stage when more than ``n_D`` selected
+clients are missing from U3 or U3's induced graph is disconnected
+(:func:`protocols.graph.check_survivor_graph`).
 
 Use::
 
@@ -48,10 +56,10 @@ from protocols.errors import (
     StageError,
     ThresholdError,
 )
-from protocols.graph import Graph, build_graph, graph_seed
+from protocols.graph import Graph, build_graph, check_survivor_graph, graph_seed
 from protocols.params import MAX_CLIENT_ID, SecAggConfig, SecAggParams
 from protocols.prg import MaskExpander, derive_mask_key, word_dtype
-from protocols.shamir import int_to_secret, reconstruct
+from protocols.shamir import int_to_secret, reconstruct_verified
 from protocols.stages import ServerState, Stage, stage_sequence
 from protocols.wire import SERVER_ID, Header, Kind, pack_message, unpack_message
 
@@ -68,6 +76,8 @@ class SecAggResult:
         dropped: Selected clients whose inputs are not in ``total`` (sorted).
         params: The parameters used.
         metrics: Byte counts, set sizes and timings.
+        bad_share_holders: Clients that returned a share off its polynomial (detected through
+            the commitment check; their shares were left out and the total is still exact).
     """
 
     total: np.ndarray
@@ -75,6 +85,7 @@ class SecAggResult:
     dropped: list[int]
     params: SecAggParams
     metrics: dict[str, float | int | str] = field(default_factory=dict)
+    bad_share_holders: list[int] = field(default_factory=list)
 
 
 class SecAggServerSession:
@@ -160,6 +171,7 @@ class SecAggServerSession:
         self._dropped_set: frozenset[int] = frozenset()
         self._graph: Graph | None = None
         self._blobs: dict[int, list[tuple[int, bytes]]] = {}
+        self._commitments: dict[int, bytes] = {}
         self._sum: np.ndarray | None = None
         self._u3_sigs: dict[int, bytes] = {}
         self._result: SecAggResult | None = None
@@ -312,13 +324,13 @@ class SecAggServerSession:
             record: object = (c_pk, s_pk, sig)
         elif stage == Stage.SHARE_KEYS:
             assert self._graph is not None
-            rows = msg.decode_blobs(body, limit=p.n)
+            commitment, rows = msg.decode_share_keys_response(body, limit=p.n)
             expected_to = sorted(self._graph.neighbours(client_id) & self._u1_set)
             if [r for r, _ in rows] != expected_to:
                 raise MalformedMessageError(
                     f"client {client_id} must send shares to exactly its neighbours in U1"
                 )
-            record = rows
+            record = (commitment, rows)
         elif stage == Stage.COLLECT_MASKED_INPUT:
             y = msg.decode_masked(body, bits=p.bits, length=self.vector_length)
             if self._sum is None:
@@ -391,15 +403,21 @@ class SecAggServerSession:
         elif stage == Stage.SHARE_KEYS:
             self._need("clients that shared keys (U2)", len(responders))
             self.u2 = responders
-            self._blobs = {u: self._answered[u] for u in responders}  # type: ignore[misc]
+            answered: dict[int, tuple[bytes, list[tuple[int, bytes]]]] = self._answered  # type: ignore[assignment]
+            self._commitments = {u: answered[u][0] for u in responders}
+            self._blobs = {u: answered[u][1] for u in responders}
         elif stage == Stage.COLLECT_MASKED_INPUT:
             self._need("clients that sent masked input (U3)", len(responders))
             self.u3 = responders
             self._u3_set = frozenset(responders)
             self._dropped_set = frozenset(self.u2) - self._u3_set
             self._blobs = {}
+            assert self._graph is not None
             if not p.active:
                 self._check_recoverable(self.u3)
+            # SecAgg+: never ask for shares when the dropouts exceed the designed bound or U3's
+            # graph is split (a component's sum would be recoverable); the clients check it too
+            check_survivor_graph(graph=self._graph, survivors=self._u3_set, max_dropouts=p.n_dropout)
         elif stage == Stage.CONSISTENCY_CHECK:
             self._need("clients that signed U3 (U4)", len(responders))
             self.u4 = responders
@@ -447,20 +465,40 @@ class SecAggServerSession:
                 raise ThresholdError(f"only {len(shares)} shares of dropped client {v}'s key; t={p.t}")
         total = self._sum
         masks: list[tuple[bytes, int]] = []
+        bad_x: set[int] = set()
+        session_id = self.session_id
         for u in self.u3:
-            seed = int_to_secret(reconstruct(shares=b_shares[u], t=p.t))
+            commitment = self._commitments[u]
+
+            def b_ok(value: int, u: int = u, commitment: bytes = commitment) -> bool:
+                return (
+                    value < 2**256
+                    and msg.b_commitment(session_id=session_id, client_id=u, seed=int_to_secret(value))
+                    == commitment
+                )
+
+            value, bad = reconstruct_verified(shares=b_shares[u], t=p.t, accept=b_ok)
+            bad_x.update(bad)
+            seed = int_to_secret(value)
             key = derive_mask_key(
                 seed=seed, session_id=self.session_id, purpose="self-mask", ids=pack_ids([u])
             )
             masks.append((key, -1))
         survivors = set(self.u3)
         for v in dropped:
-            s_sk = int_to_secret(reconstruct(shares=s_shares[v], t=p.t))
-            if derive_x25519_public(private_bytes=s_sk) != self._keys[v][1]:
+            s_pk = self._keys[v][1]
+
+            def s_ok(value: int, s_pk: bytes = s_pk) -> bool:
+                return value < 2**256 and derive_x25519_public(private_bytes=int_to_secret(value)) == s_pk
+
+            try:
+                value, bad = reconstruct_verified(shares=s_shares[v], t=p.t, accept=s_ok)
+            except ReconstructionError as exc:
                 raise ReconstructionError(
-                    f"reconstructed s_sk of client {v} does not derive its advertised s_pk"
-                )
-            sk = X25519PrivateKey.from_private_bytes(s_sk)
+                    f"no reconstruction of client {v}'s s_sk derives its advertised s_pk: {exc}"
+                ) from exc
+            bad_x.update(bad)
+            sk = X25519PrivateKey.from_private_bytes(int_to_secret(value))
             for w in sorted(self._graph.neighbours(v) & survivors):
                 seed = agree(private=sk, public=self._keys[w][1], checked=True)
                 key = derive_mask_key(
@@ -493,6 +531,7 @@ class SecAggServerSession:
             "bytes_sent_per_client": sum(self.bytes_in[u] for u in survivors_sorted) / n_resp,
             "bytes_received_per_client": sum(self.bytes_out[u] for u in survivors_sorted) / n_resp,
             "unmask_s": unmask_s,
+            "bad_share_holders": len(bad_x),
         }
         self._result = SecAggResult(
             total=total.astype(np.uint64),
@@ -500,6 +539,7 @@ class SecAggServerSession:
             dropped=sorted(set(self.participants) - survivors),
             params=p,
             metrics=metrics,
+            bad_share_holders=sorted(x - 1 for x in bad_x),
         )
         self._sum = None
 

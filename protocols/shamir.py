@@ -8,13 +8,18 @@ are drawn uniformly from the field by rejection sampling (:func:`random_field_el
 candidates from ``os.urandom``, rejected when not below p), so there is no modulo bias.
 
 Reconstruction uses Lagrange coefficients at 0, cached per x-set (in full-graph SecAgg every
-secret is reconstructed from the same survivor set).
+secret is reconstructed from the same survivor set). :func:`reconstruct_verified` checks the
+result against a commitment and, when it fails, searches other t-subsets of the shares received
+and names the holders whose shares are off the polynomial, so one bad share can make a
+reconstruction fail but never pass as a wrong secret.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from protocols.errors import ConfigError, MalformedMessageError, ReconstructionError
@@ -27,6 +32,7 @@ __all__ = [
     "split",
     "split_many",
     "reconstruct",
+    "reconstruct_verified",
     "lagrange_at_zero",
     "secret_to_int",
     "int_to_secret",
@@ -262,3 +268,95 @@ def reconstruct(*, shares: dict[int, int], t: int) -> int:
     for x, c in zip(xs, coeffs, strict=True):
         acc += c * shares[x]
     return acc % p
+
+
+def _interpolate_at_zero(xs: tuple[int, ...], shares: dict[int, int]) -> int:
+    coeffs = lagrange_at_zero(xs)
+    acc = 0
+    for x, c in zip(xs, coeffs, strict=True):
+        acc += c * shares[x]
+    return acc % PRIME
+
+
+def _interpolate_at(xs: tuple[int, ...], shares: dict[int, int], x: int) -> int:
+    """Value at ``x`` of the polynomial of degree < len(xs) through the shares at ``xs``."""
+    p = PRIME
+    acc = 0
+    for i, xi in enumerate(xs):
+        num = 1
+        den = 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                num = num * (x - xj) % p
+                den = den * (xi - xj) % p
+        acc += shares[xi] * num * pow(den, -1, p)
+    return acc % p
+
+
+def _candidate_subsets(xs: list[int], t: int, max_tries: int) -> list[tuple[int, ...]]:
+    """t-subsets to try after the first t failed: leave-one-out of the first t + 1 (one bad
+    share among them), sliding windows, then uniformly random subsets (OS randomness)."""
+    out: list[tuple[int, ...]] = []
+    head = xs[: t + 1]
+    if len(head) == t + 1:
+        out.extend(tuple(head[:i] + head[i + 1 :]) for i in range(t + 1))
+    out.extend(tuple(xs[j : j + t]) for j in range(1, len(xs) - t + 1))
+    if len(xs) <= 16:  # few shares: every subset (at most C(16, 8) = 12,870, capped below)
+        out.extend(itertools.islice(itertools.combinations(xs, t), max_tries))
+    else:
+        rng = secrets.SystemRandom()
+        out.extend(tuple(sorted(rng.sample(xs, t))) for _ in range(max_tries))
+    seen: set[tuple[int, ...]] = set()
+    unique = []
+    for c in out:
+        if c not in seen:
+            seen.add(c)
+            unique.append(c)
+    return unique[:max_tries]
+
+
+def reconstruct_verified(
+    *, shares: dict[int, int], t: int, accept: Callable[[int], bool], max_tries: int = 512
+) -> tuple[int, list[int]]:
+    """Reconstruct a committed secret; never return a value that ``accept`` refuses.
+
+    The fast path interpolates the ``t`` shares with the smallest x (cached coefficients) and
+    checks the commitment. Only when that fails are other t-subsets tried (at most
+    ``max_tries``); the first value ``accept`` takes is returned with the x-coordinates of every
+    received share that does not lie on its polynomial (their holders sent bad shares).
+
+    Args:
+        shares: Share value by x-coordinate.
+        t: The threshold the shares were made with.
+        accept: Commitment check of a candidate secret (a binding hash or a derived public key).
+        max_tries: Most t-subsets to interpolate after the first one failed.
+
+    Returns:
+        ``(secret, bad x-coordinates)``; the list is empty on the fast path.
+
+    Raises:
+        ReconstructionError: If fewer than ``t`` shares are given or no subset tried yields a
+            secret the commitment accepts (too many bad shares: the round must abort).
+        ConfigError: On invalid x-coordinates or ``t``.
+    """
+    if t < 1:
+        raise ConfigError(f"threshold t must be >= 1, got {t}")
+    if len(shares) < t:
+        raise ReconstructionError(f"need {t} shares to reconstruct, got {len(shares)}")
+    xs = sorted(shares)
+    first = tuple(xs[:t])
+    value = _interpolate_at_zero(first, shares)
+    if accept(value):
+        return value, []
+    for subset in _candidate_subsets(xs, t, max_tries):
+        if subset == first:
+            continue
+        value = _interpolate_at_zero(subset, shares)
+        if accept(value):
+            members = set(subset)
+            bad = [x for x in xs if x not in members and _interpolate_at(subset, shares, x) != shares[x]]
+            return value, bad
+    raise ReconstructionError(
+        f"no t-subset of the {len(xs)} shares received reconstructs the committed secret "
+        f"(t={t}, {min(max_tries, len(xs))}+ subsets tried): bad shares; aborting"
+    )

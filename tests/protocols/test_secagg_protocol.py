@@ -14,6 +14,7 @@ from protocols import (
     AuthenticationError,
     ClientState,
     ConfigError,
+    DropoutBoundError,
     InconsistentViewError,
     ProtocolError,
     ReconstructionError,
@@ -98,6 +99,18 @@ def _predict_abort(h: Harness, drops: dict[int, Stage]) -> bool:
     return any(len(g.neighbours(v) & final) < t for v in u2 - u3)
 
 
+def _predict_dropout_bound_abort(h: Harness, drops: dict[int, Stage]) -> bool:
+    """SecAgg+ (issue 16, item 9): more dropouts before U3 than designed, or a split U3 graph."""
+    g = h.server._graph
+    assert g is not None
+    if g.complete:
+        return False
+    u3 = {u for u in h.ids if drops.get(u, Stage.UNMASK + 1) > Stage.COLLECT_MASKED_INPUT}
+    if len(h.ids) - len(u3) > h.server.params.n_dropout:
+        return True
+    return not g.induced_connected(u3)
+
+
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     mode=st.sampled_from(["secagg", "secagg+"]),
@@ -123,8 +136,11 @@ def test_random_dropout_patterns(mode: str, active: bool, n: int, data: st.DataO
 
     try:
         h.run(drops={s: {u for u, d in drops.items() if d == s} for s in Stage}, tolerate_client_errors=True)
-    except ThresholdError:
-        if h.server._graph is not None:
+    except (ThresholdError, DropoutBoundError) as exc:
+        if isinstance(exc, DropoutBoundError):  # the server refuses before asking for any share
+            assert _predict_dropout_bound_abort(h, effective())
+            assert not any(stage == Stage.UNMASK for stage, _, _ in h.history)
+        elif h.server._graph is not None:
             assert _predict_abort(h, effective())
         else:
             assert len([u for u in ids if drops.get(u, 99) > Stage.ADVERTISE_KEYS]) < h.server.params.t
@@ -137,6 +153,7 @@ def test_random_dropout_patterns(mode: str, active: bool, n: int, data: st.DataO
         return
     eff = effective()
     assert not _predict_abort(h, eff)
+    assert not _predict_dropout_bound_abort(h, eff)
     res = h.server.result()
     expected_survivors = [u for u in ids if eff.get(u, 99) > Stage.COLLECT_MASKED_INPUT]
     assert res.survivors == expected_survivors

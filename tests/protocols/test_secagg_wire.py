@@ -195,7 +195,7 @@ def test_ciphertext_reflected_back_to_its_author_fails_on_the_aad() -> None:
     h = Harness(config=CFG, ids=list(range(6)), m=8)
     h.step()
     _, _, responses = h.step()
-    own_for_1 = dict(msg.decode_blobs(body_of(responses[0]), limit=6))[1]
+    own_for_1 = dict(msg.decode_share_keys_response(body_of(responses[0]), limit=6)[1])[1]
     reqs = h.server.requests()
     rows = dict(msg.decode_blobs(body_of(reqs[0]), limit=6))
     rows[1] = own_for_1
