@@ -65,6 +65,10 @@ class ClientRuntime:
         self._update: np.ndarray | None = None
         self._weight = 1.0
         self._round = -1
+        # aggregation stages answered, as (round, stage); one update is bound to one run
+        self._agg_answered: set[tuple[int, str]] = set()
+        self._agg_round = -1  # the latest round in which an aggregation stage was answered
+
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes:
@@ -137,13 +141,38 @@ class ClientRuntime:
         return encode_message(kind="train_reply", meta=self._egress.train_reply(facts))
 
     def _agg(self, msg: Message) -> bytes:
+        """Answer one aggregation stage for the current round's update.
+
+        One update is bound to one aggregation run: every stage is answered at most once per
+        round and never for a round before the latest one aggregated. A server that re-ran the
+        protocol on the same update and left one site's masked input out of the second run
+        would learn that input as the difference of the two sums (issue 16, item 8). A
+        ``train`` request with ``meta["replay"]`` may retrain an earlier round, but that update
+        can never be released: its round was already aggregated (this check), and the secure
+        aggregator refuses a second protocol setup for a round on its own
+        (:class:`protocols.DuplicateRunError`), whatever the runtime does.
+
+        Raises:
+            MessageError: Without a local update for the round, for an earlier round than the
+                latest aggregated one, or for a stage already answered in this round.
+        """
         rnd = int(msg.meta["round"])
+        stage = str(msg.meta["stage"])
         if self._update is None or rnd != self._round:
             raise MessageError(
                 f"site {self.site_id}: aggregation request for round {rnd} without a local update"
             )
+        if rnd < self._agg_round or (rnd, stage) in self._agg_answered:
+            raise MessageError(
+                f"site {self.site_id}: refusing a second aggregation run ({stage!r}) for round {rnd}; "
+                f"latest aggregated round {self._agg_round}"
+            )
+        if rnd > self._agg_round:
+            self._agg_answered = set()
+            self._agg_round = rnd
+        self._agg_answered.add((rnd, stage))
         reply = self._client_agg.handle(
-            stage=str(msg.meta["stage"]),
+            stage=stage,
             request=msg.blob,
             update=self._update,
             weight=self._weight,

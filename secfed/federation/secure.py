@@ -15,6 +15,20 @@ largest weight in the session context, which every client checks against its own
 
 A client whose session refuses a request (tampering, inconsistent lists, too few survivors)
 answers with an empty message and is treated as dropped; no share is released by it.
+
+One update, one protocol run: a :class:`SecureClientAggregator` takes part in at most one
+protocol run per round, and in none for a round before the latest one it took part in. A second
+ADVERTISE_KEYS setup for such a round is refused (:class:`protocols.DuplicateRunError`), so a
+server cannot run the protocol twice on one update, leave a client's masked input out of the
+second run and subtract. The guard lives in the aggregator, not only in the runtime that feeds
+it; it is kept in memory, so a restarted client process starts a fresh guard (a restarted site
+also retrains, and under DP draws fresh noise).
+
+SecAgg+ dropout bound: ``dropout_rate`` here is the per-site *rate*. For ``secagg+`` each round's
+protocol bound is sized from the binomial tail at that rate (:func:`round_protocol_config`,
+:func:`protocols.params.dropout_bound`, 2^-20), so the clients' refusal to unmask beyond the
+bound (a split survivor graph would leak a partial sum) aborts a round with probability at most
+2^-20; when no SecAgg+ graph meets the targets at that bound, the complete graph is used.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols import (
+    DuplicateRunError,
     IntegerEncoder,
     ProtocolError,
     SecAggClientSession,
@@ -42,6 +57,7 @@ from protocols import (
 )
 from protocols.crypto import ed25519_public_bytes, hkdf_sha256
 from protocols.messages import decode_setup
+from protocols.params import check_limits, dropout_bound
 from protocols.wire import unpack_message
 from secfed.config import max_sites_per_round
 from secfed.errors import ConfigError, MessageError
@@ -59,6 +75,7 @@ __all__ = [
     "simulated_pki",
     "protocol_options",
     "check_protocol_options",
+    "round_protocol_config",
 ]
 
 Mode = Literal["secagg", "secagg+"]
@@ -87,6 +104,85 @@ def _check_options(
         )
     if on_abort not in ("raise", "skip"):
         raise ConfigError(f"on_abort must be 'raise' or 'skip', got {on_abort!r}")
+
+
+def round_protocol_config(
+    *,
+    mode: Mode,
+    n: int,
+    k: int | None,
+    t: int | None,
+    bits: int | None,
+    active: bool,
+    corrupt_fraction: float,
+    dropout_rate: float,
+) -> SecAggConfig:
+    """The protocol configuration of one round of ``n`` clients (server and clients agree on it).
+
+    ``secagg``: the configured rate is passed through (the complete graph is immune to split
+    survivor graphs; its thresholds alone decide). ``secagg+``: the protocol's designed bound is
+    ``d / n`` with ``d = dropout_bound(n, dropout_rate, 2^-20)``, so the dropout count exceeds it
+    (and the round aborts) with probability at most 2^-20. If no (k, t) meets the targets at that
+    bound and ``k`` was not given, the complete graph (``k = n - 1``) at the configured rate is
+    used instead.
+
+    Args:
+        mode: ``"secagg"`` or ``"secagg+"``.
+        n: Number of clients in the round.
+        k: Configured degree (``None`` derives it).
+        t: Configured threshold (``None`` derives it).
+        bits: Modulus bits (``None`` when only the graph parameters are needed).
+        active: Active-adversary variant.
+        corrupt_fraction: Assumed corrupt fraction.
+        dropout_rate: Per-client dropout probability.
+
+    Returns:
+        The configuration, with ``n`` set.
+
+    Raises:
+        protocols.ConfigError: If ``n`` or ``k`` exceeds the protocol's caps (checked first, in
+            constant time) or the configured ``k`` / ``t`` miss the targets.
+    """
+    base = SecAggConfig(
+        mode=mode,
+        n=n,
+        k=k,
+        t=t,
+        bits=bits,
+        active=active,
+        corrupt_fraction=corrupt_fraction,
+        dropout_rate=dropout_rate,
+    )
+    check_limits(base)
+    if mode != "secagg+":
+        return base
+    designed = dropout_bound(n=n, rate=dropout_rate, eta=base.correctness_bits) / n
+    sized = SecAggConfig(
+        mode=mode,
+        n=n,
+        k=k,
+        t=t,
+        bits=bits,
+        active=active,
+        corrupt_fraction=corrupt_fraction,
+        dropout_rate=designed,
+    )
+    try:
+        sized.resolve()
+        return sized
+    except ProtocolError:
+        if k is not None:
+            raise
+    return SecAggConfig(
+        mode=mode,
+        n=n,
+        k=n - 1,
+        t=t,
+        bits=bits,
+        active=active,
+        corrupt_fraction=corrupt_fraction,
+        dropout_rate=dropout_rate,
+    )
 
 
 def _context(payload: dict[str, object]) -> bytes:
@@ -241,10 +337,11 @@ class SecureServerAggregator(ServerAggregator):
                 metrics=metrics,
             )
 
-    def _protocol_config(self, *, bits: int | None) -> SecAggConfig:
-        """The protocol configuration of this aggregator's rounds (``n`` is set per round)."""
-        return SecAggConfig(
+    def _protocol_config(self, *, bits: int | None, n: int) -> SecAggConfig:
+        """The protocol configuration of a round of ``n`` clients (:func:`round_protocol_config`)."""
+        return round_protocol_config(
             mode=self.mode,
+            n=n,
             k=self.k,
             t=self.t,
             bits=bits,
@@ -256,7 +353,7 @@ class SecureServerAggregator(ServerAggregator):
     def _graph_params(self, *, n: int) -> dict[str, int]:
         """``k`` and ``t`` of a round of ``n`` clients, or nothing when no valid pair exists."""
         try:
-            params = self._protocol_config(bits=None).resolve(n=n)
+            params = self._protocol_config(bits=None, n=n).resolve()
         except ProtocolError:
             return {}
         return {"k": params.k, "t": params.t}
@@ -272,7 +369,7 @@ class SecureServerAggregator(ServerAggregator):
         channel: Channel,
     ) -> AggregateResult:
         decoder, length, context = self._decoder(round_idx=round_idx, n=len(ids), weights=w, dim=dim)
-        cfg = self._protocol_config(bits=int(decoder.bits))
+        cfg = self._protocol_config(bits=int(decoder.bits), n=len(ids))
         session = SecAggServerSession(
             config=cfg,
             round_idx=round_idx,
@@ -379,15 +476,12 @@ class SecureClientAggregator(ClientAggregator):
         self.client_id = int(client_id)
         self.clip = float(clip)
         self.precision_bits = int(precision_bits)
-        self._config = SecAggConfig(
-            mode=mode,
-            k=k,
-            t=t,
-            bits=None,
-            active=bool(active),
-            corrupt_fraction=float(corrupt_fraction),
-            dropout_rate=float(dropout_rate),
-        )
+        self.mode: Mode = mode
+        self.k = k
+        self.t = t
+        self.active = bool(active)
+        self.corrupt_fraction = float(corrupt_fraction)
+        self.dropout_rate = float(dropout_rate)
         self._encoder = encoder
         self._encoder_factory = encoder_factory
         self._signing_key = signing_key
@@ -396,8 +490,12 @@ class SecureClientAggregator(ClientAggregator):
         self._rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         self._session: SecAggClientSession | None = None
         self._round: int | None = None
+        #: The latest round for which this client started a protocol run (answered a setup).
+        self.bound_round: int | None = None
         self.refusals = 0
         self.last_error: str | None = None
+        #: The exception behind the latest refusal (typed; ``None`` before any refusal).
+        self.last_exception: Exception | None = None
 
     def handle(
         self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int
@@ -411,8 +509,13 @@ class SecureClientAggregator(ClientAggregator):
             weight: Its public weight.
             round_idx: The round number.
 
+        A setup (ADVERTISE_KEYS) for a round at or before :attr:`bound_round` is refused with
+        :class:`protocols.DuplicateRunError` before it is parsed: one update takes part in one
+        protocol run.
+
         Returns:
-            Response bytes (masked data, encrypted shares, or shares for unmasking).
+            Response bytes (masked data, encrypted shares, or shares for unmasking), or ``b""``
+            for a refusal (:attr:`last_exception` says why).
 
         Raises:
             MessageError: If ``stage`` is not a secure-aggregation stage.
@@ -423,24 +526,32 @@ class SecureClientAggregator(ClientAggregator):
             raise MessageError(f"unknown secure-aggregation stage {stage!r}") from exc
         try:
             if st == Stage.ADVERTISE_KEYS:
-                self._session = self._new_session(
+                if self.bound_round is not None and round_idx <= self.bound_round:
+                    # the refusal leaves the running session (if any) untouched
+                    raise DuplicateRunError(
+                        f"client {self.client_id}: a protocol run for round {self.bound_round} "
+                        f"already started; refusing a new setup for round {round_idx}"
+                    )
+                session = self._new_session(
                     request=request, update=update, weight=weight, round_idx=round_idx
                 )
-                self._round = round_idx
-            session = self._session
-            if session is None or self._round != round_idx:
+                reply = session.handle(request)
+                # answered with keys: this round's update is now bound to this run
+                self._session, self._round, self.bound_round = session, round_idx, round_idx
+                return reply
+            current = self._session
+            if current is None or self._round != round_idx:
                 raise MessageError(
                     f"client {self.client_id}: no secure-aggregation session for round {round_idx}"
                 )
             value = None
             if st == Stage.COLLECT_MASKED_INPUT:
-                value = self._encode(update=update, weight=weight, round_idx=round_idx, session=session)
-            return session.handle(request, value=value)
+                value = self._encode(update=update, weight=weight, round_idx=round_idx, session=current)
+            return current.handle(request, value=value)
         except (ProtocolError, ConfigError, MessageError) as exc:
             self.refusals += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            if st == Stage.ADVERTISE_KEYS:
-                self._session = None
+            self.last_exception = exc
             return b""
 
     def _encoder_for(self, round_idx: int) -> IntegerEncoder | None:
@@ -454,6 +565,7 @@ class SecureClientAggregator(ClientAggregator):
         """Check the server's context against this client's options, then open a session."""
         _, body = unpack_message(request)
         setup = decode_setup(body)
+        check_limits(setup.config)  # the server chose n and k: caps first, in constant time
         try:
             ctx = json.loads(setup.context.decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -487,9 +599,21 @@ class SecureClientAggregator(ClientAggregator):
                 )
         if setup.config.bits != ctx.get("bits"):
             raise ConfigError("context bit width differs from the protocol's")
+        n = setup.config.n
+        assert n is not None
+        expected = round_protocol_config(
+            mode=self.mode,
+            n=n,
+            k=self.k,
+            t=self.t,
+            bits=None,
+            active=self.active,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_rate=self.dropout_rate,
+        )
         return SecAggClientSession(
             client_id=self.client_id,
-            config=self._config,
+            config=expected,
             round_idx=round_idx,
             vector_length=length,
             context=setup.context,
@@ -581,7 +705,7 @@ def check_protocol_options(*, config: ExperimentConfig) -> None:
     n = max_sites_per_round(config)
     fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
     try:
-        SecAggConfig(**{name: opts[name] for name in fields}).resolve(n=n)  # type: ignore[arg-type]
+        round_protocol_config(n=n, bits=None, **{name: opts[name] for name in fields}).resolve()  # type: ignore[arg-type]
     except ProtocolError as exc:
         given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
         raise ConfigError(
