@@ -69,7 +69,6 @@ class ClientRuntime:
         self._agg_answered: set[tuple[int, str]] = set()
         self._agg_round = -1  # the latest round in which an aggregation stage was answered
 
-
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: bytes) -> bytes:
         """Answer one runtime message.
