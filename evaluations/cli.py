@@ -6,6 +6,9 @@ Commands::
                  [--aggregation plain,secagg+] [--attacks inversion,mia,audit | none]
                  [--out SWEEP_DIR] [--set section.key=value ...] [--no-report]
     secfed report RUN_DIR|SWEEP_DIR          # prints the path of report.html
+
+``secfed report`` exits with status 1 (:class:`secfed.errors.IntegrityError`) after writing the
+report when a privacy ledger fails its integrity check or cannot be verified.
 """
 
 from __future__ import annotations
@@ -55,15 +58,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep directory: {result.sweep_dir}")
     print(f"sweep results: {result.sweep_json}")
     if not args.no_report:
-        print(f"report: {write_report(path=result.sweep_dir).html}")
+        from secfed.errors import IntegrityError
+
+        paths = write_report(path=result.sweep_dir)
+        print(f"report: {paths.html}")
+        if paths.integrity_problems:
+            raise IntegrityError("the report was written, but: " + "; ".join(paths.integrity_problems))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from evaluations.report import write_report
+    from secfed.errors import IntegrityError
 
     paths = write_report(path=Path(args.path))
     print(paths.html)
+    if paths.integrity_problems:
+        raise IntegrityError("the report was written, but: " + "; ".join(paths.integrity_problems))
     return 0
 
 

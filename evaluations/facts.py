@@ -240,11 +240,17 @@ def privacy_facts(*, run: RunData) -> dict[str, Any]:
         "present": ledger.present,
         "file": ledger.path.name if ledger.path else None,
         "verified": ledger.verified,
+        "integrity": ledger.integrity,
         "problem": ledger.problem,
         "rounds": len(ledger.rounds),
         "consistent_with_summary": None,
     }
-    if ledger.present and not ledger.verified:
+    if ledger.present and ledger.integrity == "unverifiable":
+        warnings.append(
+            f"The privacy ledger's integrity cannot be verified ({ledger.problem}): the ε it records is "
+            "unconfirmed."
+        )
+    elif ledger.present and not ledger.verified:
         warnings.append(f"The privacy ledger failed its integrity check: {ledger.problem}")
     if last is not None and eps_sites:
         ours = {_site_key(k): v for k, v in eps_sites.items()}

@@ -212,7 +212,12 @@ def sites_table(*, sites: Sequence[Mapping[str, Any]]) -> Table:
 def _ledger_text(ledger: Mapping[str, Any]) -> str:
     if not ledger["present"]:
         return "not found"
-    state = "passed" if ledger["verified"] else f"FAILED ({ledger['problem']})"
+    if ledger["verified"]:
+        state = "passed"
+    elif ledger.get("integrity") == "unverifiable":
+        state = f"NOT POSSIBLE: integrity unknown ({ledger['problem']})"
+    else:
+        state = f"FAILED ({ledger['problem']})"
     return f"{ledger['file']}: {ledger['rounds']} rounds, integrity check {state}"
 
 

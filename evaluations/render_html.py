@@ -197,6 +197,11 @@ def _empirical_section(e: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _integrity_alerts(f: Mapping[str, Any]) -> str:
+    """Privacy-ledger integrity failures, shown first (:func:`evaluations.report.write_report`)."""
+    return "".join(f'<div class="warn"><strong>{_e(a)}</strong></div>' for a in f.get("integrity_alerts", []))
+
+
 def _glance_run(f: Mapping[str, Any]) -> str:
     return (
         '<div class="glance"><h2 style="margin-top:0">At a glance</h2>'
@@ -220,6 +225,7 @@ def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
     title = f"Privacy and utility audit report: {w['name'] or w['run_dir']}"
     body = [
         f"<h1>{_e(title)}</h1>",
+        _integrity_alerts(facts),
         _p(
             f"Generated {generated} from the run folder {w['run_dir']}. This report explains, in plain "
             "words, what was trained, what privacy protection applied, how well the model works and "
@@ -259,6 +265,7 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
     points = facts["points"]
     body = [
         f"<h1>{_e(title)}</h1>",
+        _integrity_alerts(facts),
         _p(
             f"Generated {generated}. The same experiment was trained at several privacy levels (ε) to "
             "show how much accuracy each level of protection costs, and how much an attacker could learn "

@@ -73,6 +73,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     u, a, e = facts["utility"], facts["attacks"], facts["empirical_epsilon"]
     out: list[str] = [
         f"# Privacy and utility audit report: {w['name'] or w['run_dir']}\n",
+        *[f"> **INTEGRITY CHECK FAILED:** {x}\n" for x in facts.get("integrity_alerts", [])],
         f"*Generated {generated} from the run folder `{w['run_dir']}`.*\n",
         "## At a glance\n",
         _kv(common.glance_rows(facts=facts)),
@@ -182,6 +183,7 @@ def render_sweep_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
     w = facts["what_was_run"]
     out = [
         f"# Privacy–utility sweep report: {w['sweep_dir']}\n",
+        *[f"> **INTEGRITY CHECK FAILED:** {x}\n" for x in facts.get("integrity_alerts", [])],
         f"*Generated {generated}.* The same experiment was trained at several privacy levels (ε) to show how "
         "much accuracy each level of protection costs, and how much an attacker could learn at each level.\n",
         "## 1. What was run\n",

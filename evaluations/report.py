@@ -7,6 +7,11 @@ aggregation set-up and threat model, utility with 95 % confidence intervals, att
 the empirical ε lower bounds beside the accountant's ε. ``report.md`` has the same content with
 the plots as PNG files under ``report_plots/``; ``report.json`` holds the same facts as data.
 
+Integrity: when a privacy ledger fails its check (forged, edited, truncated) or cannot be verified
+(its HMAC key is missing, or it is an unauthenticated version-1 ledger), the report is still
+written, with the failure first, and :attr:`ReportPaths.integrity_problems` lists it;
+``secfed report`` then exits with status 1 (:class:`secfed.errors.IntegrityError`).
+
 Every section degrades gracefully: a run without differential privacy states that none was
 applied, an attack that was not run is reported as "not run", an unfinished run is reported as
 such. Reading never modifies the run directory apart from writing the report files.
@@ -53,12 +58,15 @@ class ReportPaths:
         markdown: The Markdown report.
         json: The report's facts as JSON.
         plots: The PNG plots written under ``report_plots/`` (the Markdown report links them).
+        integrity_problems: One line per privacy ledger that failed its integrity check or could not
+            be verified (empty when every ledger verified or there is none).
     """
 
     html: Path
     markdown: Path
     json: Path
     plots: tuple[Path, ...]
+    integrity_problems: tuple[str, ...] = ()
 
 
 def _read_png(path: Path | None) -> bytes | None:
@@ -216,6 +224,18 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
     return figs
 
 
+def _ledger_alert(run: RunData, name: str | None = None) -> str | None:
+    """One line when the run's ledger is present and not verified."""
+    ledger = run.ledger
+    if not ledger.present or ledger.verified:
+        return None
+    where = f"{name}: " if name else ""
+    file = ledger.path.name if ledger.path is not None else "privacy ledger"
+    if ledger.integrity == "unverifiable":
+        return f"{where}{file}: integrity cannot be verified ({ledger.problem}); its ε is unconfirmed."
+    return f"{where}{file} failed its integrity check: {ledger.problem}"
+
+
 def _write(
     folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figure], html: str, md: str
 ) -> ReportPaths:
@@ -240,6 +260,7 @@ def _write(
         markdown=folder / "report.md",
         json=folder / "report.json",
         plots=tuple(written),
+        integrity_problems=tuple(facts.get("integrity_alerts", ())),
     )
     atomic_write_text(path=paths.html, text=html)
     atomic_write_text(path=paths.markdown, text=md)
@@ -255,6 +276,7 @@ def _write_run_report(folder: Path) -> ReportPaths:
     run = load_run(path=folder)
     outcomes = read_attacks(run_dir=folder)
     facts = run_facts(run=run, outcomes=outcomes)
+    facts["integrity_alerts"] = [a for a in (_ledger_alert(run),) if a]
     figures = _run_figures(run, facts, outcomes)
     by_key = {f.key: f for f in figures}
     generated = _now()
@@ -284,6 +306,9 @@ def _write_sweep_report(folder: Path) -> ReportPaths:
             else None
         )
     facts = sweep_facts(sweep_dir=folder, sweep=sweep, runs=runs)
+    facts["integrity_alerts"] = [
+        a for name, r in runs.items() if r is not None and (a := _ledger_alert(r[0], name)) is not None
+    ]
     figures = _sweep_figures(facts)
     by_key = {f.key: f for f in figures}
     generated = _now()
@@ -306,7 +331,8 @@ def write_report(*, path: Path) -> ReportPaths:
             directory (holds ``sweep.json``, see :func:`evaluations.sweep.run_sweep`).
 
     Returns:
-        The paths of the files written.
+        The paths of the files written, with ``integrity_problems`` when a privacy ledger failed
+        its check or could not be verified (the report is written all the same, the failure first).
 
     Raises:
         ReportInputError: If ``path`` is neither a run nor a sweep directory, or one of the JSON files

@@ -8,9 +8,7 @@ may repair a torn last line in place.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +53,13 @@ class LedgerView:
 
     Attributes:
         path: The ledger file, or ``None`` when the run has none.
-        verified: ``True`` when the hash chain and every entry validated, ``False`` when not,
+        verified: ``True`` only when every MAC was checked with the ledger's key and every entry
+            validated; ``False`` otherwise (failed, or cannot be verified); ``None`` when there is no
+            ledger.
+        problem: Why verification failed or could not be done (``None`` when verified).
+        integrity: ``"verified"``, ``"failed"`` (forged, edited, truncated or malformed) or
+            ``"unverifiable"`` (the key is missing or the ledger is an unkeyed version 1 file);
             ``None`` when there is no ledger.
-        problem: Why verification failed (``None`` otherwise).
         delta: δ of the ledger header.
         accountant: Accountant named in the header.
         budget: The header's budget dict.
@@ -67,6 +69,7 @@ class LedgerView:
     path: Path | None = None
     verified: bool | None = None
     problem: str | None = None
+    integrity: str | None = None
     delta: float | None = None
     accountant: str | None = None
     budget: dict[str, Any] = field(default_factory=dict)
@@ -126,44 +129,58 @@ def is_run_dir(*, path: Path) -> bool:
 
 
 def _raw_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerRound]]:
+    """The counted entries as written (unverified): version 1 ``round`` lines; version 2 ``commit``
+    lines and every ``begin`` never committed (it counts as released)."""
     rows = read_jsonl(path=path)
     if not rows or not isinstance(rows[0], dict) or rows[0].get("kind") != "header":
         raise ReportInputError(f"{path}: the first line is not a privacy-ledger header")
     rounds: list[LedgerRound] = []
+    pending: LedgerRound | None = None
     for i, row in enumerate(rows[1:], start=2):
-        if not isinstance(row, dict) or row.get("kind") != "round":
-            raise ReportInputError(f"{path}: line {i} is not a ledger round entry")
+        kind = row.get("kind") if isinstance(row, dict) else None
+        if kind not in ("round", "begin", "commit", "resume"):
+            raise ReportInputError(f"{path}: line {i} is not a ledger entry")
+        if kind == "resume":
+            continue
+        if pending is not None:  # replaced by its commit, or counted as released
+            if kind != "commit":
+                rounds.append(pending)
+            pending = None
         raw_sites = row.get("sites")
         sites_raw: dict[str, Any] = raw_sites if isinstance(raw_sites, dict) else {}
         records = {str(k): v for k, v in sites_raw.items() if isinstance(v, dict)}
         sites = {k: eps for k, v in records.items() if (eps := as_float(value=v.get("epsilon"))) is not None}
         raw_glob = row.get("global")
         glob: dict[str, Any] | None = raw_glob if isinstance(raw_glob, dict) else None
-        rounds.append(
-            LedgerRound(
-                round=int(row.get("round", i - 1)),
-                sites=sites,
-                global_epsilon=as_float(value=glob.get("epsilon")) if glob else None,
-                records=records,
-                global_record=glob,
-            )
+        entry = LedgerRound(
+            round=int(row.get("round", i - 1)),
+            sites=sites,
+            global_epsilon=as_float(value=glob.get("epsilon")) if glob else None,
+            records=records,
+            global_record=glob,
         )
+        if kind == "begin":
+            pending = entry
+        else:
+            rounds.append(entry)
+    if pending is not None:
+        rounds.append(pending)
     return rows[0], rounds
 
 
-def _verify_ledger(path: Path, accountant: str) -> str | None:
-    """Validate the hash chain on a private copy; return the problem, or ``None`` when valid."""
+def _verify_ledger(path: Path) -> tuple[str, str | None]:
+    """Verify the ledger read-only (every MAC with its key, the head kept with the key, the hash
+    chain and the entries' structure): ``(integrity, problem)``."""
     from privacy.errors import PrivacyError
-    from privacy.ledger import PrivacyLedger
+    from privacy.ledger import INTEGRITY_VERIFIED, PrivacyLedger
 
-    with tempfile.TemporaryDirectory(prefix="secfed-ledger-") as tmp:
-        copy = Path(tmp) / path.name
-        shutil.copyfile(path, copy)
-        try:
-            PrivacyLedger.open(path=copy, accountant=accountant)
-        except PrivacyError as exc:
-            return f"{type(exc).__name__}: {exc}"
-    return None
+    try:
+        ledger = PrivacyLedger.read(path=path)
+    except PrivacyError as exc:
+        return "failed", f"{type(exc).__name__}: {exc}"
+    if ledger.integrity != INTEGRITY_VERIFIED:
+        return "unverifiable", ledger.integrity
+    return "verified", None
 
 
 def read_ledger(*, run_dir: Path, name: str = LEDGER_NAME) -> LedgerView:
@@ -180,18 +197,20 @@ def read_ledger(*, run_dir: Path, name: str = LEDGER_NAME) -> LedgerView:
     if not path.is_file():
         return LedgerView()
     if path.stat().st_size == 0:
-        return LedgerView(path=path, verified=False, problem="the ledger file is empty")
+        return LedgerView(path=path, verified=False, problem="the ledger file is empty", integrity="failed")
     try:
         header, rounds = _raw_ledger(path)
     except ReportInputError as exc:
-        return LedgerView(path=path, verified=False, problem=str(exc))
+        return LedgerView(path=path, verified=False, problem=str(exc), integrity="failed")
     raw_budget = header.get("budget")
     budget: dict[str, Any] = raw_budget if isinstance(raw_budget, dict) else {}
     accountant = str(header.get("accountant", "rdp"))
+    integrity, problem = _verify_ledger(path)
     return LedgerView(
         path=path,
-        verified=(problem := _verify_ledger(path, accountant)) is None,
+        verified=integrity == "verified",
         problem=problem,
+        integrity=integrity,
         delta=as_float(value=budget.get("delta")),
         accountant=accountant,
         budget=dict(budget),

@@ -3,7 +3,7 @@
 Commands::
 
     secfed run CONFIG.toml [--set section.key=value ...] [--out RUN_DIR]
-    secfed run --resume RUN_DIR
+    secfed run --resume RUN_DIR                    # exit status 1 if the privacy ledger fails its check
     secfed config CONFIG.toml [--set ...]          # print the fully resolved configuration
 
 Other commands (privacy, attack, sweep, report) register themselves through
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from secfed.errors import SecfedError
+from secfed.errors import IntegrityError, SecfedError
 
 __all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
 
@@ -114,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 2 on invalid input, 1 on other failures.
+        The exit status: 0 on success, 2 on invalid input, 1 on other failures, among them an
+        integrity failure (:class:`secfed.errors.IntegrityError`: a privacy ledger that is forged,
+        edited, truncated or cannot be verified, on ``run --resume`` and after ``report``).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except IntegrityError as exc:
+        print(f"secfed: error: integrity check failed: {exc}", file=sys.stderr)
+        return 1
     except SecfedError as exc:
         print(f"secfed: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1

@@ -7,6 +7,7 @@ configuration; each client keeps only its own shard (:func:`build_site`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -493,10 +494,13 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
     return make_server_aggregator(config=config)
 
 
-def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) -> Any:
-    """The site's local privacy mechanism (None when ``privacy.mode`` is ``none``)."""
+def build_site_privacy(
+    *, config: ExperimentConfig, site_id: int, site: Site, state_dir: str | Path | None = None
+) -> Any:
+    """The site's local privacy mechanism (None when ``privacy.mode`` is ``none``); ``state_dir``
+    holds its durable ledger (record mode; see :func:`secfed.dp.site.build_site_privacy`)."""
     if config.privacy.mode == "none":
         return None
     from secfed.dp import build_site_privacy as _build
 
-    return _build(config=config, site_id=site_id, site=site)
+    return _build(config=config, site_id=site_id, site=site, state_dir=state_dir)

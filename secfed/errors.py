@@ -9,6 +9,7 @@ __all__ = [
     "DataError",
     "MessageError",
     "CheckpointError",
+    "IntegrityError",
     "BackendError",
 ]
 
@@ -38,6 +39,13 @@ class MessageError(SecfedError, ValueError):
 
 class CheckpointError(SecfedError, RuntimeError):
     """A checkpoint or run directory is missing, inconsistent, or corrupted."""
+
+
+class IntegrityError(CheckpointError):
+    """A run record (the privacy ledger) failed its integrity check or cannot be verified.
+
+    The ``secfed`` command exits with status 1 on it (``secfed report`` after writing the report).
+    """
 
 
 class BackendError(SecfedError, RuntimeError):

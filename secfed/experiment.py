@@ -8,10 +8,14 @@ The Python API mirrors the CLI::
     print(result.summary["test_accuracy"], result.summary["test_accuracy_ci95"])
 
 A run directory holds ``config.toml`` (fully resolved), ``metrics.jsonl`` (one JSON object per
-round), ``summary.json`` and ``checkpoint/`` (flat model state and server optimiser state in
+round), ``summary.json``, under DP ``privacy_ledger.jsonl`` and ``site_state/site-<id>/`` (each
+simulated site's own ledger; the ledgers' HMAC keys live outside the run directory, see
+:mod:`privacy.ledger`) and ``checkpoint/`` (flat model state and server optimiser state in
 safetensors, server state in JSON). ``Experiment.resume(run_dir)`` continues from the last
 complete round to the same result as an uninterrupted run: every random choice derives from the
-seed and the round number, and rounds after the checkpoint are discarded from the metrics.
+seed and the round number, and rounds after the checkpoint are discarded from the metrics. They are
+never discarded from the privacy ledgers: what they released stays counted, so a resumed DP run
+reports an ε at least that of the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -48,10 +52,13 @@ __all__ = [
     "initial_model",
     "read_metrics",
     "CHECKPOINT_VERSION",
+    "SITE_STATE_DIR",
 ]
 
 log = logging.getLogger("secfed")
 CHECKPOINT_VERSION = 1
+#: Folder of the sites' own state directories inside a (simulated) run directory.
+SITE_STATE_DIR = "site_state"
 
 
 @dataclass
@@ -288,14 +295,21 @@ class Experiment:
                 raise CheckpointError(f"{run_dir}/config.toml differs from the configuration being resumed")
         else:
             _atomic_write(run_dir / "config.toml", toml_text)
+        if privacy is not None:
+            # First, before any file is rewritten or any site started: verify the ledger and keep
+            # every release it accounts (rounds after the checkpoint, or all of them when
+            # checkpoint/state.json is missing, stay counted; nothing is truncated).
+            privacy.resume_to(completed_round=start_round - 1)
         metrics = [m for m in read_metrics(run_dir) if m.get("round", 0) < start_round]
         _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-        if privacy is not None:
-            privacy.resume_to(completed_round=start_round - 1)
 
         backend = make_backend(
             name=cfg.experiment.backend,
-            factory=ClientFactory.from_config(cfg),
+            # Each site keeps its own durable privacy ledger in RUN_DIR/site_state/site-<id>/ (the
+            # simulation's stand-in for the site's own disk), so its ε budget survives restarts.
+            factory=ClientFactory.from_config(
+                cfg, site_state_dir=run_dir / SITE_STATE_DIR if cfg.privacy.mode != "none" else None
+            ),
             num_clients=cfg.partition.num_sites,
         )
         aggregator = components.build_server_aggregator(config=cfg)

@@ -2,15 +2,25 @@
 
 :class:`ServerPrivacy` is what :class:`secfed.experiment.Experiment` calls around every round:
 
-* ``resume_to`` opens ``RUN_DIR/privacy_ledger.jsonl`` (:class:`privacy.ledger.PrivacyLedger`), drops
-  the entries of rounds whose checkpoint did not survive, and replays the rest into fresh
-  accountants (never a reset);
+* ``resume_to`` opens ``RUN_DIR/privacy_ledger.jsonl`` (:class:`privacy.ledger.PrivacyLedger`; its
+  HMAC key lives outside the run directory, see :mod:`privacy.ledger`), verifies every MAC, and
+  replays every counted entry into fresh accountants. Nothing is ever removed: when the checkpoint
+  is older than the ledger (or missing), a ``resume`` entry is written and the rounds after the
+  checkpoint, which did release, stay counted; re-running them counts them again. A ledger that
+  fails verification, cannot be verified (no key), or ends before the checkpoint raises
+  :class:`secfed.errors.IntegrityError`;
 * ``before_round`` enforces ``privacy.epsilon_budget``: sites whose ε would exceed it are excluded,
-  and the run stops when the global ε would exceed it or no site may take part any more;
+  and the run stops when the global ε would exceed it or no site may take part any more. When the
+  round may run, it writes the round's ``begin`` entry (write-ahead, fsync'ed) *before* any site is
+  asked to train, with the largest cost the round can have (every site that may train takes its
+  planned steps; in client/distributed mode every such site is in the aggregate, and a distributed
+  round has the fewest survivors that can decode, :meth:`ServerPrivacy.worst_case_survivors`). A
+  crash after that point leaves the round counted at that cost;
 * ``central_noise`` adds ``N(0, (zC)^2 I)`` to the aggregate in ``client`` mode (DP-FedAvg with a
   trusted aggregator; McMahan, Ramage, Talwar & Zhang, ICLR 2018, arXiv 1710.06963);
-* ``after_round`` updates the accountants and appends (write, flush, fsync) the round's ledger line
-  *before* the experiment writes the checkpoint, i.e. before the round's model is released.
+* ``after_round`` updates the accountants and writes the round's ``commit`` entry (write, flush,
+  fsync) with the actual cost *before* the experiment writes the checkpoint or the metrics, i.e.
+  before the round's model is released.
 
 What is accounted, per mode
 ---------------------------
@@ -73,8 +83,15 @@ from privacy.accountants import (
 from privacy.calibration import calibrate_noise, distributed_epsilon_for, epsilon_for
 from privacy.distributed import ADJACENCY as DISTRIBUTED_ADJACENCY
 from privacy.distributed import DistributedDPConfig, calibrate_distributed_dp
-from privacy.errors import InvalidInputError, LedgerError, PrivacyError
-from privacy.ledger import MechanismRecord, PlannedSteps, PrivacyBudget, PrivacyLedger
+from privacy.errors import InvalidInputError, LedgerCorruptedError, LedgerError, PrivacyError
+from privacy.ledger import (
+    LedgerKeyError,
+    LedgerUnverifiableError,
+    MechanismRecord,
+    PlannedSteps,
+    PrivacyBudget,
+    PrivacyLedger,
+)
 from privacy.noise import add_gaussian_noise, noise_source
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import (
@@ -85,7 +102,7 @@ from secfed.dp.distributed import (
     max_participants,
     model_dim,
 )
-from secfed.errors import CheckpointError, ConfigError, MessageError, SecfedError
+from secfed.errors import CheckpointError, ConfigError, IntegrityError, MessageError, SecfedError
 from secfed.federation.server import RoundOutcome, planned_participation
 
 __all__ = [
@@ -395,12 +412,16 @@ class ServerPrivacy:
         config: The configuration (``privacy.mode`` in ``record``, ``client``, ``distributed``).
         run_dir: The run directory (the ledger is ``run_dir/privacy_ledger.jsonl``; nothing is
             written before :meth:`resume_to`).
+        key_dir: Directory of the ledger's HMAC key (default :func:`privacy.ledger.default_key_dir`:
+            ``$SECFED_KEY_DIR`` or ``~/.config/secfed/keys``); never inside ``run_dir``.
 
     Raises:
         ConfigError: Privacy off, or non-uniform aggregation weights.
     """
 
-    def __init__(self, *, config: ExperimentConfig, run_dir: str | Path) -> None:
+    def __init__(
+        self, *, config: ExperimentConfig, run_dir: str | Path, key_dir: str | Path | None = None
+    ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
         p = config.privacy
@@ -415,6 +436,7 @@ class ServerPrivacy:
         self._cfg = config
         self._mode = p.mode
         self._run_dir = Path(run_dir)
+        self._key_dir = None if key_dir is None else Path(key_dir)
         self._delta = float(p.delta)
         self._z = float(p.noise_multiplier)
         self._clip = float(p.max_grad_norm)
@@ -541,47 +563,69 @@ class ServerPrivacy:
 
     # ---------------------------------------------------------------- lifecycle
     def resume_to(self, *, completed_round: int) -> None:
-        """Open (or create) the ledger, drop rounds after ``completed_round``, rebuild the accountants.
+        """Open (or create) the ledger, verify it, keep every entry, rebuild the accountants.
+
+        Rounds the ledger holds beyond ``completed_round`` (their checkpoint did not survive, or
+        ``checkpoint/state.json`` is missing and ``completed_round`` is 0) released something: they
+        stay counted, a ``resume`` entry records the restart, and the next round is
+        ``completed_round + 1`` again (counted anew when it runs). ε is never under-reported.
 
         Args:
-            completed_round: The last round whose checkpoint exists (0 for a fresh run).
+            completed_round: The last round whose checkpoint exists (0 for a fresh run or none).
 
         Raises:
-            CheckpointError: The ledger is corrupt, or ends before ``completed_round`` (a released
-                round without a ledger line: its ε cannot be reconstructed).
+            IntegrityError: The ledger fails its MAC or hash check, is shorter than its head says,
+                cannot be verified (key missing, unkeyed version-1 ledger), its recorded ε is not
+                reproduced by replay, or it ends before ``completed_round`` (a released round without a
+                ledger entry).
+            CheckpointError: The ledger cannot be written.
             ConfigError: The ledger was written with another δ, budget or accountant.
         """
         if isinstance(completed_round, bool) or not isinstance(completed_round, int) or completed_round < 0:
             raise PrivacyStateError(f"completed_round must be an integer >= 0, got {completed_round!r}")
         self._run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ledger_path
         try:
             ledger = PrivacyLedger.open(
-                path=self.ledger_path,
+                path=path,
                 budget=self._budget,
                 accountant=self._cfg.privacy.accountant,
-                recover_torn_tail=True,  # a torn line is the unfinished round's: its model was never released
+                recover_torn_tail=True,  # a torn line was never durable: its release never happened
+                key_dir=self._key_dir,
+                round_order="consecutive",
             )
+        except (LedgerCorruptedError, LedgerUnverifiableError, LedgerKeyError) as exc:
+            raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
         except LedgerError as exc:
-            raise CheckpointError(f"{self.ledger_path}: {exc}") from exc
+            raise CheckpointError(f"{path}: {exc}") from exc
         except PrivacyError as exc:
-            raise ConfigError(f"{self.ledger_path}: {exc}") from exc
+            raise ConfigError(f"{path}: {exc}") from exc
         if ledger.last_round < completed_round:
-            raise CheckpointError(
-                f"{self.ledger_path} ends at round {ledger.last_round} but the checkpoint is at round "
+            raise IntegrityError(
+                f"{path} ends at round {ledger.last_round} but the checkpoint is at round "
                 f"{completed_round}: the privacy cost of the released rounds cannot be reconstructed"
             )
         try:
-            ledger.truncate(last_round=completed_round)
+            if ledger.last_round > completed_round or ledger.pending is not None:
+                log.warning(
+                    "privacy: resuming from round %d; the ledger's rounds up to %d stay counted (%s)",
+                    completed_round,
+                    ledger.last_round,
+                    "a begun round never committed" if ledger.pending is not None else "no checkpoint",
+                )
+                ledger.mark_resume(round=completed_round)
             sites, glob = ledger.rebuild_accountants(verify=True)
-        except LedgerError as exc:
-            raise CheckpointError(f"{self.ledger_path}: {exc}") from exc
+        except LedgerCorruptedError as exc:
+            raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
+        except (LedgerError, OSError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         self._ledger = ledger
         self._site_acc = dict(sites)
         self._global = glob if glob is not None else self._new_global_accountant()
         self._site_last, self._site_plan, self._exhausted = {}, {}, set()
         self._global_last = None
         self._projections = {}
-        for entry in ledger.entries:
+        for entry in ledger.releases():
             for name, rec in entry.sites.items():
                 self._site_last[name] = rec
                 if rec.steps > 0:
@@ -590,7 +634,8 @@ class ServerPrivacy:
                     )
                 if rec.params.get("budget_exhausted") is True:
                     self._exhausted.add(name)
-            self._global_last = entry.global_record
+            if entry.global_record is not None:
+                self._global_last = entry.global_record
         for name in list(self._site_acc):
             if name.isdigit():
                 self._add_site(int(name))
@@ -662,18 +707,32 @@ class ServerPrivacy:
         return {n: (self._projections[n][2], self._projections[n][3]) for n in names}
 
     def before_round(self, *, round_idx: int) -> tuple[frozenset[int], str | None]:
-        """Apply the budget to the next round.
+        """Apply the budget to the next round and, if it may run, write its ``begin`` entry (write-ahead).
+
+        The ``begin`` is durable (fsync'ed) before this returns, i.e. before any site is asked to
+        train, and holds the largest cost the round can have (see the module docstring); from then
+        on the round counts toward ε even if the process dies before :meth:`after_round`. Calling
+        it again for the round already begun returns the same exclusions and writes nothing.
 
         Args:
             round_idx: The round about to run (must follow the ledger's last round).
 
         Returns:
-            ``(excluded sites, stop reason or None)``.
+            ``(excluded sites, stop reason or None)``; with a stop reason nothing is written.
 
         Raises:
-            PrivacyStateError: Before :meth:`resume_to`, or for an out-of-order round.
+            PrivacyStateError: Before :meth:`resume_to`, for an out-of-order round, or while another
+                round is begun and not committed.
+            CheckpointError: The ``begin`` entry cannot be written.
         """
         ledger = self._require_ledger()
+        pending = ledger.pending
+        if pending is not None:
+            if pending.round == round_idx:
+                return self._excluded, None
+            raise PrivacyStateError(
+                f"round {pending.round} was begun and never committed; resume the run (resume_to) first"
+            )
         if round_idx != ledger.last_round + 1:
             raise PrivacyStateError(
                 f"round {round_idx} does not follow the ledger's round {ledger.last_round}"
@@ -705,7 +764,67 @@ class ServerPrivacy:
             )
             if not check.allowed:
                 return self._excluded, "privacy budget exhausted: " + "; ".join(check.reasons)
+        self._begin(ledger=ledger, round_idx=round_idx)
         return self._excluded, None
+
+    def _begin(self, *, ledger: PrivacyLedger, round_idx: int) -> None:
+        """Write-ahead: the round's planned (largest) cost, durable before anything can be released."""
+        may_train = [s for s in self._site_ids if s not in self._excluded]
+        planned: dict[str, dict[str, Any]] = {}
+        if self._mode == "record":
+            for sid in may_train:
+                plan = self._site_planned_steps(str(sid))
+                planned[str(sid)] = {
+                    "mechanism": record_mechanism(config=self._cfg),
+                    "adjacency": ADJACENCY_RECORD,
+                    "noise_multiplier": plan.noise_multiplier,
+                    "sample_rate": plan.sample_rate,
+                    "steps": plan.steps,
+                    "budget_exhausted": False,
+                }
+        survivors = len(may_train)
+        if self._mode == "distributed":
+            survivors = min(survivors, self.worst_case_survivors())
+        records, _, glob_rec, _ = self._round_records(
+            reports=planned,
+            included={str(s) for s in may_train},
+            survivors=survivors,
+            global_outcome=RoundOutcome(
+                round=round_idx,
+                train_loss=None,
+                clients=may_train[:survivors],
+                dropped=[],
+                stragglers=[],
+                aggregation={},
+                site_reports={},
+            ),
+        )
+        try:
+            ledger.begin(round=round_idx, sites=records, global_record=glob_rec)
+        except (LedgerError, OSError) as exc:
+            raise CheckpointError(f"{self.ledger_path}: cannot begin round {round_idx}: {exc}") from exc
+
+    def _round_records(
+        self,
+        *,
+        reports: Mapping[str, dict[str, Any]],
+        included: set[str],
+        survivors: int,
+        global_outcome: RoundOutcome,
+    ) -> tuple[dict[str, MechanismRecord], dict[str, Accountant], MechanismRecord | None, Accountant | None]:
+        """Every site's and the global record after a round (accountants stepped on copies)."""
+        records: dict[str, MechanismRecord] = {}
+        new_acc: dict[str, Accountant] = {}
+        for name in (str(s) for s in self._site_ids):
+            acc = self._site_acc.setdefault(name, self._new_site_accountant())
+            if self._mode == "record":
+                records[name], new_acc[name] = self._record_site(name=name, report=reports.get(name), acc=acc)
+            else:
+                records[name], new_acc[name] = self._bound_site(
+                    name=name, included=name in included, survivors=survivors, acc=acc
+                )
+        glob_rec, glob_acc = self._global_round(global_outcome)
+        return records, new_acc, glob_rec, glob_acc
 
     # ---------------------------------------------------------------- noise
     def central_noise(self, total: np.ndarray, n_survivors: int, round_idx: int) -> np.ndarray:
@@ -880,7 +999,9 @@ class ServerPrivacy:
         return rec, new
 
     def after_round(self, *, outcome: RoundOutcome) -> dict[str, Any]:
-        """Account the round and append its ledger line (fsync'ed) before the model is released.
+        """Account the round and write its ``commit`` entry (fsync'ed) before the model is released.
+
+        The round must have been begun by :meth:`before_round` (write-ahead).
 
         Args:
             outcome: The round's outcome (site reports carry ``meta["privacy"]``).
@@ -892,17 +1013,20 @@ class ServerPrivacy:
             when the budget excluded sites.
 
         Raises:
-            PrivacyStateError: Before :meth:`resume_to`, out-of-order round, or (client mode) an
-                aggregate released without central noise.
+            PrivacyStateError: Before :meth:`resume_to`, a round that :meth:`before_round` did not
+                begin, or (client mode) an aggregate released without central noise.
             MessageError: A trained site without a valid privacy report.
             CheckpointError: The ledger line cannot be written.
         """
         ledger = self._require_ledger()
         if not isinstance(outcome, RoundOutcome):
             raise PrivacyStateError(f"outcome must be a RoundOutcome, got {type(outcome).__name__}")
-        if outcome.round != ledger.last_round + 1:
+        pending = ledger.pending
+        if pending is None or outcome.round != pending.round:
             raise PrivacyStateError(
-                f"round {outcome.round} does not follow the ledger's round {ledger.last_round}"
+                f"round {outcome.round} was not begun (call before_round first: the ledger's begin entry "
+                f"must be durable before the round can release anything; pending: "
+                f"{None if pending is None else pending.round})"
             )
         if self._mode == "client" and outcome.clients and outcome.round not in self._noised_rounds:
             raise PrivacyStateError(
@@ -916,22 +1040,16 @@ class ServerPrivacy:
             reports[str(int(sid))] = _check_report(sid=int(sid), report=report, mode=self._mode)
         for sid in outcome.clients:
             self._add_site(sid)
-        included = {str(int(s)) for s in outcome.clients}
-        records: dict[str, MechanismRecord] = {}
-        new_acc: dict[str, Accountant] = {}
-        for name in (str(s) for s in self._site_ids):
-            acc = self._site_acc.setdefault(name, self._new_site_accountant())
-            if self._mode == "record":
-                records[name], new_acc[name] = self._record_site(name=name, report=reports.get(name), acc=acc)
-            else:
-                records[name], new_acc[name] = self._bound_site(
-                    name=name, included=name in included, survivors=len(outcome.clients), acc=acc
-                )
-        glob_rec, glob_acc = self._global_round(outcome)
+        records, new_acc, glob_rec, glob_acc = self._round_records(
+            reports=reports,
+            included={str(int(s)) for s in outcome.clients},
+            survivors=len(outcome.clients),
+            global_outcome=outcome,
+        )
         try:
-            ledger.append(round=outcome.round, sites=records, global_record=glob_rec)
+            ledger.commit(sites=records, global_record=glob_rec)
         except (LedgerError, OSError) as exc:
-            raise CheckpointError(f"{self.ledger_path}: cannot append round {outcome.round}: {exc}") from exc
+            raise CheckpointError(f"{self.ledger_path}: cannot commit round {outcome.round}: {exc}") from exc
         # The line is durable: commit the new state.
         self._site_acc.update(new_acc)
         self._site_last.update(records)
@@ -994,6 +1112,7 @@ class ServerPrivacy:
                 "epsilon_budget": self._budget_value,
                 "privacy_rounds": self._ledger.last_round if self._ledger is not None else 0,
                 "privacy_ledger": LEDGER_FILE,
+                "privacy_ledger_integrity": self._ledger.integrity if self._ledger is not None else None,
             }
         )
         if self._mode != "record":

@@ -27,10 +27,26 @@ Privacy unit: **one record of the site's dataset**; adjacency: **add/remove one 
   and FedAvg's averaging only read the DP-SGD iterates: post-processing. Mechanism name:
   ``"per-sample-gaussian"``.
 
-Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV) that
-lives as long as the :class:`SitePrivacy` object. When ``privacy.epsilon_budget > 0`` and the next
-round's steps would take the site's ε (at ``privacy.delta``) above the budget, the site takes no
-step, leaves the model unchanged and says ``"budget_exhausted": true`` in its round report.
+Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV). When
+``privacy.epsilon_budget > 0`` and the next round's steps would take the site's ε (at
+``privacy.delta``) above the budget, the site takes no step, leaves the model unchanged and says
+``"budget_exhausted": true`` in its round report, whatever the server asks.
+
+The site's own ledger (record mode)
+-----------------------------------
+The budget is the only guard a site has against an untrusted server, so it must survive restarts.
+Built with ``state_dir`` (the runtime passes ``<site state dir>``; in simulation
+``RUN_DIR/site_state/site-<id>/``, see :class:`secfed.federation.client.ClientFactory`), the site
+keeps a durable, HMAC-authenticated :class:`privacy.ledger.PrivacyLedger` at
+``<state_dir>/ledger.jsonl`` (its key under ``$SECFED_KEY_DIR`` / ``~/.config/secfed/keys``, outside
+the state and run directories). On start it replays the ledger into its accountant (a ledger that
+fails verification or whose key is missing stops the site with
+:class:`secfed.errors.IntegrityError`); every round that trains writes a ``begin`` entry with the
+planned steps (fsync'ed) *before* the first DP step, and a ``commit`` with the steps taken before
+the update can leave the site. A site that dies in between restarts with that round counted at its
+planned cost. Without ``state_dir`` (unit tests, ad-hoc use) the accountant lives only as long as
+the object. Client/distributed modes keep no site ledger (the site adds no noise in client mode;
+the distributed noise is accounted by the server).
 
 Client-level DP (``privacy.mode`` ``"client"`` or ``"distributed"``)
 ---------------------------------------------------------------------
@@ -67,6 +83,7 @@ import copy
 import math
 import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -78,11 +95,19 @@ from privacy.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
 from privacy.client_dp import clip_update
 from privacy.dpsgd import PerSampleDPSGD, check_record_independent_model
 from privacy.episodic import EpisodicDPSGD
+from privacy.errors import LedgerCorruptedError, PrivacyError
+from privacy.ledger import (
+    LedgerKeyError,
+    LedgerUnverifiableError,
+    MechanismRecord,
+    PrivacyBudget,
+    PrivacyLedger,
+)
 from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
 from secfed.components import Site
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import client_sample_rate
-from secfed.errors import ConfigError, SecfedError
+from secfed.errors import ConfigError, IntegrityError, SecfedError
 from secfed.federation.client import derive_seed
 from secfed.learners.base import Learner, LocalUpdate
 from secfed.learners.common import head_logits, make_optimizer, trainable_params, training_mode
@@ -99,6 +124,7 @@ __all__ = [
     "ClientLevelSitePrivacy",
     "EpisodicSitePrivacy",
     "PerSampleSitePrivacy",
+    "SITE_LEDGER_FILE",
     "RecordSitePrivacy",
     "SitePrivacy",
     "SitePrivacyStateError",
@@ -119,6 +145,8 @@ MECHANISM_CLIENT_CLIP = "client-clip"
 
 _EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
 _PER_SAMPLE_LEARNERS = ("reptile", "fedavg")
+#: File name of a site's own ledger inside its state directory.
+SITE_LEDGER_FILE = "ledger.jsonl"
 #: Probability that a sampled record is a support record of its episode.
 _SUPPORT_PROB = 0.5
 
@@ -372,15 +400,34 @@ class RecordSitePrivacy(SitePrivacy):
         config: The experiment configuration (``privacy.mode == "record"``).
         site_id: The site's id.
         site: The site's data.
+        state_dir: The site's state directory: its durable ledger lives there and its accountant is
+            replayed from it (``None``: the accountant lives only as long as this object).
+        key_dir: Directory of the ledger's HMAC key (default ``$SECFED_KEY_DIR`` or
+            ``~/.config/secfed/keys``).
+
+    Raises:
+        IntegrityError: The site's ledger fails verification or its key is missing.
+        ConfigError: The ledger was written with another δ, budget or accountant.
     """
 
     unit: ClassVar[str] = "record"
     adjacency: ClassVar[str] = ADJACENCY_RECORD
 
-    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        site_id: int,
+        site: Site,
+        state_dir: str | Path | None = None,
+        key_dir: str | Path | None = None,
+    ) -> None:
         super().__init__(config=config, site_id=site_id)
         p = config.privacy
         self._accountant: GaussianAccountant = PRVAccountant() if p.accountant == "prv" else RDPAccountant()
+        self._ledger: PrivacyLedger | None = None
+        if state_dir is not None:
+            self._ledger = self._open_ledger(state_dir=Path(state_dir), key_dir=key_dir)
         self._x = torch.from_numpy(np.array(site.dataset.images, dtype=np.float32))
         self._y = torch.from_numpy(np.array(site.dataset.labels, dtype=np.int64))
         self._classes = [int(c) for c in site.public_classes]
@@ -389,8 +436,65 @@ class RecordSitePrivacy(SitePrivacy):
 
     @property
     def accountant(self) -> GaussianAccountant:
-        """The site's accountant: every DP step this site ever took (this process)."""
+        """The site's accountant: every DP step this site took (all restarts, when it has a ledger)."""
         return self._accountant
+
+    @property
+    def ledger(self) -> PrivacyLedger | None:
+        """The site's own durable ledger (``None`` without a state directory)."""
+        return self._ledger
+
+    def _open_ledger(self, *, state_dir: Path, key_dir: str | Path | None) -> PrivacyLedger:
+        """Open (or create) the site's ledger and replay it into the accountant."""
+        p = self._cfg.privacy
+        budget = PrivacyBudget(
+            delta=float(p.delta), site_epsilon=float(p.epsilon_budget) if p.epsilon_budget > 0 else None
+        )
+        path = state_dir / SITE_LEDGER_FILE
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ledger = PrivacyLedger.open(
+                path=path,
+                budget=budget,
+                accountant=p.accountant,
+                recover_torn_tail=True,  # a torn line was never durable: nothing left the site after it
+                key_dir=key_dir,
+                round_order="any",  # a site trains only in the rounds that sample it
+            )
+            self._accountant = self._replay(ledger)
+        except (LedgerCorruptedError, LedgerUnverifiableError, LedgerKeyError) as exc:
+            raise IntegrityError(f"site {self.site_id}: {path}: integrity check failed: {exc}") from exc
+        except (PrivacyError, OSError) as exc:
+            raise ConfigError(f"site {self.site_id}: {path}: {exc}") from exc
+        return ledger
+
+    def _replay(self, ledger: PrivacyLedger) -> GaussianAccountant:
+        sites, _ = ledger.rebuild_accountants(verify=True)
+        name = str(self.site_id)
+        if set(sites) - {name}:
+            raise LedgerCorruptedError(
+                f"the ledger holds other sites' columns: {sorted(set(sites) - {name})}"
+            )
+        acc = sites.get(name)
+        if acc is None:
+            return PRVAccountant() if self._cfg.privacy.accountant == "prv" else RDPAccountant()
+        if not isinstance(acc, GaussianAccountant):
+            raise LedgerCorruptedError(f"site {name}: the ledger does not hold a Gaussian mechanism")
+        return acc
+
+    def _ledger_record(self, *, epsilon: float, steps: int) -> dict[str, MechanismRecord]:
+        p = self._cfg.privacy
+        return {
+            str(self.site_id): MechanismRecord(
+                epsilon=epsilon,
+                mechanism=self.mechanism,
+                noise_multiplier=float(p.noise_multiplier),
+                sample_rate=self.sample_rate,
+                steps=int(steps),
+                privacy_unit=self.unit,
+                adjacency=self.adjacency,
+            )
+        }
 
     @property
     def epsilon(self) -> float:
@@ -431,14 +535,31 @@ class RecordSitePrivacy(SitePrivacy):
         if self._budget_exhausted():
             self._round, self._round_steps, self._exhausted = int(round_idx), 0, True
             return _zero_update(model)
+        if self._ledger is not None:
+            # Write-ahead: the round counts at its planned cost before the first DP step.
+            planned = self._accountant.projected_epsilon(
+                delta=float(self._cfg.privacy.delta),
+                noise_multiplier=float(self._cfg.privacy.noise_multiplier),
+                sample_rate=self.sample_rate,
+                num_steps=self.steps_per_round,
+            )
+            self._ledger.begin(
+                round=int(round_idx), sites=self._ledger_record(epsilon=planned, steps=self.steps_per_round)
+            )
         before = self._accountant.total_steps
-        with training_mode(model, train=True):
-            result = self._train(learner=learner, model=model, rng=rng)
-        self._round, self._round_steps, self._exhausted = (
-            int(round_idx),
-            self._accountant.total_steps - before,
-            False,
-        )
+        try:
+            with training_mode(model, train=True):
+                result = self._train(learner=learner, model=model, rng=rng)
+        except BaseException:
+            if self._ledger is not None:  # the begun round stays counted at its planned cost
+                self._accountant = self._replay(self._ledger)
+            raise
+        steps = self._accountant.total_steps - before
+        if self._ledger is not None:
+            # Durable before the update (or the report) can leave the site.
+            eps = float(self._accountant.get_epsilon(delta=float(self._cfg.privacy.delta)))
+            self._ledger.commit(sites=self._ledger_record(epsilon=eps, steps=steps))
+        self._round, self._round_steps, self._exhausted = int(round_idx), steps, False
         return result
 
     @abstractmethod
@@ -458,8 +579,16 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
     change the loss).
     """
 
-    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
-        super().__init__(config=config, site_id=site_id, site=site)
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        site_id: int,
+        site: Site,
+        state_dir: str | Path | None = None,
+        key_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir)
         p = config.privacy
         n_way = int(config.task.n_way)
         if n_way > len(self._classes):
@@ -558,8 +687,16 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
       (post-processing).
     """
 
-    def __init__(self, *, config: ExperimentConfig, site_id: int, site: Site) -> None:
-        super().__init__(config=config, site_id=site_id, site=site)
+    def __init__(
+        self,
+        *,
+        config: ExperimentConfig,
+        site_id: int,
+        site: Site,
+        state_dir: str | Path | None = None,
+        key_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir)
         if config.learner.name == "reptile" and config.task.n_way > len(self._classes):
             raise ConfigError(
                 f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} public classes "
@@ -690,7 +827,14 @@ def _check_config(config: ExperimentConfig) -> None:
         raise ConfigError("model.norm = 'batch' couples records; record-level DP needs 'group' or 'none'")
 
 
-def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) -> SitePrivacy:
+def build_site_privacy(
+    *,
+    config: ExperimentConfig,
+    site_id: int,
+    site: Site,
+    state_dir: str | Path | None = None,
+    key_dir: str | Path | None = None,
+) -> SitePrivacy:
     """Build the site's privacy hook for the configured mode and learner.
 
     Args:
@@ -698,6 +842,11 @@ def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) ->
             ``distributed``).
         site_id: The site's id.
         site: The site's own data.
+        state_dir: Record mode: the site's state directory (its durable ledger, replayed into the
+            accountant, so the ε budget survives restarts); ``None`` keeps the accountant in memory.
+            Ignored in client/distributed mode.
+        key_dir: Directory of the site ledger's HMAC key (default ``$SECFED_KEY_DIR`` or
+            ``~/.config/secfed/keys``).
 
     Returns:
         :class:`EpisodicSitePrivacy` (record mode, ProtoNet/MAML/FOMAML),
@@ -717,5 +866,9 @@ def build_site_privacy(*, config: ExperimentConfig, site_id: int, site: Site) ->
     if config.privacy.mode in ("client", "distributed"):
         return ClientLevelSitePrivacy(config=config, site_id=site_id)
     if config.learner.name in _EPISODIC_LEARNERS:
-        return EpisodicSitePrivacy(config=config, site_id=site_id, site=site)
-    return PerSampleSitePrivacy(config=config, site_id=site_id, site=site)
+        return EpisodicSitePrivacy(
+            config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir
+        )
+    return PerSampleSitePrivacy(
+        config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir
+    )

@@ -11,6 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,16 @@ def derive_seed(*parts: object) -> int:
 class ClientRuntime:
     """One site: its data, learner, model replica and client-side aggregation."""
 
-    def __init__(self, *, config: ExperimentConfig, site_id: int) -> None:
+    def __init__(
+        self, *, config: ExperimentConfig, site_id: int, state_dir: str | Path | None = None
+    ) -> None:
         """Load the site's own data and build its learner.
 
         Args:
             config: The experiment configuration (every site derives its own shard from it).
             site_id: This site's id in ``[0, num_sites)``.
+            state_dir: The site's own state directory (its durable privacy ledger, so its ε budget
+                survives restarts; see :mod:`secfed.dp.site`). ``None``: nothing is persisted.
 
         Raises:
             secfed.errors.DataError: If the site's data cannot support the configured tasks.
@@ -59,7 +64,9 @@ class ClientRuntime:
         self._model = components.build_model(config=config, input_shape=self._site.input_shape)
         self._learner = components.build_learner(config=config)
         self._client_agg = components.build_client_aggregator(config=config, site_id=site_id)
-        self._privacy = components.build_site_privacy(config=config, site_id=site_id, site=self._site)
+        self._privacy = components.build_site_privacy(
+            config=config, site_id=site_id, site=self._site, state_dir=state_dir
+        )
         self._egress = SiteEgress(config=config)
         self._spec = state_spec(self._model)
         self._update: np.ndarray | None = None
@@ -185,18 +192,30 @@ class ClientFactory:
     """Picklable factory of site handlers holding only the configuration as plain data.
 
     It crosses into client processes at spawn time; it carries no data, model or update.
+    ``site_state_dir`` (empty: none) is the folder holding one state directory per site,
+    ``<site_state_dir>/site-<id>/`` (the site's durable privacy ledger).
     """
 
     config_data: dict[str, dict[str, Any]]
     base_dir: str
+    site_state_dir: str = ""
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig) -> ClientFactory:
-        """Wrap a configuration."""
-        return cls(config_data=config_to_dict(config), base_dir=config.base_dir)
+    def from_config(
+        cls, config: ExperimentConfig, *, site_state_dir: str | Path | None = None
+    ) -> ClientFactory:
+        """Wrap a configuration (and the folder of the sites' state directories, if any)."""
+        return cls(
+            config_data=config_to_dict(config),
+            base_dir=config.base_dir,
+            site_state_dir="" if site_state_dir is None else str(site_state_dir),
+        )
 
     def __call__(self, site_id: int) -> Callable[[bytes], bytes]:
+        state_dir = Path(self.site_state_dir) / f"site-{int(site_id)}" if self.site_state_dir else None
         runtime = ClientRuntime(
-            config=config_from_dict(self.config_data, base_dir=self.base_dir), site_id=site_id
+            config=config_from_dict(self.config_data, base_dir=self.base_dir),
+            site_id=site_id,
+            state_dir=state_dir,
         )
         return runtime.handle

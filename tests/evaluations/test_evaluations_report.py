@@ -184,8 +184,9 @@ def test_tampered_ledger_is_flagged_and_files_are_not_modified(tmp_path: Path) -
     run = make_run(tmp_path)
     ledger = run / "privacy_ledger.jsonl"
     lines = ledger.read_text(encoding="utf-8").splitlines()
-    lines[2] = lines[2].replace('"epsilon":2.5', '"epsilon":0.5', 1)
-    assert '"epsilon":0.5' in lines[2]
+    i = next(i for i, line in enumerate(lines) if '"epsilon":2.5' in line)
+    lines[i] = lines[i].replace('"epsilon":2.5', '"epsilon":0.5', 1)
+    assert '"epsilon":0.5' in lines[i]
     ledger.write_text("\n".join(lines), encoding="utf-8")  # edited, and no final newline
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     html, md, doc = _texts(write_report(path=run))

@@ -17,6 +17,7 @@ from privacy.accountants import DistributedDPAccountant, DistributedEvent, creat
 from privacy.calibration import calibrate_noise, epsilon_for
 from privacy.distributed import SKELLAM_MAX_LOCAL_VARIANCE
 from privacy.errors import InvalidInputError
+from privacy.ledger import INTEGRITY_VERIFIED, PrivacyLedger
 from secfed.components import build_client_aggregator, build_server_aggregator
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp import ServerPrivacy, calibrated_config
@@ -32,7 +33,7 @@ from secfed.dp.server import (
     planned_epsilon,
     record_steps_per_round,
 )
-from secfed.errors import CheckpointError, ConfigError, MessageError
+from secfed.errors import ConfigError, IntegrityError, MessageError
 from secfed.experiment import Experiment, read_metrics
 from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
 from secfed.federation.server import RoundOutcome, planned_participation
@@ -61,15 +62,18 @@ def cfg_of(**sections: dict[str, Any]) -> ExperimentConfig:
 
 
 def ledger_rounds(run_dir: Path) -> list[dict[str, Any]]:
-    """The ledger's round lines without timestamps and hashes (which depend on wall time)."""
-    lines = (run_dir / LEDGER_FILE).read_text().splitlines()
-    header = json.loads(lines[0])
-    assert header["kind"] == "header" and header["budget"]["delta"] == DELTA
-    out = []
-    for line in lines[1:]:
-        row = json.loads(line)
-        out.append({"round": row["round"], "sites": row["sites"], "global": row["global"]})
-    return out
+    """The ledger's counted entries (commits, and begins never committed) without timestamps and
+    hashes (which depend on wall time), after verifying every MAC with the ledger's key."""
+    ledger = PrivacyLedger.read(path=run_dir / LEDGER_FILE)
+    assert ledger.integrity == INTEGRITY_VERIFIED and ledger.delta == DELTA
+    return [
+        {
+            "round": e.round,
+            "sites": {n: r.to_dict() for n, r in e.sites.items()},
+            "global": None if e.global_record is None else e.global_record.to_dict(),
+        }
+        for e in ledger.releases()
+    ]
 
 
 def outcome(
@@ -167,9 +171,13 @@ def test_client_mode_refuses_an_aggregate_released_without_noise(tmp_path: Path)
     sp = ServerPrivacy(config=cfg_of(privacy={"mode": "client"}), run_dir=tmp_path)
     sp.resume_to(completed_round=0)
     sp.register_sites({s: {"records": 10} for s in range(4)})
+    with pytest.raises(PrivacyStateError, match="not begun"):  # write-ahead: before_round first
+        sp.after_round(outcome=outcome(1, dict.fromkeys(range(4), CLIENT_REPORT)))
+    sp.before_round(round_idx=1)
     with pytest.raises(PrivacyStateError, match="without central noise"):
         sp.after_round(outcome=outcome(1, dict.fromkeys(range(4), CLIENT_REPORT)))
-    assert ledger_rounds(tmp_path) == []
+    # nothing committed; the write-ahead begin of round 1 counts as released
+    assert [e.kind for e in PrivacyLedger.read(path=tmp_path / LEDGER_FILE).entries] == ["begin"]
     sp.central_noise(np.zeros(5), 4, 1)
     m = sp.after_round(outcome=outcome(1, dict.fromkeys(range(4), CLIENT_REPORT)))
     assert m["epsilon"] == pytest.approx(
@@ -218,6 +226,7 @@ def test_record_accounting_matches_an_independent_accountant(tmp_path: Path, kin
 def test_malformed_reports_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     sp = ServerPrivacy(config=cfg_of(privacy={"mode": "record"}), run_dir=tmp_path)
     sp.resume_to(completed_round=0)
+    sp.before_round(round_idx=1)
     bad = [
         None,
         {**record_report(), "mode": "client"},
@@ -231,7 +240,8 @@ def test_malformed_reports_are_refused_before_anything_is_written(tmp_path: Path
             sp.after_round(outcome=outcome(1, {0: rep}))
     with pytest.raises(MessageError, match="outside"):
         sp.after_round(outcome=outcome(1, {9: record_report()}))
-    assert ledger_rounds(tmp_path) == []
+    # only the write-ahead begin of round 1 (nothing committed), which counts as released
+    assert [e.kind for e in PrivacyLedger.read(path=tmp_path / LEDGER_FILE).entries] == ["begin"]
 
 
 def test_record_budget_excludes_sites_then_stops(tmp_path: Path) -> None:
@@ -256,13 +266,14 @@ def test_site_that_reports_its_budget_exhausted_is_excluded(tmp_path: Path) -> N
     sp = ServerPrivacy(config=cfg_of(privacy={"mode": "record"}), run_dir=tmp_path)
     sp.resume_to(completed_round=0)
     sp.register_sites({s: {} for s in range(2)})
+    sp.before_round(round_idx=1)
     sp.after_round(outcome=outcome(1, {0: record_report(0, budget_exhausted=True), 1: record_report(2)}))
     assert sp.before_round(round_idx=2) == (frozenset({0}), None)
     rows = ledger_rounds(tmp_path)
     assert rows[0]["sites"]["0"]["epsilon"] == 0.0 and rows[0]["sites"]["0"]["params"]["budget_exhausted"]
 
 
-def test_resume_truncates_and_rebuilds_the_accountants(tmp_path: Path) -> None:
+def test_resume_keeps_every_released_round_and_rebuilds_the_accountants(tmp_path: Path) -> None:
     cfg = cfg_of(privacy={"mode": "record", "epsilon_budget": 50.0})
     sp = ServerPrivacy(config=cfg, run_dir=tmp_path)
     sp.resume_to(completed_round=0)
@@ -273,18 +284,20 @@ def test_resume_truncates_and_rebuilds_the_accountants(tmp_path: Path) -> None:
     ):
         sp.before_round(round_idx=rnd)
         metrics.append(sp.after_round(outcome=outcome(rnd, reports)))
-    # Crash during round 4's ledger write: a torn last line.
+    # Crash during round 4's begin: a torn last line (never durable, so nothing was released).
     with open(tmp_path / LEDGER_FILE, "a") as fh:
-        fh.write('{"kind": "round", "round": 4, "si')
+        fh.write('{"kind": "begin", "round": 4, "si')
     again = ServerPrivacy(config=cfg, run_dir=tmp_path)
-    again.resume_to(completed_round=2)  # round 3's checkpoint did not survive either
-    assert [r["round"] for r in ledger_rounds(tmp_path)] == [1, 2]
-    assert again.summary()["epsilon_sites"] == metrics[1]["epsilon_sites"]
+    again.resume_to(completed_round=2)  # round 3's checkpoint did not survive: round 3 stays counted
+    assert [r["round"] for r in ledger_rounds(tmp_path)] == [1, 2, 3]
+    assert again.summary()["epsilon_sites"] == metrics[2]["epsilon_sites"]
     again.register_sites({s: {} for s in range(3)})
     again.before_round(round_idx=3)
     redo = again.after_round(outcome=outcome(3, {1: record_report(1)}))
-    assert redo["epsilon_sites"] == metrics[2]["epsilon_sites"]  # same state as the uninterrupted run
-    with pytest.raises(CheckpointError, match="cannot be reconstructed"):
+    # the re-run of round 3 is a second release: site 1 counts both
+    assert redo["epsilon_sites"]["1"] > metrics[2]["epsilon_sites"]["1"]
+    assert redo["epsilon_sites"]["0"] == metrics[2]["epsilon_sites"]["0"]
+    with pytest.raises(IntegrityError, match="cannot be reconstructed"):
         ServerPrivacy(config=cfg, run_dir=tmp_path).resume_to(completed_round=5)
     with pytest.raises(ConfigError, match="budget"):
         other = cfg_of(privacy={"mode": "record", "epsilon_budget": 10.0})
@@ -433,17 +446,23 @@ def test_client_run_ledger_metrics_and_summary(client_run: tuple[ExperimentConfi
     assert json.loads((run_dir / "summary.json").read_text())["epsilon_sites"] == last_sites
 
 
-def test_killed_run_resumes_to_the_same_ledger(
+def test_killed_run_resumes_never_below_the_uninterrupted_epsilon(
     client_run: tuple[ExperimentConfig, Path, Any], tmp_path: Path
 ) -> None:
     cfg, full_dir, _ = client_run
     run_dir = run_and_kill(cfg, tmp_path=tmp_path, after_rounds=1, poll_s=0.02)
     done = len(read_metrics(run_dir))
     assert 1 <= done < 5, f"kill landed after {done} rounds"
+    interrupted = PrivacyLedger.read(path=run_dir / LEDGER_FILE)
+    at_boundary = interrupted.pending is None and interrupted.last_round == done
     resumed = Experiment.resume(run_dir, progress=False)
-    assert ledger_rounds(run_dir) == ledger_rounds(full_dir)
-    assert [m["epsilon"] for m in resumed.metrics] == [m["epsilon"] for m in read_metrics(full_dir)]
-    assert resumed.summary["epsilon"] == json.loads((full_dir / "summary.json").read_text())["epsilon"]
+    full_eps = [m["epsilon"] for m in read_metrics(full_dir)]
+    resumed_eps = [m["epsilon"] for m in resumed.metrics]
+    assert all(r >= f * (1 - 1e-12) for r, f in zip(resumed_eps, full_eps, strict=True))
+    if at_boundary:  # killed between two rounds: nothing was released twice
+        assert ledger_rounds(run_dir) == ledger_rounds(full_dir) and resumed_eps == full_eps
+    else:  # killed inside a round: it released (or may have) and is counted again when re-run
+        assert resumed.summary["epsilon"] > json.loads((full_dir / "summary.json").read_text())["epsilon"]
 
 
 def test_client_budget_stops_the_run_before_it_is_exceeded(tmp_path: Path) -> None:

@@ -89,8 +89,8 @@ def test_federated_record_level_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     hooks: dict[int, SitePrivacy] = {}
 
-    def recording_build(*, config: ExperimentConfig, site_id: int, site: Any) -> SitePrivacy:
-        hooks[site_id] = build_site_privacy(config=config, site_id=site_id, site=site)
+    def recording_build(*, config: ExperimentConfig, site_id: int, site: Any, **kwargs: Any) -> SitePrivacy:
+        hooks[site_id] = build_site_privacy(config=config, site_id=site_id, site=site, **kwargs)
         return hooks[site_id]
 
     monkeypatch.setattr(secfed.dp, "build_site_privacy", recording_build)
