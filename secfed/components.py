@@ -63,10 +63,24 @@ def _rotate(dataset: ImageDataset) -> ImageDataset:
 
 
 def _omniglot_train_test(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Omniglot's meta-train (every training alphabet, validation ones included) and meta-test."""
+    """Omniglot's meta-train (every training alphabet, validation ones included) and meta-test.
+
+    ``data.root`` empty or ``"embedded"`` reads the copy shipped inside secfed (the same split,
+    bit-identical to the official small archives at 28x28), otherwise the official archives.
+    """
     from secfed.data.omniglot import load_omniglot_split
 
     d = config.data
+    if d.embedded:
+        from secfed.data.omniglot_embedded import load_embedded_omniglot_split
+
+        return load_embedded_omniglot_split(
+            train_archives=d.train_archives,
+            test_archives=d.test_archives,
+            train_rotations=d.rotations,
+            test_rotations=d.test_rotations,
+            image_size=d.image_size,
+        )
     return load_omniglot_split(
         root=config.data_root(),
         train_archives=d.train_archives,

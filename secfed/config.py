@@ -106,7 +106,10 @@ class DataSection:
     Attributes:
         dataset: ``digits`` (embedded, scikit-learn), ``omniglot`` or ``medmnist``.
         root: Path to the data (Omniglot archive folder or MedMNIST ``.npz``); relative paths are
-            resolved against the config file's folder. Empty for ``digits``.
+            resolved against the config file's folder. Empty for ``digits``. For ``omniglot``,
+            empty or ``"embedded"`` selects the copy shipped inside secfed (both small background
+            archives at 28x28, no download; see :mod:`secfed.data.omniglot_embedded`); a folder
+            that is literally named ``embedded`` must then be written ``"./embedded"``.
         train_archives: Omniglot archives whose alphabets are meta-train (e.g.
             ``["images_background_small1"]``).
         test_archives: Omniglot archives whose alphabets (minus the training ones) are meta-test.
@@ -132,6 +135,11 @@ class DataSection:
     test_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
     val_alphabets: list[str] = field(default_factory=list)
     image_size: int = 28
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this section selects the Omniglot copy embedded in secfed (no path)."""
+        return self.dataset == "omniglot" and self.root in ("", "embedded")
 
 
 @dataclass(frozen=True)
@@ -345,6 +353,8 @@ class ExperimentConfig:
         """The data root resolved against :attr:`base_dir` (empty root stays empty)."""
         if not self.data.root:
             return Path("")
+        if self.data.embedded:
+            return Path(self.data.root)  # "embedded" is a name, not a path: kept as written
         root = Path(self.data.root).expanduser()
         return root if root.is_absolute() else (Path(self.base_dir) / root).resolve()
 
@@ -469,8 +479,27 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(e.threads >= 0, "experiment.threads", "must be >= 0", e.threads)
     _check(e.seed >= 0, "experiment.seed", "must be >= 0", e.seed)
-    if d.dataset in ("omniglot", "medmnist"):
+    if d.dataset == "medmnist":
         _check(bool(d.root), "data.root", f"a path is required for dataset {d.dataset!r}", d.root)
+    if d.embedded:
+        from secfed.data.omniglot_embedded import EMBEDDED_ARCHIVES, EMBEDDED_IMAGE_SIZE
+
+        _check(
+            d.image_size == EMBEDDED_IMAGE_SIZE,
+            "data.image_size",
+            f"the embedded Omniglot (data.root empty or 'embedded') is {EMBEDDED_IMAGE_SIZE}x"
+            f"{EMBEDDED_IMAGE_SIZE} only; set data.root to the official archives for other sizes",
+            d.image_size,
+        )
+        for key in ("train_archives", "test_archives"):
+            names = getattr(d, key)
+            _check(
+                bool(names) and set(names) <= set(EMBEDDED_ARCHIVES),
+                f"data.{key}",
+                f"the embedded Omniglot holds only {list(EMBEDDED_ARCHIVES)}; set data.root to the "
+                f"official archives for others",
+                names,
+            )
     _check(4 <= d.image_size <= 105, "data.image_size", "must be in [4, 105]", d.image_size)
     _check(
         not d.test_rotations or d.dataset in ("digits", "omniglot"),

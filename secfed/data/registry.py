@@ -9,9 +9,10 @@ name           ``root``                                        ``split``
                                                                split, the caller picks classes
                                                                (``select_classes``) or partitions.
 ``omniglot``   folder with the official archives (zips or      ``"train"``: meta-train alphabets,
-               extracted folders)                              ``"test"``: the disjoint meta-test
-                                                               alphabets of the standard split
-                                                               (see ``load_omniglot_standard_split``)
+               extracted folders); ``None``, ``""`` or         ``"test"``: the disjoint meta-test
+               ``"embedded"``: the copy embedded in secfed     alphabets of the standard split
+               (small archives, 28x28 only; see                (see ``load_omniglot_standard_split``)
+               :mod:`secfed.data.omniglot_embedded`)
 ``medmnist``   a MedMNIST ``.npz`` file, or the folder         ``"train"``, ``"val"``, ``"test"``
                holding ``medmnist_file``
 =============  ==============================================  =====================================
@@ -29,6 +30,7 @@ from secfed.data.digits import load_digits_dataset
 from secfed.data.errors import DatasetFormatError, DatasetNotFoundError, InsufficientDataError
 from secfed.data.medmnist import MEDMNIST_SPLITS, load_medmnist
 from secfed.data.omniglot import load_omniglot_standard_split
+from secfed.data.omniglot_embedded import EMBEDDED_ROOT, load_embedded_omniglot_split
 
 __all__ = ["DATASET_NAMES", "load_dataset", "require_classes"]
 
@@ -73,7 +75,8 @@ def load_dataset(
 
     Args:
         name: ``"digits"``, ``"omniglot"`` or ``"medmnist"``.
-        root: Data location (see the module table); ``None`` only for digits.
+        root: Data location (see the module table); ``None`` for digits and for the embedded
+            Omniglot (also ``""`` or ``"embedded"``).
         split: The split (see the module table).
         rotations: Omniglot only: add rotated classes (x4) to the split.
         image_size: Omniglot only: output image side.
@@ -97,6 +100,20 @@ def load_dataset(
         if split not in ("all", "train", "test"):
             raise DatasetFormatError(f"digits split must be 'all', 'train' or 'test', got {split!r}")
         dataset = load_digits_dataset()
+    elif name == "omniglot" and (root is None or str(root) in ("", EMBEDDED_ROOT)):
+        if split not in ("train", "test"):
+            raise DatasetFormatError(f"omniglot split must be 'train' or 'test', got {split!r}")
+        if omniglot_variant not in ("auto", "small"):
+            raise DatasetFormatError(
+                f"the embedded Omniglot copy holds the 'small' split only, got variant {omniglot_variant!r}; "
+                f"give root= a folder with the official archives for the full split"
+            )
+        train, test = load_embedded_omniglot_split(
+            train_rotations=rotations and split == "train",
+            test_rotations=rotations and split == "test",
+            image_size=image_size,
+        )
+        dataset = train if split == "train" else test
     elif root is None:
         raise DatasetNotFoundError(f"dataset {name!r} needs a data root (got root=None)")
     elif name == "omniglot":

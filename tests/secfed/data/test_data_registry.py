@@ -48,7 +48,18 @@ def test_medmnist_from_folder_or_file(pneumonia_npz: Path) -> None:
     [
         ({"name": "cifar", "root": None, "split": "train"}, DatasetFormatError, "unknown dataset 'cifar'"),
         ({"name": "digits", "root": None, "split": "val"}, DatasetFormatError, "digits split"),
-        ({"name": "omniglot", "root": None, "split": "train"}, DatasetNotFoundError, "needs a data root"),
+        ({"name": "medmnist", "root": None, "split": "train"}, DatasetNotFoundError, "needs a data root"),
+        ({"name": "omniglot", "root": None, "split": "val"}, DatasetFormatError, "omniglot split"),
+        (
+            {"name": "omniglot", "root": "embedded", "split": "train", "image_size": 32},
+            DatasetFormatError,
+            "28x28 only",
+        ),
+        (
+            {"name": "omniglot", "root": "", "split": "test", "omniglot_variant": "full"},
+            DatasetFormatError,
+            "'small' split only",
+        ),
         (
             {"name": "omniglot", "root": "/nonexistent/omni", "split": "train"},
             DatasetNotFoundError,
