@@ -67,6 +67,8 @@ class Case:
     t: int | None = None
     corrupt_fraction: float = 0.05
     dropout_rate: float = 0.2
+    security_bits: int = 40
+    correctness_bits: int = 20
     flower_key: tuple[str, int, bool] | None = None  # (Flower config label, n, dropped?)
 
 
@@ -119,7 +121,10 @@ def cases(*, quick: bool, dim: int) -> list[Case]:
                 )
             )
         # Flower's num_shares=9 = 8 neighbours + the client itself, threshold 5; valid only under
-        # the assumption of no corruption and no dropout (it is not 2^-40 secure at 5 % / 20 %)
+        # the assumption of no corruption and no dropout (it is not 2^-40 secure at 5 % / 20 %).
+        # The protocol refuses to unmask beyond its designed dropout bound, so with 20 % dropout
+        # the bound must admit the 10 drops: k = 8 then validates only at 2^-12 security, and
+        # t = 4 (t = 5 cannot be validated with 10 dropouts at any correctness target).
         out.append(
             Case(
                 f"SecAgg+ n=50 k=8 (Flower k=9) drop={drop:.0%}",
@@ -128,9 +133,11 @@ def cases(*, quick: bool, dim: int) -> list[Case]:
                 dim,
                 drop,
                 k=8,
-                t=5,
+                t=5 if drop == 0 else 4,
                 corrupt_fraction=0.0,
-                dropout_rate=0.0,
+                dropout_rate=drop,
+                security_bits=40 if drop == 0 else 12,
+                correctness_bits=20 if drop == 0 else 1,
                 flower_key=("k9", 50, drop > 0),
             )
         )
@@ -198,6 +205,8 @@ def _measure(case: Case, *, clip: float, precision_bits: int, seed: int, max_att
         bits=quant_server.bits,
         corrupt_fraction=case.corrupt_fraction,
         dropout_rate=case.dropout_rate,
+        security_bits=case.security_bits,
+        correctness_bits=case.correctness_bits,
     )
     ids = list(range(case.n))
     aborted = 0

@@ -13,6 +13,23 @@ backend plugs in without touching learners or the server: implement ``start``, `
   the plain-configuration factory, so the site's data is loaded and held only there, and requests
   and answers cross as ``bytes``. Ray is optional (``pip install "secfed[ray]"``) and imported
   only when this backend is chosen.
+
+What each backend isolates (what the guarantees of secure aggregation and DP assume):
+
+* **Sequential: nothing.** Every site's data, local update and secure-aggregation session
+  secrets (key pairs, self-mask seeds, received shares) live in the server's process. The
+  protocol messages are the only thing the server's *code* reads, but anyone who can inspect
+  that process sees everything: "the server sees masked vectors only" holds for the server's
+  code path, not for the process. Use it for simulation, tests and debugging.
+* **Ray: trusted clusters only.** Ray moves actor arguments and return values with
+  (cloud)pickle, and the driver unpickles each actor's result before the ``bytes`` check; a
+  compromised or malicious site (or anyone who can write to the cluster's object store) can
+  run code in the server's process. secfed's own message format never pickles; Ray's transport
+  does. Use it for simulation on a cluster you control.
+* **Multi-process: isolates.** Each site runs in its own OS process and exchanges only raw
+  bytes with the server (``Connection.send_bytes`` / ``recv_bytes``; nothing is unpickled after
+  start-up, which passes only the plain-configuration factory). Choose it when isolation
+  matters; real deployments put each site on its own machine behind the same bytes interface.
 """
 
 from __future__ import annotations
@@ -79,7 +96,11 @@ class Backend(ABC):
 
 
 class SequentialBackend(Backend):
-    """All clients in this process, served one after another (deterministic)."""
+    """All clients in this process, served one after another (deterministic).
+
+    Isolates nothing: every site's data, update and session secrets share the server's
+    process (simulation, tests and debugging only).
+    """
 
     name = "sequential"
 
@@ -136,7 +157,12 @@ def _client_process_main(conn: Connection, factory: ClientFactory, site_id: int,
 
 
 class MultiprocessBackend(Backend):
-    """One OS process per client; bytes over pipes; clients compute in parallel."""
+    """One OS process per client; bytes over pipes; clients compute in parallel.
+
+    The backend that isolates: a site's data, update and secrets stay in its own process, and
+    only raw bytes cross (``send_bytes`` / ``recv_bytes``; no unpickling of anything a site
+    sends). Use it when isolation matters.
+    """
 
     name = "multiprocess"
 
@@ -257,6 +283,10 @@ def _ray_failure(exc: BaseException) -> str:
 
 class RayBackend(Backend):
     """One Ray actor per client; bytes in, bytes out; clients compute concurrently.
+
+    For trusted clusters (simulation) only: Ray unpickles each actor's return value (cloudpickle)
+    in the driver before secfed checks that it is ``bytes``, so a malicious site could run code
+    in the server's process. secfed's own messages never pickle; Ray's transport does.
 
     Ray is imported when the backend is created; a missing Ray raises
     :class:`~secfed.errors.MissingDependencyError` before anything is started.
