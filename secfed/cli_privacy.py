@@ -7,12 +7,16 @@ Commands::
     secfed privacy calibrate --target-epsilon E --delta D --sample-rate Q --steps T [--accountant ...]
 
 All of them account the Poisson-subsampled Gaussian mechanism (Abadi et al. 2016; Mironov, Talwar &
-Zhang 2019) with :mod:`privacy.calibration`. ``--config`` reports the planned record-level ε
-(``rounds * steps per round`` DP-SGD steps at ``privacy.sample_rate``) and client-level ε
-(``rounds`` DP-FedAvg rounds at the client sampling rate) of a configuration, with its noise
-multiplier calibrated first when ``privacy.target_epsilon`` is set; in ``distributed`` mode also the
-distributed mechanism's ε. ``--json`` prints one JSON object instead of text. Invalid input exits
-with status 2 and a message naming the argument.
+Zhang 2019) with :mod:`privacy.calibration`; ``--sample-rate`` below 1 claims amplification by
+sampling, which holds only for a sample the adversary does not see (a site's own secret record
+sampling in DP-SGD). ``--config`` reports the planned record-level ε (the DP-SGD steps of the site
+sampled in the most rounds, at ``privacy.sample_rate``) and client-level ε of a configuration, with
+its noise multiplier calibrated first when ``privacy.target_epsilon`` is set; in ``distributed``
+mode also the distributed mechanism's ε. The client sample is public (drawn from
+``experiment.seed``, logged, seen by the server), so the client-level ε is accounted per
+participation with no amplification: the composition over the rounds of the site sampled most
+often (:func:`secfed.dp.server.planned_epsilon`). ``--json`` prints one JSON object instead of
+text. Invalid input exits with status 2 and a message naming the argument.
 """
 
 from __future__ import annotations
@@ -126,15 +130,17 @@ def _epsilon_from_config(args: argparse.Namespace) -> int:
     head += f"noise multiplier {out['noise_multiplier']:.6g} {z_note}; "
     head += f"delta = {out['delta']:g}; {out['accountant']} accountant):"
     record = f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
-    record += f"for the site sampled most often, in {out['record_rounds']} of {out['client_rounds']} "
+    record += f"for the site sampled most often, in {out['record_rounds']} of {out['rounds']} "
     record += f"rounds): epsilon = {out['record_epsilon']:.4f}"
-    client = f"  client level (DP-FedAvg, q_client = {out['client_sample_rate']:g}, {out['client_rounds']} "
-    client += f"rounds; sampling: {out['client_sampling']}): epsilon = {out['client_epsilon']:.4f}"
+    client = "  client level (DP-FedAvg per participation: the site sampled most often takes part in "
+    client += f"{out['client_rounds']} of {out['rounds']} rounds; the sample (q_client = "
+    client += f"{out['client_sample_rate']:g}) is public, so no sampling amplification): "
+    client += f"epsilon = {out['client_epsilon']:.4f}"
     lines = [head, record, client]
     if "distributed_epsilon" in out:
         lines.append(
-            f"  client level, distributed {cfg.privacy.mechanism} with the expected participants surviving: "
-            f"epsilon = {out['distributed_epsilon']:.4f}"
+            f"  client level, distributed {cfg.privacy.mechanism} per participation with the expected "
+            f"participants surviving: epsilon = {out['distributed_epsilon']:.4f}"
         )
     _emit(out, as_json=args.json, text="\n".join(lines))
     return 0
@@ -245,7 +251,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Epsilon after T Poisson-subsampled Gaussian steps, or of a configuration's planned run.",
     )
     eps.add_argument("--noise-multiplier", type=_nonneg_float, metavar="Z", help="noise std / sensitivity")
-    eps.add_argument("--sample-rate", type=_rate, metavar="Q", help="Poisson sampling probability per step")
+    eps.add_argument(
+        "--sample-rate",
+        type=_rate,
+        metavar="Q",
+        help="Poisson sampling probability per step (amplifies only a secret sample; use 1 for a public one)",
+    )
     eps.add_argument("--steps", type=_steps, metavar="T", help="number of steps (or rounds)")
     eps.add_argument("--delta", type=_delta, metavar="D", help="target delta (with --config: overrides it)")
     eps.add_argument("--accountant", choices=accountants, help="rdp (default), prv or pld")

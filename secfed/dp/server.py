@@ -31,31 +31,48 @@ What is accounted, per mode
     The budget caps every site's ε: a site whose next round would exceed it is excluded.
     A target ε is met by calibrating z for the site sampled in the most rounds (the sample is
     drawn from the seed before the run, so the count is known exactly: :func:`record_rounds`).
-``client`` (unit: one site's entire dataset; adjacency: add/remove one site)
-    Global column: one Poisson-subsampled Gaussian step (z, q_client) per round (every round is
-    counted, also a round in which no update survived). Sensitivity of the sum is C because each
-    site clips its whole update to C and the weights are uniform.
+``client`` (unit: one site's entire dataset; adjacency: add/remove one site's data)
+    Global column: DP-FedAvg's noisy sum, accounted *per participation* (below). A round's
+    release is a Gaussian mechanism with noise multiplier z for every site whose update is in the
+    sum (each site clips its whole update to C; uniform weights), and costs nothing to a site whose
+    update is not. The noise is added every round, also when no update survived, and the sum is
+    divided by a public constant (:func:`secfed.federation.server.public_normaliser`).
 ``distributed`` (unit: one site; adjacency: zero-out, Kairouz et al. 2021)
     Global column: one distributed DDG / Skellam round (:class:`privacy.accountants.DistributedEvent`)
-    per round whose SecAgg sum was decoded, with the noise of the *survivors only*
-    (``outcome.clients``) and Zhu & Wang (2019) client-sampling amplification. Dropouts therefore
-    raise ε. For the budget, the next round is projected with the fewest survivors that can still
-    produce a sum (:meth:`ServerPrivacy.worst_case_survivors`), so no ledger ε exceeds the budget.
+    with the noise of the *survivors only* (``outcome.clients``), per participation (below), for
+    every round whose SecAgg sum was decoded. Dropouts therefore raise ε. For the budget, the next
+    round is projected with the fewest survivors that can still produce a sum
+    (:meth:`ServerPrivacy.worst_case_survivors`), so no ledger ε exceeds the budget.
     The budget caps the global ε.
 
 In ``client`` and ``distributed`` mode each site's column holds a *record-level* bound derived from
 the aggregate's noise: adding or removing one record moves the site's clipped update inside the
 C-ball, so by at most 2C (2Δ₂, 2Δ₁ in integer units), and only in rounds whose released aggregate
-contains the site's update. No client-sampling amplification is claimed there, because the sampled
-sites are logged in ``metrics.jsonl``.
+contains the site's update.
 
-Client sampling: ``q_client`` is ``federation.sample_rate`` (Poisson sampling). Fixed-size sampling
-of ``m < N`` sites without replacement is accounted with the Poisson analysis at ``q = m/N`` — an
-*approximation*, recorded as such in every ledger line and in the summary; with ``m = N`` (every
-site, the default) ``q = 1`` and the accounting is exact. Amplification by sampling also assumes the
-sample is hidden from the adversary: the runtime draws it from ``experiment.seed``, so keep the seed
-and ``metrics.jsonl`` private, or report the unamplified ε (``secfed privacy epsilon
---sample-rate 1``).
+Client sampling is public, so it is never claimed to amplify privacy
+-----------------------------------------------------------------------
+The sampled sites are drawn from ``experiment.seed`` (in ``config.toml``), the sites in each
+aggregate are logged in ``metrics.jsonl``, and under secure aggregation the server runs the protocol
+with exactly the sampled sites and sees who sends a masked input. Amplification by subsampling
+(Mironov, Talwar & Zhang 2019; Zhu & Wang 2019) assumes the adversary does not learn the sample, so
+it does not apply. Worse, under zero-out adjacency with distributed noise a site that is not sampled
+contributes no noise share either (the output then carries K shares, the zero update K + 1), so
+the Zhu–Wang premise fails as well. The client-level ε is therefore accounted per participation,
+with no amplification: a site's ε composes only the releases that contained its update, and the
+reported (global) ε is the maximum over sites — exactly, from the rounds each site actually took
+part in (:func:`privacy.analysis.participation.participation_rdp`). The ledger keeps it as one
+chain of ``q = 1`` rounds that steps exactly when the most exposed site's RDP curve would rise
+above the chain, so the chain dominates every site's curve and, with identical rounds (client mode),
+equals the composition over ``max_i |P_i|`` rounds. Planning and calibration use the same count
+from the public schedule (:func:`client_rounds`, the rounds that sample the site sampled most
+often). Fixed-size and Poisson sampling are accounted alike (only the schedule matters).
+
+Secret client sampling (sites flipping private coins) is *not* offered: in ``distributed`` mode the
+server sees who sends masked inputs, so the sample is never secret there; in ``client`` mode the
+trusted aggregator still receives the updates (it learns the sample), and a claim against readers of
+the outputs would require every other output (``metrics.jsonl``'s client lists and survivor
+counts, per-site reports, timing, bytes) to hide participation, which the runtime does not do.
 
 Aggregation weights must be uniform under DP (``federation.weighting = "uniform"``): record-count
 weights depend on the private data and would scale a site's contribution beyond the sensitivity
@@ -96,14 +113,13 @@ from privacy.noise import add_gaussian_noise, noise_source
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import (
     client_sample_rate,
-    client_sampling_note,
     distributed_dp_config,
     expected_participants,
     max_participants,
     model_dim,
 )
 from secfed.errors import CheckpointError, ConfigError, IntegrityError, MessageError, SecfedError
-from secfed.federation.server import RoundOutcome, planned_participation
+from secfed.federation.server import RoundOutcome, planned_participation, sampled_sites
 
 __all__ = [
     "ADJACENCY_CLIENT",
@@ -115,6 +131,7 @@ __all__ = [
     "ServerPrivacy",
     "calibrated_config",
     "calibrated_noise_multiplier",
+    "client_rounds",
     "planned_epsilon",
     "record_mechanism",
     "record_rounds",
@@ -143,6 +160,12 @@ _CLIENT_CLIP = "client-clip"
 _EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
 _REPORT_KEYS = ("mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate", "steps")
 _SITE_BOUND_NOTE = "record bound from the aggregate's noise: sensitivity 2C, no sampling amplification"
+#: How the client-level ε is accounted (ledger lines, summary, ``planned_epsilon``).
+CLIENT_ACCOUNTING = (
+    "per participation: the sample is public (drawn from experiment.seed, logged in metrics.jsonl, "
+    "seen by the server), so no client-sampling amplification is claimed; epsilon is the maximum "
+    "over sites of the composition over the releases that contained each site's update"
+)
 
 
 class PrivacyStateError(SecfedError, RuntimeError):
@@ -185,6 +208,25 @@ def record_rounds(*, config: ExperimentConfig) -> int:
     return max(1, *planned_participation(config=config))
 
 
+def client_rounds(*, config: ExperimentConfig) -> int:
+    """Rounds the client-level ε is planned and calibrated for: the most any site is sampled in.
+
+    Client sampling is public (see the module docstring), so a site's client-level ε composes only
+    the rounds that include its update, without amplification, and the run's ε is the maximum over
+    sites: the composition over the rounds of the site sampled most often in the seed's public
+    schedule. Dropouts and budget exclusions only remove participations, so this bounds the ledger.
+    The same count as :func:`record_rounds` (one public schedule); ``experiment.rounds`` when every
+    site takes part in every round.
+
+    Args:
+        config: The experiment configuration.
+
+    Returns:
+        The round count (>= 1).
+    """
+    return record_rounds(config=config)
+
+
 def record_mechanism(*, config: ExperimentConfig) -> str:
     """The record-level mechanism of the configured learner: episodic or per-sample Gaussian."""
     return _RECORD_MECHANISMS[0] if config.learner.name in _EPISODIC_LEARNERS else _RECORD_MECHANISMS[1]
@@ -202,10 +244,11 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
     * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``,
       ``record_rounds * record_steps_per_round`` steps (the rounds of the site sampled most often,
       which bound every site's steps; :func:`record_rounds`).
-    * ``client``: ``q = q_client`` (see :func:`secfed.dp.distributed.client_sample_rate`), one step
-      per round.
+    * ``client``: Gaussian rounds without client-sampling amplification (``q = 1``; the sample is
+      public), one per round of the site sampled most often (:func:`client_rounds`).
     * ``distributed``: :func:`privacy.distributed.calibrate_distributed_dp` with the expected number
-      of participants all surviving; returns ``z`` with the sum's noise std ``z·C``.
+      of participants all surviving, over :func:`client_rounds` rounds without amplification;
+      returns ``z`` with the sum's noise std ``z·C``.
 
     Args:
         config: The configuration (``privacy.target_epsilon > 0``, mode not ``none``).
@@ -219,7 +262,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
     p = config.privacy
     if p.mode == "none" or not p.target_epsilon > 0:
         raise ConfigError("calibration needs privacy.mode != 'none' and privacy.target_epsilon > 0")
-    rounds = config.experiment.rounds
+    rounds = client_rounds(config=config)
     try:
         if p.mode == "record":
             return calibrate_noise(
@@ -233,7 +276,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
             return calibrate_noise(
                 target_epsilon=p.target_epsilon,
                 delta=p.delta,
-                sample_rate=client_sample_rate(config=config),
+                sample_rate=1.0,
                 steps=rounds,
                 accountant=p.accountant,
             )
@@ -243,7 +286,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
             target_epsilon=p.target_epsilon,
             delta=p.delta,
             rounds=rounds,
-            sample_rate=client_sample_rate(config=config),
+            sample_rate=1.0,
             dim=model_dim(config=config),
             clip_norm=p.max_grad_norm,
             expected_clients=n_exp,
@@ -282,20 +325,23 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
     """ε of the planned run, at the record level and at the client level.
 
     Record level: the site sampled in the most rounds (``record_rounds * record_steps_per_round``
-    steps at ``privacy.sample_rate``; every other site takes fewer). Client level: ``rounds``
-    DP-FedAvg rounds at ``q_client``. In ``distributed`` mode also the distributed mechanism's ε
-    with the expected participants surviving. The noise multiplier is the configured one
-    (calibrate first with :func:`calibrated_config`).
+    steps at ``privacy.sample_rate``; every other site takes fewer). Client level: DP-FedAvg rounds
+    per participation, without client-sampling amplification (the sample is public): the
+    :func:`client_rounds` rounds of the site sampled most often, at ``q = 1``. In ``distributed``
+    mode also the distributed mechanism's ε over the same rounds with the expected participants
+    surviving. The noise multiplier is the configured one (calibrate first with
+    :func:`calibrated_config`).
 
     Args:
         config: The configuration.
         accountant: ``"rdp"``, ``"prv"`` or ``"pld"``; default ``privacy.accountant``.
 
     Returns:
-        A JSON-able dict: ``record_epsilon``, ``record_rounds``, ``record_steps``,
-        ``record_sample_rate``, ``client_epsilon``, ``client_rounds``, ``client_sample_rate``,
-        ``client_sampling``, ``noise_multiplier``, ``delta``, ``accountant``, ``mode`` and, in
-        distributed mode, ``distributed_epsilon``.
+        A JSON-able dict: ``rounds`` (``experiment.rounds``), ``record_epsilon``, ``record_rounds``,
+        ``record_steps``, ``record_sample_rate``, ``client_epsilon``, ``client_rounds`` (the
+        participations composed), ``client_sample_rate`` (the public sampling rate, a fact, not
+        used for amplification), ``client_sampling`` (how it is accounted), ``noise_multiplier``,
+        ``delta``, ``accountant``, ``mode`` and, in distributed mode, ``distributed_epsilon``.
 
     Raises:
         ConfigError: On invalid parameters.
@@ -305,9 +351,11 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
     site_rounds = record_rounds(config=config)
     steps = site_rounds * record_steps_per_round(config=config)
     q_client = client_sample_rate(config=config)
+    participations = client_rounds(config=config)
     try:
         out: dict[str, Any] = {
             "mode": p.mode,
+            "rounds": config.experiment.rounds,
             "noise_multiplier": float(p.noise_multiplier),
             "delta": float(p.delta),
             "accountant": acc,
@@ -321,13 +369,13 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
                 delta=p.delta,
                 accountant=acc,
             ),
-            "client_rounds": config.experiment.rounds,
+            "client_rounds": participations,
             "client_sample_rate": q_client,
-            "client_sampling": client_sampling_note(config=config),
+            "client_sampling": CLIENT_ACCOUNTING,
             "client_epsilon": epsilon_for(
                 noise_multiplier=p.noise_multiplier,
-                sample_rate=q_client,
-                steps=config.experiment.rounds,
+                sample_rate=1.0,
+                steps=participations,
                 delta=p.delta,
                 accountant=acc,
             ),
@@ -335,7 +383,7 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
         if p.mode == "distributed":
             n_exp = expected_participants(config=config)
             event = distributed_dp_config(config=config, dim=model_dim(config=config)).event(
-                num_survivors=n_exp, sample_rate=q_client
+                num_survivors=n_exp, sample_rate=1.0
             )
             out["distributed_epsilon"] = distributed_epsilon_for(
                 mechanism=event.mechanism,
@@ -344,8 +392,8 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
                 l2_sensitivity=event.l2_sensitivity,
                 l1_sensitivity=event.l1_sensitivity,
                 dim=event.dim,
-                sample_rate=q_client,
-                rounds=config.experiment.rounds,
+                sample_rate=1.0,
+                rounds=participations,
                 delta=p.delta,
             )
     except PrivacyError as exc:
@@ -405,6 +453,22 @@ def _check_report(*, sid: int, report: Any, mode: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # The server's privacy object
 # --------------------------------------------------------------------------------------------------
+class _Participation:
+    """Client-level participations so far: a count per site and, in distributed mode, its RDP curve."""
+
+    def __init__(self, *, key: tuple[int, int, str]) -> None:
+        self.key = key
+        self.counts: dict[int, int] = {}
+        self.curves: dict[int, DistributedDPAccountant] = {}
+
+    def add(self, *, included: list[int], event: DistributedEvent | None) -> None:
+        """Record one release containing the updates of ``included`` (``event``: distributed mode)."""
+        for s in included:
+            self.counts[s] = self.counts.get(s, 0) + 1
+            if event is not None:
+                self.curves.setdefault(s, DistributedDPAccountant()).step(event=event)
+
+
 class ServerPrivacy:
     """Budgets, central noise and the privacy ledger of one run (see the module docstring).
 
@@ -447,7 +511,9 @@ class ServerPrivacy:
             global_epsilon=self._budget_value if self._mode != "record" else None,
         )
         self._q_client = client_sample_rate(config=config)
-        self._sampling_note = client_sampling_note(config=config)
+        self._sampling_note = CLIENT_ACCOUNTING
+        self._participation_cache: _Participation | None = None
+        self._candidate_events: list[DistributedEvent] | None = None
         self._noise_source = noise_source() if self._mode == "client" else None
         self._ledger: PrivacyLedger | None = None
         self._site_ids: list[int] = []
@@ -677,12 +743,113 @@ class ServerPrivacy:
             steps = record_steps_per_round(config=self._cfg)
         return PlannedSteps(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate, steps=steps)
 
-    def _global_plan(self) -> PlannedSteps | DistributedEvent:
+    def _global_plan(self, *, round_idx: int) -> PlannedSteps | DistributedEvent | None:
+        """The next round's worst-case step of the client-level chain, or ``None`` if it cannot rise.
+
+        The round's sample is public (:func:`secfed.federation.server.sampled_sites`, before budget
+        exclusions; dropouts only remove sites), so the chain can rise only if a sampled site's
+        curve after one more participation would exceed it (client mode: its count would exceed
+        the largest count). In distributed mode the step is the candidate event (any survivor count
+        from :meth:`worst_case_survivors` to :func:`~secfed.dp.distributed.max_participants`) that
+        projects the largest ε.
+        """
+        sample = self._may_take_part(round_idx=round_idx)
+        if not sample:
+            return None
+        part = self._participation()
         if self._mode == "client":
-            return PlannedSteps(noise_multiplier=self._z, sample_rate=self._q_client, steps=1)
-        return self.distributed_config().event(
-            num_survivors=self.worst_case_survivors(), sample_rate=self._q_client
+            top = max(part.counts.values(), default=0)
+            if any(part.counts.get(s, 0) + 1 > top for s in sample):
+                return PlannedSteps(noise_multiplier=self._z, sample_rate=1.0, steps=1)
+            return None
+        return self._planned_event(part, sample)
+
+    def _may_take_part(self, *, round_idx: int) -> list[int]:
+        """The round's public sample less the sites excluded by the budget (a superset of its clients)."""
+        return sorted(
+            s for s in sampled_sites(config=self._cfg, round_idx=round_idx) if s not in self._excluded
         )
+
+    def _planned_event(self, part: _Participation, sites: list[int]) -> DistributedEvent | None:
+        """Distributed mode: the candidate event projecting the largest ε if the chain can rise, else None."""
+        candidates = self._events()
+        if not sites or not any(self._rises(part, sites, event) for event in candidates):
+            return None
+        assert isinstance(self._global, DistributedDPAccountant)
+        glob = self._global
+        return max(candidates, key=lambda e: glob.projected_epsilon(delta=self._delta, event=e))
+
+    def _events(self) -> list[DistributedEvent]:
+        """Client-level events of a round with any feasible number of survivors (``q = 1``)."""
+        if self._candidate_events is None:
+            dcfg = self.distributed_config()
+            lo, hi = self.worst_case_survivors(), max_participants(config=self._cfg)
+            self._candidate_events = [dcfg.event(num_survivors=n, sample_rate=1.0) for n in range(lo, hi + 1)]
+        return self._candidate_events
+
+    # ---------------------------------------------------------------- client-level participation
+    def _participation(self) -> _Participation:
+        """Each site's client-level participations, rebuilt from the ledger's counted releases.
+
+        Every counted release's global record lists the sites whose update it contained
+        (``params["participants"]``; for lines written before that field, the sites whose record
+        bound took a step); a ``begin`` that was never committed lists every site that could take
+        part, with the worst-case survivor count. The round in flight (its ``begin`` pending) is not
+        counted. Rebuilt whenever the ledger changed (a new line, a resume), so it never drifts from
+        what is on disk.
+
+        Raises:
+            CheckpointError: The ledger's client-level lines claim client-sampling amplification
+                (written by an earlier version): their ε understates the loss of a public sample.
+        """
+        ledger = self._require_ledger()
+        releases_fn = getattr(ledger, "releases", None)
+        entries = tuple(releases_fn()) if callable(releases_fn) else tuple(ledger.entries)
+        pending = getattr(ledger, "pending", None)
+        # The round in flight (begun, not committed) is the one being accounted: not yet counted here.
+        entries = tuple(e for e in entries if e is not pending)
+        key = (id(ledger), len(entries), entries[-1].hash if entries else "")
+        cached = self._participation_cache
+        if cached is not None and cached.key == key:
+            return cached
+        part = _Participation(key=key)
+        for entry in entries:
+            glob = entry.global_record
+            if glob is None:
+                continue
+            if glob.sample_rate < 1.0:
+                raise CheckpointError(
+                    f"{self.ledger_path}: round {entry.round} was accounted with client-sampling "
+                    f"amplification (q = {glob.sample_rate:g}), which a public sample does not give; its "
+                    "epsilon understates the loss. Start a new run directory."
+                )
+            listed = glob.params.get("participants")
+            if isinstance(listed, list):
+                included = sorted({int(s) for s in listed})
+            else:
+                included = sorted(int(n) for n, rec in entry.sites.items() if n.isdigit() and rec.steps > 0)
+            survivors = glob.params.get("survivors", len(included))
+            part.add(included=included, event=self._round_event(int(survivors)) if included else None)
+        self._participation_cache = part
+        return part
+
+    def _round_event(self, survivors: int) -> DistributedEvent | None:
+        """The client-level event of a decoded round with ``survivors`` (distributed mode only)."""
+        if self._mode != "distributed" or survivors < 1:
+            return None
+        return self.distributed_config().event(num_survivors=survivors, sample_rate=1.0)
+
+    def _rises(self, part: _Participation, sites: list[int], event: DistributedEvent) -> bool:
+        """Whether one more ``event`` for any of ``sites`` lifts its RDP curve above the chain's."""
+        assert isinstance(self._global, DistributedDPAccountant)
+        chain = self._global.get_rdp()
+        for s in sites:
+            acc = part.curves.get(s)
+            after = acc.copy() if acc is not None else DistributedDPAccountant()
+            after.step(event=event)
+            if np.any(after.get_rdp() > chain + 1e-12 * np.maximum(1.0, np.abs(chain))):
+                return True
+        return False
 
     def _site_projections(
         self, ledger: PrivacyLedger, names: list[str]
@@ -755,12 +922,13 @@ class ServerPrivacy:
                 f"privacy budget exhausted: no site may take part any more without exceeding "
                 f"epsilon_budget = {b} at delta = {self._delta:g} ({detail})"
             )
-        if b is not None and self._mode != "record":
+        plan = self._global_plan(round_idx=round_idx) if b is not None and self._mode != "record" else None
+        if plan is not None:
             check = ledger.check_budget(
                 site_accountants={},
                 site_plans={},
                 global_accountant=self._global,
-                global_plan=self._global_plan(),
+                global_plan=plan,
             )
             if not check.allowed:
                 return self._excluded, "privacy budget exhausted: " + "; ".join(check.reasons)
@@ -838,23 +1006,26 @@ class ServerPrivacy:
         distributed mode: the sites' noise shares are in the SecAgg sum).
 
         Args:
-            total: The decoded sum of the survivors' updates (1-D float).
-            n_survivors: Number of updates in the sum (>= 1; public).
+            total: The decoded sum of the survivors' updates (1-D float; zeros when none survived:
+                the noise is released every round, see
+                :func:`secfed.federation.server.public_normaliser`).
+            n_survivors: Number of updates in the sum (>= 0). It does not set the noise: the std is
+                ``z·C`` whatever the count.
             round_idx: The round.
 
         Returns:
             The noisy sum (float64) in client mode, ``total`` itself otherwise.
 
         Raises:
-            InvalidInputError: ``total`` is not a finite 1-D float array or ``n_survivors < 1``.
+            InvalidInputError: ``total`` is not a finite 1-D float array or ``n_survivors < 0``.
         """
         if self._mode != "client":
             return total
         arr = np.asarray(total)
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
             raise InvalidInputError(f"total must be a finite 1-D float array, got {arr.dtype} {arr.shape}")
-        if isinstance(n_survivors, bool) or not isinstance(n_survivors, (int, np.integer)) or n_survivors < 1:
-            raise InvalidInputError(f"n_survivors must be an integer >= 1, got {n_survivors!r}")
+        if isinstance(n_survivors, bool) or not isinstance(n_survivors, (int, np.integer)) or n_survivors < 0:
+            raise InvalidInputError(f"n_survivors must be an integer >= 0, got {n_survivors!r}")
         assert self._noise_source is not None
         std = self._z * self._clip
         noisy = (
@@ -955,46 +1126,79 @@ class ServerPrivacy:
         return rec, new
 
     def _global_round(self, outcome: RoundOutcome) -> tuple[MechanismRecord | None, Accountant | None]:
+        """The client-level chain after this round, per participation (see the module docstring).
+
+        Client mode: the chain is Gaussian rounds at ``q = 1``; it steps exactly when the largest
+        number of releases containing one site's update grows, so it equals the composition over
+        ``max_i |P_i|`` rounds. Distributed mode: the round's event (its actual survivors, ``q = 1``)
+        is added when some included site's RDP curve would otherwise rise above the chain's, so the
+        chain dominates every site's curve. Nothing is charged for a round without survivors (the
+        release then holds no site's update). The participants are written to the record.
+        """
         if self._mode == "record":
             return None, None
         assert self._global is not None
+        part = self._participation()
+        ledger = self._require_ledger()
+        # Write-ahead ``begin`` (no round pending yet): charge the largest cost the round can have,
+        # i.e. every site of the public sample that may take part, with the worst survivor count.
+        planning = hasattr(ledger, "begin") and getattr(ledger, "pending", None) is None
+        if planning:
+            included = self._may_take_part(round_idx=outcome.round)
+        else:
+            included = sorted({int(s) for s in outcome.clients})
         new = self._global.copy()
-        n = len(outcome.clients)
+        n = len(included)
+        params: dict[str, Any] = {"participants": included, "client_sampling": self._sampling_note}
         if self._mode == "client":
-            assert isinstance(new, GaussianAccountant)
-            new.step(noise_multiplier=self._z, sample_rate=self._q_client, num_steps=1)
+            top = max(part.counts.values(), default=0)
+            after = max([top, *(part.counts.get(s, 0) + 1 for s in included)])
+            steps = after - top
+            if steps:
+                assert isinstance(new, GaussianAccountant)
+                new.step(noise_multiplier=self._z, sample_rate=1.0, num_steps=steps)
+            params.update(survivors=n, clip_norm=self._clip, max_participations=after)
             rec = MechanismRecord(
                 epsilon=self._eps(new),
                 mechanism=MECHANISM_DP_FEDAVG,
                 noise_multiplier=self._z,
-                sample_rate=self._q_client,
-                steps=1,
+                sample_rate=1.0,
+                steps=steps,
                 privacy_unit="client",
                 adjacency=ADJACENCY_CLIENT,
-                params={"clip_norm": self._clip, "survivors": n, "client_sampling": self._sampling_note},
+                params=params,
             )
             return rec, new
         dcfg = self.distributed_config()
-        event = dcfg.event(num_survivors=max(1, n), sample_rate=self._q_client)
-        if n > 0:
+        if planning:
+            worst = self._planned_event(part, included)
+            steps = 0 if worst is None else 1
+            event = worst if worst is not None else self._events()[0]
+        else:
+            event = dcfg.event(num_survivors=max(1, n), sample_rate=1.0)
+            steps = 1 if n > 0 and self._rises(part, included, event) else 0
+        if steps:
             assert isinstance(new, DistributedDPAccountant)
             new.step(event=event)
+        params.update(
+            survivors=event.num_survivors if planning and n else n,
+            event=event.to_dict(),
+            expected_participants=expected_participants(config=self._cfg),
+            gamma=dcfg.gamma,
+            bits=dcfg.bits,
+            max_participations=max(
+                [0, *(part.counts.get(s, 0) + 1 for s in included), *part.counts.values()]
+            ),
+        )
         rec = MechanismRecord(
             epsilon=self._eps(new),
             mechanism=dcfg.mechanism,
             noise_multiplier=self._z,
-            sample_rate=self._q_client,
-            steps=1 if n > 0 else 0,
+            sample_rate=1.0,
+            steps=steps,
             privacy_unit="client",
             adjacency=ADJACENCY_DISTRIBUTED,
-            params={
-                "event": event.to_dict(),
-                "survivors": n,
-                "expected_participants": expected_participants(config=self._cfg),
-                "gamma": dcfg.gamma,
-                "bits": dcfg.bits,
-                "client_sampling": self._sampling_note,
-            },
+            params=params,
         )
         return rec, new
 
@@ -1028,10 +1232,10 @@ class ServerPrivacy:
                 f"must be durable before the round can release anything; pending: "
                 f"{None if pending is None else pending.round})"
             )
-        if self._mode == "client" and outcome.clients and outcome.round not in self._noised_rounds:
+        if self._mode == "client" and outcome.round not in self._noised_rounds:
             raise PrivacyStateError(
-                f"round {outcome.round}: the aggregate of {len(outcome.clients)} sites was applied without "
-                "central noise (pass ServerPrivacy.central_noise to the server)"
+                f"round {outcome.round}: the aggregate of {len(outcome.clients)} sites was released without "
+                "central noise (pass ServerPrivacy.central_noise to the server; it adds noise every round)"
             )
         reports: dict[str, dict[str, Any]] = {}
         for sid, meta in outcome.site_reports.items():
@@ -1118,4 +1322,7 @@ class ServerPrivacy:
         if self._mode != "record":
             out["client_sampling"] = self._sampling_note
             out["client_sample_rate"] = self._q_client
+            if self._ledger is not None:
+                counts = self._participation().counts
+                out["client_participations_max"] = max(counts.values(), default=0)
         return out

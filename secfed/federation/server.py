@@ -32,6 +32,7 @@ __all__ = [
     "FederatedServer",
     "plan_round",
     "planned_participation",
+    "public_normaliser",
     "sampled_sites",
 ]
 
@@ -129,6 +130,30 @@ def planned_participation(*, config: ExperimentConfig) -> list[int]:
         for sid in sampled_sites(config=config, round_idx=rnd):
             counts[sid] += 1
     return counts
+
+
+def public_normaliser(*, config: ExperimentConfig) -> float:
+    """The public constant that divides the aggregate under client-level DP: expected participants.
+
+    ``federation.sample_rate * num_sites`` (``q·N``) for Poisson sampling, ``clients_per_round``
+    (``m``, or ``N`` when every site takes part) for fixed-size sampling: McMahan, Ramage, Talwar &
+    Zhang (ICLR 2018, arXiv 1710.06963), fixed-denominator estimator. Dividing the noisy sum by the
+    number of updates that actually survived would let anyone holding two successive models read
+    that number off the noise scale (the noise std of the release is ``z·C / normaliser``), and
+    under add/remove adjacency the count itself depends on whether a site's data is present. The
+    weights are uniform (1 per site) under DP, so the sum of weights is the survivor count.
+
+    Args:
+        config: The experiment configuration.
+
+    Returns:
+        The normaliser (> 0).
+    """
+    fed = config.federation
+    n = config.partition.num_sites
+    if fed.sampling == "poisson":
+        return float(fed.sample_rate) * float(n)
+    return float(fed.clients_per_round or n)
 
 
 class DropoutChannel:
@@ -250,7 +275,8 @@ class RoundOutcome:
         stragglers: Sites whose late answers were discarded.
         aggregation: The aggregator's metrics.
         site_reports: Per-site training metadata (losses, privacy reports).
-        skipped: True when no update survived (the model is unchanged).
+        skipped: True when no update survived (the model is unchanged, except under client-level
+            DP with central noise, where the model moves by the noise alone).
     """
 
     round: int
@@ -285,7 +311,9 @@ class FederatedServer:
             state: Initial flat global state.
             param_mask: True where the flat state holds parameters.
             central_noise: Optional trusted-aggregator noise ``f(total, n_survivors, round)``
-                applied to the aggregate before averaging (client-level DP-FedAvg).
+                applied to the aggregate before averaging (client-level DP-FedAvg); in ``client``
+                mode it is called every round, with a zero total and ``n_survivors = 0`` when no
+                update survived, and the noisy sum is divided by :func:`public_normaliser`.
         """
         self.config = config
         self._backend = backend
@@ -341,11 +369,23 @@ class FederatedServer:
         survivors = sorted(agg.survivors) if agg is not None else []
         stragglers = sorted(plan.straggle_stage)
         skipped = not survivors
-        if agg is not None and survivors:
-            total = agg.total
+        mode = self.config.privacy.mode
+        # Client-level DP (trusted aggregator): noise is released every round, also when no update
+        # survived (then the release is the noise alone), so the model's movement never tells
+        # whether anyone's update was in the sum.
+        always_release = mode == "client" and self._central_noise is not None
+        if (agg is not None and survivors) or always_release:
+            total = agg.total if agg is not None and survivors else np.zeros(self.state.shape[0])
             if self._central_noise is not None:
                 total = self._central_noise(total, len(survivors), round_idx)
-            self.state = self.optimizer.apply(state=self.state, mean_delta=total / agg.weight_sum)
+            # Under client-level DP (client, distributed) the divisor is public: the survivor count
+            # must not set the scale of the released noise (see public_normaliser).
+            if mode in ("client", "distributed"):
+                divisor = public_normaliser(config=self.config)
+            else:
+                assert agg is not None  # no central noise outside client mode: survivors exist
+                divisor = agg.weight_sum
+            self.state = self.optimizer.apply(state=self.state, mean_delta=total / divisor)
         losses = [
             float(reports[s]["train_loss"]) for s in participants if reports[s].get("train_loss") is not None
         ]

@@ -112,11 +112,15 @@ def test_epsilon_of_a_planned_config(capsys: pytest.CaptureFixture[str], tmp_pat
     site_rounds = max(planned_participation(config=load_config(path)))
     assert out["record_rounds"] == site_rounds < 10
     assert out["record_steps"] == 3 * site_rounds
-    assert out["client_rounds"] == 10 and out["client_sample_rate"] == 0.1
+    # client level: per participation (the sample is public), the same site's rounds, q = 1
+    assert out["rounds"] == 10 and out["client_rounds"] == site_rounds and out["client_sample_rate"] == 0.1
     assert out["record_epsilon"] == epsilon_for(
         noise_multiplier=1.2, sample_rate=0.02, steps=3 * site_rounds, delta=1e-5
     )
-    assert out["client_epsilon"] == epsilon_for(noise_multiplier=1.2, sample_rate=0.1, steps=10, delta=1e-5)
+    assert out["client_epsilon"] == epsilon_for(
+        noise_multiplier=1.2, sample_rate=1.0, steps=site_rounds, delta=1e-5
+    )
+    assert out["client_epsilon"] > epsilon_for(noise_multiplier=1.2, sample_rate=0.1, steps=10, delta=1e-5)
     assert out["calibrated_for_target_epsilon"] is None
     over = run_json(
         capsys, "epsilon", "--config", str(path), "--set", "experiment.rounds=20", "--delta", "1e-6"
@@ -125,7 +129,7 @@ def test_epsilon_of_a_planned_config(capsys: pytest.CaptureFixture[str], tmp_pat
     assert main(["privacy", "epsilon", "--config", str(path)]) == 0
     text = capsys.readouterr().out
     assert "record level" in text and "client level" in text
-    assert f"in {site_rounds} of 10 rounds" in text
+    assert f"in {site_rounds} of 10 rounds" in text and "no sampling amplification" in text
 
     target = write_config(tmp_path, target_epsilon=2.0)
     cal = run_json(capsys, "epsilon", "--config", str(target))

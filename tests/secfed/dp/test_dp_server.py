@@ -36,7 +36,7 @@ from secfed.dp.server import (
 from secfed.errors import ConfigError, IntegrityError, MessageError
 from secfed.experiment import Experiment, read_metrics
 from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
-from secfed.federation.server import RoundOutcome, planned_participation
+from secfed.federation.server import RoundOutcome, planned_participation, sampled_sites
 
 REPO = Path(__file__).resolve().parents[3]
 DELTA = 1e-5
@@ -161,7 +161,7 @@ def test_bad_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="finite"):
         sp.central_noise(np.array([np.nan]), 2, 1)
     with pytest.raises(InvalidInputError, match="n_survivors"):
-        sp.central_noise(np.zeros(3), 0, 1)
+        sp.central_noise(np.zeros(3), -1, 1)
     with pytest.raises(PrivacyStateError, match="resume_to"):
         sp.before_round(round_idx=1)
     assert not (tmp_path / LEDGER_FILE).exists()  # nothing written before resume_to
@@ -323,11 +323,12 @@ def test_calibrated_config_meets_the_target(
     plan = planned_epsilon(config=out)
     eps = plan["record_epsilon"] if mode == "record" else plan["client_epsilon"]
     assert 4.0 * 0.97 < eps <= 4.0
-    # record level: the rounds of the site sampled most often (fewer than 20 at q_client = 0.1)
+    # both levels: the rounds of the site sampled most often (fewer than 20 at q_client = 0.1); the
+    # client sample is public, so the client level is not amplified (q = 1 per participation)
     site_rounds = max(planned_participation(config=cfg))
-    assert plan["record_rounds"] == site_rounds < 20
-    steps = site_rounds * 3 if mode == "record" else 20
-    q = 0.05 if mode == "record" else 0.1
+    assert plan["record_rounds"] == plan["client_rounds"] == site_rounds < 20
+    steps = site_rounds * 3 if mode == "record" else site_rounds
+    q = 0.05 if mode == "record" else 1.0
     assert eps == pytest.approx(epsilon_for(noise_multiplier=z, sample_rate=q, steps=steps, delta=DELTA))
     assert calibrated_config(config=out) == out  # idempotent: a resumed run recomputes the same z
     assert calibrated_config(config=cfg_of(privacy={"mode": mode})) == cfg_of(privacy={"mode": mode})
@@ -412,14 +413,20 @@ def test_client_run_ledger_metrics_and_summary(client_run: tuple[ExperimentConfi
     assert [r["round"] for r in rows] == [m["round"] for m in metrics] == [1, 2, 3, 4, 5]
     last_sites = dict.fromkeys(map(str, range(4)), 0.0)
     last_global = 0.0
-    for k, (row, m) in enumerate(zip(rows, metrics, strict=True), start=1):
+    participations = [0] * 4
+    for row, m in zip(rows, metrics, strict=True):
         assert sorted(row["sites"]) == ["0", "1", "2", "3"]
         g = row["global"]
-        assert g["mechanism"] == "dp-fedavg" and g["privacy_unit"] == "client" and g["sample_rate"] == 0.75
+        # per participation (the sample is public): no amplification, the most exposed site's rounds
+        assert g["mechanism"] == "dp-fedavg" and g["privacy_unit"] == "client" and g["sample_rate"] == 1.0
+        assert g["params"]["participants"] == m["clients"]
+        for sid in m["clients"]:
+            participations[sid] += 1
+        most = max(participations)
         assert g["epsilon"] == pytest.approx(
-            epsilon_for(noise_multiplier=1.0, sample_rate=0.75, steps=k, delta=DELTA)
+            epsilon_for(noise_multiplier=1.0, sample_rate=1.0, steps=most, delta=DELTA) if most else 0.0
         )
-        assert g["epsilon"] > last_global and m["epsilon"] == g["epsilon"]
+        assert g["epsilon"] >= last_global and m["epsilon"] == g["epsilon"]
         last_global = g["epsilon"]
         for name, rec in row["sites"].items():
             assert rec["epsilon"] >= last_sites[name]
@@ -466,20 +473,32 @@ def test_killed_run_resumes_never_below_the_uninterrupted_epsilon(
 
 
 def test_client_budget_stops_the_run_before_it_is_exceeded(tmp_path: Path) -> None:
-    two = epsilon_for(noise_multiplier=1.0, sample_rate=0.75, steps=2, delta=DELTA)
-    three = epsilon_for(noise_multiplier=1.0, sample_rate=0.75, steps=3, delta=DELTA)
+    # Per participation (public sample): the run's epsilon is that of the most exposed site.
+    two = epsilon_for(noise_multiplier=1.0, sample_rate=1.0, steps=2, delta=DELTA)
+    three = epsilon_for(noise_multiplier=1.0, sample_rate=1.0, steps=3, delta=DELTA)
     budget = (two + three) / 2
     cfg = cfg_of(
-        experiment={"rounds": 5},
-        federation={"sampling": "poisson", "sample_rate": 0.75},
+        experiment={"rounds": 8},
+        federation={"sampling": "poisson", "sample_rate": 0.5},
         privacy={"mode": "client", "epsilon_budget": budget},
     )
+    # The first round in which some sampled site would take part for the third time.
+    counts = [0] * cfg.partition.num_sites
+    stop = None
+    for rnd in range(1, 9):
+        sampled = sampled_sites(config=cfg, round_idx=rnd)
+        if any(counts[s] == 2 for s in sampled):
+            stop = rnd
+            break
+        for s in sampled:
+            counts[s] += 1
+    assert stop is not None and stop > 2
     result = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
     s = result.summary
-    assert s["rounds"] == 2 and s["stopped_early"] and "privacy budget" in s["stopped_early"]
+    assert s["rounds"] == stop - 1 and s["stopped_early"] and "privacy budget" in s["stopped_early"]
     assert s["epsilon"] == pytest.approx(two) and s["epsilon_budget"] == budget
+    assert s["client_participations_max"] == 2
     rows = ledger_rounds(tmp_path / "run")
-    assert len(rows) == 2
     assert all(r["global"]["epsilon"] <= budget for r in rows)
 
 
