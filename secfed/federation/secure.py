@@ -39,6 +39,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -56,6 +57,7 @@ from protocols import (
     stage_sequence,
 )
 from protocols.crypto import ed25519_public_bytes, hkdf_sha256
+from protocols.errors import ConfigError as ProtocolConfigError
 from protocols.messages import decode_setup
 from protocols.params import check_limits, dropout_bound
 from protocols.wire import unpack_message
@@ -156,33 +158,23 @@ def round_protocol_config(
     check_limits(base)
     if mode != "secagg+":
         return base
-    designed = dropout_bound(n=n, rate=dropout_rate, eta=base.correctness_bits) / n
-    sized = SecAggConfig(
-        mode=mode,
-        n=n,
-        k=k,
-        t=t,
-        bits=bits,
-        active=active,
-        corrupt_fraction=corrupt_fraction,
-        dropout_rate=designed,
-    )
-    try:
-        sized.resolve()
-        return sized
-    except ProtocolError:
-        if k is not None:
-            raise
-    return SecAggConfig(
-        mode=mode,
-        n=n,
-        k=n - 1,
-        t=t,
-        bits=bits,
-        active=active,
-        corrupt_fraction=corrupt_fraction,
-        dropout_rate=dropout_rate,
-    )
+    if base.resolve().complete_graph:  # configuration errors surface here, as before
+        return base  # a complete graph cannot split; its thresholds alone decide
+    d = dropout_bound(n=n, rate=dropout_rate, eta=base.correctness_bits)
+    reason = f"the designed bound would be {d} of {n} dropouts"
+    if d / n + corrupt_fraction < 1:
+        sized = replace(base, dropout_rate=d / n)
+        try:
+            sized.resolve()
+            return sized
+        except ProtocolError as exc:
+            reason = str(exc)
+    if k is not None:
+        raise ProtocolConfigError(
+            f"secagg+ with k={k}: at dropout rate {dropout_rate} the dropout bound is sized from the "
+            f"binomial tail (2^-{base.correctness_bits}): {d} of {n} clients; {reason}"
+        )
+    return replace(base, k=n - 1)
 
 
 def _context(payload: dict[str, object]) -> bytes:
