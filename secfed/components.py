@@ -397,6 +397,9 @@ def build_model(
         norm=m.norm,
         num_groups=m.groups,
         depth=m.layers if m.arch == "mlp" else None,
+        frontend=m.frontend,
+        scatter_j=m.scatter_j,
+        scatter_l=m.scatter_l,
     )
 
 

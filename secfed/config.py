@@ -54,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "task.source": ("episodic", "client_as_task"),
     "model.arch": ("conv4", "mlp"),
     "model.norm": ("batch", "group", "none"),
+    "model.frontend": ("none", "scatter"),
     "learner.name": ("protonet", "maml", "fomaml", "reptile", "fedavg"),
     "learner.local_optimizer": ("adam", "sgd"),
     "learner.inner_optimizer": ("sgd", "adam"),
@@ -196,7 +197,16 @@ class ModelSection:
         hidden: Filters (Conv-4) or hidden units (MLP).
         norm: ``batch``, ``group`` (required under DP) or ``none``.
         groups: Groups of GroupNorm.
-        layers: Hidden layers of the MLP.
+        layers: Hidden layers of the MLP (0: the embedding is the flattened input, e.g. the
+            scattering features themselves; with ProtoNet that model has nothing to train and
+            serves to score the features, ``evaluations.benchmarks.init_accuracy``).
+        frontend: ``none``, or ``scatter``: a fixed 2-D scattering transform (ScatterNet; Bruna &
+            Mallat 2013, Oyallon & Mallat 2015, Tramèr & Boneh 2021) before the body, with no
+            trainable parameter, so it spends no privacy (see ``docs/scatternet.md``).
+        scatter_j: Scales J of the scattering transform (the images' height and width must be
+            multiples of 2^J; the maps are 2^J times smaller).
+        scatter_l: Orientations L of the scattering transform (1 + J L + L^2 J (J - 1) / 2
+            channels per image channel: 81 at J = 2, L = 8).
     """
 
     arch: str = "conv4"
@@ -204,6 +214,9 @@ class ModelSection:
     norm: str = "batch"
     groups: int = 8
     layers: int = 2
+    frontend: str = "none"
+    scatter_j: int = 2
+    scatter_l: int = 8
 
 
 @dataclass(frozen=True)
@@ -538,7 +551,18 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(0 < t.support_fraction < 1, "task.support_fraction", "must be in (0, 1)", t.support_fraction)
     _check(m.hidden >= 1, "model.hidden", "must be >= 1", m.hidden)
     _check(m.groups >= 1 and m.hidden % m.groups == 0, "model.groups", "must divide model.hidden", m.groups)
-    _check(m.layers >= 1, "model.layers", "must be >= 1", m.layers)
+    _check(m.layers >= 0, "model.layers", "must be >= 0 (0 = no hidden layer, MLP only)", m.layers)
+    _check(m.layers >= 1 or m.arch == "mlp", "model.layers", "0 is for arch = 'mlp' only", m.layers)
+    if m.frontend == "scatter":
+        _check(1 <= m.scatter_j <= 6, "model.scatter_j", "must be in [1, 6]", m.scatter_j)
+        _check(1 <= m.scatter_l <= 32, "model.scatter_l", "must be in [1, 32]", m.scatter_l)
+        side = {"digits": 8, "omniglot": d.image_size}.get(d.dataset)  # MedMNIST: checked at build
+        _check(
+            side is None or side % 2**m.scatter_j == 0,
+            "model.scatter_j",
+            f"the scattering transform subsamples by 2^J: the image side ({side}) must be a multiple of 2^J",
+            m.scatter_j,
+        )
     for key in ("local_steps", "meta_batch", "batch_size"):
         _check(getattr(lr, key) >= 1, f"learner.{key}", "must be >= 1", getattr(lr, key))
     for key in ("inner_steps", "test_inner_steps", "reptile_inner_batch"):
