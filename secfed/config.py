@@ -87,7 +87,11 @@ class ExperimentSection:
             :class:`~secfed.errors.MissingDependencyError` before any data is loaded or anything
             is written (loading the configuration, e.g. to report on a finished run, works
             without Ray).
-        threads: Torch threads in the server process (0 = leave torch's default).
+        threads: Torch threads of each process of the run (the server and, on the multiprocess
+            and Ray backends, each site). 0 (the default) = automatic, never torch's one thread
+            per core in every process: ``OMP_NUM_THREADS`` if set, else cores / (2 x processes
+            computing at once: the sites on multiprocess/Ray, 1 in-process), at least 1 and at
+            most 4 (see :func:`secfed.federation.backends.default_threads`; 1 on 2 cores).
     """
 
     name: str = "secfed"

@@ -37,7 +37,7 @@ from safetensors.numpy import load_file, save_file
 
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
 from secfed.errors import CheckpointError
-from secfed.federation.backends import make_backend
+from secfed.federation.backends import default_threads, make_backend
 from secfed.federation.client import ClientFactory, derive_seed
 from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
@@ -263,8 +263,9 @@ class Experiment:
         toml_text = config_to_toml(cfg)
         if not resume and (run_dir / "metrics.jsonl").exists():
             raise CheckpointError(f"{run_dir} already holds a run; use --resume or choose another --out")
-        if cfg.experiment.threads:
-            torch.set_num_threads(cfg.experiment.threads)
+        # This process's torch threads: experiment.threads, else a bounded default that honours
+        # OMP_NUM_THREADS (default_threads: 1 on 2 cores), so a shared machine is not oversubscribed.
+        torch.set_num_threads(cfg.experiment.threads or default_threads(processes=1))
         # Public, server-side pieces: held-out test data and the model architecture.
         train, test = components.load_splits(config=cfg)
         input_shape = test.input_shape
@@ -311,6 +312,7 @@ class Experiment:
                 cfg, site_state_dir=run_dir / SITE_STATE_DIR if cfg.privacy.mode != "none" else None
             ),
             num_clients=cfg.partition.num_sites,
+            threads=cfg.experiment.threads,  # 0: one per site process where cores are scarce
         )
         aggregator = components.build_server_aggregator(config=cfg)
         backend.start(site_ids=list(range(cfg.partition.num_sites)))

@@ -39,14 +39,78 @@ import multiprocessing as mp
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from secfed.errors import BackendError
 from secfed.optional import require_ray
 
-__all__ = ["Backend", "SequentialBackend", "MultiprocessBackend", "RayBackend", "make_backend"]
+__all__ = [
+    "Backend",
+    "SequentialBackend",
+    "MultiprocessBackend",
+    "RayBackend",
+    "make_backend",
+    "usable_cores",
+    "default_threads",
+    "MAX_DEFAULT_THREADS",
+]
+
+#: Upper bound of the automatic per-process torch thread count (small few-shot models gain little
+#: from more intra-op threads, and every idle-spinning thread is lost to other jobs on the machine).
+MAX_DEFAULT_THREADS = 4
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it, else ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(
+    *, processes: int, cores: int | None = None, environ: Mapping[str, str] | None = None
+) -> int:
+    """Torch threads for each of ``processes`` processes that compute at the same time.
+
+    Torch starts one intra-op thread per core in *every* process. With several processes (one per
+    site), or other jobs on a shared machine, the threads outnumber the cores and torch's OpenMP
+    threads wait on each other: the 2-core demo took 2.7 s idle and 138 s beside other jobs. The
+    default leaves room instead:
+
+    * ``OMP_NUM_THREADS`` set to a positive integer: that value (the user's choice, per process);
+    * otherwise ``cores // (2 * processes)`` clamped to ``[1, MAX_DEFAULT_THREADS]``: one thread
+      per site process whenever there are at least as many sites as cores, and in a single
+      process half the cores (1 on a 2-core machine, 4 on 8 cores or more), so one competing
+      CPU-bound job never leaves a torch thread without a core.
+
+    ``experiment.threads > 0`` overrides this for every process of a run.
+
+    Args:
+        processes: Processes that compute concurrently (``>= 1``; the sites of a multi-process
+            backend, 1 for in-process work).
+        cores: Usable cores (default :func:`usable_cores`).
+        environ: Environment to read ``OMP_NUM_THREADS`` from (default ``os.environ``).
+
+    Returns:
+        The thread count, ``>= 1``.
+
+    Raises:
+        ValueError: If ``processes`` or ``cores`` is below 1.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    env = os.environ if environ is None else environ
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp)
+    n = usable_cores() if cores is None else cores
+    if n < 1:
+        raise ValueError(f"cores must be >= 1, got {n}")
+    return max(1, min(MAX_DEFAULT_THREADS, n // (2 * processes)))
+
 
 #: Builds the client-side handler of one site: ``factory(site_id) -> handler(request) -> response``.
 ClientFactory = Callable[[int], Callable[[bytes], bytes]]
@@ -422,13 +486,17 @@ class RayBackend(Backend):
                 ray.shutdown()
 
 
-def make_backend(*, name: str, factory: ClientFactory, num_clients: int) -> Backend:
+def make_backend(*, name: str, factory: ClientFactory, num_clients: int, threads: int = 0) -> Backend:
     """Build a backend by name.
 
     Args:
         name: ``sequential``, ``multiprocess`` or ``ray``.
         factory: Site handler factory.
         num_clients: Number of sites (to size the per-client thread count).
+        threads: Torch threads of each client process or actor; 0 (the default) picks
+            :func:`default_threads` for ``num_clients`` concurrent processes (1 per site on a
+            machine with no more cores than sites). The sequential backend runs in the caller's
+            process and leaves its setting alone.
 
     Returns:
         The backend (not yet started).
@@ -437,7 +505,9 @@ def make_backend(*, name: str, factory: ClientFactory, num_clients: int) -> Back
         BackendError: For an unknown name.
         MissingDependencyError: For ``ray`` when Ray is not installed.
     """
-    threads = max(1, (os.cpu_count() or 1) // max(1, num_clients))
+    if threads < 0:
+        raise BackendError(f"threads must be >= 0, got {threads}")
+    threads = threads or default_threads(processes=max(1, num_clients))
     if name == "sequential":
         return SequentialBackend(factory=factory)
     if name == "multiprocess":
