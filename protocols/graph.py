@@ -95,10 +95,40 @@ class Graph:
         return self.neighbours(u) | {u}
 
     def induced_connected(self, members: frozenset[int] | set[int]) -> bool:
-        """Whether the subgraph induced by ``members`` is connected (breadth-first search).
+        """Whether the subgraph induced by ``members`` is connected.
+
+        In H(k, n) an edge spans at most k/2 ring positions, so the members split exactly when
+        two or more maximal cyclic runs of at least k/2 consecutive non-members separate them:
+        one O(n) walk around the ring (:meth:`induced_connected_bfs` is the generic check).
 
         Args:
             members: Nodes of the subgraph (every one must be a node of this graph).
+
+        Returns:
+            ``True`` for a connected (or empty) subgraph.
+        """
+        if self.complete or not members:
+            return True
+        half = self.k // 2
+        inside = [u in members for u in self.ring]
+        first = inside.index(True)  # start the walk just after a member: no run wraps around
+        gaps = 0
+        run = 0
+        n = len(inside)
+        for i in range(first + 1, first + n + 1):
+            if inside[i % n]:
+                if run >= half:
+                    gaps += 1
+                run = 0
+            else:
+                run += 1
+        return gaps <= 1
+
+    def induced_connected_bfs(self, members: frozenset[int] | set[int]) -> bool:
+        """:meth:`induced_connected` by breadth-first search over the neighbour sets.
+
+        Args:
+            members: Nodes of the subgraph.
 
         Returns:
             ``True`` for a connected (or empty) subgraph.
