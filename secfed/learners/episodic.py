@@ -2,7 +2,10 @@
 
 For each of ``local_steps`` outer steps: sample ``meta_batch`` tasks, back-propagate the mean of
 their meta-losses (one backward per task, so only one task's graph is alive at a time), and take
-one step of the local optimiser (Adam or SGD with ``local_lr``, state fresh every round). The
+one step of the local optimiser (Adam or SGD with ``local_lr``, state fresh every round). How a
+step's update is formed from its episodes, and where the episodes come from, are hooks
+(:mod:`secfed.learners.engine`): record-level DP runs this same loop with a per-episode clipping
+engine and a Poisson episode sampler (:mod:`secfed.dp.engines`). The
 update is ``final - initial`` parameters; BatchNorm running statistics (if any) are updated by
 every training-mode forward pass and returned in ``LocalUpdate.buffers``.
 """
@@ -20,11 +23,17 @@ from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
 from secfed.learners.common import (
     check_config,
     check_task,
-    make_optimizer,
     params_delta,
     snapshot_params,
     trainable_params,
     training_mode,
+)
+from secfed.learners.engine import (
+    EpisodeEngineFactory,
+    EpisodeSource,
+    MeanEpisodeEngine,
+    StepStats,
+    TaskSourceEpisodes,
 )
 from secfed.models.params import floating_buffers
 from secfed.tasks.base import Task, TaskSource
@@ -86,8 +95,30 @@ class EpisodicLearner(Learner):
         """
         return self.episode(model=model, params=params, buffers=buffers, task=task)[0]
 
-    def local_update(self, *, model: nn.Module, tasks: TaskSource, rng: np.random.Generator) -> LocalUpdate:
+    def local_update(
+        self,
+        *,
+        model: nn.Module,
+        tasks: TaskSource,
+        rng: np.random.Generator,
+        engine: EpisodeEngineFactory | None = None,
+        units: EpisodeSource | None = None,
+    ) -> LocalUpdate:
         """Train locally; see :meth:`Learner.local_update` and the module docstring.
+
+        Args:
+            model: The model, loaded with the global parameters (trained in place).
+            tasks: The site's task source (the default unit source draws from it).
+            rng: Public randomness for task sampling.
+            engine: How each step's update is formed from its episodes (default
+                :class:`~secfed.learners.engine.MeanEpisodeEngine`: the mean meta-loss is
+                back-propagated). Record-level DP passes a per-episode clipping engine
+                (:mod:`secfed.dp.engines`).
+            units: Where each step's episodes come from (default: ``meta_batch`` tasks from
+                ``tasks``). Record-level DP passes its Poisson episode sampler.
+
+        Returns:
+            The local update.
 
         Raises:
             DataError: If a sampled task is malformed.
@@ -97,27 +128,32 @@ class EpisodicLearner(Learner):
         params = trainable_params(model)
         initial = snapshot_params(model)
         buffers = dict(model.named_buffers())
-        optimizer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
-        total_loss, correct, queries, num_tasks, num_examples = 0.0, 0, 0, 0, 0
-        with training_mode(model, train=True):
-            for _ in range(cfg.local_steps):
-                optimizer.zero_grad(set_to_none=True)
-                for _ in range(cfg.meta_batch):
-                    task = tasks.sample(rng=rng)
-                    check_task(task=task, require_all_classes=self.needs_every_class)
-                    loss, logits = self.episode(model=model, params=dict(params), buffers=buffers, task=task)
-                    (loss / cfg.meta_batch).backward()
-                    total_loss += float(loss.detach().item())
-                    correct += int((logits.detach().argmax(dim=-1) == task.query_y).sum().item())
-                    queries += int(task.query_y.shape[0])
-                    num_tasks += 1
-                    num_examples += task.num_examples
-                optimizer.step()
+        source = units if units is not None else TaskSourceEpisodes(tasks=tasks, meta_batch=cfg.meta_batch)
+        build = engine if engine is not None else MeanEpisodeEngine
+        stepper = build(model=model, params=params, optimizer=cfg.local_optimizer, lr=cfg.local_lr)
+
+        def loss_fn(
+            prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.episode(model=model, params=prm, buffers=buf, task=task)
+
+        stats = StepStats()
+        num_examples = 0
+        try:
+            with training_mode(model, train=True):
+                for _ in range(cfg.local_steps):
+                    step_tasks = source.step_tasks(rng=rng)
+                    for task in step_tasks:
+                        check_task(task=task, require_all_classes=self.needs_every_class)
+                        num_examples += task.num_examples
+                    stats.add(stepper.step(tasks=step_tasks, loss_fn=loss_fn, params=params, buffers=buffers))
+        finally:
+            stepper.finish()
         return LocalUpdate(
             delta=params_delta(model=model, initial=initial),
-            train_loss=total_loss / num_tasks,
-            num_tasks=num_tasks,
+            train_loss=stats.loss_sum / stats.units if stats.units else float("nan"),
+            num_tasks=stats.units,
             num_examples=num_examples,
             buffers=floating_buffers(model=model),
-            extra={"train_accuracy": correct / max(queries, 1)},
+            extra={"train_accuracy": stats.correct / max(stats.predictions, 1)},
         )

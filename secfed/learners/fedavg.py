@@ -33,12 +33,18 @@ from secfed.learners.common import (
     check_config,
     check_support_query,
     check_task,
-    head_logits,
     make_optimizer,
     params_delta,
     snapshot_params,
     trainable_params,
     training_mode,
+)
+from secfed.learners.engine import (
+    MeanRecordEngine,
+    RecordBatch,
+    RecordEngineFactory,
+    StepStats,
+    cross_entropy_records,
 )
 from secfed.models.params import floating_buffers
 from secfed.tasks.base import TaskSource
@@ -138,14 +144,24 @@ class FedAvgLearner(Learner):
         super().__init__(config=config)
 
     def local_update(
-        self, *, model: nn.Module, tasks: TaskSource | SupervisedBatchSource, rng: np.random.Generator
+        self,
+        *,
+        model: nn.Module,
+        tasks: TaskSource | SupervisedBatchSource,
+        rng: np.random.Generator,
+        engine: RecordEngineFactory | None = None,
     ) -> LocalUpdate:
         """Supervised local training from a :class:`SupervisedBatchSource` (preferred) or tasks.
 
         Args:
             model: The model with a ``num_classes``-way head, loaded with the global parameters.
-            tasks: The site's supervised batch source, or its task source (fallback).
+            tasks: The site's supervised batch source, or its task source (fallback). Record-level
+                DP passes a Poisson batch source over the site's records.
             rng: Source of randomness for sampling.
+            engine: How each local step's update is formed from its records (default
+                :class:`~secfed.learners.engine.MeanRecordEngine`: the mean loss is
+                back-propagated). Record-level DP passes a per-record DP-SGD engine
+                (:mod:`secfed.dp.engines`).
 
         Returns:
             The local update (``num_tasks`` counts batches or tasks; ``num_examples`` records).
@@ -162,59 +178,54 @@ class FedAvgLearner(Learner):
         cfg = self.config
         params = trainable_params(model)
         initial = snapshot_params(model)
-        optimizer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
-        loss_sum, correct, seen, num_tasks = 0.0, 0, 0, 0
+        build = engine if engine is not None else MeanRecordEngine
+        stats = StepStats()
+        num_tasks, step_loss = 0, 0.0
         with training_mode(model, train=True):
-            for _ in range(cfg.local_steps):
-                # Each entry: (inputs, labels, n_way or None for global labels).
-                batches: list[tuple[torch.Tensor, torch.Tensor, int | None]] = []
-                if isinstance(tasks, SupervisedBatchSource):
-                    x, y = tasks.sample_batch(rng=rng, batch_size=cfg.batch_size)
-                    self._check_batch(x=x, y=y)
-                    batches.append((x, y, None))
-                else:
-                    for _ in range(cfg.meta_batch):
-                        task = tasks.sample(rng=rng)
-                        check_task(task=task, require_all_classes=self.needs_every_class)
-                        x = torch.cat([task.support_x, task.query_x], dim=0)
-                        y = torch.cat([task.support_y, task.query_y], dim=0)
-                        batches.append((x, y, task.n_way))
-                num_tasks += len(batches)
-                optimizer.zero_grad(set_to_none=True)
-                for x, y, n_way in batches:
-                    loss, c = self._batch_loss(model=model, x=x, y=y, n_way=n_way)
-                    (loss / len(batches)).backward()
-                    loss_sum += float(loss.detach().item()) / len(batches)
-                    correct, seen = correct + c, seen + int(y.shape[0])
-                optimizer.step()
+            stepper = build(model=model, params=params, optimizer=cfg.local_optimizer, lr=cfg.local_lr)
+            try:
+                for _ in range(cfg.local_steps):
+                    batches: list[RecordBatch] = []
+                    if isinstance(tasks, SupervisedBatchSource):
+                        x, y = tasks.sample_batch(rng=rng, batch_size=cfg.batch_size)
+                        self._check_batch(x=x, y=y)
+                        batches.append(RecordBatch(x=x, y=y, n_way=None))
+                    else:
+                        for _ in range(cfg.meta_batch):
+                            task = tasks.sample(rng=rng)
+                            check_task(task=task, require_all_classes=self.needs_every_class)
+                            x = torch.cat([task.support_x, task.query_x], dim=0)
+                            y = torch.cat([task.support_y, task.query_y], dim=0)
+                            batches.append(RecordBatch(x=x, y=y, n_way=task.n_way))
+                    num_tasks += len(batches)
+                    step = stepper.step(batches=batches, loss_fn=self._record_losses)
+                    step_loss += step.loss_sum / max(step.units, 1)
+                    stats.add(step)
+            finally:
+                stepper.finish()
         return LocalUpdate(
             delta=params_delta(model=model, initial=initial),
-            train_loss=loss_sum / cfg.local_steps,
+            train_loss=step_loss / cfg.local_steps,
             num_tasks=num_tasks,
-            num_examples=seen,
+            num_examples=stats.predictions,
             buffers=floating_buffers(model=model),
-            extra={"train_accuracy": correct / max(seen, 1)},
+            extra={"train_accuracy": stats.correct / max(stats.predictions, 1)},
         )
 
     @staticmethod
-    def _batch_loss(
-        *, model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_way: int | None
-    ) -> tuple[torch.Tensor, int]:
-        """Cross-entropy of one batch (global labels if ``n_way`` is None) and its correct count."""
-        outputs = model(x)
+    def _record_losses(
+        outputs: torch.Tensor, y: torch.Tensor, n_way: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-record cross-entropy (global labels if ``n_way`` is None) and the logits."""
         if outputs.ndim != 2:
             raise ConfigError(
                 f"FedAvg needs a model with a classification head, got outputs {tuple(outputs.shape)}"
             )
-        if n_way is None:
+        if n_way is None and y.numel() > 0:
             top = int(y.max().item())
             if top >= outputs.shape[-1]:
                 raise DataError(f"batch label {top} is outside the model head's {outputs.shape[-1]} classes")
-            logits = outputs
-        else:
-            logits = head_logits(outputs=outputs, n_way=n_way)
-        loss = F.cross_entropy(logits, y)
-        return loss, int((logits.detach().argmax(dim=-1) == y).sum().item())
+        return cross_entropy_records(outputs, y, n_way)
 
     @staticmethod
     def _check_batch(*, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -224,12 +235,13 @@ class FedAvgLearner(Learner):
             raise DataError(
                 f"batch x must be a floating tensor (B, *input_shape), got {x.dtype} {tuple(x.shape)}"
             )
-        if y.dtype != torch.int64 or y.ndim != 1 or y.shape[0] != x.shape[0] or y.numel() == 0:
+        if y.dtype != torch.int64 or y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise DataError(
-                f"batch y must be a non-empty int64 (B,) tensor matching x's {x.shape[0]} records, "
+                f"batch y must be an int64 (B,) tensor matching x's {x.shape[0]} records, "
                 f"got {y.dtype} {tuple(y.shape)}"
             )
-        if int(y.min().item()) < 0:
+        # An empty batch is refused by the plain engine; a DP engine takes a noise-only step.
+        if y.numel() > 0 and int(y.min().item()) < 0:
             raise DataError(f"batch labels must be >= 0, got {int(y.min().item())}")
 
     def predict(

@@ -17,6 +17,12 @@ With ``head_init="zero"`` the copy's linear head is set to zero before every tas
 test time; Kao, Chiu & Chen 2022): the head's difference is not applied, so only the body is
 meta-learned and training episodes may have more ways than test episodes.
 
+The inner loop is a hook (:class:`InnerTrainer`, default :class:`TaskFineTune`); everything else
+(task sampling, resetting the copy, the head zeroing, the differences, the outer step, the
+buffers) is this module's loop whatever the inner trainer. Record-level DP
+(:mod:`secfed.dp.engines`) passes a per-record DP-SGD inner trainer and a source of public class
+sets, so DP Reptile is this same loop (and zeroes the head exactly as above).
+
 Test time: fine-tune a copy of the model (training mode: transductive batch norm, see
 :meth:`Reptile.predict`) on the support set for ``test_inner_steps`` steps of the inner optimiser
 with ``test_inner_lr``, then return the query logits (first ``n_way`` outputs; build the model with
@@ -26,11 +32,11 @@ with ``test_inner_lr``, then return the query logits (first ``n_way`` outputs; b
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from secfed.errors import ConfigError
@@ -47,10 +53,17 @@ from secfed.learners.common import (
     trainable_params,
     training_mode,
 )
+from secfed.learners.engine import (
+    MeanRecordEngine,
+    RecordBatch,
+    StepStats,
+    cross_entropy_records,
+    run_record_steps,
+)
 from secfed.models.params import floating_buffers
 from secfed.tasks.base import TaskSource
 
-__all__ = ["Reptile", "fine_tune"]
+__all__ = ["InnerTrainer", "Reptile", "TaskFineTune", "fine_tune"]
 
 
 def _batches(*, n: int, batch: int, steps: int, rng: np.random.Generator) -> list[np.ndarray | None]:
@@ -79,7 +92,7 @@ def fine_tune(
     optimizer: str,
     batches: list[np.ndarray | None] | None = None,
 ) -> tuple[float, int, int]:
-    """Train ``model`` in place with cross-entropy on ``(x, y)``.
+    """Train ``model`` in place with cross-entropy on ``(x, y)`` (the plain record engine).
 
     Args:
         model: Model to train (its current train/eval mode is used).
@@ -94,20 +107,77 @@ def fine_tune(
     Returns:
         ``(sum of pre-step losses, correct predictions, predictions)`` over the steps.
     """
-    opt = make_optimizer(name=optimizer, params=trainable_params(model).values(), lr=lr)
-    loss_sum, correct, seen = 0.0, 0, 0
-    for step in range(steps):
+    engine = MeanRecordEngine(model=model, params=trainable_params(model), optimizer=optimizer, lr=lr)
+
+    def draw(step: int) -> RecordBatch:
         idx = None if batches is None else batches[step]
-        xb, yb = (x, y) if idx is None else (x[torch.from_numpy(idx)], y[torch.from_numpy(idx)])
-        opt.zero_grad(set_to_none=True)
-        logits = head_logits(outputs=model(xb), n_way=n_way)
-        loss = F.cross_entropy(logits, yb)
-        loss.backward()
-        opt.step()
-        loss_sum += float(loss.detach().item())
-        correct += int((logits.detach().argmax(dim=-1) == yb).sum().item())
-        seen += int(yb.shape[0])
-    return loss_sum, correct, seen
+        if idx is None:
+            return RecordBatch(x=x, y=y, n_way=n_way)
+        index = torch.from_numpy(idx)
+        return RecordBatch(x=x[index], y=y[index], n_way=n_way)
+
+    stats = run_record_steps(engine=engine, draw=draw, steps=steps, loss_fn=cross_entropy_records)
+    return stats.loss_sum, stats.correct, stats.predictions
+
+
+class InnerTrainer(Protocol):
+    """Reptile's inner loop on one task: trains a copy of the model in place.
+
+    The default, :class:`TaskFineTune`, is :func:`fine_tune` on the task's records. Record-level DP
+    (:mod:`secfed.dp.engines`) passes an inner trainer that runs the same record loop
+    (:func:`~secfed.learners.engine.run_record_steps`) with a per-record DP-SGD engine on
+    Poisson-sampled records of the task's classes.
+    """
+
+    def __call__(
+        self, *, model: nn.Module, task: Any, steps: int, lr: float, optimizer: str, rng: np.random.Generator
+    ) -> tuple[StepStats, int]:
+        """Train ``model`` on ``task``.
+
+        Args:
+            model: The working copy (reset to the current parameters, head zeroed if configured).
+            task: What the task source produced.
+            steps: Inner steps (``inner_steps``).
+            lr: Inner learning rate.
+            optimizer: Inner optimiser name (fresh state per task).
+            rng: The learner's generator (public randomness).
+
+        Returns:
+            ``(diagnostics, records touched)``.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class TaskFineTune:
+    """The default inner trainer: :func:`fine_tune` on a task's support and query records.
+
+    Attributes:
+        batch: Records per inner step (``reptile_inner_batch``; 0 = the whole task), drawn without
+            replacement from a random permutation.
+        require_all_classes: Passed to :func:`~secfed.learners.common.check_task`.
+    """
+
+    batch: int
+    require_all_classes: bool = False
+
+    def __call__(
+        self, *, model: nn.Module, task: Any, steps: int, lr: float, optimizer: str, rng: np.random.Generator
+    ) -> tuple[StepStats, int]:
+        """See :class:`InnerTrainer`.
+
+        Raises:
+            DataError: If ``task`` is not a well-formed :class:`~secfed.tasks.base.Task`.
+        """
+        check_task(task=task, require_all_classes=self.require_all_classes)
+        x = torch.cat([task.support_x, task.query_x], dim=0)
+        y = torch.cat([task.support_y, task.query_y], dim=0)
+        batches = _batches(n=int(y.shape[0]), batch=self.batch, steps=steps, rng=rng)
+        loss_sum, correct, seen = fine_tune(
+            model=model, x=x, y=y, n_way=task.n_way, steps=steps, lr=lr, optimizer=optimizer, batches=batches
+        )
+        stats = StepStats(loss_sum=loss_sum, units=steps, correct=correct, predictions=seen, steps=steps)
+        return stats, int(task.num_examples)
 
 
 class Reptile(Learner):
@@ -135,17 +205,41 @@ class Reptile(Learner):
             )
         super().__init__(config=config)
 
-    def local_update(self, *, model: nn.Module, tasks: TaskSource, rng: np.random.Generator) -> LocalUpdate:
+    def local_update(
+        self,
+        *,
+        model: nn.Module,
+        tasks: TaskSource,
+        rng: np.random.Generator,
+        inner: InnerTrainer | None = None,
+    ) -> LocalUpdate:
         """Reptile local training; see the module docstring.
 
         ``train_loss`` is the mean inner-step loss (before each step) and ``train_accuracy`` the
         accuracy of those inner-step predictions.
+
+        Args:
+            model: The model, loaded with the global parameters (trained in place).
+            tasks: Anything with ``sample(*, rng)``: the site's task source, or (record-level DP)
+                a source of public class sets that ``inner`` understands.
+            rng: Public randomness for task sampling.
+            inner: The inner loop on one task (default :class:`TaskFineTune`). The head zeroing,
+                the parameter differences, the outer step and the buffers stay here whatever
+                the inner trainer.
+
+        Returns:
+            The local update.
 
         Raises:
             DataError: If a sampled task is malformed.
             ConfigError: If the model's outputs do not fit the tasks.
         """
         cfg = self.config
+        train_task = (
+            inner
+            if inner is not None
+            else TaskFineTune(batch=cfg.reptile_inner_batch, require_all_classes=self.needs_every_class)
+        )
         params = trainable_params(model)
         initial = snapshot_params(model)
         outer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
@@ -154,13 +248,13 @@ class Reptile(Learner):
         work_buffers = dict(work.named_buffers())
         buffers = dict(model.named_buffers())
         zeroed = head_names(model) if cfg.head_init == "zero" else ()
-        loss_sum, correct, seen, inner_steps, num_tasks, num_examples = 0.0, 0, 0, 0, 0, 0
+        stats = StepStats()
+        num_tasks, num_examples = 0, 0
         with training_mode(model, train=True), training_mode(work, train=True):
             for _ in range(cfg.local_steps):
                 mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
                 for _ in range(cfg.meta_batch):
                     task = tasks.sample(rng=rng)
-                    check_task(task=task, require_all_classes=self.needs_every_class)
                     with torch.no_grad():
                         for name, p in params.items():
                             work_params[name].copy_(p)
@@ -168,27 +262,15 @@ class Reptile(Learner):
                             work_buffers[name].copy_(b)
                         for name in zeroed:
                             work_params[name].zero_()
-                    x = torch.cat([task.support_x, task.query_x], dim=0)
-                    y = torch.cat([task.support_y, task.query_y], dim=0)
-                    batches = _batches(
-                        n=int(y.shape[0]), batch=cfg.reptile_inner_batch, steps=cfg.inner_steps, rng=rng
-                    )
-                    ls, c, s = fine_tune(
+                    task_stats, examples = train_task(
                         model=work,
-                        x=x,
-                        y=y,
-                        n_way=task.n_way,
+                        task=task,
                         steps=cfg.inner_steps,
                         lr=cfg.inner_lr,
                         optimizer=cfg.inner_optimizer,
-                        batches=batches,
+                        rng=rng,
                     )
-                    loss_sum, correct, seen, inner_steps = (
-                        loss_sum + ls,
-                        correct + c,
-                        seen + s,
-                        inner_steps + cfg.inner_steps,
-                    )
+                    stats.add(task_stats)
                     with torch.no_grad():
                         for name, p in params.items():
                             if name not in zeroed:
@@ -197,7 +279,7 @@ class Reptile(Learner):
                         for name, b in buffers.items():
                             b.copy_(work_buffers[name])
                     num_tasks += 1
-                    num_examples += task.num_examples
+                    num_examples += examples
                 outer.zero_grad(set_to_none=True)
                 for name, p in params.items():
                     p.grad = -mean_diff[name]
@@ -205,11 +287,11 @@ class Reptile(Learner):
                 outer.zero_grad(set_to_none=True)
         return LocalUpdate(
             delta=params_delta(model=model, initial=initial),
-            train_loss=loss_sum / max(inner_steps, 1),
+            train_loss=stats.loss_sum / max(stats.steps, 1),
             num_tasks=num_tasks,
             num_examples=num_examples,
             buffers=floating_buffers(model=model),
-            extra={"train_accuracy": correct / max(seen, 1)},
+            extra={"train_accuracy": stats.correct / max(stats.predictions, 1)},
         )
 
     def predict(
