@@ -1,0 +1,191 @@
+"""White-box one-run audit (issue 21): every privacy mode, from the auditor's view (released sums only).
+
+Negative controls inject the bugs an audit exists to catch into the real mechanisms (noise cut 2x
+and 4x, clipping disabled, one canary moving two units = sensitivity understated 2x); each must be
+detected (a bound above the accountant's epsilon) at fixed seeds, in every mode. The positive
+control: the honest mechanisms stay below the accountant's epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from attacks.audit import one_run_audit
+from attacks.audit_harness import gaussian_epsilon
+from attacks.errors import AttackConfigError, AttackInputError
+from attacks.fdp import (
+    gdp_audit,
+    gdp_ceiling,
+    gdp_delta,
+    gdp_epsilon,
+    gdp_mu_from_rates,
+    one_run_gdp_audit,
+    one_run_gdp_p_value,
+)
+from attacks.whitebox_audit import WhiteBoxAuditConfig, accountant_epsilon, run_whitebox_audit
+from privacy.noise import fixed_noise_source
+
+MODES = ("record", "episode", "client", "distributed")
+Z = 1.0  # accountant epsilon about 4.8 for one release at delta 1e-5 (RDP)
+BUGS = {
+    "noise_cut_2x": {"noise_factor": 0.5},
+    "noise_cut_4x": {"noise_factor": 0.25},
+    "clipping_disabled": {"clip_factor": 1e3},
+    "sensitivity_understated_2x": {"group_size": 2},
+}
+
+
+def _audit(mode: str, seed: int = 3, **bug: float) -> dict:
+    cfg = WhiteBoxAuditConfig(
+        mode=mode,
+        noise_multiplier=Z,
+        num_canaries=1000,
+        dim=1024,
+        background=8,
+        reference_runs=0,
+        seed=seed,
+        **bug,
+    )
+    with fixed_noise_source(seed=seed):
+        return run_whitebox_audit(config=cfg).to_dict()
+
+
+# ---------------------------------------------------------------- pure math
+
+
+def test_gdp_delta_matches_analytic_gaussian() -> None:
+    for mu in (0.5, 1.0, 2.0):
+        eps = gdp_epsilon(mu=mu, delta=1e-5)
+        assert eps == pytest.approx(gaussian_epsilon(mu=mu, delta=1e-5), rel=1e-6)
+        assert gdp_delta(epsilon=eps, mu=mu) == pytest.approx(1e-5, rel=1e-3)
+    assert gdp_epsilon(mu=0.0, delta=1e-5) == 0.0
+    assert gdp_mu_from_rates(fpr=0.5, fnr=0.5) == 0.0
+    assert gdp_mu_from_rates(fpr=0.1587, fnr=0.5) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(AttackInputError):
+        gdp_mu_from_rates(fpr=1.5, fnr=0.1)
+    with pytest.raises(AttackConfigError):
+        gdp_epsilon(mu=1.0, delta=0.0)
+
+
+def test_gdp_bound_is_sound_and_sharp_on_a_known_gaussian() -> None:
+    rng = np.random.default_rng(0)
+    m = 4000
+    for mu in (0.5, 1.0, 2.0):
+        bounds = []
+        for _ in range(20):
+            inc = rng.random(m) < 0.5
+            s = inc * mu + rng.standard_normal(m)
+            bounds.append(gdp_audit(scores=s, included=inc, delta=1e-5).mu)
+        # sound: at 95 % confidence, at most a few of 20 runs may exceed the truth
+        assert sum(b > mu for b in bounds) <= 3
+        assert np.median(bounds) > 0.7 * mu  # sharp
+
+
+def test_ceilings_bound_achieved_and_perfect_guesses_reach_them() -> None:
+    rng = np.random.default_rng(1)
+    inc = rng.random(1000) < 0.5
+    c = gdp_ceiling(included=inc, delta=1e-5)
+    assert gdp_audit(scores=inc.astype(float), included=inc, delta=1e-5).mu == c.mu
+    s = inc * 1.5 + rng.standard_normal(1000)
+    assert gdp_audit(scores=s, included=inc, delta=1e-5).mu <= c.mu
+    perfect = one_run_audit(scores=inc.astype(float), included=inc, delta=1e-5).epsilon
+    assert one_run_audit(scores=s, included=inc, delta=1e-5).epsilon <= perfect
+
+
+def test_one_run_gdp_is_valid_and_monotone() -> None:
+    # p-value rises with mu (a larger mu is harder to refute)
+    ps = [
+        one_run_gdp_p_value(mu=mu, num_canaries=1000, num_guesses=100, num_correct=98)
+        for mu in (0.5, 1.0, 2.0, 4.0)
+    ]
+    assert ps == sorted(ps)
+    rng = np.random.default_rng(2)
+    inc = rng.random(1000) < 0.5
+    s = inc * 1.0 + rng.standard_normal(1000)
+    b = one_run_gdp_audit(scores=s, included=inc, delta=1e-5)
+    assert 0.0 <= b.mu <= 1.0  # proven bound below the truth
+
+
+# ---------------------------------------------------------------- the audit, every mode
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_honest_mechanism_stays_below_the_accountant(mode: str) -> None:
+    doc = _audit(mode)
+    acc = doc["accountant_epsilon"]
+    assert acc == pytest.approx(
+        accountant_epsilon(
+            config=WhiteBoxAuditConfig(
+                mode=mode, noise_multiplier=Z, num_canaries=1000, dim=1024, background=8
+            )
+        )
+    )
+    assert doc["one_run"]["epsilon"] <= acc
+    assert doc["gdp"]["epsilon"] <= acc
+    assert doc["gdp"]["mu"] <= 1 / Z * 1.25  # near the true mu = 1/z, not above it by much
+    assert not doc["violation"]
+    assert doc["one_run"]["epsilon"] <= doc["one_run"]["ceiling"]
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+@pytest.mark.parametrize("mode", MODES)
+def test_injected_bug_is_detected(mode: str, bug: str) -> None:
+    doc = _audit(mode, **BUGS[bug])
+    assert doc["violation"], (
+        mode,
+        bug,
+        doc["one_run"]["epsilon"],
+        doc["gdp"]["epsilon"],
+        doc["accountant_epsilon"],
+    )
+    assert "VIOLATION" in doc["statement"]
+
+
+def test_no_dp_reaches_the_ceiling() -> None:
+    # the old audit gave 0.00 on a run without DP; the white-box canaries show full leakage
+    doc = _audit("none")
+    assert doc["accountant_epsilon"] is None
+    assert doc["one_run"]["epsilon"] == pytest.approx(doc["one_run"]["ceiling"])
+    assert doc["gdp"]["mu"] == pytest.approx(doc["gdp"]["ceiling_mu"])
+
+
+def test_low_ceiling_is_stated() -> None:
+    # at accountant epsilon ~ 24 the 200-canary ceiling is far lower: the report must say so
+    cfg = WhiteBoxAuditConfig(
+        mode="client", noise_multiplier=0.25, num_canaries=200, dim=256, reference_runs=0
+    )
+    with fixed_noise_source(seed=0):
+        doc = run_whitebox_audit(config=cfg).to_dict()
+    assert "cannot detect leakage below" in doc["statement"]
+    assert doc["one_run"]["ceiling"] < doc["accountant_epsilon"]
+
+
+def test_subsampled_multi_step_record_audit_is_sound() -> None:
+    cfg = WhiteBoxAuditConfig(
+        mode="record",
+        noise_multiplier=1.0,
+        sample_rate=0.5,
+        steps=4,
+        num_canaries=500,
+        dim=512,
+        reference_runs=0,
+    )
+    with fixed_noise_source(seed=4):
+        doc = run_whitebox_audit(config=cfg).to_dict()
+    assert 0 < doc["gdp"]["epsilon"] <= doc["accountant_epsilon"]
+    assert not doc["violation"]
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(AttackConfigError):
+        WhiteBoxAuditConfig(mode="bogus")
+    with pytest.raises(AttackConfigError):
+        WhiteBoxAuditConfig(num_canaries=100, dim=50)
+    with pytest.raises(AttackConfigError):
+        WhiteBoxAuditConfig(mode="record", noise_multiplier=0.0)
+    with pytest.raises(AttackConfigError):
+        run_whitebox_audit(config="record")  # type: ignore[arg-type]
+    assert math.isinf(accountant_epsilon(config=WhiteBoxAuditConfig(mode="none", noise_multiplier=0.0)))
