@@ -10,6 +10,9 @@ Results land in ``RUN_DIR/attacks/``:
   models trained by the run's own pipeline;
 * ``audit``: ``audit.json`` (:mod:`attacks.secfed_audit`) — canary audit: empirical ε lower bounds
   (one run; Clopper–Pearson) beside the accountant's ε.
+* ``whitebox-audit``: ``whitebox_audit.json`` (:mod:`attacks.secfed_whitebox`) — white-box one-run
+  audit of the run's DP mechanism with gradient canaries (ε-DP and GDP bounds, their ceilings,
+  the accountant's ε).
 
 Typical use::
 
@@ -20,6 +23,7 @@ Typical use::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +34,28 @@ from attacks.secfed_adapter import RunDirError, load_run
 __all__ = ["ATTACKS", "AttackOptions", "RunDirError", "run_attack"]
 
 #: Attacks :func:`run_attack` knows, and the result file each writes.
-ATTACKS: dict[str, str] = {"inversion": "inversion.json", "mia": "mia.json", "audit": "audit.json"}
+ATTACKS: dict[str, str] = {
+    "inversion": "inversion.json",
+    "mia": "mia.json",
+    "audit": "audit.json",
+    "whitebox-audit": "whitebox_audit.json",
+}
 
 
-def run_attack(*, run_dir: Path | str, attack: str, options: AttackOptions | None = None) -> dict[str, Any]:
+def run_attack(
+    *,
+    run_dir: Path | str,
+    attack: str,
+    options: AttackOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run one attack against a finished (or checkpointed) run and write its results.
 
     Args:
         run_dir: A run directory written by :class:`secfed.experiment.Experiment`.
-        attack: ``"inversion"``, ``"mia"`` or ``"audit"``.
+        attack: ``"inversion"``, ``"mia"``, ``"audit"`` or ``"whitebox-audit"``.
         options: Attack options (defaults: :class:`AttackOptions`).
+        progress: Called with a line of progress text (``whitebox-audit`` only).
 
     Returns:
         The JSON document written to ``RUN_DIR/attacks/<attack>.json`` (its ``files`` entry lists
@@ -66,8 +82,12 @@ def run_attack(*, run_dir: Path | str, attack: str, options: AttackOptions | Non
         from attacks.secfed_mia import run_mia_attack
 
         doc = run_mia_attack(run=run, options=opts, out_dir=out_dir)
-    else:
+    elif attack == "audit":
         from attacks.secfed_audit import run_audit_attack
 
         doc = run_audit_attack(run=run, options=opts, out_dir=out_dir)
+    else:
+        from attacks.secfed_whitebox import run_whitebox_audit_attack
+
+        doc = run_whitebox_audit_attack(run=run, options=opts, out_dir=out_dir, progress=progress)
     return doc

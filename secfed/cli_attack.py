@@ -2,7 +2,7 @@
 
 Command::
 
-    secfed attack RUN_DIR --attack inversion|mia|audit [--references N] [--iterations N]
+    secfed attack RUN_DIR --attack inversion|mia|audit|whitebox-audit [--references N] [--iterations N]
                   [--canaries M] [--rounds R] [--site S] [--seed S] [--json]
 
 Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key metrics and the
@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["register"]
 
-_ATTACKS = ("inversion", "mia", "audit")
+_ATTACKS = ("inversion", "mia", "audit", "whitebox-audit")
 
 
 def _int(minimum: int) -> Any:
@@ -94,6 +94,30 @@ def _audit_lines(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _whitebox_lines(doc: dict[str, Any]) -> list[str]:
+    cfg = doc["config"]
+    acc = doc["accountant_epsilon"]
+    one, gdp, ideal = doc["one_run"], doc["gdp"], doc.get("idealised_gaussian") or {}
+    lines = [
+        f"white-box one-run audit ({cfg['mode']} mechanism of a {doc['privacy_mode']} run, "
+        f"{cfg['num_canaries']} canaries, {cfg['steps']} steps, z = {cfg['noise_multiplier']:g}, "
+        f"C = {cfg['max_grad_norm']:g}, q = {cfg['sample_rate']:g}, delta = {cfg['delta']:g}):",
+        f"  accountant epsilon       {_fmt(acc) if acc is not None else 'inf (no DP)'}"
+        f"  (run's summary: {_fmt(doc.get('run_epsilon'))})",
+        f"  one-run eps-DP bound     {_fmt(one['epsilon'])}  ceiling {_fmt(one['ceiling'])}"
+        f"  (confidence {one['confidence']:.2f}, proven in one run)",
+        f"  GDP bound                mu {_fmt(gdp['mu'])} -> epsilon {_fmt(gdp['epsilon'])}"
+        f"  ceiling {_fmt(gdp['ceiling_epsilon'])}",
+    ]
+    if ideal:
+        lines.append(
+            f"  idealised Gaussian       eps-DP {_fmt(ideal['one_run_epsilon_median'])}, "
+            f"GDP epsilon {_fmt(ideal['gdp_epsilon_median'])} (median of {ideal['runs']})"
+        )
+    lines.append(f"  {doc['statement']}")
+    return lines
+
+
 def _cmd_attack(args: argparse.Namespace) -> int:
     runner = importlib.import_module("attacks.runner")
     errors = importlib.import_module("attacks.errors")
@@ -112,14 +136,25 @@ def _cmd_attack(args: argparse.Namespace) -> int:
                 if v is not None
             }
         )
-        doc = runner.run_attack(run_dir=args.run_dir, attack=args.attack, options=options)
+        progress = None
+        if args.attack == "whitebox-audit":
+
+            def progress(line: str) -> None:
+                print(f"[whitebox-audit] {line}", file=sys.stderr, flush=True)
+
+        doc = runner.run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
     except errors.AttackError as exc:
         print(f"secfed: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0
-    lines = {"inversion": _inversion_lines, "mia": _mia_lines, "audit": _audit_lines}[args.attack](doc)
+    lines = {
+        "inversion": _inversion_lines,
+        "mia": _mia_lines,
+        "audit": _audit_lines,
+        "whitebox-audit": _whitebox_lines,
+    }[args.attack](doc)
     lines += [f"wrote {path}" for path in doc.get("files", {}).values()]
     print("\n".join(lines))
     return 0
@@ -133,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """
     p = subparsers.add_parser(
         "attack",
-        help="run a privacy attack (inversion, mia, audit) against a run directory",
+        help="run a privacy attack (inversion, mia, audit, whitebox-audit) against a run directory",
         description="Attack a finished run as an honest-but-curious server; results go to RUN_DIR/attacks/.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `secfed run`")
@@ -142,7 +177,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--references", type=_int(2), metavar="N", help="MIA reference models per target (default 6)"
     )
     p.add_argument("--iterations", type=_int(1), metavar="N", help="inversion iterations (default 300)")
-    p.add_argument("--canaries", type=_int(2), metavar="M", help="audit canaries (default 200)")
+    p.add_argument(
+        "--canaries", type=_int(2), metavar="M", help="audit canaries (default 200; whitebox-audit 2000)"
+    )
     p.add_argument(
         "--rounds", type=_int(1), metavar="R", help="rounds of replica/audit runs (default: the run's)"
     )

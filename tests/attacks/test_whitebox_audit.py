@@ -8,7 +8,10 @@ control: the honest mechanisms stay below the accountant's epsilon.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,3 +192,59 @@ def test_config_is_checked() -> None:
     with pytest.raises(AttackConfigError):
         run_whitebox_audit(config="record")  # type: ignore[arg-type]
     assert math.isinf(accountant_epsilon(config=WhiteBoxAuditConfig(mode="none", noise_multiplier=0.0)))
+
+
+# ------------------------------------------------------ wiring: secfed attack --attack whitebox-audit
+
+
+def _tiny_run(root: Path, privacy: dict[str, Any]) -> Path:
+    from secfed.config import config_from_dict
+    from secfed.experiment import Experiment
+
+    raw: dict[str, dict[str, Any]] = {
+        "experiment": {"rounds": 2, "eval_every": 0, "final_eval_episodes": 5, "seed": 3},
+        "data": {"dataset": "digits", "rotations": True},
+        "partition": {"scheme": "class_disjoint", "num_sites": 4},
+        "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
+        "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
+        "learner": {"name": "protonet", "local_steps": 2},
+        "privacy": privacy,
+    }
+    out = root / "run"
+    Experiment(config=config_from_dict(raw, base_dir=Path(__file__).resolve().parents[2])).run(
+        out_dir=out, progress=False
+    )
+    return out
+
+
+def test_cli_audits_the_runs_own_mechanism(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from secfed.cli import main
+
+    run_dir = _tiny_run(tmp_path, {"mode": "record", "noise_multiplier": 0.8, "sample_rate": 0.5})
+    rc = main(["attack", str(run_dir), "--attack", "whitebox-audit", "--canaries", "300"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "[whitebox-audit] per-episode DP-SGD step 4/4" in captured.err  # progress
+    assert "ceiling" in captured.out and "accountant epsilon" in captured.out
+    doc = json.loads((run_dir / "attacks" / "whitebox_audit.json").read_text())
+    cfg = doc["config"]
+    # the run's own configuration: episodic learner -> per-episode mechanism, z, C, q, rounds x local steps
+    assert (cfg["mode"], cfg["noise_multiplier"], cfg["sample_rate"], cfg["steps"]) == (
+        "episode",
+        0.8,
+        0.5,
+        4,
+    )
+    assert cfg["num_canaries"] == 300
+    assert doc["accountant_epsilon"] == pytest.approx(accountant_epsilon(config=WhiteBoxAuditConfig(**cfg)))
+    assert not doc["violation"]
+
+
+def test_cli_without_dp_shows_full_leakage(tmp_path: Path) -> None:
+    from attacks.runner import run_attack
+
+    run_dir = _tiny_run(tmp_path, {"mode": "none"})
+    doc = run_attack(run_dir=run_dir, attack="whitebox-audit")
+    assert doc["config"]["mode"] == "none"
+    assert doc["one_run"]["epsilon"] == pytest.approx(doc["one_run"]["ceiling"])
+    assert doc["one_run"]["epsilon"] > 4.0  # the black-box audit reported 0.00 on such a run
