@@ -9,19 +9,23 @@ produces it (the attacker never calls these functions; they simulate the client)
   the public ``privacy.expected_batch`` (Abadi et al. 2016; :class:`privacy.dpsgd.PerSampleDPSGD`);
   a multi-step update replays those noisy steps;
 * record-level DP, episodic learners (ProtoNet, MAML, FOMAML): the episode's whole meta-gradient
-  is clipped to ``C`` and ``N(0, (2zC)^2 I)`` is added (:class:`privacy.episodic.EpisodicDPSGD`);
+  is clipped to ``C``, ``N(0, (2zC)^2 I)`` is added and the sum is divided by the public
+  ``privacy.episodes_per_step`` (:class:`privacy.episodic.EpisodicDPSGD`);
 * client-level DP: the site clips its whole update to ``C``; the noise is added by the trusted
   aggregator (``client``, after the server has seen the update) or by the clients under secure
   aggregation (``distributed``; modelled as Gaussian noise of the same variance, ``(zC)^2``, on
   the aggregate).
 
-Noise is drawn from :mod:`privacy.noise` (AES-256-CTR keystream, discrete Gaussian on a fine
-lattice), as the runtime does.
+A record-level step is computed by :func:`secfed.dp.engines.release_step`, the DP optimiser the
+sites' engines use, with the normaliser and noise multiplier the sites use
+(:func:`secfed.dp.engines.step_normaliser`, :func:`secfed.dp.engines.step_noise_multiplier`), so
+the replay cannot drift from the client's code. Noise is drawn from :mod:`privacy.noise`
+(AES-256-CTR keystream, discrete Gaussian on a fine lattice), as the runtime does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +49,12 @@ class ClientPrivacy:
         mode: ``privacy.mode``.
         noise_multiplier: z.
         max_grad_norm: C.
-        expected_batch: The public normaliser of a record-level DP step.
+        expected_batch: ``privacy.expected_batch``.
         episodic: True for per-episode clipping (ProtoNet, MAML, FOMAML).
+        normaliser: The public divisor of a record-level DP step's noisy sum
+            (``episodes_per_step`` for episodic learners, ``expected_batch`` otherwise).
+        step_noise_multiplier: Noise std of a step's clipped sum divided by ``C`` (``2z`` per
+            episode, ``z`` per record).
     """
 
     mode: str
@@ -54,6 +62,8 @@ class ClientPrivacy:
     max_grad_norm: float
     expected_batch: int
     episodic: bool
+    normaliser: int
+    step_noise_multiplier: float
 
     @property
     def record_level(self) -> bool:
@@ -63,8 +73,7 @@ class ClientPrivacy:
     @property
     def step_noise_std(self) -> float:
         """Std of the noise added to one step's clipped sum (record level)."""
-        scale = 2.0 if self.episodic else 1.0
-        return scale * self.noise_multiplier * self.max_grad_norm
+        return self.step_noise_multiplier * self.max_grad_norm
 
     def describe(self) -> dict[str, object]:
         """JSON-serialisable description."""
@@ -76,6 +85,7 @@ class ClientPrivacy:
                 "noise_multiplier": self.noise_multiplier,
                 "max_grad_norm": self.max_grad_norm,
                 "expected_batch": self.expected_batch,
+                "normaliser": self.normaliser,
             }
         )
         if self.record_level:
@@ -92,6 +102,8 @@ class ClientPrivacy:
 
 def client_privacy(*, config: ExperimentConfig) -> ClientPrivacy:
     """The client-message privacy of a run's configuration."""
+    from secfed.dp.engines import step_noise_multiplier, step_normaliser  # Opacus: only when used
+
     p = config.privacy
     return ClientPrivacy(
         mode=p.mode,
@@ -99,6 +111,8 @@ def client_privacy(*, config: ExperimentConfig) -> ClientPrivacy:
         max_grad_norm=float(p.max_grad_norm),
         expected_batch=int(p.expected_batch),
         episodic=config.learner.name in _EPISODIC,
+        normaliser=step_normaliser(config=config),
+        step_noise_multiplier=step_noise_multiplier(config=config),
     )
 
 
@@ -116,13 +130,6 @@ def _noise_like(obs: Mapping[str, Tensor], std: float, gen: NoiseSource) -> dict
         return {k: torch.zeros_like(v) for k, v in obs.items()}
     zeros = [torch.zeros_like(v) for v in obs.values()]
     return dict(zip(obs, add_gaussian_noise_to_tensors(tensors=zeros, sigma=std, source=gen), strict=True))
-
-
-def _clipped_sum(units: Sequence[Mapping[str, Tensor]], clip: float) -> dict[str, Tensor]:
-    from privacy.episodic import clip_and_sum
-
-    stacked = {k: torch.stack([u[k] for u in units]) for k in units[0]}
-    return clip_and_sum(grads=stacked, max_grad_norm=clip)
 
 
 def _dp_step(
@@ -145,9 +152,15 @@ def _dp_step(
         ]
     else:
         units = [loss_obs.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)]
-    total = _clipped_sum(units, priv.max_grad_norm)
-    noise = _noise_like(total, priv.step_noise_std, gen)
-    return {k: (total[k] + noise[k]) / priv.expected_batch for k in total}
+    from secfed.dp.engines import release_step  # the sites' DP optimiser (imports Opacus)
+
+    return release_step(
+        unit_grads=units,
+        max_grad_norm=priv.max_grad_norm,
+        noise_multiplier=priv.step_noise_multiplier,
+        normaliser=priv.normaliser,
+        source=gen,
+    )
 
 
 def private_observe(

@@ -543,7 +543,43 @@ class PerSampleDPSGD:
             match = yb.reshape(-1, 1) == class_t.reshape(1, -1)
             keep = match.any(dim=1)
             xb, yb = xb[keep], match[keep].to(torch.long).argmax(dim=1)
-        xb, yb = xb.to(self._device), yb.to(self._device)
+        return self.step_batch(x=xb, y=yb)
+
+    def step_batch(
+        self,
+        *,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        per_example_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """One DP-SGD step on a batch the caller sampled (clip, sum, noise, divide, step, account).
+
+        :meth:`step` draws the batch with this object's own Poisson sampler and calls this. A
+        caller that samples itself (a learner's own loop fed by a private batch source) must give
+        every record an independent inclusion probability of at most ``sample_rate`` with
+        randomness that does not depend on the other records (e.g. :class:`SecurePoissonSampler`),
+        or the accounting with ``(z, q)`` is void.
+
+        Args:
+            x: The batch's inputs ``(B, ...)`` (``B`` may be 0: the step adds noise only).
+            y: The batch's targets ``(B, ...)``.
+            per_example_loss: Per-record loss for this step (default: the constructor's).
+
+        Returns:
+            See :meth:`step`.
+
+        Raises:
+            PrivacyError: If :meth:`finish` was already called.
+            InvalidInputError: If the batch or the loss has the wrong shape.
+        """
+        if self._finished:
+            raise PrivacyError("PerSampleDPSGD.step_batch called after finish()")
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.shape[0] != y.shape[0]:
+            raise InvalidInputError("x and y must be tensors with the same number of records")
+        if per_example_loss is not None and not callable(per_example_loss):
+            raise InvalidPrivacyConfigError("per_example_loss must be callable")
+        loss_of = per_example_loss or self._loss
+        xb, yb = x.to(self._device), y.to(self._device)
         self._optimizer.zero_grad(set_to_none=True)
         if self._mode in ("ew", "fast") and xb.shape[0] == 0:
             # expanded weights refuse an empty batch ("fast" has nothing to compute); the step is
@@ -560,7 +596,7 @@ class PerSampleDPSGD:
                 f"the model uses an operation expanded weights cannot differentiate per record ({exc}); "
                 "use grad_sample_mode='hooks' or standard layers (Linear, Conv, GroupNorm, ...)"
             ) from exc
-        losses = self._loss(outputs, yb)
+        losses = loss_of(outputs, yb)
         if losses.shape != (xb.shape[0],):
             raise InvalidInputError(
                 f"per_example_loss must return one loss per record, shape ({xb.shape[0]},), "

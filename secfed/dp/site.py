@@ -11,15 +11,20 @@ Record-level DP (``privacy.mode = "record"``)
 ---------------------------------------------
 Privacy unit: **one record of the site's dataset**; adjacency: **add/remove one record**.
 
+DP wraps each learner's own training loop (:mod:`secfed.learners`): the site hands the learner a
+DP gradient engine, a private unit source and, for Reptile, a DP inner trainer
+(:mod:`secfed.dp.engines`), and calls the learner's ``local_update``. There is no second copy of
+any learner's loop, so DP training does what the learner does (e.g. Reptile's zeroed head).
+
 * ProtoNet (Snell et al. 2017), MAML and FOMAML (Finn et al. 2017) have episodic meta-losses that
   couple the records of an episode, so per-record clipping is not record-level DP
   (``/work/shared/PRIVACY_NOTES.md`` §1). Each local step draws episodes with
   :class:`privacy.sampling.RecordEpisodeSampler` (Poisson rate ``q``; every record joins a public
   slot of ``task.n_way`` classes and a role with its own keyed randomness) and takes one
   :class:`privacy.episodic.EpisodicDPSGD` step: every episode's full meta-gradient (the learner's
-  own ``task_loss``, second order for MAML) is clipped to ``C``, the clipped gradients are summed
-  and ``N(0, (2zC)^2 I)`` is added (sensitivity ``2C``), and the accountant records ``(z, q)``.
-  Mechanism name: ``"episodic-gaussian"``.
+  own episode loss, second order for MAML) is clipped to ``C``, the clipped gradients are summed,
+  ``N(0, (2zC)^2 I)`` is added (sensitivity ``2C``) and the sum is divided by the public number of
+  slots per step, ``privacy.episodes_per_step``. Mechanism name: ``"episodic-gaussian"``.
 * Reptile (Nichol et al. 2018) and FedAvg (McMahan et al. 2017) train on ordinary per-record
   losses, so per-sample DP-SGD (Abadi et al. 2016) with :class:`privacy.dpsgd.PerSampleDPSGD` is
   valid (Poisson rate ``q`` over the site's records, per-record clipping to ``C``, noise
@@ -27,10 +32,16 @@ Privacy unit: **one record of the site's dataset**; adjacency: **add/remove one 
   and FedAvg's averaging only read the DP-SGD iterates: post-processing. Mechanism name:
   ``"per-sample-gaussian"``.
 
-Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV). When
-``privacy.epsilon_budget > 0`` and the next round's steps would take the site's ε (at
-``privacy.delta``) above the budget, the site takes no step, leaves the model unchanged and says
-``"budget_exhausted": true`` in its round report, whatever the server asks.
+Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV),
+**class-aware** for the episodic learners and Reptile (:mod:`secfed.dp.engines`): a record of class
+``c`` takes part only in steps whose public plan contains ``c``, the plans are public and
+data-independent, so the site's ε is that of ``max_c N_c`` steps, ``N_c`` the steps whose plan
+contains ``c``. Each round the site composes, writes to its ledger and reports as ``"steps"`` the
+increase of that maximum (known before the round from the public plan); the server's sum over
+rounds is therefore the maximum too. FedAvg counts every step. When ``privacy.epsilon_budget > 0``
+and the next round's steps would take the site's ε (at ``privacy.delta``) above the budget, the
+site takes no step, leaves the model unchanged and says ``"budget_exhausted": true`` in its round
+report, whatever the server asks.
 
 The site's own ledger (record mode)
 -----------------------------------
@@ -61,7 +72,8 @@ Public vs private
 :meth:`SitePrivacy.describe` and :meth:`SitePrivacy.round_report` contain configuration values
 and step counts only (the number of DP steps is fixed by the configuration, not by the data).
 Per-step diagnostics that depend on private data (episode counts, clip fractions, norms, batch
-sizes) are never reported. The ``LocalUpdate`` returned under record-level DP carries a public
+sizes) are never reported; the round's step count is a function of the public plans. The
+``LocalUpdate`` returned under record-level DP carries a public
 ``num_tasks`` (planned episodes or tasks) and ``num_examples = 0`` (the true count is private);
 its ``train_loss`` is a loss on private data, for the site's own use only (under DP the runtime
 releases neither it nor ``num_tasks``).
@@ -79,7 +91,6 @@ the per-record randomness (keyed by the records' stable ids) and the noise are s
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from abc import ABC, abstractmethod
@@ -88,13 +99,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from privacy import sampling
 from privacy.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
 from privacy.client_dp import clip_update
-from privacy.dpsgd import PerSampleDPSGD, check_record_independent_model
-from privacy.episodic import EpisodicDPSGD
+from privacy.dpsgd import check_record_independent_model
 from privacy.errors import LedgerCorruptedError, PrivacyError
 from privacy.ledger import (
     LedgerKeyError,
@@ -103,17 +113,32 @@ from privacy.ledger import (
     PrivacyBudget,
     PrivacyLedger,
 )
-from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
+from privacy.sampling import RecordEpisodeSampler
 from secfed.components import Site
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import client_sample_rate
+from secfed.dp.engines import (
+    ClassStepCounts,
+    ClassTask,
+    DPEngineError,
+    EpisodeDPEngineFactory,
+    PlannedClassTasks,
+    PoissonClassTrainer,
+    PoissonRecordBatches,
+    PrivateEpisodes,
+    RecordDPEngineFactory,
+    StepCounter,
+    draw_class_tasks,
+    episode_task,
+    step_normaliser,
+)
 from secfed.errors import ConfigError, IntegrityError, SecfedError
 from secfed.federation.client import derive_seed
 from secfed.learners.base import Learner, LocalUpdate
-from secfed.learners.common import head_logits, make_optimizer, trainable_params, training_mode
+from secfed.learners.common import trainable_params
+from secfed.learners.episodic import EpisodicLearner
 from secfed.learners.fedavg import FedAvgLearner
 from secfed.learners.reptile import Reptile
-from secfed.tasks.base import Task
 
 __all__ = [
     "ADJACENCY_CLIENT",
@@ -158,47 +183,6 @@ class SitePrivacyStateError(SecfedError, RuntimeError):
 # --------------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------------
-def episode_task(*, x: torch.Tensor, episode: EpisodeIndices) -> Task | None:
-    """Materialise one sampled episode as a :class:`~secfed.tasks.base.Task` (or ``None``).
-
-    Queries whose class has no support record are dropped, and the classes that have support
-    records are relabelled ``0..k-1`` in slot order, so the task is valid for every learner
-    (each class has a prototype / an adapted output). Both rules are functions of the episode's
-    own content, so the per-episode sensitivity argument of :mod:`privacy.episodic` holds.
-
-    Args:
-        x: The site's inputs, shape ``(n, *input_shape)``.
-        episode: One episode of a :class:`privacy.sampling.StepAssignment`.
-
-    Returns:
-        The task, or ``None`` when the episode has no support or no (usable) query record; such an
-        episode contributes a zero gradient.
-    """
-    kept = episode.drop_queries_without_support()
-    if not kept.usable:
-        return None
-    present = np.unique(kept.support_label)
-    remap = np.full(kept.n_way, -1, dtype=np.int64)
-    remap[present] = np.arange(present.size, dtype=np.int64)
-    s_idx = torch.from_numpy(kept.support_index.astype(np.int64))
-    q_idx = torch.from_numpy(kept.query_index.astype(np.int64))
-    return Task(
-        support_x=x[s_idx],
-        support_y=torch.from_numpy(remap[kept.support_label]),
-        query_x=x[q_idx],
-        query_y=torch.from_numpy(remap[kept.query_label]),
-        n_way=int(present.size),
-    )
-
-
-def _copy_params(*, src: nn.Module, dst: nn.Module) -> None:
-    """Copy the trainable parameters of ``src`` into ``dst`` (same architecture)."""
-    target = trainable_params(dst)
-    with torch.no_grad():
-        for name, p in trainable_params(src).items():
-            target[name].copy_(p.detach())
-
-
 def _zero_update(model: nn.Module) -> LocalUpdate:
     return LocalUpdate(
         delta={n: torch.zeros_like(p, dtype=torch.float32) for n, p in trainable_params(model).items()},
@@ -305,7 +289,9 @@ class SitePrivacy(ABC):
         Returns:
             ``{"mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate",
             "steps"}``, plus ``"budget_exhausted": True`` when the site refused to train because
-            of its ε budget. Nothing computed from private data.
+            of its ε budget. Record level: ``"steps"`` is the round's increase of the worst
+            public class's step count (class-aware accounting, a function of the public plans).
+            Nothing computed from private data.
 
         Raises:
             SitePrivacyStateError: If ``round_idx`` is not the round of the last local update.
@@ -433,6 +419,16 @@ class RecordSitePrivacy(SitePrivacy):
         self._classes = [int(c) for c in site.public_classes]
         self._record_ids = np.asarray(site.record_ids, dtype=np.int64)
         self._num_records = int(site.num_records)
+        # Class-aware accounting: after a restart every class is taken to have the replayed total.
+        self._class_counts = self._fresh_class_counts()
+
+    def _fresh_class_counts(self) -> ClassStepCounts:
+        return ClassStepCounts(classes=tuple(self._classes), base=int(self._accountant.total_steps))
+
+    @property
+    def class_counts(self) -> ClassStepCounts:
+        """Per public class, the DP steps whose public plan contained it (class-aware accounting)."""
+        return self._class_counts
 
     @property
     def accountant(self) -> GaussianAccountant:
@@ -501,7 +497,7 @@ class RecordSitePrivacy(SitePrivacy):
         """The site's ε so far at ``privacy.delta`` (its own view; the server's ledger is authoritative)."""
         return float(self._accountant.get_epsilon(delta=self._cfg.privacy.delta))
 
-    def _budget_exhausted(self) -> bool:
+    def _budget_exhausted(self, *, planned: int) -> bool:
         budget = float(self._cfg.privacy.epsilon_budget)
         if budget <= 0:
             return False
@@ -509,7 +505,7 @@ class RecordSitePrivacy(SitePrivacy):
             delta=self._cfg.privacy.delta,
             noise_multiplier=float(self._cfg.privacy.noise_multiplier),
             sample_rate=self.sample_rate,
-            num_steps=self.steps_per_round,
+            num_steps=planned,
         )
         return not math.isfinite(projected) or projected > budget
 
@@ -517,6 +513,10 @@ class RecordSitePrivacy(SitePrivacy):
         self, *, learner: Learner, model: nn.Module, site: Site, rng: np.random.Generator, round_idx: int
     ) -> LocalUpdate:
         """Record-level DP local training; see :meth:`SitePrivacy.local_update`.
+
+        The round's public plan (the class plans of its DP steps) is fixed first; the steps it adds
+        to the site's worst class (class-aware accounting, :mod:`secfed.dp.engines`) are checked
+        against the budget, written ahead to the ledger, composed into the accountant and reported.
 
         Raises:
             ConfigError: If the learner is not the configured one or the model does not fit.
@@ -530,53 +530,97 @@ class RecordSitePrivacy(SitePrivacy):
                 f"got a site with {site.num_records}"
             )
         check_record_independent_model(model=model)
+        self._check_learner(learner=learner, model=model)
         # Until this round succeeds, round_report refuses to report it (no stale step counts).
         self._round = None
-        if self._budget_exhausted():
+        plan = self._plan_round(rng=rng)
+        planned = self._class_counts.increment(plan)
+        if self._budget_exhausted(planned=planned):
             self._round, self._round_steps, self._exhausted = int(round_idx), 0, True
             return _zero_update(model)
+        p = self._cfg.privacy
         if self._ledger is not None:
             # Write-ahead: the round counts at its planned cost before the first DP step.
-            planned = self._accountant.projected_epsilon(
-                delta=float(self._cfg.privacy.delta),
-                noise_multiplier=float(self._cfg.privacy.noise_multiplier),
+            planned_eps = self._accountant.projected_epsilon(
+                delta=float(p.delta),
+                noise_multiplier=float(p.noise_multiplier),
                 sample_rate=self.sample_rate,
-                num_steps=self.steps_per_round,
+                num_steps=planned,
             )
             self._ledger.begin(
-                round=int(round_idx), sites=self._ledger_record(epsilon=planned, steps=self.steps_per_round)
+                round=int(round_idx), sites=self._ledger_record(epsilon=planned_eps, steps=planned)
             )
-        before = self._accountant.total_steps
+        counter = StepCounter(noise_multiplier=float(p.noise_multiplier), sample_rate=self.sample_rate)
         try:
-            with training_mode(model, train=True):
-                result = self._train(learner=learner, model=model, rng=rng)
+            result, taken = self._train(learner=learner, model=model, rng=rng, counter=counter)
+            if counter.steps != self.steps_per_round:
+                raise DPEngineError(
+                    f"site {self.site_id}: {counter.steps} DP steps taken, {self.steps_per_round} planned"
+                )
+            if plan != taken:
+                raise DPEngineError(f"site {self.site_id}: the steps taken differ from the public plan")
         except BaseException:
-            if self._ledger is not None:  # the begun round stays counted at its planned cost
+            # The begun round stays counted at its planned cost (with a ledger: replayed from it).
+            if self._ledger is not None:
                 self._accountant = self._replay(self._ledger)
+            else:
+                self._accountant.step(
+                    noise_multiplier=float(p.noise_multiplier),
+                    sample_rate=self.sample_rate,
+                    num_steps=planned,
+                )
+            self._class_counts = self._fresh_class_counts()
             raise
-        steps = self._accountant.total_steps - before
+        steps = self._class_counts.record(plan)
+        self._accountant.step(
+            noise_multiplier=float(p.noise_multiplier), sample_rate=self.sample_rate, num_steps=steps
+        )
         if self._ledger is not None:
             # Durable before the update (or the report) can leave the site.
-            eps = float(self._accountant.get_epsilon(delta=float(self._cfg.privacy.delta)))
+            eps = float(self._accountant.get_epsilon(delta=float(p.delta)))
             self._ledger.commit(sites=self._ledger_record(epsilon=eps, steps=steps))
         self._round, self._round_steps, self._exhausted = int(round_idx), steps, False
-        return result
+        return LocalUpdate(
+            delta=result.delta,
+            train_loss=result.train_loss,  # private: for the site's own use, never released
+            num_tasks=self._public_num_tasks,
+            num_examples=0,
+        )
+
+    @property
+    @abstractmethod
+    def _public_num_tasks(self) -> int:
+        """The round's planned units (a function of the configuration)."""
+
+    def _check_learner(self, *, learner: Learner, model: nn.Module) -> None:
+        """Refuse a learner or model the mechanism does not support (before any plan or step)."""
 
     @abstractmethod
-    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
-        """One round of DP local training (model in training mode, budget already checked)."""
+    def _plan_round(self, *, rng: np.random.Generator) -> list[frozenset[int]]:
+        """The class plan of every DP step of the next round (public, data-independent)."""
+
+    @abstractmethod
+    def _train(
+        self, *, learner: Learner, model: nn.Module, rng: np.random.Generator, counter: StepCounter
+    ) -> tuple[LocalUpdate, list[frozenset[int]]]:
+        """One round of DP local training through the learner's own ``local_update``.
+
+        Returns:
+            The learner's update and the class plans of the steps actually taken.
+        """
 
 
 class EpisodicSitePrivacy(RecordSitePrivacy):
     """Record-level DP for ProtoNet, MAML and FOMAML: per-episode clipping (notes §1).
 
-    Each round takes ``learner.local_steps`` :class:`~privacy.episodic.EpisodicDPSGD` steps on the
-    episodes of a :class:`~privacy.sampling.RecordEpisodeSampler` whose step counter persists
-    across rounds (no ``(secret seed, step)`` reuse). The episode loss is the learner's own
-    ``task_loss`` on a :class:`~secfed.tasks.base.Task` built per episode (:func:`episode_task`);
-    gradients are computed episode by episode (``torch.func.grad``; ``task_loss`` takes a
-    :class:`Task`, so padded :class:`~privacy.episodic.MaskedEpisode` stacks for ``vmap`` would
-    change the loss).
+    Each round runs the learner's own ``local_update`` with a per-episode DP engine
+    (:class:`~secfed.dp.engines.EpisodeDPEngineFactory`: :class:`~privacy.episodic.EpisodicDPSGD`,
+    noisy sum divided by the public ``privacy.episodes_per_step``) and the episodes of a
+    :class:`~privacy.sampling.RecordEpisodeSampler` whose step counter persists across rounds (no
+    ``(secret seed, step)`` reuse): ``learner.local_steps`` DP steps. The episode loss is the
+    learner's own, on a :class:`~secfed.tasks.base.Task` built per episode (:func:`episode_task`);
+    gradients are computed episode by episode (``torch.func.grad``). Accounting is class-aware
+    over each step's public slot plan.
     """
 
     def __init__(
@@ -596,6 +640,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
                 f"task.n_way = {n_way} exceeds the {len(self._classes)} public classes of site {site_id}: "
                 "record-level DP slots need n_way of the site's classes"
             )
+        self._public_seed = derive_seed(config.experiment.seed, "dp-episode-slots", site_id)
         self._sampler = RecordEpisodeSampler(
             labels=self._y.numpy(),
             classes=self._classes,
@@ -604,7 +649,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
             sample_rate=float(p.sample_rate),
             support_prob=_SUPPORT_PROB,
             secret_seed=os.urandom(32),
-            public_seed=derive_seed(config.experiment.seed, "dp-episode-slots", site_id),
+            public_seed=self._public_seed,
             record_ids=self._record_ids,
         )
 
@@ -615,8 +660,12 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
 
     @property
     def steps_per_round(self) -> int:
-        """``learner.local_steps``."""
+        """``learner.local_steps`` (an upper bound on the class-aware steps a round adds)."""
         return int(self._cfg.learner.local_steps)
+
+    @property
+    def _public_num_tasks(self) -> int:
+        return self.steps_per_round * int(self._cfg.privacy.episodes_per_step)
 
     @property
     def sampler(self) -> RecordEpisodeSampler:
@@ -630,61 +679,69 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
         out["n_way"] = int(self._cfg.task.n_way)
         return out
 
-    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
-        if not learner.episodic:
+    def _check_learner(self, *, learner: Learner, model: nn.Module) -> None:
+        if not isinstance(learner, EpisodicLearner):
             raise ConfigError(f"learner {learner.name!r} has no per-episode meta-loss")
-        cfg, p = learner.config, self._cfg.privacy
-        work = copy.deepcopy(model)
-        engine = EpisodicDPSGD(
-            model=work,
+
+    def _plan_round(self, *, rng: np.random.Generator) -> list[frozenset[int]]:
+        """The public slot plans of the next ``local_steps`` sampler steps (what the sampler will draw)."""
+        p = self._cfg.privacy
+        start = self._sampler.step
+        return [
+            frozenset(
+                int(c)
+                for c in np.asarray(
+                    sampling.draw_slots(
+                        classes=self._classes,
+                        num_slots=int(p.episodes_per_step),
+                        n_way=int(self._cfg.task.n_way),
+                        public_seed=self._public_seed,
+                        step=start + i,
+                    )
+                ).ravel()
+            )
+            for i in range(self.steps_per_round)
+        ]
+
+    def _train(
+        self, *, learner: Learner, model: nn.Module, rng: np.random.Generator, counter: StepCounter
+    ) -> tuple[LocalUpdate, list[frozenset[int]]]:
+        assert isinstance(learner, EpisodicLearner)
+        p = self._cfg.privacy
+        units = PrivateEpisodes(sampler=self._sampler, x=self._x)
+        engine = EpisodeDPEngineFactory(
             noise_multiplier=float(p.noise_multiplier),
             max_grad_norm=float(p.max_grad_norm),
             sample_rate=float(p.sample_rate),
-            expected_episodes=int(p.expected_batch),
-            lr=float(cfg.local_lr),
-            accountant=self._accountant,
-            optimizer="adam" if cfg.local_optimizer == "adam" else "sgd",
-            grad_mode="loop",
+            normaliser=step_normaliser(config=self._cfg),
+            accountant=counter,
         )
-        params = dict(work.named_parameters())
-        buffers = dict(work.named_buffers())
+        # The learner's task source is not used: the private sampler supplies every step's units.
+        update = learner.local_update(model=model, tasks=_NoTasks(), rng=rng, engine=engine, units=units)
+        return update, units.plans
 
-        def loss_fn(prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task) -> torch.Tensor:
-            return learner.task_loss(model=work, params=prm, buffers=buf, task=task)
 
-        losses: list[float] = []
-        with training_mode(work, train=True):
-            for _ in range(self.steps_per_round):
-                assignment = self._sampler.sample()
-                tasks = [
-                    t
-                    for t in (episode_task(x=self._x, episode=e) for e in assignment.episodes)
-                    if t is not None
-                ]
-                info = engine.step(episodes=tasks, loss_fn=loss_fn, params=params, buffers=buffers)
-                if tasks:
-                    losses.append(info["private/mean_loss"])
-        _copy_params(src=work, dst=model)
-        return LocalUpdate(
-            delta={},  # the runtime computes the delta from the model's state
-            train_loss=float(np.mean(losses)) if losses else float("nan"),
-            num_tasks=self.steps_per_round * int(p.episodes_per_step),
-            num_examples=0,
-        )
+class _NoTasks:
+    """A task source that refuses to be sampled (the DP unit source replaces it)."""
+
+    def sample(self, *, rng: np.random.Generator) -> Any:
+        raise DPEngineError("record-level DP draws its units from the private sampler, not the task source")
 
 
 class PerSampleSitePrivacy(RecordSitePrivacy):
-    """Record-level DP for Reptile and FedAvg: per-sample DP-SGD (:class:`~privacy.dpsgd.PerSampleDPSGD`).
+    """Record-level DP for Reptile and FedAvg: per-sample DP-SGD through the learner's own loop.
 
-    * FedAvg: ``local_steps`` DP-SGD steps (``local_optimizer``, ``local_lr``) of the global-label
-      cross-entropy on a fresh copy of the model.
-    * Reptile: for each of ``local_steps`` outer steps and each of ``meta_batch`` tasks, a task is
-      ``task.n_way`` classes drawn from the site's public class list with the runtime's public
-      generator; ``inner_steps`` DP-SGD steps (``inner_optimizer``, ``inner_lr``, fresh state) on
-      Poisson-sampled records of those classes (relabelled ``0..n_way-1``) from the current
-      parameters; the mean parameter difference is applied by the outer optimiser
-      (``local_optimizer``, ``local_lr``), exactly as :mod:`secfed.learners.reptile` does
-      (post-processing).
+    * FedAvg: the learner's ``local_update`` with a per-record DP-SGD engine
+      (:class:`~secfed.dp.engines.RecordDPEngineFactory`: :class:`~privacy.dpsgd.PerSampleDPSGD`,
+      ``local_optimizer``, ``local_lr``, noisy sum divided by ``privacy.expected_batch``) and a
+      Poisson batch source over the site's records: ``local_steps`` DP steps, every class in each.
+    * Reptile: the learner's ``local_update`` with a source of tasks that are ``task.n_way``
+      classes drawn from the site's public class list with the runtime's public generator (drawn
+      before the round, so the class-aware cost is known in advance) and a DP inner trainer
+      (:class:`~secfed.dp.engines.PoissonClassTrainer`): ``inner_steps`` DP-SGD steps per task
+      (``inner_optimizer``, ``inner_lr``, fresh state) on Poisson-sampled records of the task's
+      classes. The head zeroing, the differences and the outer step are the learner's
+      (post-processing). Accounting is class-aware over the task class sets.
     """
 
     def __init__(
@@ -702,6 +759,7 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
                 f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} public classes "
                 f"of site {site_id}"
             )
+        self._round_tasks: list[ClassTask] = []
 
     @property
     def mechanism(self) -> str:
@@ -710,31 +768,30 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
 
     @property
     def steps_per_round(self) -> int:
-        """``local_steps`` (FedAvg) or ``local_steps * meta_batch * inner_steps`` (Reptile)."""
+        """``local_steps`` (FedAvg) or ``local_steps * meta_batch * inner_steps`` (Reptile).
+
+        For Reptile an upper bound on the class-aware steps a round adds.
+        """
         lr = self._cfg.learner
         if lr.name == "reptile":
             return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
         return int(lr.local_steps)
 
-    def _engine(self, *, model: nn.Module, lr: float, optimizer: str, n_way: int | None) -> PerSampleDPSGD:
+    @property
+    def _public_num_tasks(self) -> int:
+        lr = self._cfg.learner
+        return int(lr.local_steps * lr.meta_batch) if lr.name == "reptile" else int(lr.local_steps)
+
+    def _engine(self, *, counter: StepCounter) -> RecordDPEngineFactory:
         p = self._cfg.privacy
-
-        def per_example_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            logits = outputs if n_way is None else head_logits(outputs=outputs, n_way=n_way)
-            return F.cross_entropy(logits, targets, reduction="none")
-
-        return PerSampleDPSGD(
-            model=model,
+        return RecordDPEngineFactory(
             x=self._x,
             y=self._y,
             noise_multiplier=float(p.noise_multiplier),
             max_grad_norm=float(p.max_grad_norm),
             sample_rate=float(p.sample_rate),
-            expected_batch_size=int(p.expected_batch),
-            lr=lr,
-            accountant=self._accountant,
-            optimizer="adam" if optimizer == "adam" else "sgd",
-            per_example_loss=per_example_loss,
+            normaliser=step_normaliser(config=self._cfg),
+            accountant=counter,
             record_ids=self._record_ids,
         )
 
@@ -747,66 +804,53 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
                 f"{needed} outputs, got model outputs of shape {tuple(outputs.shape)}"
             )
 
-    def _train(self, *, learner: Learner, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
+    def _check_learner(self, *, learner: Learner, model: nn.Module) -> None:
         if isinstance(learner, FedAvgLearner):
-            return self._train_fedavg(learner=learner, model=model)
-        if isinstance(learner, Reptile):
-            return self._train_reptile(learner=learner, model=model, rng=rng)
-        raise ConfigError(f"per-sample DP-SGD supports reptile and fedavg, got {learner.name!r}")
+            self._check_head(model=model, needed=max(self._classes) + 1)
+        elif isinstance(learner, Reptile):
+            self._check_head(model=model, needed=int(self._cfg.task.n_way))
+        else:
+            raise ConfigError(f"per-sample DP-SGD supports reptile and fedavg, got {learner.name!r}")
 
-    def _train_fedavg(self, *, learner: FedAvgLearner, model: nn.Module) -> LocalUpdate:
-        cfg = learner.config
-        self._check_head(model=model, needed=max(self._classes) + 1)
-        work = copy.deepcopy(model)
-        engine = self._engine(model=work, lr=float(cfg.local_lr), optimizer=cfg.local_optimizer, n_way=None)
-        loss_sum, seen = 0.0, 0.0
-        for _ in range(self.steps_per_round):
-            info = engine.step()
-            loss_sum, seen = loss_sum + info["private/loss_sum"], seen + info["private/batch_size"]
-        engine.finish()
-        _copy_params(src=work, dst=model)
-        return LocalUpdate(
-            delta={},
-            train_loss=loss_sum / seen if seen else float("nan"),
-            num_tasks=self.steps_per_round,
-            num_examples=0,
+    def _plan_round(self, *, rng: np.random.Generator) -> list[frozenset[int]]:
+        """Reptile: draw the round's class tasks (public generator); FedAvg: every class, every step."""
+        lr = self._cfg.learner
+        if lr.name != "reptile":
+            self._round_tasks = []
+            return [frozenset(self._classes)] * self.steps_per_round
+        self._round_tasks = draw_class_tasks(
+            classes=self._classes,
+            n_way=int(self._cfg.task.n_way),
+            count=int(lr.local_steps * lr.meta_batch),
+            rng=rng,
         )
+        return [frozenset(t.classes) for t in self._round_tasks for _ in range(int(lr.inner_steps))]
 
-    def _train_reptile(self, *, learner: Reptile, model: nn.Module, rng: np.random.Generator) -> LocalUpdate:
-        cfg = learner.config
-        n_way = int(self._cfg.task.n_way)
-        self._check_head(model=model, needed=n_way)
-        params = trainable_params(model)
-        outer = make_optimizer(name=cfg.local_optimizer, params=params.values(), lr=cfg.local_lr)
-        classes = np.asarray(self._classes, dtype=np.int64)
-        loss_sum, seen = 0.0, 0.0
-        for _ in range(cfg.local_steps):
-            mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
-            for _ in range(cfg.meta_batch):
-                task_classes = rng.choice(classes, size=n_way, replace=False).tolist()
-                work = copy.deepcopy(model)
-                engine = self._engine(
-                    model=work, lr=float(cfg.inner_lr), optimizer=cfg.inner_optimizer, n_way=n_way
-                )
-                for _ in range(cfg.inner_steps):
-                    info = engine.step(classes=task_classes)
-                    loss_sum, seen = loss_sum + info["private/loss_sum"], seen + info["private/batch_size"]
-                engine.finish()
-                work_params = trainable_params(work)
-                with torch.no_grad():
-                    for name, p in params.items():
-                        mean_diff[name] += (work_params[name].detach() - p.detach()) / cfg.meta_batch
-            outer.zero_grad(set_to_none=True)
-            for name, p in params.items():
-                p.grad = -mean_diff[name]
-            outer.step()
-            outer.zero_grad(set_to_none=True)
-        return LocalUpdate(
-            delta={},
-            train_loss=loss_sum / seen if seen else float("nan"),
-            num_tasks=int(cfg.local_steps * cfg.meta_batch),
-            num_examples=0,
+    def _train(
+        self, *, learner: Learner, model: nn.Module, rng: np.random.Generator, counter: StepCounter
+    ) -> tuple[LocalUpdate, list[frozenset[int]]]:
+        engine = self._engine(counter=counter)
+        if isinstance(learner, FedAvgLearner):
+            source = PoissonRecordBatches(
+                x=self._x,
+                y=self._y,
+                sample_rate=float(self._cfg.privacy.sample_rate),
+                record_ids=self._record_ids,
+            )
+            update = learner.local_update(model=model, tasks=source, rng=rng, engine=engine)
+            return update, [frozenset(self._classes)] * counter.steps
+        assert isinstance(learner, Reptile)
+        inner = PoissonClassTrainer(
+            x=self._x,
+            y=self._y,
+            sample_rate=float(self._cfg.privacy.sample_rate),
+            record_ids=self._record_ids,
+            engine=engine,
         )
+        tasks = PlannedClassTasks(plan=self._round_tasks)
+        update = learner.local_update(model=model, tasks=tasks, rng=rng, inner=inner)  # type: ignore[arg-type]
+        taken = [frozenset(t.classes) for t in tasks.drawn for _ in range(int(learner.config.inner_steps))]
+        return update, taken
 
 
 def _check_config(config: ExperimentConfig) -> None:

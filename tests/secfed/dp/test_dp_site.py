@@ -104,11 +104,22 @@ def test_federated_record_level_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(hooks) == list(range(cfg.partition.num_sites))
     for hook in hooks.values():
         assert isinstance(hook, RecordSitePrivacy)
-        # The accountant composes every DP step the site took, across rounds.
-        assert hook.accountant.total_steps == per_round * rounds
-        assert hook.accountant.history == [(1.0, 0.05, per_round * rounds)]
+        # The accountant composes, across rounds, the DP steps of the site's worst class
+        # (class-aware: a record takes part only in steps whose public plan holds its class).
+        # Every step's 4 slots of 3 classes cover the 5 classes of a site, except Reptile's
+        # 3-class tasks: its worst class has at most every step.
+        worst = hook.class_counts.worst
+        assert hook.accountant.total_steps == worst
+        assert hook.accountant.history == [(1.0, 0.05, worst)]
+        if learner == "reptile":
+            assert inner <= worst <= per_round * rounds
+        else:
+            assert worst == per_round * rounds
         assert 0 < hook.epsilon < math.inf
         report = hook.round_report(round_idx=rounds)
+        # Reptile: the worst class's increase in the last round, a function of the public plan.
+        reported = report["steps"] if learner == "reptile" else per_round
+        assert 0 <= reported <= per_round
         assert report == {
             "mode": "record",
             "unit": "record",
@@ -116,7 +127,7 @@ def test_federated_record_level_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             "mechanism": MECHANISMS[learner],
             "noise_multiplier": 1.0,
             "sample_rate": 0.05,
-            "steps": per_round,
+            "steps": reported,
         }
         desc = hook.describe()
         assert desc["unit"] == "record" and desc["max_grad_norm"] == 1.0 and desc["expected_batch"] == 8
@@ -149,12 +160,13 @@ def test_noise_dominates_and_has_the_documented_scale(learner: str) -> None:
         update = run_round(hook, learner=lrn, model=model, site=site, rnd=1)
         norms[z] = float(np.linalg.norm(update.astype(np.float64)))
         d = num_params(model)
-    # Noise std per coordinate and step (clip norm C = 1): 2zC/B for per-episode clipping
-    # (sensitivity 2C), zC/B for per-record clipping; SGD makes the update linear in it.
+    # Noise std per coordinate and step (clip norm C = 1): 2zC/E for per-episode clipping
+    # (sensitivity 2C, divided by the E = episodes_per_step slots), zC/B for per-record clipping
+    # (B = expected_batch); SGD makes the update linear in it.
     if learner in ("protonet", "maml"):
-        per_coord = lr * 2 * 100.0 / batch * math.sqrt(steps)
-        # Without noise, clipping bounds every step by lr * (episodes * C) / B.
-        assert norms[1e-4] <= steps * lr * slots / batch * 1.001 + 1e-6
+        per_coord = lr * 2 * 100.0 / slots * math.sqrt(steps)
+        # Without noise, clipping bounds every step by lr * (episodes * C) / E <= lr * C.
+        assert norms[1e-4] <= steps * lr * 1.001 + 1e-6
     elif learner == "fedavg":
         per_coord = lr * 100.0 / batch * math.sqrt(steps)
     else:  # reptile: outer SGD (lr) on the inner SGD (inner_lr) differences

@@ -43,7 +43,8 @@ from secfed.federation.messages import decode_message
 
 REPO = Path(__file__).resolve().parents[3]
 C = 1.0  # max_grad_norm
-B = 4  # privacy.expected_batch, the public normaliser of record-level DP steps
+B = 4  # privacy.expected_batch, the public normaliser of per-record DP steps
+E = 2  # privacy.episodes_per_step, the public normaliser of per-episode DP steps
 LR = 0.5
 TARGET_SITE = 0
 #: Fields computed from the released model (post-processing), allowed to differ.
@@ -79,7 +80,7 @@ def _config(mode: str, learner: str) -> dict[str, Any]:
         "max_grad_norm": C,
         "sample_rate": 0.3,
         "expected_batch": B,
-        "episodes_per_step": 2,
+        "episodes_per_step": E,
     }
     federation: dict[str, Any] = {"server_lr": 1.0, "server_optimizer": "sgd"}
     if mode == "distributed":
@@ -242,9 +243,11 @@ def _timings(value: Any) -> set[str]:
 def _released_bound(mode: str, learner: str) -> float:
     """How far the release may move when one record is removed (one round, one DP step, SGD)."""
     if mode == "record":
-        # episodic: one episode's clipped gradient changes, ||g - g'|| <= 2C; per-sample: C.
-        sens = 2 * C if learner in ("protonet", "maml", "fomaml") else C
-        return LR * sens / B if learner != "reptile" else 0.1 * sens / B
+        # episodic: one episode's clipped gradient changes, ||g - g'|| <= 2C, and the noisy sum is
+        # divided by the E slots of a step; per-sample: C, divided by B.
+        if learner in ("protonet", "maml", "fomaml"):
+            return LR * 2 * C / E
+        return LR * C / B if learner != "reptile" else 0.1 * C / B
     # client / distributed: the site's whole update is clipped to C, so it moves by <= 2C;
     # the server releases it inside a sum divided by a public count (>= 1).
     return 2 * C
