@@ -37,10 +37,11 @@ depends on the low bits of the input (:func:`add_gaussian_noise`):
    afterwards (the model's dtype) is post-processing of that lattice point.
 
 Guarantee and its precise cost. Snapping moves each coordinate by at most ``g/2``, so two inputs at
-L2 distance ``Δ`` give lattice points at distance at most ``Δ + g√d`` (:func:`lattice_sensitivity_inflation`);
-by the choice of ``g`` the inflation is at most ``σ · 2^-20``. The product of discrete Gaussians
-with integer shift ``μ`` satisfies ``D_α(N_ℤ(μ, s²) ‖ N_ℤ(0, s²)) ≤ α‖μ‖²/(2s²)`` — the continuous
-Gaussian's Rényi bound (Canonne et al. 2020, Sec. 2 and 4) — so the mechanism with noise
+L2 distance ``Δ`` give lattice points at distance at most ``Δ + g√d``
+(:func:`lattice_sensitivity_inflation`); by the choice of ``g`` the inflation is at most
+``σ · 2^-20``. The product of discrete Gaussians with integer shift ``μ`` satisfies
+``D_α(N_ℤ(μ, s²) ‖ N_ℤ(0, s²)) ≤ α‖μ‖²/(2s²)`` — the continuous Gaussian's Rényi bound (Canonne et
+al. 2020, privacy of the multivariate discrete Gaussian) — so the mechanism with noise
 multiplier ``z = σ/Δ`` is at least as private as the continuous Gaussian mechanism with noise
 multiplier ``z' = σ/(Δ + g√d) ≥ z / (1 + z · 2^-20)``: a relative change below ``1e-6 · z``
 (below 1e-4 for every ``z ≤ 100``), far below the accountants' own numerical error, so the
@@ -361,6 +362,7 @@ def _resolve(source: NoiseSource | None) -> NoiseSource:
 def _fill(n: int, propose: Callable[[int], tuple[np.ndarray, np.ndarray]], acceptance: float) -> np.ndarray:
     """Draw rounds of ``propose(m) -> (values, accepted)`` until ``n`` values are accepted.
 
+    ``values`` may be float64 arrays holding integers (exact below 2^53); they are stored as int64.
     The accepted proposals of i.i.d. rounds are i.i.d. from the target, so taking the first ``n``
     is exact; the number of rounds depends only on the acceptance coins.
     """
@@ -383,7 +385,8 @@ def _coin_exp(x: np.ndarray, source: NoiseSource) -> np.ndarray:
     second word settles the fractional part, so ``P(True) = exp(-x)`` within a relative 2^-52
     (float64 rounding and the ``2^64 - 2048`` scale) plus an absolute 2^-128.
     """
-    scaled = np.exp(-x)
+    scaled = np.negative(x)
+    np.exp(scaled, out=scaled)
     scaled *= _COIN_SCALE
     hi = scaled.astype(np.uint64)  # truncation = floor for these non-negative values
     w = source.words(size=int(x.size))
@@ -403,8 +406,8 @@ def _discrete_laplace_proposal(
 
     ``|y| = Q·M + R`` with ``M = 2^max(0, ⌊log2 t⌋ - 4)`` (so ``M <= t/16``): ``R`` uniform in
     ``[0, M)`` (exact, low bits of a word), to be kept with probability ``exp(-R/t) >= e^-1/16``;
-    the sign is the word's top bit, with
-    ``(-, 0)`` rejected so that 0 is not counted twice; ``Q`` geometric with
+    the sign is the same word's top bit, with ``(-, 0)`` rejected so that 0 is not counted twice;
+    ``Q`` geometric with
     ``P(Q >= q) = exp(-qM/t)`` by inverting ``U = (w + 1)·2^-64`` of a second word (full 64-bit
     resolution where ``U`` is small). ``extra_log_acceptance(|y|)`` (``>= 0``), if given, is a
     further rejection step of the caller; both are settled by one coin with probability
@@ -413,27 +416,27 @@ def _discrete_laplace_proposal(
     bits = max(0, int(t).bit_length() - 1 - _BLOCK_SHIFT)
     big_m = 1 << bits
     w_r = source.words(size=m)
-    r = (w_r & np.uint64(big_m - 1)).astype(np.int64)
-    negative = (w_r >> np.uint64(63)).astype(bool)
-    u = source.words(size=m).astype(np.float64)
-    u += 1.0
-    u *= 2.0**-64
-    q = np.log(u)
-    q *= -(float(t) / big_m)
-    magnitude = np.floor(q).astype(np.int64)
+    negative = w_r.view(np.int64) < 0
+    x = (w_r & np.uint64(big_m - 1)).view(np.int64).astype(np.float64)  # R, exact below 2^53
+    magnitude = source.words(size=m).astype(np.float64)
+    magnitude += 1.0
+    magnitude *= 2.0**-64
+    np.log(magnitude, out=magnitude)
+    magnitude *= -(float(t) / big_m)
+    np.floor(magnitude, out=magnitude)  # Q
     magnitude *= big_m
-    magnitude += r
-    x = r / float(t)
+    magnitude += x  # |y| = Q·M + R, an integer held exactly in float64
+    x *= 1.0 / float(t)
     if extra_log_acceptance is not None:
         x += extra_log_acceptance(magnitude)
     keep = _coin_exp(x, source)
-    keep &= ~(negative & (magnitude == 0))
+    keep &= ~(negative & (magnitude == 0.0))
     np.negative(magnitude, out=magnitude, where=negative)
     return magnitude, keep
 
 
 def sample_discrete_laplace(*, scale: int, size: int, source: NoiseSource | None = None) -> np.ndarray:
-    """The discrete Laplace distribution ``P(y) ∝ exp(-|y|/t)`` on ℤ (Canonne et al. 2020, Sec. 5).
+    """The discrete Laplace law ``P(y) ∝ exp(-|y|/t)`` on ℤ (the proposal of Canonne et al. 2020).
 
     Args:
         scale: ``t``, an int in ``[1, 2^52]``.
@@ -488,7 +491,7 @@ def sample_discrete_gaussian(*, sigma: float, size: int, source: NoiseSource | N
     inv_two_var = 1.0 / (2.0 * s * s)
 
     def gaussian_rejection(magnitude: np.ndarray) -> np.ndarray:
-        dev = magnitude.astype(np.float64)
+        dev = np.abs(magnitude)
         dev -= shift
         dev *= dev
         dev *= inv_two_var
@@ -677,20 +680,24 @@ def add_gaussian_noise(*, values: np.ndarray, sigma: float, source: NoiseSource 
     arr = np.asarray(values)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InvalidInputError(f"values must be a numeric array, got dtype {arr.dtype}")
-    x = arr.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("values contains NaN or inf")
     s = _check_sigma("sigma", sigma)
     src = _resolve(source)
-    g = lattice_spacing(sigma=s, dim=int(x.size))
-    lattice = np.rint(x / g)
-    if x.size and float(np.max(np.abs(lattice))) >= 2.0**52:
+    lattice = np.array(arr, dtype=np.float64)  # a copy: the input is never modified
+    if not np.all(np.isfinite(lattice)):
+        raise InvalidInputError("values contains NaN or inf")
+    g = lattice_spacing(sigma=s, dim=int(lattice.size))
+    lattice *= 1.0 / g  # exact: g is a power of two
+    np.rint(lattice, out=lattice)
+    if lattice.size and max(float(lattice.max()), -float(lattice.min())) >= 2.0**52:
         raise InvalidInputError(
             f"values are too large for noise std {s:g}: |x|/g reaches 2^52 (g = {g:g}); "
             "the update is not clipped or sigma is tiny"
         )
-    k = sample_discrete_gaussian(sigma=s / g, size=int(x.size), source=src).reshape(x.shape)
-    return (lattice + k.astype(np.float64)) * g
+    lattice += sample_discrete_gaussian(sigma=s / g, size=int(lattice.size), source=src).reshape(
+        lattice.shape
+    )
+    lattice *= g  # exact: an integer below 2^53 times a power of two
+    return lattice
 
 
 def add_gaussian_noise_to_tensors(
