@@ -54,10 +54,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"over {s['test_episodes']} episodes; {s['rounds']} rounds"
         + (f" in {s['wall_s']:.1f} s" if s.get("wall_s") is not None else " (timing withheld under DP)")
     )
+    for line in _supervised_lines(s):
+        print(line)
     if "epsilon" in s:
         print(f"privacy: epsilon = {s['epsilon']:.3f} at delta = {s.get('delta')}")
     print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _interval(value: object, ci: object, *, pct: bool) -> str:
+    """``0.931 [0.905, 0.953]`` (or in %) for a metric and its 95 % interval; ``n/a`` if undefined."""
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    scale, unit, digits = (100.0, " %", 1) if pct else (1.0, "", 3)
+    text = f"{scale * value:.{digits}f}"
+    if isinstance(ci, list) and len(ci) == 2:
+        text += f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]"
+    return text + unit
+
+
+def _supervised_lines(s: dict) -> list[str]:
+    """The supervised evaluation of the summary (secfed.supervised_eval), one line per split/site."""
+    if "test_supervised_accuracy" not in s:
+        return []
+
+    def line(label: str, m: dict, prefix: str, acc: str) -> str:
+        parts = [
+            f"AUC {_interval(m.get(prefix + 'auc'), m.get(prefix + 'auc_ci95'), pct=False)}",
+            f"accuracy {_interval(m.get(prefix + acc), m.get(prefix + acc + '_ci95'), pct=True)}",
+        ]
+        for key in ("sensitivity", "specificity"):
+            if prefix + key in m:
+                parts.append(f"{key} {_interval(m[prefix + key], m.get(prefix + key + '_ci95'), pct=True)}")
+        records = m.get(prefix + ("supervised_records" if prefix else "records"))
+        return f"  {label} ({records} records): " + ", ".join(parts)
+
+    positive = s.get("supervised_positive_class")
+    out = [
+        "supervised evaluation of the global model, no adaptation (95 % intervals"
+        + (f"; positive class: {positive}" if positive else "")
+        + "):"
+    ]
+    out.append(line("test, pooled", s, "test_", "supervised_accuracy"))
+    for site in s.get("test_supervised_sites") or []:
+        out.append(line(f"test, {site.get('site')}", site, "", "accuracy"))
+    if "val_supervised_accuracy" in s:
+        out.append(line("validation", s, "val_", "supervised_accuracy"))
+    return out
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ __all__ = [
 # Allowed values of enumerated keys, by "section.key".
 CHOICES: dict[str, tuple[str, ...]] = {
     "experiment.backend": ("sequential", "multiprocess", "ray"),
+    "experiment.supervised_eval": ("auto", "on", "off"),
     "data.dataset": ("digits", "omniglot", "medmnist"),
     "partition.scheme": ("iid", "dirichlet", "class_disjoint", "quantity_skew"),
     "task.source": ("episodic", "client_as_task"),
@@ -92,6 +93,14 @@ class ExperimentSection:
             per core in every process: ``OMP_NUM_THREADS`` if set, else cores / (2 x processes
             computing at once: the sites on multiprocess/Ray, 1 in-process), at least 1 and at
             most 4 (see :func:`secfed.federation.backends.default_threads`; 1 on 2 cores).
+        supervised_eval: Supervised evaluation of the global model, used as is, on the test split
+            (pooled and per held-out site) and the validation split: accuracy, ROC AUC,
+            sensitivity and specificity with 95 % intervals (:mod:`secfed.supervised_eval`), at
+            every evaluation round and in the final summary. ``auto`` (the default): when it
+            applies, i.e. FedAvg (a head over the dataset's classes) on MedMNIST (a test split with
+            the training classes); ``on``: required (other learners or datasets are refused);
+            ``off``: never. The test and validation labels are public evaluation data: these
+            metrics cost no privacy.
     """
 
     name: str = "secfed"
@@ -102,6 +111,7 @@ class ExperimentSection:
     final_eval_episodes: int = 600
     backend: str = "sequential"
     threads: int = 0
+    supervised_eval: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -496,6 +506,11 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(e.threads >= 0, "experiment.threads", "must be >= 0", e.threads)
     _check(e.seed >= 0, "experiment.seed", "must be >= 0", e.seed)
+    if e.supervised_eval == "on":
+        from secfed.supervised_eval import supervised_eval_applies
+
+        why = supervised_eval_applies(learner=lr.name, dataset=d.dataset)
+        _check(why is None, "experiment.supervised_eval", f"'on' does not apply: {why}", e.supervised_eval)
     if d.dataset == "medmnist":
         _check(bool(d.root), "data.root", f"a path is required for dataset {d.dataset!r}", d.root)
     if d.embedded:

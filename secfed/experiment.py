@@ -8,10 +8,12 @@ The Python API mirrors the CLI::
     print(result.summary["test_accuracy"], result.summary["test_accuracy_ci95"])
 
 A run directory holds ``config.toml`` (fully resolved), ``metrics.jsonl`` (one JSON object per
-round), ``summary.json``, under DP ``privacy_ledger.jsonl`` and ``site_state/site-<id>/`` (each
-simulated site's own ledger; the ledgers' HMAC keys live outside the run directory, see
-:mod:`privacy.ledger`) and ``checkpoint/`` (flat model state and server optimiser state in
-safetensors, server state in JSON). ``Experiment.resume(run_dir)`` continues from the last
+round), ``summary.json`` (with, when it applies, the supervised evaluation of
+:mod:`secfed.supervised_eval`: ``test_auc``, ``test_sensitivity``, ... on the public test split),
+under DP ``privacy_ledger.jsonl`` and ``site_state/site-<id>/`` (each simulated site's own ledger;
+the ledgers' HMAC keys live outside the run directory, see :mod:`privacy.ledger`) and
+``checkpoint/`` (flat model state and server optimiser state in safetensors, server state in
+JSON). ``Experiment.resume(run_dir)`` continues from the last
 complete round to the same result as an uninterrupted run: every random choice derives from the
 seed and the round number, and rounds after the checkpoint are discarded from the metrics. They are
 never discarded from the privacy ledgers: what they released stays counted, so a resumed DP run
@@ -43,6 +45,7 @@ from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
 from secfed.optional import require_ray
+from secfed.supervised_eval import SupervisedEvaluation, build_supervised_evaluation
 
 __all__ = [
     "Experiment",
@@ -275,6 +278,8 @@ class Experiment:
         spec = state_spec(model)
         learner = components.build_learner(config=cfg)
         test_source = components.build_test_source(config=cfg, test=test)
+        # The global model as is on the public test/validation splits (AUC, sensitivity, ...).
+        supervised = build_supervised_evaluation(config=cfg, test=test, test_source=test_source)
         privacy = None
         if cfg.privacy.mode != "none":
             from secfed.dp import ServerPrivacy
@@ -343,6 +348,7 @@ class Experiment:
                 metrics=metrics,
                 privacy=privacy,
                 progress=sys.stderr.isatty() if progress is None else progress,
+                supervised=supervised,
             )
             state = server.state
         finally:
@@ -368,6 +374,9 @@ class Experiment:
             "code_version": _code_version(),
             "stopped_early": stop_reason,
         }
+        if supervised is not None:
+            summary.update(supervised.description())
+            summary.update(supervised.evaluate(model=model, per_site=True))
         if privacy is not None:
             summary.update(privacy.summary())
         _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1))
@@ -388,6 +397,7 @@ class Experiment:
         metrics: list[dict[str, Any]],
         privacy: Any,
         progress: bool,
+        supervised: SupervisedEvaluation | None = None,
     ) -> str | None:
         cfg = self.config
         rounds = range(start_round, cfg.experiment.rounds + 1)
@@ -441,6 +451,8 @@ class Experiment:
                         seed=derive_seed(cfg.experiment.seed, "eval"),
                     )
                     row["test_accuracy"], row["test_accuracy_ci95"] = acc, ci
+                    if supervised is not None:
+                        row.update(supervised.evaluate(model=model, per_site=False))
                 elapsed_now = time.perf_counter() - t0
                 if timing:
                     row["wall_s"] = elapsed_now
@@ -457,6 +469,8 @@ class Experiment:
                 msg = f"loss={loss} clients={len(outcome.clients)} dropped={len(outcome.dropped)}"
                 if "test_accuracy" in row:
                     msg += f" acc={row['test_accuracy']:.3f}±{row['test_accuracy_ci95']:.3f}"
+                if row.get("test_auc") is not None:
+                    msg += f" auc={row['test_auc']:.3f}"
                 if "epsilon" in row:
                     msg += f" eps={row['epsilon']:.2f}"
                 if bar is not None:
