@@ -44,6 +44,8 @@ __all__ = [
     "privacy_facts",
     "secagg_facts",
     "utility_facts",
+    "supervised_facts",
+    "SUPERVISED_POINT_KEYS",
     "attack_facts",
     "empirical_epsilon_facts",
     "epsilon_series",
@@ -489,7 +491,14 @@ def utility_facts(*, run: RunData) -> dict[str, Any]:
     acc, ci = as_float(value=s.get("test_accuracy")), as_float(value=s.get("test_accuracy_ci95"))
     episodes = s.get("test_episodes")
     per_round = [
-        {"round": m["round"], "accuracy": a, "ci95": as_float(value=m.get("test_accuracy_ci95"))}
+        {
+            "round": m["round"],
+            "accuracy": a,
+            "ci95": as_float(value=m.get("test_accuracy_ci95")),
+            # the supervised evaluation (secfed.supervised_eval), when the run computed it
+            "auc": as_float(value=m.get("test_auc")),
+            "val_auc": as_float(value=m.get("val_auc")),
+        }
         for m in run.metrics
         if isinstance(m.get("round"), int) and (a := as_float(value=m.get("test_accuracy"))) is not None
     ]
@@ -524,7 +533,123 @@ def utility_facts(*, run: RunData) -> dict[str, Any]:
         "chance": chance,
         "per_round": per_round,
         "statement": statement,
+        "supervised": supervised_facts(summary=s),
     }
+
+
+#: Keys of the supervised evaluation (:mod:`secfed.supervised_eval`) carried into a sweep point.
+SUPERVISED_POINT_KEYS: tuple[str, ...] = (
+    "test_supervised_accuracy",
+    "test_supervised_accuracy_ci95",
+    "test_auc",
+    "test_auc_ci95",
+    "test_sensitivity",
+    "test_sensitivity_ci95",
+    "test_specificity",
+    "test_specificity_ci95",
+)
+
+#: What the supervised evaluation's data costs, shown wherever its metrics are.
+SUPERVISED_NOTE = (
+    "The test and validation splits are public evaluation data held by the server: scoring the released "
+    "model on them reads no training record and costs no privacy."
+)
+
+
+def _interval(raw: Any) -> list[float] | None:
+    if isinstance(raw, (list, tuple)) and len(raw) == 2:
+        lo, hi = as_float(value=raw[0]), as_float(value=raw[1])
+        if lo is not None and hi is not None:
+            return [lo, hi]
+    return None
+
+
+def _supervised_row(label: str, m: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """One row of the supervised table from flat summary keys (prefix ``test_``/``val_``) or a site dict."""
+    acc = "supervised_accuracy" if prefix else "accuracy"
+    records = m.get(prefix + ("supervised_records" if prefix else "records"))
+    positives = m.get(prefix + ("supervised_positives" if prefix else "positives"))
+    return {
+        "label": label,
+        "records": records if isinstance(records, int) else None,
+        "positives": positives if isinstance(positives, int) else None,
+        "accuracy": as_float(value=m.get(prefix + acc)),
+        "accuracy_ci95": _interval(m.get(prefix + acc + "_ci95")),
+        **{key: as_float(value=m.get(prefix + key)) for key in ("auc", "sensitivity", "specificity")},
+        **{
+            f"{key}_ci95": _interval(m.get(f"{prefix}{key}_ci95"))
+            for key in ("auc", "sensitivity", "specificity")
+        },
+    }
+
+
+def supervised_facts(*, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The supervised evaluation of the global model on the test split (when the run computed it).
+
+    Args:
+        summary: The run's ``summary.json``.
+
+    Returns:
+        ``applied`` (False when the summary has no supervised keys: other learners or datasets, or
+        an older run), ``positive_class``, ``rows`` (pooled test, each held-out site, validation),
+        ``statement`` and ``note`` (the data is public: no privacy cost).
+    """
+    if as_float(value=summary.get("test_supervised_accuracy")) is None:
+        return {
+            "applied": False,
+            "positive_class": None,
+            "rows": [],
+            "statement": None,
+            "note": SUPERVISED_NOTE,
+        }
+    positive = summary.get("supervised_positive_class")
+    rows = [_supervised_row("test split, pooled (all held-out sites)", summary, "test_")]
+    for site in summary.get("test_supervised_sites") or []:
+        if isinstance(site, Mapping):
+            rows.append(_supervised_row(f"held-out site {site.get('site')}", site, ""))
+    if as_float(value=summary.get("val_supervised_accuracy")) is not None:
+        rows.append(_supervised_row("validation split", summary, "val_"))
+    pooled = rows[0]
+    auc = pooled["auc"]
+    parts = [
+        f"ROC AUC {fmt_num(value=auc)}" + _ci_words(pooled["auc_ci95"], pct=False)
+        if auc is not None
+        else "ROC AUC undefined (one class only)",
+        f"accuracy {fmt_pct(value=pooled['accuracy'])}" + _ci_words(pooled["accuracy_ci95"], pct=True),
+    ]
+    if pooled["sensitivity"] is not None or pooled["specificity"] is not None:
+        found = f"share of {positive} cases detected" if positive else "share of positive cases detected"
+        parts.append(
+            f"sensitivity ({found}) {fmt_pct(value=pooled['sensitivity'])}"
+            + _ci_words(pooled["sensitivity_ci95"], pct=True)
+        )
+        parts.append(
+            "specificity (share of the other cases correctly cleared) "
+            f"{fmt_pct(value=pooled['specificity'])}" + _ci_words(pooled["specificity_ci95"], pct=True)
+        )
+    statement = (
+        f"Applied as is, with no adaptation, to the {pooled['records']} records of the test split, the "
+        "final global model reached "
+        + ", ".join(parts)
+        + " (95 % confidence intervals"
+        + (f"; positive class: {positive}" if positive else "")
+        + ")."
+    )
+    return {
+        "applied": True,
+        "positive_class": positive,
+        "rows": rows,
+        "statement": statement,
+        "note": SUPERVISED_NOTE,
+    }
+
+
+def _ci_words(ci: list[float] | None, *, pct: bool) -> str:
+    if ci is None:
+        return ""
+    if pct:
+        return f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f} %)"
+    return f" ({ci[0]:.3f}–{ci[1]:.3f})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -818,6 +943,7 @@ def sweep_facts(
             "delta": as_float(value=p.get("delta")),
             "noise_multiplier": as_float(value=p.get("noise_multiplier")),
             "attacks": dict(p.get("attacks") or {}),
+            **{k: p.get(k) for k in SUPERVISED_POINT_KEYS},
         }
         loaded = runs.get(name)
         if loaded is not None:
@@ -827,6 +953,8 @@ def sweep_facts(
             util, priv = facts["utility"], facts["privacy"]
             if util["test_accuracy"] is not None:
                 row["test_accuracy"], row["ci95"] = util["test_accuracy"], util["ci95"]
+            if util["supervised"]["applied"]:
+                row.update({k: (run.summary or {}).get(k) for k in SUPERVISED_POINT_KEYS})
             row["epsilon"] = priv["epsilon"] if priv["applied"] else math.inf
             row["delta"] = priv["delta"]
             row["noise_multiplier"] = priv["noise_multiplier"]

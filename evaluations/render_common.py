@@ -31,7 +31,10 @@ __all__ = [
     "secagg_rows",
     "sites_table",
     "sweep_overview_rows",
+    "supervised_sweep_columns",
+    "supervised_table",
     "utility_table",
+    "fmt_interval",
 ]
 
 #: ``(label, value)`` rows of a two-column table.
@@ -144,9 +147,117 @@ def glance_rows(*, facts: Mapping[str, Any]) -> KeyValues:
         ("Privacy guarantee", privacy),
         ("Secure aggregation", s["protocol_name"] or "not recorded"),
         ("Test accuracy", fmt_pct(value=u["test_accuracy"], ci=u["ci95"])),
+        *_supervised_glance(u.get("supervised") or {}),
         ("Attack tests", "; ".join(f"{k}: {v['status']}" for k, v in a.items())),
         ("Empirical check", facts["empirical_epsilon"]["statement"]),
     ]
+
+
+def _supervised_glance(sup: Mapping[str, Any]) -> KeyValues:
+    if not sup.get("applied"):
+        return []
+    pooled = sup["rows"][0]
+    out: KeyValues = [
+        (
+            "Test ROC AUC (global model, no adaptation)",
+            fmt_interval(value=pooled["auc"], ci=pooled["auc_ci95"], pct=False),
+        )
+    ]
+    if pooled.get("sensitivity") is not None or pooled.get("specificity") is not None:
+        out.append(
+            (
+                "Test sensitivity / specificity",
+                f"{fmt_interval(value=pooled['sensitivity'], ci=pooled['sensitivity_ci95'], pct=True)} / "
+                f"{fmt_interval(value=pooled['specificity'], ci=pooled['specificity_ci95'], pct=True)}",
+            )
+        )
+    return out
+
+
+def fmt_interval(*, value: float | None, ci: Sequence[float] | None, pct: bool) -> str:
+    """A metric with its 95 % interval: ``0.931 (0.905–0.953)`` or ``85.40 % (82.4–88.0 %)``.
+
+    Args:
+        value: The metric (``None``: undefined, shown as ``—``).
+        ci: ``[low, high]`` or ``None``.
+        pct: Show as a percentage.
+
+    Returns:
+        The text.
+    """
+    if value is None or math.isnan(value):
+        return "—"
+    text = fmt_pct(value=value) if pct else f"{value:.3f}"
+    if ci is not None and len(ci) == 2:
+        text += f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f} %)" if pct else f" ({ci[0]:.3f}–{ci[1]:.3f})"
+    return text
+
+
+def supervised_table(*, supervised: Mapping[str, Any]) -> Table:
+    """The supervised evaluation on the test split, pooled, per held-out site and on validation.
+
+    Args:
+        supervised: ``facts["utility"]["supervised"]`` of :func:`evaluations.facts.run_facts`.
+
+    Returns:
+        ``(headers, rows)``.
+    """
+    headers = [
+        "data",
+        "records",
+        "positives",
+        "ROC AUC (95 % CI)",
+        "accuracy (95 % CI)",
+        "sensitivity (95 % CI)",
+        "specificity (95 % CI)",
+    ]
+    return headers, [
+        [
+            r["label"],
+            r["records"],
+            r["positives"],
+            fmt_interval(value=r["auc"], ci=r["auc_ci95"], pct=False),
+            fmt_interval(value=r["accuracy"], ci=r["accuracy_ci95"], pct=True),
+            fmt_interval(value=r["sensitivity"], ci=r["sensitivity_ci95"], pct=True),
+            fmt_interval(value=r["specificity"], ci=r["specificity_ci95"], pct=True),
+        ]
+        for r in supervised.get("rows", [])
+    ]
+
+
+def supervised_sweep_columns(*, points: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Sweep-table columns of the supervised evaluation, or none when no point has it.
+
+    Args:
+        points: Sweep point rows (with the keys of :data:`evaluations.facts.SUPERVISED_POINT_KEYS`).
+
+    Returns:
+        ``(headers, one list of cells per point)``; both empty lists' worth when absent.
+    """
+    if not any(as_float(value=p.get("test_auc")) is not None for p in points):
+        return [], [[] for _ in points]
+
+    def ci(raw: Any) -> list[float] | None:
+        return [float(raw[0]), float(raw[1])] if isinstance(raw, (list, tuple)) and len(raw) == 2 else None
+
+    headers = ["test AUC (95 % CI)", "test sensitivity", "test specificity"]
+    cells = [
+        [
+            fmt_interval(value=as_float(value=p.get("test_auc")), ci=ci(p.get("test_auc_ci95")), pct=False),
+            fmt_interval(
+                value=as_float(value=p.get("test_sensitivity")),
+                ci=ci(p.get("test_sensitivity_ci95")),
+                pct=True,
+            ),
+            fmt_interval(
+                value=as_float(value=p.get("test_specificity")),
+                ci=ci(p.get("test_specificity_ci95")),
+                pct=True,
+            ),
+        ]
+        for p in points
+    ]
+    return headers, cells
 
 
 def run_overview_rows(*, what: Mapping[str, Any]) -> KeyValues:
@@ -316,8 +427,19 @@ def utility_table(*, utility: Mapping[str, Any]) -> Table:
     Returns:
         ``(headers, rows)``, one row per evaluated round.
     """
+    rows = utility["per_round"]
+    if any(r.get("auc") is not None for r in rows):  # the supervised evaluation ran each time
+        return ["round", "test accuracy (95 % interval)", "test ROC AUC", "validation ROC AUC"], [
+            [
+                r["round"],
+                fmt_pct(value=r["accuracy"], ci=r["ci95"]),
+                fmt_interval(value=r.get("auc"), ci=None, pct=False),
+                fmt_interval(value=r.get("val_auc"), ci=None, pct=False),
+            ]
+            for r in rows
+        ]
     return ["round", "test accuracy (95 % interval)"], [
-        [r["round"], fmt_pct(value=r["accuracy"], ci=r["ci95"])] for r in utility["per_round"]
+        [r["round"], fmt_pct(value=r["accuracy"], ci=r["ci95"])] for r in rows
     ]
 
 

@@ -170,6 +170,12 @@ def _utility_section(u: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
     if u["per_round"]:
         out.append(_table(*common.utility_table(utility=u)))
     out.append(_figs(figures, "accuracy"))
+    sup = u.get("supervised") or {}
+    if sup.get("applied"):
+        out.append("<h3>Supervised evaluation of the global model on the test split</h3>")
+        out.append(_p(sup["statement"]))
+        out.append(_table(*common.supervised_table(supervised=sup)))
+        out.append(_p(sup["note"], "muted"))
     return out
 
 
@@ -263,6 +269,8 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
     w = facts["what_was_run"]
     title = f"Privacy–utility sweep report: {w['sweep_dir']}"
     points = facts["points"]
+    # ROC AUC, sensitivity, specificity of the supervised evaluation, when the points have it
+    sup_headers, sup_rows = common.supervised_sweep_columns(points=points)
     body = [
         f"<h1>{_e(title)}</h1>",
         _integrity_alerts(facts),
@@ -294,6 +302,7 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
                 "learner",
                 "aggregation",
                 "test accuracy",
+                *sup_headers,
                 "status",
             ],
             [
@@ -306,9 +315,10 @@ def render_sweep_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure]
                     p["learner"],
                     p.get("protocol") or p["aggregation"],
                     fmt_pct(value=p["test_accuracy"], ci=p["ci95"]),
+                    *sup_cells,
                     p["status"] + (f": {p['problem']}" if p.get("problem") else ""),
                 ]
-                for p in points
+                for p, sup_cells in zip(points, sup_rows, strict=True)
             ],
         ),
         _figs(figures, "privacy_utility"),

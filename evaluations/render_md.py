@@ -107,6 +107,10 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     if u["per_round"]:
         out.append(_table(common.utility_table(utility=u)))
     out += _figs(figures, "accuracy")
+    sup = u.get("supervised") or {}
+    if sup.get("applied"):
+        out += ["### Supervised evaluation of the global model on the test split\n", sup["statement"] + "\n"]
+        out += [_table(common.supervised_table(supervised=sup)), f"*{sup['note']}*\n"]
 
     out += ["## 5. Attack tests: what could an attacker still learn?\n", common.ATTACKS_INTRO + "\n"]
     for name, entry in a.items():
@@ -132,7 +136,8 @@ def sweep_table(*, points: Sequence[Mapping[str, Any]]) -> str:
         The table.
     """
     rows = []
-    for p in points:
+    sup_headers, sup_rows = common.supervised_sweep_columns(points=points)
+    for p, sup_cells in zip(points, sup_rows, strict=True):
         m = p.get("attack_metrics") or {}
         rows.append(
             [
@@ -143,6 +148,7 @@ def sweep_table(*, points: Sequence[Mapping[str, Any]]) -> str:
                 p.get("learner"),
                 p.get("protocol") or p.get("aggregation"),
                 fmt_pct(value=p.get("test_accuracy"), ci=p.get("ci95")),
+                *sup_cells,
                 m.get("mia_auc"),
                 fmt_pct(value=m["mia_tpr_at_0.1%"]) if m.get("mia_tpr_at_0.1%") is not None else None,
                 m.get("inversion_psnr"),
@@ -159,6 +165,7 @@ def sweep_table(*, points: Sequence[Mapping[str, Any]]) -> str:
             "learner",
             "aggregation",
             "test accuracy (95 % CI)",
+            *sup_headers,
             "MIA AUC",
             "MIA TPR@0.1%",
             "inversion PSNR",

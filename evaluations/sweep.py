@@ -32,7 +32,7 @@ from typing import Any
 
 from evaluations.attack_results import ATTACK_FILES, headline_metrics, read_attacks
 from evaluations.errors import SweepError
-from evaluations.facts import privacy_facts
+from evaluations.facts import SUPERVISED_POINT_KEYS, privacy_facts
 from evaluations.jsonio import atomic_write_text, dumps_strict
 from evaluations.render_md import sweep_table
 from evaluations.rundata import load_run
@@ -440,6 +440,8 @@ def _fill_results(row: dict[str, Any], run_dir: Path) -> None:
             "noise_multiplier": priv["noise_multiplier"],
             "privacy_unit": priv["unit"],
             "code_version": s.get("code_version"),
+            # the supervised evaluation of the global model (secfed.supervised_eval), when computed
+            **{k: s[k] for k in SUPERVISED_POINT_KEYS if k in s},
         }
     )
     row["attack_metrics"] = headline_metrics(outcomes=read_attacks(run_dir=run_dir))
@@ -567,6 +569,7 @@ def run_sweep(
             echo(
                 f"sweep: point {point.name}: {row['status']}"
                 + (f", accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
+                + (f", test AUC {row['test_auc']:.3f}" if isinstance(row.get("test_auc"), float) else "")
                 + (f", ε = {row['epsilon']:.3g}" if isinstance(row.get("epsilon"), float) else "")
             )
     sweep_json, summary = _write_outputs(sweep_dir, header, rows, notes)
