@@ -389,3 +389,25 @@ def test_cli_prints_the_supervised_metrics(tmp_path: Path, capsys: pytest.Captur
     assert "pneumonia" in lines[0]
     assert "AUC 0.900 [0.600, 0.980]" in lines[1] and "sensitivity 75.0 [40.0, 93.0] %" in lines[1]
     assert _supervised_lines({"test_accuracy": 0.5}) == []
+
+
+def test_sweep_point_and_sweep_report_carry_the_supervised_metrics(pneumonia_run: Path) -> None:
+    from evaluations.attack_results import read_attacks
+    from evaluations.facts import sweep_facts
+    from evaluations.render_html import render_sweep_html
+    from evaluations.rundata import load_run
+    from evaluations.sweep import _fill_results
+
+    summary = json.loads((pneumonia_run / "summary.json").read_text())
+    row: dict = {"name": "eps=inf"}
+    _fill_results(row, pneumonia_run)  # what sweep.json / summary.md are written from
+    assert row["test_auc"] == summary["test_auc"] and row["test_auc_ci95"] == summary["test_auc_ci95"]
+    assert row["test_specificity"] == summary["test_specificity"]
+    facts = sweep_facts(
+        sweep_dir=pneumonia_run.parent,
+        sweep={"points": [{"name": "eps=inf", "learner": "fedavg", "status": "done"}]},
+        runs={"eps=inf": (load_run(path=pneumonia_run), read_attacks(run_dir=pneumonia_run))},
+    )
+    assert facts["points"][0]["test_auc"] == summary["test_auc"]
+    html = render_sweep_html(facts=facts, figures={}, generated="now")
+    assert "test AUC (95 % CI)" in html and f"{summary['test_auc']:.3f}" in html
