@@ -148,6 +148,8 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
         train, test = _omniglot_train_test(config=config)
         if d.val_alphabets:
             train = _split_validation(train=train, config=config)[0]
+        if d.public_alphabets:
+            train = _without_public(train=train, config=config)
         return train, test
     from secfed.data.medmnist import load_medmnist
 
@@ -155,6 +157,46 @@ def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset
         load_medmnist(path=config.data_root(), split="train"),
         load_medmnist(path=config.data_root(), split="test"),
     )
+
+
+def _without_public(*, train: ImageDataset, config: ExperimentConfig) -> ImageDataset:
+    """``train`` without ``data.public_alphabets`` (no site holds a public alphabet)."""
+    public = set(config.data.public_alphabets)
+    alphabets = sorted(set(train.class_groups))
+    kept = [a for a in alphabets if a not in public]
+    if not kept:
+        raise DatasetFormatError(f"data.public_alphabets leaves no alphabet to the sites ({alphabets})")
+    return train.select_groups(groups=kept, name=train.name)
+
+
+def load_public(*, config: ExperimentConfig) -> ImageDataset:
+    """The data the configuration declares public: the classes of ``data.public_alphabets``.
+
+    No site holds them (:func:`load_splits` removes them from meta-train); they serve only the
+    non-private pretraining of the initial model (``model.pretrain_steps``). Rotated as the
+    training classes are (``data.rotations``).
+
+    Args:
+        config: A configuration with a non-empty ``data.public_alphabets``.
+
+    Returns:
+        The public dataset.
+
+    Raises:
+        ConfigError: If no public alphabets are configured.
+        secfed.errors.DataError: If one of them is not a training alphabet.
+    """
+    d = config.data
+    if not d.public_alphabets:
+        raise ConfigError("data.public_alphabets is empty: no public data is configured")
+    train, _ = _omniglot_train_test(config=config)
+    missing = sorted(set(d.public_alphabets) - set(train.class_groups))
+    if missing:
+        raise DatasetFormatError(
+            f"data.public_alphabets {missing} are not training alphabets; the training archives "
+            f"{list(d.train_archives)} hold: {sorted(set(train.class_groups))}"
+        )
+    return train.select_groups(groups=list(d.public_alphabets), name="omniglot-public")
 
 
 def load_validation(*, config: ExperimentConfig) -> ImageDataset:
@@ -400,6 +442,8 @@ def build_model(
         frontend=m.frontend,
         scatter_j=m.scatter_j,
         scatter_l=m.scatter_l,
+        weight_standardization=m.weight_standardization,
+        trainable=m.trainable,
     )
 
 

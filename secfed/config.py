@@ -138,6 +138,11 @@ class DataSection:
             meta-validation set (for choosing settings such as test-time adaptation without
             looking at the meta-test classes). Empty (the default): train on every training
             alphabet. Validation classes follow ``test_rotations``.
+        public_alphabets: Omniglot only: training alphabets the configuration declares PUBLIC
+            (like an ImageNet for vision): held out of every site and of validation, and used
+            only to pretrain the initial model without privacy (``model.pretrain_steps``). Their
+            records are outside every site's privacy guarantee by declaration; they must not be
+            test or validation alphabets. Public classes follow ``rotations``.
         image_size: Side length images are resized to (Omniglot).
     """
 
@@ -149,6 +154,7 @@ class DataSection:
     test_rotations: bool = False
     test_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
     val_alphabets: list[str] = field(default_factory=list)
+    public_alphabets: list[str] = field(default_factory=list)
     image_size: int = 28
 
     @property
@@ -221,6 +227,18 @@ class ModelSection:
             multiples of 2^J; the maps are 2^J times smaller).
         scatter_l: Orientations L of the scattering transform (1 + J L + L^2 J (J - 1) / 2
             channels per image channel: 81 at J = 2, L = 8).
+        weight_standardization: Standardise every convolution's weight per output channel before
+            use (Qiao et al. 2019; with GroupNorm, the DP recipe of De et al. 2022). A function of
+            the parameters only: each record's output still depends on that record alone.
+        pretrain_steps: Episodes of non-private pretraining of the initial model on
+            ``data.public_alphabets`` with the run's learner (0: none). Done by the server
+            before round 1 from public data and the seed, so it costs no privacy.
+        pretrain_lr: Learning rate of that pretraining (the learner's optimizer).
+        pretrain_n_way: Classes per pretraining episode (1 shot, 5 queries per class).
+        trainable: Which parameters the sites train (the others stay as initialised, e.g.
+            pretrained on public data): ``all``; ``last`` (the last block and the head);
+            ``norm`` (every normalisation layer's per-channel scale and shift and the head:
+            FiLM-style adapters, Perez et al. 2018; Tobaben et al. 2023 train these under DP).
     """
 
     arch: str = "conv4"
@@ -231,7 +249,11 @@ class ModelSection:
     frontend: str = "none"
     scatter_j: int = 2
     scatter_l: int = 8
-
+    weight_standardization: bool = False
+    pretrain_steps: int = 0
+    pretrain_lr: float = 1e-3
+    pretrain_n_way: int = 20
+    trainable: str = "all"
 
 @dataclass(frozen=True)
 class LearnerSection:
@@ -287,6 +309,10 @@ class FederationSection:
         aggregation: ``plain`` weighted sum, ``secagg`` or ``secagg+``.
         weighting: Public aggregation weights: ``uniform`` or ``examples`` (records per site; not
             private under DP).
+        ema: Exponential moving average of the released global models, kept by the server and
+            used for every evaluation and the final model (Polyak & Juditsky 1992; De et al.
+            2022): ``ema_t = ema * ema_{t-1} + (1 - ema) * state_t``, ``ema_0`` = the initial
+            state. Post-processing of released states: no privacy cost. 0 = off.
     """
 
     clients_per_round: int = 0
@@ -298,6 +324,7 @@ class FederationSection:
     straggler_rate: float = 0.0
     aggregation: str = "plain"
     weighting: str = "uniform"
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -340,6 +367,19 @@ class PrivacySection:
         mechanism: Distributed DP noise: ``skellam`` or ``ddg``; ``gaussian`` otherwise.
         bits: Modulus bits of the distributed-DP encoder.
         episodes_per_step: Episode slots per record-level episodic DP step.
+        augmult: Augmentation multiplicity K (De et al. 2022): each privacy unit's gradient is
+            the mean of the gradients of K randomly augmented copies of the unit (for an
+            episode, K augmented copies of the whole episode), clipped once. 1 = off.
+        noise_sharing: Record mode under secure aggregation only: every site adds a *share* of the
+            noise, std ``σ/√(m − c)`` (``σ = z·S``, ``S`` = 2C per episode or C per record, ``m`` the
+            most sites a round can hold), so the SecAgg sum of ``s`` survivors carries counted noise
+            ``σ·√((s − c)/(m − c))`` (Truex et al. 2019; Lowy & Razaviyayn 2023). Needs
+            ``federation.aggregation`` ``secagg``/``secagg+``, one DP step per round
+            (``learner.local_steps = 1``) with plain SGD, a learner among ProtoNet, MAML, FOMAML
+            and FedAvg, and ``noise_multiplier > 0``. See :mod:`secfed.dp.sharing`.
+        colluding_sites: With ``noise_sharing``: ``c``, how many sites' noise shares the server may
+            know (sites colluding with it); their noise is not counted. Must be below the SecAgg
+            threshold, so that every decodable sum holds counted noise.
     """
 
     mode: str = "none"
@@ -354,6 +394,7 @@ class PrivacySection:
     mechanism: str = "gaussian"
     bits: int = 32
     episodes_per_step: int = 4
+    augmult: int = 1
 
 
 @dataclass(frozen=True)
@@ -551,6 +592,20 @@ def validate(cfg: ExperimentConfig) -> None:
         "distinct, non-empty alphabet names",
         d.val_alphabets,
     )
+    _check(
+        not d.public_alphabets or d.dataset == "omniglot",
+        "data.public_alphabets",
+        "is for omniglot only",
+        d.public_alphabets,
+    )
+    _check(
+        len(set(d.public_alphabets)) == len(d.public_alphabets)
+        and all(a.strip() for a in d.public_alphabets)
+        and not set(d.public_alphabets) & set(d.val_alphabets),
+        "data.public_alphabets",
+        "distinct, non-empty alphabet names, none of them a validation alphabet",
+        d.public_alphabets,
+    )
     if d.dataset == "digits":
         _check(
             len(set(d.test_classes)) == len(d.test_classes) and all(0 <= c <= 9 for c in d.test_classes),
@@ -582,6 +637,28 @@ def validate(cfg: ExperimentConfig) -> None:
             f"the scattering transform subsamples by 2^J: the image side ({side}) must be a multiple of 2^J",
             m.scatter_j,
         )
+    _check(m.pretrain_steps >= 0, "model.pretrain_steps", "must be >= 0", m.pretrain_steps)
+    _check(
+        m.pretrain_steps == 0 or bool(d.public_alphabets),
+        "model.pretrain_steps",
+        "pretraining needs public data: set data.public_alphabets",
+        m.pretrain_steps,
+    )
+    _check(
+        m.pretrain_steps == 0 or lr.name != "fedavg",
+        "model.pretrain_steps",
+        "public pretraining is for the episodic learners and reptile",
+        lr.name,
+    )
+    _check(m.pretrain_lr > 0, "model.pretrain_lr", "must be > 0", m.pretrain_lr)
+    _check(m.pretrain_n_way >= 2, "model.pretrain_n_way", "must be >= 2", m.pretrain_n_way)
+    _check(m.trainable in ("all", "last", "norm"), "model.trainable", "one of all, last, norm", m.trainable)
+    _check(
+        m.trainable != "norm" or m.norm != "none",
+        "model.trainable",
+        "'norm' trains the normalisation layers' scale and shift: set model.norm",
+        m.trainable,
+    )
     for key in ("local_steps", "meta_batch", "batch_size"):
         _check(getattr(lr, key) >= 1, f"learner.{key}", "must be >= 1", getattr(lr, key))
     for key in ("inner_steps", "test_inner_steps", "reptile_inner_batch"):
@@ -622,6 +699,7 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(0 < f.sample_rate <= 1, "federation.sample_rate", "must be in (0, 1]", f.sample_rate)
     _check(f.server_lr > 0, "federation.server_lr", "must be > 0", f.server_lr)
+    _check(0 <= f.ema < 1, "federation.ema", "must be in [0, 1)", f.ema)
     _check(0 <= f.dropout_rate < 1, "federation.dropout_rate", "must be in [0, 1)", f.dropout_rate)
     _check(0 <= f.straggler_rate < 1, "federation.straggler_rate", "must be in [0, 1)", f.straggler_rate)
     _check(s.k >= 0 and s.t >= 0, "secagg.k/t", "must be >= 0 (0 = derive)", (s.k, s.t))
@@ -656,6 +734,7 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(8 <= pr.bits <= 62, "privacy.bits", "must be in [8, 62]", pr.bits)
     _check(pr.episodes_per_step >= 1, "privacy.episodes_per_step", "must be >= 1", pr.episodes_per_step)
+    _check(pr.augmult >= 1, "privacy.augmult", "must be >= 1 (1 = off)", pr.augmult)
     if pr.mode == "distributed":
         _check(
             f.aggregation != "plain",

@@ -139,12 +139,19 @@ def initial_model(
         num_classes: Model outputs, as :func:`secfed.components.model_num_classes` gives them.
 
     Returns:
-        The untrained model.
+        The model: untrained, or pretrained on the declared-public data when
+        ``model.pretrain_steps > 0`` (:func:`secfed.pretrain.pretrain_public`).
     """
     from secfed import components
 
     torch.manual_seed(derive_seed(config.experiment.seed, "init"))
-    return components.build_model(config=config, input_shape=input_shape, num_classes=num_classes)
+    model = components.build_model(config=config, input_shape=input_shape, num_classes=num_classes)
+    if config.model.pretrain_steps > 0:
+        from secfed.pretrain import pretrain_public
+
+        # public data only (data.public_alphabets), deterministic from the seed: no privacy cost
+        pretrain_public(config=config, model=model)
+    return model
 
 
 def final_evaluation(
@@ -331,6 +338,10 @@ class Experiment:
                 central_noise=privacy.central_noise if privacy is not None else None,
             )
             if opt_arrays is not None:
+                try:
+                    opt_arrays = server.load_ema(opt_arrays)
+                except ValueError as exc:
+                    raise CheckpointError(f"{ckpt_dir}: {exc}") from exc
                 server.optimizer.load_arrays(opt_arrays)
             sites = server.site_info()
             _atomic_write(run_dir / "sites.json", json.dumps({str(k): v for k, v in sites.items()}, indent=1))
@@ -350,7 +361,7 @@ class Experiment:
                 progress=sys.stderr.isatty() if progress is None else progress,
                 supervised=supervised,
             )
-            state = server.state
+            state = server.eval_state  # the EMA of the released states when federation.ema > 0
         finally:
             backend.close()
         load_flat_state(model, state, spec=spec)
@@ -442,7 +453,7 @@ class Experiment:
                     row.update(privacy.after_round(outcome=outcome))
                 every = cfg.experiment.eval_every
                 if every and (rnd % every == 0 or rnd == cfg.experiment.rounds):
-                    load_flat_state(model, server.state, spec=spec)
+                    load_flat_state(model, server.eval_state, spec=spec)
                     acc, ci = evaluate_model(
                         learner=learner,
                         model=model,
@@ -493,7 +504,7 @@ class Experiment:
     ) -> None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         weights = f"model-{round_idx:06d}.safetensors"
-        arrays = {"state": server.state, **server.optimizer.state_arrays()}
+        arrays = {"state": server.state, **server.optimizer.state_arrays(), **server.ema_arrays()}
         tmp = ckpt_dir / (weights + ".tmp")
         save_file(arrays, str(tmp), metadata={"round": str(round_idx), "format": "secfed-flat-state"})
         os.replace(tmp, ckpt_dir / weights)

@@ -118,6 +118,7 @@ from secfed.components import Site
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import client_sample_rate
 from secfed.dp.engines import (
+    AugmultEpisodeDPEngineFactory,
     ClassStepCounts,
     ClassTask,
     DPEngineError,
@@ -716,6 +717,8 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
             normaliser=step_normaliser(config=self._cfg),
             accountant=counter,
         )
+        if p.augmult > 1:  # augmentation multiplicity: K augmented copies per episode, clipped once
+            engine = AugmultEpisodeDPEngineFactory(base=engine, multiplicity=int(p.augmult))  # type: ignore[assignment]
         # The learner's task source is not used: the private sampler supplies every step's units.
         update = learner.local_update(model=model, tasks=_NoTasks(), rng=rng, engine=engine, units=units)
         return update, units.plans

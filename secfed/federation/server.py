@@ -323,6 +323,41 @@ class FederatedServer:
             name=config.federation.server_optimizer, lr=config.federation.server_lr, param_mask=param_mask
         )
         self._central_noise = central_noise
+        #: EMA of the released global states (``federation.ema``), or None when off.
+        self.ema_state: np.ndarray | None = self.state.copy() if config.federation.ema > 0 else None
+
+    @property
+    def eval_state(self) -> np.ndarray:
+        """The state evaluated and reported as the model: the EMA when ``federation.ema > 0``."""
+        return self.state if self.ema_state is None else self.ema_state
+
+    def update_ema(self) -> None:
+        """Fold the current released state into the EMA (Polyak & Juditsky 1992; De et al. 2022).
+
+        ``ema <- beta * ema + (1 - beta) * state``: a function of released states only
+        (post-processing), so it costs no privacy. Called once per round, skipped rounds included.
+        """
+        if self.ema_state is not None:
+            beta = float(self.config.federation.ema)
+            self.ema_state = (beta * self.ema_state + (1.0 - beta) * self.state).astype(np.float32)
+
+    def ema_arrays(self) -> dict[str, np.ndarray]:
+        """Checkpoint arrays of the EMA (empty when off)."""
+        return {} if self.ema_state is None else {"ema_state": self.ema_state}
+
+    def load_ema(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Restore the EMA from checkpoint arrays; returns the other arrays.
+
+        Raises:
+            ValueError: If the EMA is on and the arrays hold no EMA state of the right shape.
+        """
+        rest = dict(arrays)
+        ema = rest.pop("ema_state", None)
+        if self.ema_state is not None:
+            if ema is None or ema.shape != self.state.shape:
+                raise ValueError("the checkpoint holds no EMA state of the model's size")
+            self.ema_state = ema.astype(np.float32)
+        return rest
 
     @property
     def num_stages(self) -> int:
@@ -386,6 +421,7 @@ class FederatedServer:
                 assert agg is not None  # no central noise outside client mode: survivors exist
                 divisor = agg.weight_sum
             self.state = self.optimizer.apply(state=self.state, mean_delta=total / divisor)
+        self.update_ema()
         losses = [
             float(reports[s]["train_loss"]) for s in participants if reports[s].get("train_loss") is not None
         ]

@@ -8,6 +8,7 @@ from secfed.errors import ConfigError
 from secfed.models.conv4 import Conv4
 from secfed.models.mlp import MLP
 from secfed.models.norm import NORMS
+from secfed.models.recipes import freeze_except, standardize_weights
 from secfed.models.scatter import ScatterFeatures, ScatterModel
 
 __all__ = ["ARCHS", "FRONTENDS", "build_model"]
@@ -31,6 +32,8 @@ def build_model(
     frontend: str = "none",
     scatter_j: int = 2,
     scatter_l: int = 8,
+    weight_standardization: bool = False,
+    trainable: str = "all",
 ) -> nn.Module:
     """Build a model.
 
@@ -59,6 +62,10 @@ def build_model(
         scatter_j: Scales ``J`` of the scattering transform (the input's height and width must be
             multiples of ``2^J``).
         scatter_l: Orientations ``L`` of the scattering transform.
+        weight_standardization: Use weight-standardised convolutions
+            (:class:`secfed.models.recipes.WSConv2d`; Qiao et al. 2019, De et al. 2022).
+        trainable: ``"all"``, ``"last"`` or ``"norm"``: the other parameters get
+            ``requires_grad = False`` (:func:`secfed.models.recipes.freeze_except`).
 
     Returns:
         The model, in training mode, initialised from torch's global RNG (seed it for determinism).
@@ -102,6 +109,9 @@ def build_model(
             norm=norm,
             num_groups=num_groups,
         )
-    if front is None:
-        return body
-    return ScatterModel(frontend=front, body=body, input_shape=tuple(input_shape))
+    if weight_standardization:
+        standardize_weights(body)
+    model: nn.Module = body
+    if front is not None:
+        model = ScatterModel(frontend=front, body=body, input_shape=tuple(input_shape))
+    return freeze_except(model, trainable=trainable)
