@@ -356,7 +356,9 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
 def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSource:
     """Task source over the held-out (meta-test) data.
 
-    Episodic tasks: N-way K-shot episodes of the held-out classes. Client-as-task: the held-out
+    Episodic tasks: N-way K-shot episodes of the held-out classes, or with
+    ``task.test_protocol = "within_alphabet"`` Lake et al.'s within-alphabet tasks
+    (:class:`secfed.tasks.within_alphabet.WithinAlphabetTaskSource`). Client-as-task: the held-out
     split is partitioned (``partition.scheme``, seeded by the experiment seed) into
     ``partition.test_sites`` held-out sites, and every test task is a support/query split of one
     of them.
@@ -390,15 +392,27 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
                 for i, shard in enumerate(shards)
             ]
         )
+    if config.task.test_protocol == "within_alphabet":
+        from secfed.tasks.within_alphabet import WithinAlphabetTaskSource
+
+        t = config.task
+        return WithinAlphabetTaskSource(
+            dataset=test, n_way=t.test_n_way, k_shot=t.test_k_shot, q_query=t.test_q_query
+        )
     return _task_source(config=config, dataset=test, train=False)
 
 
 def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = None) -> int | None:
-    """Output units of the model head: none for ProtoNet, n_way for MAML-family, all classes for FedAvg."""
+    """Output units of the model head, as the learner declares it (``Learner.head``): none for an
+    embedding network (ProtoNet, Matching Networks, Siamese networks), n_way for the task-local
+    heads (MAML, FOMAML, Reptile), all training classes for a global head (FedAvg)."""
+    from secfed.learners import learner_class
+
     name = config.learner.name
-    if name == "protonet":
+    head = learner_class(name).head
+    if head == "none":
         return None
-    if name == "fedavg":
+    if head == "global":
         if train is None:
             train, _ = load_splits(config=config)
         return train.num_classes
@@ -417,7 +431,8 @@ def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = 
 def build_model(
     *, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None = -1
 ) -> nn.Module:
-    """Build the configured model.
+    """Build the configured model, with the learner's own modules (``Learner.extend_model``: the
+    Siamese distance head, the Matching Networks FCE LSTMs).
 
     Args:
         config: The configuration.
@@ -427,11 +442,12 @@ def build_model(
     Returns:
         The model (seed torch before calling for reproducible initialisation).
     """
+    from secfed.learners import learner_class
     from secfed.models.build import build_model as _build
 
     m = config.model
     heads = model_num_classes(config=config) if num_classes == -1 else num_classes
-    return _build(
+    model = _build(
         arch=m.arch,
         input_shape=input_shape,
         num_classes=heads,
@@ -445,6 +461,7 @@ def build_model(
         weight_standardization=m.weight_standardization,
         trainable=m.trainable,
     )
+    return learner_class(config.learner.name).extend_model(model=model, config=learner_config(config=config))
 
 
 def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
@@ -463,6 +480,9 @@ def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
         reptile_inner_batch=lr.reptile_inner_batch,
         batch_size=lr.batch_size,
         head_init=lr.head_init,
+        fce=lr.fce,
+        fce_steps=lr.fce_steps,
+        proximal_mu=float(config.federation.proximal_mu),
     )
 
 

@@ -56,7 +56,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("conv4", "mlp"),
     "model.norm": ("batch", "group", "none"),
     "model.frontend": ("none", "scatter"),
-    "learner.name": ("protonet", "maml", "fomaml", "reptile", "fedavg"),
+    "task.test_protocol": ("n_way", "within_alphabet"),
+    "learner.name": ("protonet", "matching", "siamese", "maml", "fomaml", "reptile", "fedavg"),
     "learner.local_optimizer": ("adam", "sgd"),
     "learner.inner_optimizer": ("sgd", "adam"),
     "learner.head_init": ("learned", "zero"),
@@ -196,6 +197,13 @@ class TaskSection:
         test_k_shot: Support records per class in test episodes.
         test_q_query: Query records per class in test episodes.
         support_fraction: client_as_task only: fraction of a site's records used as support.
+        test_protocol: ``n_way`` (N-way K-shot episodes over all test classes) or
+            ``within_alphabet`` (Omniglot only; Lake, Salakhutdinov & Tenenbaum 2015): every test
+            task takes ``test_n_way`` characters of one test alphabet, ``test_k_shot`` drawers'
+            images of each as the support and ``test_q_query`` other drawers' images as the
+            queries (Lake et al.'s 20-way one-shot runs: ``test_n_way = 20``, ``test_k_shot = 1``,
+            ``test_q_query = 1``). Alphabets with fewer than ``test_n_way`` characters are skipped
+            (:mod:`secfed.tasks.within_alphabet`).
     """
 
     source: str = "episodic"
@@ -206,6 +214,7 @@ class TaskSection:
     test_k_shot: int = 1
     test_q_query: int = 15
     support_fraction: float = 0.5
+    test_protocol: str = "n_way"
 
 
 @dataclass(frozen=True)
@@ -260,7 +269,8 @@ class LearnerSection:
     """Meta-learner and its hyperparameters (see :class:`secfed.learners.base.LearnerConfig`).
 
     Attributes:
-        name: ``protonet``, ``maml``, ``fomaml``, ``reptile`` or ``fedavg``.
+        name: ``protonet``, ``matching`` (Matching Networks), ``siamese`` (Siamese networks),
+            ``maml``, ``fomaml``, ``reptile`` or ``fedavg`` (:data:`secfed.learners.LEARNERS`).
         local_steps: Local (outer) steps per site per round.
         meta_batch: Tasks per local step.
         local_lr: Local learning rate.
@@ -274,6 +284,8 @@ class LearnerSection:
         batch_size: FedAvg local minibatch size.
         head_init: ``learned`` or ``zero`` (MAML/FOMAML/Reptile: zero the linear head before
             every task, Kao et al. 2022; lets ``task.n_way`` differ from ``task.test_n_way``).
+        fce: Matching Networks: full context embeddings (Vinyals et al. 2016).
+        fce_steps: Matching Networks: processing steps of the FCE attention LSTM.
     """
 
     name: str = "protonet"
@@ -289,6 +301,8 @@ class LearnerSection:
     reptile_inner_batch: int = 0
     batch_size: int = 32
     head_init: str = "learned"
+    fce: bool = False
+    fce_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -309,6 +323,9 @@ class FederationSection:
         aggregation: ``plain`` weighted sum, ``secagg`` or ``secagg+``.
         weighting: Public aggregation weights: ``uniform`` or ``examples`` (records per site; not
             private under DP).
+        proximal_mu: FedProx (Li et al., MLSys 2020): ``mu`` of the proximal term
+            ``mu / 2 ||w - w_global||^2`` added to every site's local objective, for every learner
+            (:func:`secfed.learners.engine.proximal_term`). 0 (the default) = FedAvg.
         ema: Exponential moving average of the released global models, kept by the server and
             used for every evaluation and the final model (Polyak & Juditsky 1992; De et al.
             2022): ``ema_t = ema * ema_{t-1} + (1 - ema) * state_t``, ``ema_0`` = the initial
@@ -324,6 +341,7 @@ class FederationSection:
     straggler_rate: float = 0.0
     aggregation: str = "plain"
     weighting: str = "uniform"
+    proximal_mu: float = 0.0
     ema: float = 0.0
 
 
@@ -623,6 +641,13 @@ def validate(cfg: ExperimentConfig) -> None:
         _check(getattr(t, key) >= 1, f"task.{key}", "must be >= 1", getattr(t, key))
     _check(t.n_way >= 2 and t.test_n_way >= 2, "task.n_way", "ways must be >= 2", (t.n_way, t.test_n_way))
     _check(0 < t.support_fraction < 1, "task.support_fraction", "must be in (0, 1)", t.support_fraction)
+    if t.test_protocol == "within_alphabet":
+        _check(
+            d.dataset == "omniglot" and t.source == "episodic",
+            "task.test_protocol",
+            "'within_alphabet' needs data.dataset = 'omniglot' and task.source = 'episodic'",
+            t.test_protocol,
+        )
     _check(m.hidden >= 1, "model.hidden", "must be >= 1", m.hidden)
     _check(m.groups >= 1 and m.hidden % m.groups == 0, "model.groups", "must divide model.hidden", m.groups)
     _check(m.layers >= 0, "model.layers", "must be >= 0 (0 = no hidden layer, MLP only)", m.layers)
@@ -667,6 +692,14 @@ def validate(cfg: ExperimentConfig) -> None:
         _check(getattr(lr, key) > 0, f"learner.{key}", "must be > 0", getattr(lr, key))
     if lr.name in ("maml", "fomaml", "reptile"):
         _check(lr.inner_steps >= 1, "learner.inner_steps", f"{lr.name} needs >= 1 inner step", lr.inner_steps)
+    _check(lr.fce_steps >= 1, "learner.fce_steps", "must be >= 1", lr.fce_steps)
+    _check(not lr.fce or lr.name == "matching", "learner.fce", "applies to learner.name = 'matching'", lr.fce)
+    _check(
+        0 <= f.proximal_mu < float("inf"),
+        "federation.proximal_mu",
+        "must be a finite number >= 0 (0 = FedAvg)",
+        f.proximal_mu,
+    )
     if lr.head_init == "zero":
         _check(
             lr.name in ("maml", "fomaml", "reptile"),

@@ -73,6 +73,7 @@ from privacy.noise import NoiseSource
 from privacy.sampling import EpisodeIndices, RecordEpisodeSampler
 from secfed.config import ExperimentConfig
 from secfed.errors import ConfigError, SecfedError
+from secfed.learners import episodic_learner_names
 from secfed.learners.common import trainable_params
 from secfed.learners.engine import (
     EpisodeLossFn,
@@ -108,8 +109,8 @@ __all__ = [
     "step_normaliser",
 ]
 
-#: Learners trained with per-episode clipping.
-EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
+#: Learners trained with per-episode clipping (those whose class declares ``episodic``).
+EPISODIC_LEARNERS = episodic_learner_names()
 
 
 # --------------------------------------------------------------------------------------------------

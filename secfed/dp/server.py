@@ -120,6 +120,7 @@ from secfed.dp.distributed import (
 )
 from secfed.errors import CheckpointError, ConfigError, IntegrityError, MessageError, SecfedError
 from secfed.federation.server import RoundOutcome, planned_participation, sampled_sites
+from secfed.learners import episodic_learner_names
 
 __all__ = [
     "ADJACENCY_CLIENT",
@@ -157,7 +158,7 @@ MECHANISM_RECORD_BOUND = "dp-fedavg-record-bound"
 #: Site mechanisms of ``secfed.dp.site`` (record mode) and the client-level clip.
 _RECORD_MECHANISMS = ("episodic-gaussian", "per-sample-gaussian")
 _CLIENT_CLIP = "client-clip"
-_EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
+_EPISODIC_LEARNERS = episodic_learner_names()  # learners whose class declares ``episodic``
 _REPORT_KEYS = ("mode", "unit", "adjacency", "mechanism", "noise_multiplier", "sample_rate", "steps")
 _SITE_BOUND_NOTE = "record bound from the aggregate's noise: sensitivity 2C, no sampling amplification"
 #: How the client-level ε is accounted (ledger lines, summary, ``planned_epsilon``).

@@ -135,6 +135,7 @@ from secfed.dp.engines import (
 )
 from secfed.errors import ConfigError, IntegrityError, SecfedError
 from secfed.federation.client import derive_seed
+from secfed.learners import episodic_learner_names
 from secfed.learners.base import Learner, LocalUpdate
 from secfed.learners.common import trainable_params
 from secfed.learners.episodic import EpisodicLearner
@@ -169,7 +170,7 @@ MECHANISM_PER_SAMPLE = "per-sample-gaussian"
 #: Whole-update clipping at the site; noise added by the aggregator (client / distributed DP).
 MECHANISM_CLIENT_CLIP = "client-clip"
 
-_EPISODIC_LEARNERS = ("protonet", "maml", "fomaml")
+_EPISODIC_LEARNERS = episodic_learner_names()  # learners whose class declares ``episodic``
 _PER_SAMPLE_LEARNERS = ("reptile", "fedavg")
 #: File name of a site's own ledger inside its state directory.
 SITE_LEDGER_FILE = "ledger.jsonl"

@@ -44,6 +44,12 @@ class LearnerConfig:
             of Kao, Chiu & Chen 2022, "MAML is a Noisy Contrastive Learner in Classification",
             ICLR). With ``"zero"`` the head is the same for every class, so the training and
             test ways may differ.
+        fce: Matching Networks only: full context embeddings (Vinyals et al. 2016, appendix):
+            a bidirectional LSTM over the support embeddings and an attention LSTM for each query.
+        fce_steps: Processing steps ``K`` of the attention LSTM (with ``fce``).
+        proximal_mu: FedProx's ``mu`` (Li et al. 2020): every local optimiser step on the model's
+            parameters adds the gradient of ``mu / 2 * ||w - w_global||^2``
+            (:func:`secfed.learners.engine.proximal_term`); 0 is plain local training (FedAvg).
     """
 
     local_steps: int = 10
@@ -58,6 +64,9 @@ class LearnerConfig:
     reptile_inner_batch: int = 0
     batch_size: int = 32
     head_init: str = "learned"
+    fce: bool = False
+    fce_steps: int = 1
+    proximal_mu: float = 0.0
 
 
 @dataclass
@@ -98,6 +107,29 @@ class Learner(ABC):
     #: Whether adaptation needs a support record of every class (prototype learners). Learners
     #: with a shared head accept support sets missing classes (client-as-task under label skew).
     needs_every_class: ClassVar[bool] = False
+    #: What the model's linear head must be (:func:`secfed.components.model_num_classes` reads it):
+    #: ``"none"`` (an embedding network: ProtoNet, Matching Networks, Siamese networks), ``"n_way"``
+    #: (task-local logits: MAML, FOMAML, Reptile) or ``"global"`` (one output per training class:
+    #: FedAvg).
+    head: ClassVar[str] = "none"
+
+    @classmethod
+    def extend_model(cls, *, model: nn.Module, config: LearnerConfig) -> nn.Module:
+        """Add the learner's own trainable modules to a freshly built model (default: none).
+
+        The added modules are submodules of ``model``, so their parameters are federated,
+        checkpointed, clipped and noised with the others. Called by
+        :func:`secfed.components.build_model` right after the architecture is built.
+
+        Args:
+            model: The model (an embedding network for the metric learners).
+            config: The learner's hyperparameters.
+
+        Returns:
+            ``model`` (possibly with new submodules).
+        """
+        del config
+        return model
 
     def __init__(self, *, config: LearnerConfig) -> None:
         self.config = config

@@ -74,6 +74,12 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
     _positive_int(config, "test_inner_steps", 0)
     _positive_int(config, "reptile_inner_batch", 0)
     _positive_int(config, "batch_size", 1)
+    _positive_int(config, "fce_steps", 1)
+    if not isinstance(config.fce, bool):
+        raise ConfigError(f"learner config fce must be a bool, got {config.fce!r}")
+    mu = config.proximal_mu
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
+        raise ConfigError(f"learner config proximal_mu must be a finite number >= 0, got {mu!r}")
     for key in ("local_lr", "inner_lr", "test_inner_lr"):
         _positive_float(config, key)
     for key in ("local_optimizer", "inner_optimizer"):

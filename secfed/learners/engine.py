@@ -24,11 +24,18 @@ Units:
 * record units are the rows of a :class:`RecordBatch`; the learner's loss is a
   :data:`RecordLossFn` that returns one loss per record (a sum of per-record losses is what makes
   per-record clipping valid).
+
+FedProx (Li, Sahu, Zaheer, Sanjabi, Talwalkar & Smith, "Federated Optimization in Heterogeneous
+Networks", MLSys 2020) is the one hook that is not an engine: :func:`proximal_term` adds the
+gradient ``mu (w - w_global)`` of the proximal term ``mu / 2 ||w - w_global||^2`` to every local
+optimiser step on the model's parameters, whatever engine formed the rest of the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,8 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from secfed.errors import DataError
+from secfed.errors import ConfigError, DataError
 from secfed.learners.common import head_logits, make_optimizer
 from secfed.tasks.base import Task, TaskSource
 
@@ -55,6 +63,7 @@ __all__ = [
     "StepStats",
     "TaskSourceEpisodes",
     "cross_entropy_records",
+    "proximal_term",
     "run_record_steps",
 ]
 
@@ -352,3 +361,64 @@ def run_record_steps(
     for step in range(steps):
         total.add(engine.step(batches=[draw(step)], loss_fn=loss_fn))
     return total
+
+
+@contextmanager
+def proximal_term(*, params: Mapping[str, nn.Parameter], mu: float) -> Iterator[None]:
+    """FedProx: add ``mu (w - w_global)`` to the gradient of every optimiser step on ``params``.
+
+    FedProx (Li et al., MLSys 2020, Algorithm 2) minimises ``h(w) = F(w) + mu/2 ||w - w_global||^2``
+    locally, where ``F`` is the learner's own local objective and ``w_global`` the parameters
+    received from the server. Inside this block, each step of any torch optimiser that updates one
+    of ``params`` first adds ``mu (w - w_global)`` (``w_global`` = the values of ``params`` on
+    entry) to their ``.grad``, so the step is the optimiser's step on ``h``: exact FedProx for SGD
+    and Adam alike, and for every engine (the learners' plain engines and the record-level DP
+    engines of :mod:`secfed.dp.engines`) without any engine knowing about it.
+
+    Implemented with a torch global optimizer step pre-hook, removed on exit, that acts only on
+    the parameter objects in ``params`` (a copy of the model, e.g. Reptile's inner-loop copy or
+    another site's model in the same process, is untouched) and skips optimizer wrappers that
+    delegate to an inner optimiser (Opacus' ``DPOptimizer``: its inner optimiser's step is hooked).
+
+    Under record-level DP the hook runs after clip-and-noise (the wrapper writes the noisy,
+    normalised gradient into ``.grad`` and then steps its inner optimiser), and
+    ``mu (w - w_global)`` is a function of the current parameters and the global model alone, both
+    already released or public: adding it is post-processing and costs no privacy.
+
+    With ``mu = 0`` nothing is registered: the update is bit-for-bit the plain learner's.
+
+    Args:
+        params: The trained parameters by name (the model's, loaded with the global values).
+        mu: The proximal coefficient (>= 0, finite).
+
+    Yields:
+        Nothing; the hook is active inside the block.
+
+    Raises:
+        ConfigError: If ``mu`` is negative or not finite.
+    """
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
+        raise ConfigError(f"proximal_mu must be a finite number >= 0, got {mu!r}")
+    if mu == 0:
+        yield
+        return
+    tracked = {id(p): (p, p.detach().clone()) for p in params.values()}
+    coeff = float(mu)
+
+    def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        del args, kwargs
+        if hasattr(optimizer, "original_optimizer"):
+            return  # a DP wrapper: its inner optimiser's step runs this hook after the noise
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                entry = tracked.get(id(p))
+                if entry is None or entry[0] is not p:
+                    continue
+                prox = coeff * (p.detach() - entry[1])
+                p.grad = prox if p.grad is None else p.grad + prox
+
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -1,8 +1,11 @@
-"""The local-update loop shared by the episodic meta-learners (ProtoNet, MAML, FOMAML).
+"""The local-update loop shared by the episodic meta-learners (ProtoNet, MAML, FOMAML, Matching
+Networks, Siamese networks).
 
 For each of ``local_steps`` outer steps: sample ``meta_batch`` tasks, back-propagate the mean of
 their meta-losses (one backward per task, so only one task's graph is alive at a time), and take
-one step of the local optimiser (Adam or SGD with ``local_lr``, state fresh every round). How a
+one step of the local optimiser (Adam or SGD with ``local_lr``, state fresh every round; with
+``proximal_mu > 0`` every step also carries FedProx's proximal gradient,
+:func:`~secfed.learners.engine.proximal_term`). How a
 step's update is formed from its episodes, and where the episodes come from, are hooks
 (:mod:`secfed.learners.engine`): record-level DP runs this same loop with a per-episode clipping
 engine and a Poisson episode sampler (:mod:`secfed.dp.engines`). The
@@ -34,6 +37,7 @@ from secfed.learners.engine import (
     MeanEpisodeEngine,
     StepStats,
     TaskSourceEpisodes,
+    proximal_term,
 )
 from secfed.models.params import floating_buffers
 from secfed.tasks.base import Task, TaskSource
@@ -140,7 +144,7 @@ class EpisodicLearner(Learner):
         stats = StepStats()
         num_examples = 0
         try:
-            with training_mode(model, train=True):
+            with training_mode(model, train=True), proximal_term(params=params, mu=cfg.proximal_mu):
                 for _ in range(cfg.local_steps):
                     step_tasks = source.step_tasks(rng=rng)
                     for task in step_tasks:

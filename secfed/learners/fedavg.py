@@ -8,7 +8,8 @@ yields records with their *global* labels; each local step trains on one batch o
 classes). If it is given an ordinary :class:`~secfed.tasks.base.TaskSource` instead, it falls back
 to training on each sampled task's support and query records with the task-local labels (first
 ``n_way`` logits), ``meta_batch`` tasks per step; this is a degraded baseline, documented for
-completeness.
+completeness. With ``proximal_mu > 0`` the local objective carries FedProx's proximal term
+(Li et al. 2020; :func:`~secfed.learners.engine.proximal_term`).
 
 Test time (novel classes): the trained body is frozen and a fresh ``n_way`` linear head is fitted
 on the support embeddings. The head is initialised from the class prototypes (``w_k = 2 c_k``,
@@ -45,6 +46,7 @@ from secfed.learners.engine import (
     RecordEngineFactory,
     StepStats,
     cross_entropy_records,
+    proximal_term,
 )
 from secfed.models.params import floating_buffers
 from secfed.tasks.base import TaskSource
@@ -128,6 +130,7 @@ class FedAvgLearner(Learner):
 
     name: ClassVar[str] = "fedavg"
     episodic: ClassVar[bool] = False
+    head: ClassVar[str] = "global"
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config and store it.
@@ -181,7 +184,7 @@ class FedAvgLearner(Learner):
         build = engine if engine is not None else MeanRecordEngine
         stats = StepStats()
         num_tasks, step_loss = 0, 0.0
-        with training_mode(model, train=True):
+        with training_mode(model, train=True), proximal_term(params=params, mu=cfg.proximal_mu):
             stepper = build(model=model, params=params, optimizer=cfg.local_optimizer, lr=cfg.local_lr)
             try:
                 for _ in range(cfg.local_steps):

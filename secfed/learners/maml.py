@@ -95,6 +95,7 @@ class MAML(EpisodicLearner):
     """Second-order MAML (set ``first_order = True`` in a subclass for FOMAML)."""
 
     name: ClassVar[str] = "maml"
+    head: ClassVar[str] = "n_way"
     #: Treat inner gradients as constants (FOMAML).
     first_order: ClassVar[bool] = False
 

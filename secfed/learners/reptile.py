@@ -7,7 +7,10 @@ Adam, fresh state per task, ``inner_lr``) on the task's records (support and que
 all of them), and record ``phi_task - theta``. The mean difference ``D`` is then applied as an
 outer step by the local optimiser on the pseudo-gradient ``-D``: with ``local_optimizer="sgd"``
 this is ``theta <- theta + local_lr * D``, the Reptile update with outer step size
-``epsilon = local_lr``.
+``epsilon = local_lr``. With ``proximal_mu > 0`` (FedProx, Li et al. 2020) the outer steps carry
+the proximal gradient ``mu (theta - theta_global)`` (:func:`~secfed.learners.engine.proximal_term`);
+the inner steps on the task copy do not (they adapt to one task, the outer step is the local
+optimisation of the site's meta-objective).
 
 The returned delta is ``theta_final - theta_initial`` like every learner's. In particular with
 ``local_steps=1``, ``local_optimizer="sgd"`` and ``local_lr=1.0`` the delta is exactly the mean
@@ -58,6 +61,7 @@ from secfed.learners.engine import (
     RecordBatch,
     StepStats,
     cross_entropy_records,
+    proximal_term,
     run_record_steps,
 )
 from secfed.models.params import floating_buffers
@@ -185,6 +189,7 @@ class Reptile(Learner):
 
     name: ClassVar[str] = "reptile"
     episodic: ClassVar[bool] = False
+    head: ClassVar[str] = "n_way"
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config (``inner_steps >= 1``) and store it.
@@ -250,7 +255,11 @@ class Reptile(Learner):
         zeroed = head_names(model) if cfg.head_init == "zero" else ()
         stats = StepStats()
         num_tasks, num_examples = 0, 0
-        with training_mode(model, train=True), training_mode(work, train=True):
+        with (
+            training_mode(model, train=True),
+            training_mode(work, train=True),
+            proximal_term(params=params, mu=cfg.proximal_mu),
+        ):
             for _ in range(cfg.local_steps):
                 mean_diff = {name: torch.zeros_like(p) for name, p in params.items()}
                 for _ in range(cfg.meta_batch):

@@ -12,18 +12,19 @@ from secfed.learners import LEARNERS, Learner, LearnerConfig, LocalUpdate, build
 from secfed.models import build_model
 from secfed.tasks.base import Task
 
-NAMES = ["protonet", "maml", "fomaml", "reptile", "fedavg"]
+NAMES = ["protonet", "matching", "siamese", "maml", "fomaml", "reptile", "fedavg"]
 CONFIG = LearnerConfig(
     local_steps=3, meta_batch=2, local_lr=1e-2, inner_steps=2, inner_lr=0.3, test_inner_steps=2
 )
 
 
 def _model(name: str, norm: str = "batch", seed: int = 0) -> torch.nn.Module:
-    heads = {"protonet": None, "fedavg": 40}.get(name, 5)
+    heads = {"none": None, "global": 40, "n_way": 5}[LEARNERS[name].head]
     torch.manual_seed(seed)
-    return build_model(
+    model = build_model(
         arch="conv4", input_shape=(1, 8, 8), num_classes=heads, hidden=8, norm=norm, num_groups=2
     )
+    return LEARNERS[name].extend_model(model=model, config=CONFIG)
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,7 +42,7 @@ def test_registry_names_and_types() -> None:
     for name in NAMES:
         learner = build_learner(name=name, config=CONFIG)
         assert isinstance(learner, Learner) and learner.name == name
-    assert [n for n in NAMES if LEARNERS[n].episodic] == ["protonet", "maml", "fomaml"]
+    assert [n for n in NAMES if LEARNERS[n].episodic] == ["protonet", "matching", "siamese", "maml", "fomaml"]
 
 
 def test_unknown_learner_names_allowed_values() -> None:
