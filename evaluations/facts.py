@@ -314,6 +314,8 @@ def privacy_facts(*, run: RunData) -> dict[str, Any]:
             f"at δ = {fmt_num(value=delta)}, computed by the {accountant or 'unrecorded'} accountant: "
             f"{strength_words(eps=epsilon)}."
         )
+        if s.get("trust_assumption"):  # record-level noise shared across sites under SecAgg
+            statement += f" Trust assumption: {s['trust_assumption']}."
         explanation = epsilon_explanation(eps=epsilon, delta=delta, unit=unit)
     if s.get("stopped_early"):
         warnings.append(f"Training stopped early: {s['stopped_early']}")
@@ -352,6 +354,7 @@ def privacy_facts(*, run: RunData) -> dict[str, Any]:
         "max_grad_norm": clip,
         "target_epsilon": as_float(value=run.setting(key="privacy.target_epsilon")) if applied else None,
         "client_sampling": s.get("client_sampling"),
+        "trust_assumption": s.get("trust_assumption"),
         "epsilon_budget": budget if budget else None,
         "ledger": ledger_facts,
         "statement": statement,

@@ -10,7 +10,9 @@ All of them account the Poisson-subsampled Gaussian mechanism (Abadi et al. 2016
 Zhang 2019) with :mod:`privacy.calibration`; ``--sample-rate`` below 1 claims amplification by
 sampling, which holds only for a sample the adversary does not see (a site's own secret record
 sampling in DP-SGD). ``--config`` reports the planned record-level ε (the DP-SGD steps of the site
-sampled in the most rounds, at ``privacy.sample_rate``) and client-level ε of a configuration, with
+sampled in the most rounds, at ``privacy.sample_rate``, class-aware where the public plans allow;
+with ``privacy.noise_sharing`` the counted noise and the trust assumption, see
+:mod:`secfed.dp.sharing`) and client-level ε of a configuration, with
 its noise multiplier calibrated first when ``privacy.target_epsilon`` is set; in ``distributed``
 mode also the distributed mechanism's ε. The client sample is public (drawn from
 ``experiment.seed``, logged, seen by the server), so the client-level ε is accounted per
@@ -130,8 +132,17 @@ def _epsilon_from_config(args: argparse.Namespace) -> int:
     head += f"noise multiplier {out['noise_multiplier']:.6g} {z_note}; "
     head += f"delta = {out['delta']:g}; {out['accountant']} accountant):"
     record = f"  record level (DP-SGD, q = {out['record_sample_rate']:g}, {out['record_steps']} steps "
-    record += f"for the site sampled most often, in {out['record_rounds']} of {out['rounds']} "
-    record += f"rounds): epsilon = {out['record_epsilon']:.4f}"
+    record += f"class-aware of {out['record_steps_all']} for the site sampled most often, in "
+    record += f"{out['record_rounds']} of {out['rounds']} rounds): epsilon = {out['record_epsilon']:.4f}"
+    if "noise_sharing" in out:
+        ns = out["noise_sharing"]
+        record += (
+            f"\n  noise shared across sites (counted z = {out['record_noise_multiplier']:.6g} at "
+            f"{out['record_planning_survivors']} of {ns['sites_per_round']} survivors, "
+            f"{ns['colluding_sites']} colluding; a site's own worst-case ledger at t = "
+            f"{ns['threshold_floor']} survivors: epsilon = {out['record_epsilon_site_ledger']:.4f})"
+            f"\n  trust assumption: {ns['trust_assumption']}"
+        )
     client = "  client level (DP-FedAvg per participation: the site sampled most often takes part in "
     client += f"{out['client_rounds']} of {out['rounds']} rounds; the sample (q_client = "
     client += f"{out['client_sample_rate']:g}) is public, so no sampling amplification): "

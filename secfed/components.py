@@ -514,8 +514,10 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
         from secfed.federation.plain import PlainClientAggregator
 
         return PlainClientAggregator()
-    if distributed:
+    sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
+    if distributed or sharing:
         from secfed.dp.distributed import make_distributed_encoder_factory
+        from secfed.dp.sharing import make_noise_sharing_encoder_factory
         from secfed.federation.secure import (
             SecureClientAggregator,
             protocol_options,
@@ -530,7 +532,11 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
         return SecureClientAggregator(
             client_id=site_id,
             **protocol_options(config),  # type: ignore[arg-type]
-            encoder_factory=make_distributed_encoder_factory(config=config),
+            encoder_factory=(
+                make_noise_sharing_encoder_factory(config=config)
+                if sharing
+                else make_distributed_encoder_factory(config=config)
+            ),
             signing_key=signing_key,
             pki=pki,
         )
@@ -559,14 +565,20 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
         from secfed.federation.plain import PlainServerAggregator
 
         return PlainServerAggregator()
-    if distributed:
+    sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
+    if distributed or sharing:
         from secfed.dp.distributed import make_distributed_encoder_factory
+        from secfed.dp.sharing import make_noise_sharing_encoder_factory
         from secfed.federation.secure import SecureServerAggregator, protocol_options, simulated_pki
 
         pki = simulated_pki(config) if config.secagg.active else None
         return SecureServerAggregator(
             **protocol_options(config),  # type: ignore[arg-type]
-            encoder_factory=make_distributed_encoder_factory(config=config),
+            encoder_factory=(
+                make_noise_sharing_encoder_factory(config=config)
+                if sharing
+                else make_distributed_encoder_factory(config=config)
+            ),
             pki=pki,
             on_abort="skip",
         )

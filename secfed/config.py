@@ -414,6 +414,8 @@ class PrivacySection:
     episodes_per_step: int = 4
     augmult: int = 1
 
+    noise_sharing: bool = False
+    colluding_sites: int = 0
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -782,6 +784,11 @@ def validate(cfg: ExperimentConfig) -> None:
             pr.mechanism,
         )
     if pr.mode != "none":
+    _check(pr.colluding_sites >= 0, "privacy.colluding_sites", "must be >= 0", pr.colluding_sites)
+    if pr.noise_sharing or pr.colluding_sites:
+        from secfed.dp.sharing import check_noise_sharing_config
+
+        check_noise_sharing_config(config=cfg)
         _check(
             f.weighting == "uniform",
             "federation.weighting",

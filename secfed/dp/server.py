@@ -30,7 +30,13 @@ What is accounted, per mode
     There is no global (client-level) ε; the reported ``epsilon`` is the maximum over sites.
     The budget caps every site's ε: a site whose next round would exceed it is excluded.
     A target ε is met by calibrating z for the site sampled in the most rounds (the sample is
-    drawn from the seed before the run, so the count is known exactly: :func:`record_rounds`).
+    drawn from the seed before the run, so the count is known exactly: :func:`record_rounds`),
+    class-aware where the learner's public plans allow (:func:`record_class_aware_steps`).
+    With ``privacy.noise_sharing`` (:mod:`secfed.dp.sharing`) every survivor's step of a round is
+    accounted with ``z_eff = z·√((s − c)/(m − c))`` for the round's ``s`` survivors (dropouts raise
+    ε; a round whose sum was not decoded is charged at the worst case ``t_floor``; a decoded sum of
+    ``s <= c`` survivors is refused: :class:`PrivacyStateError`), and every line carries the
+    collusion assumption in ``params["noise_sharing"]``.
 ``client`` (unit: one site's entire dataset; adjacency: add/remove one site's data)
     Global column: DP-FedAvg's noisy sum, accounted *per participation* (below). A round's
     release is a Gaussian mechanism with noise multiplier z for every site whose update is in the
@@ -118,6 +124,15 @@ from secfed.dp.distributed import (
     max_participants,
     model_dim,
 )
+from secfed.dp.sharing import (
+    effective_noise_multiplier,
+    ledger_params,
+    noise_sharing_enabled,
+    planning_survivors,
+    site_noise_multiplier,
+    threshold_floor,
+    trust_assumption,
+)
 from secfed.errors import CheckpointError, ConfigError, IntegrityError, MessageError, SecfedError
 from secfed.federation.server import RoundOutcome, planned_participation, sampled_sites
 from secfed.learners import episodic_learner_names
@@ -134,7 +149,9 @@ __all__ = [
     "calibrated_noise_multiplier",
     "client_rounds",
     "planned_epsilon",
+    "record_class_aware_steps",
     "record_mechanism",
+    "record_planned_noise_multiplier",
     "record_rounds",
     "record_steps_per_round",
 ]
@@ -233,6 +250,104 @@ def record_mechanism(*, config: ExperimentConfig) -> str:
     return _RECORD_MECHANISMS[0] if config.learner.name in _EPISODIC_LEARNERS else _RECORD_MECHANISMS[1]
 
 
+_CLASS_STEPS_CACHE: dict[tuple[str, str], int] = {}
+
+
+def record_class_aware_steps(*, config: ExperimentConfig) -> int:
+    """Planned DP steps of the most exposed record: class-aware where the public plans allow.
+
+    A site composes only the steps of its worst public class (:mod:`secfed.dp.engines`). The plans
+    are public functions of the configuration, so the planner replays them for every site over the
+    rounds the public schedule samples it in (:func:`secfed.federation.server.planned_participation`):
+    ProtoNet/MAML/FOMAML: the slot plans of the site's steps ``0 .. R_i·L − 1``
+    (:func:`privacy.sampling.draw_slots` with the site's public seed); Reptile: the class tasks drawn
+    from each sampled round's public generator, ``inner_steps`` steps each. FedAvg reads every
+    record in every step: every step counts. A site that trains in fewer rounds takes a prefix of
+    its planned steps (episodic) or a subset of its planned rounds (Reptile), so the count bounds
+    its ledger. Returns the maximum over sites of ``max_c N_c`` (at least 1).
+
+    Args:
+        config: The configuration (record mode).
+
+    Returns:
+        The step count.
+    """
+    from secfed.config import config_hash
+
+    key = (config_hash(config), str(config.base_dir))
+    cached = _CLASS_STEPS_CACHE.get(key)
+    if cached is not None:
+        return cached
+    every = record_rounds(config=config) * record_steps_per_round(config=config)
+    lr = config.learner
+    if lr.name not in ("protonet", "maml", "fomaml", "reptile") or config.task.source != "episodic":
+        _CLASS_STEPS_CACHE[key] = every
+        return every
+    from privacy.sampling import draw_slots
+    from secfed import components
+    from secfed.data.partition import site_class_lists
+    from secfed.dp.engines import ClassStepCounts, draw_class_tasks
+    from secfed.federation.client import derive_seed
+
+    train, _ = components.load_splits(config=config)
+    part = config.partition
+    seed = config.experiment.seed
+    lists = site_class_lists(
+        scheme=part.scheme, num_classes=train.num_classes, num_sites=part.num_sites, seed=seed
+    )
+    worst = 0
+    for sid, rounds in enumerate(planned_participation(config=config)):
+        classes = [int(c) for c in lists[sid]]
+        if len(classes) < config.task.n_way:
+            continue  # such a site is refused by its privacy hook: it never trains
+        counts = ClassStepCounts(classes=tuple(classes))
+        if lr.name == "reptile":
+            for rnd in range(1, config.experiment.rounds + 1):
+                if sid not in sampled_sites(config=config, round_idx=rnd):
+                    continue
+                rng = np.random.default_rng(derive_seed(seed, "tasks", rnd, sid))
+                tasks = draw_class_tasks(
+                    classes=classes, n_way=config.task.n_way, count=lr.local_steps * lr.meta_batch, rng=rng
+                )
+                counts.record([t.classes for t in tasks for _ in range(lr.inner_steps)])
+        else:
+            public_seed = derive_seed(seed, "dp-episode-slots", sid)
+            counts.record(
+                np.asarray(
+                    draw_slots(
+                        classes=classes,
+                        num_slots=config.privacy.episodes_per_step,
+                        n_way=config.task.n_way,
+                        public_seed=public_seed,
+                        step=k,
+                    )
+                ).ravel()
+                for k in range(rounds * lr.local_steps)
+            )
+        worst = max(worst, counts.worst)
+    result = max(1, min(worst, every))
+    _CLASS_STEPS_CACHE[key] = result
+    return result
+
+
+def record_planned_noise_multiplier(*, config: ExperimentConfig) -> float:
+    """The noise multiplier record-level planning accounts each step with.
+
+    ``privacy.noise_multiplier``; with noise sharing ``z_eff`` at
+    :func:`secfed.dp.sharing.planning_survivors` (``m`` when every round surely has ``m``
+    survivors, else the worst case ``t_floor``).
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        The multiplier.
+    """
+    if noise_sharing_enabled(config=config):
+        return effective_noise_multiplier(config=config, survivors=planning_survivors(config=config))
+    return float(config.privacy.noise_multiplier)
+
+
 def _replace_noise(config: ExperimentConfig, noise_multiplier: float) -> ExperimentConfig:
     return config.replace(
         privacy=dataclasses.replace(config.privacy, noise_multiplier=float(noise_multiplier))
@@ -242,9 +357,12 @@ def _replace_noise(config: ExperimentConfig, noise_multiplier: float) -> Experim
 def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
     """The smallest noise multiplier meeting ``privacy.target_epsilon`` over the planned run.
 
-    * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``,
-      ``record_rounds * record_steps_per_round`` steps (the rounds of the site sampled most often,
-      which bound every site's steps; :func:`record_rounds`).
+    * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``, over the class-aware
+      steps of the most exposed record (:func:`record_class_aware_steps`; at most
+      ``record_rounds * record_steps_per_round``, the rounds of the site sampled most often). With
+      noise sharing the counted noise is ``z·√((s − c)/(m − c))`` at the planning survivors
+      (:func:`secfed.dp.sharing.planning_survivors`), so the returned ``z`` is the calibrated
+      counted multiplier divided by that factor.
     * ``client``: Gaussian rounds without client-sampling amplification (``q = 1``; the sample is
       public), one per round of the site sampled most often (:func:`client_rounds`).
     * ``distributed``: :func:`privacy.distributed.calibrate_distributed_dp` with the expected number
@@ -266,13 +384,17 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
     rounds = client_rounds(config=config)
     try:
         if p.mode == "record":
-            return calibrate_noise(
+            z_counted = calibrate_noise(
                 target_epsilon=p.target_epsilon,
                 delta=p.delta,
                 sample_rate=p.sample_rate,
-                steps=record_rounds(config=config) * record_steps_per_round(config=config),
+                steps=record_class_aware_steps(config=config),
                 accountant=p.accountant,
             )
+            if noise_sharing_enabled(config=config):
+                factor = record_planned_noise_multiplier(config=_replace_noise(config, 1.0))
+                return z_counted / factor
+            return z_counted
         if p.mode == "client":
             return calibrate_noise(
                 target_epsilon=p.target_epsilon,
@@ -325,8 +447,11 @@ def calibrated_config(*, config: ExperimentConfig) -> ExperimentConfig:
 def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) -> dict[str, Any]:
     """ε of the planned run, at the record level and at the client level.
 
-    Record level: the site sampled in the most rounds (``record_rounds * record_steps_per_round``
-    steps at ``privacy.sample_rate``; every other site takes fewer). Client level: DP-FedAvg rounds
+    Record level: the most exposed record (class-aware steps, :func:`record_class_aware_steps`, of
+    the site sampled in the most rounds, at ``privacy.sample_rate``; ``record_steps_all`` is every
+    step of that site), accounted with :func:`record_planned_noise_multiplier` (with noise sharing:
+    the counted ``z_eff`` at the planning survivors, and ``record_epsilon_site_ledger`` is what a
+    site's own worst-case ledger reaches, at ``t_floor`` survivors). Client level: DP-FedAvg rounds
     per participation, without client-sampling amplification (the sample is public): the
     :func:`client_rounds` rounds of the site sampled most often, at ``q = 1``. In ``distributed``
     mode also the distributed mechanism's ε over the same rounds with the expected participants
@@ -350,7 +475,9 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
     p = config.privacy
     acc = accountant or p.accountant
     site_rounds = record_rounds(config=config)
-    steps = site_rounds * record_steps_per_round(config=config)
+    steps_all = site_rounds * record_steps_per_round(config=config)
+    steps = record_class_aware_steps(config=config) if p.mode == "record" else steps_all
+    z_record = record_planned_noise_multiplier(config=config) if p.mode == "record" else p.noise_multiplier
     q_client = client_sample_rate(config=config)
     participations = client_rounds(config=config)
     try:
@@ -362,9 +489,11 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
             "accountant": acc,
             "record_rounds": site_rounds,
             "record_steps": steps,
+            "record_steps_all": steps_all,
             "record_sample_rate": float(p.sample_rate),
+            "record_noise_multiplier": float(z_record),
             "record_epsilon": epsilon_for(
-                noise_multiplier=p.noise_multiplier,
+                noise_multiplier=z_record,
                 sample_rate=p.sample_rate,
                 steps=steps,
                 delta=p.delta,
@@ -381,6 +510,13 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
                 accountant=acc,
             ),
         }
+        if noise_sharing_enabled(config=config):
+            z_site = site_noise_multiplier(config=config)
+            out["noise_sharing"] = ledger_params(config=config, survivors=planning_survivors(config=config))
+            out["record_planning_survivors"] = planning_survivors(config=config)
+            out["record_epsilon_site_ledger"] = epsilon_for(
+                noise_multiplier=z_site, sample_rate=p.sample_rate, steps=steps, delta=p.delta, accountant=acc
+            )
         if p.mode == "distributed":
             n_exp = expected_participants(config=config)
             event = distributed_dp_config(config=config, dim=model_dim(config=config)).event(
@@ -529,6 +665,7 @@ class ServerPrivacy:
         self._noised_rounds: set[int] = set()
         self._dist: DistributedDPConfig | None = None
         self._projections: dict[str, tuple[Accountant, PlannedSteps, float, str | None]] = {}
+        self._sharing = noise_sharing_enabled(config=config)
         if p.target_epsilon > 0 and self._mode != "distributed":
             plan = planned_epsilon(config=config)
             planned = plan["record_epsilon"] if self._mode == "record" else plan["client_epsilon"]
@@ -742,7 +879,8 @@ class ServerPrivacy:
         steps = desc.get("steps_per_round", record_steps_per_round(config=self._cfg))
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             steps = record_steps_per_round(config=self._cfg)
-        return PlannedSteps(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate, steps=steps)
+        z = site_noise_multiplier(config=self._cfg) if self._sharing else p.noise_multiplier
+        return PlannedSteps(noise_multiplier=z, sample_rate=p.sample_rate, steps=steps)
 
     def _global_plan(self, *, round_idx: int) -> PlannedSteps | DistributedEvent | None:
         """The next round's worst-case step of the client-level chain, or ``None`` if it cannot rise.
@@ -957,7 +1095,7 @@ class ServerPrivacy:
         records, _, glob_rec, _ = self._round_records(
             reports=planned,
             included={str(s) for s in may_train},
-            survivors=survivors,
+            survivors=0 if self._sharing else survivors,  # noise sharing: the worst case t_floor
             global_outcome=RoundOutcome(
                 round=round_idx,
                 train_loss=None,
@@ -987,7 +1125,9 @@ class ServerPrivacy:
         for name in (str(s) for s in self._site_ids):
             acc = self._site_acc.setdefault(name, self._new_site_accountant())
             if self._mode == "record":
-                records[name], new_acc[name] = self._record_site(name=name, report=reports.get(name), acc=acc)
+                records[name], new_acc[name] = self._record_site(
+                    name=name, report=reports.get(name), acc=acc, survivors=survivors
+                )
             else:
                 records[name], new_acc[name] = self._bound_site(
                     name=name, included=name in included, survivors=survivors, acc=acc
@@ -1038,11 +1178,39 @@ class ServerPrivacy:
         return noisy
 
     # ---------------------------------------------------------------- accounting
+    def _shared_noise_multiplier(self, survivors: int) -> tuple[float, dict[str, Any]]:
+        """Noise sharing: ``z_eff`` of a round with ``survivors`` in the decoded sum, and the line's
+        ``params["noise_sharing"]``; ``survivors = 0`` (not decoded, or a write-ahead ``begin``) is
+        charged at the worst case ``t_floor``.
+
+        Raises:
+            PrivacyStateError: A decoded sum of ``1 <= s <= c`` survivors (no counted noise).
+        """
+        c = int(self._cfg.privacy.colluding_sites)
+        if 1 <= survivors <= c:
+            raise PrivacyStateError(
+                f"the decoded sum holds {survivors} site(s) and colluding_sites = {c}: no counted noise, "
+                "refusing to release the round (honest sites refuse to unmask below the threshold "
+                f"t_floor = {threshold_floor(config=self._cfg)} > c)"
+            )
+        if survivors < 1:
+            return site_noise_multiplier(config=self._cfg), ledger_params(config=self._cfg, survivors=None)
+        z = effective_noise_multiplier(config=self._cfg, survivors=survivors)
+        return z, ledger_params(config=self._cfg, survivors=survivors)
+
     def _record_site(
-        self, *, name: str, report: dict[str, Any] | None, acc: Accountant
+        self, *, name: str, report: dict[str, Any] | None, acc: Accountant, survivors: int = 0
     ) -> tuple[MechanismRecord, Accountant]:
-        """Record mode: the site's column after this round (accountant stepped on a copy)."""
+        """Record mode: the site's column after this round (accountant stepped on a copy).
+
+        With noise sharing every trained site's steps are accounted with ``z_eff`` of the round's
+        ``survivors`` (:meth:`_shared_noise_multiplier`), whatever the site reported (its own ledger
+        uses the worst case); a trained site whose update is not in the sum is charged too.
+        """
         p = self._cfg.privacy
+        if report is not None and self._sharing:
+            z, shared = self._shared_noise_multiplier(survivors)
+            report = {**report, "noise_multiplier": z, "noise_sharing": shared}
         if report is None:  # did not train: unchanged epsilon, no steps
             prev = self._site_last.get(name)
             rec = MechanismRecord(
@@ -1053,6 +1221,11 @@ class ServerPrivacy:
                 steps=0,
                 privacy_unit="record",
                 adjacency=ADJACENCY_RECORD if prev is None else prev.adjacency,
+                params=(
+                    {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
+                    if self._sharing
+                    else {}
+                ),
             )
             return rec, acc
         new = acc.copy()
@@ -1071,7 +1244,10 @@ class ServerPrivacy:
             steps=report["steps"],
             privacy_unit="record",
             adjacency=report["adjacency"],
-            params={"budget_exhausted": True} if report["budget_exhausted"] else {},
+            params={
+                **({"budget_exhausted": True} if report["budget_exhausted"] else {}),
+                **({"noise_sharing": report["noise_sharing"]} if "noise_sharing" in report else {}),
+            },
         )
         return rec, new
 
@@ -1320,6 +1496,11 @@ class ServerPrivacy:
                 "privacy_ledger_integrity": self._ledger.integrity if self._ledger is not None else None,
             }
         )
+        if self._sharing:
+            shared = ledger_params(config=self._cfg, survivors=None)
+            shared.pop("survivors")  # per round in the ledger; the site ledgers assume threshold_floor
+            out["noise_sharing"] = shared
+            out["trust_assumption"] = trust_assumption(config=self._cfg)
         if self._mode != "record":
             out["client_sampling"] = self._sampling_note
             out["client_sample_rate"] = self._q_client

@@ -43,6 +43,17 @@ and the next round's steps would take the site's ε (at ``privacy.delta``) above
 site takes no step, leaves the model unchanged and says ``"budget_exhausted": true`` in its round
 report, whatever the server asks.
 
+Noise sharing (``privacy.noise_sharing``, record mode under SecAgg)
+-------------------------------------------------------------------
+Each round is one DP step; the engines clip and sample as above but add no noise
+(:attr:`SitePrivacy.engine_noise_multiplier` is 0) and the site's SecAgg encoder
+(:class:`secfed.dp.sharing.SharedNoiseEncoder`) adds the site's share, std ``σ/√(m − c)``, on a
+lattice common to all sites, so the server sees only the noisy *sum*. The site cannot know how many
+shares reach the sum before its update leaves, so it accounts, budgets, ledgers and reports the
+worst case ``z_min = z·√((t_floor − c)/(m − c))`` (:attr:`SitePrivacy.accounted_noise_multiplier`);
+the server's ledger uses the actual survivors (:mod:`secfed.dp.sharing`). Every ledger record and
+report carries the collusion assumption (``params["noise_sharing"]``).
+
 The site's own ledger (record mode)
 -----------------------------------
 The budget is the only guard a site has against an untrusted server, so it must survive restarts.
@@ -133,6 +144,7 @@ from secfed.dp.engines import (
     episode_task,
     step_normaliser,
 )
+from secfed.dp.sharing import ledger_params, noise_sharing_enabled, site_noise_multiplier
 from secfed.errors import ConfigError, IntegrityError, SecfedError
 from secfed.federation.client import derive_seed
 from secfed.learners import episodic_learner_names
@@ -225,6 +237,20 @@ class SitePrivacy(ABC):
         """The sampling rate the accountant is told (record rate, or client rate)."""
         return float(self._cfg.privacy.sample_rate)
 
+    @property
+    def accounted_noise_multiplier(self) -> float:
+        """The ``z`` this site accounts: the configured one, or with noise sharing the worst case
+        ``z_min = z·√((t_floor − c)/(m − c))`` (:func:`secfed.dp.sharing.site_noise_multiplier`)."""
+        if noise_sharing_enabled(config=self._cfg):
+            return site_noise_multiplier(config=self._cfg)
+        return float(self._cfg.privacy.noise_multiplier)
+
+    @property
+    def engine_noise_multiplier(self) -> float:
+        """The ``z`` the DP engines add at this site: the configured one, or 0 with noise sharing
+        (the site's share is added by its SecAgg encoder, :class:`secfed.dp.sharing.SharedNoiseEncoder`)."""
+        return 0.0 if noise_sharing_enabled(config=self._cfg) else float(self._cfg.privacy.noise_multiplier)
+
     def describe(self) -> dict[str, Any]:
         """Public description of the mechanism (JSON-serialisable).
 
@@ -246,6 +272,11 @@ class SitePrivacy(ABC):
             "delta": float(p.delta),
             "accountant": p.accountant,
             "steps_per_round": self.steps_per_round,
+            **(
+                {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
+                if noise_sharing_enabled(config=self._cfg)
+                else {}
+            ),
         }
 
     @property
@@ -308,10 +339,12 @@ class SitePrivacy(ABC):
             "unit": self.unit,
             "adjacency": self.adjacency,
             "mechanism": self.mechanism,
-            "noise_multiplier": float(self._cfg.privacy.noise_multiplier),
+            "noise_multiplier": self.accounted_noise_multiplier,
             "sample_rate": self.sample_rate,
             "steps": int(self._round_steps),
         }
+        if noise_sharing_enabled(config=self._cfg):
+            report["noise_sharing"] = ledger_params(config=self._cfg, survivors=None)
         if self._exhausted:
             report["budget_exhausted"] = True
         return report
@@ -481,16 +514,21 @@ class RecordSitePrivacy(SitePrivacy):
         return acc
 
     def _ledger_record(self, *, epsilon: float, steps: int) -> dict[str, MechanismRecord]:
-        p = self._cfg.privacy
+        params = (
+            {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
+            if noise_sharing_enabled(config=self._cfg)
+            else {}
+        )
         return {
             str(self.site_id): MechanismRecord(
                 epsilon=epsilon,
                 mechanism=self.mechanism,
-                noise_multiplier=float(p.noise_multiplier),
+                noise_multiplier=self.accounted_noise_multiplier,
                 sample_rate=self.sample_rate,
                 steps=int(steps),
                 privacy_unit=self.unit,
                 adjacency=self.adjacency,
+                params=params,
             )
         }
 
@@ -505,7 +543,7 @@ class RecordSitePrivacy(SitePrivacy):
             return False
         projected = self._accountant.projected_epsilon(
             delta=self._cfg.privacy.delta,
-            noise_multiplier=float(self._cfg.privacy.noise_multiplier),
+            noise_multiplier=self.accounted_noise_multiplier,
             sample_rate=self.sample_rate,
             num_steps=planned,
         )
@@ -545,14 +583,14 @@ class RecordSitePrivacy(SitePrivacy):
             # Write-ahead: the round counts at its planned cost before the first DP step.
             planned_eps = self._accountant.projected_epsilon(
                 delta=float(p.delta),
-                noise_multiplier=float(p.noise_multiplier),
+                noise_multiplier=self.accounted_noise_multiplier,
                 sample_rate=self.sample_rate,
                 num_steps=planned,
             )
             self._ledger.begin(
                 round=int(round_idx), sites=self._ledger_record(epsilon=planned_eps, steps=planned)
             )
-        counter = StepCounter(noise_multiplier=float(p.noise_multiplier), sample_rate=self.sample_rate)
+        counter = StepCounter(noise_multiplier=self.engine_noise_multiplier, sample_rate=self.sample_rate)
         try:
             result, taken = self._train(learner=learner, model=model, rng=rng, counter=counter)
             if counter.steps != self.steps_per_round:
@@ -567,7 +605,7 @@ class RecordSitePrivacy(SitePrivacy):
                 self._accountant = self._replay(self._ledger)
             else:
                 self._accountant.step(
-                    noise_multiplier=float(p.noise_multiplier),
+                    noise_multiplier=self.accounted_noise_multiplier,
                     sample_rate=self.sample_rate,
                     num_steps=planned,
                 )
@@ -575,7 +613,7 @@ class RecordSitePrivacy(SitePrivacy):
             raise
         steps = self._class_counts.record(plan)
         self._accountant.step(
-            noise_multiplier=float(p.noise_multiplier), sample_rate=self.sample_rate, num_steps=steps
+            noise_multiplier=self.accounted_noise_multiplier, sample_rate=self.sample_rate, num_steps=steps
         )
         if self._ledger is not None:
             # Durable before the update (or the report) can leave the site.
@@ -712,7 +750,7 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
         p = self._cfg.privacy
         units = PrivateEpisodes(sampler=self._sampler, x=self._x)
         engine = EpisodeDPEngineFactory(
-            noise_multiplier=float(p.noise_multiplier),
+            noise_multiplier=self.engine_noise_multiplier,
             max_grad_norm=float(p.max_grad_norm),
             sample_rate=float(p.sample_rate),
             normaliser=step_normaliser(config=self._cfg),
@@ -791,7 +829,7 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
         return RecordDPEngineFactory(
             x=self._x,
             y=self._y,
-            noise_multiplier=float(p.noise_multiplier),
+            noise_multiplier=self.engine_noise_multiplier,
             max_grad_norm=float(p.max_grad_norm),
             sample_rate=float(p.sample_rate),
             normaliser=step_normaliser(config=self._cfg),

@@ -357,3 +357,24 @@ def test_the_transcript_check_can_fail(tmp_path: Path, monkeypatch: pytest.Monke
     d_prime = _run(tmp_path / "d1", cfg, _drop_random_record, monkeypatch)
     with pytest.raises(AssertionError, match="info_reply"):
         _compare(d, d_prime, mode="record", learner="protonet")
+
+
+def test_noise_sharing_removing_a_record_changes_only_the_released_sum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record mode with the noise split across sites under SecAgg (secfed.dp.sharing): the sites'
+    messages are opaque protocol messages of equal length, and the released model moves by at most
+    LR·2C/E divided by the survivors (the site's clipped sum inside the sum; lattice rounding adds
+    at most σ·2^-20)."""
+    cfg = _config("record", "protonet")
+    cfg["federation"]["aggregation"] = "secagg"
+    cfg["privacy"]["noise_sharing"] = True
+    d = _run(tmp_path / "d", cfg, lambda s, y: s, monkeypatch)
+    d_prime = _run(tmp_path / "d1", cfg, _drop_random_record, monkeypatch)
+    _compare(d, d_prime, mode="record", learner="protonet")
+    ledger = [json.loads(x) for x in d["files"]["privacy_ledger.jsonl"].decode().splitlines() if x.strip()]
+    assert all(
+        rec["params"]["noise_sharing"]["colluding_sites"] == 0
+        for e in ledger
+        for rec in (e.get("sites") or {}).values()
+    )
