@@ -25,7 +25,6 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ def embedded_omniglot_path() -> Path:
     Raises:
         DatasetNotFoundError: If the package was installed without its data file.
     """
-    path = Path(str(resources.files("secfed.data").joinpath("embedded", "omniglot28.npz")))
+    path = Path(__file__).resolve().with_name("embedded") / "omniglot28.npz"
     if not path.is_file():
         raise DatasetNotFoundError(
             f"the embedded Omniglot file {path} is missing (secfed installed without its package "
