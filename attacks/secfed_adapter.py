@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -32,6 +31,7 @@ from attacks.observation import GradientObservation, MAMLObservation, MultiStepO
 from secfed import components
 from secfed.config import ExperimentConfig, load_config
 from secfed.errors import SecfedError
+from secfed.experiment import load_checkpoint_arrays
 from secfed.federation.state import load_flat_state, state_spec
 from secfed.learners.base import Learner
 from secfed.learners.common import head_names
@@ -99,6 +99,7 @@ def load_run(*, run_dir: str | Path) -> LoadedRun:
     Raises:
         RunDirError: If the directory, ``config.toml`` or the checkpoint is missing, unreadable,
             or does not fit the configured model.
+        CheckpointError: If the checkpoint's weights file is truncated or corrupted (names the file).
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -119,12 +120,9 @@ def load_run(*, run_dir: str | Path) -> LoadedRun:
     if not isinstance(info, Mapping) or "weights" not in info or "round" not in info:
         raise RunDirError(f"{info_path} must name the 'weights' file and the 'round'")
     weights = root / "checkpoint" / str(info["weights"])
-    try:
-        arrays = load_file(str(weights))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"cannot read the checkpoint weights {weights}: {exc}") from exc
-    if "state" not in arrays:
-        raise RunDirError(f"{weights} holds no 'state' tensor")
+    if not weights.is_file():
+        raise RunDirError(f"{info_path} names the checkpoint weights {weights}, which do not exist")
+    arrays = load_checkpoint_arrays(weights)  # CheckpointError naming the file when corrupted
     try:
         train, test = components.load_splits(config=config)
         heads = components.model_num_classes(config=config, train=train)

@@ -8,9 +8,11 @@ the empirical ε lower bounds beside the accountant's ε. ``report.md`` has the 
 the plots as PNG files under ``report_plots/``; ``report.json`` holds the same facts as data.
 
 Integrity: when a privacy ledger fails its check (forged, edited, truncated) or cannot be verified
-(its HMAC key is missing, or it is an unauthenticated version-1 ledger), the report is still
-written, with the failure first, and :attr:`ReportPaths.integrity_problems` lists it;
-``secfed report`` then exits with status 1 (:class:`secfed.errors.IntegrityError`).
+(its HMAC key is missing, or it is an unauthenticated version-1 ledger), or the run's checkpoint
+(``checkpoint/state.json`` and the safetensors file it names, which ``secfed attack`` and
+``--resume`` read) is corrupted, the report is still written, with the failure first, and
+:attr:`ReportPaths.integrity_problems` lists it; ``secfed report`` then exits with status 1
+(:class:`secfed.errors.IntegrityError`).
 
 Every section degrades gracefully: a run without differential privacy states that none was
 applied, an attack that was not run is reported as "not run", an unfinished run is reported as
@@ -59,7 +61,7 @@ class ReportPaths:
         json: The report's facts as JSON.
         plots: The PNG plots written under ``report_plots/`` (the Markdown report links them).
         integrity_problems: One line per privacy ledger that failed its integrity check or could not
-            be verified (empty when every ledger verified or there is none).
+            be verified, and per corrupted checkpoint (empty when everything verified).
     """
 
     html: Path
@@ -236,6 +238,34 @@ def _ledger_alert(run: RunData, name: str | None = None) -> str | None:
     return f"{where}{file} failed its integrity check: {ledger.problem}"
 
 
+def _checkpoint_alert(run: RunData, name: str | None = None) -> str | None:
+    """One line when the run's checkpoint exists and is corrupted (read-only, header checks only)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    info_path = run.path / "checkpoint" / "state.json"
+    if not info_path.exists():
+        return None  # a run that never finished a round, or a synthetic one: nothing to check
+    where = f"{name}: " if name else ""
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        weights = info["weights"] if isinstance(info, dict) else None
+        if not isinstance(weights, str) or Path(weights).name != weights:
+            raise ValueError(f"it names no weights file ({weights!r})")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+        return f"{where}checkpoint/state.json is corrupted: {exc}"
+    path = info_path.parent / weights
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            keys = set(fh.keys())
+    except (OSError, SafetensorError) as exc:
+        return f"{where}checkpoint/{weights} is corrupted or unreadable: {exc}"
+    if "state" not in keys:
+        return f"{where}checkpoint/{weights} is corrupted: it holds no 'state' array"
+    return None
+
+
 def _write(
     folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figure], html: str, md: str
 ) -> ReportPaths:
@@ -276,7 +306,7 @@ def _write_run_report(folder: Path) -> ReportPaths:
     run = load_run(path=folder)
     outcomes = read_attacks(run_dir=folder)
     facts = run_facts(run=run, outcomes=outcomes)
-    facts["integrity_alerts"] = [a for a in (_ledger_alert(run),) if a]
+    facts["integrity_alerts"] = [a for a in (_ledger_alert(run), _checkpoint_alert(run)) if a]
     figures = _run_figures(run, facts, outcomes)
     by_key = {f.key: f for f in figures}
     generated = _now()
@@ -307,7 +337,11 @@ def _write_sweep_report(folder: Path) -> ReportPaths:
         )
     facts = sweep_facts(sweep_dir=folder, sweep=sweep, runs=runs)
     facts["integrity_alerts"] = [
-        a for name, r in runs.items() if r is not None and (a := _ledger_alert(r[0], name)) is not None
+        a
+        for name, r in runs.items()
+        if r is not None
+        for a in (_ledger_alert(r[0], name), _checkpoint_alert(r[0], name))
+        if a is not None
     ]
     figures = _sweep_figures(facts)
     by_key = {f.key: f for f in figures}
@@ -332,7 +366,8 @@ def write_report(*, path: Path) -> ReportPaths:
 
     Returns:
         The paths of the files written, with ``integrity_problems`` when a privacy ledger failed
-        its check or could not be verified (the report is written all the same, the failure first).
+        its check or could not be verified, or a checkpoint is corrupted (the report is written all
+        the same, the failure first).
 
     Raises:
         ReportInputError: If ``path`` is neither a run nor a sweep directory, or one of the JSON files

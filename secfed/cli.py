@@ -4,10 +4,26 @@ Commands::
 
     secfed run CONFIG.toml [--set section.key=value ...] [--out RUN_DIR]
     secfed run --resume RUN_DIR                    # exit status 1 if the privacy ledger fails its check
-    secfed config CONFIG.toml [--set ...]          # print the fully resolved configuration
+    secfed config CONFIG.toml [--set ...] [--plain] # every key that applies, its value and meaning
 
 Other commands (privacy, attack, sweep, report) register themselves through
 :data:`EXTRA_COMMANDS` from their own modules.
+
+Exit status: 0 on success; 2 on invalid input (a bad configuration, option or path, a folder that
+is not a run directory: :class:`ValueError` subclasses of :class:`secfed.errors.SecfedError`); 1
+on other failures: a corrupted checkpoint or run file (:class:`secfed.errors.CheckpointError`,
+naming the file), an integrity failure of a privacy ledger (:class:`secfed.errors.IntegrityError`),
+a file that cannot be read; 130 when interrupted. No command prints a traceback for bad input.
+
+``run --resume`` on a finished run (``summary.json`` written) runs nothing: it says the run is
+complete, prints its summary again and exits 0 (after verifying its privacy ledger, if any).
+
+A final evaluation below :data:`MIN_FINAL_EVAL_EPISODES` test episodes (the few-shot field's
+convention, Vinyals et al. 2016; Snell et al. 2017) is accepted, as smoke and test configurations
+need it, with a warning on stderr before the run and beside the printed accuracy.
+
+Start-up is kept fast (``secfed --help`` imports no torch): this module and the command modules
+import the runtime only inside the commands.
 """
 
 from __future__ import annotations
@@ -21,7 +37,10 @@ from pathlib import Path
 
 from secfed.errors import IntegrityError, SecfedError
 
-__all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
+__all__ = ["main", "build_parser", "EXTRA_COMMANDS", "MIN_FINAL_EVAL_EPISODES", "few_episodes_warning"]
+
+#: Test episodes below which a final evaluation is reported with a warning (README: >= 600).
+MIN_FINAL_EVAL_EPISODES = 600
 
 #: ``(module, function)`` pairs; each function receives the subparsers object and registers commands.
 EXTRA_COMMANDS: list[tuple[str, str]] = [
@@ -29,6 +48,24 @@ EXTRA_COMMANDS: list[tuple[str, str]] = [
     ("secfed.cli_attack", "register"),
     ("evaluations.cli", "register"),
 ]
+
+
+def few_episodes_warning(episodes: object) -> str | None:
+    """The warning for a final evaluation over fewer than :data:`MIN_FINAL_EVAL_EPISODES` episodes.
+
+    Args:
+        episodes: ``experiment.final_eval_episodes`` (or ``summary.json``'s ``test_episodes``).
+
+    Returns:
+        One line, or ``None`` when there are enough episodes (or the count is unknown).
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes >= MIN_FINAL_EVAL_EPISODES:
+        return None
+    return (
+        f"warning: the final evaluation uses {episodes} test episodes, fewer than the "
+        f"{MIN_FINAL_EVAL_EPISODES} few-shot results are reported on (experiment.final_eval_episodes); "
+        "its accuracy is a smoke-test figure, not a result to quote"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -42,10 +79,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 "--resume RUN_DIR takes no CONFIG or --set: the run directory's config.toml is used"
             )
         result = Experiment.resume(args.resume, progress=progress)
+        if result.already_complete:
+            print(
+                f"secfed: {result.run_dir} is complete; nothing to resume (its summary follows)",
+                file=sys.stderr,
+            )
     else:
         if not args.config:
             raise SecfedError("give a CONFIG.toml to run, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides=args.set or [])
+        if (warning := few_episodes_warning(cfg.experiment.final_eval_episodes)) is not None:
+            print(f"secfed: {warning}", file=sys.stderr)
         out = args.out or str(Path("runs") / f"{cfg.experiment.name}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
         result = Experiment(config=cfg).run(out_dir=out, progress=progress)
     s = result.summary
@@ -54,6 +98,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"over {s['test_episodes']} episodes; {s['rounds']} rounds"
         + (f" in {s['wall_s']:.1f} s" if s.get("wall_s") is not None else " (timing withheld under DP)")
     )
+    if (warning := few_episodes_warning(s.get("test_episodes"))) is not None:
+        print(f"  ({warning})")
     for line in _supervised_lines(s):
         print(line)
     if "epsilon" in s:
@@ -182,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("secfed: interrupted; resume with `secfed run --resume RUN_DIR`", file=sys.stderr)
         return 130
-    except json.JSONDecodeError as exc:  # pragma: no cover - defensive
-        print(f"secfed: error: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # a file that cannot be read (permissions, a folder where a file belongs, not text)
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        print(f"secfed: error: {where}{exc}", file=sys.stderr)
         return 1
 
 

@@ -843,6 +843,8 @@ def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> Experimen
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as a UTF-8 TOML file: {exc}") from exc
     data = apply_overrides(data, overrides=overrides)
     base = data.pop("_base_dir", None)
     return config_from_dict(data, base_dir=base if isinstance(base, str) else path.resolve().parent)

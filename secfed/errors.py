@@ -9,6 +9,7 @@ __all__ = [
     "DataError",
     "MessageError",
     "CheckpointError",
+    "RunDirectoryError",
     "IntegrityError",
     "BackendError",
 ]
@@ -39,6 +40,13 @@ class MessageError(SecfedError, ValueError):
 
 class CheckpointError(SecfedError, RuntimeError):
     """A checkpoint or run directory is missing, inconsistent, or corrupted."""
+
+
+class RunDirectoryError(CheckpointError, ValueError):
+    """A path given as a run directory is not one (no ``config.toml``): invalid input.
+
+    The ``secfed`` command exits with status 2 on it, like any other invalid input.
+    """
 
 
 class IntegrityError(CheckpointError):

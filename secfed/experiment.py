@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
-from secfed.errors import CheckpointError
+from secfed.errors import CheckpointError, IntegrityError, RunDirectoryError
 from secfed.federation.backends import default_threads, make_backend
 from secfed.federation.client import ClientFactory, derive_seed
 from secfed.federation.egress import releases_timing
@@ -54,6 +55,7 @@ __all__ = [
     "final_evaluation",
     "initial_model",
     "read_metrics",
+    "load_checkpoint_arrays",
     "CHECKPOINT_VERSION",
     "SITE_STATE_DIR",
 ]
@@ -72,11 +74,14 @@ class RunResult:
         run_dir: The run directory.
         metrics: One dict per round (as in ``metrics.jsonl``).
         summary: Final metrics (as in ``summary.json``).
+        already_complete: True when :meth:`Experiment.resume` found the run finished (its
+            ``summary.json`` written) and did nothing but read it back.
     """
 
     run_dir: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    already_complete: bool = False
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -87,18 +92,53 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
     Returns:
         One dict per recorded round.
+
+    Raises:
+        CheckpointError: If the file cannot be read, or a line other than the last is not a JSON
+            object (only the last line can be torn by a crash; anything else is corruption).
     """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+    for i, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines):
                 break  # a torn last line from a crash
+            raise CheckpointError(f"{path}: line {i} is not valid JSON (corrupted): {exc}") from exc
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{path}: line {i} is not a JSON object (corrupted)")
+        out.append(row)
     return out
+
+
+def load_checkpoint_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a checkpoint's safetensors file (the flat model state and server optimiser state).
+
+    Args:
+        path: The ``checkpoint/model-<round>.safetensors`` file.
+
+    Returns:
+        The arrays by name; ``"state"`` is always among them.
+
+    Raises:
+        CheckpointError: If the file is missing, truncated or corrupted (the message names it), or
+            holds no ``state`` array.
+    """
+    path = Path(path)
+    try:
+        arrays = load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise CheckpointError(f"corrupt or unreadable checkpoint file {path}: {exc}") from exc
+    if "state" not in arrays:
+        raise CheckpointError(f"corrupt checkpoint file {path}: it holds no 'state' array")
+    return arrays
 
 
 def evaluate_model(
@@ -227,16 +267,27 @@ class Experiment:
             progress: Progress bar on (True), off (False) or when stderr is a terminal (None).
 
         Returns:
-            The completed run's result.
+            The completed run's result. A run that already finished (its ``summary.json`` is
+            written) is not run again: its metrics and summary are read back, with
+            ``already_complete`` set, after its privacy ledger (if any) is verified read-only.
 
         Raises:
-            CheckpointError: If the directory has no usable configuration.
+            RunDirectoryError: If ``run_dir`` is not a run directory (no ``config.toml``).
+            CheckpointError: If the checkpoint, ``metrics.jsonl`` or ``summary.json`` is corrupted
+                (the message names the file).
+            IntegrityError: If the privacy ledger fails its check or cannot be verified.
         """
         run_dir = Path(run_dir)
         cfg_path = run_dir / "config.toml"
         if not cfg_path.is_file():
-            raise CheckpointError(f"{run_dir} is not a run directory: config.toml is missing")
+            raise RunDirectoryError(f"{run_dir} is not a run directory: config.toml is missing")
         config = load_config(cfg_path)
+        summary = _finished_summary(run_dir)
+        if summary is not None:
+            _verify_ledger_read_only(run_dir=run_dir, config=config, summary=summary)
+            return RunResult(
+                run_dir=run_dir, metrics=read_metrics(run_dir), summary=summary, already_complete=True
+            )
         return cls(config=config).run(out_dir=run_dir, resume=True, progress=progress)
 
     # ------------------------------------------------------------------ run
@@ -525,16 +576,73 @@ class Experiment:
             return None
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
+            if not isinstance(info, dict):
+                raise ValueError("expected a JSON object")
             if info.get("version") != CHECKPOINT_VERSION:
                 raise CheckpointError(
                     f"{info_path}: checkpoint version {info.get('version')} is not supported"
                 )
-            arrays = load_file(str(ckpt_dir / info["weights"]))
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"corrupt checkpoint in {ckpt_dir}: {exc}") from exc
+            weights, round_idx = info["weights"], int(info["round"])
+            if not isinstance(weights, str) or Path(weights).name != weights:
+                raise ValueError(f"'weights' must be a file name in {ckpt_dir}, got {weights!r}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"corrupt checkpoint in {ckpt_dir}: {info_path}: {exc}") from exc
+        arrays = load_checkpoint_arrays(ckpt_dir / weights)
         state = arrays.pop("state")
         if state.shape != (expected,):
             raise CheckpointError(
                 f"{ckpt_dir}: checkpoint state has {state.shape[0]} values, the model needs {expected}"
             )
-        return int(info["round"]) + 1, state, arrays, float(info.get("elapsed_s", 0.0))
+        return round_idx + 1, state, arrays, float(info.get("elapsed_s", 0.0))
+
+
+def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json`` of a finished run, or None when there is something to resume.
+
+    A run is finished when ``summary.json`` exists and the checkpoint is at the round the summary
+    reports (the last checkpoint a run writes). Without that checkpoint (``checkpoint/state.json``
+    deleted or unreadable) the run is resumed as usual, which restarts or reports the corruption.
+
+    Raises:
+        CheckpointError: If ``summary.json`` exists but is not a JSON object.
+    """
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads((run_dir / "checkpoint" / "state.json").read_text(encoding="utf-8"))
+        checkpoint_round = int(info["round"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is corrupted ({exc}); delete it to redo the final evaluation with --resume"
+        ) from exc
+    if not isinstance(summary, dict):
+        raise CheckpointError(
+            f"{path} is not a JSON object; delete it to redo the final evaluation with --resume"
+        )
+    return summary if summary.get("rounds") == checkpoint_round else None
+
+
+def _verify_ledger_read_only(*, run_dir: Path, config: ExperimentConfig, summary: dict[str, Any]) -> None:
+    """Verify a finished DP run's privacy ledger without writing anything.
+
+    Raises:
+        IntegrityError: If the ledger is missing, fails its check or cannot be verified.
+    """
+    if config.privacy.mode == "none":
+        return
+    from privacy.errors import PrivacyError
+    from privacy.ledger import INTEGRITY_VERIFIED, PrivacyLedger
+
+    name = Path(str(summary.get("privacy_ledger") or "privacy_ledger.jsonl")).name
+    path = run_dir / name
+    try:
+        ledger = PrivacyLedger.read(path=path)
+    except PrivacyError as exc:
+        raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
+    if ledger.integrity != INTEGRITY_VERIFIED:
+        raise IntegrityError(f"{path}: privacy ledger cannot be verified: {ledger.integrity}")

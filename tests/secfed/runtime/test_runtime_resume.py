@@ -39,6 +39,7 @@ def test_refuses_to_overwrite_and_bad_resume(tmp_path: Path) -> None:
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
     with pytest.raises(CheckpointError, match="config.toml is missing"):
         Experiment.resume(tmp_path / "nothing")
+    (tmp_path / "r" / "summary.json").unlink()  # unfinished: a finished run is not resumed at all
     (tmp_path / "r" / "checkpoint" / "state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
         Experiment.resume(tmp_path / "r")
