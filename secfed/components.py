@@ -374,7 +374,7 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
         secfed.errors.DataError: If a held-out site is too small for a client task.
     """
     if config.task.source == "client_as_task" and config.partition.test_sites > 1:
-        from secfed.federation.client import derive_seed
+        from secfed.seeding import derive_seed
         from secfed.tasks.client_task import ClientTaskSource, HeldOutSitesSource
 
         shards = _partition(

@@ -41,11 +41,12 @@ from safetensors.numpy import load_file, save_file
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
 from secfed.errors import CheckpointError, IntegrityError, RunDirectoryError
 from secfed.federation.backends import default_threads, make_backend
-from secfed.federation.client import ClientFactory, derive_seed
+from secfed.federation.client import ClientFactory
 from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
 from secfed.optional import require_ray
+from secfed.seeding import derive_seed
 from secfed.supervised_eval import SupervisedEvaluation, build_supervised_evaluation
 
 __all__ = [

@@ -32,7 +32,7 @@ from torch import nn
 
 from secfed.config import ExperimentConfig
 from secfed.errors import ConfigError
-from secfed.federation.client import derive_seed
+from secfed.seeding import derive_seed
 
 __all__ = ["pretrain_cache_path", "pretrain_public"]
 

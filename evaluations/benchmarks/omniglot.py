@@ -225,8 +225,8 @@ def evaluate_checkpoint(
     from secfed import components
     from secfed.errors import CheckpointError
     from secfed.experiment import evaluate_model
-    from secfed.federation.client import derive_seed
     from secfed.federation.state import load_flat_state, state_spec
+    from secfed.seeding import derive_seed
 
     cfg = load_config(
         run_dir / "config.toml",

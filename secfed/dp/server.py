@@ -287,7 +287,7 @@ def record_class_aware_steps(*, config: ExperimentConfig) -> int:
     from secfed import components
     from secfed.data.partition import site_class_lists
     from secfed.dp.engines import ClassStepCounts, draw_class_tasks
-    from secfed.federation.client import derive_seed
+    from secfed.seeding import derive_seed
 
     train, _ = components.load_splits(config=config)
     part = config.partition

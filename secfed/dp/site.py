@@ -32,7 +32,7 @@ any learner's loop, so DP training does what the learner does (e.g. Reptile's ze
   and FedAvg's averaging only read the DP-SGD iterates: post-processing. Mechanism name:
   ``"per-sample-gaussian"``.
 
-Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP or PRV),
+Every DP step of the site is composed by one accountant (``privacy.accountant``: RDP, PRV or PLD),
 **class-aware** for the episodic learners and Reptile (:mod:`secfed.dp.engines`): a record of class
 ``c`` takes part only in steps whose public plan contains ``c``, the plans are public and
 data-independent, so the site's ε is that of ``max_c N_c`` steps, ``N_c`` the steps whose plan
@@ -113,7 +113,7 @@ import torch
 from torch import nn
 
 from privacy import sampling
-from privacy.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
+from privacy.accountants import GaussianAccountant, PLDAccountant, PRVAccountant, RDPAccountant
 from privacy.client_dp import clip_update
 from privacy.dpsgd import check_record_independent_model
 from privacy.errors import LedgerCorruptedError, PrivacyError
@@ -146,13 +146,13 @@ from secfed.dp.engines import (
 )
 from secfed.dp.sharing import ledger_params, noise_sharing_enabled, site_noise_multiplier
 from secfed.errors import ConfigError, IntegrityError, SecfedError
-from secfed.federation.client import derive_seed
 from secfed.learners import episodic_learner_names
 from secfed.learners.base import Learner, LocalUpdate
 from secfed.learners.common import trainable_params
 from secfed.learners.episodic import EpisodicLearner
 from secfed.learners.fedavg import FedAvgLearner
 from secfed.learners.reptile import Reptile
+from secfed.seeding import derive_seed
 
 __all__ = [
     "ADJACENCY_CLIENT",
@@ -186,6 +186,12 @@ _EPISODIC_LEARNERS = episodic_learner_names()  # learners whose class declares `
 _PER_SAMPLE_LEARNERS = ("reptile", "fedavg")
 #: File name of a site's own ledger inside its state directory.
 SITE_LEDGER_FILE = "ledger.jsonl"
+#: The site's accountant by ``privacy.accountant`` (every choice of the configuration).
+_SITE_ACCOUNTANTS: dict[str, type[GaussianAccountant]] = {
+    "rdp": RDPAccountant,
+    "prv": PRVAccountant,
+    "pld": PLDAccountant,
+}
 #: Probability that a sampled record is a support record of its episode.
 _SUPPORT_PROB = 0.5
 
@@ -445,7 +451,7 @@ class RecordSitePrivacy(SitePrivacy):
     ) -> None:
         super().__init__(config=config, site_id=site_id)
         p = config.privacy
-        self._accountant: GaussianAccountant = PRVAccountant() if p.accountant == "prv" else RDPAccountant()
+        self._accountant: GaussianAccountant = _SITE_ACCOUNTANTS[p.accountant]()
         self._ledger: PrivacyLedger | None = None
         if state_dir is not None:
             self._ledger = self._open_ledger(state_dir=Path(state_dir), key_dir=key_dir)
@@ -508,7 +514,7 @@ class RecordSitePrivacy(SitePrivacy):
             )
         acc = sites.get(name)
         if acc is None:
-            return PRVAccountant() if self._cfg.privacy.accountant == "prv" else RDPAccountant()
+            return _SITE_ACCOUNTANTS[self._cfg.privacy.accountant]()
         if not isinstance(acc, GaussianAccountant):
             raise LedgerCorruptedError(f"site {name}: the ledger does not hold a Gaussian mechanism")
         return acc

@@ -7,7 +7,6 @@ multi-process backend each runtime lives in its own OS process.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,21 +21,9 @@ from secfed.errors import MessageError
 from secfed.federation.egress import SiteEgress, SiteFacts, TrainFacts
 from secfed.federation.messages import Message, decode_message, encode_message
 from secfed.federation.state import flat_state, load_flat_state, state_spec
+from secfed.seeding import derive_seed
 
-__all__ = ["ClientRuntime", "ClientFactory", "derive_seed"]
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed derived from the parts (stable across processes and platforms).
-
-    Args:
-        *parts: Anything with a stable ``str``.
-
-    Returns:
-        A non-negative integer seed.
-    """
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+__all__ = ["ClientRuntime", "ClientFactory"]
 
 
 class ClientRuntime:

@@ -21,8 +21,8 @@ import numpy as np
 from secfed.config import ExperimentConfig
 from secfed.federation.aggregation import AggregateResult, ServerAggregator
 from secfed.federation.backends import Backend
-from secfed.federation.client import derive_seed
 from secfed.federation.messages import decode_message, encode_message
+from secfed.seeding import derive_seed
 
 __all__ = [
     "RoundPlan",

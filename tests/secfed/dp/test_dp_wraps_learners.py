@@ -30,8 +30,8 @@ from secfed import components
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp.engines import ClassStepCounts, release_step, step_normaliser
 from secfed.dp.site import EpisodicSitePrivacy, PerSampleSitePrivacy, build_site_privacy, episode_task
-from secfed.federation.client import derive_seed
 from secfed.learners.common import head_names
+from secfed.seeding import derive_seed
 from secfed.tasks.base import Task
 
 REPO = Path(__file__).resolve().parents[3]
