@@ -44,10 +44,11 @@ import numpy as np
 import torch
 
 from secfed import components
-from secfed.components import Site, SupervisedSource
+from secfed.components import SupervisedSource
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.data.dataset import ImageDataset
 from secfed.dp.site import SitePrivacy, build_site_privacy
+from secfed.site import Site
 from secfed.tasks.episodic import EpisodicTaskSource
 
 __all__ = ["LEARNERS", "bench_learner", "main"]

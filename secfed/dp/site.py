@@ -92,7 +92,7 @@ releases neither it nor ``num_tasks``).
 Public class list
 -----------------
 Slots (episodic learners) and Reptile tasks are drawn from the site's *public* class list
-(:attr:`secfed.components.Site.public_classes`): a function of the configuration and the dataset's
+(:attr:`secfed.site.Site.public_classes`): a function of the configuration and the dataset's
 public description (:func:`secfed.data.partition.site_class_lists`), never of the labels the shard
 holds. Computed from the shard, removing the only record of a class would re-plan every episode
 and void the sensitivity bound. Configuration checks (``task.n_way``, the FedAvg head) read only
@@ -125,7 +125,6 @@ from privacy.ledger import (
     PrivacyLedger,
 )
 from privacy.sampling import RecordEpisodeSampler
-from secfed.components import Site
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import client_sample_rate
 from secfed.dp.engines import (
@@ -153,6 +152,7 @@ from secfed.learners.episodic import EpisodicLearner
 from secfed.learners.fedavg import FedAvgLearner
 from secfed.learners.reptile import Reptile
 from secfed.seeding import derive_seed
+from secfed.site import Site
 
 __all__ = [
     "ADJACENCY_CLIENT",

@@ -19,7 +19,7 @@ What is released, per ``privacy.mode``:
 
 * ``none``: everything (no guarantee is claimed): record count, losses, counts, timings.
 * ``record``, ``client``, ``distributed``: the site id, the size of its *public* class list
-  (:attr:`secfed.components.Site.public_classes`), the mechanism's public description and round
+  (:attr:`secfed.site.Site.public_classes`), the mechanism's public description and round
   report (configuration values and step counts), the aggregation weight (uniform under DP), and
   nothing else: ``records`` is ``None`` (listed in ``withheld``), ``train_loss`` is ``None``, no
   per-site or per-round time is sent or recorded. Client-level adjacency (add/remove a whole site)
