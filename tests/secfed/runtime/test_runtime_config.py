@@ -77,7 +77,7 @@ def test_bad_range_and_cross_field() -> None:
     with pytest.raises(ConfigError, match=r"BatchNorm"):
         config_from_dict({"privacy": {"mode": "record"}, "model": {"norm": "batch"}})
     with pytest.raises(ConfigError, match=r"data\.root"):
-        config_from_dict({"data": {"dataset": "omniglot"}})
+        config_from_dict({"data": {"dataset": "medmnist"}})  # omniglot without a root: embedded
 
 
 def test_overrides_and_round_trip(tmp_path: Path) -> None:
