@@ -66,7 +66,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "federation.aggregation": ("plain", "secagg", "secagg+"),
     "federation.weighting": ("uniform", "examples"),
     "privacy.mode": ("none", "record", "client", "distributed"),
-    "privacy.accountant": ("rdp", "prv"),
+    "privacy.accountant": ("rdp", "prv", "pld"),
     "privacy.mechanism": ("gaussian", "skellam", "ddg"),
 }
 
@@ -379,7 +379,8 @@ class PrivacySection:
         sample_rate: Record-level Poisson sampling rate q of DP-SGD.
         expected_batch: Public expected number of records (or episodes) per DP step.
         delta: Target delta.
-        accountant: ``rdp`` or ``prv``.
+        accountant: ``rdp``, ``prv`` or ``pld`` (:mod:`privacy.accountants`; the same choices as
+            ``secfed privacy --accountant``).
         epsilon_budget: Stop before a site's or the global epsilon would exceed this (0 = none).
         target_epsilon: If > 0, calibrate ``noise_multiplier`` for this epsilon before the run.
         mechanism: Distributed DP noise: ``skellam`` or ``ddg``; ``gaussian`` otherwise.
