@@ -3,21 +3,18 @@
 * :class:`ServerPrivacy` (:mod:`secfed.dp.server`): the server side — budgets, the central noise of
   client-level DP-FedAvg, and the append-only privacy ledger of the run.
 * :func:`build_site_privacy` / :class:`SitePrivacy` (:mod:`secfed.dp.site`): the site side —
-  record-level DP-SGD inside local training, or client-level clipping. Imported lazily: the server
-  process does not need Opacus.
+  record-level DP-SGD inside local training, or client-level clipping.
 * :func:`make_distributed_encoder_factory` (:mod:`secfed.dp.distributed`): the per-round integer
   encoders of distributed DP under secure aggregation.
+
+Plain imports: the server side already needs what the site side imports (Opacus, torch.func).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from secfed.dp.distributed import make_distributed_encoder_factory
 from secfed.dp.server import ServerPrivacy, calibrated_config
-
-if TYPE_CHECKING:  # pragma: no cover
-    from secfed.dp.distributed import make_distributed_encoder_factory
-    from secfed.dp.site import SitePrivacy, build_site_privacy
+from secfed.dp.site import SitePrivacy, build_site_privacy
 
 __all__ = [
     "ServerPrivacy",
@@ -26,19 +23,3 @@ __all__ = [
     "calibrated_config",
     "make_distributed_encoder_factory",
 ]
-
-_LAZY = {
-    "SitePrivacy": "secfed.dp.site",
-    "build_site_privacy": "secfed.dp.site",
-    "make_distributed_encoder_factory": "secfed.dp.distributed",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Import the site hook (Opacus, torch.func) and the encoder factory only when first used."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'secfed.dp' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
