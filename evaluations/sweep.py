@@ -21,7 +21,6 @@ Usage::
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import time
@@ -49,7 +48,6 @@ __all__ = [
     "run_sweep",
     "resolve_attack_runner",
     "parse_epsilons",
-    "dp_available",
 ]
 
 SWEEP_FORMAT = "secfed.sweep"
@@ -181,11 +179,6 @@ def plan_sweep(
             raise SweepError(f"epsilons: {e!r} is invalid; each target ε must be > 0 (or inf for no DP)")
     if len(set(eps_list)) != len(eps_list):
         raise SweepError(f"epsilons: duplicate values in {eps_list}")
-    if any(math.isfinite(e) for e in eps_list) and not dp_available():
-        raise SweepError(
-            "a finite target ε needs differential privacy, which this installation lacks "
-            "(secfed.dp.ServerPrivacy is missing); sweep only epsilons=inf or install the DP runtime"
-        )
     learner_list = _check_choice("learners", learners, "learner.name")
     agg_list = _check_choice("aggregations", aggregations, "federation.aggregation")
     path = Path(config_path)
@@ -240,34 +233,23 @@ def _calibrate(config: ExperimentConfig) -> ExperimentConfig:
     """The configuration with its noise multiplier calibrated for ``privacy.target_epsilon``.
 
     Uses :func:`secfed.dp.calibrated_config` (deterministic, so a re-run sweep reproduces the same
-    configuration); a runtime without it is left to calibrate at run time.
+    configuration).
     """
-    calibrate = getattr(importlib.import_module("secfed.dp"), "calibrated_config", None)
-    return calibrate(config=config) if callable(calibrate) else config
+    from secfed.dp import calibrated_config
+
+    return calibrated_config(config=config)
 
 
 def resolve_attack_runner() -> tuple[AttackRunner | None, str | None, frozenset[str] | None]:
-    """Find ``attacks.runner.run_attack``.
+    """The attack entry point, ``attacks.runner.run_attack``, and its registry of attack names.
 
     Returns:
-        ``(runner or None, note when unavailable, the runner's advertised attack names or None)``.
+        ``(runner or None, note when unavailable, the attack names or None)``: the runner and
+        :data:`attacks.runner.ATTACKS` (tests replace this function to simulate a missing runner).
     """
-    try:
-        module = importlib.import_module("attacks.runner")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("attacks.runner", "attacks"):
-            return None, "attacks were not run: attacks.runner is not available in this installation", None
-        raise
-    runner = getattr(module, "run_attack", None)
-    if not callable(runner):
-        return None, "attacks were not run: attacks.runner has no run_attack function", None
-    names = None
-    for attr in ("ATTACKS", "AVAILABLE_ATTACKS", "ATTACK_NAMES"):
-        value = getattr(module, attr, None)
-        if isinstance(value, (Mapping, Sequence, set, frozenset)) and not isinstance(value, str):
-            names = frozenset(str(v) for v in value)
-            break
-    return runner, None, names
+    from attacks.runner import ATTACKS, run_attack
+
+    return run_attack, None, frozenset(ATTACKS)
 
 
 def _run_point(point: SweepPoint, run_dir: Path, progress: bool) -> str:
@@ -292,24 +274,13 @@ def _run_point(point: SweepPoint, run_dir: Path, progress: bool) -> str:
 
 def _typed_errors(*, broad: bool) -> tuple[type[BaseException], ...]:
     """The typed errors a point (``broad=False``) or an attack (``broad=True``) may fail with."""
+    from attacks.errors import AttackError
+    from privacy.errors import PrivacyError
+
     errors: list[type[BaseException]] = [SecfedError]
     if broad:
         errors += [ValueError, RuntimeError, OSError]
-    for module, name in (("attacks.errors", "AttackError"), ("privacy.errors", "PrivacyError")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ModuleNotFoundError, AttributeError):
-            continue
-    return tuple(errors)
-
-
-def dp_available() -> bool:
-    """Whether the runtime can train with differential privacy (``secfed.dp.ServerPrivacy`` exists)."""
-    try:
-        module = importlib.import_module("secfed.dp")
-    except ModuleNotFoundError:
-        return False
-    return hasattr(module, "ServerPrivacy")
+    return (*errors, AttackError, PrivacyError)
 
 
 def parse_attack_options(*, pairs: Sequence[str]) -> dict[str, Any]:

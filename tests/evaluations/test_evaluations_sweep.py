@@ -13,7 +13,7 @@ from eval_rundirs import write_attacks
 from evaluations import sweep as sweep_mod
 from evaluations.errors import SweepError
 from evaluations.report import write_report
-from evaluations.sweep import dp_available, parse_epsilons, plan_sweep, run_sweep
+from evaluations.sweep import parse_epsilons, plan_sweep, run_sweep
 
 TINY = """
 [experiment]
@@ -43,9 +43,6 @@ layers = 1
 name = "protonet"
 local_steps = 2
 """
-NEEDS_DP = pytest.mark.skipif(
-    not dp_available(), reason="record-level DP is not available (secfed.dp.ServerPrivacy is missing)"
-)
 
 
 def _config(tmp_path: Path, norm: str = "none") -> Path:
@@ -109,7 +106,6 @@ def test_plan_sweep_grid_names_and_overrides(tmp_path: Path) -> None:
         assert p.config.learner.name == p.learner and p.config.federation.aggregation == p.aggregation
 
 
-@NEEDS_DP
 def test_plan_sweep_calibrates_finite_points_and_replaces_batchnorm(tmp_path: Path) -> None:
     points, notes = plan_sweep(
         config_path=_config(tmp_path, norm="batch"),
@@ -159,7 +155,6 @@ def test_sweep_without_dp_reports_missing_attack_runner(
         )
 
 
-@NEEDS_DP
 def test_sweep_smoke_digits_with_dp(tmp_path: Path) -> None:
     calls: list[tuple[Path, str]] = []
 
