@@ -152,7 +152,15 @@ def _supervised_lines(s: dict) -> list[str]:
 def _cmd_config(args: argparse.Namespace) -> int:
     from secfed.config import config_to_toml, load_config
 
-    print(config_to_toml(load_config(args.config, overrides=args.set or [])), end="")
+    cfg = load_config(args.config, overrides=args.set or [])
+    if args.plain:
+        print(config_to_toml(cfg), end="")
+    else:
+        from secfed.config_doc import explain_config
+
+        print(explain_config(config=cfg), end="")
+    if (warning := few_episodes_warning(cfg.experiment.final_eval_episodes)) is not None:
+        print(f"secfed: {warning}", file=sys.stderr)
     return 0
 
 
@@ -176,10 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     cfg = sub.add_parser(
-        "config", help="print the fully resolved configuration", description="Validate and print a config."
+        "config",
+        help="validate a config and print every key that applies, with its value and meaning",
+        description="Validate a configuration and print it as TOML: every key of the sections that "
+        "apply, with its value, a one-line description and the allowed values (keys of other datasets, "
+        "learners or modes are left out).",
     )
     cfg.add_argument("config", help="the experiment's TOML file")
     cfg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    cfg.add_argument(
+        "--plain",
+        action="store_true",
+        help="every key with its value only, as written into a run's config.toml",
+    )
     cfg.set_defaults(func=_cmd_config)
 
     import importlib

@@ -17,8 +17,9 @@ its noise multiplier calibrated first when ``privacy.target_epsilon`` is set; in
 mode also the distributed mechanism's ε. The client sample is public (drawn from
 ``experiment.seed``, logged, seen by the server), so the client-level ε is accounted per
 participation with no amplification: the composition over the rounds of the site sampled most
-often (:func:`secfed.dp.server.planned_epsilon`). ``--json`` prints one JSON object instead of
-text. Invalid input exits with status 2 and a message naming the argument.
+often (:func:`secfed.dp.server.planned_epsilon`). A configuration without DP
+(``privacy.mode = none``) is reported as such ("no DP configured"), with no ε. ``--json``
+prints one JSON object instead of text. Invalid input exits with status 2 and a message naming the argument.
 """
 
 from __future__ import annotations
@@ -121,6 +122,18 @@ def _epsilon_from_config(args: argparse.Namespace) -> int:
     if args.delta is not None:
         overrides.append(f"privacy.delta={args.delta!r}")
     cfg = load_config(args.config, overrides=overrides)
+    if cfg.privacy.mode == "none":
+        # nothing to account: no epsilon at record or client level (not the epsilon of an
+        # imaginary DP run with the section's default noise multiplier)
+        payload: dict[str, Any] = {"mode": "none", "epsilon": None, "record_epsilon": None}
+        payload["client_epsilon"] = None
+        text = (
+            f"{args.config}: no DP configured (privacy.mode = none): the run has no differential-"
+            "privacy guarantee at record or client level (epsilon = infinity). Set privacy.mode to "
+            "record, client or distributed to plan one."
+        )
+        _emit(payload, as_json=args.json, text=text)
+        return 0
     calibrated = cfg.privacy.target_epsilon > 0 and cfg.privacy.mode != "none"
     if calibrated:
         cfg = calibrated_config(config=cfg)

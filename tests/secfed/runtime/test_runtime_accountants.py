@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from runtime_cfg import REPO, tiny_config_dict
 
 from privacy.accountants import PLDAccountant, RDPAccountant
 from privacy.ledger import PrivacyLedger
-from secfed.cli import build_parser
+from secfed.cli import build_parser, main
 from secfed.config import CHOICES, config_from_dict
 from secfed.experiment import Experiment
 
@@ -66,3 +67,14 @@ def test_every_config_accountant_is_a_calibration_accountant() -> None:
     from privacy.calibration import GAUSSIAN_ACCOUNTANTS
 
     assert set(CHOICES["privacy.accountant"]) == set(GAUSSIAN_ACCOUNTANTS)
+
+
+def test_epsilon_of_a_config_without_dp_says_no_dp(capsys: pytest.CaptureFixture[str]) -> None:
+    example = str(REPO / "examples" / "digits_protonet.toml")
+    assert main(["privacy", "epsilon", "--config", example]) == 0
+    out = capsys.readouterr().out
+    assert "no DP configured" in out
+    assert "epsilon = 0" not in out and "DP-SGD" not in out  # old code: record and client epsilon
+    assert main(["privacy", "epsilon", "--config", example, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "none" and doc["epsilon"] is None and doc["record_epsilon"] is None
