@@ -1,4 +1,4 @@
-"""The ``secfed sweep`` and ``secfed report`` commands (registered through ``secfed.cli.EXTRA_COMMANDS``).
+"""The ``secfed sweep`` and ``secfed report`` commands (registered by :func:`secfed.cli.build_parser`).
 
 Commands::
 

@@ -6,8 +6,11 @@ Commands::
     secfed run --resume RUN_DIR                    # exit status 1 if the privacy ledger fails its check
     secfed config CONFIG.toml [--set ...] [--plain] # every key that applies, its value and meaning
 
-Other commands (privacy, attack, sweep, report) register themselves through
-:data:`EXTRA_COMMANDS` from their own modules.
+Other commands register themselves from their own modules, imported here: ``privacy``
+(:mod:`secfed.cli_privacy`), ``attack`` (:mod:`secfed.cli_attack`), ``sweep`` and ``report``
+(:mod:`evaluations.cli`). The command line is the top layer of the project (see
+``tests/test_layering.py``): it imports the runtime, the attacks and the evaluations it dispatches
+to, and nothing imports it but ``secfed/__main__.py``.
 
 Exit status: 0 on success; 2 on invalid input (a bad configuration, option or path, a folder that
 is not a run directory: :class:`ValueError` subclasses of :class:`secfed.errors.SecfedError`); 1
@@ -32,22 +35,17 @@ import argparse
 import datetime as _dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from evaluations import cli as evaluations_cli
+from secfed import cli_attack, cli_privacy
 from secfed.errors import IntegrityError, SecfedError
 
-__all__ = ["main", "build_parser", "EXTRA_COMMANDS", "MIN_FINAL_EVAL_EPISODES", "few_episodes_warning"]
+__all__ = ["main", "build_parser", "MIN_FINAL_EVAL_EPISODES", "few_episodes_warning"]
 
 #: Test episodes below which a final evaluation is reported with a warning (README: >= 600).
 MIN_FINAL_EVAL_EPISODES = 600
-
-#: ``(module, function)`` pairs; each function receives the subparsers object and registers commands.
-EXTRA_COMMANDS: list[tuple[str, str]] = [
-    ("secfed.cli_privacy", "register"),
-    ("secfed.cli_attack", "register"),
-    ("evaluations.cli", "register"),
-]
 
 
 def few_episodes_warning(episodes: object) -> str | None:
@@ -199,16 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg.set_defaults(func=_cmd_config)
 
-    import importlib
-
-    for module, fn in EXTRA_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        register: Callable[[argparse._SubParsersAction], None] = getattr(mod, fn)
+    for register in (cli_privacy.register, cli_attack.register, evaluations_cli.register):
         register(sub)
     return parser
 

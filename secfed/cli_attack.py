@@ -9,15 +9,14 @@ Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key
 written paths are printed. A bad run directory or invalid option exits with status 2 and a message
 naming the problem.
 
-Layering: the attack library sits above the runtime (``attacks`` may import ``secfed``, not the
-reverse), so this command loads ``attacks.runner`` by name when it runs, like the other plugin
-commands of :data:`secfed.cli.EXTRA_COMMANDS`; ``secfed`` itself never imports ``attacks``.
+Layering: this module belongs to the command line, the project's top layer, so it imports
+``attacks`` (inside the command, as ``attacks/__init__.py`` loads torch and ``secfed --help`` stays
+fast); the runtime below it never does.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
@@ -119,10 +118,11 @@ def _whitebox_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    runner = importlib.import_module("attacks.runner")
-    errors = importlib.import_module("attacks.errors")
+    from attacks.errors import AttackError
+    from attacks.runner import AttackOptions, run_attack
+
     try:
-        options = runner.AttackOptions(
+        options = AttackOptions(
             **{
                 k: v
                 for k, v in {
@@ -142,8 +142,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             def progress(line: str) -> None:
                 print(f"[whitebox-audit] {line}", file=sys.stderr, flush=True)
 
-        doc = runner.run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
-    except errors.AttackError as exc:
+        doc = run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
+    except AttackError as exc:
         print(f"secfed: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     if args.json:
@@ -164,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``secfed attack`` to the ``secfed`` parser.
 
     Args:
-        subparsers: The ``secfed`` command's subparsers (see :data:`secfed.cli.EXTRA_COMMANDS`).
+        subparsers: The ``secfed`` command's subparsers (see :func:`secfed.cli.build_parser`).
     """
     p = subparsers.add_parser(
         "attack",

@@ -258,7 +258,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``secfed privacy epsilon`` and ``secfed privacy calibrate`` to the ``secfed`` parser.
 
     Args:
-        subparsers: The ``secfed`` command's subparsers (see :data:`secfed.cli.EXTRA_COMMANDS`).
+        subparsers: The ``secfed`` command's subparsers (see :func:`secfed.cli.build_parser`).
     """
     priv = subparsers.add_parser(
         "privacy",
