@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -432,6 +433,7 @@ def collect_reference_stats(
     num_models: int,
     query_indices: Mapping[str, ArrayLike] | None = None,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> ReferenceStats:
     """Train reference models on balanced random halves of a pool and query them.
 
@@ -443,6 +445,8 @@ def collect_reference_stats(
         num_models: Reference models to train.
         query_indices: Name to indices to query (default: ``{"pool": arange(pool_size)}``).
         seed: Seed of the inclusion masks.
+        progress: Called with one line of text before and after each reference model (with its
+            time and an estimate of the rest); ``None``: silent.
 
     Returns:
         The masks and the statistics per query set.
@@ -455,8 +459,19 @@ def collect_reference_stats(
     }
     masks = balanced_inclusion_masks(num_models=num_models, pool_size=pool_size, seed=seed)
     out: dict[str, list[np.ndarray]] = {k: [] for k in queries}
+    start = time.perf_counter()
     for r in range(num_models):
+        if progress is not None:
+            progress(f"reference model {r + 1}/{num_models} training ...")
+        t0 = time.perf_counter()
         scorer = train_reference(include_mask=masks[r].copy())
+        if progress is not None:
+            now = time.perf_counter()
+            left = (now - start) / (r + 1) * (num_models - r - 1)
+            progress(
+                f"reference model {r + 1}/{num_models} done in {now - t0:.1f} s"
+                + (f"; about {left:.0f} s left" if r + 1 < num_models else "")
+            )
         for k, idx in queries.items():
             s = np.asarray(scorer(idx), dtype=np.float64)
             if s.shape[0] != idx.shape[0]:

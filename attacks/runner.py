@@ -55,7 +55,7 @@ def run_attack(
         run_dir: A run directory written by :class:`secfed.experiment.Experiment`.
         attack: ``"inversion"``, ``"mia"``, ``"audit"`` or ``"whitebox-audit"``.
         options: Attack options (defaults: :class:`AttackOptions`).
-        progress: Called with a line of progress text (``whitebox-audit`` only).
+        progress: Called with a line of progress text (``mia``, ``inversion``, ``whitebox-audit``).
 
     Returns:
         The JSON document written to ``RUN_DIR/attacks/<attack>.json`` (its ``files`` entry lists
@@ -77,11 +77,11 @@ def run_attack(
     if attack == "inversion":
         from attacks.secfed_inversion import run_inversion_attack
 
-        doc = run_inversion_attack(run=run, options=opts, out_dir=out_dir)
+        doc = run_inversion_attack(run=run, options=opts, out_dir=out_dir, progress=progress)
     elif attack == "mia":
         from attacks.secfed_mia import run_mia_attack
 
-        doc = run_mia_attack(run=run, options=opts, out_dir=out_dir)
+        doc = run_mia_attack(run=run, options=opts, out_dir=out_dir, progress=progress)
     elif attack == "audit":
         from attacks.secfed_audit import run_audit_attack
 

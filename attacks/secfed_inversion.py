@@ -31,6 +31,8 @@ replay does not model).
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,13 +375,21 @@ def _grid_rows(
     return rows
 
 
-def run_inversion_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -> dict[str, Any]:
+def run_inversion_attack(
+    *,
+    run: LoadedRun,
+    options: AttackOptions,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run every applicable scenario, score it, and write ``inversion.json`` and ``inversion_grid.png``.
 
     Args:
         run: The loaded run.
         options: Attack options.
         out_dir: ``RUN_DIR/attacks``.
+        progress: Called with one line of text before and after each scenario (with its time and
+            scores); ``None``: silent.
 
     Returns:
         The JSON document written to ``inversion.json``.
@@ -396,11 +406,20 @@ def run_inversion_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Pat
     shape = tuple(run.input_shape)
     results: dict[str, InversionResult] = {}
     scenarios: dict[str, Any] = {}
-    for case in cases:
+    for i, case in enumerate(cases):
+        if progress is not None:
+            records = int(case.truth.inputs.shape[0])
+            progress(
+                f"scenario {i + 1}/{len(cases)} {case.name}: reconstructing {records} records "
+                f"({options.method}, {options.iterations} iterations x {options.restarts} restarts) ..."
+            )
+        t0 = time.perf_counter()
         result = run_inversion(threat=case.threat, config=config)
         score = score_inversion(
             result=result, truth=case.truth, image_shape=shape if len(shape) >= 2 else None
         )
+        if progress is not None:
+            progress(f"scenario {i + 1}/{len(cases)} {case.name}: done in {time.perf_counter() - t0:.0f} s")
         results[case.name] = result
         scenarios[case.name] = {
             "sent_in_run": case.sent_in_run,

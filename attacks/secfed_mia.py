@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,14 +195,61 @@ def _entries(metrics: dict[str, MIAMetrics], prefix: str) -> dict[str, Any]:
     }
 
 
-class _Trainer:
-    """Trains and scores replicas, deleting their folders unless asked to keep them."""
+#: A progress callback: receives one line of text (``secfed attack`` prints it on stderr).
+Progress = Callable[[str], None]
 
-    def __init__(self, *, run: LoadedRun, data: RunData, options: AttackOptions, work: Path) -> None:
+
+class _Trainer:
+    """Trains and scores replicas, deleting their folders unless asked to keep them.
+
+    With a ``progress`` callback it reports, before each replica, which replica of how many starts
+    and, after it, how long it took and about how long the rest of the level will take.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: LoadedRun,
+        data: RunData,
+        options: AttackOptions,
+        work: Path,
+        progress: Progress | None = None,
+    ) -> None:
         self.run, self.data, self.options, self.work = run, data, options, work
         self.rounds = options.rounds or run.config.experiment.rounds
         self.trained = 0
         self.arrays: dict[str, np.ndarray] = {}
+        self.progress = progress
+        self._level_start = 0.0
+
+    def say(self, line: str) -> None:
+        """Report one line of progress (nothing without a callback)."""
+        if self.progress is not None:
+            self.progress(line)
+
+    def start_level(self, *, level: str, replicas: int) -> None:
+        """Announce a level's replicas (each a federation of ``rounds`` rounds)."""
+        self._level_start = time.perf_counter()
+        self.say(
+            f"{level} level: training {replicas} replica federations of the run "
+            f"({self.rounds} round{'s' if self.rounds != 1 else ''} each) and scoring the candidates on each"
+        )
+
+    def train_counted(
+        self, spec: Any, name: str, score: Callable[[LoadedRun], Any], *, level: str, index: int, total: int
+    ) -> Any:
+        """:meth:`train` with a progress line before and after."""
+        self.say(f"{level} level: replica {index + 1}/{total} training ...")
+        t0 = time.perf_counter()
+        out = self.train(spec, name, score)
+        now = time.perf_counter()
+        per = (now - self._level_start) / (index + 1)
+        left = per * (total - index - 1)
+        self.say(
+            f"{level} level: replica {index + 1}/{total} done in {now - t0:.0f} s"
+            + (f"; about {left:.0f} s left for this level" if index + 1 < total else "")
+        )
+        return out
 
     def train(self, spec: Any, name: str, score: Callable[[LoadedRun], Any]) -> Any:
         folder = self.work / name
@@ -320,9 +368,10 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         )
 
     stats: list[RecordStats] = []
+    trainer.start_level(level="record", replicas=k)
     for i in range(k):
         spec = record_replica(data=data, site=site, keep=cand[masks[i]])
-        stats.append(trainer.train(spec, f"mia-record-{i}", score))
+        stats.append(trainer.train_counted(spec, f"mia-record-{i}", score, level="record", index=i, total=k))
     n = cand.size
     level = LevelStats(
         masks=masks,
@@ -424,11 +473,12 @@ def _client_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         return np.asarray(phi), np.asarray(prob)
 
     out = []
+    trainer.start_level(level="client", replicas=k)
     for i in range(k):
         spec = site_subset_replica(
             data=data, sites=np.flatnonzero(masks[i]).tolist(), seed=cfg.experiment.seed
         )
-        out.append(trainer.train(spec, f"mia-client-{i}", score))
+        out.append(trainer.train_counted(spec, f"mia-client-{i}", score, level="client", index=i, total=k))
     level = LevelStats(
         masks=masks,
         phi=np.stack([o[0] for o in out])[:, :, None],
@@ -453,13 +503,17 @@ def _client_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
     return {"design": design, "attacks": _entries(metrics, "client")}, metrics
 
 
-def run_mia_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -> dict[str, Any]:
+def run_mia_attack(
+    *, run: LoadedRun, options: AttackOptions, out_dir: Path, progress: Progress | None = None
+) -> dict[str, Any]:
     """Record- and client-level membership inference; writes ``mia.json`` and ``mia_roc.png``.
 
     Args:
         run: The loaded run.
         options: Attack options (site, references, rounds, levels, ...).
         out_dir: ``RUN_DIR/attacks``.
+        progress: Called with one line of text at the start, before and after every replica (with
+            the time it took and an estimate of the rest) and at the end; ``None``: silent.
 
     Returns:
         The JSON document written to ``mia.json``.
@@ -471,9 +525,15 @@ def run_mia_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -> 
     cfg = run.config
     if not 0 <= options.site < cfg.partition.num_sites:
         raise AttackConfigError(f"site must be in [0, {cfg.partition.num_sites}), got {options.site}")
+    levels = [lv for lv in ("record", "client") if lv in options.levels]
+    if progress is not None:
+        progress(
+            f"membership inference against site {options.site}: {options.references + 1} replicas per "
+            f"level ({', '.join(levels)}); loading the run's data"
+        )
     data = load_run_data(config=cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _Trainer(run=run, data=data, options=options, work=out_dir / "work" / "mia")
+    trainer = _Trainer(run=run, data=data, options=options, work=out_dir / "work" / "mia", progress=progress)
     doc: dict[str, Any] = {
         "attack": "mia",
         "run_dir": str(run.run_dir),
@@ -496,6 +556,7 @@ def run_mia_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -> 
             key = "client_roc" if "roc" in files else "roc"
             files[key] = str(save_mia_roc(path=path, results=cli, title="Client-level MIA"))
     doc["replicas_trained"] = trainer.trained
+    trainer.say(f"done: {trainer.trained} replicas trained; writing the results")
     if options.save_scores and trainer.arrays:
         np.savez(out_dir / "mia_scores.npz", allow_pickle=False, **trainer.arrays)
         files["scores"] = str(out_dir / "mia_scores.npz")

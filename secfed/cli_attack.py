@@ -3,11 +3,14 @@
 Command::
 
     secfed attack RUN_DIR --attack inversion|mia|audit|whitebox-audit [--references N] [--iterations N]
-                  [--canaries M] [--rounds R] [--site S] [--seed S] [--json]
+                  [--canaries M] [--rounds R] [--site S] [--seed S] [--json] [--no-progress]
 
 Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key metrics and the
-written paths are printed. A bad run directory or invalid option exits with status 2 and a message
-naming the problem.
+written paths are printed. Progress goes to stderr as time-stamped lines (``mia``: each replica
+federation as it starts and ends, with an estimate of the time left; ``inversion``: each
+scenario; ``whitebox-audit``: each stage), unless ``--no-progress``. A bad run directory or
+invalid option exits with status 2 and a message naming the problem; a corrupted checkpoint with
+status 1 (:class:`secfed.errors.CheckpointError`, naming the file).
 
 Layering: this module belongs to the command line, the project's top layer, so it imports
 ``attacks`` (inside the command, as ``attacks/__init__.py`` loads torch and ``secfed --help`` stays
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 __all__ = ["register"]
@@ -137,11 +141,13 @@ def _cmd_attack(args: argparse.Namespace) -> int:
             }
         )
         progress = None
-        if args.attack == "whitebox-audit":
+        if not args.no_progress:
 
             def progress(line: str) -> None:
-                print(f"[whitebox-audit] {line}", file=sys.stderr, flush=True)
+                stamp = time.strftime("%H:%M:%S")
+                print(f"[{args.attack} {stamp}] {line}", file=sys.stderr, flush=True)
 
+            progress(f"loading {args.run_dir}")
         doc = run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
     except AttackError as exc:
         print(f"secfed: error: {exc}", file=sys.stderr)
@@ -186,4 +192,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--site", type=_int(0), metavar="S", help="attacked site (default 0)")
     p.add_argument("--seed", type=_int(0), metavar="S", help="seed of the attacker's choices (default 0)")
     p.add_argument("--json", action="store_true", help="print the result document as JSON")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress lines on stderr (by default mia, inversion and whitebox-audit report each "
+        "replica, scenario or stage as it starts and ends)",
+    )
     p.set_defaults(func=_cmd_attack)
