@@ -264,6 +264,7 @@ class ModelSection:
     pretrain_n_way: int = 20
     trainable: str = "all"
 
+
 @dataclass(frozen=True)
 class LearnerSection:
     """Meta-learner and its hyperparameters (see :class:`secfed.learners.base.LearnerConfig`).
@@ -414,9 +415,9 @@ class PrivacySection:
     bits: int = 32
     episodes_per_step: int = 4
     augmult: int = 1
-
     noise_sharing: bool = False
     colluding_sites: int = 0
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -784,12 +785,12 @@ def validate(cfg: ExperimentConfig) -> None:
             "distributed DP needs 'skellam' or 'ddg'",
             pr.mechanism,
         )
-    if pr.mode != "none":
     _check(pr.colluding_sites >= 0, "privacy.colluding_sites", "must be >= 0", pr.colluding_sites)
     if pr.noise_sharing or pr.colluding_sites:
         from secfed.dp.sharing import check_noise_sharing_config
 
         check_noise_sharing_config(config=cfg)
+    if pr.mode != "none":
         _check(
             f.weighting == "uniform",
             "federation.weighting",
