@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluations.benchmarks import shared_dir
 from evaluations.errors import BenchError
 
 __all__ = ["BENCHMARKS", "HELPERS", "BenchItem", "BenchOutcome", "plan", "unlisted_scripts", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
+#: Data the repository does not ship: ``$SECFED_SHARED/data`` (see :func:`evaluations.benchmarks.shared_dir`).
+DATA = shared_dir() / "data"
 _TAIL_LINES = 40
 
 

@@ -16,8 +16,8 @@ of the assumed ``C``. Per-record clipping of an episodic loss is therefore **not
 and is not offered here. (Li, Khodak, Caldas & Talwalkar 2020, "Differentially Private
 Meta-Learning", arXiv 1909.05830, likewise clip whole task gradients.)
 
-The scheme (``/work/shared/PRIVACY_NOTES.md`` §1)
--------------------------------------------------
+The scheme
+----------
 1-2. Records are Poisson-sampled and assigned to episode slots/roles independently of each other
      (:mod:`privacy.sampling`), so removing one record changes **only its own episode**.
 3.   Each episode's full meta-gradient ``g_e`` (through the MAML inner loop, second order) is

@@ -14,7 +14,7 @@ record enters a step independently with probability ``q`` (Poisson sampling) and
 influences its own clipped gradient. An episodic loss (ProtoNet, Snell et al. 2017; MAML, Finn et
 al. 2017) couples the records of an episode, so the clipping unit has to be the *episode*. The usual
 "pick N classes, then K shots per class" sampler also makes each record's membership depend on the
-others. This module implements the scheme of ``/work/shared/PRIVACY_NOTES.md`` §1 instead:
+others. This module implements the scheme of :mod:`privacy.episodic` instead:
 
 1. every record is sampled independently with probability ``q`` (Poisson);
 2. every sampled record is assigned to an episode *slot* and a *role* (support or query) with its own

@@ -54,13 +54,16 @@ from attacks.options import AttackOptions
 from attacks.replicas import load_run_data, quantize
 from attacks.runner import run_attack
 from attacks.secfed_adapter import load_run
+from evaluations.benchmarks import shared_dir
 from secfed.config import ExperimentConfig, config_from_dict, config_to_dict, config_to_toml, load_config
 from secfed.experiment import Experiment
 
 __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[2]
-OMNIGLOT = REPO / ".." / "shared" / "data" / "omniglot"
+#: The official Omniglot archives: ``$SECFED_SHARED/data/omniglot`` (see
+#: :func:`evaluations.benchmarks.shared_dir`).
+OMNIGLOT = shared_dir() / "data" / "omniglot"
 
 
 def inversion_config() -> ExperimentConfig:

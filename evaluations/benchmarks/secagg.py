@@ -10,7 +10,8 @@ AES-GCM path; OpenSSL's CTR mode is measured beside it) and the client masking r
 too, to see how close masking is to the keystream limit.
 
 With ``--flower-python /tmp/flwr/bin/python`` Flower's reference benchmark
-(``../shared/anchors/flower_secagg/bench.py``, run in its own virtual environment) runs in the
+(``$SECFED_SHARED/anchors/flower_secagg/bench.py``, see
+:func:`evaluations.benchmarks.shared_dir`; run in its own virtual environment) runs in the
 same invocation and ratios are printed. Usage::
 
     python -m evaluations.benchmarks.secagg --out bench_results/secagg.json \
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from evaluations.benchmarks import shared_dir
 from evaluations.plots import secagg_plot
 from protocols import (
     ProtocolError,
@@ -49,9 +51,8 @@ from protocols.prg import MaskExpander, derive_mask_key, keystream_encryptor
 from protocols.scratch import zero_bytes
 
 FLOWER_ERR_TOL = 1e-2  # Flower's own quantisation error is ~1e-4 at these settings
-DEFAULT_FLOWER_BENCH = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors" / "flower_secagg" / "bench.py"
-)
+#: Flower's reference benchmark: ``$SECFED_SHARED/anchors/flower_secagg/bench.py`` (``--flower-bench``).
+DEFAULT_FLOWER_BENCH = shared_dir() / "anchors" / "flower_secagg" / "bench.py"
 
 
 @dataclass(frozen=True)
@@ -582,7 +583,7 @@ class FlowerWorker:
 
     Args:
         python: Interpreter of a virtual environment with ``flwr``.
-        bench: Path of Flower's ``bench.py`` (../shared/anchors/flower_secagg).
+        bench: Path of Flower's ``bench.py`` (:data:`DEFAULT_FLOWER_BENCH`).
         timeout: Seconds to wait for the worker to start (one round may take longer).
 
     Raises:

@@ -3,7 +3,7 @@
 Reproduces ``secfed/data/embedded/omniglot28.npz`` from the two small background archives of
 Lake, Salakhutdinov & Tenenbaum (Science 2015; github.com/brendenlake/omniglot, MIT licence)::
 
-    python -m secfed.data.pack_omniglot --root ../shared/data/omniglot \
+    python -m secfed.data.pack_omniglot --root OMNIGLOT_ARCHIVES_DIR \
         --out secfed/data/embedded/omniglot28.npz
 
 Every PNG is decoded exactly as :mod:`secfed.data.omniglot` decodes it (greyscale, PIL ``BOX``

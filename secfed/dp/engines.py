@@ -10,7 +10,7 @@ DP (privacy unit: one record; adjacency: add/remove one record):
   - :class:`EpisodeDPEngineFactory` for ProtoNet, MAML and FOMAML: a unit is one episode, its
     gradient is the full meta-gradient of the learner's own episode loss (``torch.func``, second
     order for MAML), the noise is ``N(0, (2zC)^2 I)`` (sensitivity ``2C``: removing a record changes
-    only its own episode; ``/work/shared/PRIVACY_NOTES.md`` §1) and the normaliser is the public
+    only its own episode; :mod:`privacy.episodic`) and the normaliser is the public
     number of slots per step, ``privacy.episodes_per_step`` (:func:`step_normaliser`) — so a step's
     update is the mean clipped episode gradient when every slot is used, as in the non-private
     learner's mean over its ``meta_batch`` tasks. (It used to be ``privacy.expected_batch``, 8×

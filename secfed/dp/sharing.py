@@ -11,7 +11,7 @@ The mechanism
 -------------
 Let ``S`` be the sensitivity of one DP step's clipped sum under add/remove of one record (``2C``
 per episode for ProtoNet/MAML/FOMAML, ``C`` per record for FedAvg;
-``/work/shared/PRIVACY_NOTES.md`` §1), ``σ = z·S`` the noise std record mode would add at one site,
+:mod:`privacy.episodic`), ``σ = z·S`` the noise std record mode would add at one site,
 ``m`` the public number of sites a round can hold (:func:`secfed.config.max_sites_per_round`) and
 ``c`` the number of sites whose noise the server may know. Each round is **one** DP step
 (``learner.local_steps = 1``, plain SGD), so a site's update is the affine function

@@ -18,7 +18,7 @@ any learner's loop, so DP training does what the learner does (e.g. Reptile's ze
 
 * ProtoNet (Snell et al. 2017), MAML and FOMAML (Finn et al. 2017) have episodic meta-losses that
   couple the records of an episode, so per-record clipping is not record-level DP
-  (``/work/shared/PRIVACY_NOTES.md`` §1). Each local step draws episodes with
+  (:mod:`privacy.episodic`). Each local step draws episodes with
   :class:`privacy.sampling.RecordEpisodeSampler` (Poisson rate ``q``; every record joins a public
   slot of ``task.n_way`` classes and a role with its own keyed randomness) and takes one
   :class:`privacy.episodic.EpisodicDPSGD` step: every episode's full meta-gradient (the learner's

@@ -11,7 +11,7 @@ its own loss of one unit, and the engine turns the units' losses into one optimi
 * Record-level differential privacy (:mod:`secfed.dp.engines`) supplies DP engines with the same
   interface: per-unit gradients, each clipped to ``C``, summed, Gaussian noise added, divided by a
   public normaliser (Abadi et al. 2016, "Deep Learning with Differential Privacy"; per-episode
-  clipping for episodic losses, ``/work/shared/PRIVACY_NOTES.md`` §1), together with private unit
+  clipping for episodic losses, :mod:`privacy.episodic`), together with private unit
   sources (Poisson sampling). DP therefore never re-implements a learner's loop: the loop that
   trains without privacy is the loop that trains with it, and only the engine and the unit
   source differ.

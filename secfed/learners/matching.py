@@ -31,7 +31,7 @@ Record-level DP: the episode loss couples the records of an episode (the attenti
 over the support set, the FCE LSTMs read all of it), exactly as a ProtoNet episode does, so the
 unit is the episode: :class:`~secfed.learners.episodic.EpisodicLearner`'s loop runs with the
 per-episode clipping engine (sensitivity ``2C`` under add/remove one record,
-``/work/shared/PRIVACY_NOTES.md`` §1), unchanged.
+:mod:`privacy.episodic`), unchanged.
 """
 
 from __future__ import annotations

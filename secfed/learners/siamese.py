@@ -22,7 +22,7 @@ class ``k``'s support records, so with one shot the arg-max is the most similar 
 Record-level DP — the privacy unit and the sensitivity
 ------------------------------------------------------
 A pair couples two records, so per-record clipping is not valid (as for ProtoNet,
-``/work/shared/PRIVACY_NOTES.md`` §1). This learner uses **per-episode** units: pairs are formed
+:mod:`privacy.episodic`). This learner uses **per-episode** units: pairs are formed
 only *within* an episode, the episode's loss is a function of that episode's records alone, and the
 site trains with the per-episode clipping engine of the episodic learners unchanged
 (:class:`secfed.dp.engines.EpisodeDPEngineFactory`, episodes from the record-level episode sampler,
