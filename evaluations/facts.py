@@ -50,6 +50,8 @@ __all__ = [
     "empirical_epsilon_facts",
     "epsilon_series",
     "sweep_facts",
+    "model_description",
+    "audit_reading",
 ]
 
 _REL_TOL = 1e-6
@@ -85,6 +87,47 @@ def _site_key(name: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+_ARCH_NAMES = {"mlp": "MLP", "conv4": "Conv-4"}
+_NORM_NAMES = {"none": "no normalisation", "batch": "BatchNorm", "group": "GroupNorm"}
+
+
+def model_description(*, run: RunData) -> str | None:
+    """The model in words, e.g. "MLP, 1 hidden layer of 512 units, no normalisation" or "Conv-4, 64
+    filters per layer, GroupNorm (8 groups), on a fixed ScatterNet front-end (J = 2, L = 8)".
+
+    Args:
+        run: The run.
+
+    Returns:
+        The description, or ``None`` when the configuration does not name the architecture.
+    """
+    arch = run.setting(key="model.arch")
+    if not arch:
+        return None
+    hidden, norm = run.setting(key="model.hidden"), run.setting(key="model.norm")
+    parts = [_ARCH_NAMES.get(str(arch), str(arch))]
+    if arch == "mlp":
+        layers = run.setting(key="model.layers", default=1)
+        if layers == 0:
+            parts.append("no hidden layer (the embedding is the input features)")
+        else:
+            plural = "s" if layers != 1 else ""
+            parts.append(f"{layers} hidden layer{plural} of {hidden} units")
+    else:
+        parts.append(f"{hidden} filters per layer")
+    norm_text = _NORM_NAMES.get(str(norm), f"{norm} normalisation")
+    if norm == "group" and run.setting(key="model.groups") is not None:
+        norm_text += f" ({run.setting(key='model.groups')} groups)"
+    parts.append(norm_text)
+    text = ", ".join(parts)
+    if run.setting(key="model.frontend") == "scatter":
+        text += (
+            f", on a fixed ScatterNet front-end (J = {run.setting(key='model.scatter_j')}, "
+            f"L = {run.setting(key='model.scatter_l')}; no trainable parameters)"
+        )
+    return text
+
+
 def _what_was_run(run: RunData) -> dict[str, Any]:
     s = run.summary or {}
     sites = []
@@ -99,10 +142,7 @@ def _what_was_run(run: RunData) -> dict[str, Any]:
         )
     records = [int(r["records"]) for r in sites if isinstance(r.get("records"), int)]
     withheld = any(r["withheld"] for r in sites)
-    model = run.setting(key="model.arch")
-    if model:
-        norm = run.setting(key="model.norm")
-        model = f"{model} ({run.setting(key='model.hidden')} hidden units/filters, {norm} normalisation)"
+    model = model_description(run=run)
     fingerprint = s.get("config_hash")
     if not fingerprint and run.config:
         try:  # an unfinished run: fingerprint its resolved configuration the way the runtime does
@@ -809,6 +849,63 @@ def attack_facts(*, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
     return out
 
 
+def _ceiling(data: Any) -> float | None:
+    """The largest finite ``ceiling`` an audit result carries (the most its canaries could show)."""
+    found: list[float] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                if "ceiling" in str(k) and (c := as_float(value=v)) is not None and math.isfinite(c):
+                    found.append(c)
+                else:
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(data)
+    return max(found) if found else None
+
+
+def audit_reading(*, lower_bound: float, dp_applied: bool, ceiling: float | None) -> str:
+    """What an empirical ε lower bound means, in words, so that 0.00 is not read as "no leakage".
+
+    Args:
+        lower_bound: The audit's lower bound on ε.
+        dp_applied: Whether the run had differential privacy.
+        ceiling: The largest bound the audit could have shown with its canaries, if known.
+
+    Returns:
+        One or two sentences.
+    """
+    power = (
+        f" With its canaries this audit cannot show more than ε = {fmt_num(value=ceiling)} (its ceiling)."
+        if ceiling is not None
+        else ""
+    )
+    if lower_bound <= 1e-9:
+        text = (
+            "0 means that this audit detected no leakage with its canaries; it does not show that "
+            "nothing leaks"
+        )
+        text += (
+            ": the run had no differential privacy (no guarantee, ε = ∞)."
+            if not dp_applied
+            else " (the accountant's ε is the guarantee)."
+        )
+        return text + power
+    if not dp_applied:
+        return (
+            f"The audit proves that the run leaks at least ε = {fmt_num(value=lower_bound)}; "
+            "the run had no differential privacy (no guarantee, ε = ∞)." + power
+        )
+    return (
+        f"The audit proves a privacy loss of at least ε = {fmt_num(value=lower_bound)}; the accountant's ε "
+        "bounds every attack from above." + power
+    )
+
+
 def empirical_epsilon_facts(
     *, outcomes: Mapping[str, AttackOutcome], privacy: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -837,8 +934,10 @@ def empirical_epsilon_facts(
             f"({fmt_eps(eps=privacy.get('epsilon')) if privacy.get('applied') else '∞, no DP'}) is therefore "
             "not checked empirically.",
         }
-    rows = []
+    rows: list[dict[str, Any]] = []
     violations = 0
+    ceiling = _ceiling(audit.data)
+    dp_applied = bool(privacy.get("applied"))
     for r in audit_rows(data=audit.data):
         acc, source = r.accountant_epsilon, "audit.json"
         if acc is None:
@@ -862,6 +961,8 @@ def empirical_epsilon_facts(
                 "accountant_source": source,
                 "verdict": verdict,
                 "note": r.note,
+                "ceiling": ceiling,
+                "reading": audit_reading(lower_bound=r.lower_bound, dp_applied=dp_applied, ceiling=ceiling),
             }
         )
     if not rows:
@@ -877,7 +978,20 @@ def empirical_epsilon_facts(
             "not show that ε is loose: audits measure what one attack achieves, the accountant bounds "
             "every attack."
         )
-    return {"status": "ok", "rows": rows, "violations": violations, "statement": statement}
+    if rows and not dp_applied and all(r["lower_bound"] <= 1e-9 for r in rows):
+        statement += (
+            " The bound is 0 and the run had no differential privacy: this audit detected no leakage "
+            "with its canaries, which is not evidence that the run is private (it has no guarantee)."
+        )
+    if rows and ceiling is not None:
+        statement += f" This audit cannot show more than ε = {fmt_num(value=ceiling)} with its canaries."
+    return {
+        "status": "ok",
+        "rows": rows,
+        "violations": violations,
+        "ceiling": ceiling,
+        "statement": statement,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -965,6 +1079,12 @@ def sweep_facts(
             row["privacy_unit"] = priv["unit"]
             row["protocol"] = facts["secure_aggregation"]["protocol"]
             row["attack_metrics"] = headline_metrics(outcomes=outcomes)
+            row["audit_ceiling"] = facts["empirical_epsilon"].get("ceiling")
+            row["chance"] = util["chance"]
+            summary = run.summary or {}
+            if (base := as_float(value=summary.get("untrained_test_accuracy"))) is not None:
+                row["untrained_accuracy"] = base
+                row["untrained_ci95"] = as_float(value=summary.get("untrained_test_accuracy_ci95"))
             row["warnings"] = priv["warnings"]
             row["config_hash"] = facts["what_was_run"]["config_hash"]
             if facts["what_was_run"]["code_version"]:
@@ -973,6 +1093,13 @@ def sweep_facts(
             row["attack_metrics"] = dict(p.get("attack_metrics") or {})
         points.append(row)
     first_facts = run_facts(run=first[0], outcomes=first[1]) if first is not None else None
+    # The untrained model on the same test tasks: sweep.json's, else the first point's that has one.
+    untrained = as_float(value=sweep.get("untrained_test_accuracy"))
+    untrained_ci = as_float(value=sweep.get("untrained_test_accuracy_ci95"))
+    if untrained is None:
+        with_base = [p for p in points if p.get("untrained_accuracy") is not None]
+        if with_base:
+            untrained, untrained_ci = with_base[0]["untrained_accuracy"], with_base[0].get("untrained_ci95")
     return {
         "kind": "sweep",
         "what_was_run": {
@@ -991,6 +1118,9 @@ def sweep_facts(
             if first_facts
             else "No point has a run directory yet, so no per-site summary is available.",
             "dataset": first_facts["what_was_run"]["dataset"] if first_facts else None,
+            "chance": first_facts["utility"]["chance"] if first_facts else None,
+            "untrained_accuracy": untrained,
+            "untrained_ci95": untrained_ci,
         },
         "notes": list(sweep.get("notes") or []),
         "points": points,

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+    "eps_label",
     "accuracy_plot",
     "epsilon_plot",
     "privacy_utility_plot",
@@ -122,10 +123,18 @@ def _inf_position(eps_values: Sequence[float]) -> float:
     return max(finite) * 3.0 if finite else 1.0
 
 
+def eps_label(eps: float) -> str:
+    """ε as a reader writes it: 3 significant digits at most, no trailing zeros (0.999992 -> "1",
+    7.99337 -> "7.99", 0.5 -> "0.5", 12.34 -> "12.3"); ``"∞"`` for infinity."""
+    if math.isinf(eps):
+        return "∞"
+    return f"{float(f'{eps:.3g}'):g}"
+
+
 def _eps_axis(ax: Any, eps_values: Sequence[float]) -> None:
     finite = sorted({e for e in eps_values if math.isfinite(e) and e > 0})
     ticks: list[float] = list(finite)
-    labels = [f"{e:g}" for e in finite]
+    labels = [eps_label(e) for e in finite]
     if any(math.isinf(e) for e in eps_values):
         ticks.append(_inf_position(eps_values))
         labels.append("∞ (no DP)")
@@ -136,11 +145,23 @@ def _eps_axis(ax: Any, eps_values: Sequence[float]) -> None:
     ax.minorticks_off()
 
 
-def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, float | None]]]) -> bytes:
+def privacy_utility_plot(
+    *,
+    series: Mapping[str, Sequence[tuple[float, float, float | None]]],
+    chance: float | None = None,
+    baseline: tuple[float, float | None] | None = None,
+) -> bytes:
     """Accuracy (%) against ε, one line per learner / aggregation; ε = ∞ (no DP) at the right edge.
 
+    The y axis is not zoomed to the points (which would make noise look like a trend): it runs to
+    100 % and down to chance (or 0 %), or lower when a point's interval reaches below.
+
     Args:
-        series: Label -> ``(ε, accuracy in [0, 1], ci95 or None)`` points.
+        series: Label -> ``(ε, accuracy in [0, 1], ci95 or None)`` points; ε is best the target
+            the point was calibrated for (the ε reached belongs in the table).
+        chance: Accuracy of guessing in [0, 1] (``1 / n_way``), drawn as a dotted line.
+        baseline: ``(accuracy, ci95)`` of the untrained model on the same test tasks, drawn as a
+            dashed line with its 95 % band (training must beat it to have learned anything).
 
     Returns:
         PNG bytes.
@@ -160,6 +181,19 @@ def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, fl
             label=label,
             color=f"C{i % 10}",
         )
+    if baseline is not None:
+        base, base_ci = 100 * baseline[0], 100 * (baseline[1] or 0.0)
+        ax.axhline(base, color="C3", linestyle="--", linewidth=1, label="untrained model")
+        if base_ci > 0:
+            ax.axhspan(base - base_ci, base + base_ci, color="C3", alpha=0.1, linewidth=0)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label="guessing")
+    lows = [100 * (a - (c or 0.0)) for pts in series.values() for _, a, c in pts]
+    if baseline is not None:
+        lows.append(100 * (baseline[0] - (baseline[1] or 0.0)))
+    floor = 100 * chance if chance is not None else 0.0
+    low = min([floor, *lows]) if lows else floor
+    ax.set_ylim(max(0.0, math.floor(low / 10) * 10 - 2), 101)
     _eps_axis(ax, all_eps)
     ax.set_xlabel("privacy budget ε (smaller = stronger privacy)")
     ax.set_ylabel("test accuracy (%)")
@@ -171,7 +205,14 @@ def privacy_utility_plot(*, series: Mapping[str, Sequence[tuple[float, float, fl
 
 
 def metric_vs_epsilon_plot(
-    *, series: Mapping[str, Sequence[tuple[float, float]]], ylabel: str, title: str, reference: float | None
+    *,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    ylabel: str,
+    title: str,
+    reference: float | None,
+    accountant_line: bool = False,
+    ceilings: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    ymin: float | None = None,
 ) -> bytes:
     """An attack metric against ε (e.g. membership-inference AUC), ε = ∞ at the right edge.
 
@@ -180,6 +221,11 @@ def metric_vs_epsilon_plot(
         ylabel: Y axis label.
         title: Plot title.
         reference: A horizontal reference line (e.g. 0.5 = chance AUC), or ``None``.
+        accountant_line: Draw y = x over the finite ε (the accountant's ε: an empirical lower bound
+            above it would refute the guarantee).
+        ceilings: Label -> ``(ε, ceiling)``: the most the audit could have shown (its power),
+            drawn as open triangles.
+        ymin: Lower end of the y axis (0 for a lower bound on ε, which is never negative).
 
     Returns:
         PNG bytes.
@@ -188,6 +234,22 @@ def metric_vs_epsilon_plot(
     ax = fig.add_subplot()
     all_eps = [e for pts in series.values() for e, _ in pts]
     inf_pos = _inf_position(all_eps)
+    if accountant_line:
+        finite = sorted({e for e in all_eps if math.isfinite(e) and e > 0})
+        if finite:
+            ax.plot(
+                finite, finite, color="black", linestyle="--", linewidth=1, label="accountant's ε (y = x)"
+            )
+    for i, (label, pts) in enumerate((ceilings or {}).items()):
+        ax.plot(
+            [e if math.isfinite(e) else inf_pos for e, _ in sorted(pts)],
+            [v for _, v in sorted(pts)],
+            marker="^",
+            markerfacecolor="none",
+            linestyle="none",
+            color=f"C{i % 10}",
+            label=f"{label}: audit ceiling",
+        )
     for i, (label, pts) in enumerate(series.items()):
         pts_sorted = sorted(pts)
         ax.plot(
@@ -200,6 +262,8 @@ def metric_vs_epsilon_plot(
     _eps_axis(ax, all_eps)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label="chance")
+    if ymin is not None:
+        ax.set_ylim(bottom=ymin)
     ax.set_xlabel("privacy budget ε")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -110,6 +110,7 @@ def empirical_table(*, rows: Sequence[Mapping[str, Any]]) -> Table:
         "accountant's ε",
         "source",
         "verdict",
+        "what it means",
     ]
     notes = any(r.get("note") for r in rows)
     out = []
@@ -122,6 +123,7 @@ def empirical_table(*, rows: Sequence[Mapping[str, Any]]) -> Table:
             fmt_eps(eps=r["accountant_epsilon"]),
             r["accountant_source"],
             r["verdict"],
+            r.get("reading"),
         ]
         out.append([*line, r.get("note")] if notes else line)
     return ([*headers, "note"] if notes else headers), out
@@ -409,13 +411,20 @@ def dropout_table(*, secagg: Mapping[str, Any]) -> Table:
         secagg: ``facts["secure_aggregation"]`` of :func:`evaluations.facts.run_facts`.
 
     Returns:
-        ``(headers, rows)``, one row per round.
+        ``(headers, rows)``: one row per run of consecutive rounds that went the same way (same
+        sites included, dropped and straggling, survivors, abort), labelled ``"1–30"`` for a run
+        and ``7`` for a single round, so that 30 identical rounds are one row.
     """
-    headers = ["round", "sites included", "dropped", "stragglers", "survivors (protocol)", "aborted"]
-    return headers, [
-        [r["round"], r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]]
-        for r in secagg["rounds"]
-    ]
+    headers = ["rounds", "sites included", "dropped", "stragglers", "survivors (protocol)", "aborted"]
+    groups: list[tuple[int, int, list[Any]]] = []
+    for r in secagg["rounds"]:
+        cells = [r["included"], r["dropped"], r["stragglers"], r["survivors"], r["aborted"]]
+        rnd = int(r["round"])
+        if groups and groups[-1][2] == cells and groups[-1][1] == rnd - 1:
+            groups[-1] = (groups[-1][0], rnd, cells)
+        else:
+            groups.append((rnd, rnd, cells))
+    return headers, [[f"{a}–{b}" if b > a else a, *cells] for a, b, cells in groups]
 
 
 def utility_table(*, utility: Mapping[str, Any]) -> Table:

@@ -172,9 +172,12 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
     utility: dict[str, list[tuple[float, float, float | None]]] = {}
     mia: dict[str, list[tuple[float, float]]] = {}
     audit: dict[str, list[tuple[float, float]]] = {}
+    ceilings: dict[str, list[tuple[float, float]]] = {}
     for p in facts["points"]:
         label = f"{p.get('learner')}, {p.get('protocol') or p.get('aggregation')}"
-        eps = p["epsilon"] if p["epsilon"] is not None else p["target_epsilon"]
+        # the x axis shows the target ε the point was calibrated for (1, 8, ∞), not the ε reached
+        # (0.999992, 7.99337), which the table gives
+        eps = p["target_epsilon"] if p["target_epsilon"] is not None else p["epsilon"]
         if eps is None:
             continue
         if p["test_accuracy"] is not None:
@@ -183,15 +186,26 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
         if isinstance(m.get("mia_auc"), (int, float)):
             mia.setdefault(label, []).append((eps, float(m["mia_auc"])))
         if isinstance(m.get("audit_epsilon_lb"), (int, float)):
-            audit.setdefault(label, []).append((eps, float(m["audit_epsilon_lb"])))
+            audit.setdefault(label, []).append((eps, max(0.0, float(m["audit_epsilon_lb"]))))
+            if isinstance(p.get("audit_ceiling"), (int, float)):
+                ceilings.setdefault(label, []).append((eps, float(p["audit_ceiling"])))
+    wwr = facts.get("what_was_run", {})
+    untrained = wwr.get("untrained_accuracy")
     if utility:
         figs.append(
             Figure(
                 key="privacy_utility",
                 title="Privacy–utility curve",
-                caption="Test accuracy (with 95 % confidence bars) at each privacy level ε reached; further "
-                "right = weaker privacy. The rightmost point is training without differential privacy.",
-                png=plots.privacy_utility_plot(series=utility),
+                caption="Test accuracy (with 95 % confidence bars) at each target privacy level ε (the ε "
+                "reached is in the table); further right = weaker privacy, the rightmost point (∞) is "
+                "training without differential privacy. The axis runs from guessing (dotted) to 100 %, so "
+                "differences within the confidence bars do not look like a trend"
+                + ("; the dashed line is the untrained model on the same test tasks." if untrained else "."),
+                png=plots.privacy_utility_plot(
+                    series=utility,
+                    chance=wwr.get("chance"),
+                    baseline=(untrained, wwr.get("untrained_ci95")) if untrained is not None else None,
+                ),
                 path=f"{PLOTS_DIR}/privacy_utility.png",
             )
         )
@@ -212,13 +226,23 @@ def _sweep_figures(facts: Mapping[str, Any]) -> list[Figure]:
             Figure(
                 key="audit_vs_epsilon",
                 title="Empirical ε lower bound against the accountant's ε",
-                caption="The audit's lower bound at each ε reached; a bound above the ε on the x axis would "
-                "refute the guarantee.",
+                caption="The audit's lower bound on ε at each target ε, beside the accountant's ε (dashed, "
+                "y = x): a bound above that line would refute the guarantee. A bound of 0 means that the "
+                "audit detected no leakage with its canaries, not that nothing leaks (at ∞ the run has no "
+                "differential privacy and no guarantee)"
+                + (
+                    "; open triangles: the most the audit could show with its canaries (its ceiling)."
+                    if ceilings
+                    else "."
+                ),
                 png=plots.metric_vs_epsilon_plot(
                     series=audit,
                     ylabel="empirical ε lower bound",
                     title="Audit vs accountant",
                     reference=None,
+                    accountant_line=True,
+                    ceilings=ceilings or None,
+                    ymin=0.0,
                 ),
                 path=f"{PLOTS_DIR}/audit_vs_epsilon.png",
             )
