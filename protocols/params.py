@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, ProtocolError
 
 __all__ = [
     "Mode",
@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_K",
     "check_limits",
     "dropout_bound",
+    "round_protocol_config",
 ]
 
 Mode = Literal["secagg", "secagg+"]
@@ -450,3 +451,72 @@ def _log2_corrupt_tail(n: int, k: int, n_c: int, t: int) -> float:
         return -math.inf if min(n_c, n - 1) < t else 0.0
     tails, den = _upper_tails(n - 1, min(n_c, n - 1), k)
     return _log2_ratio(tails[min(t, k + 1)] * n, den)
+
+
+def round_protocol_config(
+    *,
+    mode: Mode,
+    n: int,
+    k: int | None,
+    t: int | None,
+    bits: int | None,
+    active: bool,
+    corrupt_fraction: float,
+    dropout_rate: float,
+) -> SecAggConfig:
+    """The protocol configuration of one round of ``n`` clients (server and clients agree on it).
+
+    ``secagg``: the configured rate is passed through (the complete graph is immune to split
+    survivor graphs; its thresholds alone decide). ``secagg+``: the protocol's designed bound is
+    ``d / n`` with ``d = dropout_bound(n, dropout_rate, 2^-20)``, so the dropout count exceeds it
+    (and the round aborts) with probability at most 2^-20. If no (k, t) meets the targets at that
+    bound and ``k`` was not given, the complete graph (``k = n - 1``) at the configured rate is
+    used instead.
+
+    Args:
+        mode: ``"secagg"`` or ``"secagg+"``.
+        n: Number of clients in the round.
+        k: Configured degree (``None`` derives it).
+        t: Configured threshold (``None`` derives it).
+        bits: Modulus bits (``None`` when only the graph parameters are needed).
+        active: Active-adversary variant.
+        corrupt_fraction: Assumed corrupt fraction.
+        dropout_rate: Per-client dropout probability.
+
+    Returns:
+        The configuration, with ``n`` set.
+
+    Raises:
+        protocols.ConfigError: If ``n`` or ``k`` exceeds the protocol's caps (checked first, in
+            constant time) or the configured ``k`` / ``t`` miss the targets.
+    """
+    base = SecAggConfig(
+        mode=mode,
+        n=n,
+        k=k,
+        t=t,
+        bits=bits,
+        active=active,
+        corrupt_fraction=corrupt_fraction,
+        dropout_rate=dropout_rate,
+    )
+    check_limits(base)
+    if mode != "secagg+":
+        return base
+    if base.resolve().complete_graph:  # configuration errors surface here, as before
+        return base  # a complete graph cannot split; its thresholds alone decide
+    d = dropout_bound(n=n, rate=dropout_rate, eta=base.correctness_bits)
+    reason = f"the designed bound would be {d} of {n} dropouts"
+    if d / n + corrupt_fraction < 1:
+        sized = replace(base, dropout_rate=d / n)
+        try:
+            sized.resolve()
+            return sized
+        except ProtocolError as exc:
+            reason = str(exc)
+    if k is not None:
+        raise ConfigError(
+            f"secagg+ with k={k}: at dropout rate {dropout_rate} the dropout bound is sized from the "
+            f"binomial tail (2^-{base.correctness_bits}): {d} of {n} clients; {reason}"
+        )
+    return replace(base, k=n - 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -44,6 +45,12 @@ __all__ = [
     "config_to_toml",
     "config_hash",
     "max_sites_per_round",
+    "SHARING_LEARNERS",
+    "protocol_options",
+    "check_protocol_options",
+    "threshold_floor",
+    "check_noise_sharing_config",
+    "supervised_eval_applies",
 ]
 
 # Allowed values of enumerated keys, by "section.key".
@@ -570,8 +577,6 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(e.threads >= 0, "experiment.threads", "must be >= 0", e.threads)
     _check(e.seed >= 0, "experiment.seed", "must be >= 0", e.seed)
     if e.supervised_eval == "on":
-        from secfed.supervised_eval import supervised_eval_applies
-
         why = supervised_eval_applies(learner=lr.name, dataset=d.dataset)
         _check(why is None, "experiment.supervised_eval", f"'on' does not apply: {why}", e.supervised_eval)
     if d.dataset == "medmnist":
@@ -787,8 +792,6 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     _check(pr.colluding_sites >= 0, "privacy.colluding_sites", "must be >= 0", pr.colluding_sites)
     if pr.noise_sharing or pr.colluding_sites:
-        from secfed.dp.sharing import check_noise_sharing_config
-
         check_noise_sharing_config(config=cfg)
     if pr.mode != "none":
         _check(
@@ -806,8 +809,6 @@ def validate(cfg: ExperimentConfig) -> None:
     if f.aggregation != "plain":
         # the protocol's own checks of (k, t) at the planned number of sites per round, so that a
         # bad or infeasible setting stops here instead of making every round abort
-        from secfed.federation.secure import check_protocol_options
-
         check_protocol_options(config=cfg)
 
 
@@ -823,6 +824,198 @@ def max_sites_per_round(cfg: ExperimentConfig) -> int:
     """
     f, n = cfg.federation, cfg.partition.num_sites
     return n if f.sampling == "poisson" else (f.clients_per_round or n)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-section rules that need protocol or learner facts (checked by validate; the runtime modules
+# above re-export them: secfed.federation.secure, secfed.dp.sharing, secfed.supervised_eval)
+# --------------------------------------------------------------------------------------------------
+#: Learners whose one DP step per round makes the update an affine function of the clipped sum.
+SHARING_LEARNERS = ("protonet", "maml", "fomaml", "fedavg")
+
+
+def supervised_eval_applies(*, learner: str, dataset: str) -> str | None:
+    """Why the supervised evaluation cannot run for this learner and dataset (``None`` if it can).
+
+    Args:
+        learner: ``learner.name``.
+        dataset: ``data.dataset``.
+
+    Returns:
+        The reason, or ``None``.
+    """
+    if learner != "fedavg":
+        return (
+            f"learner {learner!r} has no head over the dataset's classes (ProtoNet has no head; "
+            "MAML, FOMAML and Reptile relabel classes per task); use learner.name = 'fedavg'"
+        )
+    if dataset != "medmnist":
+        return (
+            f"dataset {dataset!r} tests on classes never trained on; the supervised evaluation needs a "
+            "test split with the training classes (data.dataset = 'medmnist')"
+        )
+    return None
+
+
+def protocol_options(config: ExperimentConfig) -> dict[str, object]:
+    """Keyword arguments of the secure aggregators derived from a configuration.
+
+    The assumed dropout rate (used to derive SecAgg+'s ``k`` and ``t``) is
+    ``federation.dropout_rate + federation.straggler_rate``, capped so that together with the
+    assumed corrupt fraction it stays below 0.95.
+
+    Args:
+        config: Experiment configuration.
+
+    Returns:
+        ``mode``, ``k``, ``t`` (``None`` = derived), ``clip``, ``precision_bits``, ``active``,
+        ``corrupt_fraction`` and ``dropout_rate``.
+    """
+    s = config.secagg
+    f = config.federation
+    assumed_dropout = min(f.dropout_rate + f.straggler_rate, 0.95 - s.corrupt_fraction)
+    return {
+        "mode": f.aggregation,
+        "k": s.k or None,
+        "t": s.t or None,
+        "clip": s.clip,
+        "precision_bits": s.precision_bits,
+        "active": s.active,
+        "corrupt_fraction": s.corrupt_fraction,
+        "dropout_rate": max(0.0, assumed_dropout),
+    }
+
+
+def check_protocol_options(*, config: ExperimentConfig) -> None:
+    """Resolve the protocol's parameters for a full round before any work is done.
+
+    A user-given ``secagg.k`` / ``secagg.t`` that is invalid, or misses the 2^-40 security or the
+    2^-20 correctness target, and settings under which no ``(k, t)`` meets them, would otherwise
+    make every round abort. Rounds with fewer sites (dropouts before training, Poisson sampling)
+    are resolved again when they run and abort, recorded in the metrics, if they cannot finish.
+
+    Args:
+        config: Experiment configuration with secure aggregation.
+
+    Raises:
+        ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
+    """
+    from protocols.errors import ProtocolError
+    from protocols.params import round_protocol_config
+
+    opts = protocol_options(config)
+    n = max_sites_per_round(config)
+    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
+    try:
+        round_protocol_config(n=n, bits=None, **{name: opts[name] for name in fields}).resolve()  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
+        raise ConfigError(
+            f"federation.aggregation = {opts['mode']!r} with {n} sites per round"
+            f"{' and ' + given if given else ''}: {exc}"
+        ) from exc
+
+
+def threshold_floor(*, config: ExperimentConfig) -> int:
+    """Fewest survivors whose SecAgg sum can be decoded in any round of this configuration.
+
+    The smallest threshold ``t(n)`` the protocol resolves for a round of ``n`` participants,
+    ``2 <= n <= m`` (both sides derive ``t(n)`` from the configuration; an honest client refuses to
+    unmask a survivor set smaller than it).
+
+    Args:
+        config: The configuration (secure aggregation).
+
+    Returns:
+        ``t_floor`` (>= 2).
+
+    Raises:
+        ConfigError: If no round size resolves (the protocol cannot run at all).
+    """
+    from protocols.errors import ProtocolError
+    from protocols.params import round_protocol_config
+
+    opts = protocol_options(config)
+    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
+    found: list[int] = []
+    for n in range(2, max_sites_per_round(config) + 1):
+        try:
+            params = round_protocol_config(n=n, bits=None, **{f: opts[f] for f in fields}).resolve()  # type: ignore[arg-type]
+        except ProtocolError:
+            continue
+        found.append(int(params.t))
+    if not found:
+        raise ConfigError(
+            f"federation.aggregation = {config.federation.aggregation!r}: no round of "
+            f"2..{max_sites_per_round(config)} "
+            "sites can run the protocol, so noise sharing has no threshold"
+        )
+    return min(found)
+
+
+def check_noise_sharing_config(*, config: ExperimentConfig) -> None:
+    """Refuse a configuration under which noise sharing would not be sound.
+
+    Args:
+        config: The configuration.
+
+    Raises:
+        ConfigError: Naming the setting: ``privacy.colluding_sites`` without noise sharing; noise
+            sharing outside record mode, without secure aggregation, with more than one DP step per
+            round or a non-SGD local optimiser (the update would not be an affine function of the
+            clipped sum plus the share), with Reptile or another learner, with zero noise, with
+            non-uniform weights, or with ``c`` not below the SecAgg threshold floor.
+    """
+    p, f, lr = config.privacy, config.federation, config.learner
+    if not p.noise_sharing:
+        if p.colluding_sites:
+            raise ConfigError(
+                f"privacy.colluding_sites = {p.colluding_sites} only applies with "
+                "privacy.noise_sharing = true"
+            )
+        return
+    problems: list[str] = []
+    if p.mode != "record":
+        problems.append(f"privacy.mode = {p.mode!r} (noise sharing is record-level: use 'record')")
+    if f.aggregation not in ("secagg", "secagg+"):
+        problems.append(
+            f"federation.aggregation = {f.aggregation!r} (the server must see only the sum: use "
+            "'secagg' or 'secagg+')"
+        )
+    if lr.name not in SHARING_LEARNERS:
+        problems.append(
+            f"learner.name = {lr.name!r} (supported: {', '.join(SHARING_LEARNERS)}; Reptile takes "
+            "several DP steps per round)"
+        )
+    if lr.local_steps != 1:
+        problems.append(
+            f"learner.local_steps = {lr.local_steps} (one DP step per round: the released update must "
+            "be an affine function of the clipped sum plus the noise share)"
+        )
+    if lr.local_optimizer != "sgd":
+        problems.append(
+            f"learner.local_optimizer = {lr.local_optimizer!r} (plain 'sgd' keeps the update affine)"
+        )
+    if not (p.noise_multiplier > 0 and math.isfinite(p.noise_multiplier)) and not p.target_epsilon > 0:
+        problems.append(f"privacy.noise_multiplier = {p.noise_multiplier!r} (must be > 0)")
+    if f.weighting != "uniform":
+        problems.append(f"federation.weighting = {f.weighting!r} (must be 'uniform')")
+    if problems:
+        raise ConfigError("privacy.noise_sharing = true is invalid: " + "; ".join(problems))
+    m = max_sites_per_round(config)
+    c = int(p.colluding_sites)
+    if c >= m:
+        raise ConfigError(
+            f"privacy.colluding_sites = {c} must be below the {m} sites a round can hold "
+            "(no noise would count)"
+        )
+    t = threshold_floor(config=config)
+    if c >= t:
+        raise ConfigError(
+            f"privacy.colluding_sites = {c} is not below the SecAgg threshold floor t = {t} (the fewest "
+            f"survivors a round of up to {m} sites can decode): a sum of {t} survivors would hold no "
+            "counted noise. Set secagg.t above colluding_sites (or lower colluding_sites)"
+        )
 
 
 def load_config(path: str | Path, *, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from secfed.config import supervised_eval_applies
 from secfed.data.dataset import ImageDataset
 from secfed.errors import ConfigError, DataError
 
@@ -504,29 +505,6 @@ class SupervisedEvaluation:
 # --------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------
-
-
-def supervised_eval_applies(*, learner: str, dataset: str) -> str | None:
-    """Why the supervised evaluation cannot run for this learner and dataset (``None`` if it can).
-
-    Args:
-        learner: ``learner.name``.
-        dataset: ``data.dataset``.
-
-    Returns:
-        The reason, or ``None``.
-    """
-    if learner != "fedavg":
-        return (
-            f"learner {learner!r} has no head over the dataset's classes (ProtoNet has no head; "
-            "MAML, FOMAML and Reptile relabel classes per task); use learner.name = 'fedavg'"
-        )
-    if dataset != "medmnist":
-        return (
-            f"dataset {dataset!r} tests on classes never trained on; the supervised evaluation needs a "
-            "test split with the training classes (data.dataset = 'medmnist')"
-        )
-    return None
 
 
 def supervised_eval_enabled(*, config: ExperimentConfig) -> bool:

@@ -92,7 +92,13 @@ from typing import Any
 import numpy as np
 
 from privacy.noise import NoiseSource, lattice_spacing, noise_source, sample_discrete_gaussian
-from secfed.config import ExperimentConfig, max_sites_per_round
+from secfed.config import (
+    SHARING_LEARNERS,
+    ExperimentConfig,
+    check_noise_sharing_config,
+    max_sites_per_round,
+    threshold_floor,
+)
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -111,8 +117,6 @@ __all__ = [
     "update_radius",
 ]
 
-#: Learners whose one DP step per round makes the update an affine function of the clipped sum.
-SHARING_LEARNERS = ("protonet", "maml", "fomaml", "fedavg")
 _EPISODIC = ("protonet", "maml", "fomaml")
 #: Per-record steps: the projection radius in units of ``η·C`` (batches up to 4x the public one).
 _PER_RECORD_RADIUS = 4.0
@@ -124,108 +128,6 @@ _MAX_BITS = 62
 def noise_sharing_enabled(*, config: ExperimentConfig) -> bool:
     """Whether the configuration splits record-level noise across sites (``privacy.noise_sharing``)."""
     return bool(config.privacy.mode == "record" and config.privacy.noise_sharing)
-
-
-def threshold_floor(*, config: ExperimentConfig) -> int:
-    """Fewest survivors whose SecAgg sum can be decoded in any round of this configuration.
-
-    The smallest threshold ``t(n)`` the protocol resolves for a round of ``n`` participants,
-    ``2 <= n <= m`` (both sides derive ``t(n)`` from the configuration; an honest client refuses to
-    unmask a survivor set smaller than it).
-
-    Args:
-        config: The configuration (secure aggregation).
-
-    Returns:
-        ``t_floor`` (>= 2).
-
-    Raises:
-        ConfigError: If no round size resolves (the protocol cannot run at all).
-    """
-    from protocols.errors import ProtocolError
-    from secfed.federation.secure import protocol_options, round_protocol_config
-
-    opts = protocol_options(config)
-    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
-    found: list[int] = []
-    for n in range(2, max_sites_per_round(config) + 1):
-        try:
-            params = round_protocol_config(n=n, bits=None, **{f: opts[f] for f in fields}).resolve()  # type: ignore[arg-type]
-        except ProtocolError:
-            continue
-        found.append(int(params.t))
-    if not found:
-        raise ConfigError(
-            f"federation.aggregation = {config.federation.aggregation!r}: no round of "
-            f"2..{max_sites_per_round(config)} "
-            "sites can run the protocol, so noise sharing has no threshold"
-        )
-    return min(found)
-
-
-def check_noise_sharing_config(*, config: ExperimentConfig) -> None:
-    """Refuse a configuration under which noise sharing would not be sound.
-
-    Args:
-        config: The configuration.
-
-    Raises:
-        ConfigError: Naming the setting: ``privacy.colluding_sites`` without noise sharing; noise
-            sharing outside record mode, without secure aggregation, with more than one DP step per
-            round or a non-SGD local optimiser (the update would not be an affine function of the
-            clipped sum plus the share), with Reptile or another learner, with zero noise, with
-            non-uniform weights, or with ``c`` not below the SecAgg threshold floor.
-    """
-    p, f, lr = config.privacy, config.federation, config.learner
-    if not p.noise_sharing:
-        if p.colluding_sites:
-            raise ConfigError(
-                f"privacy.colluding_sites = {p.colluding_sites} only applies with "
-                "privacy.noise_sharing = true"
-            )
-        return
-    problems: list[str] = []
-    if p.mode != "record":
-        problems.append(f"privacy.mode = {p.mode!r} (noise sharing is record-level: use 'record')")
-    if f.aggregation not in ("secagg", "secagg+"):
-        problems.append(
-            f"federation.aggregation = {f.aggregation!r} (the server must see only the sum: use "
-            "'secagg' or 'secagg+')"
-        )
-    if lr.name not in SHARING_LEARNERS:
-        problems.append(
-            f"learner.name = {lr.name!r} (supported: {', '.join(SHARING_LEARNERS)}; Reptile takes "
-            "several DP steps per round)"
-        )
-    if lr.local_steps != 1:
-        problems.append(
-            f"learner.local_steps = {lr.local_steps} (one DP step per round: the released update must "
-            "be an affine function of the clipped sum plus the noise share)"
-        )
-    if lr.local_optimizer != "sgd":
-        problems.append(
-            f"learner.local_optimizer = {lr.local_optimizer!r} (plain 'sgd' keeps the update affine)"
-        )
-    if not (p.noise_multiplier > 0 and math.isfinite(p.noise_multiplier)) and not p.target_epsilon > 0:
-        problems.append(f"privacy.noise_multiplier = {p.noise_multiplier!r} (must be > 0)")
-    if f.weighting != "uniform":
-        problems.append(f"federation.weighting = {f.weighting!r} (must be 'uniform')")
-    if problems:
-        raise ConfigError("privacy.noise_sharing = true is invalid: " + "; ".join(problems))
-    m = max_sites_per_round(config)
-    c = int(p.colluding_sites)
-    if c >= m:
-        raise ConfigError(
-            f"privacy.colluding_sites = {c} must be below the {m} sites a round can hold "
-            "(no noise would count)"
-        )
-    t = threshold_floor(config=config)
-    if c >= t:
-        raise ConfigError(
-            f"privacy.colluding_sites = {c} is not below the SecAgg threshold floor t = {t} (the fewest "
-            f"survivors a round of up to {m} sites can decode): a sum of {t} survivors would hold no "
-            "counted noise. Set secagg.t above colluding_sites (or lower colluding_sites)"
-        )
 
 
 def _sensitivity_factor(config: ExperimentConfig) -> float:

@@ -39,7 +39,6 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -57,11 +56,10 @@ from protocols import (
     stage_sequence,
 )
 from protocols.crypto import ed25519_public_bytes, hkdf_sha256
-from protocols.errors import ConfigError as ProtocolConfigError
 from protocols.messages import decode_setup
-from protocols.params import check_limits, dropout_bound
+from protocols.params import check_limits, round_protocol_config
 from protocols.wire import unpack_message
-from secfed.config import max_sites_per_round
+from secfed.config import check_protocol_options, protocol_options
 from secfed.errors import ConfigError, MessageError
 from secfed.federation.aggregation import AggregateResult, Channel, ClientAggregator, ServerAggregator
 
@@ -106,75 +104,6 @@ def _check_options(
         )
     if on_abort not in ("raise", "skip"):
         raise ConfigError(f"on_abort must be 'raise' or 'skip', got {on_abort!r}")
-
-
-def round_protocol_config(
-    *,
-    mode: Mode,
-    n: int,
-    k: int | None,
-    t: int | None,
-    bits: int | None,
-    active: bool,
-    corrupt_fraction: float,
-    dropout_rate: float,
-) -> SecAggConfig:
-    """The protocol configuration of one round of ``n`` clients (server and clients agree on it).
-
-    ``secagg``: the configured rate is passed through (the complete graph is immune to split
-    survivor graphs; its thresholds alone decide). ``secagg+``: the protocol's designed bound is
-    ``d / n`` with ``d = dropout_bound(n, dropout_rate, 2^-20)``, so the dropout count exceeds it
-    (and the round aborts) with probability at most 2^-20. If no (k, t) meets the targets at that
-    bound and ``k`` was not given, the complete graph (``k = n - 1``) at the configured rate is
-    used instead.
-
-    Args:
-        mode: ``"secagg"`` or ``"secagg+"``.
-        n: Number of clients in the round.
-        k: Configured degree (``None`` derives it).
-        t: Configured threshold (``None`` derives it).
-        bits: Modulus bits (``None`` when only the graph parameters are needed).
-        active: Active-adversary variant.
-        corrupt_fraction: Assumed corrupt fraction.
-        dropout_rate: Per-client dropout probability.
-
-    Returns:
-        The configuration, with ``n`` set.
-
-    Raises:
-        protocols.ConfigError: If ``n`` or ``k`` exceeds the protocol's caps (checked first, in
-            constant time) or the configured ``k`` / ``t`` miss the targets.
-    """
-    base = SecAggConfig(
-        mode=mode,
-        n=n,
-        k=k,
-        t=t,
-        bits=bits,
-        active=active,
-        corrupt_fraction=corrupt_fraction,
-        dropout_rate=dropout_rate,
-    )
-    check_limits(base)
-    if mode != "secagg+":
-        return base
-    if base.resolve().complete_graph:  # configuration errors surface here, as before
-        return base  # a complete graph cannot split; its thresholds alone decide
-    d = dropout_bound(n=n, rate=dropout_rate, eta=base.correctness_bits)
-    reason = f"the designed bound would be {d} of {n} dropouts"
-    if d / n + corrupt_fraction < 1:
-        sized = replace(base, dropout_rate=d / n)
-        try:
-            sized.resolve()
-            return sized
-        except ProtocolError as exc:
-            reason = str(exc)
-    if k is not None:
-        raise ProtocolConfigError(
-            f"secagg+ with k={k}: at dropout rate {dropout_rate} the dropout bound is sized from the "
-            f"binomial tail (2^-{base.correctness_bits}): {d} of {n} clients; {reason}"
-        )
-    return replace(base, k=n - 1)
 
 
 def _context(payload: dict[str, object]) -> bytes:
@@ -648,62 +577,6 @@ def simulated_identity(*, seed: int, client_id: int) -> Ed25519PrivateKey:
     ikm = hashlib.sha256(f"secfed-simulated-pki/{seed}".encode()).digest()
     raw = hkdf_sha256(ikm=ikm, salt=b"secfed-simulated-pki", info=str(client_id).encode(), length=32)
     return Ed25519PrivateKey.from_private_bytes(raw)
-
-
-def protocol_options(config: ExperimentConfig) -> dict[str, object]:
-    """Keyword arguments of the secure aggregators derived from a configuration.
-
-    The assumed dropout rate (used to derive SecAgg+'s ``k`` and ``t``) is
-    ``federation.dropout_rate + federation.straggler_rate``, capped so that together with the
-    assumed corrupt fraction it stays below 0.95.
-
-    Args:
-        config: Experiment configuration.
-
-    Returns:
-        ``mode``, ``k``, ``t`` (``None`` = derived), ``clip``, ``precision_bits``, ``active``,
-        ``corrupt_fraction`` and ``dropout_rate``.
-    """
-    s = config.secagg
-    f = config.federation
-    assumed_dropout = min(f.dropout_rate + f.straggler_rate, 0.95 - s.corrupt_fraction)
-    return {
-        "mode": f.aggregation,
-        "k": s.k or None,
-        "t": s.t or None,
-        "clip": s.clip,
-        "precision_bits": s.precision_bits,
-        "active": s.active,
-        "corrupt_fraction": s.corrupt_fraction,
-        "dropout_rate": max(0.0, assumed_dropout),
-    }
-
-
-def check_protocol_options(*, config: ExperimentConfig) -> None:
-    """Resolve the protocol's parameters for a full round before any work is done.
-
-    A user-given ``secagg.k`` / ``secagg.t`` that is invalid, or misses the 2^-40 security or the
-    2^-20 correctness target, and settings under which no ``(k, t)`` meets them, would otherwise
-    make every round abort. Rounds with fewer sites (dropouts before training, Poisson sampling)
-    are resolved again when they run and abort, recorded in the metrics, if they cannot finish.
-
-    Args:
-        config: Experiment configuration with secure aggregation.
-
-    Raises:
-        ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
-    """
-    opts = protocol_options(config)
-    n = max_sites_per_round(config)
-    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
-    try:
-        round_protocol_config(n=n, bits=None, **{name: opts[name] for name in fields}).resolve()  # type: ignore[arg-type]
-    except ProtocolError as exc:
-        given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
-        raise ConfigError(
-            f"federation.aggregation = {opts['mode']!r} with {n} sites per round"
-            f"{' and ' + given if given else ''}: {exc}"
-        ) from exc
 
 
 def simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:
