@@ -6,7 +6,7 @@ Command::
                   [--canaries M] [--rounds R] [--site S] [--seed S] [--json] [--no-progress]
 
 Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key metrics and the
-written paths are printed. Progress goes to stderr as time-stamped lines (``mia``: each replica
+written paths are printed. Progress goes to stderr as ``[attack]`` lines (``mia``: each replica
 federation as it starts and ends, with an estimate of the time left; ``inversion``: each
 scenario; ``whitebox-audit``: each stage), unless ``--no-progress``. A bad run directory or
 invalid option exits with status 2 and a message naming the problem; a corrupted checkpoint with
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 __all__ = ["register"]
@@ -144,8 +143,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         if not args.no_progress:
 
             def progress(line: str) -> None:
-                stamp = time.strftime("%H:%M:%S")
-                print(f"[{args.attack} {stamp}] {line}", file=sys.stderr, flush=True)
+                print(f"[{args.attack}] {line}", file=sys.stderr, flush=True)
 
             progress(f"loading {args.run_dir}")
         doc = run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)

@@ -48,7 +48,7 @@ def test_attack_command_prints_progress_unless_told_not_to(
     argv = ["attack", str(finished_run), "--attack", "inversion", "--iterations", "2"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("[inversion ")]
+    lines = [ln for ln in err.splitlines() if ln.startswith("[inversion] ")]
     assert lines and "loading" in lines[0]
     assert any("scenario 1/" in ln and "..." in ln for ln in lines)
     assert any("scenario 1/" in ln and "done in" in ln for ln in lines)
