@@ -6,6 +6,8 @@ configuration; each client keeps only its own shard (:func:`build_site`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from secfed.config import ExperimentConfig
+from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import DatasetFormatError
 from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
+from secfed.federation.client import ClientRuntime
 from secfed.learners.base import Learner, LearnerConfig
 from secfed.site import Site
 from secfed.tasks.base import TaskSource
@@ -35,6 +38,8 @@ __all__ = [
     "build_server_aggregator",
     "build_site_privacy",
     "model_num_classes",
+    "build_client_runtime",
+    "ClientFactory",
 ]
 
 
@@ -541,3 +546,76 @@ def build_site_privacy(
     from secfed.dp import build_site_privacy as _build
 
     return _build(config=config, site_id=site_id, site=site, state_dir=state_dir)
+
+
+def build_client_runtime(
+    *, config: ExperimentConfig, site_id: int, state_dir: str | Path | None = None
+) -> ClientRuntime:
+    """One site's runtime with its own data shard, model replica, learner, aggregator and privacy hook.
+
+    Args:
+        config: The experiment configuration (every site derives its own shard from it).
+        site_id: This site's id in ``[0, num_sites)``.
+        state_dir: The site's own state directory (its durable privacy ledger, so its ε budget
+            survives restarts; see :mod:`secfed.dp.site`). ``None``: nothing is persisted.
+
+    Returns:
+        The runtime.
+
+    Raises:
+        secfed.errors.DataError: If the site's data cannot support the configured tasks.
+    """
+    site = build_site(config=config, site_id=site_id)
+    return ClientRuntime(
+        config=config,
+        site_id=site_id,
+        site=site,
+        model=build_model(config=config, input_shape=site.input_shape),
+        learner=build_learner(config=config),
+        client_aggregator=build_client_aggregator(config=config, site_id=site_id),
+        privacy=build_site_privacy(config=config, site_id=site_id, site=site, state_dir=state_dir),
+    )
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """Picklable factory of site handlers holding only the configuration as plain data.
+
+    It crosses into client processes at spawn time; it carries no data, model or update.
+    ``site_state_dir`` (empty: none) is the folder holding one state directory per site,
+    ``<site_state_dir>/site-<id>/`` (the site's durable privacy ledger).
+    """
+
+    config_data: dict[str, dict[str, Any]]
+    base_dir: str
+    site_state_dir: str = ""
+
+    @classmethod
+    def from_config(
+        cls, config: ExperimentConfig, *, site_state_dir: str | Path | None = None
+    ) -> ClientFactory:
+        """Wrap a configuration (and the folder of the sites' state directories, if any)."""
+        return cls(
+            config_data=config_to_dict(config),
+            base_dir=config.base_dir,
+            site_state_dir="" if site_state_dir is None else str(site_state_dir),
+        )
+
+    def __call__(self, site_id: int) -> Callable[[bytes], bytes]:
+        """Build site ``site_id``'s runtime from the configuration (in the calling process) and
+        return its message handler.
+
+        Args:
+            site_id: The site's id in ``[0, num_sites)``.
+
+        Returns:
+            The site's bytes-in / bytes-out handler.
+
+        Raises:
+            secfed.errors.DataError: If the site's data cannot support the configured tasks.
+        """
+        return build_client_runtime(
+            config=config_from_dict(self.config_data, base_dir=self.base_dir),
+            site_id=site_id,
+            state_dir=Path(self.site_state_dir) / f"site-{int(site_id)}" if self.site_state_dir else None,
+        ).handle

@@ -41,7 +41,6 @@ from safetensors.numpy import load_file, save_file
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
 from secfed.errors import CheckpointError, IntegrityError, RunDirectoryError
 from secfed.federation.backends import default_threads, make_backend
-from secfed.federation.client import ClientFactory
 from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
@@ -372,7 +371,7 @@ class Experiment:
             name=cfg.experiment.backend,
             # Each site keeps its own durable privacy ledger in RUN_DIR/site_state/site-<id>/ (the
             # simulation's stand-in for the site's own disk), so its ε budget survives restarts.
-            factory=ClientFactory.from_config(
+            factory=components.ClientFactory.from_config(
                 cfg, site_state_dir=run_dir / SITE_STATE_DIR if cfg.privacy.mode != "none" else None
             ),
             num_clients=cfg.partition.num_sites,

@@ -1,59 +1,92 @@
 """The client (site) runtime: everything one site runs, behind a bytes-in / bytes-out handler.
 
-A :class:`ClientRuntime` loads and holds its own data shard, trains locally when asked, keeps
-its update to itself and releases it only through its aggregation scheme's client side. On the
-multi-process backend each runtime lives in its own OS process.
+A :class:`ClientRuntime` holds its own data shard, trains locally when asked, keeps its update to
+itself and releases it only through its aggregation scheme's client side. Its parts (data, model,
+learner, aggregator, privacy hook) are built by the assembly layer
+(:class:`secfed.components.ClientFactory`) inside the site's process; on the multi-process backend
+each runtime lives in its own OS process.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
-from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
+from secfed.config import ExperimentConfig
 from secfed.errors import MessageError
+from secfed.federation.aggregation import ClientAggregator
 from secfed.federation.egress import SiteEgress, SiteFacts, TrainFacts
 from secfed.federation.messages import Message, decode_message, encode_message
 from secfed.federation.state import flat_state, load_flat_state, state_spec
+from secfed.learners.base import Learner, LocalUpdate
 from secfed.seeding import derive_seed
+from secfed.site import Site
 
-__all__ = ["ClientRuntime", "ClientFactory"]
+__all__ = ["ClientRuntime", "SitePrivacyHook"]
+
+
+class SitePrivacyHook(Protocol):
+    """What the runtime needs of a site's privacy mechanism (:class:`secfed.dp.site.SitePrivacy`
+    implements it; the DP layer wraps the runtime, the runtime does not import it)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Public facts of the mechanism, for the server's registration."""
+        ...
+
+    def local_update(
+        self, *, learner: Learner, model: nn.Module, site: Site, rng: np.random.Generator, round_idx: int
+    ) -> LocalUpdate:
+        """Train locally under the mechanism."""
+        ...
+
+    def finalize_update(self, *, update: np.ndarray, round_idx: int) -> np.ndarray:
+        """Post-process the flat update before it leaves the site."""
+        ...
+
+    def round_report(self, *, round_idx: int) -> dict[str, Any]:
+        """Public facts about this round's mechanism, for the server's ledger."""
+        ...
 
 
 class ClientRuntime:
     """One site: its data, learner, model replica and client-side aggregation."""
 
     def __init__(
-        self, *, config: ExperimentConfig, site_id: int, state_dir: str | Path | None = None
+        self,
+        *,
+        config: ExperimentConfig,
+        site_id: int,
+        site: Site,
+        model: nn.Module,
+        learner: Learner,
+        client_aggregator: ClientAggregator,
+        privacy: SitePrivacyHook | None,
     ) -> None:
-        """Load the site's own data and build its learner.
+        """Hold one site's ready-made parts (built by the assembly layer,
+        :class:`secfed.components.ClientFactory`, inside the site's own process).
 
         Args:
-            config: The experiment configuration (every site derives its own shard from it).
+            config: The experiment configuration (seeds, weighting, what the site may release).
             site_id: This site's id in ``[0, num_sites)``.
-            state_dir: The site's own state directory (its durable privacy ledger, so its ε budget
-                survives restarts; see :mod:`secfed.dp.site`). ``None``: nothing is persisted.
-
-        Raises:
-            secfed.errors.DataError: If the site's data cannot support the configured tasks.
+            site: The site's own data shard and tasks.
+            model: The site's model replica (its parameters are overwritten by each round's state).
+            learner: The configured learner.
+            client_aggregator: The client side of the aggregation scheme.
+            privacy: The site's privacy hook (:class:`secfed.dp.site.SitePrivacy`), ``None``
+                without DP.
         """
-        from secfed import components
-
         self._cfg = config
         self.site_id = site_id
-        self._site = components.build_site(config=config, site_id=site_id)
-        self._model = components.build_model(config=config, input_shape=self._site.input_shape)
-        self._learner = components.build_learner(config=config)
-        self._client_agg = components.build_client_aggregator(config=config, site_id=site_id)
-        self._privacy = components.build_site_privacy(
-            config=config, site_id=site_id, site=self._site, state_dir=state_dir
-        )
+        self._site = site
+        self._model = model
+        self._learner = learner
+        self._client_agg = client_aggregator
+        self._privacy = privacy
         self._egress = SiteEgress(config=config)
         self._spec = state_spec(self._model)
         self._update: np.ndarray | None = None
@@ -172,37 +205,3 @@ class ClientRuntime:
             round_idx=rnd,
         )
         return encode_message(kind="agg_reply", meta={"round": rnd, "stage": msg.meta["stage"]}, blob=reply)
-
-
-@dataclass(frozen=True)
-class ClientFactory:
-    """Picklable factory of site handlers holding only the configuration as plain data.
-
-    It crosses into client processes at spawn time; it carries no data, model or update.
-    ``site_state_dir`` (empty: none) is the folder holding one state directory per site,
-    ``<site_state_dir>/site-<id>/`` (the site's durable privacy ledger).
-    """
-
-    config_data: dict[str, dict[str, Any]]
-    base_dir: str
-    site_state_dir: str = ""
-
-    @classmethod
-    def from_config(
-        cls, config: ExperimentConfig, *, site_state_dir: str | Path | None = None
-    ) -> ClientFactory:
-        """Wrap a configuration (and the folder of the sites' state directories, if any)."""
-        return cls(
-            config_data=config_to_dict(config),
-            base_dir=config.base_dir,
-            site_state_dir="" if site_state_dir is None else str(site_state_dir),
-        )
-
-    def __call__(self, site_id: int) -> Callable[[bytes], bytes]:
-        state_dir = Path(self.site_state_dir) / f"site-{int(site_id)}" if self.site_state_dir else None
-        runtime = ClientRuntime(
-            config=config_from_dict(self.config_data, base_dir=self.base_dir),
-            site_id=site_id,
-            state_dir=state_dir,
-        )
-        return runtime.handle

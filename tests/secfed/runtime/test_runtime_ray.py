@@ -17,11 +17,11 @@ import pytest
 from runtime_cfg import REPO, tiny_config_dict
 
 from secfed.cli import main
+from secfed.components import ClientFactory
 from secfed.config import config_from_dict
 from secfed.errors import BackendError, ConfigError, MissingDependencyError
 from secfed.experiment import Experiment
 from secfed.federation.backends import RayBackend, make_backend
-from secfed.federation.client import ClientFactory
 from secfed.federation.messages import encode_message
 
 
