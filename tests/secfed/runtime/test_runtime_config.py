@@ -32,7 +32,8 @@ def test_unknown_section() -> None:
 
 def test_bad_choice_lists_allowed() -> None:
     with pytest.raises(
-        ConfigError, match=r"learner\.name = 'mamll'.*protonet, maml, fomaml, reptile, fedavg"
+        ConfigError,
+        match=r"learner\.name = 'mamll'.*protonet, matching, siamese, maml, fomaml, reptile, fedavg",
     ):
         config_from_dict({"learner": {"name": "mamll"}})
 
