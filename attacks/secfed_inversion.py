@@ -94,6 +94,10 @@ class InversionCase:
     clients: list[int] = field(default_factory=list)
 
 
+#: Learners whose local update the inversion replays can rebuild.
+_REPLAYED_LEARNERS = ("protonet", "maml", "fomaml", "reptile", "fedavg")
+
+
 def applicable_scenarios(*, learner: str) -> dict[str, str | None]:
     """Scenario name to ``None`` (applies) or the reason it does not apply to ``learner``.
 
@@ -107,6 +111,11 @@ def applicable_scenarios(*, learner: str) -> dict[str, str | None]:
         Every scenario of :data:`INVERSION_SCENARIOS` with ``None`` or its reason.
     """
     out: dict[str, str | None] = dict.fromkeys(INVERSION_SCENARIOS)
+    if learner not in _REPLAYED_LEARNERS:
+        # the replays rebuild each learner's own update inside autograd; learners without a
+        # replay yet (Matching Networks, Siamese networks) get no scenario rather than a wrong one
+        reason = f"no gradient-inversion replay of {learner}'s update exists yet"
+        return dict.fromkeys(INVERSION_SCENARIOS, reason)
     if learner == "protonet":
         out["gradient_b1"] = (
             "ProtoNet has no one-record loss (an episode needs a support and a query per class)"

@@ -35,10 +35,9 @@ from attacks.errors import AttackConfigError
 from attacks.observation import GradientObservation, MultiStepObservation, ObservationModel
 from privacy.noise import NoiseSource, add_gaussian_noise_to_tensors, noise_source
 from secfed.config import ExperimentConfig
+from secfed.learners import learner_class
 
 __all__ = ["ClientPrivacy", "aggregate_noise", "client_privacy", "flat_clip", "private_observe"]
-
-_EPISODIC = ("protonet", "maml", "fomaml")
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def client_privacy(*, config: ExperimentConfig) -> ClientPrivacy:
         noise_multiplier=float(p.noise_multiplier),
         max_grad_norm=float(p.max_grad_norm),
         expected_batch=int(p.expected_batch),
-        episodic=config.learner.name in _EPISODIC,
+        episodic=learner_class(config.learner.name).episodic,
         normaliser=step_normaliser(config=config),
         step_noise_multiplier=step_noise_multiplier(config=config),
     )

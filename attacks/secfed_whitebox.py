@@ -25,12 +25,12 @@ from attacks.errors import AttackConfigError
 from attacks.options import AttackOptions
 from attacks.secfed_adapter import LoadedRun
 from attacks.whitebox_audit import WhiteBoxAuditConfig, run_whitebox_audit
+from secfed.learners import learner_class
 
 __all__ = ["DEFAULT_WHITEBOX_CANARIES", "whitebox_config_for_run", "run_whitebox_audit_attack"]
 
 #: Canaries of the white-box audit when ``--canaries`` keeps the black-box audit's default.
 DEFAULT_WHITEBOX_CANARIES = 2000
-_EPISODIC = ("protonet", "maml", "fomaml")
 
 
 def whitebox_config_for_run(*, run: LoadedRun, options: AttackOptions) -> WhiteBoxAuditConfig:
@@ -64,7 +64,7 @@ def whitebox_config_for_run(*, run: LoadedRun, options: AttackOptions) -> WhiteB
     if p.mode == "none" or z == 0:
         return WhiteBoxAuditConfig(mode="none", noise_multiplier=0.0, steps=1, **common)
     if p.mode == "record":
-        mode = "episode" if cfg.learner.name in _EPISODIC else "record"
+        mode = "episode" if learner_class(cfg.learner.name).episodic else "record"
         steps = rounds * int(cfg.learner.local_steps)
         return WhiteBoxAuditConfig(
             mode=mode, noise_multiplier=z, sample_rate=float(p.sample_rate), steps=steps, **common
