@@ -401,6 +401,9 @@ def _fill_results(row: dict[str, Any], run_dir: Path) -> None:
         {
             "test_accuracy": s.get("test_accuracy"),
             "ci95": s.get("test_accuracy_ci95"),
+            # the point's starting model on the same test tasks (secfed.experiment.untrained_evaluation)
+            "untrained_test_accuracy": s.get("untrained_test_accuracy"),
+            "untrained_ci95": s.get("untrained_test_accuracy_ci95"),
             "test_episodes": s.get("test_episodes"),
             "rounds": s.get("rounds"),
             "wall_s": s.get("wall_s"),
@@ -540,6 +543,11 @@ def run_sweep(
             echo(
                 f"sweep: point {point.name}: {row['status']}"
                 + (f", accuracy {100 * acc:.2f} %" if isinstance(acc, float) else "")
+                + (
+                    f" (untrained {100 * untrained:.2f} %)"
+                    if isinstance(untrained := row.get("untrained_test_accuracy"), float)
+                    else ""
+                )
                 + (f", test AUC {row['test_auc']:.3f}" if isinstance(row.get("test_auc"), float) else "")
                 + (f", ε = {row['epsilon']:.3g}" if isinstance(row.get("epsilon"), float) else "")
             )

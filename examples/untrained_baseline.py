@@ -24,6 +24,10 @@ from pathlib import Path
 def untrained_accuracy(*, run_dir: Path) -> tuple[float, float, int]:
     """Score the untrained model of a finished run on the run's final test tasks.
 
+    The run's own figure when its ``summary.json`` carries it (``untrained_test_accuracy``, which
+    every run writes unless ``experiment.untrained_baseline = false``), else computed by
+    :func:`secfed.experiment.score_untrained`, the function the run itself uses.
+
     Args:
         run_dir: A run directory written by ``secfed run`` (``config.toml`` inside).
 
@@ -35,23 +39,22 @@ def untrained_accuracy(*, run_dir: Path) -> tuple[float, float, int]:
     """
     import torch
 
-    from secfed import components
     from secfed.config import load_config
-    from secfed.experiment import final_evaluation, initial_model
+    from secfed.experiment import score_untrained
     from secfed.federation.backends import default_threads
 
     cfg = load_config(run_dir / "config.toml")
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if isinstance(summary, dict) and summary.get("untrained_test_accuracy") is not None:
+            return (
+                float(summary["untrained_test_accuracy"]),
+                float(summary.get("untrained_test_accuracy_ci95") or float("nan")),
+                int(summary.get("test_episodes", cfg.experiment.final_eval_episodes)),
+            )
     torch.set_num_threads(cfg.experiment.threads or default_threads(processes=1))
-    train, test = components.load_splits(config=cfg)
-    heads = components.model_num_classes(config=cfg, train=train)
-    del train
-    model = initial_model(config=cfg, input_shape=test.input_shape, num_classes=heads)
-    acc, ci = final_evaluation(
-        config=cfg,
-        learner=components.build_learner(config=cfg),
-        model=model,
-        source=components.build_test_source(config=cfg, test=test),
-    )
+    acc, ci = score_untrained(config=cfg)
     return acc, ci, cfg.experiment.final_eval_episodes
 
 

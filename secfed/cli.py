@@ -37,6 +37,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from evaluations import cli as evaluations_cli
 from secfed import cli_attack, cli_privacy
@@ -64,6 +65,30 @@ def few_episodes_warning(episodes: object) -> str | None:
         f"{MIN_FINAL_EVAL_EPISODES} few-shot results are reported on (experiment.final_eval_episodes); "
         "its accuracy is a smoke-test figure, not a result to quote"
     )
+
+
+def untrained_lines(summary: dict[str, Any]) -> list[str]:
+    """The end-of-run lines that put the accuracy beside the untrained model's.
+
+    Args:
+        summary: A run's ``summary.json`` (``untrained_test_accuracy`` absent: no lines).
+
+    Returns:
+        One line with the untrained model's accuracy and the gain, plus a plain sentence when
+        training did not beat it (the 95 % intervals overlap, or it is worse).
+    """
+    base = summary.get("untrained_test_accuracy")
+    if base is None or summary.get("test_accuracy") is None:
+        return []
+    acc, ci = float(summary["test_accuracy"]), float(summary.get("test_accuracy_ci95") or 0.0)
+    base_ci = float(summary.get("untrained_test_accuracy_ci95") or 0.0)
+    lines = [
+        f"untrained model {100 * base:.2f} ± {100 * base_ci:.2f} % on the same test tasks "
+        f"({100 * (acc - base):+.2f} points from training)"
+    ]
+    if acc - ci <= base + base_ci:
+        lines.append("training did not beat the untrained model (the 95 % intervals overlap, or it is worse)")
+    return lines
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -96,6 +121,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"over {s['test_episodes']} episodes; {s['rounds']} rounds"
         + (f" in {s['wall_s']:.1f} s" if s.get("wall_s") is not None else " (timing withheld under DP)")
     )
+    for line in untrained_lines(s):
+        print(line)
     if (warning := few_episodes_warning(s.get("test_episodes"))) is not None:
         print(f"  ({warning})")
     for line in _supervised_lines(s):

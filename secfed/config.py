@@ -109,6 +109,10 @@ class ExperimentSection:
             the training classes); ``on``: required (other learners or datasets are refused);
             ``off``: never. The test and validation labels are public evaluation data: these
             metrics cost no privacy.
+        untrained_baseline: Also score the run's starting model on the final evaluation's test
+            tasks (same seed) and write it to ``summary.json`` as ``untrained_test_accuracy``
+            (the figure an accuracy means something against: an untrained few-shot embedding is
+            far above chance). Doubles the final evaluation's time; ``false`` skips it.
     """
 
     name: str = "secfed"
@@ -120,6 +124,7 @@ class ExperimentSection:
     backend: str = "sequential"
     threads: int = 0
     supervised_eval: str = "auto"
+    untrained_baseline: bool = True
 
 
 @dataclass(frozen=True)

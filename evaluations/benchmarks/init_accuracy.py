@@ -1,10 +1,9 @@
 """Test accuracy of a configuration's model at its random initialisation (no training).
 
 The baseline a privacy–utility sweep needs: a point that scores no better than the untrained
-network has learned nothing usable. The model comes from :func:`secfed.experiment.initial_model`
-and is scored by :func:`secfed.experiment.final_evaluation`, the two functions a run uses for its
-starting model and its final test tasks, so the figure is directly comparable with a run's
-``summary.json`` and a sweep's points.
+network has learned nothing usable. It is :func:`secfed.experiment.score_untrained`, the function a
+run uses for the ``untrained_test_accuracy`` of its ``summary.json`` (its starting model on its
+final test tasks), so the figure is directly comparable with a run's and a sweep's points.
 
 Usage::
 
@@ -37,22 +36,12 @@ def init_accuracy(*, config_path: Path, overrides: list[str]) -> dict[str, float
         secfed.errors.SecfedError: On an invalid configuration or unreadable data (before any
             evaluation).
     """
-    from secfed import components
-    from secfed.experiment import Experiment, final_evaluation, initial_model
+    from secfed.experiment import Experiment, score_untrained
 
     cfg = Experiment.from_file(config_path, overrides=overrides).config
     if cfg.experiment.threads:
         torch.set_num_threads(cfg.experiment.threads)
-    train, test = components.load_splits(config=cfg)
-    heads = components.model_num_classes(config=cfg, train=train)
-    del train
-    model = initial_model(config=cfg, input_shape=test.input_shape, num_classes=heads)
-    acc, ci = final_evaluation(
-        config=cfg,
-        learner=components.build_learner(config=cfg),
-        model=model,
-        source=components.build_test_source(config=cfg, test=test),
-    )
+    acc, ci = score_untrained(config=cfg)
     return {
         "test_accuracy": acc,
         "test_accuracy_ci95": ci,
