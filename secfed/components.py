@@ -13,16 +13,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from secfed.builders import (
+    RunShape,
+    build_learner,
+    build_model,
+    learner_config,
+    load_public,
+    load_splits,
+    load_validation,
+    model_num_classes,
+    run_shape,
+)
 from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
-from secfed.data.errors import DatasetFormatError
 from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
 from secfed.federation.client import ClientRuntime
-from secfed.learners.base import Learner, LearnerConfig
 from secfed.site import Site
 from secfed.tasks.base import TaskSource
 
@@ -40,189 +48,10 @@ __all__ = [
     "model_num_classes",
     "build_client_runtime",
     "ClientFactory",
+    "load_public",
+    "RunShape",
+    "run_shape",
 ]
-
-
-def _rotate(dataset: ImageDataset) -> ImageDataset:
-    """Add 90/180/270-degree rotations of every class as new classes (Santoro et al. 2016)."""
-    blocks: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    names: list[str] = []
-    groups: list[str] = []
-    for c in range(dataset.num_classes):
-        rows = np.flatnonzero(dataset.labels == c)
-        for k in range(4):
-            blocks.append(np.rot90(dataset.images[rows], k=k, axes=(2, 3)))
-            labels.append(np.full(rows.size, len(names), dtype=np.int64))
-            names.append(f"{dataset.class_names[c]}/rot{90 * k:03d}")
-            groups.append(dataset.class_groups[c])
-    return ImageDataset(
-        images=np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32),
-        labels=np.concatenate(labels),
-        class_names=tuple(names),
-        class_groups=tuple(groups),
-        name=dataset.name + "+rot",
-        source=dataset.source,
-    )
-
-
-def _omniglot_train_test(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Omniglot's meta-train (every training alphabet, validation ones included) and meta-test.
-
-    ``data.root`` empty or ``"embedded"`` reads the copy shipped inside secfed (the same split,
-    bit-identical to the official small archives at 28x28), otherwise the official archives.
-    """
-    from secfed.data.omniglot import load_omniglot_split
-
-    d = config.data
-    if d.embedded:
-        from secfed.data.omniglot_embedded import load_embedded_omniglot_split
-
-        return load_embedded_omniglot_split(
-            train_archives=d.train_archives,
-            test_archives=d.test_archives,
-            train_rotations=d.rotations,
-            test_rotations=d.test_rotations,
-            image_size=d.image_size,
-        )
-    return load_omniglot_split(
-        root=config.data_root(),
-        train_archives=d.train_archives,
-        test_archives=d.test_archives,
-        train_rotations=d.rotations,
-        test_rotations=d.test_rotations,
-        image_size=d.image_size,
-    )
-
-
-def _split_validation(*, train: ImageDataset, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
-    """``(train without the validation alphabets, validation)`` for ``data.val_alphabets``."""
-    d = config.data
-    alphabets = sorted(set(train.class_groups))
-    missing = sorted(set(d.val_alphabets) - set(alphabets))
-    if missing:
-        raise DatasetFormatError(
-            f"data.val_alphabets {missing} are not training alphabets; the training archives "
-            f"{list(d.train_archives)} hold: {alphabets}"
-        )
-    kept = [a for a in alphabets if a not in d.val_alphabets]
-    if not kept:
-        raise DatasetFormatError(
-            f"data.val_alphabets holds out every training alphabet ({alphabets}); keep at least one"
-        )
-    rest = train.select_groups(groups=kept, name=train.name)
-    val = train.select_groups(groups=list(d.val_alphabets), name="omniglot-val")
-    # validation mirrors the test protocol: rotated classes exactly when the test classes are
-    if d.rotations and not d.test_rotations:
-        val = val.select_classes(
-            classes=[c for c, n in enumerate(val.class_names) if n.endswith("/rot000")], name=val.name
-        )
-    elif d.test_rotations and not d.rotations:
-        val = _rotate(val)
-    return rest, val
-
-
-def load_splits(*, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
-    """Load the meta-train and meta-test datasets (disjoint classes, or sites for client-as-task).
-
-    With ``data.val_alphabets`` the meta-train set excludes the validation alphabets (see
-    :func:`load_validation`).
-
-    Args:
-        config: The configuration.
-
-    Returns:
-        ``(train, test)``.
-
-    Raises:
-        secfed.errors.DataError: When the data is missing or malformed, or a validation alphabet
-            is not a training alphabet.
-    """
-    d = config.data
-    if d.dataset == "digits":
-        from secfed.data.digits import load_digits_dataset
-
-        full = load_digits_dataset()
-        test_cls = sorted(d.test_classes)
-        train_cls = [c for c in range(full.num_classes) if c not in test_cls]
-        train = full.select_classes(classes=train_cls, name="digits-train")
-        test = full.select_classes(classes=test_cls, name="digits-test")
-        return (_rotate(train) if d.rotations else train), (_rotate(test) if d.test_rotations else test)
-    if d.dataset == "omniglot":
-        train, test = _omniglot_train_test(config=config)
-        if d.val_alphabets:
-            train = _split_validation(train=train, config=config)[0]
-        if d.public_alphabets:
-            train = _without_public(train=train, config=config)
-        return train, test
-    from secfed.data.medmnist import load_medmnist
-
-    return (
-        load_medmnist(path=config.data_root(), split="train"),
-        load_medmnist(path=config.data_root(), split="test"),
-    )
-
-
-def _without_public(*, train: ImageDataset, config: ExperimentConfig) -> ImageDataset:
-    """``train`` without ``data.public_alphabets`` (no site holds a public alphabet)."""
-    public = set(config.data.public_alphabets)
-    alphabets = sorted(set(train.class_groups))
-    kept = [a for a in alphabets if a not in public]
-    if not kept:
-        raise DatasetFormatError(f"data.public_alphabets leaves no alphabet to the sites ({alphabets})")
-    return train.select_groups(groups=kept, name=train.name)
-
-
-def load_public(*, config: ExperimentConfig) -> ImageDataset:
-    """The data the configuration declares public: the classes of ``data.public_alphabets``.
-
-    No site holds them (:func:`load_splits` removes them from meta-train); they serve only the
-    non-private pretraining of the initial model (``model.pretrain_steps``). Rotated as the
-    training classes are (``data.rotations``).
-
-    Args:
-        config: A configuration with a non-empty ``data.public_alphabets``.
-
-    Returns:
-        The public dataset.
-
-    Raises:
-        ConfigError: If no public alphabets are configured.
-        secfed.errors.DataError: If one of them is not a training alphabet.
-    """
-    d = config.data
-    if not d.public_alphabets:
-        raise ConfigError("data.public_alphabets is empty: no public data is configured")
-    train, _ = _omniglot_train_test(config=config)
-    missing = sorted(set(d.public_alphabets) - set(train.class_groups))
-    if missing:
-        raise DatasetFormatError(
-            f"data.public_alphabets {missing} are not training alphabets; the training archives "
-            f"{list(d.train_archives)} hold: {sorted(set(train.class_groups))}"
-        )
-    return train.select_groups(groups=list(d.public_alphabets), name="omniglot-public")
-
-
-def load_validation(*, config: ExperimentConfig) -> ImageDataset:
-    """The meta-validation set: the classes of ``data.val_alphabets``, never trained on.
-
-    Its classes are rotated as the test classes are (``data.test_rotations``), so tasks drawn
-    from it follow the test protocol.
-
-    Args:
-        config: A configuration with a non-empty ``data.val_alphabets``.
-
-    Returns:
-        The validation dataset.
-
-    Raises:
-        ConfigError: If no validation alphabets are configured.
-        secfed.errors.DataError: If one of them is not a training alphabet.
-    """
-    if not config.data.val_alphabets:
-        raise ConfigError("data.val_alphabets is empty: no meta-validation set is configured")
-    train, _ = _omniglot_train_test(config=config)
-    return _split_validation(train=train, config=config)[1]
 
 
 class SupervisedSource:
@@ -349,97 +178,6 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
             dataset=test, n_way=t.test_n_way, k_shot=t.test_k_shot, q_query=t.test_q_query
         )
     return _task_source(config=config, dataset=test, train=False)
-
-
-def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = None) -> int | None:
-    """Output units of the model head, as the learner declares it (``Learner.head``): none for an
-    embedding network (ProtoNet, Matching Networks, Siamese networks), n_way for the task-local
-    heads (MAML, FOMAML, Reptile), all training classes for a global head (FedAvg)."""
-    from secfed.learners import learner_class
-
-    name = config.learner.name
-    head = learner_class(name).head
-    if head == "none":
-        return None
-    if head == "global":
-        if train is None:
-            train, _ = load_splits(config=config)
-        return train.num_classes
-    if config.learner.head_init == "zero":
-        # Zeroed before every task, the head is the same for every class: train and test ways
-        # may differ, and each task uses its first n_way outputs.
-        return max(config.task.n_way, config.task.test_n_way)
-    if config.task.n_way != config.task.test_n_way:
-        raise ConfigError(
-            f"{name} uses an n_way-output head: task.n_way ({config.task.n_way}) must equal "
-            f"task.test_n_way ({config.task.test_n_way}) unless learner.head_init = 'zero'"
-        )
-    return config.task.n_way
-
-
-def build_model(
-    *, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None = -1
-) -> nn.Module:
-    """Build the configured model, with the learner's own modules (``Learner.extend_model``: the
-    Siamese distance head, the Matching Networks FCE LSTMs).
-
-    Args:
-        config: The configuration.
-        input_shape: Shape of one record.
-        num_classes: Head size; ``-1`` derives it from the learner (see :func:`model_num_classes`).
-
-    Returns:
-        The model (seed torch before calling for reproducible initialisation).
-    """
-    from secfed.learners import learner_class
-    from secfed.models.build import build_model as _build
-
-    m = config.model
-    heads = model_num_classes(config=config) if num_classes == -1 else num_classes
-    model = _build(
-        arch=m.arch,
-        input_shape=input_shape,
-        num_classes=heads,
-        hidden=m.hidden,
-        norm=m.norm,
-        num_groups=m.groups,
-        depth=m.layers if m.arch == "mlp" else None,
-        frontend=m.frontend,
-        scatter_j=m.scatter_j,
-        scatter_l=m.scatter_l,
-        weight_standardization=m.weight_standardization,
-        trainable=m.trainable,
-    )
-    return learner_class(config.learner.name).extend_model(model=model, config=learner_config(config=config))
-
-
-def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
-    """The learner hyperparameters of the configuration."""
-    lr = config.learner
-    return LearnerConfig(
-        local_steps=lr.local_steps,
-        meta_batch=lr.meta_batch,
-        local_lr=lr.local_lr,
-        local_optimizer=lr.local_optimizer,
-        inner_steps=lr.inner_steps,
-        inner_lr=lr.inner_lr,
-        test_inner_steps=lr.test_inner_steps,
-        test_inner_lr=lr.test_inner_lr,
-        inner_optimizer=lr.inner_optimizer,
-        reptile_inner_batch=lr.reptile_inner_batch,
-        batch_size=lr.batch_size,
-        head_init=lr.head_init,
-        fce=lr.fce,
-        fce_steps=lr.fce_steps,
-        proximal_mu=float(config.federation.proximal_mu),
-    )
-
-
-def build_learner(*, config: ExperimentConfig) -> Learner:
-    """Build the configured learner."""
-    from secfed.learners import build_learner as _build
-
-    return _build(name=config.learner.name, config=learner_config(config=config))
 
 
 def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:

@@ -27,9 +27,10 @@ The layers, lowest first:
   ``secfed.errors``, ``secfed.optional``, ``secfed.seeding`` (errors, optional packages, seed
   derivation) ← ``secfed.data`` ← ``secfed.tasks``, ``secfed.models`` ← ``secfed.learners``,
   ``secfed.site`` (one site's data and tasks) ← ``secfed.config`` (the sections, each validating
-  itself) ← ``secfed.federation`` (the plain federated runtime and secure aggregation),
-  ``secfed.supervised_eval`` ← ``secfed.dp`` (the DP wrappers around the runtime) ← ``secfed.rules``
-  (the cross-section rules of a configuration, checked once by ``load_config``) ← the assembly of a
+  itself, and the cross-section rules, checked once by ``config_from_dict``) ←
+  ``secfed.federation`` (the plain federated runtime and secure aggregation),
+  ``secfed.supervised_eval`` ← ``secfed.builders`` (the data splits, model and learner every process
+  builds, and the run's shape) ← ``secfed.dp`` (the DP wrappers around the runtime) ← the assembly of a
   run (``secfed.components``, ``secfed.pretrain``, ``secfed.experiment`` and the package face
   ``secfed/__init__.py``).
 * ``attacks``: attacks and audits against finished runs.
@@ -70,8 +71,8 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (5, ("secfed.config",)),
     (6, ("secfed.federation",)),
     (6, ("secfed.supervised_eval",)),
-    (7, ("secfed.dp",)),
-    (8, ("secfed.rules",)),
+    (7, ("secfed.builders",)),
+    (8, ("secfed.dp",)),
     (9, ("secfed", "secfed.components", "secfed.pretrain", "secfed.experiment")),
     (10, ("attacks",)),
     (11, ("evaluations",)),
@@ -283,21 +284,11 @@ def test_no_import_by_string(graph: Graph) -> None:
     assert not graph.by_string, "imports by string:\n" + "\n".join(graph.by_string)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="being removed in this series (issue 20): config.validate's cross-section checks, "
-    "components imported by dp/ and federation.client",
-)
 def test_no_upward_import(graph: Graph) -> None:
     bad = upward_imports(graph)
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remaining cycle (issue 20): secfed.components, config, dp (__init__, distributed, engines, "
-    "server, sharing, site), federation (secure, server), supervised_eval",
-)
 def test_no_import_cycle(graph: Graph) -> None:
     found = cycles(graph)
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)

@@ -29,8 +29,6 @@ import hashlib
 import math
 from collections.abc import Callable
 
-import torch
-
 from privacy.distributed import (
     SKELLAM_MAX_LOCAL_VARIANCE,
     DistributedDPConfig,
@@ -38,7 +36,8 @@ from privacy.distributed import (
     plan_distributed_dp,
 )
 from privacy.errors import PrivacyError
-from secfed.config import ExperimentConfig, config_hash, max_sites_per_round
+from secfed.builders import RunShape, run_shape
+from secfed.config import ExperimentConfig, max_sites_per_round
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -55,8 +54,6 @@ __all__ = [
 
 #: Domain separator of the public per-round rotation seeds.
 ROTATION_DOMAIN = b"secfed.dp.distributed.rotation.v1"
-
-_DIM_CACHE: dict[tuple[str, str], int] = {}
 
 
 def _check_config(config: object) -> ExperimentConfig:
@@ -147,15 +144,14 @@ def rotation_seed(*, config: ExperimentConfig, round_idx: int) -> bytes:
     return hashlib.sha256(ROTATION_DOMAIN + b"/" + payload).digest()
 
 
-def model_dim(*, config: ExperimentConfig) -> int:
-    """Length of the flat federated state of the configured model (cached per configuration).
-
-    Loads the data splits once (for the input shape and, for FedAvg, the number of classes) and
-    builds the model with torch's global RNG state saved and restored, so the caller's random
-    stream is untouched.
+def model_dim(*, config: ExperimentConfig, shape: RunShape | None = None) -> int:
+    """Length of the flat federated state of the configured model.
 
     Args:
         config: The experiment configuration.
+        shape: The run's shape when the caller holds it (``Experiment.run``); ``None`` finds it
+            from the configuration (:func:`secfed.builders.run_shape`: loads the splits and builds
+            the model once per configuration, without touching the caller's torch RNG).
 
     Returns:
         The number of values in a flat update.
@@ -163,18 +159,8 @@ def model_dim(*, config: ExperimentConfig) -> int:
     Raises:
         secfed.errors.DataError: If the data cannot be loaded.
     """
-    from secfed import components
-    from secfed.federation.state import state_spec
-
     cfg = _check_config(config)
-    key = (config_hash(cfg), str(cfg.base_dir))
-    if key not in _DIM_CACHE:
-        train, test = components.load_splits(config=cfg)
-        heads = components.model_num_classes(config=cfg, train=train)
-        with torch.random.fork_rng(devices=[]):
-            model = components.build_model(config=cfg, input_shape=test.input_shape, num_classes=heads)
-        _DIM_CACHE[key] = int(sum(e.size for e in state_spec(model)))
-    return _DIM_CACHE[key]
+    return (shape or run_shape(config=cfg)).dim
 
 
 # --------------------------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ from privacy.ledger import (
     PrivacyLedger,
 )
 from privacy.noise import add_gaussian_noise, noise_source
+from secfed.builders import RunShape, run_shape
 from secfed.config import ExperimentConfig
 from secfed.dp.distributed import (
     client_sample_rate,
@@ -253,7 +254,7 @@ def record_mechanism(*, config: ExperimentConfig) -> str:
 _CLASS_STEPS_CACHE: dict[tuple[str, str], int] = {}
 
 
-def record_class_aware_steps(*, config: ExperimentConfig) -> int:
+def record_class_aware_steps(*, config: ExperimentConfig, shape: RunShape | None = None) -> int:
     """Planned DP steps of the most exposed record: class-aware where the public plans allow.
 
     A site composes only the steps of its worst public class (:mod:`secfed.dp.engines`). The plans
@@ -268,6 +269,8 @@ def record_class_aware_steps(*, config: ExperimentConfig) -> int:
 
     Args:
         config: The configuration (record mode).
+        shape: The run's shape when the caller holds it; ``None`` finds it from the configuration
+            (:func:`secfed.builders.run_shape`), only when the class lists are needed.
 
     Returns:
         The step count.
@@ -284,16 +287,17 @@ def record_class_aware_steps(*, config: ExperimentConfig) -> int:
         _CLASS_STEPS_CACHE[key] = every
         return every
     from privacy.sampling import draw_slots
-    from secfed import components
     from secfed.data.partition import site_class_lists
     from secfed.dp.engines import ClassStepCounts, draw_class_tasks
     from secfed.seeding import derive_seed
 
-    train, _ = components.load_splits(config=config)
     part = config.partition
     seed = config.experiment.seed
     lists = site_class_lists(
-        scheme=part.scheme, num_classes=train.num_classes, num_sites=part.num_sites, seed=seed
+        scheme=part.scheme,
+        num_classes=(shape or run_shape(config=config)).train_classes,
+        num_sites=part.num_sites,
+        seed=seed,
     )
     worst = 0
     for sid, rounds in enumerate(planned_participation(config=config)):
@@ -354,7 +358,7 @@ def _replace_noise(config: ExperimentConfig, noise_multiplier: float) -> Experim
     )
 
 
-def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
+def calibrated_noise_multiplier(*, config: ExperimentConfig, shape: RunShape | None = None) -> float:
     """The smallest noise multiplier meeting ``privacy.target_epsilon`` over the planned run.
 
     * ``record``: Poisson-subsampled Gaussian, ``q = privacy.sample_rate``, over the class-aware
@@ -371,6 +375,8 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
 
     Args:
         config: The configuration (``privacy.target_epsilon > 0``, mode not ``none``).
+        shape: The run's shape (:class:`secfed.builders.RunShape`) when the caller holds it;
+            ``None`` finds it from the configuration (:func:`secfed.builders.run_shape`) when needed.
 
     Returns:
         z, with ε(z) <= target at ``privacy.delta`` for the planned run.
@@ -388,7 +394,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
                 target_epsilon=p.target_epsilon,
                 delta=p.delta,
                 sample_rate=p.sample_rate,
-                steps=record_class_aware_steps(config=config),
+                steps=record_class_aware_steps(config=config, shape=shape),
                 accountant=p.accountant,
             )
             if noise_sharing_enabled(config=config):
@@ -410,7 +416,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
             delta=p.delta,
             rounds=rounds,
             sample_rate=1.0,
-            dim=model_dim(config=config),
+            dim=model_dim(config=config, shape=shape),
             clip_norm=p.max_grad_norm,
             expected_clients=n_exp,
             bits=p.bits,
@@ -421,7 +427,7 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig) -> float:
         raise ConfigError(f"privacy.target_epsilon = {p.target_epsilon!r} cannot be met: {exc}") from exc
 
 
-def calibrated_config(*, config: ExperimentConfig) -> ExperimentConfig:
+def calibrated_config(*, config: ExperimentConfig, shape: RunShape | None = None) -> ExperimentConfig:
     """The configuration with ``privacy.noise_multiplier`` calibrated for ``privacy.target_epsilon``.
 
     Returns ``config`` unchanged when privacy is off or no target is set. Deterministic and
@@ -441,10 +447,12 @@ def calibrated_config(*, config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     if config.privacy.mode == "none" or not config.privacy.target_epsilon > 0:
         return config
-    return _replace_noise(config, calibrated_noise_multiplier(config=config))
+    return _replace_noise(config, calibrated_noise_multiplier(config=config, shape=shape))
 
 
-def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) -> dict[str, Any]:
+def planned_epsilon(
+    *, config: ExperimentConfig, accountant: str | None = None, shape: RunShape | None = None
+) -> dict[str, Any]:
     """ε of the planned run, at the record level and at the client level.
 
     Record level: the most exposed record (class-aware steps, :func:`record_class_aware_steps`, of
@@ -461,6 +469,8 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
     Args:
         config: The configuration.
         accountant: ``"rdp"``, ``"prv"`` or ``"pld"``; default ``privacy.accountant``.
+        shape: The run's shape (:class:`secfed.builders.RunShape`) when the caller holds it;
+            ``None`` finds it from the configuration (:func:`secfed.builders.run_shape`) when needed.
 
     Returns:
         A JSON-able dict: ``rounds`` (``experiment.rounds``), ``record_epsilon``, ``record_rounds``,
@@ -476,7 +486,7 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
     acc = accountant or p.accountant
     site_rounds = record_rounds(config=config)
     steps_all = site_rounds * record_steps_per_round(config=config)
-    steps = record_class_aware_steps(config=config) if p.mode == "record" else steps_all
+    steps = record_class_aware_steps(config=config, shape=shape) if p.mode == "record" else steps_all
     z_record = record_planned_noise_multiplier(config=config) if p.mode == "record" else p.noise_multiplier
     q_client = client_sample_rate(config=config)
     participations = client_rounds(config=config)
@@ -519,7 +529,7 @@ def planned_epsilon(*, config: ExperimentConfig, accountant: str | None = None) 
             )
         if p.mode == "distributed":
             n_exp = expected_participants(config=config)
-            event = distributed_dp_config(config=config, dim=model_dim(config=config)).event(
+            event = distributed_dp_config(config=config, dim=model_dim(config=config, shape=shape)).event(
                 num_survivors=n_exp, sample_rate=1.0
             )
             out["distributed_epsilon"] = distributed_epsilon_for(
@@ -615,13 +625,20 @@ class ServerPrivacy:
             written before :meth:`resume_to`).
         key_dir: Directory of the ledger's HMAC key (default :func:`privacy.ledger.default_key_dir`:
             ``$SECFED_KEY_DIR`` or ``~/.config/secfed/keys``); never inside ``run_dir``.
+        shape: The run's shape (:class:`secfed.builders.RunShape`) when the caller holds it;
+            ``None`` finds it from the configuration (:func:`secfed.builders.run_shape`) when needed.
 
     Raises:
         ConfigError: Privacy off, or non-uniform aggregation weights.
     """
 
     def __init__(
-        self, *, config: ExperimentConfig, run_dir: str | Path, key_dir: str | Path | None = None
+        self,
+        *,
+        config: ExperimentConfig,
+        run_dir: str | Path,
+        key_dir: str | Path | None = None,
+        shape: RunShape | None = None,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
@@ -635,6 +652,7 @@ class ServerPrivacy:
                 "contribution beyond the sensitivity the noise is calibrated for)"
             )
         self._cfg = config
+        self._shape = shape
         self._mode = p.mode
         self._run_dir = Path(run_dir)
         self._key_dir = None if key_dir is None else Path(key_dir)
@@ -667,7 +685,7 @@ class ServerPrivacy:
         self._projections: dict[str, tuple[Accountant, PlannedSteps, float, str | None]] = {}
         self._sharing = noise_sharing_enabled(config=config)
         if p.target_epsilon > 0 and self._mode != "distributed":
-            plan = planned_epsilon(config=config)
+            plan = planned_epsilon(config=config, shape=shape)
             planned = plan["record_epsilon"] if self._mode == "record" else plan["client_epsilon"]
             if planned > p.target_epsilon * (1 + 1e-6):
                 log.warning(
@@ -718,7 +736,9 @@ class ServerPrivacy:
             ConfigError: In another mode, or when the encoding cannot be planned.
         """
         if self._dist is None:
-            self._dist = distributed_dp_config(config=self._cfg, dim=model_dim(config=self._cfg))
+            self._dist = distributed_dp_config(
+                config=self._cfg, dim=model_dim(config=self._cfg, shape=self._shape)
+            )
         return self._dist
 
     def worst_case_survivors(self) -> int:
