@@ -379,26 +379,29 @@ class Experiment:
         cfg = self.config
         if cfg.experiment.backend == "ray":
             require_ray()  # a missing optional package stops the run here, before any work
-        if cfg.privacy.mode != "none" and cfg.privacy.target_epsilon > 0:
-            from secfed.dp import calibrated_config
-
-            # Noise multiplier calibrated for the target epsilon of the planned run (deterministic,
-            # so a resumed run calibrates to the same value).
-            cfg = self.config = calibrated_config(config=cfg)
         run_dir = Path(out_dir)
         ckpt_dir = run_dir / "checkpoint"
-        toml_text = config_to_toml(cfg)
         if not resume and (run_dir / "metrics.jsonl").exists():
             raise CheckpointError(f"{run_dir} already holds a run; use --resume or choose another --out")
         # This process's torch threads: experiment.threads, else a bounded default that honours
         # OMP_NUM_THREADS (default_threads: 1 on 2 cores), so a shared machine is not oversubscribed.
         torch.set_num_threads(cfg.experiment.threads or default_threads(processes=1))
-        # Public, server-side pieces: held-out test data and the model architecture.
+        # Public, server-side pieces: held-out test data and the model architecture (neither
+        # depends on the noise multiplier calibrated below).
         train, test = components.load_splits(config=cfg)
         input_shape = test.input_shape
         heads = components.model_num_classes(config=cfg, train=train)
-        del train  # the server keeps no training records
         model = initial_model(config=cfg, input_shape=input_shape, num_classes=heads)
+        # what DP planning needs of the data and the model, handed down instead of re-derived
+        shape = components.RunShape.of(model=model, train=train)
+        del train  # the server keeps no training records
+        if cfg.privacy.mode != "none" and cfg.privacy.target_epsilon > 0:
+            from secfed.dp import calibrated_config
+
+            # Noise multiplier calibrated for the target epsilon of the planned run (deterministic,
+            # so a resumed run calibrates to the same value).
+            cfg = self.config = calibrated_config(config=cfg, shape=shape)
+        toml_text = config_to_toml(cfg)
         spec = state_spec(model)
         learner = components.build_learner(config=cfg)
         test_source = components.build_test_source(config=cfg, test=test)
@@ -408,7 +411,7 @@ class Experiment:
         if cfg.privacy.mode != "none":
             from secfed.dp import ServerPrivacy
 
-            privacy = ServerPrivacy(config=cfg, run_dir=run_dir)
+            privacy = ServerPrivacy(config=cfg, run_dir=run_dir, shape=shape)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         start_round, state, opt_arrays, elapsed = 1, flat_state(model, spec=spec), None, 0.0
