@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from evaluations.errors import ReportInputError
+from privacy.atomic import atomic_write_text  # the one helper (re-exported here for the reports)
 
 __all__ = ["read_json", "read_jsonl", "as_float", "strict", "dumps_strict", "atomic_write_text"]
 
@@ -126,15 +126,3 @@ def strict(*, value: Any) -> Any:
 def dumps_strict(*, value: Any) -> str:
     """Strict-JSON text of ``value`` (see :func:`strict`), indented, ending with a newline."""
     return json.dumps(strict(value=value), indent=1, allow_nan=False) + "\n"
-
-
-def atomic_write_text(*, path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename.
-
-    Args:
-        path: Destination (its folder must exist).
-        text: Content.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

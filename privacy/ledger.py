@@ -85,6 +85,7 @@ from privacy.accountants import (
     create_accountant,
 )
 from privacy.analysis._checks import check_delta, check_finite_nonneg, check_int, check_positive, check_rate
+from privacy.atomic import atomic_write_text, fsync_dir
 from privacy.errors import (
     BudgetExceededError,
     InvalidPrivacyConfigError,
@@ -186,19 +187,6 @@ def _eps_from_json(value: Any, where: str) -> float:
     return float(value)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 # --------------------------------------------------------------------------------------------------
 # Keys
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +237,7 @@ def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
         os.close(fd)
     if not exclusive:
         os.replace(target, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _create_key(key_dir: Path, ledger_id: str) -> bytes:
@@ -713,7 +701,7 @@ class PrivacyLedger:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(p.parent)
+        fsync_dir(p.parent)
         _write_head(key, kd, ledger_id, 0, mac)
         header = LedgerHeader(
             budget=budget,
@@ -1214,14 +1202,7 @@ class PrivacyLedger:
 
     def _rewrite(self) -> None:
         """Rewrite the file from the kept raw lines (tmp file + fsync + atomic rename + dir fsync)."""
-        lines = self._raw_lines
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
-        _fsync_dir(self._path.parent)
+        atomic_write_text(path=self._path, text="\n".join(self._raw_lines) + "\n")
 
     # ---- resume helpers -----------------------------------------------------------------------
     def rebuild_accountants(self, *, verify: bool = True) -> tuple[dict[str, Accountant], Accountant | None]:

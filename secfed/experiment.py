@@ -38,6 +38,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from privacy.atomic import atomic_write_text
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
 from secfed.errors import CheckpointError, IntegrityError, RunDirectoryError
 from secfed.federation.backends import default_threads, make_backend
@@ -298,15 +299,6 @@ def _code_version() -> str:
         return "unknown"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class Experiment:
     """A configured federated experiment."""
 
@@ -427,14 +419,14 @@ class Experiment:
             if old and old != toml_text:
                 raise CheckpointError(f"{run_dir}/config.toml differs from the configuration being resumed")
         else:
-            _atomic_write(run_dir / "config.toml", toml_text)
+            atomic_write_text(path=run_dir / "config.toml", text=toml_text)
         if privacy is not None:
             # First, before any file is rewritten or any site started: verify the ledger and keep
             # every release it accounts (rounds after the checkpoint, or all of them when
             # checkpoint/state.json is missing, stay counted; nothing is truncated).
             privacy.resume_to(completed_round=start_round - 1)
         metrics = [m for m in read_metrics(run_dir) if m.get("round", 0) < start_round]
-        _atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        atomic_write_text(path=run_dir / "metrics.jsonl", text="".join(json.dumps(m) + "\n" for m in metrics))
 
         backend = make_backend(
             name=cfg.experiment.backend,
@@ -464,7 +456,9 @@ class Experiment:
                     raise CheckpointError(f"{ckpt_dir}: {exc}") from exc
                 server.optimizer.load_arrays(opt_arrays)
             sites = server.site_info()
-            _atomic_write(run_dir / "sites.json", json.dumps({str(k): v for k, v in sites.items()}, indent=1))
+            atomic_write_text(
+                path=run_dir / "sites.json", text=json.dumps({str(k): v for k, v in sites.items()}, indent=1)
+            )
             if privacy is not None:
                 privacy.register_sites(sites)
             stop_reason = self._loop(
@@ -518,7 +512,7 @@ class Experiment:
             )
             summary["untrained_test_accuracy"] = base
             summary["untrained_test_accuracy_ci95"] = base_ci
-        _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(path=run_dir / "summary.json", text=json.dumps(summary, indent=1))
         return RunResult(run_dir=run_dir, metrics=metrics, summary=summary)
 
     # ------------------------------------------------------------------ internals
@@ -639,7 +633,7 @@ class Experiment:
         info: dict[str, Any] = {"version": CHECKPOINT_VERSION, "round": round_idx, "weights": weights}
         if elapsed is not None:
             info["elapsed_s"] = elapsed
-        _atomic_write(ckpt_dir / "state.json", json.dumps(info, indent=1))
+        atomic_write_text(path=ckpt_dir / "state.json", text=json.dumps(info, indent=1))
         for old in ckpt_dir.glob("model-*.safetensors"):
             if old.name != weights:
                 old.unlink()
