@@ -103,8 +103,8 @@ from privacy.accountants import (
     GaussianAccountant,
     create_accountant,
 )
+from privacy.adjacency import Adjacency
 from privacy.calibration import calibrate_noise, distributed_epsilon_for, epsilon_for
-from privacy.distributed import ADJACENCY as DISTRIBUTED_ADJACENCY
 from privacy.distributed import DistributedDPConfig, calibrate_distributed_dp
 from privacy.errors import InvalidInputError, LedgerCorruptedError, LedgerError, PrivacyError
 from privacy.ledger import (
@@ -161,14 +161,11 @@ log = logging.getLogger("secfed")
 
 #: The ledger's file name inside the run directory.
 LEDGER_FILE = "privacy_ledger.jsonl"
-#: Adjacency of record-level DP (same words as the site hook's reports).
-ADJACENCY_RECORD = "add/remove one record"
-#: Adjacency of client-level DP-FedAvg.
-ADJACENCY_CLIENT = "add/remove one client's entire dataset"
-#: Adjacency of the distributed mechanisms (Kairouz et al. 2021; Agarwal et al. 2021).
-ADJACENCY_DISTRIBUTED = (
-    f"{DISTRIBUTED_ADJACENCY}: one client's update replaced by zero (its noise share kept)"
-)
+#: Aliases of :class:`privacy.adjacency.Adjacency`'s members (record-level DP, client-level
+#: DP-FedAvg, the distributed mechanisms), kept for importers.
+ADJACENCY_RECORD = Adjacency.RECORD
+ADJACENCY_CLIENT = Adjacency.CLIENT
+ADJACENCY_DISTRIBUTED = Adjacency.DISTRIBUTED
 #: Ledger name of the global mechanism in ``client`` mode.
 MECHANISM_DP_FEDAVG = "dp-fedavg"
 #: Ledger name of a site's record-level bound derived from the client-level aggregate's noise.
@@ -582,14 +579,18 @@ def _check_report(*, sid: int, report: Any, mode: str) -> dict[str, Any]:
         raise MessageError(f"{where}: noise_multiplier {z} must be >= 0 and sample_rate {q} in [0, 1]")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise MessageError(f"{where}: steps must be an integer >= 0, got {steps!r}")
-    if not isinstance(report["adjacency"], str) or not report["adjacency"]:
-        raise MessageError(f"{where}: adjacency must be a non-empty string")
+    try:
+        adjacency = Adjacency.parse(report["adjacency"])
+    except PrivacyError as exc:
+        raise MessageError(f"{where}: {exc}") from exc
+    if adjacency is not (Adjacency.RECORD if mode == "record" else Adjacency.CLIENT):
+        raise MessageError(f"{where}: adjacency {adjacency.value!r} does not fit mode {mode!r}")
     exhausted = report.get("budget_exhausted", False)
     if not isinstance(exhausted, bool):
         raise MessageError(f"{where}: budget_exhausted must be a boolean, got {exhausted!r}")
     return {
         "mechanism": str(report["mechanism"]),
-        "adjacency": str(report["adjacency"]),
+        "adjacency": adjacency.value,
         "noise_multiplier": z,
         "sample_rate": q,
         "steps": int(steps),
@@ -715,7 +716,9 @@ class ServerPrivacy:
     @property
     def adjacency(self) -> str:
         """The adjacency relation of the claimed guarantee."""
-        return {"record": ADJACENCY_RECORD, "client": ADJACENCY_CLIENT}.get(self._mode, ADJACENCY_DISTRIBUTED)
+        return {"record": Adjacency.RECORD, "client": Adjacency.CLIENT}.get(
+            self._mode, Adjacency.DISTRIBUTED
+        ).value
 
     @property
     def mechanism(self) -> str:
@@ -1103,7 +1106,7 @@ class ServerPrivacy:
                 plan = self._site_planned_steps(str(sid))
                 planned[str(sid)] = {
                     "mechanism": record_mechanism(config=self._cfg),
-                    "adjacency": ADJACENCY_RECORD,
+                    "adjacency": Adjacency.RECORD.value,
                     "noise_multiplier": plan.noise_multiplier,
                     "sample_rate": plan.sample_rate,
                     "steps": plan.steps,
@@ -1240,7 +1243,7 @@ class ServerPrivacy:
                 sample_rate=p.sample_rate if prev is None else prev.sample_rate,
                 steps=0,
                 privacy_unit="record",
-                adjacency=ADJACENCY_RECORD if prev is None else prev.adjacency,
+                adjacency=Adjacency.RECORD.value if prev is None else prev.adjacency,
                 params=(
                     {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
                     if self._sharing
@@ -1317,7 +1320,7 @@ class ServerPrivacy:
             sample_rate=1.0,
             steps=1 if included else 0,
             privacy_unit="record",
-            adjacency=ADJACENCY_RECORD,
+            adjacency=Adjacency.RECORD.value,
             params=params,
         )
         return rec, new
@@ -1362,7 +1365,7 @@ class ServerPrivacy:
                 sample_rate=1.0,
                 steps=steps,
                 privacy_unit="client",
-                adjacency=ADJACENCY_CLIENT,
+                adjacency=Adjacency.CLIENT.value,
                 params=params,
             )
             return rec, new
@@ -1394,7 +1397,7 @@ class ServerPrivacy:
             sample_rate=1.0,
             steps=steps,
             privacy_unit="client",
-            adjacency=ADJACENCY_DISTRIBUTED,
+            adjacency=Adjacency.DISTRIBUTED.value,
             params=params,
         )
         return rec, new

@@ -114,6 +114,7 @@ from torch import nn
 
 from privacy import sampling
 from privacy.accountants import GaussianAccountant, PLDAccountant, PRVAccountant, RDPAccountant
+from privacy.adjacency import Adjacency
 from privacy.client_dp import clip_update
 from privacy.dpsgd import check_record_independent_model
 from privacy.errors import LedgerCorruptedError, PrivacyError
@@ -171,10 +172,10 @@ __all__ = [
     "episode_task",
 ]
 
-#: Adjacency of record-level DP.
-ADJACENCY_RECORD = "add/remove one record"
-#: Adjacency of client-level DP.
-ADJACENCY_CLIENT = "add/remove one client's entire dataset"
+#: Adjacency of record-level DP (alias of :attr:`privacy.adjacency.Adjacency.RECORD`).
+ADJACENCY_RECORD = Adjacency.RECORD
+#: Adjacency of client-level DP (alias of :attr:`privacy.adjacency.Adjacency.CLIENT`).
+ADJACENCY_CLIENT = Adjacency.CLIENT
 #: Per-episode clipping + Gaussian noise (ProtoNet, MAML, FOMAML).
 MECHANISM_EPISODIC = "episodic-gaussian"
 #: Per-record clipping + Gaussian noise (Reptile, FedAvg).
@@ -224,7 +225,7 @@ class SitePrivacy(ABC):
     """
 
     unit: ClassVar[str] = ""
-    adjacency: ClassVar[str] = ""
+    adjacency: ClassVar[Adjacency]
 
     def __init__(self, *, config: ExperimentConfig, site_id: int) -> None:
         self._cfg = config
@@ -269,7 +270,7 @@ class SitePrivacy(ABC):
         return {
             "mode": p.mode,
             "unit": self.unit,
-            "adjacency": self.adjacency,
+            "adjacency": self.adjacency.value,
             "mechanism": self.mechanism,
             "noise_multiplier": float(p.noise_multiplier),
             "max_grad_norm": float(p.max_grad_norm),
@@ -343,7 +344,7 @@ class SitePrivacy(ABC):
         report: dict[str, Any] = {
             "mode": self._cfg.privacy.mode,
             "unit": self.unit,
-            "adjacency": self.adjacency,
+            "adjacency": self.adjacency.value,
             "mechanism": self.mechanism,
             "noise_multiplier": self.accounted_noise_multiplier,
             "sample_rate": self.sample_rate,
@@ -376,7 +377,7 @@ class ClientLevelSitePrivacy(SitePrivacy):
     """Client-level DP (``client`` / ``distributed``): learner's own training, then flat clipping."""
 
     unit: ClassVar[str] = "client"
-    adjacency: ClassVar[str] = ADJACENCY_CLIENT
+    adjacency: ClassVar[Adjacency] = Adjacency.CLIENT
 
     @property
     def mechanism(self) -> str:
@@ -438,7 +439,7 @@ class RecordSitePrivacy(SitePrivacy):
     """
 
     unit: ClassVar[str] = "record"
-    adjacency: ClassVar[str] = ADJACENCY_RECORD
+    adjacency: ClassVar[Adjacency] = Adjacency.RECORD
 
     def __init__(
         self,
