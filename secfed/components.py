@@ -25,7 +25,7 @@ from secfed.builders import (
     model_num_classes,
     run_shape,
 )
-from secfed.config import ExperimentConfig, config_from_dict, config_to_dict
+from secfed.config import ExperimentConfig, check_distributed_dp_aggregation, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
 from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
@@ -191,13 +191,9 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
     Raises:
         ConfigError: If distributed DP is asked for without secure aggregation.
     """
-    agg = config.federation.aggregation
+    check_distributed_dp_aggregation(config=config)
     distributed = config.privacy.mode == "distributed"
-    if agg == "plain":
-        if distributed:
-            raise ConfigError(
-                "privacy.mode = 'distributed' needs federation.aggregation = 'secagg' or 'secagg+'"
-            )
+    if config.federation.aggregation == "plain":
         from secfed.federation.plain import PlainClientAggregator
 
         return PlainClientAggregator()
@@ -242,13 +238,9 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
     Raises:
         ConfigError: If distributed DP is asked for without secure aggregation.
     """
-    agg = config.federation.aggregation
+    check_distributed_dp_aggregation(config=config)
     distributed = config.privacy.mode == "distributed"
-    if agg == "plain":
-        if distributed:
-            raise ConfigError(
-                "privacy.mode = 'distributed' needs federation.aggregation = 'secagg' or 'secagg+'"
-            )
+    if config.federation.aggregation == "plain":
         from secfed.federation.plain import PlainServerAggregator
 
         return PlainServerAggregator()

@@ -45,6 +45,7 @@ __all__ = [
     "config_to_toml",
     "config_hash",
     "max_sites_per_round",
+    "check_distributed_dp_aggregation",
     "SHARING_LEARNERS",
     "protocol_options",
     "check_protocol_options",
@@ -782,13 +783,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(8 <= pr.bits <= 62, "privacy.bits", "must be in [8, 62]", pr.bits)
     _check(pr.episodes_per_step >= 1, "privacy.episodes_per_step", "must be >= 1", pr.episodes_per_step)
     _check(pr.augmult >= 1, "privacy.augmult", "must be >= 1 (1 = off)", pr.augmult)
+    check_distributed_dp_aggregation(config=cfg)
     if pr.mode == "distributed":
-        _check(
-            f.aggregation != "plain",
-            "federation.aggregation",
-            "privacy.mode = 'distributed' needs secure aggregation ('secagg' or 'secagg+')",
-            f.aggregation,
-        )
         _check(
             pr.mechanism in ("skellam", "ddg"),
             "privacy.mechanism",
@@ -815,6 +811,29 @@ def validate(cfg: ExperimentConfig) -> None:
         # the protocol's own checks of (k, t) at the planned number of sites per round, so that a
         # bad or infeasible setting stops here instead of making every round abort
         check_protocol_options(config=cfg)
+
+
+def check_distributed_dp_aggregation(*, config: ExperimentConfig) -> None:
+    """Refuse distributed DP without secure aggregation: the one place this rule is written.
+
+    The sites' noise shares protect only the sum (Kairouz et al. 2021), so a server that sees each
+    update must not run the distributed mechanisms. :func:`validate` checks it for every
+    configuration; the aggregator builders of :mod:`secfed.components` call it again for a
+    configuration built without validation.
+
+    Args:
+        config: The configuration.
+
+    Raises:
+        ConfigError: ``privacy.mode = 'distributed'`` with ``federation.aggregation = 'plain'``.
+    """
+    if config.privacy.mode == "distributed":
+        _check(
+            config.federation.aggregation != "plain",
+            "federation.aggregation",
+            "privacy.mode = 'distributed' needs secure aggregation ('secagg' or 'secagg+')",
+            config.federation.aggregation,
+        )
 
 
 def max_sites_per_round(cfg: ExperimentConfig) -> int:
