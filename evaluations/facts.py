@@ -24,15 +24,18 @@ from evaluations.attack_results import (
     strongest_inversion,
     strongest_mia,
 )
-from evaluations.jsonio import as_float
+from evaluations.errors import ReportInputError
+from evaluations.jsonio import as_float, read_json
 from evaluations.rundata import RunData
 from evaluations.wording import (
     adjacency_words,
+    baseline_words,
     epsilon_explanation,
     fmt_eps,
     fmt_num,
     fmt_pct,
     strength_words,
+    trust_words,
     unit_words,
 )
 from secfed.config import config_from_dict, config_hash
@@ -545,6 +548,22 @@ def utility_facts(*, run: RunData) -> dict[str, Any]:
         for m in run.metrics
         if isinstance(m.get("round"), int) and (a := as_float(value=m.get("test_accuracy"))) is not None
     ]
+    base = as_float(value=s.get("untrained_test_accuracy"))
+    base_ci = as_float(value=s.get("untrained_test_accuracy_ci95"))
+    pretrain = run.setting(key="model.pretrain_steps")
+    baseline_text, beat = baseline_words(
+        accuracy=acc,
+        ci=ci,
+        base=base,
+        base_ci=base_ci,
+        pretrained=isinstance(pretrain, int) and pretrain > 0,
+    )
+    # the mean training loss per round (absent under DP: a function of the private records)
+    train_loss = [
+        (int(m["round"]), loss)
+        for m in run.metrics
+        if isinstance(m.get("round"), int) and (loss := as_float(value=m.get("train_loss"))) is not None
+    ]
     n_way, k_shot, q = (run.setting(key=f"task.{k}") for k in ("test_n_way", "test_k_shot", "test_q_query"))
     learner = s.get("learner") or run.setting(key="learner.name")
     setting = None
@@ -568,9 +587,24 @@ def utility_facts(*, run: RunData) -> dict[str, Any]:
             + (f", against {fmt_pct(value=chance)} expected by guessing" if chance is not None else "")
             + "."
         )
+        if base is not None:
+            statement += (
+                f" The untrained starting model scores {fmt_pct(value=base, ci=base_ci)} on the same test "
+                "tasks"
+                + (
+                    ": training did not beat the untrained model."
+                    if not beat
+                    else f", so training added {100 * (acc - base):.1f} points."
+                )
+            )
     return {
         "test_accuracy": acc,
         "ci95": ci,
+        "untrained_accuracy": base,
+        "untrained_ci95": base_ci,
+        "baseline": baseline_text,
+        "beat_untrained": beat,
+        "train_loss": train_loss,
         "episodes": episodes,
         "setting": setting,
         "chance": chance,
@@ -999,6 +1033,137 @@ def empirical_epsilon_facts(
 # --------------------------------------------------------------------------------------------------
 
 
+#: The white-box audit's result file inside ``RUN_DIR/attacks`` (:mod:`attacks.secfed_whitebox`).
+WHITEBOX_AUDIT_FILE = "whitebox_audit.json"
+
+
+def whitebox_audit_facts(*, run_dir: Path) -> dict[str, Any] | None:
+    """The white-box audit's bound and its power, from ``RUN_DIR/attacks/whitebox_audit.json``.
+
+    Args:
+        run_dir: The run directory.
+
+    Returns:
+        ``None`` when the audit was not run; else ``status`` (``ok`` or ``unreadable``) and, when
+        readable, ``lower_bound`` (the proven one-run ε), ``ceiling`` (the most its canaries could
+        prove), ``gdp_epsilon``, ``canaries``, ``accountant_epsilon`` and ``violation``.
+    """
+    path = run_dir / "attacks" / WHITEBOX_AUDIT_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = read_json(path=path)
+    except ReportInputError as exc:
+        return {"status": "unreadable", "problem": str(exc)}
+    if not isinstance(doc, Mapping):
+        return {"status": "unreadable", "problem": f"{path} is not a JSON object"}
+
+    def section(key: str) -> Mapping[str, Any]:
+        value = doc.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    one_run, gdp, cfg = section("one_run"), section("gdp"), section("config")
+    canaries = cfg.get("num_canaries")
+    return {
+        "status": "ok",
+        "lower_bound": as_float(value=one_run.get("epsilon")),
+        "ceiling": as_float(value=one_run.get("ceiling")),
+        "gdp_epsilon": as_float(value=gdp.get("epsilon")),
+        "canaries": int(canaries) if isinstance(canaries, int) else None,
+        "accountant_epsilon": as_float(value=doc.get("accountant_epsilon")),
+        "violation": bool(doc.get("violation")),
+    }
+
+
+def _audit_verdict(*, whitebox: Mapping[str, Any] | None, empirical: Mapping[str, Any], dp: bool) -> str:
+    parts: list[str] = []
+    if whitebox is not None and whitebox.get("status") == "ok":
+        lb, ceiling, m = whitebox.get("lower_bound"), whitebox.get("ceiling"), whitebox.get("canaries")
+        text = f"white-box canary audit: proved ε ≥ {fmt_num(value=lb)}"
+        acc = whitebox.get("accountant_epsilon")
+        text += f" (accountant ε = {fmt_eps(eps=acc)})" if acc is not None else " (no DP: no accountant ε)"
+        if whitebox.get("violation"):
+            text += "; VIOLATION: more leakage than the accountant allows, the guarantee is refuted"
+        elif lb is not None and lb <= 1e-9:
+            text += "; 0 means this audit detected no leakage, not that nothing leaks"
+        if ceiling is not None:
+            text += (
+                f". Its power: with {m if m is not None else 'its'} canaries this audit cannot detect "
+                f"leakage beyond ε = {fmt_num(value=ceiling)} (its ceiling), so a smaller bound than the "
+                "accountant's does not show the accountant is loose"
+            )
+            if acc is not None and ceiling < acc:
+                text += f"; it cannot test the accountant's ε = {fmt_eps(eps=acc)} at all"
+        parts.append(text)
+    elif whitebox is not None:
+        parts.append(f"white-box audit result unreadable ({whitebox.get('problem')})")
+    if empirical.get("status") == "ok":
+        parts.append(f"black-box audit: {empirical['statement']}")
+    if not parts:
+        return "not run (secfed attack RUN_DIR --attack whitebox-audit, about 10 s): the accountant's ε " + (
+            "is not checked empirically" if dp else "— there is none: no DP"
+        )
+    return "; ".join(parts)
+
+
+def verdict_facts(*, facts: Mapping[str, Any], whitebox: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict box at the top of a run report: guarantee, utility, attacks, audit.
+
+    Args:
+        facts: The run's sections (``privacy``, ``secure_aggregation``, ``utility``, ``attacks``,
+            ``empirical_epsilon`` as :func:`run_facts` builds them).
+        whitebox: :func:`whitebox_audit_facts` of the run (``None``: not run).
+
+    Returns:
+        ``rows`` (``(label, text)`` pairs, in this order: guarantee, trust, utility, attacks,
+        audit) and ``beat_untrained``.
+    """
+    p, sa, u, a = facts["privacy"], facts["secure_aggregation"], facts["utility"], facts["attacks"]
+    dp = bool(p.get("applied"))
+    if dp:
+        guarantee = (
+            f"ε = {fmt_eps(eps=p.get('epsilon'))} at δ = {fmt_num(value=p.get('delta'))} per "
+            f"{p.get('unit') or 'unit (not recorded)'} ({p.get('mode')}-level DP, "
+            f"{p.get('accountant') or 'accountant not recorded'} accountant)"
+        )
+    else:
+        guarantee = "none claimed: no differential privacy was applied (ε = ∞)"
+    trust = trust_words(
+        mode=p.get("mode") if dp else "none",
+        protocol=sa.get("protocol_name") if sa.get("protocol") not in (None, "plain") else None,
+        trust_assumption=p.get("trust_assumption"),
+    )
+    mia = a.get("mia") or {}
+    attack_parts: list[str] = []
+    if mia.get("status") == "ok" and mia.get("rows"):
+        best = max(mia["rows"], key=lambda r: r.get("auc") if r.get("auc") is not None else -1.0)
+        text = f"membership inference ({best.get('attack')}): AUC {fmt_num(value=best.get('auc'))}"
+        for key, label in (("tpr_at_0.1%", "0.1 %"), ("tpr_at_1%", "1 %")):
+            if best.get(key) is not None:
+                text += f", true-positive rate {fmt_pct(value=best[key])} at {label} false positives"
+                break
+        text += " (AUC 0.5 = guessing)"
+        attack_parts.append(text)
+    inv = a.get("inversion") or {}
+    if inv.get("status") == "ok":
+        attack_parts.append(f"gradient inversion: {inv.get('statement')}")
+    attacks = (
+        "; ".join(attack_parts)
+        if attack_parts
+        else "none run (secfed attack RUN_DIR --attack mia): no attack result to show"
+    )
+    return {
+        "rows": [
+            ("Guarantee", guarantee),
+            ("Trust assumptions", trust),
+            ("Utility", u.get("baseline") or "not recorded"),
+            ("Attacks", attacks),
+            ("Audit", _audit_verdict(whitebox=whitebox, empirical=facts["empirical_epsilon"], dp=dp)),
+        ],
+        "beat_untrained": u.get("beat_untrained"),
+    }
+
+
 def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
     """All sections of a run report.
 
@@ -1011,7 +1176,7 @@ def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[st
         "empirical_epsilon"}``.
     """
     privacy = privacy_facts(run=run)
-    return {
+    facts: dict[str, Any] = {
         "kind": "run",
         "what_was_run": _what_was_run(run),
         "privacy": privacy,
@@ -1020,6 +1185,8 @@ def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[st
         "attacks": attack_facts(outcomes=outcomes),
         "empirical_epsilon": empirical_epsilon_facts(outcomes=outcomes, privacy=privacy),
     }
+    facts["verdict"] = verdict_facts(facts=facts, whitebox=whitebox_audit_facts(run_dir=run.path))
+    return facts
 
 
 def sweep_facts(

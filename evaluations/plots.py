@@ -42,6 +42,7 @@ def accuracy_plot(
     ci95: Sequence[float | None],
     final: tuple[int, float, float | None] | None = None,
     chance: float | None = None,
+    baseline: tuple[float, float | None] | None = None,
 ) -> bytes:
     """Test accuracy (%) against the round, with 95 % confidence bars.
 
@@ -51,12 +52,19 @@ def accuracy_plot(
         ci95: Half-width of the 95 % interval per round (``None`` = unknown).
         final: ``(round, accuracy, ci95)`` of the final evaluation, drawn as a separate marker.
         chance: Chance level in [0, 1] (e.g. ``1 / n_way``), drawn as a dashed line.
+        baseline: ``(accuracy, ci95)`` of the untrained model on the same test tasks, drawn as a
+            dashed line with its 95 % band.
 
     Returns:
         PNG bytes.
     """
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
+    if baseline is not None:
+        base, base_ci = 100 * baseline[0], 100 * (baseline[1] or 0.0)
+        ax.axhline(base, color="C2", linestyle="--", linewidth=1, label="untrained model")
+        if base_ci > 0:
+            ax.axhspan(base - base_ci, base + base_ci, color="C2", alpha=0.12, linewidth=0)
     if rounds:
         yerr = [100 * (c or 0.0) for c in ci95]
         ax.errorbar(
@@ -86,6 +94,28 @@ def accuracy_plot(
     ax.set_title("Accuracy on held-out test tasks")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def loss_plot(*, rounds: Sequence[int], loss: Sequence[float]) -> bytes:
+    """Mean training loss of the sites against the round (only drawn without DP: under DP the loss
+    is a function of the private records and is not released).
+
+    Args:
+        rounds: Rounds.
+        loss: Mean training loss per round.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    ax.plot(list(rounds), list(loss), marker="o", markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean training loss")
+    ax.set_title("Training loss (sites' mean)")
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 

@@ -29,6 +29,9 @@ th,td{border:1px solid #c9d3e3;padding:.25rem .55rem;text-align:left;vertical-al
 th{background:#eef2f8}
 .glance{background:#f5f8fc;border:1px solid #c9d3e3;border-radius:6px;padding:.6rem 1rem}
 .glance td:first-child{font-weight:bold;white-space:nowrap}
+.verdict{background:#fbfbf3;border:2px solid #556;border-radius:6px;padding:.6rem 1rem;margin:.8rem 0}
+.verdict td:first-child{font-weight:bold;white-space:nowrap;vertical-align:top}
+.verdict.fail{border-color:#c0392b}
 .warn{background:#fff4e5;border-left:4px solid #e08a00;padding:.4rem .8rem;margin:.6rem 0}
 .bad{background:#fdecea;border-left:4px solid #c62828;padding:.4rem .8rem;margin:.6rem 0}
 .ok{color:#1b5e20}
@@ -169,7 +172,7 @@ def _utility_section(u: Mapping[str, Any], figures: Mapping[str, Figure]) -> lis
         out.append(_p(f"Test setting: {u['setting']}."))
     if u["per_round"]:
         out.append(_table(*common.utility_table(utility=u)))
-    out.append(_figs(figures, "accuracy"))
+    out.append(_figs(figures, "accuracy", "loss"))
     sup = u.get("supervised") or {}
     if sup.get("applied"):
         out.append("<h3>Supervised evaluation of the global model on the test split</h3>")
@@ -208,6 +211,19 @@ def _integrity_alerts(f: Mapping[str, Any]) -> str:
     return "".join(f'<div class="warn"><strong>{_e(a)}</strong></div>' for a in f.get("integrity_alerts", []))
 
 
+def _verdict_box(f: Mapping[str, Any]) -> str:
+    """The verdict at the very top: guarantee, trust, utility against the untrained model, attacks, audit."""
+    v = f.get("verdict")
+    if not v:
+        return ""
+    cls = "verdict fail" if v.get("beat_untrained") is False else "verdict"
+    return (
+        f'<div class="{cls}" id="verdict"><h2 style="margin-top:0">Verdict</h2>'
+        + _kv(v["rows"], "verdict")
+        + "</div>"
+    )
+
+
 def _glance_run(f: Mapping[str, Any]) -> str:
     return (
         '<div class="glance"><h2 style="margin-top:0">At a glance</h2>'
@@ -232,6 +248,7 @@ def render_run_html(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], 
     body = [
         f"<h1>{_e(title)}</h1>",
         _integrity_alerts(facts),
+        _verdict_box(facts),
         _p(
             f"Generated {generated} from the run folder {w['run_dir']}. This report explains, in plain "
             "words, what was trained, what privacy protection applied, how well the model works and "

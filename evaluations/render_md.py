@@ -74,6 +74,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
     out: list[str] = [
         f"# Privacy and utility audit report: {w['name'] or w['run_dir']}\n",
         *[f"> **INTEGRITY CHECK FAILED:** {x}\n" for x in facts.get("integrity_alerts", [])],
+        *(["## Verdict\n", _kv(facts["verdict"]["rows"])] if facts.get("verdict") else []),
         f"*Generated {generated} from the run folder `{w['run_dir']}`.*\n",
         "## At a glance\n",
         _kv(common.glance_rows(facts=facts)),
@@ -106,7 +107,7 @@ def render_run_md(*, facts: Mapping[str, Any], figures: Mapping[str, Figure], ge
         out.append(f"Test setting: {u['setting']}.\n")
     if u["per_round"]:
         out.append(_table(common.utility_table(utility=u)))
-    out += _figs(figures, "accuracy")
+    out += _figs(figures, "accuracy", "loss")
     sup = u.get("supervised") or {}
     if sup.get("applied"):
         out += ["### Supervised evaluation of the global model on the test split\n", sup["statement"] + "\n"]

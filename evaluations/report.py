@@ -95,16 +95,39 @@ def _run_figures(
                 key="accuracy",
                 title="Accuracy over training rounds",
                 caption="Share of test examples classified correctly after each evaluated round, with 95 % "
-                "confidence bars; the square is the final evaluation on more test tasks; the dashed line is "
-                "what guessing would achieve.",
+                "confidence bars; the square is the final evaluation on more test tasks; the grey dashed "
+                "line is what guessing would achieve"
+                + (
+                    "; the green dashed line and band are the untrained model on the same test tasks."
+                    if util.get("untrained_accuracy") is not None
+                    else "."
+                ),
                 png=plots.accuracy_plot(
                     rounds=[r["round"] for r in util["per_round"]],
                     accuracy=[r["accuracy"] for r in util["per_round"]],
                     ci95=[r["ci95"] for r in util["per_round"]],
                     final=final,
                     chance=util["chance"],
+                    baseline=(
+                        (util["untrained_accuracy"], util.get("untrained_ci95"))
+                        if util.get("untrained_accuracy") is not None
+                        else None
+                    ),
                 ),
                 path=f"{PLOTS_DIR}/accuracy.png",
+            )
+        )
+    if util.get("train_loss") and not facts["privacy"]["applied"]:
+        figs.append(
+            Figure(
+                key="loss",
+                title="Training loss over rounds",
+                caption="The sites' mean training loss in each round (not released under DP, where it "
+                "depends on the private records).",
+                png=plots.loss_plot(
+                    rounds=[r for r, _ in util["train_loss"]], loss=[v for _, v in util["train_loss"]]
+                ),
+                path=f"{PLOTS_DIR}/loss.png",
             )
         )
     series = epsilon_series(run=run)

@@ -13,6 +13,8 @@ __all__ = [
     "adjacency_words",
     "epsilon_explanation",
     "strength_words",
+    "trust_words",
+    "baseline_words",
 ]
 
 #: Term -> explanation, shown at the end of every report.
@@ -160,3 +162,83 @@ def epsilon_explanation(*, eps: float | None, delta: float | None, unit: str | N
         "protection: as a rough guide, ε ≤ 1 is strong, ε up to about 10 is common in deployed systems, "
         "and larger values give little formal protection."
     )
+
+
+def trust_words(*, mode: str | None, protocol: str | None, trust_assumption: str | None) -> str:
+    """Who must be trusted for a run's guarantee to hold, in one sentence.
+
+    Args:
+        mode: ``privacy.mode`` (``none``, ``record``, ``client``, ``distributed``).
+        protocol: The secure-aggregation protocol's name, ``None`` or ``"plain"`` for none.
+        trust_assumption: The run's own statement (``summary.json``; noise sharing writes one).
+
+    Returns:
+        The sentence (no final full stop).
+    """
+    secure = bool(protocol) and str(protocol).lower() not in ("plain", "none", "not recorded")
+    hides = (
+        f"; {protocol} hides each site's update from an honest-but-curious server (it sees only the sum)"
+        if secure
+        else "; without secure aggregation the server sees every site's update"
+    )
+    if mode in (None, "none", "unknown"):
+        none = "none claimed: no differential privacy, so nothing bounds what the model or the updates reveal"
+        return none + (hides if secure else "")
+    if trust_assumption:
+        return f"{trust_assumption}{hides}"
+    if mode == "record":
+        own = "each site adds its own full noise: no trust in the server or the other sites is needed"
+        return own + hides
+    if mode == "client":
+        return (
+            "trusted aggregator: the server clips and noises the sum of the sites' updates, so the "
+            "guarantee holds only against readers of the released models, not against the server"
+        )
+    if mode == "distributed":
+        return (
+            "the sites add noise shares that only sum to the full noise under secure aggregation: "
+            "the guarantee assumes the protocol's threshold of honest sites" + hides
+        )
+    return f"privacy mode {mode}" + hides
+
+
+def baseline_words(
+    *,
+    accuracy: float | None,
+    ci: float | None,
+    base: float | None,
+    base_ci: float | None,
+    pretrained: bool = False,
+) -> tuple[str, bool | None]:
+    """The final accuracy against the untrained model on the same test tasks.
+
+    Args:
+        accuracy: Final test accuracy in [0, 1].
+        ci: Its 95 % half-width.
+        base: The untrained model's accuracy on the same tasks (``None``: not recorded).
+        base_ci: Its 95 % half-width.
+        pretrained: The starting model was pretrained on declared-public data (``model.pretrain_steps``):
+            it is named as such, since it is not a random network.
+
+    Returns:
+        ``(sentence, beat)``: ``beat`` is True when the 95 % intervals do not overlap and training
+        is better, False when training did not beat the untrained model, None when unknown.
+    """
+    if accuracy is None:
+        return "no final evaluation recorded", None
+    if base is None:
+        return (
+            f"{fmt_pct(value=accuracy, ci=ci)}; the untrained model was not scored on the same tasks "
+            "(experiment.untrained_baseline), so whether training helped is not shown",
+            None,
+        )
+    half, base_half = (c if c is not None and math.isfinite(c) else 0.0 for c in (ci, base_ci))
+    beat = accuracy - half > base + base_half
+    text = (
+        f"{fmt_pct(value=accuracy, ci=ci)} against {fmt_pct(value=base, ci=base_ci)} for the untrained "
+        f"model{' (pretrained on public data only, before any private training)' if pretrained else ''} "
+        f"on the same test tasks ({100 * (accuracy - base):+.1f} points)"
+    )
+    if not beat:
+        text += ": training did not beat the untrained model"
+    return text, beat

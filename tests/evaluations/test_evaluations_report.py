@@ -158,8 +158,8 @@ def test_run_report_without_privacy_or_attacks(tmp_path: Path) -> None:
         "audit": "not run",
     }
     assert doc["empirical_epsilon"]["status"] == "not run"
-    assert set(doc["figures"]) == {"accuracy"}
-    assert _assert_self_contained(html) == 1
+    assert set(doc["figures"]) == {"accuracy", "loss"}  # the loss curve: no DP, train_loss recorded
+    assert _assert_self_contained(html) == 2
 
 
 def test_unfinished_run_and_unreadable_attack_file(tmp_path: Path) -> None:
