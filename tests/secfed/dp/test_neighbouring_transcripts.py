@@ -40,6 +40,8 @@ from secfed.config import config_from_dict
 from secfed.experiment import Experiment
 from secfed.federation.backends import SequentialBackend
 from secfed.federation.messages import decode_message
+from secfed.learners import LEARNERS as LEARNER_REGISTRY
+from secfed.learners import learner_class
 
 REPO = Path(__file__).resolve().parents[3]
 C = 1.0  # max_grad_norm
@@ -245,7 +247,7 @@ def _released_bound(mode: str, learner: str) -> float:
     if mode == "record":
         # episodic: one episode's clipped gradient changes, ||g - g'|| <= 2C, and the noisy sum is
         # divided by the E slots of a step; per-sample: C, divided by B.
-        if learner in ("protonet", "maml", "fomaml"):
+        if learner_class(learner).episodic:
             return LR * 2 * C / E
         return LR * C / B if learner != "reptile" else 0.1 * C / B
     # client / distributed: the site's whole update is clipped to C, so it moves by <= 2C;
@@ -298,7 +300,7 @@ def _compare(d: dict[str, Any], d_prime: dict[str, Any], *, mode: str, learner: 
             assert va == vb, name
 
 
-LEARNERS = ("protonet", "maml", "fomaml", "reptile", "fedavg")
+LEARNERS = tuple(LEARNER_REGISTRY)
 CASES = (
     [("record", name) for name in LEARNERS]
     + [("client", name) for name in LEARNERS]
