@@ -783,6 +783,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(8 <= pr.bits <= 62, "privacy.bits", "must be in [8, 62]", pr.bits)
     _check(pr.episodes_per_step >= 1, "privacy.episodes_per_step", "must be >= 1", pr.episodes_per_step)
     _check(pr.augmult >= 1, "privacy.augmult", "must be >= 1 (1 = off)", pr.augmult)
+    _check(
+        pr.augmult == 1 or (pr.mode == "record" and lr.name not in ("reptile", "fedavg")),
+        "privacy.augmult",
+        "augmentation multiplicity applies to record-level DP with per-episode clipping "
+        "(the episodic learners, not reptile or fedavg)",
+        pr.augmult,
+    )
     check_distributed_dp_aggregation(config=cfg)
     if pr.mode == "distributed":
         _check(

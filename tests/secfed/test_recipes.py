@@ -355,3 +355,41 @@ def test_public_alphabets_are_held_by_no_site() -> None:
         )
     with pytest.raises(ConfigError):
         config_from_dict({"data": {"dataset": "omniglot"}, "model": {"pretrain_steps": 5}}, base_dir=REPO)
+
+
+def test_augmult_runs_through_a_record_level_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secfed.dp.engines as engines
+
+    calls: list[int] = []
+    original = engines.augment_episode
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(int(kwargs["multiplicity"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr(engines, "augment_episode", counting)
+    cfg = config_from_dict(
+        {
+            "experiment": {
+                "rounds": 1,
+                "eval_every": 0,
+                "eval_episodes": 5,
+                "final_eval_episodes": 5,
+                "seed": 2,
+            },
+            "data": {"dataset": "digits", "rotations": True},
+            "partition": {"scheme": "class_disjoint", "num_sites": 3},
+            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
+            "model": {"arch": "conv4", "hidden": 8, "norm": "group", "groups": 2},
+            "learner": {"name": "protonet", "local_steps": 1},
+            "privacy": {"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.5, "augmult": 2},
+        },
+        base_dir=REPO,
+    )
+    result = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
+    assert result.summary["epsilon"] > 0
+    assert calls and set(calls) == {2}  # the sites' DP steps went through augmentation multiplicity
+    with pytest.raises(ConfigError, match="augmult"):
+        config_from_dict(
+            {"learner": {"name": "fedavg"}, "privacy": {"mode": "record", "augmult": 2}}, base_dir=REPO
+        )
