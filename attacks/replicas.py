@@ -270,7 +270,16 @@ def _replica_config(
     *, config: ExperimentConfig, data_path: Path, spec: ReplicaSpec, rounds: int, name: str
 ) -> ExperimentConfig:
     raw: dict[str, Any] = config_to_dict(config)
-    raw["data"] = {**raw["data"], "dataset": "medmnist", "root": str(data_path.resolve())}
+    # the replica reads the site records as written (rotations already applied); the Omniglot-only
+    # keys (test rotations, held-out alphabets) do not apply to its arrays and are refused there
+    raw["data"] = {
+        **raw["data"],
+        "dataset": "medmnist",
+        "root": str(data_path.resolve()),
+        "test_rotations": False,
+        "val_alphabets": [],
+        "public_alphabets": [],
+    }
     raw["experiment"] = {
         **raw["experiment"],
         "name": name,
@@ -278,6 +287,7 @@ def _replica_config(
         "eval_every": 0,
         "final_eval_episodes": 10,
         "backend": "sequential",
+        "untrained_baseline": False,  # the attack scores replicas itself; no baseline needed
     }
     raw["partition"] = {**raw["partition"], "num_sites": spec.num_sites}
     fed = dict(raw["federation"])

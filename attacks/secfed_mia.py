@@ -322,6 +322,23 @@ def independent_masks(
     return np.stack(rows)
 
 
+def support_shots(*, wanted: int, smallest_class: int) -> int:
+    """Support shots per class of the record-level scoring episodes.
+
+    A support set that must avoid a query's own record redraws without up to ``shots`` clashing
+    records of the class (:func:`attacks.secfed_scores.plan_query_episodes`), so it needs
+    ``2 * shots`` records of every class of the held-out population.
+
+    Args:
+        wanted: ``AttackOptions.shots``.
+        smallest_class: Records of the smallest class of the held-out population.
+
+    Returns:
+        ``min(wanted, smallest_class // 2)`` (0: too few records to score episodically).
+    """
+    return int(min(wanted, smallest_class // 2))
+
+
 def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, Any], dict[str, MIAMetrics]]:
     run, data = trainer.run, trainer.data
     cfg = run.config
@@ -336,7 +353,9 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
     x_q = torch.from_numpy(np.concatenate([x_site[cand], x_site[pop]]))
     y_q = np.concatenate([y_site[cand], y_site[pop]])
     fedavg = cfg.learner.name == "fedavg"
-    shots = int(min(options.shots, min(np.bincount(y_site[pop])[np.unique(y_site[pop])]) - 1))
+    shots = support_shots(
+        wanted=options.shots, smallest_class=int(min(np.bincount(y_site[pop])[np.unique(y_site[pop])]))
+    )
     if not fedavg and shots < 1:
         raise AttackConfigError("the held-out population has fewer than 2 records of some class")
     episodes = []
