@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     print(accuracy_line(label="federated, no DP:", report=plain))
     print(accuracy_line(label="SecAgg+ and DP:", report=dp))
     print(privacy_line(report=dp))
+    if dp["utility"].get("beat_untrained") is False:
+        print(
+            "  (why this epsilon: 8 is the usual upper end for DP-SGD; at it, 2 rounds from scratch leave a "
+            "Conv-4 ProtoNet\n   on small sites at its untrained model: examples/omniglot_demo_dp.toml, "
+            "docs/private_training.md)"
+        )
     for line in attack_lines(report=dp):
         print(line)
     print(f"reports: {args.plain_run / 'report.html'}")
