@@ -493,21 +493,58 @@ def load_omniglot_split(
     test_chosen, test_paths = _collect(
         root=root, archives=test_archives, image_size=image_size, cache=cache, cache_dir=cache_dir
     )
+    return _alphabet_disjoint_split(
+        train=(train_chosen, train_paths),
+        test=(test_chosen, test_paths),
+        train_rotations=train_rotations,
+        test_rotations=test_rotations,
+        where=f"{list(test_archives)} in {root} vs {list(train_archives)}",
+    )
+
+
+def _alphabet_disjoint_split(
+    *,
+    train: tuple[_Chosen, list[Path]],
+    test: tuple[_Chosen, list[Path]],
+    train_rotations: bool,
+    test_rotations: bool,
+    where: str,
+) -> tuple[ImageDataset, ImageDataset]:
+    """Meta-train on every training alphabet, meta-test on the test archives' other alphabets.
+
+    Shared by the archive reader and the embedded copy (:mod:`secfed.data.omniglot_embedded`).
+
+    Args:
+        train: ``(chosen, paths)`` of the training archives, as ``_collect`` returns them.
+        test: The same for the test archives.
+        train_rotations: Add rotated classes to the training set.
+        test_rotations: Add rotated classes to the test set.
+        where: The archives (and folder), for the error message.
+
+    Returns:
+        ``(train, test)`` named ``"omniglot-train"`` and ``"omniglot-test"``.
+
+    Raises:
+        DatasetFormatError: If the test archives add no alphabet beyond the training ones.
+    """
+    (train_chosen, train_paths), (test_chosen, test_paths) = train, test
     test_only = sorted(set(test_chosen) - set(train_chosen))
     if not test_only:
         raise DatasetFormatError(
-            f"test archives {list(test_archives)} in {root} add no alphabet beyond the training "
-            f"archives {list(train_archives)}; an alphabet-disjoint split needs at least one"
+            f"test archives {where}: they add no alphabet beyond the training archives; an "
+            "alphabet-disjoint split needs at least one"
         )
-    train = _build(
+    train_set = _build(
         train_chosen,
         train_paths,
         selected=sorted(train_chosen),
         rotations=train_rotations,
         name="omniglot-train",
     )
-    test = _build(test_chosen, test_paths, selected=test_only, rotations=test_rotations, name="omniglot-test")
-    return train, test
+    test_set = _build(
+        test_chosen, test_paths, selected=test_only, rotations=test_rotations, name="omniglot-test"
+    )
+    return train_set, test_set
 
 
 def load_omniglot_standard_split(

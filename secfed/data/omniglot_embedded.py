@@ -31,7 +31,7 @@ import numpy as np
 
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import DatasetFormatError, DatasetNotFoundError
-from secfed.data.omniglot import _build, _Chosen, _select
+from secfed.data.omniglot import _alphabet_disjoint_split, _build, _Chosen, _select
 from secfed.data.pack_omniglot import PACK_FORMAT, PACK_KEYS
 
 __all__ = [
@@ -273,18 +273,10 @@ def load_embedded_omniglot_split(
     packed = _load(path, image_size)
     train_chosen, train_paths = packed.chosen(train_archives)
     test_chosen, test_paths = packed.chosen(test_archives)
-    test_only = sorted(set(test_chosen) - set(train_chosen))
-    if not test_only:
-        raise DatasetFormatError(
-            f"test archives {list(test_archives)} add no alphabet beyond the training archives "
-            f"{list(train_archives)}; an alphabet-disjoint split needs at least one"
-        )
-    train = _build(
-        train_chosen,
-        train_paths,
-        selected=sorted(train_chosen),
-        rotations=train_rotations,
-        name="omniglot-train",
+    return _alphabet_disjoint_split(
+        train=(train_chosen, train_paths),
+        test=(test_chosen, test_paths),
+        train_rotations=train_rotations,
+        test_rotations=test_rotations,
+        where=f"{list(test_archives)} (embedded) vs {list(train_archives)}",
     )
-    test = _build(test_chosen, test_paths, selected=test_only, rotations=test_rotations, name="omniglot-test")
-    return train, test
