@@ -1209,8 +1209,42 @@ def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[st
         "attacks": attack_facts(outcomes=outcomes),
         "empirical_epsilon": empirical_epsilon_facts(outcomes=outcomes, privacy=privacy),
     }
-    facts["verdict"] = verdict_facts(facts=facts, whitebox=whitebox_audit_facts(run_dir=run.path))
+    whitebox = whitebox_audit_facts(run_dir=run.path)
+    facts["whitebox_audit"] = whitebox
+    if (
+        whitebox is not None
+        and whitebox.get("status") == "ok"
+        and facts["empirical_epsilon"]["status"] == "not run"
+    ):
+        # the canary audit was not run but the white-box one was: the empirical check is that one
+        facts["empirical_epsilon"] = {
+            "status": "whitebox",
+            "rows": [],
+            "statement": _whitebox_statement(whitebox=whitebox, privacy=privacy),
+        }
+    facts["verdict"] = verdict_facts(facts=facts, whitebox=whitebox)
     return facts
+
+
+def _whitebox_statement(*, whitebox: Mapping[str, Any], privacy: Mapping[str, Any]) -> str:
+    """One sentence on the white-box audit's bound, its ceiling and the accountant's ε."""
+    claimed = fmt_eps(eps=privacy.get("epsilon")) if privacy.get("applied") else "∞, no DP"
+    text = (
+        f"The white-box canary audit proves ε ≥ {fmt_num(value=whitebox.get('lower_bound'))} "
+        f"(run's accountant: {claimed})."
+    )
+    ceiling, canaries = whitebox.get("ceiling"), whitebox.get("canaries")
+    if ceiling is not None:
+        text += (
+            f" With {canaries if canaries is not None else 'its'} canaries it cannot detect leakage beyond "
+            f"ε = {fmt_num(value=ceiling)}."
+        )
+    if whitebox.get("violation"):
+        text += (
+            " It finds MORE leakage than the accountant allows: the implementation or its accounting "
+            "is broken."
+        )
+    return text
 
 
 def sweep_facts(

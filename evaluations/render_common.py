@@ -150,9 +150,14 @@ def glance_rows(*, facts: Mapping[str, Any]) -> KeyValues:
         ("Secure aggregation", s["protocol_name"] or "not recorded"),
         ("Test accuracy", fmt_pct(value=u["test_accuracy"], ci=u["ci95"])),
         *_supervised_glance(u.get("supervised") or {}),
-        ("Attack tests", "; ".join(f"{k}: {v['status']}" for k, v in a.items())),
+        ("Attack tests", "; ".join([f"{k}: {v['status']}" for k, v in a.items()] + _whitebox_glance(facts))),
         ("Empirical check", facts["empirical_epsilon"]["statement"]),
     ]
+
+
+def _whitebox_glance(facts: Mapping[str, Any]) -> list[str]:
+    whitebox = facts.get("whitebox_audit")
+    return [] if not whitebox else [f"whitebox-audit: {whitebox.get('status', 'ok')}"]
 
 
 def _supervised_glance(sup: Mapping[str, Any]) -> KeyValues:

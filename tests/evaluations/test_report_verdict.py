@@ -100,3 +100,17 @@ def test_verdict_says_when_the_baseline_is_missing(tmp_path: Path) -> None:
     run = make_run(tmp_path, dp=False, aggregation="plain", attacks=())
     box = _verdict_html(write_report(path=run).html.read_text(encoding="utf-8"))
     assert "the untrained model was not scored" in box
+
+
+def test_at_a_glance_agrees_with_the_verdict_on_a_whitebox_only_audit(tmp_path: Path) -> None:
+    """A run audited only by the white-box audit: the overview must not say 'no audit was run'."""
+    run = make_run(tmp_path, attacks=("mia",))  # DP run, no canary audit.json
+    _write_whitebox(run, lower=1.82, ceiling=4.7, canaries=2000, accountant=EPS_ROUNDS[-1])
+    paths = write_report(path=run)
+    html = unescape(re.sub(r"<[^>]+>", " ", paths.html.read_text(encoding="utf-8")))
+    assert "no privacy audit result" not in html
+    assert "whitebox-audit: ok" in html
+    assert "The white-box canary audit proves ε ≥ 1.82" in html
+    assert "cannot detect leakage beyond ε = 4.7" in html
+    doc = json.loads(paths.json.read_text(encoding="utf-8"))
+    assert doc["empirical_epsilon"]["status"] == "whitebox"
