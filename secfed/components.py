@@ -180,8 +180,14 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
     return _task_source(config=config, dataset=test, train=False)
 
 
-def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
+def build_client_aggregator(
+    *, config: ExperimentConfig, site_id: int, state_dir: str | Path | None = None
+) -> ClientAggregator:
     """Client side of the configured aggregation scheme.
+
+    With ``state_dir`` a secure client keeps the latest round it bound its update to in
+    ``state_dir/secagg_bound_round.json`` (:meth:`SecureClientAggregator.persist_bound_round`), so
+    a restarted client still refuses a second protocol run for that round.
 
     With ``privacy.mode = "distributed"`` the secure aggregator encodes with the per-round
     distributed-DP encoder of :func:`secfed.dp.distributed.make_distributed_encoder_factory` (the
@@ -191,6 +197,17 @@ def build_client_aggregator(*, config: ExperimentConfig, site_id: int) -> Client
     Raises:
         ConfigError: If distributed DP is asked for without secure aggregation.
     """
+    aggregator = _client_aggregator(config=config, site_id=site_id)
+    if state_dir is not None and config.federation.aggregation != "plain":
+        from secfed.federation.secure import SecureClientAggregator
+
+        if isinstance(aggregator, SecureClientAggregator):
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            aggregator.persist_bound_round(path=Path(state_dir) / "secagg_bound_round.json")
+    return aggregator
+
+
+def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
     check_distributed_dp_aggregation(config=config)
     distributed = config.privacy.mode == "distributed"
     if config.federation.aggregation == "plain":
@@ -302,7 +319,7 @@ def build_client_runtime(
         site=site,
         model=build_model(config=config, input_shape=site.input_shape),
         learner=build_learner(config=config),
-        client_aggregator=build_client_aggregator(config=config, site_id=site_id),
+        client_aggregator=build_client_aggregator(config=config, site_id=site_id, state_dir=state_dir),
         privacy=build_site_privacy(config=config, site_id=site_id, site=site, state_dir=state_dir),
     )
 

@@ -433,7 +433,10 @@ class Experiment:
             # Each site keeps its own durable privacy ledger in RUN_DIR/site_state/site-<id>/ (the
             # simulation's stand-in for the site's own disk), so its ε budget survives restarts.
             factory=components.ClientFactory.from_config(
-                cfg, site_state_dir=run_dir / SITE_STATE_DIR if cfg.privacy.mode != "none" else None
+                cfg,
+                site_state_dir=run_dir / SITE_STATE_DIR
+                if cfg.privacy.mode != "none" or cfg.federation.aggregation != "plain"
+                else None,
             ),
             num_clients=cfg.partition.num_sites,
             threads=cfg.experiment.threads,  # 0: one per site process where cores are scarce

@@ -39,11 +39,13 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from privacy.atomic import atomic_write_text
 from protocols import (
     DuplicateRunError,
     IntegerEncoder,
@@ -413,10 +415,39 @@ class SecureClientAggregator(ClientAggregator):
         self._round: int | None = None
         #: The latest round for which this client started a protocol run (answered a setup).
         self.bound_round: int | None = None
+        self._bound_path: Path | None = None
         self.refusals = 0
         self.last_error: str | None = None
         #: The exception behind the latest refusal (typed; ``None`` before any refusal).
         self.last_exception: Exception | None = None
+
+    def persist_bound_round(self, *, path: str | Path) -> None:
+        """Keep :attr:`bound_round` in ``path``, so that a restarted client still refuses a second run.
+
+        One update takes part in one protocol run: a server that restarts a client (or resumes a
+        run) and replays a round's setup could otherwise run the protocol again on the same
+        (deterministically retrained) update and subtract the two sums. The file is read now and
+        rewritten durably (write, fsync, rename) before the keys of every new run leave.
+
+        Args:
+            path: The state file (its folder must exist), e.g. in the site's state directory.
+
+        Raises:
+            ConfigError: If the file exists but does not hold a valid round number (the client
+                refuses to start rather than forget what it bound).
+        """
+        state = Path(path)
+        if state.exists():
+            try:
+                value = json.loads(state.read_text(encoding="utf-8"))["bound_round"]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"bound_round must be a non-negative integer, got {value!r}")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(
+                    f"{state}: unreadable secure-aggregation state ({exc}); refusing to start"
+                ) from exc
+            self.bound_round = value if self.bound_round is None else max(value, self.bound_round)
+        self._bound_path = state
 
     def handle(
         self, *, stage: str, request: bytes, update: np.ndarray, weight: float, round_idx: int
@@ -457,7 +488,10 @@ class SecureClientAggregator(ClientAggregator):
                     request=request, update=update, weight=weight, round_idx=round_idx
                 )
                 reply = session.handle(request)
-                # answered with keys: this round's update is now bound to this run
+                # answered with keys: this round's update is now bound to this run, durably
+                # before the keys leave when the client keeps state (a restart must not forget it)
+                if self._bound_path is not None:
+                    atomic_write_text(path=self._bound_path, text=json.dumps({"bound_round": int(round_idx)}))
                 self._session, self._round, self.bound_round = session, round_idx, round_idx
                 return reply
             current = self._session

@@ -101,6 +101,59 @@ def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     assert run4.survivors == ids
 
 
+def test_a_restarted_client_still_refuses_a_second_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The server restarts every client (a crash, a resume) and replays round 5 on the same,
+    deterministically retrained updates: clients that keep state refuse the second run, because
+    the binding was written durably before their keys left; a corrupt state file stops the client
+    instead of letting it forget."""
+    from protocols import DuplicateRunError
+    from secfed.errors import ConfigError
+    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
+
+    ids = list(range(5))
+    dim = 32
+    rng = np.random.default_rng(9)
+    updates = {u: rng.uniform(-1, 1, dim).astype(np.float32) for u in ids}
+    weights = {u: 1.0 for u in ids}
+    common = {"mode": "secagg", "clip": 1.0, "precision_bits": 20, "dropout_rate": 0.2}
+    server = SecureServerAggregator(**common)  # type: ignore[arg-type]
+
+    def start_clients() -> dict[int, SecureClientAggregator]:
+        clients = {u: SecureClientAggregator(client_id=u, **common) for u in ids}  # type: ignore[arg-type]
+        for u, c in clients.items():
+            c.persist_bound_round(path=tmp_path / f"site-{u}.json")
+        return clients
+
+    first = start_clients()
+    run1 = server.aggregate(
+        round_idx=5,
+        participants=ids,
+        weights=weights,
+        dim=dim,
+        channel=_Channel(clients=first, updates=updates, weights=weights, round_idx=5),
+    )
+    assert run1.survivors == ids
+    restarted = start_clients()  # fresh processes: nothing in memory
+    assert all(c.bound_round == 5 for c in restarted.values())
+    channel = _Channel(
+        clients=restarted,
+        updates=updates,
+        weights=weights,
+        round_idx=5,
+        ignore={Stage.COLLECT_MASKED_INPUT.wire_name: {0}},
+    )
+    with pytest.raises(ProtocolError):
+        server.aggregate(round_idx=5, participants=ids, weights=weights, dim=dim, channel=channel)
+    assert all(isinstance(c.last_exception, DuplicateRunError) for c in restarted.values())
+    assert set(channel.answers) == {Stage.ADVERTISE_KEYS.wire_name}
+    # without the state file a restarted client would take part again (the gap this closes)
+    forgetful = SecureClientAggregator(client_id=0, **common)  # type: ignore[arg-type]
+    assert forgetful.bound_round is None
+    (tmp_path / "site-0.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="refusing to start"):
+        SecureClientAggregator(client_id=0, **common).persist_bound_round(path=tmp_path / "site-0.json")  # type: ignore[arg-type]
+
+
 def test_a_second_setup_during_a_run_does_not_disturb_it() -> None:
     """A duplicate setup arriving mid-run is refused and the running session still finishes."""
     from protocols import DuplicateRunError
