@@ -560,44 +560,34 @@ def test_step_noise_is_not_determined_by_32_bits_of_entropy(monkeypatch: pytest.
     noise (they got identical noise before: the attack of issue 16, finding 3)."""
     monkeypatch.setattr(os, "urandom", _low_bits_fixed_urandom)
     x, y = _linear_data()
-    updates = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = nn.Linear(30, 3)
-        before = model.weight.detach().clone()
-        PerSampleDPSGD(
-            model=model,
-            x=x,
-            y=y,
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            sample_rate=1.0,
-            expected_batch_size=16,
-            lr=1.0,
-            accountant=OpacusRDP(),
-        ).step()
-        updates.append(model.weight.detach() - before)
+    updates = [_one_dp_step(x=x, y=y) for _ in range(2)]
     assert not torch.equal(updates[0], updates[1])
+
+
+def _one_dp_step(*, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The weight update of one full-batch PerSampleDPSGD step from a fixed initial model."""
+    torch.manual_seed(0)
+    model = nn.Linear(30, 3)
+    before = model.weight.detach().clone()
+    PerSampleDPSGD(
+        model=model,
+        x=x,
+        y=y,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        sample_rate=1.0,
+        expected_batch_size=16,
+        lr=1.0,
+        accountant=OpacusRDP(),
+    ).step()
+    return model.weight.detach() - before
 
 
 def test_fixed_hook_makes_dp_steps_reproducible_and_nothing_else_does() -> None:
     x, y = _linear_data()
 
     def one_step() -> torch.Tensor:
-        torch.manual_seed(0)
-        model = nn.Linear(30, 3)
-        PerSampleDPSGD(
-            model=model,
-            x=x,
-            y=y,
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            sample_rate=1.0,
-            expected_batch_size=16,
-            lr=1.0,
-            accountant=OpacusRDP(),
-        ).step()
-        return model.weight.detach().clone()
+        return _one_dp_step(x=x, y=y)
 
     with fixed_noise_source(seed="repro"):
         a = one_step()
