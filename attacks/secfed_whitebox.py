@@ -1,9 +1,14 @@
 """White-box one-run audit of a secfed run directory, with the run's own privacy configuration.
 
-Reads only the public configuration (``config.toml``) and ``summary.json`` of the run: the privacy
-mode, ``z`` (the calibrated one from ``summary.json`` when the run calibrated it), ``C``, the
-record sampling rate ``q``, the number of DP steps one site takes (rounds × local steps) and, for
-distributed DP, the noise mechanism and bit width. It then audits the project's mechanism for that
+Reads only the public configuration (``config.toml``), ``summary.json`` and the run's ε ledger
+(``privacy_ledger.jsonl``, read with :meth:`privacy.ledger.PrivacyLedger.read`): the privacy mode,
+``C``, for distributed DP the noise mechanism and bit width, and — from the ledger, the source of
+truth for the run's ε — the accounted ``(z, q, steps)`` of the most exposed unit: in record mode the
+site with the largest ε and the sum of its class-aware steps over the counted rounds (what its ε
+composes), in client mode the global record's rounds. The audit replays exactly those steps and
+accounts them with the run's accountant, so its accountant ε is the run's ε
+(:func:`run_privacy_plan`; a run without a ledger falls back to the planning function the run
+itself uses, :func:`secfed.dp.server.planned_epsilon`). It then audits the project's mechanism for that
 mode with gradient canaries (:mod:`attacks.whitebox_audit`): record-level runs with a per-sample
 learner audit :class:`privacy.dpsgd.PerSampleDPSGD`, episodic learners (ProtoNet, MAML, FOMAML)
 :class:`privacy.episodic.EpisodicDPSGD`, client-level runs the DP-FedAvg aggregator and
@@ -17,7 +22,9 @@ are gradients at the mechanism's input (Steinke, Nasr & Jagielski 2023, white-bo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +34,167 @@ from attacks.secfed_adapter import LoadedRun
 from attacks.whitebox_audit import WhiteBoxAuditConfig, run_whitebox_audit
 from secfed.learners import learner_class
 
-__all__ = ["DEFAULT_WHITEBOX_CANARIES", "whitebox_config_for_run", "run_whitebox_audit_attack"]
+__all__ = [
+    "DEFAULT_WHITEBOX_CANARIES",
+    "RunPrivacyPlan",
+    "run_privacy_plan",
+    "whitebox_config_for_run",
+    "run_whitebox_audit_attack",
+]
 
 #: Canaries of the white-box audit when ``--canaries`` keeps the black-box audit's default.
 DEFAULT_WHITEBOX_CANARIES = 2000
 
+#: Relative tolerance within which the audit's accountant ε and the run's ε are said to agree.
+EPSILON_AGREEMENT_RTOL = 1e-3
 
-def whitebox_config_for_run(*, run: LoadedRun, options: AttackOptions) -> WhiteBoxAuditConfig:
+
+@dataclass(frozen=True)
+class RunPrivacyPlan:
+    """What the run accounted for its most exposed unit (the audit replays exactly this).
+
+    Attributes:
+        noise_multiplier: ``z`` of every counted step.
+        sample_rate: ``q`` of every counted step.
+        steps: Counted steps (record mode: class-aware DP steps of the most exposed site; client and
+            distributed modes: rounds).
+        accountant: The run's accountant (``"rdp"``, ``"prv"``, ``"pld"``).
+        epsilon: The run's ε of that unit (the ledger's last counted entry; ``None`` if unknown).
+        source: ``"ledger"`` or ``"planning"`` (no ledger: :func:`secfed.dp.server.planned_epsilon`).
+        site: The most exposed site (record mode, from the ledger), else ``None``.
+        integrity: The ledger's integrity (``"verified"`` only when every MAC was checked).
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    epsilon: float | None
+    source: str
+    site: str | None = None
+    integrity: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+
+def _plan_from_ledger(*, run: LoadedRun) -> RunPrivacyPlan | None:
+    from privacy.errors import LedgerError
+    from privacy.ledger import PrivacyLedger
+
+    path = run.run_dir / "privacy_ledger.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        ledger = PrivacyLedger.read(path=path)
+    except LedgerError as exc:
+        raise AttackConfigError(f"{path}: the run's ε ledger cannot be read: {exc}") from exc
+    releases = ledger.releases()
+    if not releases:
+        return None
+    mode = run.config.privacy.mode
+    last = releases[-1]
+    if mode == "record":
+        if not last.sites:
+            return None
+        site = max(last.sites, key=lambda s: float(last.sites[s].epsilon))
+        recs = [e.sites[site] for e in releases if site in e.sites and e.sites[site].steps > 0]
+        eps = float(last.sites[site].epsilon)
+    else:
+        site = None
+        recs = [
+            e.global_record for e in releases if e.global_record is not None and e.global_record.steps > 0
+        ]
+        eps = float(last.global_record.epsilon) if last.global_record is not None else math.nan
+    if not recs:
+        return None
+    pairs = {(float(r.noise_multiplier), float(r.sample_rate)) for r in recs}
+    if len(pairs) != 1:
+        raise AttackConfigError(
+            f"{path}: the counted rounds use different (z, q) {sorted(pairs)}; the audit replays one "
+            "(z, q) and cannot mirror this run"
+        )
+    ((z, q),) = pairs
+    return RunPrivacyPlan(
+        noise_multiplier=z,
+        sample_rate=q,
+        steps=int(sum(int(r.steps) for r in recs)),
+        accountant=str(ledger.header.accountant),
+        epsilon=eps if math.isfinite(eps) else None,
+        source="ledger",
+        site=site,
+        integrity=str(ledger.integrity),
+    )
+
+
+def run_privacy_plan(*, run: LoadedRun) -> RunPrivacyPlan:
+    """The ``(z, q, steps)`` and accountant the run accounted for its most exposed unit.
+
+    The run's ledger is the source of truth (module docstring); without one (a run that did not
+    train a round) the planning function the run uses, :func:`secfed.dp.server.planned_epsilon`
+    (class-aware record steps, client rounds without sampling amplification).
+
+    Args:
+        run: The loaded run (privacy mode not ``none``).
+
+    Returns:
+        The :class:`RunPrivacyPlan`.
+
+    Raises:
+        AttackConfigError: If the ledger cannot be read or mixes several ``(z, q)``.
+    """
+    plan = _plan_from_ledger(run=run)
+    if plan is not None:
+        return plan
+    from secfed.dp.server import planned_epsilon
+
+    p = run.config.privacy
+    planned = planned_epsilon(config=run.config)
+    if p.mode == "record":
+        return RunPrivacyPlan(
+            noise_multiplier=float(planned["record_noise_multiplier"]),
+            sample_rate=float(planned["record_sample_rate"]),
+            steps=int(planned["record_steps"]),
+            accountant=str(planned["accountant"]),
+            epsilon=float(planned["record_epsilon"]),
+            source="planning",
+        )
+    eps_key = "distributed_epsilon" if p.mode == "distributed" else "client_epsilon"
+    return RunPrivacyPlan(
+        noise_multiplier=float(planned["noise_multiplier"]),
+        sample_rate=1.0,
+        steps=int(planned["client_rounds"]),
+        accountant=str(planned["accountant"]),
+        epsilon=float(planned[eps_key]) if eps_key in planned else None,
+        source="planning",
+    )
+
+
+def whitebox_config_for_run(
+    *, run: LoadedRun, options: AttackOptions, plan: RunPrivacyPlan | None = None
+) -> WhiteBoxAuditConfig:
     """The audit configuration that mirrors a run's privacy settings.
+
+    The steps, ``z``, ``q`` and accountant come from :func:`run_privacy_plan` (the run's ledger),
+    so the audit's accountant ε is the run's ε. ``options.rounds`` overrides the step count
+    (``rounds × learner.local_steps`` per record, every step counted; ``rounds`` per client): the
+    audit's ε is then that of the audited steps, not the run's.
 
     Args:
         run: The loaded run.
         options: Attack options (``canaries``, ``rounds``, ``seed``).
+        plan: The run's plan when the caller holds it (default: :func:`run_privacy_plan`).
 
     Returns:
         The :class:`~attacks.whitebox_audit.WhiteBoxAuditConfig`.
 
     Raises:
-        AttackConfigError: If the run's privacy mode is unknown.
+        AttackConfigError: If the run's privacy mode is unknown or its ledger cannot be mirrored.
     """
     cfg = run.config
     p = cfg.privacy
     m = options.canaries if options.canaries != AttackOptions().canaries else DEFAULT_WHITEBOX_CANARIES
-    rounds = options.rounds if options.rounds is not None else cfg.experiment.rounds
-    z = run.summary.get("noise_multiplier", p.noise_multiplier)
-    z = float(z) if isinstance(z, int | float) else float(p.noise_multiplier)
     common: dict[str, Any] = {
         "num_canaries": m,
         "dim": m + 64,
@@ -61,30 +204,40 @@ def whitebox_config_for_run(*, run: LoadedRun, options: AttackOptions) -> WhiteB
         "seed": options.seed,
         "reference_runs": 3,
     }
-    if p.mode == "none" or z == 0:
+    if p.mode == "none" or float(p.noise_multiplier) == 0:
         return WhiteBoxAuditConfig(mode="none", noise_multiplier=0.0, steps=1, **common)
+    if p.mode not in ("record", "client", "distributed"):
+        raise AttackConfigError(
+            f"privacy.mode {p.mode!r} cannot be audited (expected none, record, client, distributed)"
+        )
+    plan = plan if plan is not None else run_privacy_plan(run=run)
+    z = plan.noise_multiplier
+    common["accountant"] = plan.accountant if plan.accountant in ("rdp", "prv", "pld") else "rdp"
     if p.mode == "record":
         mode = "episode" if learner_class(cfg.learner.name).episodic else "record"
-        steps = rounds * int(cfg.learner.local_steps)
+        steps = plan.steps if options.rounds is None else options.rounds * int(cfg.learner.local_steps)
         return WhiteBoxAuditConfig(
-            mode=mode, noise_multiplier=z, sample_rate=float(p.sample_rate), steps=steps, **common
+            mode=mode, noise_multiplier=z, sample_rate=plan.sample_rate, steps=steps, **common
         )
+    rounds = plan.steps if options.rounds is None else options.rounds
     if p.mode == "client":
         return WhiteBoxAuditConfig(mode="client", noise_multiplier=z, sample_rate=1.0, steps=rounds, **common)
-    if p.mode == "distributed":
-        mech = p.mechanism if p.mechanism in ("ddg", "skellam") else "ddg"
-        return WhiteBoxAuditConfig(
-            mode="distributed",
-            noise_multiplier=z,
-            sample_rate=1.0,
-            steps=rounds,
-            distributed_mechanism=mech,
-            bits=int(p.bits),
-            **common,
-        )
-    raise AttackConfigError(
-        f"privacy.mode {p.mode!r} cannot be audited (expected none, record, client, distributed)"
+    mech = p.mechanism if p.mechanism in ("ddg", "skellam") else "ddg"
+    return WhiteBoxAuditConfig(
+        mode="distributed",
+        noise_multiplier=float(p.noise_multiplier),
+        sample_rate=1.0,
+        steps=rounds,
+        distributed_mechanism=mech,
+        bits=int(p.bits),
+        **common,
     )
+
+
+def _agrees(audit_eps: Any, run_eps: Any) -> bool | None:
+    if not isinstance(audit_eps, int | float) or not isinstance(run_eps, int | float):
+        return None
+    return math.isclose(float(audit_eps), float(run_eps), rel_tol=EPSILON_AGREEMENT_RTOL)
 
 
 def run_whitebox_audit_attack(
@@ -100,13 +253,32 @@ def run_whitebox_audit_attack(
 
     Returns:
         The written document: the audit (:meth:`WhiteBoxAuditResult.to_dict`) plus ``run_epsilon``
-        (the run's own ``summary.json`` ε), ``privacy_mode`` and ``files``.
+        (the run's own ``summary.json`` ε), ``run_privacy`` (:class:`RunPrivacyPlan`),
+        ``accountant_matches_run`` (the audit's accountant ε equals the run's within
+        :data:`EPSILON_AGREEMENT_RTOL`; ``None`` when either is missing, e.g. no DP, or in distributed
+        mode, whose audited vector has its own dimension), ``privacy_mode`` and ``files``.
+
+    Raises:
+        AttackConfigError: If the run's ledger cannot be read or mirrored.
     """
-    config = whitebox_config_for_run(run=run, options=options)
+    say = progress if progress is not None else (lambda _line: None)
+    plan = None
+    if run.config.privacy.mode != "none" and float(run.config.privacy.noise_multiplier) > 0:
+        plan = run_privacy_plan(run=run)
+        say(
+            f"run's privacy ({plan.source}): z = {plan.noise_multiplier:g}, q = {plan.sample_rate:g}, "
+            f"{plan.steps} counted steps, {plan.accountant} accountant, epsilon "
+            f"{plan.epsilon if plan.epsilon is not None else float('nan'):.3f}"
+        )
+    config = whitebox_config_for_run(run=run, options=options, plan=plan)
     result = run_whitebox_audit(config=config, progress=progress)
     doc = result.to_dict()
     eps = run.summary.get("epsilon")
     doc["run_epsilon"] = float(eps) if isinstance(eps, int | float) else None
+    doc["run_privacy"] = plan.to_dict() if plan is not None else None
+    doc["accountant_matches_run"] = (
+        None if config.mode == "distributed" else _agrees(doc.get("accountant_epsilon"), doc["run_epsilon"])
+    )
     doc["privacy_mode"] = run.config.privacy.mode
     doc["learner"] = run.config.learner.name
     out_dir.mkdir(parents=True, exist_ok=True)

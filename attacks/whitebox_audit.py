@@ -104,6 +104,8 @@ class WhiteBoxAuditConfig:
         one_run_gdp: Also compute the proven one-run GDP bound (slower).
         seed: Seed of the auditor's own coins (inclusion bits, background, reference); the
             mechanism's noise comes from :mod:`privacy.noise`.
+        accountant: Accountant of the accountant's ε (``"rdp"``, ``"prv"`` or ``"pld"``; record,
+            episode and client modes): the run's own, so the audit's ε is the run's ε.
     """
 
     mode: str = "record"
@@ -125,6 +127,7 @@ class WhiteBoxAuditConfig:
     reference_runs: int = 5
     one_run_gdp: bool = False
     seed: int = 0
+    accountant: str = "rdp"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -151,6 +154,8 @@ class WhiteBoxAuditConfig:
             )
         if not 0 < self.delta < 1 or not 0 < self.significance < 1:
             raise AttackConfigError("delta and significance must lie in (0, 1)")
+        if self.accountant not in ("rdp", "prv", "pld"):
+            raise AttackConfigError(f"accountant must be 'rdp', 'prv' or 'pld', got {self.accountant!r}")
         if self.distributed_mechanism not in ("ddg", "skellam"):
             raise AttackConfigError(
                 f"distributed_mechanism must be 'ddg' or 'skellam', got {self.distributed_mechanism!r}"
@@ -242,10 +247,12 @@ def _num_clients(cfg: WhiteBoxAuditConfig) -> int:
 def accountant_epsilon(*, config: WhiteBoxAuditConfig) -> float:
     """The accountant's ε of the audited steps under the claimed parameters (inf without DP).
 
-    Record / episode / client: :class:`privacy.accountants.RDPAccountant` told ``(z, q)`` per step
-    (per episode ``z`` relative to the sensitivity ``2C``, as :class:`~privacy.episodic.EpisodicDPSGD`
-    records it). Distributed: :class:`privacy.accountants.DistributedDPAccountant` with the plan's
-    event (all clients' noise in the sum).
+    Record / episode / client: :func:`privacy.calibration.epsilon_for` with ``config.accountant``
+    (the run's accountant) told ``(z, q)`` for ``config.steps`` steps (per episode ``z`` relative to
+    the sensitivity ``2C``, as :class:`~privacy.episodic.EpisodicDPSGD` records it) — the function
+    the run's planning (``secfed.dp.server.planned_epsilon``) uses. Distributed:
+    :class:`privacy.accountants.DistributedDPAccountant` with the plan's event (all clients' noise in
+    the sum).
 
     Args:
         config: The audit configuration.
@@ -263,11 +270,17 @@ def accountant_epsilon(*, config: WhiteBoxAuditConfig) -> float:
         dacc = DistributedDPAccountant()
         dacc.step(event=plan.event(num_survivors=n, sample_rate=config.sample_rate), num_rounds=config.steps)
         return float(dacc.get_epsilon(delta=config.delta))
-    from privacy.accountants import RDPAccountant
+    from privacy.calibration import epsilon_for
 
-    acc = RDPAccountant()
-    acc.step(noise_multiplier=config.noise_multiplier, sample_rate=config.sample_rate, num_steps=config.steps)
-    return float(acc.get_epsilon(delta=config.delta))
+    return float(
+        epsilon_for(
+            noise_multiplier=config.noise_multiplier,
+            sample_rate=config.sample_rate,
+            steps=config.steps,
+            delta=config.delta,
+            accountant=config.accountant,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------------

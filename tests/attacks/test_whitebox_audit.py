@@ -28,6 +28,7 @@ from attacks.fdp import (
     one_run_gdp_audit,
     one_run_gdp_p_value,
 )
+from attacks.options import AttackOptions
 from attacks.whitebox_audit import WhiteBoxAuditConfig, accountant_epsilon, run_whitebox_audit
 from privacy.noise import fixed_noise_source
 
@@ -197,7 +198,7 @@ def test_config_is_checked() -> None:
 # ------------------------------------------------------ wiring: secfed attack --attack whitebox-audit
 
 
-def _tiny_run(root: Path, privacy: dict[str, Any]) -> Path:
+def _tiny_run(root: Path, privacy: dict[str, Any], local_steps: int = 2) -> Path:
     from secfed.config import config_from_dict
     from secfed.experiment import Experiment
 
@@ -207,7 +208,7 @@ def _tiny_run(root: Path, privacy: dict[str, Any]) -> Path:
         "partition": {"scheme": "class_disjoint", "num_sites": 4},
         "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
         "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
-        "learner": {"name": "protonet", "local_steps": 2},
+        "learner": {"name": "protonet", "local_steps": local_steps},
         "privacy": privacy,
     }
     out = root / "run"
@@ -248,3 +249,27 @@ def test_cli_without_dp_shows_full_leakage(tmp_path: Path) -> None:
     assert doc["config"]["mode"] == "none"
     assert doc["one_run"]["epsilon"] == pytest.approx(doc["one_run"]["ceiling"])
     assert doc["one_run"]["epsilon"] > 4.0  # the black-box audit reported 0.00 on such a run
+
+
+def test_audit_epsilon_is_the_runs_epsilon_on_a_class_aware_run(tmp_path: Path) -> None:
+    """The reader of the audit report compares the audit with the run: its accountant's epsilon must be
+    the one the run's ledger holds. One episode slot of 3 classes per step out of a site's 5 classes:
+    class-aware accounting counts 7 of the 8 steps; replaying rounds x local steps (the old audit) gives
+    a larger epsilon than the run's."""
+    from attacks.runner import run_attack
+    from secfed.config import load_config
+    from secfed.dp.server import planned_epsilon
+
+    privacy = {"mode": "record", "noise_multiplier": 0.8, "sample_rate": 0.5, "episodes_per_step": 1}
+    run_dir = _tiny_run(tmp_path, privacy, local_steps=4)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    planned = planned_epsilon(config=load_config(run_dir / "config.toml"))
+    assert planned["record_steps"] < planned["record_steps_all"]  # the run is class-aware
+    doc = run_attack(run_dir=run_dir, attack="whitebox-audit", options=AttackOptions(canaries=200))
+    assert doc["run_privacy"]["source"] == "ledger"
+    assert doc["config"]["steps"] == planned["record_steps"]
+    assert doc["accountant_epsilon"] == pytest.approx(summary["epsilon"], rel=1e-3)
+    assert doc["accountant_epsilon"] == pytest.approx(planned["record_epsilon"], rel=1e-3)
+    assert doc["accountant_matches_run"] is True
+    every_step = WhiteBoxAuditConfig(**{**doc["config"], "steps": planned["record_steps_all"]})
+    assert accountant_epsilon(config=every_step) > 1.02 * summary["epsilon"]
