@@ -27,6 +27,7 @@ from secfed.builders import (
 )
 from secfed.config import ExperimentConfig, check_distributed_dp_aggregation, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
+from secfed.data.features import featurize
 from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
@@ -122,12 +123,16 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
     classes = site_class_lists(
         scheme=p.scheme, num_classes=train.num_classes, num_sites=p.num_sites, seed=config.experiment.seed
     )[site_id]
+    # model.cache_features: the tasks and the DP samplers get the records' scattering features
+    # (a public per-record function, computed once); Site.dataset keeps the raw records.
+    inputs = featurize(config=config, dataset=dataset)
     return Site(
         site_id=site_id,
         dataset=dataset,
-        tasks=_task_source(config=config, dataset=dataset, train=True),
+        tasks=_task_source(config=config, dataset=inputs, train=True),
         public_classes=classes,
         record_ids=np.asarray(shard, dtype=np.int64),
+        inputs=None if inputs is dataset else inputs.images,
     )
 
 
@@ -141,9 +146,12 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
     ``partition.test_sites`` held-out sites, and every test task is a support/query split of one
     of them.
 
+    With ``model.cache_features`` the tasks hold the records' scattering features, computed
+    once (:func:`secfed.data.features.featurize`).
+
     Args:
         config: The configuration.
-        test: The held-out split.
+        test: The held-out split (raw records).
 
     Returns:
         The test task source.
@@ -151,6 +159,7 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
     Raises:
         secfed.errors.DataError: If a held-out site is too small for a client task.
     """
+    test = featurize(config=config, dataset=test)
     if config.task.source == "client_as_task" and config.partition.test_sites > 1:
         from secfed.seeding import derive_seed
         from secfed.tasks.client_task import ClientTaskSource, HeldOutSitesSource

@@ -261,6 +261,11 @@ class ModelSection:
             pretrained on public data): ``all``; ``last`` (the last block and the head);
             ``norm`` (every normalisation layer's per-channel scale and shift and the head:
             FiLM-style adapters, Perez et al. 2018; Tobaben et al. 2023 train these under DP).
+        cache_features: Compute the scattering features of every record once, when the data is
+            loaded, instead of at every forward pass (needs ``frontend = "scatter"``). The
+            transform is a fixed public function of each record, so this is pre-processing:
+            same updates, same privacy, several times faster rounds
+            (:mod:`secfed.data.features`). Refused with ``privacy.augmult > 1`` (it shifts pixels).
     """
 
     arch: str = "conv4"
@@ -276,6 +281,7 @@ class ModelSection:
     pretrain_lr: float = 1e-3
     pretrain_n_way: int = 20
     trainable: str = "all"
+    cache_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -698,6 +704,19 @@ def validate(cfg: ExperimentConfig) -> None:
         "model.trainable",
         "'norm' trains the normalisation layers' scale and shift: set model.norm",
         m.trainable,
+    )
+    _check(
+        not m.cache_features or m.frontend == "scatter",
+        "model.cache_features",
+        "caches the scattering front-end's output: it needs model.frontend = 'scatter'",
+        m.cache_features,
+    )
+    _check(
+        not m.cache_features or cfg.privacy.augmult == 1,
+        "model.cache_features",
+        "privacy.augmult > 1 shifts the raw pixels, which cached features no longer have: "
+        "set model.cache_features = false or privacy.augmult = 1",
+        m.cache_features,
     )
     for key in ("local_steps", "meta_batch", "batch_size"):
         _check(getattr(lr, key) >= 1, f"learner.{key}", "must be >= 1", getattr(lr, key))

@@ -50,6 +50,7 @@ _APPLIES: dict[str, Callable[[ExperimentConfig], bool]] = {
     "model.scatter_j": lambda c: c.model.frontend == "scatter",
     "model.scatter_l": lambda c: c.model.frontend == "scatter",
     "model.weight_standardization": lambda c: c.model.arch == "conv4",
+    "model.cache_features": lambda c: c.model.frontend == "scatter",
     "model.pretrain_steps": lambda c: c.data.dataset == "omniglot" and c.learner.name != "fedavg",
     "model.pretrain_lr": lambda c: c.model.pretrain_steps > 0,
     "model.pretrain_n_way": lambda c: c.model.pretrain_steps > 0,

@@ -46,10 +46,13 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     Returns:
         ``$SECFED_CACHE_DIR/pretrained/<sha256>.safetensors`` (default ``~/.cache/secfed``).
     """
+    model = dataclasses.asdict(config.model)
+    # model.cache_features is pre-processing (the same features, computed once): not in the key
+    del model["cache_features"]
     key = {
         "v": 1,
         "data": dataclasses.asdict(config.data) | {"root": str(config.data_root())},
-        "model": dataclasses.asdict(config.model),
+        "model": model,
         "task": dataclasses.asdict(config.task),
         "learner": dataclasses.asdict(config.learner),
         "seed": config.experiment.seed,
@@ -76,6 +79,7 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     from safetensors.torch import load_file, save_file
 
     from secfed import components
+    from secfed.data.features import featurize
     from secfed.tasks.episodic import EpisodicTaskSource
 
     m = config.model
@@ -85,7 +89,8 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     if cache.exists():
         model.load_state_dict(load_file(str(cache)))
         return model
-    public = components.load_public(config=config)
+    # model.cache_features: the public records' scattering features, computed once
+    public = featurize(config=config, dataset=components.load_public(config=config))
     # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
     n_way = m.pretrain_n_way if config.learner.name == "protonet" else config.task.n_way
     source = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)

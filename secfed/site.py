@@ -31,6 +31,9 @@ class Site:
             from the records; every label of ``dataset`` is in it.
         record_ids: A stable id per record (its index in the training split), so that removing
             one record changes the identity, and hence the keyed randomness, of no other.
+        inputs: The records as the model consumes them, row for row with ``dataset``: their
+            cached scattering features with ``model.cache_features`` (:mod:`secfed.data.features`),
+            ``None`` for the raw records themselves (:attr:`model_inputs`).
     """
 
     site_id: int
@@ -38,6 +41,7 @@ class Site:
     tasks: TaskSource
     public_classes: tuple[int, ...] = ()
     record_ids: np.ndarray | None = None
+    inputs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.public_classes:
@@ -50,6 +54,13 @@ class Site:
             raise DatasetFormatError(
                 f"site {self.site_id}: {ids.shape} record ids for {self.dataset.num_records} records"
             )
+        if self.inputs is not None and (
+            self.inputs.ndim < 2 or self.inputs.shape[0] != self.dataset.num_records
+        ):
+            raise DatasetFormatError(
+                f"site {self.site_id}: inputs of shape {self.inputs.shape} for "
+                f"{self.dataset.num_records} records"
+            )
         unknown = np.setdiff1d(self.dataset.labels, np.asarray(self.public_classes, dtype=np.int64))
         if unknown.size:
             raise DatasetFormatError(
@@ -60,6 +71,11 @@ class Site:
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one record."""
         return self.dataset.input_shape
+
+    @property
+    def model_inputs(self) -> np.ndarray:
+        """What the model is fed for each record: the cached features, or the raw images."""
+        return self.dataset.images if self.inputs is None else self.inputs
 
     @property
     def num_records(self) -> int:

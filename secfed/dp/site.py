@@ -456,7 +456,7 @@ class RecordSitePrivacy(SitePrivacy):
         self._ledger: PrivacyLedger | None = None
         if state_dir is not None:
             self._ledger = self._open_ledger(state_dir=Path(state_dir), key_dir=key_dir)
-        self._x = torch.from_numpy(np.array(site.dataset.images, dtype=np.float32))
+        self._x = torch.from_numpy(np.array(site.model_inputs, dtype=np.float32))  # cached features or raw
         self._y = torch.from_numpy(np.array(site.dataset.labels, dtype=np.int64))
         self._classes = [int(c) for c in site.public_classes]
         self._record_ids = np.asarray(site.record_ids, dtype=np.int64)

@@ -407,11 +407,42 @@ class ScatterModel(nn.Module):
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = body.num_classes
 
+    def front(self, x: torch.Tensor) -> torch.Tensor:
+        """The front-end's output for raw records, or cached features passed through.
+
+        Raw records ``(N, *input_shape)`` go through the scattering front-end; features already
+        computed by :mod:`secfed.data.features` (``model.cache_features``), of shape
+        ``(N, *frontend.output_shape)``, are used as they are. The two shapes always differ (the
+        transform subsamples by ``2^J``), so the shape alone tells them apart.
+
+        Args:
+            x: Raw records or their features.
+
+        Returns:
+            Features ``(N, *frontend.output_shape)``.
+
+        Raises:
+            ConfigError: If ``x`` has neither shape (e.g. features of another ``J``, ``L`` or
+                image size).
+        """
+        per_record = tuple(x.shape[1:])
+        if per_record == tuple(self.frontend.output_shape):
+            return x
+        if per_record == self.input_shape:
+            return self.frontend(x)
+        raise ConfigError(
+            f"the scattering model takes raw records (N, {', '.join(map(str, self.input_shape))}) or "
+            f"their cached features (N, {', '.join(map(str, self.frontend.output_shape))}); got "
+            f"{tuple(x.shape)} (features of another model.scatter_j / scatter_l / image size?)"
+        )
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding ``(N, embedding_dim)`` of raw records ``(N, C, H, W)``."""
-        return self.features(self.frontend(x))
+        """Embedding ``(N, embedding_dim)`` of raw records ``(N, C, H, W)`` or of their cached
+        features (see :meth:`front`)."""
+        return self.features(self.front(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, num_classes)``, or the embedding when there is no head."""
+        """Logits ``(N, num_classes)``, or the embedding when there is no head (raw records or
+        cached features, see :meth:`front`)."""
         z = self.embed(x)
         return self.head(z) if self.head is not None else z
