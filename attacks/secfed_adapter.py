@@ -2,8 +2,8 @@
 
 * :func:`load_run` reads a run directory (``config.toml``, ``checkpoint/``, ``summary.json``) into
   the global model the server holds, the learner and the public configuration.
-* :func:`supervised_loss_fn` and :func:`protonet_loss_fn` turn a secfed model / learner into the
-  attack library's functional loss ``loss_fn(params, buffers, inputs, labels)``
+* :func:`supervised_loss_fn`, :func:`protonet_loss_fn` and :func:`episode_loss_fn` turn a secfed
+  model / learner into the attack library's functional loss ``loss_fn(params, buffers, inputs, labels)``
   (:data:`attacks.functional.LossFn`); :func:`gradient_observation`, :func:`update_observation`
   and :func:`episode_observation` build the public observation models
   (:mod:`attacks.observation`) of what a secfed client sends under a run's hyperparameters.
@@ -33,6 +33,7 @@ from secfed.config import ExperimentConfig, load_config
 from secfed.errors import SecfedError
 from secfed.experiment import load_checkpoint_arrays
 from secfed.federation.state import load_flat_state, state_spec
+from secfed.learners import learner_class
 from secfed.learners.base import Learner
 from secfed.learners.common import head_names
 from secfed.tasks.base import Task
@@ -43,6 +44,8 @@ __all__ = [
     "load_run",
     "supervised_loss_fn",
     "protonet_loss_fn",
+    "episode_loss_fn",
+    "is_metric_learner",
     "head_size",
     "gradient_observation",
     "update_observation",
@@ -193,13 +196,96 @@ def supervised_loss_fn(*, model: nn.Module, n_way: int | None = None) -> LossFn:
     return loss_fn
 
 
+def is_metric_learner(name: str) -> bool:
+    """Whether a learner's whole message is the gradient of a per-episode loss with no inner loop.
+
+    ProtoNet, Matching Networks and Siamese networks (episodic, no classification head): their
+    episode loss couples the episode's records, has no one-record form, and is invariant to
+    renaming the episode's classes, so the label layout of an episode is public.
+
+    Args:
+        name: A registered learner name.
+
+    Returns:
+        True for such a learner.
+
+    Raises:
+        ConfigError: If ``name`` is not a registered learner.
+    """
+    cls = learner_class(name)
+    return bool(cls.episodic) and cls.head == "none"
+
+
+def episode_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: int, n_query: int) -> LossFn:
+    """A metric learner's own episode loss (``learner.task_loss``) as a :data:`~attacks.functional.LossFn`.
+
+    ``inputs`` holds the ``n_way * k_shot`` support records followed by the ``n_way * n_query``
+    queries, each class-sorted, as the learners' episode sources lay them out; they become a
+    :class:`~secfed.tasks.base.Task` that goes through the learner's own ``task_loss`` (ProtoNet,
+    Matching Networks with or without full context embeddings, Siamese networks). The replay
+    therefore runs the site's code, not a copy of it.
+
+    Args:
+        learner: The run's learner (see :func:`is_metric_learner`).
+        model: The model the learner trains (with the learner's own modules, e.g. ``pair_head``).
+        n_way: Classes per episode.
+        k_shot: Support records per class.
+        n_query: Query records per class.
+
+    Returns:
+        ``loss_fn(params, buffers, inputs, labels)`` taking hard (integer) labels.
+
+    Raises:
+        AttackConfigError: If the learner is not a metric learner or a count is not positive.
+        AttackInputError: (from the returned function) on soft labels or a batch that is not one
+            such episode.
+    """
+    if not is_metric_learner(learner.name):
+        raise AttackConfigError(
+            f"episode_loss_fn needs a learner whose message is one episode's loss gradient "
+            f"(ProtoNet, Matching Networks, Siamese networks), got {learner.name!r}"
+        )
+    for name, v in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query)):
+        if int(v) < 1:
+            raise AttackConfigError(f"{name} must be >= 1, got {v}")
+    n_support = n_way * k_shot
+    n_records = n_way * (k_shot + n_query)
+
+    def loss_fn(
+        params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
+    ) -> Tensor:
+        if labels.is_floating_point():
+            raise AttackInputError(
+                f"the {learner.name} episode loss takes the episode's hard label layout (public: "
+                "attacks.functional.protonet_episode_labels), not soft labels"
+            )
+        if inputs.shape[0] != n_records or labels.shape[0] != inputs.shape[0]:
+            raise AttackInputError(
+                f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class has "
+                f"{n_records} records, got {inputs.shape[0]} inputs and {labels.shape[0]} labels"
+            )
+        task = Task(
+            support_x=inputs[:n_support],
+            support_y=labels[:n_support].long(),
+            query_x=inputs[n_support:],
+            query_y=labels[n_support:].long(),
+            n_way=n_way,
+        )
+        return learner.task_loss(
+            model=model, params=dict(params), buffers={k: v.clone() for k, v in buffers.items()}, task=task
+        )
+
+    return loss_fn
+
+
 def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: int, n_query: int) -> LossFn:
     """The secfed ProtoNet episode loss as a :data:`~attacks.functional.LossFn`.
 
     ``inputs`` holds the ``n_way * k_shot`` support records followed by the ``n_way * n_query``
     queries. With hard labels this is exactly the learner's own ``task_loss`` on the
-    corresponding :class:`~secfed.tasks.base.Task`; soft labels (optimised jointly by DLG) go
-    through :func:`attacks.functional.protonet_episode_loss`, which equals it on one-hot labels.
+    corresponding :class:`~secfed.tasks.base.Task` (:func:`episode_loss_fn`); soft labels
+    (optimised jointly by DLG) go through :func:`attacks.functional.protonet_episode_loss`, which
+    equals it on one-hot labels.
 
     Args:
         learner: The run's ProtoNet learner.
@@ -217,29 +303,14 @@ def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: 
     if learner.name != "protonet":
         raise AttackConfigError(f"protonet_loss_fn needs the ProtoNet learner, got {learner.name!r}")
     soft = protonet_episode_loss(model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
-    n_support = n_way * k_shot
+    hard = episode_loss_fn(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
 
     def loss_fn(
         params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], inputs: Tensor, labels: Tensor
     ) -> Tensor:
         if labels.is_floating_point():
             return soft(params, buffers, inputs, labels)
-        if inputs.shape[0] != n_way * (k_shot + n_query) or labels.shape[0] != inputs.shape[0]:
-            raise AttackInputError(
-                f"a {n_way}-way {k_shot}-shot episode with {n_query} queries per class has "
-                f"{n_way * (k_shot + n_query)} records, got {inputs.shape[0]} inputs and "
-                f"{labels.shape[0]} labels"
-            )
-        task = Task(
-            support_x=inputs[:n_support],
-            support_y=labels[:n_support].long(),
-            query_x=inputs[n_support:],
-            query_y=labels[n_support:].long(),
-            n_way=n_way,
-        )
-        return learner.task_loss(
-            model=model, params=dict(params), buffers={k: v.clone() for k, v in buffers.items()}, task=task
-        )
+        return hard(params, buffers, inputs, labels)
 
     return loss_fn
 
@@ -258,11 +329,12 @@ def gradient_observation(*, config: ExperimentConfig, model: nn.Module) -> Gradi
         The observation model.
 
     Raises:
-        AttackConfigError: For ProtoNet, which has no per-record loss.
+        AttackConfigError: For ProtoNet, Matching Networks and Siamese networks, which have no
+            per-record loss.
     """
     name = config.learner.name
-    if name == "protonet":
-        raise AttackConfigError("ProtoNet has no per-record loss: use episode_observation")
+    if is_metric_learner(name):
+        raise AttackConfigError(f"{name} has no per-record loss: use episode_observation")
     n_way = config.task.n_way if name in NWAY_HEAD_LEARNERS else None
     return GradientObservation(loss_fn=supervised_loss_fn(model=model, n_way=n_way))
 
@@ -329,8 +401,9 @@ def episode_observation(
 ) -> ObservationModel:
     """The (meta-)gradient of one episode at the global model.
 
-    * ProtoNet: the gradient of the learner's episode loss (Snell et al. 2017) on
-      ``n_way * k_shot`` support records followed by ``n_way * n_query`` queries.
+    * ProtoNet, Matching Networks, Siamese networks: the gradient of the learner's own episode
+      loss (Snell et al. 2017; Vinyals et al. 2016; Koch et al. 2015) on ``n_way * k_shot``
+      support records followed by ``n_way * n_query`` queries (:func:`episode_loss_fn`).
     * MAML / FOMAML: the meta-gradient after ``learner.inner_steps`` inner SGD steps with
       ``learner.inner_lr`` on the support set (Finn et al. 2017).
 
@@ -349,11 +422,10 @@ def episode_observation(
         AttackConfigError: For learners without an episodic meta-loss.
     """
     name = config.learner.name
-    if name == "protonet":
+    if is_metric_learner(name):
+        build = protonet_loss_fn if name == "protonet" else episode_loss_fn
         return GradientObservation(
-            loss_fn=protonet_loss_fn(
-                learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query
-            )
+            loss_fn=build(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
         )
     if name in ("maml", "fomaml"):
         return MAMLObservation(

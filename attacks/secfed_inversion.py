@@ -7,17 +7,20 @@ in a :class:`~attacks.inversion.GroundTruth`, used only for scoring), computes t
 site would send under the run's settings (:mod:`attacks.secfed_observe`, with DP when the run uses
 it) and hands the server only :class:`~attacks.inversion.InversionInputs`: the model, the message,
 the public observation model (:mod:`attacks.secfed_adapter`), record count, input shape, class
-count and, for ProtoNet, the public canonical label layout.
+count and, for the metric learners (ProtoNet, Matching Networks, Siamese networks) and zeroed-head
+MAML / FOMAML, the public canonical label layout. Every replay runs the learner's own loss
+(:mod:`attacks.secfed_adapter`), never a copy of its loop.
 
 Scenarios (:data:`attacks.options.INVERSION_SCENARIOS`), chosen by learner:
 
 * ``gradient_b1`` / ``gradient_b4``: one gradient of the per-record loss on 1 / 4 records (FedSGD;
-  FedAvg, Reptile, MAML, FOMAML heads). For ProtoNet ``gradient_b4`` is the gradient of the
-  smallest episode (2-way, 1 support and 1 query per class); ProtoNet has no 1-record loss.
+  FedAvg, Reptile, MAML, FOMAML heads). For the metric learners ``gradient_b4`` is the gradient
+  of the smallest episode (2-way, 1 support and 1 query per class): they have no 1-record loss.
 * ``update_b1`` / ``update_b4``: a multi-step FedAvg update (``local_steps`` steps of ``local_lr``)
   or a Reptile update (``inner_steps`` steps of ``inner_lr``, scaled by the outer ``local_lr``) on
   1 / 4 records, replayed as plain SGD (Geiping et al. 2020, Sec. 5).
-* ``episode``: ProtoNet's episode gradient or the MAML / FOMAML meta-gradient of one episode of the
+* ``episode``: the episode gradient of ProtoNet, Matching Networks (with or without full context
+  embeddings) or Siamese networks, or the MAML / FOMAML meta-gradient, of one episode of the
   run's shape (``task.n_way``, ``task.k_shot``, ``task.q_query``).
 * ``secure_aggregate``: the sum over ``aggregate_clients`` sites of their messages (each its
   ``update_b1``, or its smallest episode for episodic learners): what secure aggregation reveals
@@ -60,10 +63,12 @@ from attacks.secfed_adapter import (
     episode_observation,
     gradient_observation,
     head_size,
+    is_metric_learner,
     update_observation,
 )
 from attacks.secfed_observe import aggregate_noise, client_privacy, private_observe
 from secfed import components
+from secfed.learners import learner_class
 
 __all__ = ["InversionCase", "applicable_scenarios", "prepare_cases", "run_inversion_attack"]
 
@@ -94,10 +99,6 @@ class InversionCase:
     clients: list[int] = field(default_factory=list)
 
 
-#: Learners whose local update the inversion replays can rebuild.
-_REPLAYED_LEARNERS = ("protonet", "maml", "fomaml", "reptile", "fedavg")
-
-
 def applicable_scenarios(*, learner: str) -> dict[str, str | None]:
     """Scenario name to ``None`` (applies) or the reason it does not apply to ``learner``.
 
@@ -109,22 +110,20 @@ def applicable_scenarios(*, learner: str) -> dict[str, str | None]:
 
     Returns:
         Every scenario of :data:`INVERSION_SCENARIOS` with ``None`` or its reason.
+
+    Raises:
+        ConfigError: If ``learner`` is not a registered learner.
     """
     out: dict[str, str | None] = dict.fromkeys(INVERSION_SCENARIOS)
-    if learner not in _REPLAYED_LEARNERS:
-        # the replays rebuild each learner's own update inside autograd; learners without a
-        # replay yet (Matching Networks, Siamese networks) get no scenario rather than a wrong one
-        reason = f"no gradient-inversion replay of {learner}'s update exists yet"
-        return dict.fromkeys(INVERSION_SCENARIOS, reason)
-    if learner == "protonet":
+    if is_metric_learner(learner):
         out["gradient_b1"] = (
-            "ProtoNet has no one-record loss (an episode needs a support and a query per class)"
+            f"{learner} has no one-record loss (an episode needs a support and a query per class)"
         )
-    if learner in ("protonet", "maml", "fomaml"):
+    if learner_class(learner).episodic:
         reason = f"{learner} sends episode (meta-)gradient steps, not plain SGD updates: see 'episode'"
         out["update_b1"] = reason
         out["update_b4"] = reason
-    if learner in ("fedavg", "reptile"):
+    if not learner_class(learner).episodic:
         out["episode"] = f"{learner} has no episodic meta-gradient"
     return out
 
@@ -190,19 +189,22 @@ def _unit(
     """Observation model, private batch, class count and public labels (or None) of one client."""
     cfg, learner, model = run.config, run.learner, run.model
     name, t = cfg.learner.name, cfg.task
-    if kind in ("episode", "episode_min") or (kind == "gradient" and name == "protonet"):
+    metric = is_metric_learner(name)
+    if kind in ("episode", "episode_min") or (kind == "gradient" and metric):
         if kind == "episode":
             shape = (t.n_way, t.k_shot, t.q_query)
-        else:  # the smallest episode: 2-way for ProtoNet, the head's n_way for MAML / FOMAML
-            shape = (2 if name == "protonet" else t.n_way, 1, 1)
+        else:  # the smallest episode: 2-way for the metric learners, the head's n_way for MAML / FOMAML
+            shape = (2 if metric else t.n_way, 1, 1)
         obs = episode_observation(
             config=cfg, learner=learner, model=model, n_way=shape[0], k_shot=shape[1], n_query=shape[2]
         )
         x, y = sampler.episode(sid=sid, n_way=shape[0], k_shot=shape[1], n_query=shape[2])
-        # ProtoNet's loss is invariant to relabelling, and so is MAML's with a head zeroed before
-        # every task (every class starts from the same zero row): the canonical layout is public
-        # (see attacks.functional.protonet_episode_labels).
-        symmetric = name == "protonet" or cfg.learner.head_init == "zero"
+        # The metric learners' losses are invariant to relabelling (ProtoNet's prototypes, the
+        # Matching Networks attention over support labels, the Siamese same/different pairs), and
+        # so is MAML's with a head zeroed before every task (every class starts from the same zero
+        # row): the canonical class-sorted layout is public (attacks.functional.protonet_episode_labels;
+        # with full context embeddings the support order is the episode source's class-sorted one).
+        symmetric = metric or cfg.learner.head_init == "zero"
         return obs, x, y, shape[0], (y if symmetric else None)
     heads = head_size(config=cfg, model=model)
     assert heads is not None
@@ -235,7 +237,7 @@ def _notes(*, run: LoadedRun, scenario: str) -> tuple[bool, list[str]]:
         one_step = (lr.name == "fedavg" and lr.local_steps == 1) or (
             lr.name == "reptile" and lr.inner_steps == 1
         )
-        sent = one_step or lr.name in ("protonet", "maml", "fomaml")
+        sent = one_step or learner_class(lr.name).episodic
         if not sent:
             notes.append(
                 "the run's sites take several local steps: a single gradient is a FedSGD site's message"
@@ -258,11 +260,7 @@ def _notes(*, run: LoadedRun, scenario: str) -> tuple[bool, list[str]]:
             "the run's local optimiser is Adam; the observation is simulated and replayed with plain SGD "
             "(attacks.observation replays SGD), so it models, not reproduces, the run's message"
         )
-    if (
-        lr.name in ("protonet", "maml", "fomaml")
-        and lr.local_steps > 1
-        and scenario in ("episode", "gradient_b4")
-    ):
+    if learner_class(lr.name).episodic and lr.local_steps > 1 and scenario in ("episode", "gradient_b4"):
         notes.append(
             f"the run takes {lr.local_steps} local steps per round; this is one step's episode gradient"
         )
@@ -293,7 +291,7 @@ def prepare_cases(*, run: LoadedRun, options: AttackOptions) -> tuple[list[Inver
     params, buffers = _params(run)
     sampler = _Sampler(run=run, seed=options.seed)
     cases: list[InversionCase] = []
-    episodic = cfg.learner.name in ("protonet", "maml", "fomaml")
+    episodic = learner_class(cfg.learner.name).episodic
     for scenario in wanted:
         if scenario in skipped:
             continue
