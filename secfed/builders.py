@@ -295,14 +295,15 @@ def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = 
         if train is None:
             train, _ = load_splits(config=config)
         return train.num_classes
-    if config.learner.head_init == "zero":
-        # Zeroed before every task, the head is the same for every class: train and test ways
-        # may differ, and each task uses its first n_way outputs.
+    if config.learner.head_init in ("zero", "proto"):
+        # Zeroed (or set from the support prototypes) before every task, the head is the same
+        # for every class: train and test ways may differ, and each task uses its first n_way
+        # outputs.
         return max(config.task.n_way, config.task.test_n_way)
     if config.task.n_way != config.task.test_n_way:
         raise ConfigError(
             f"{name} uses an n_way-output head: task.n_way ({config.task.n_way}) must equal "
-            f"task.test_n_way ({config.task.test_n_way}) unless learner.head_init = 'zero'"
+            f"task.test_n_way ({config.task.test_n_way}) unless learner.head_init = 'zero' or 'proto'"
         )
     return config.task.n_way
 

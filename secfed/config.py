@@ -68,7 +68,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "learner.name": ("protonet", "matching", "siamese", "maml", "fomaml", "reptile", "fedavg"),
     "learner.local_optimizer": ("adam", "sgd"),
     "learner.inner_optimizer": ("sgd", "adam"),
-    "learner.head_init": ("learned", "zero"),
+    "learner.head_init": ("learned", "zero", "proto"),
+    "model.pretrain_learner": ("same", "protonet"),
     "federation.sampling": ("fixed", "poisson"),
     "federation.server_optimizer": ("sgd", "adam"),
     "federation.aggregation": ("plain", "secagg", "secagg+"),
@@ -257,6 +258,13 @@ class ModelSection:
             before round 1 from public data and the seed, so it costs no privacy.
         pretrain_lr: Learning rate of that pretraining (the learner's optimizer).
         pretrain_n_way: Classes per pretraining episode (1 shot, 5 queries per class).
+        pretrain_learner: Which learner pretrains: ``same`` (the run's learner, on
+            ``task.n_way``-way episodes for learners with an n-way head and ``pretrain_n_way``
+            for ProtoNet) or ``protonet``
+            (the body is pretrained as a ProtoNet embedding on ``pretrain_n_way``-way episodes
+            whatever the run's learner, Snell et al. 2017; the head is left as initialised. With
+            MAML, FOMAML or Reptile pair it with ``learner.head_init = "proto"`` (Triantafillou et
+            al. 2020), which starts every task from that embedding's prototype classifier).
         trainable: Which parameters the sites train (the others stay as initialised, e.g.
             pretrained on public data): ``all``; ``last`` (the last block and the head);
             ``norm`` (every normalisation layer's per-channel scale and shift and the head:
@@ -280,6 +288,7 @@ class ModelSection:
     pretrain_steps: int = 0
     pretrain_lr: float = 1e-3
     pretrain_n_way: int = 20
+    pretrain_learner: str = "same"
     trainable: str = "all"
     cache_features: bool = False
 
@@ -302,8 +311,12 @@ class LearnerSection:
         inner_optimizer: Reptile inner optimiser.
         reptile_inner_batch: Records per Reptile inner step (0 = whole task).
         batch_size: FedAvg local minibatch size.
-        head_init: ``learned`` or ``zero`` (MAML/FOMAML/Reptile: zero the linear head before
-            every task, Kao et al. 2022; lets ``task.n_way`` differ from ``task.test_n_way``).
+        head_init: ``learned``, ``zero`` or ``proto`` (MAML/FOMAML/Reptile: zero the linear
+            head before every task, Kao et al. 2022, or set it from the task's support
+            prototypes, ``W_k = 2 c_k``, ``b_k = -||c_k||^2``, Proto-MAML, Triantafillou et al.
+            2020, so that before any inner step the model is the ProtoNet classifier; both let
+            ``task.n_way`` differ from ``task.test_n_way``). ``proto`` couples the records of a
+            task, so it is refused for Reptile under record-level DP (its DP unit is one record).
         fce: Matching Networks: full context embeddings (Vinyals et al. 2016).
         fce_steps: Matching Networks: processing steps of the FCE attention LSTM.
     """
@@ -698,6 +711,12 @@ def validate(cfg: ExperimentConfig) -> None:
     )
     _check(m.pretrain_lr > 0, "model.pretrain_lr", "must be > 0", m.pretrain_lr)
     _check(m.pretrain_n_way >= 2, "model.pretrain_n_way", "must be >= 2", m.pretrain_n_way)
+    _check(
+        m.pretrain_learner == "same" or m.pretrain_steps > 0,
+        "model.pretrain_learner",
+        "chooses the pretraining learner: set model.pretrain_steps > 0",
+        m.pretrain_learner,
+    )
     _check(m.trainable in ("all", "last", "norm"), "model.trainable", "one of all, last, norm", m.trainable)
     _check(
         m.trainable != "norm" or m.norm != "none",
@@ -734,6 +753,20 @@ def validate(cfg: ExperimentConfig) -> None:
         "must be a finite number >= 0 (0 = FedAvg)",
         f.proximal_mu,
     )
+    if lr.head_init == "proto":
+        _check(
+            lr.name in ("maml", "fomaml", "reptile"),
+            "learner.head_init",
+            "'proto' applies to maml, fomaml and reptile (learners with a linear head adapted per task)",
+            lr.name,
+        )
+        _check(
+            not (lr.name == "reptile" and pr.mode == "record"),
+            "learner.head_init",
+            "'proto' sets reptile's head from several records of a task, but record-level DP reptile "
+            "clips each record's gradient alone (its unit is one record): use 'zero'",
+            lr.head_init,
+        )
     if lr.head_init == "zero":
         _check(
             lr.name in ("maml", "fomaml", "reptile"),

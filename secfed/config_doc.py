@@ -54,6 +54,7 @@ _APPLIES: dict[str, Callable[[ExperimentConfig], bool]] = {
     "model.pretrain_steps": lambda c: c.data.dataset == "omniglot" and c.learner.name != "fedavg",
     "model.pretrain_lr": lambda c: c.model.pretrain_steps > 0,
     "model.pretrain_n_way": lambda c: c.model.pretrain_steps > 0,
+    "model.pretrain_learner": lambda c: c.model.pretrain_steps > 0,
     # learner
     "learner.inner_steps": lambda c: c.learner.name in _INNER,
     "learner.inner_lr": lambda c: c.learner.name in _INNER,

@@ -7,7 +7,12 @@ Classification"; De et al. 2022 for fine-tuning pretrained models with DP-SGD). 
 data is ``data.public_alphabets`` (:func:`secfed.components.load_public`): alphabets no site
 holds, removed from every site's shard and disjoint from the validation alphabets; the test
 alphabets come from other archives. The server pretrains the initial model with the run's own
-learner for ``model.pretrain_steps`` episodes from a seed-derived generator, before round 1.
+learner for ``model.pretrain_steps`` episodes from a seed-derived generator, before round 1; with
+``model.pretrain_learner = "protonet"`` it pretrains the body as a ProtoNet embedding instead
+(Snell et al. 2017) whatever the run's learner, through
+:class:`~secfed.learners.common.EmbeddingView` when the model has a linear head (MAML, FOMAML,
+Reptile; the head keeps its initial values: with ``learner.head_init = "proto"`` every task starts
+from the prototype classifier of that embedding, Triantafillou et al. 2020).
 The result is cached (safetensors, no pickle) under ``$SECFED_CACHE_DIR/pretrained`` (default
 ``~/.cache/secfed/pretrained``), keyed by a hash of every setting it depends on, so the points of
 a sweep pretrain once.
@@ -32,6 +37,7 @@ from torch import nn
 
 from secfed.config import ExperimentConfig
 from secfed.errors import ConfigError
+from secfed.learners.common import EmbeddingView
 from secfed.seeding import derive_seed
 
 __all__ = ["pretrain_cache_path", "pretrain_public"]
@@ -49,18 +55,35 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     model = dataclasses.asdict(config.model)
     # model.cache_features is pre-processing (the same features, computed once): not in the key
     del model["cache_features"]
+    learner = dataclasses.asdict(config.learner)
+    if config.model.pretrain_learner == "same":
+        del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
+    elif config.learner.name != "protonet":
+        # what a ProtoNet pretraining reads of the learner section (the run's learner only
+        # decides the head's shape, which is in the key through the task section)
+        learner = {
+            "pretrain_as": "protonet",
+            "head": config.learner.name,
+            "meta_batch": config.learner.meta_batch,
+            "local_optimizer": config.learner.local_optimizer,
+            "head_init": config.learner.head_init,
+        }
     key = {
         "v": 1,
         "data": dataclasses.asdict(config.data) | {"root": str(config.data_root())},
         "model": model,
         "task": dataclasses.asdict(config.task),
-        "learner": dataclasses.asdict(config.learner),
+        "learner": learner,
         "seed": config.experiment.seed,
         "torch": torch.__version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     base = Path(os.environ.get("SECFED_CACHE_DIR") or Path.home() / ".cache" / "secfed")
     return base / "pretrained" / f"{digest}.safetensors"
+
+
+def _pretrains_as_protonet(*, config: ExperimentConfig) -> bool:
+    return config.model.pretrain_learner == "protonet" or config.learner.name == "protonet"
 
 
 def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
@@ -92,13 +115,17 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     # model.cache_features: the public records' scattering features, computed once
     public = featurize(config=config, dataset=components.load_public(config=config))
     # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
-    n_way = m.pretrain_n_way if config.learner.name == "protonet" else config.task.n_way
+    as_protonet = _pretrains_as_protonet(config=config)
+    n_way = m.pretrain_n_way if as_protonet else config.task.n_way
     source = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
-    pre_cfg = dataclasses.replace(
-        config,
-        learner=dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr),
-    )
+    pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
+    if as_protonet:
+        pre_learner = dataclasses.replace(pre_learner, name="protonet", head_init="learned")
+    pre_cfg = dataclasses.replace(config, learner=pre_learner)
     learner = components.build_learner(config=pre_cfg)
+    # a model with a linear head is pretrained as an embedding network through a view of its body
+    has_head = getattr(model, "head", None) is not None
+    trained: nn.Module = EmbeddingView(model) if as_protonet and has_head else model
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(True)
@@ -107,7 +134,7 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     try:
         model.train()
         learner.local_update(
-            model=model,
+            model=trained,
             tasks=source,
             rng=np.random.default_rng(derive_seed(config.experiment.seed, "pretrain")),
         )

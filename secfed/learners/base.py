@@ -42,8 +42,11 @@ class LearnerConfig:
             meta-learned head, Finn et al. 2017) or ``"zero"`` (weights and bias set to zero
             before every task's inner loop, in training and at test time: the "zeroing trick"
             of Kao, Chiu & Chen 2022, "MAML is a Noisy Contrastive Learner in Classification",
-            ICLR). With ``"zero"`` the head is the same for every class, so the training and
-            test ways may differ.
+            ICLR), or ``"proto"`` (set before every task from the task's support prototypes,
+            ``W_k = 2 c_k``, ``b_k = -||c_k||^2``: Proto-MAML, Triantafillou et al. 2020,
+            "Meta-Dataset", ICLR; before any inner step the model is the ProtoNet classifier).
+            With ``"zero"`` or ``"proto"`` the head is the same for every class, so the training
+            and test ways may differ.
         fce: Matching Networks only: full context embeddings (Vinyals et al. 2016, appendix):
             a bidirectional LSTM over the support embeddings and an attention LSTM for each query.
         fce_steps: Processing steps ``K`` of the attention LSTM (with ``fce``).

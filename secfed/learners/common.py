@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from secfed.errors import ConfigError, DataError
 from secfed.learners.base import LearnerConfig
@@ -20,8 +21,13 @@ from secfed.tasks.base import Task
 __all__ = [
     "OPTIMIZERS",
     "HEAD_INITS",
+    "REPLACED_HEADS",
     "head_names",
     "zero_head",
+    "EmbeddingView",
+    "embed_functional",
+    "proto_head",
+    "set_proto_head",
     "check_config",
     "check_task",
     "check_support_query",
@@ -35,8 +41,12 @@ __all__ = [
 
 #: Allowed values of ``local_optimizer`` and ``inner_optimizer``.
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-#: Allowed values of ``head_init``.
-HEAD_INITS: tuple[str, ...] = ("learned", "zero")
+#: Allowed values of ``head_init``: the meta-learned head, Kao et al.'s zeroed head, or the
+#: Proto-MAML head set from the task's support prototypes (Triantafillou et al. 2020).
+HEAD_INITS: tuple[str, ...] = ("learned", "zero", "proto")
+#: Head initialisations that replace the stored head before every task (the stored head is then
+#: never used and gets no update).
+REPLACED_HEADS: tuple[str, ...] = ("zero", "proto")
 
 
 def _positive_int(config: LearnerConfig, key: str, minimum: int) -> None:
@@ -240,7 +250,8 @@ def head_names(model: nn.Module) -> tuple[str, ...]:
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
         raise ConfigError(
-            f"head_init='zero' needs a model with a linear head (model.head), got {type(model).__name__}"
+            f"head_init='zero'/'proto' needs a model with a linear head (model.head), "
+            f"got {type(model).__name__}"
         )
     return tuple(f"head.{name}" for name, p in head.named_parameters() if p.requires_grad)
 
@@ -266,6 +277,145 @@ def zero_head(*, params: dict[str, torch.Tensor], names: tuple[str, ...]) -> dic
     if missing:
         raise ConfigError(f"head parameters {missing} are not among the trainable parameters")
     return {n: (p * 0 if n in names else p) for n, p in params.items()}
+
+
+class EmbeddingView(nn.Module):
+    """A module whose ``forward`` is ``model.embed``: the body without the linear head.
+
+    Its parameters are ``model``'s, named ``model.<name>`` (nothing is copied), so it can be
+    trained in place (public ProtoNet pretraining of a model that has a head,
+    :mod:`secfed.pretrain`) or called with :func:`torch.func.functional_call`
+    (:func:`embed_functional`).
+
+    Args:
+        model: A model with an ``embed(x)`` method (every model of :mod:`secfed.models`).
+
+    Raises:
+        ConfigError: If ``model`` has no ``embed`` method.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not callable(getattr(model, "embed", None)):
+            raise ConfigError(f"{type(model).__name__} has no embed(x) method: cannot take its embedding")
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened embedding ``(N, D)`` of a batch."""
+        emb = self.model.embed(x)  # type: ignore[operator]
+        return emb.reshape(emb.shape[0], -1)
+
+
+def embed_functional(
+    *, model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """``model.embed(x)`` evaluated at ``params`` / ``buffers`` (``torch.func``-compatible).
+
+    Args:
+        model: The model (its own tensors fill any name missing from ``params``/``buffers``).
+        params: Parameters by name, as in ``model.named_parameters()``.
+        buffers: Buffers by name.
+        x: Inputs ``(N, ...)``.
+
+    Returns:
+        The flattened embeddings ``(N, D)``, differentiable with respect to ``params``.
+    """
+    view = EmbeddingView(model)
+    prefixed = {f"model.{n}": t for n, t in params.items()}
+    prefixed_buffers = {f"model.{n}": t for n, t in buffers.items()}
+    out: torch.Tensor = functional_call(view, (prefixed, prefixed_buffers), (x,))
+    return out
+
+
+def proto_head(
+    *,
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    support_x: torch.Tensor,
+    support_y: torch.Tensor,
+    n_way: int,
+) -> dict[str, torch.Tensor]:
+    """``params`` with the linear head set from the support prototypes (Proto-MAML).
+
+    Triantafillou et al. 2020 ("Meta-Dataset", ICLR, Sec. 3): with ``c_k`` the mean embedding of
+    class ``k``'s support records, the head ``W_k = 2 c_k``, ``b_k = -||c_k||^2`` gives logits
+    ``2 q.c_k - ||c_k||^2 = -||q - c_k||^2 + ||q||^2``: the ProtoNet logits (Snell et al. 2017) up
+    to a per-query constant, hence the same softmax, loss and predictions before any inner step.
+    Output rows beyond ``n_way`` are zero (only the first ``n_way`` logits are read).
+
+    The new head is ``p * 0 + f(prototypes)``: it stays in the graph of the stored head ``p``
+    (whose meta-gradient is therefore exactly zero) and of the body's parameters, through which
+    the meta-gradient flows (the prototypes are differentiated, as in Proto-MAML). Static shapes
+    only, so it composes with ``torch.func.grad`` and ``vmap``.
+
+    Privacy: the head is a function of the episode's own support records, so a per-episode DP
+    unit (PRIVACY_NOTES §1: clip each episode's meta-gradient) keeps sensitivity 2C. It couples
+    the records of an episode, so it must not be used where the DP unit is one record (Reptile's
+    per-record DP-SGD inner steps); :class:`~secfed.learners.reptile.Reptile` refuses that.
+
+    Args:
+        model: The model (linear head ``model.head`` with a bias; ``embed(x)`` for the body).
+        params: Parameters by name (must include the head's).
+        buffers: Buffers by name.
+        support_x: Support inputs ``(S, ...)``.
+        support_y: Support labels ``(S,)`` in ``[0, n_way)``.
+        n_way: Number of classes (the head must have >= ``n_way`` outputs).
+
+    Returns:
+        A new dict; ``params`` itself is not modified.
+
+    Raises:
+        ConfigError: If the model has no linear head with a bias, the head is not among
+            ``params``, or it has fewer than ``n_way`` outputs.
+    """
+    names = head_names(model)
+    if set(names) != {"head.weight", "head.bias"}:
+        raise ConfigError(f"head_init='proto' needs a trainable linear head with a bias, got {list(names)}")
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ConfigError(f"head parameters {missing} are not among the trainable parameters")
+    weight, bias = params["head.weight"], params["head.bias"]
+    outputs = weight.shape[0]
+    if outputs < n_way:
+        raise ConfigError(f"model has {outputs} outputs but the task is {n_way}-way")
+    emb = embed_functional(model=model, params=params, buffers=buffers, x=support_x)
+    classes = torch.arange(n_way, device=support_y.device)
+    onehot = (support_y.unsqueeze(-1) == classes).to(emb.dtype)  # (S, n_way)
+    counts = onehot.sum(dim=0).clamp(min=1.0)
+    protos = (onehot.transpose(0, 1) @ emb) / counts.unsqueeze(-1)  # (n_way, D)
+    pad = outputs - n_way
+    new_w = torch.nn.functional.pad(2 * protos, (0, 0, 0, pad))
+    new_b = torch.nn.functional.pad(-(protos * protos).sum(dim=-1), (0, pad))
+    out = dict(params)
+    out["head.weight"] = weight * 0 + new_w.to(weight.dtype)
+    out["head.bias"] = bias * 0 + new_b.to(bias.dtype)
+    return out
+
+
+@torch.no_grad()
+def set_proto_head(*, model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> None:
+    """Write the Proto-MAML head of a support set into ``model.head`` in place (no gradients).
+
+    The module-level counterpart of :func:`proto_head` for learners that train a model copy in
+    place (Reptile). The model's current train/eval mode is used for the embedding.
+
+    Args:
+        model: The model (modified in place: its head only).
+        support_x: Support inputs.
+        support_y: Support labels in ``[0, n_way)``.
+        n_way: Number of classes.
+
+    Raises:
+        ConfigError: As :func:`proto_head`.
+    """
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    new = proto_head(
+        model=model, params=params, buffers=buffers, support_x=support_x, support_y=support_y, n_way=n_way
+    )
+    for name in ("head.weight", "head.bias"):
+        model.get_parameter(name).copy_(new[name])
 
 
 def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:

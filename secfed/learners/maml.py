@@ -21,6 +21,15 @@ weights to ``inner_lr`` times the centred mean support embedding of class ``k``,
 loss is a contrastive loss and only the body is meta-learned. The head is then the same for
 every class, so training episodes may have more ways than test episodes.
 
+With ``head_init="proto"`` (Proto-MAML, Triantafillou et al. 2020, "Meta-Dataset", ICLR) the head
+is set before every task's inner loop, in training and at test time, from the task's support
+prototypes ``c_k`` (mean support embeddings): ``W_k = 2 c_k``, ``b_k = -||c_k||^2``
+(:func:`~secfed.learners.common.proto_head`). Before any inner step the model is then exactly the
+ProtoNet classifier (same softmax); the inner steps refine it. The meta-gradient flows through the
+prototypes into the body (in FOMAML too: only the inner gradients are constants); the stored head
+gets none. A function of the episode's own support records, so per-episode record-level DP keeps
+sensitivity 2C. Training and test ways may differ, as with the zeroed head.
+
 Test time: ``test_inner_steps`` first-order steps with ``test_inner_lr`` on the support set, then
 logits of the queries. BatchNorm uses batch statistics, as in training (transductive batch norm,
 see :meth:`MAML.predict`); the running statistics are neither used nor changed.
@@ -35,7 +44,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from secfed.learners.common import check_support_query, head_logits, head_names, training_mode, zero_head
+from secfed.learners.common import (
+    check_support_query,
+    head_logits,
+    head_names,
+    proto_head,
+    training_mode,
+    zero_head,
+)
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -78,8 +94,14 @@ def inner_adapt(
     for _ in range(steps):
         logits = head_logits(outputs=functional_call(model, (current, buffers), (x,)), n_way=n_way)
         loss = F.cross_entropy(logits, y)
+        # retain_graph: a head computed from the parameters (head_init="proto") is part of this
+        # graph and of the query loss's, which back-propagates through it after this call
         grads = torch.autograd.grad(
-            loss, [current[n] for n in names], create_graph=create_graph, allow_unused=True
+            loss,
+            [current[n] for n in names],
+            create_graph=create_graph,
+            retain_graph=True,
+            allow_unused=True,
         )
         new: dict[str, torch.Tensor] = {}
         for name, g in zip(names, grads, strict=True):
@@ -110,6 +132,15 @@ class MAML(EpisodicLearner):
         """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
         if self.config.head_init == "zero":
             params = zero_head(params=params, names=head_names(model))
+        elif self.config.head_init == "proto":
+            params = proto_head(
+                model=model,
+                params=params,
+                buffers=buffers,
+                support_x=task.support_x,
+                support_y=task.support_y,
+                n_way=task.n_way,
+            )
         with torch.enable_grad():
             adapted = inner_adapt(
                 model=model,
@@ -143,7 +174,9 @@ class MAML(EpisodicLearner):
         et al. 2017's reference implementation; the running statistics are never used or changed).
         Meta-learned BatchNorm parameters are adapted to batch statistics, and with running
         statistics the adapted model collapses (measured on the Omniglot split: 20.0 % vs 75.4 %,
-        5-way 1-shot, 100 episodes). GroupNorm models are unaffected.
+        5-way 1-shot, 100 episodes). GroupNorm models are unaffected. With ``head_init="proto"``
+        and ``test_inner_steps = 0`` the predictions are ProtoNet's (the logits differ from
+        ProtoNet's by ``||q||^2`` per query).
 
         Raises:
             DataError: If the support/query data is malformed.
@@ -162,10 +195,21 @@ class MAML(EpisodicLearner):
             for name, p in model.named_parameters()
             if p.requires_grad
         }
-        if self.config.head_init == "zero":
-            zeroed = zero_head(params=params, names=head_names(model))
-            params = {name: p.detach().requires_grad_(True) for name, p in zeroed.items()}
         with training_mode(model, train=True), torch.enable_grad():
+            if self.config.head_init == "zero":
+                zeroed = zero_head(params=params, names=head_names(model))
+                params = {name: p.detach().requires_grad_(True) for name, p in zeroed.items()}
+            elif self.config.head_init == "proto":
+                with torch.no_grad():
+                    init = proto_head(
+                        model=model,
+                        params=params,
+                        buffers=buffers,
+                        support_x=support_x,
+                        support_y=support_y,
+                        n_way=n_way,
+                    )
+                params = {name: p.detach().requires_grad_(True) for name, p in init.items()}
             for _ in range(self.config.test_inner_steps):
                 stepped = inner_adapt(
                     model=model,

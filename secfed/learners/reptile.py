@@ -18,7 +18,13 @@ task difference ``D`` and the server's learning rate plays the role of Reptile's
 
 With ``head_init="zero"`` the copy's linear head is set to zero before every task (training and
 test time; Kao, Chiu & Chen 2022): the head's difference is not applied, so only the body is
-meta-learned and training episodes may have more ways than test episodes.
+meta-learned and training episodes may have more ways than test episodes. With
+``head_init="proto"`` (Proto-MAML's initialisation, Triantafillou et al. 2020) the copy's head is
+set from the task's support prototypes instead (``W_k = 2 c_k``, ``b_k = -||c_k||^2``,
+:func:`~secfed.learners.common.set_proto_head`; at test time from the support set), so the copy
+starts as the ProtoNet classifier; its difference is discarded as with the zeroed head. That head
+couples the records of a task, so it is refused with a custom inner trainer (record-level DP's
+per-record DP-SGD, whose unit is one record); DP Reptile keeps ``"zero"`` or ``"learned"``.
 
 The inner loop is a hook (:class:`InnerTrainer`, default :class:`TaskFineTune`); everything else
 (task sampling, resetting the copy, the head zeroing, the differences, the outer step, the
@@ -52,6 +58,7 @@ from secfed.learners.common import (
     head_names,
     make_optimizer,
     params_delta,
+    set_proto_head,
     snapshot_params,
     trainable_params,
     training_mode,
@@ -237,9 +244,18 @@ class Reptile(Learner):
 
         Raises:
             DataError: If a sampled task is malformed.
-            ConfigError: If the model's outputs do not fit the tasks.
+            ConfigError: If the model's outputs do not fit the tasks, or ``head_init="proto"`` is
+                combined with a custom inner trainer (its unit is one record, and a head set from
+                the task's support prototypes would make every record's gradient depend on the
+                other records: the per-record sensitivity would no longer hold).
         """
         cfg = self.config
+        if cfg.head_init == "proto" and inner is not None:
+            raise ConfigError(
+                "learner head_init='proto' cannot be used with reptile's record-level DP inner steps: "
+                "the head would be a function of several records, so clipping each record's gradient "
+                "no longer bounds one record's influence; use head_init='zero'"
+            )
         train_task = (
             inner
             if inner is not None
@@ -252,7 +268,7 @@ class Reptile(Learner):
         work_params = trainable_params(work)
         work_buffers = dict(work.named_buffers())
         buffers = dict(model.named_buffers())
-        zeroed = head_names(model) if cfg.head_init == "zero" else ()
+        zeroed = head_names(model) if cfg.head_init in ("zero", "proto") else ()
         stats = StepStats()
         num_tasks, num_examples = 0, 0
         with (
@@ -271,6 +287,11 @@ class Reptile(Learner):
                             work_buffers[name].copy_(b)
                         for name in zeroed:
                             work_params[name].zero_()
+                    if cfg.head_init == "proto":
+                        check_task(task=task, require_all_classes=self.needs_every_class)
+                        set_proto_head(
+                            model=work, support_x=task.support_x, support_y=task.support_y, n_way=task.n_way
+                        )
                     task_stats, examples = train_task(
                         model=work,
                         task=task,
@@ -317,7 +338,9 @@ class Reptile(Learner):
         The copy stays in training mode, so BatchNorm uses batch statistics (the support batch's
         while fine-tuning, the query batch's for the predictions: transductive batch norm, as in
         MAML's and Reptile's reference evaluations); the global model's running statistics are
-        neither used nor changed. GroupNorm models are unaffected.
+        neither used nor changed. GroupNorm models are unaffected. With ``head_init="proto"`` the
+        copy's head is first set from the support prototypes (with ``test_inner_steps = 0`` the
+        predictions are ProtoNet's).
 
         Raises:
             DataError: If the support/query data is malformed.
@@ -336,6 +359,8 @@ class Reptile(Learner):
                 for name in head_names(work):
                     work.get_parameter(name).zero_()
         with training_mode(work, train=True), torch.enable_grad():
+            if self.config.head_init == "proto":
+                set_proto_head(model=work, support_x=support_x, support_y=support_y, n_way=n_way)
             fine_tune(
                 model=work,
                 x=support_x,

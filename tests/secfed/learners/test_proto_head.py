@@ -1,0 +1,291 @@
+"""head_init = "proto" (Proto-MAML's head, Triantafillou et al. 2020) for MAML, FOMAML and Reptile.
+
+What a reader of the predictions sees: before any inner step the model *is* the ProtoNet
+classifier of its body (same softmax, logits shifted by ``||q||^2`` per query), the stored head
+never matters, and the meta-gradient with no inner step is ProtoNet's. What the server sees under
+record-level DP: the head is a function of the episode's own support records, so removing one
+record moves the sum of clipped per-episode meta-gradients by at most 2C (measured through the
+production DP engine, as for the other episodic learners); a per-record unit (Reptile's DP-SGD)
+would not keep its bound C with that head, so that combination is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from learner_blobs import BlobProblem
+from torch.func import grad
+
+from privacy.sampling import RecordEpisodeSampler
+from secfed.config import config_from_dict
+from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCounter
+from secfed.errors import ConfigError
+from secfed.learners import FOMAML, MAML, LearnerConfig, ProtoNet, Reptile
+from secfed.learners.common import EmbeddingView, head_names, proto_head
+from secfed.models import build_model
+from secfed.tasks.base import Task
+
+PROTO = LearnerConfig(head_init="proto", local_steps=2, inner_steps=1, test_inner_steps=0, inner_lr=0.1)
+
+
+def _model(*, num_classes: int = 7, norm: str = "group", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(
+        arch="mlp", input_shape=(1, 8, 8), num_classes=num_classes, hidden=16, norm=norm, num_groups=4
+    )
+
+
+def _scramble_head(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in head_names(model):
+            p = model.get_parameter(name)
+            p.copy_(torch.randn(p.shape, generator=g) * 3)
+
+
+def _predict(learner: MAML | Reptile | ProtoNet, model: torch.nn.Module, task: Task) -> torch.Tensor:
+    return learner.predict(
+        model=model,
+        support_x=task.support_x,
+        support_y=task.support_y,
+        n_way=task.n_way,
+        query_x=task.query_x,
+    )
+
+
+@pytest.mark.parametrize("cls", [MAML, FOMAML, Reptile])
+def test_without_adaptation_the_proto_head_is_the_protonet_classifier(cls: type) -> None:
+    """Logits = ProtoNet's + ||q||^2 per query: same softmax, same predictions (5 tasks)."""
+    learner = cls(config=PROTO)
+    protonet = ProtoNet(config=LearnerConfig())
+    model = _model()
+    problem = BlobProblem(n_way=5, k_shot=2)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        task = problem.sample(rng=rng)
+        got = _predict(learner, model, task)
+        ref = _predict(protonet, EmbeddingView(model), task)
+        with torch.no_grad():
+            q = EmbeddingView(model).eval()(task.query_x)
+        torch.testing.assert_close(
+            got - ref, (q * q).sum(-1, keepdim=True).expand_as(ref), rtol=1e-4, atol=1e-3
+        )
+        torch.testing.assert_close(got.softmax(-1), ref.softmax(-1), rtol=1e-4, atol=1e-5)
+        assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.parametrize("cls", [MAML, FOMAML, Reptile])
+@pytest.mark.parametrize("steps", [0, 3])
+def test_predictions_do_not_depend_on_the_stored_head(cls: type, steps: int) -> None:
+    task = BlobProblem().sample(rng=np.random.default_rng(0))
+    learner = cls(config=dataclasses.replace(PROTO, test_inner_steps=steps, test_inner_lr=0.05))
+    outs = []
+    for seed in (1, 2):
+        model = _model()
+        _scramble_head(model, seed)
+        outs.append(_predict(learner, model, task))
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_zero_inner_steps_give_protonets_meta_loss_and_meta_gradient() -> None:
+    """MAML's episode loss at the proto head equals ProtoNet's; so does the body's meta-gradient
+    (under ``torch.func.grad``, as the DP engine takes it); the stored head gets none."""
+    model = _model()
+    task = BlobProblem(n_way=5, k_shot=1, q_query=3).sample(rng=np.random.default_rng(1))
+    maml = MAML(config=dataclasses.replace(PROTO, inner_steps=0))
+    protonet = ProtoNet(config=LearnerConfig())
+    view = EmbeddingView(model)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def maml_loss(prm: dict[str, torch.Tensor]) -> torch.Tensor:
+        return maml.task_loss(model=model, params=prm, buffers={}, task=task)
+
+    def proto_loss(prm: dict[str, torch.Tensor]) -> torch.Tensor:
+        view_params = {f"model.{n}": p for n, p in prm.items()}
+        return protonet.task_loss(model=view, params=view_params, buffers={}, task=task)
+
+    torch.testing.assert_close(maml_loss(params), proto_loss(params))
+    g_maml, g_proto = grad(maml_loss)(params), grad(proto_loss)(params)
+    for name in params:
+        if name.startswith("head."):
+            assert torch.count_nonzero(g_maml[name]) == 0, name
+        else:
+            torch.testing.assert_close(g_maml[name], g_proto[name], rtol=1e-4, atol=1e-6)
+
+
+def test_inner_steps_move_away_from_protonet_and_training_leaves_the_head() -> None:
+    model = _model()
+    task = BlobProblem().sample(rng=np.random.default_rng(2))
+    before = _predict(MAML(config=PROTO), model, task)
+    adapted = _predict(
+        MAML(config=dataclasses.replace(PROTO, test_inner_steps=2, test_inner_lr=0.1)), model, task
+    )
+    assert not torch.allclose(before, adapted)
+    for cls in (MAML, FOMAML, Reptile):
+        m = _model(norm="batch")
+        cfg = dataclasses.replace(PROTO, inner_steps=2, inner_lr=0.05) if cls is Reptile else PROTO
+        update = cls(config=cfg).local_update(model=m, tasks=BlobProblem(), rng=np.random.default_rng(1))
+        for name in head_names(m):
+            assert torch.count_nonzero(update.delta[name]) == 0, (cls.__name__, name)
+        assert any(torch.count_nonzero(d) > 0 for n, d in update.delta.items() if not n.startswith("head."))
+
+
+def test_proto_head_rows_beyond_the_task_way_are_zero_and_bad_models_are_refused() -> None:
+    model = _model(num_classes=7)
+    task = BlobProblem(n_way=5).sample(rng=np.random.default_rng(0))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    new = proto_head(
+        model=model, params=params, buffers={}, support_x=task.support_x, support_y=task.support_y, n_way=5
+    )
+    assert torch.count_nonzero(new["head.weight"][5:]) == 0 and torch.count_nonzero(new["head.bias"][5:]) == 0
+    with pytest.raises(ConfigError, match="outputs"):
+        proto_head(
+            model=_model(num_classes=3),
+            params={n: p.detach() for n, p in _model(num_classes=3).named_parameters()},
+            buffers={},
+            support_x=task.support_x,
+            support_y=task.support_y,
+            n_way=5,
+        )
+    with pytest.raises(ConfigError, match="linear head"):
+        proto_head(
+            model=_model(num_classes=None),  # type: ignore[arg-type]
+            params={},
+            buffers={},
+            support_x=task.support_x,
+            support_y=task.support_y,
+            n_way=5,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Record-level DP: per-episode units keep sensitivity 2C; per-record units are refused
+# ------------------------------------------------------------------------------------------------
+C = 0.005  # below typical episode-gradient norms: clipping is active
+CLASSES = tuple(range(6))
+SEED = b"proto-head-sensitivity-secret-seed-0123456"
+
+
+def _data(seed: int, n: int = 12) -> tuple[torch.Tensor, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, size=n)
+    labels[rng.integers(n)] = 5  # class 5 has exactly one record: removing it empties its class
+    x = rng.normal(size=(n, 1, 8, 8)) + labels[:, None, None, None] * 0.5
+    return torch.as_tensor(x, dtype=torch.float32), labels
+
+
+class _NoTasks:
+    def sample(self, *, rng: np.random.Generator) -> None:
+        raise AssertionError("the DP unit source supplies the episodes")
+
+
+def _released_clipped_sum(
+    cls: type, model: torch.nn.Module, x: torch.Tensor, labels: np.ndarray, ids: np.ndarray, step: int
+) -> torch.Tensor:
+    """Minus the update of one zero-noise DP step at lr 1 and normaliser 1: the clipped sum."""
+    work = copy.deepcopy(model)
+    cfg = dataclasses.replace(PROTO, local_steps=1, local_optimizer="sgd", local_lr=1.0, inner_lr=0.3)
+    learner = cls(config=cfg)
+    engine = EpisodeDPEngineFactory(
+        noise_multiplier=0.0,
+        max_grad_norm=C,
+        sample_rate=0.9,
+        normaliser=1,
+        accountant=StepCounter(noise_multiplier=0.0, sample_rate=0.9),
+    )
+    sampler = RecordEpisodeSampler(
+        labels=labels,
+        classes=list(CLASSES),
+        num_slots=3,
+        n_way=3,
+        sample_rate=0.9,
+        support_prob=0.5,
+        secret_seed=SEED,
+        public_seed=7,
+        record_ids=ids,
+        start_step=step,
+    )
+    update = learner.local_update(
+        model=work,
+        tasks=_NoTasks(),  # type: ignore[arg-type]
+        rng=np.random.default_rng(0),
+        engine=engine,
+        units=PrivateEpisodes(sampler=sampler, x=x),
+    )
+    return -torch.cat([d.reshape(-1) for d in update.delta.values()])
+
+
+def _removal_changes(cls: type, seed: int) -> list[float]:
+    x, labels = _data(seed)
+    ids = np.arange(labels.size)
+    model = _model(num_classes=3, seed=seed % 3)
+    full = _released_clipped_sum(cls, model, x, labels, ids, seed)
+    out = []
+    for j in range(labels.size):
+        keep = ids != j
+        less = _released_clipped_sum(cls, model, x[keep], labels[keep], ids[keep], seed)
+        out.append(float((full - less).norm()))
+    return out
+
+
+@pytest.mark.parametrize("cls", [MAML, FOMAML])
+def test_removing_any_record_moves_the_clipped_sum_by_at_most_2c(cls: type) -> None:
+    """Every record of four datasets removed in turn (incl. a class's only record): <= 2C, and
+    the bound is exercised (> C somewhere), so a per-record bound C would be wrong."""
+    diffs = [d for seed in range(4) for d in _removal_changes(cls, seed)]
+    assert max(diffs) <= 2 * C * (1 + 1e-5)
+    assert max(diffs) > C * (1 + 1e-3)
+
+
+def test_reptile_refuses_the_proto_head_under_record_level_dp() -> None:
+    """Reptile's DP unit is one record: a head set from several records would break its bound."""
+
+    def inner(**_: object) -> None:
+        raise AssertionError("must be refused before any inner step")
+
+    learner = Reptile(config=dataclasses.replace(PROTO, inner_steps=2))
+    with pytest.raises(ConfigError, match="proto"):
+        learner.local_update(
+            model=_model(),
+            tasks=BlobProblem(),
+            rng=np.random.default_rng(0),
+            inner=inner,  # type: ignore[arg-type]
+        )
+    base = {
+        "data": {"dataset": "digits"},
+        "model": {"arch": "mlp", "norm": "group", "hidden": 8},
+        "learner": {"name": "reptile", "head_init": "proto", "inner_steps": 2},
+        "privacy": {"mode": "record", "noise_multiplier": 1.0},
+    }
+    with pytest.raises(ConfigError, match="learner.head_init"):
+        config_from_dict(base)
+    config_from_dict({**base, "privacy": {"mode": "none"}})  # accepted without record-level DP
+    config_from_dict({**base, "learner": {"name": "fomaml", "head_init": "proto"}})  # per-episode unit
+
+
+def test_head_init_proto_is_refused_for_learners_without_an_adapted_head() -> None:
+    with pytest.raises(ConfigError, match="learner.head_init"):
+        config_from_dict(
+            {"data": {"dataset": "digits"}, "learner": {"name": "protonet", "head_init": "proto"}}
+        )
+
+
+@pytest.mark.parametrize("learner", ["maml", "fomaml"])
+def test_neighbouring_transcripts_with_the_proto_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learner: str
+) -> None:
+    """The whole run seen from outside (every reply of every site, every file of the run
+    directory) on D and D' = D minus one record, with the proto head: only the release differs,
+    by at most the per-episode sensitivity (the transcript harness of the DP tests)."""
+    from tests.secfed.dp import test_neighbouring_transcripts as nt
+
+    cfg = nt._config("record", learner)
+    cfg["learner"].update(head_init="proto", test_inner_steps=0)
+    d = nt._run(tmp_path / "d", cfg, lambda s, y: s, monkeypatch)
+    d_prime = nt._run(tmp_path / "d1", cfg, nt._drop_random_record, monkeypatch)
+    nt._compare(d, d_prime, mode="record", learner=learner)
