@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,6 +43,7 @@ __all__ = [
     "reevaluate",
     "evaluate_checkpoint",
     "parse_settings",
+    "Setting",
     "settings_markdown",
     "main",
     "PUBLISHED",
@@ -56,23 +57,36 @@ CONFIGS = {
     "maml": "omniglot_maml.toml",
     "fomaml": "omniglot_fomaml.toml",
     "reptile": "omniglot_reptile.toml",
+    "matching": "omniglot_matching.toml",
+    "siamese": "omniglot_siamese.toml",
+    "fedavg": "omniglot_fedavg.toml",
 }
 #: Episodes per local step of each learner's example config (meta_batch), used to split the budget.
 PUBLISHED = {  # full Omniglot, 5w1s / 5w5s / 20w1s (papers cited in the README table)
     "protonet": (98.8, 99.7, 96.0),
     "maml": (98.7, 99.9, 95.8),
     "reptile": (95.4, 98.9, 88.1),
+    "matching": (98.1, 98.9, 93.8),
 }
+#: Published 20-way within-alphabet one-shot accuracy (Lake et al. 2015's protocol, full Omniglot).
+PUBLISHED_WITHIN = {"siamese": 92.0}
 #: Where each published row comes from.
 PUBLISHED_SOURCES = {
     "protonet": "Snell et al. 2017",
     "maml": "Finn et al. 2017",
     "reptile": "Nichol et al. 2018",
+    "matching": "Vinyals et al. 2016",
+    "siamese": "Koch et al. 2015",
 }
 #: The settings of the published columns, in order.
 SETTINGS = ("5w1s", "5w5s", "20w1s")
 #: Learners whose model head has n_way outputs: trained with the evaluated n_way.
 N_WAY_HEAD = ("maml", "fomaml", "reptile")
+#: Suffix of a setting name that selects Lake et al.'s within-alphabet tasks (``20w1s-within``).
+WITHIN = "-within"
+#: Overrides of a within-alphabet evaluation: one drawer's image per character as the support,
+#: another drawer's as the query (:mod:`secfed.tasks.within_alphabet`).
+WITHIN_OVERRIDES = ("task.test_protocol=within_alphabet", "task.test_q_query=1")
 
 
 def _config(learner: str, *, overrides: list[str]) -> ExperimentConfig:
@@ -153,33 +167,48 @@ def run_pair(
     return rows
 
 
-def parse_settings(*, text: str) -> list[tuple[int, int]]:
-    """Parse ``"5w1s,5w5s,20w1s"`` into ``[(5, 1), (5, 5), (20, 1)]``.
+class Setting(NamedTuple):
+    """A few-shot test setting: ``n_way``-way ``k_shot``-shot tasks over all test classes, or
+    Lake et al.'s within-alphabet tasks (``within``; one query per character, another drawer)."""
+
+    n_way: int
+    k_shot: int
+    within: bool = False
+
+    def overrides(self) -> list[str]:
+        """The configuration overrides that select this setting's test protocol."""
+        return list(WITHIN_OVERRIDES) if self.within else []
+
+
+def parse_settings(*, text: str) -> list[Setting]:
+    """Parse ``"5w1s,5w5s,20w1s,20w1s-within"`` into :class:`Setting` values.
 
     Args:
-        text: Comma-separated ``<N>w<K>s`` items.
+        text: Comma-separated ``<N>w<K>s`` items; ``-within`` selects the within-alphabet
+            protocol of Lake et al. 2015 (:mod:`secfed.tasks.within_alphabet`).
 
     Returns:
-        ``(n_way, k_shot)`` pairs in the given order.
+        The settings in the given order (``Setting(5, 1) == Setting(5, 1, False)``).
 
     Raises:
         ValueError: On a malformed item, a way below 2 or a shot below 1, or duplicates.
     """
-    out: list[tuple[int, int]] = []
+    out: list[Setting] = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
-        m = re.fullmatch(r"(\d+)w(\d+)s", item)
+        m = re.fullmatch(r"(\d+)w(\d+)s(" + re.escape(WITHIN) + r")?", item)
         if m is None or int(m.group(1)) < 2 or int(m.group(2)) < 1:
             raise ValueError(
-                f"--settings: {item!r} is not of the form <N>w<K>s with N >= 2, K >= 1 (e.g. 5w1s)"
+                f"--settings: {item!r} is not of the form <N>w<K>s[{WITHIN}] with N >= 2, K >= 1 "
+                "(e.g. 5w1s, 20w1s-within)"
             )
-        out.append((int(m.group(1)), int(m.group(2))))
+        out.append(Setting(int(m.group(1)), int(m.group(2)), m.group(3) is not None))
     if not out or len(set(out)) != len(out):
         raise ValueError(f"--settings: give distinct settings such as 5w1s,5w5s,20w1s (got {text!r})")
     return out
 
 
-def _name(setting: tuple[int, int]) -> str:
-    return f"{setting[0]}w{setting[1]}s"
+def _name(setting: Setting) -> str:
+    return f"{setting.n_way}w{setting.k_shot}s" + (WITHIN if setting.within else "")
 
 
 def evaluate_checkpoint(
@@ -272,7 +301,7 @@ def evaluate_checkpoint(
 def run_settings(
     *,
     learner: str,
-    settings: list[tuple[int, int]],
+    settings: Sequence[Setting],
     budget: int,
     sites: int,
     local_steps: int,
@@ -281,12 +310,13 @@ def run_settings(
     episodes: int,
     modes: list[str],
     clients_per_round: int = 0,
+    val_episodes: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Train one learner (per n_way group) and evaluate it on every few-shot setting.
 
     Args:
         learner: Learner name.
-        settings: ``(n_way, k_shot)`` test settings.
+        settings: Test settings (:func:`parse_settings`).
         budget: Total local steps across all sites and rounds (per training run).
         sites: Federated sites.
         local_steps: Local steps per site per round (federated runs).
@@ -295,20 +325,25 @@ def run_settings(
         episodes: Test episodes per setting.
         modes: ``centralised`` and/or ``federated``.
         clients_per_round: Sites sampled per federated round (0 = all), at the same budget.
+        val_episodes: If > 0, every row is also scored on this many tasks of the run's
+            meta-validation alphabets (``data.val_alphabets`` in ``extra``; the test tasks are
+            still scored, and are not what a choice of hyperparameters should look at).
 
     Returns:
-        Setting name -> mode -> ``accuracy``, ``ci95`` (in %), ``train_s``, ``run_dir``, ``trained_n_way``.
+        Setting name -> mode -> ``accuracy``, ``ci95`` (in %), ``train_s`` (the rounds),
+        ``run_s`` (the whole run with its final evaluation), ``run_dir``, ``trained_n_way`` and,
+        with ``val_episodes``, ``val_accuracy`` and ``val_ci95``.
     """
     # An n_way-output head ties training to the evaluated way, unless the head is zeroed before
     # every task (head_init = "zero"): then the example's training way is kept for every setting.
     tied = learner in N_WAY_HEAD and _config(learner, overrides=extra).learner.head_init != "zero"
-    groups: dict[int | None, list[tuple[int, int]]] = {}
+    groups: dict[int | None, list[Setting]] = {}
     for st in settings:
         groups.setdefault(st[0] if tied else None, []).append(st)
     results: dict[str, dict[str, Any]] = {_name(st): {} for st in settings}
     for key, members in groups.items():
         first = members[0]
-        train_ovr = [f"task.test_n_way={first[0]}", f"task.test_k_shot={first[1]}"]
+        train_ovr = [f"task.test_n_way={first.n_way}", f"task.test_k_shot={first.k_shot}", *first.overrides()]
         if key is not None:
             train_ovr.append(f"task.n_way={key}")
         rounds = _federated_rounds(
@@ -334,7 +369,9 @@ def run_settings(
         for mode in modes:
             cfg = _config(learner, overrides=per_mode[mode])
             run_dir = out / f"{learner}-{mode}-train{cfg.task.n_way}w"
+            run_start = time.perf_counter()
             res = Experiment(config=cfg).run(out_dir=run_dir, progress=False)
+            run_s = time.perf_counter() - run_start
             for st in members:
                 start = time.perf_counter()
                 if st == first:
@@ -342,15 +379,17 @@ def run_settings(
                 else:
                     acc, ci = evaluate_checkpoint(
                         run_dir=run_dir,
-                        test_n_way=st[0],
-                        test_k_shot=st[1],
+                        test_n_way=st.n_way,
+                        test_k_shot=st.k_shot,
                         episodes=episodes,
+                        overrides=st.overrides(),
                         splits_cache=splits,
                     )
-                row = {
+                row: dict[str, Any] = {
                     "accuracy": 100 * acc,
                     "ci95": 100 * ci,
                     "train_s": res.summary["wall_s"],
+                    "run_s": run_s,
                     "eval_s": time.perf_counter() - start,
                     "run_dir": str(run_dir),
                     "trained_n_way": cfg.task.n_way,
@@ -358,10 +397,22 @@ def run_settings(
                     "rounds": cfg.experiment.rounds,
                     "sites": cfg.partition.num_sites,
                 }
+                if val_episodes > 0:
+                    vacc, vci = evaluate_checkpoint(
+                        run_dir=run_dir,
+                        test_n_way=st.n_way,
+                        test_k_shot=st.k_shot,
+                        episodes=val_episodes,
+                        overrides=st.overrides(),
+                        splits_cache=splits,
+                        split="validation",
+                    )
+                    row.update(val_accuracy=100 * vacc, val_ci95=100 * vci)
                 results[_name(st)][mode] = row
+                val = f"validation {row['val_accuracy']:.2f} %, " if val_episodes > 0 else ""
                 print(
-                    f"{learner:9s} {_name(st):6s} {mode:11s} {row['accuracy']:.2f} ± {row['ci95']:.2f} %  "
-                    f"(trained {cfg.task.n_way}-way, train {row['train_s']:.1f} s)",
+                    f"{learner:9s} {_name(st):13s} {mode:11s} {row['accuracy']:.2f} ± {row['ci95']:.2f} %  "
+                    f"({val}trained {cfg.task.n_way}-way, train {row['train_s']:.1f} s)",
                     flush=True,
                 )
     return results
@@ -487,7 +538,8 @@ def reevaluate(
     splits: dict[str, Any] = {}  # every run of the file reads the same data: load it once
     for learner, by_setting in doc["results"].items():
         for setting, by_mode in by_setting.items():
-            n_way, k_shot = parse_settings(text=setting)[0]
+            parsed = parse_settings(text=setting)[0]
+            n_way, k_shot = parsed.n_way, parsed.k_shot
             for mode, row in by_mode.items():
                 start = time.perf_counter()
                 chosen: list[str] = []
@@ -498,7 +550,7 @@ def reevaluate(
                         k_shot=k_shot,
                         grid=tune_grid,
                         episodes=val_episodes,
-                        overrides=overrides,
+                        overrides=[*overrides, *parsed.overrides()],
                         splits_cache=splits,
                     )
                     t = row["tuned_adaptation"]
@@ -513,7 +565,7 @@ def reevaluate(
                     test_n_way=n_way,
                     test_k_shot=k_shot,
                     episodes=n_eps,
-                    overrides=[*overrides, *chosen],
+                    overrides=[*overrides, *parsed.overrides(), *chosen],
                     splits_cache=splits,
                 )
                 row.update(
@@ -581,9 +633,40 @@ def settings_markdown(*, results: dict[str, dict[str, dict[str, Any]]], note: st
                 r = by_mode.get(mode)
                 cells.append(f"{r['accuracy']:.2f} ± {r['ci95']:.2f}" if r else "not run")
             published = f"{pub[SETTINGS.index(setting)]:.1f}" if pub and setting in SETTINGS else "—"
+            if setting == "20w1s" + WITHIN and learner in PUBLISHED_WITHIN:
+                published = f"{PUBLISHED_WITHIN[learner]:.1f}"
             source = PUBLISHED_SOURCES.get(learner, "—") if published != "—" else "—"
             lines.append(f"| {learner} | {setting} | {cells[0]} | {cells[1]} | {published} | {source} |")
+    times = _time_rows(results)
+    if times:
+        lines += [
+            "",
+            "Time per learner (seconds of training rounds; in brackets the whole run with its final "
+            "evaluation), per training run:",
+            "",
+            "| learner | trained n_way | centralised s | federated s |",
+            "|---|---|---|---|",
+            *times,
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _time_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One row per learner and training run (rows of one run share ``run_dir``)."""
+    out: list[str] = []
+    for learner, by_setting in results.items():
+        runs: dict[Any, dict[str, str]] = {}
+        for by_mode in by_setting.values():
+            for mode, r in by_mode.items():
+                if "train_s" not in r:
+                    return []
+                cell = f"{r['train_s']:.0f}" + (f" ({r['run_s']:.0f})" if "run_s" in r else "")
+                runs.setdefault(r.get("trained_n_way"), {})[mode] = cell
+        for n_way, cells in runs.items():
+            way = "—" if n_way is None else str(n_way)
+            c, f = cells.get("centralised", "not run"), cells.get("federated", "not run")
+            out.append(f"| {learner} | {way} | {c} | {f} |")
+    return out
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -660,6 +743,12 @@ def main(argv: list[str] | None = None) -> int:
         "'steps=3,5,10;lr=0.1,0.2,0.4', then score the test tasks with it",
     )
     ap.add_argument("--val-episodes", type=int, default=200, help="validation tasks per grid point")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="with --settings: also score every row on --val-episodes tasks of the meta-validation "
+        "alphabets (train with --set 'data.val_alphabets=[\"Latin\"]'); for choosing hyperparameters",
+    )
     args = ap.parse_args(argv)
     if args.reevaluate is not None:
         torch.set_num_threads(args.threads)
@@ -713,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
                 episodes=episodes,
                 modes=modes,
                 clients_per_round=per_round,
+                val_episodes=args.val_episodes if args.validate else 0,
             )
         note = f"Budget: {budget} training tasks per run; {episodes} test tasks per setting."
         table = settings_markdown(results=by_learner, note=note)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,10 +70,26 @@ def test_every_script_item_exists_or_is_skipped(tmp_path: Path) -> None:
 
 
 def test_omniglot_settings() -> None:
-    assert parse_settings(text="5w1s, 5w5s,20w1s") == [(5, 1), (5, 5), (20, 1)]
-    for bad in ("5w1", "1w1s", "5w0s", "5w1s,5w1s", ""):
+    assert parse_settings(text="5w1s, 5w5s,20w1s") == [(5, 1, False), (5, 5, False), (20, 1, False)]
+    within = parse_settings(text="20w1s,20w1s-within")
+    assert within == [(20, 1, False), (20, 1, True)] and within[1].within
+    assert within[0].overrides() == []
+    assert within[1].overrides() == ["task.test_protocol=within_alphabet", "task.test_q_query=1"]
+    for bad in ("5w1", "1w1s", "5w0s", "5w1s,5w1s", "", "20w1s-within,20w1s-within", "20w1s-lake"):
         with pytest.raises(ValueError, match="--settings"):
             parse_settings(text=bad)
+
+
+def test_table_has_within_alphabet_reference_and_time_per_learner() -> None:
+    row = {"accuracy": 80.0, "ci95": 1.0, "train_s": 12.4, "run_s": 20.6, "trained_n_way": 20}
+    fed = {**row, "train_s": 30.0, "run_s": 41.0}
+    results = {
+        "siamese": {"5w1s": {"centralised": row, "federated": fed}, "20w1s-within": {"centralised": row}}
+    }
+    table = settings_markdown(results=results)
+    assert "| siamese | 20w1s-within | 80.00 ± 1.00 | not run | 92.0 | Koch et al. 2015 |" in table
+    assert "| siamese | 5w1s | 80.00 ± 1.00 | 80.00 ± 1.00 | — | — |" in table
+    assert "| siamese | 20 | 12 (21) | 30 (41) |" in table  # one row per training run
 
 
 def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
@@ -268,3 +285,43 @@ def test_init_accuracy_scores_the_untrained_model(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["test_accuracy"] == a["test_accuracy"]
     assert main([str(cfg), "--set", "model.nope=1", "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_within_alphabet_setting_evaluates_lake_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``-within`` setting re-evaluates a checkpoint on within-alphabet tasks (one query per
+    character, 20 characters of one test alphabet), not on N-way tasks over all test classes."""
+    from evaluations.benchmarks.omniglot import evaluate_checkpoint
+    from secfed import components
+    from secfed.config import config_from_dict
+    from secfed.experiment import Experiment
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "omniglot"
+    if not (root / "images_background_small1.zip").is_file():
+        pytest.skip(f"Omniglot small archives not found in {root}")
+    cfg = config_from_dict(
+        {
+            "experiment": {"rounds": 1, "eval_every": 0, "final_eval_episodes": 4, "seed": 3},
+            "data": {"dataset": "omniglot", "root": str(root), "rotations": False, "image_size": 14},
+            "partition": {"num_sites": 2},
+            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 5, "test_q_query": 2},
+            "model": {"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
+            "learner": {"name": "protonet", "local_steps": 1},
+        }
+    )
+    Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
+    seen: list[Any] = []
+    real = components.build_test_source
+
+    def spy(*, config: Any, test: Any) -> Any:
+        source = real(config=config, test=test)
+        seen.append((config.task.test_protocol, config.task.test_n_way, type(source).__name__))
+        return source
+
+    monkeypatch.setattr(components, "build_test_source", spy)
+    (setting,) = parse_settings(text="20w1s-within")
+    acc, _ = evaluate_checkpoint(
+        run_dir=tmp_path / "run", test_n_way=20, test_k_shot=1, episodes=3, overrides=setting.overrides()
+    )
+    assert seen == [("within_alphabet", 20, "WithinAlphabetTaskSource")] and 0.0 <= acc <= 1.0
