@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attacks.canary_clients import CANARY_MODES, CanaryClientConfig, run_canary_client_audit
 from attacks.errors import AttackConfigError
 from attacks.options import AttackOptions
 from attacks.secfed_adapter import LoadedRun
@@ -37,6 +38,7 @@ from secfed.learners import learner_class
 __all__ = [
     "DEFAULT_WHITEBOX_CANARIES",
     "RunPrivacyPlan",
+    "canary_config_for_run",
     "run_privacy_plan",
     "whitebox_config_for_run",
     "run_whitebox_audit_attack",
@@ -234,6 +236,54 @@ def whitebox_config_for_run(
     )
 
 
+#: Canary clients of the canary-client audit of a client-level or distributed run.
+DEFAULT_CANARY_CLIENTS = 1000
+
+
+def canary_config_for_run(
+    *, run: LoadedRun, options: AttackOptions, plan: RunPrivacyPlan
+) -> CanaryClientConfig:
+    """The canary-client audit (:mod:`attacks.canary_clients`) that mirrors a client-level or distributed run.
+
+    The canaries join the run's client population (its sites are the real clients) with the run's
+    public client-sampling rate, for the run's counted rounds (``options.rounds`` overrides the
+    rounds observed); the accountant composes the ledger's counted rounds with the run's
+    accountant.
+
+    Args:
+        run: The loaded run (``client`` or ``distributed`` mode).
+        options: Attack options (``canaries``, ``rounds``, ``seed``).
+        plan: The run's :class:`RunPrivacyPlan`.
+
+    Returns:
+        The :class:`~attacks.canary_clients.CanaryClientConfig`.
+
+    Raises:
+        AttackConfigError: If the run's mode has no canary-client audit.
+    """
+    from secfed.dp.distributed import client_sample_rate
+
+    p = run.config.privacy
+    if p.mode not in CANARY_MODES:
+        raise AttackConfigError(f"canary clients audit modes {CANARY_MODES}, not privacy.mode {p.mode!r}")
+    k = options.canaries if options.canaries != AttackOptions().canaries else DEFAULT_CANARY_CLIENTS
+    return CanaryClientConfig(
+        mode=p.mode,
+        noise_multiplier=plan.noise_multiplier if p.mode == "client" else float(p.noise_multiplier),
+        max_grad_norm=float(p.max_grad_norm),
+        sample_rate=float(client_sample_rate(config=run.config)),
+        rounds=options.rounds if options.rounds is not None else plan.steps,
+        num_canaries=k,
+        real_clients=int(run.config.partition.num_sites),
+        delta=float(p.delta),
+        distributed_mechanism=p.mechanism if p.mechanism in ("ddg", "skellam") else "ddg",
+        bits=int(p.bits),
+        accountant=plan.accountant if plan.accountant in ("rdp", "prv", "pld") else "rdp",
+        accountant_rounds=plan.steps,
+        seed=options.seed,
+    )
+
+
 def _agrees(audit_eps: Any, run_eps: Any) -> bool | None:
     if not isinstance(audit_eps, int | float) or not isinstance(run_eps, int | float):
         return None
@@ -256,7 +306,9 @@ def run_whitebox_audit_attack(
         (the run's own ``summary.json`` ε), ``run_privacy`` (:class:`RunPrivacyPlan`),
         ``accountant_matches_run`` (the audit's accountant ε equals the run's within
         :data:`EPSILON_AGREEMENT_RTOL`; ``None`` when either is missing, e.g. no DP, or in distributed
-        mode, whose audited vector has its own dimension), ``privacy_mode`` and ``files``.
+        mode, whose audited vector has its own dimension), ``canary_clients`` (client-level and
+        distributed runs: :meth:`attacks.canary_clients.CanaryClientResult.to_dict`, its statement
+        appended to ``statement``), ``privacy_mode`` and ``files``.
 
     Raises:
         AttackConfigError: If the run's ledger cannot be read or mirrored.
@@ -280,6 +332,15 @@ def run_whitebox_audit_attack(
         None if config.mode == "distributed" else _agrees(doc.get("accountant_epsilon"), doc["run_epsilon"])
     )
     doc["privacy_mode"] = run.config.privacy.mode
+    doc["canary_clients"] = None
+    if plan is not None and run.config.privacy.mode in CANARY_MODES:
+        cc = run_canary_client_audit(
+            config=canary_config_for_run(run=run, options=options, plan=plan),
+            progress=(lambda line: say(f"canary clients: {line}")),
+        )
+        doc["canary_clients"] = cc.to_dict()
+        doc["statement"] = f"{doc['statement']}; {cc.statement}"
+        doc["violation"] = bool(doc["violation"] or cc.violation)
     doc["learner"] = run.config.learner.name
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "whitebox_audit.json"
