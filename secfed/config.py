@@ -261,8 +261,9 @@ class ModelSection:
         pretrain_learner: Which learner pretrains: ``same`` (the run's learner, on
             ``task.n_way``-way episodes for learners with an n-way head and ``pretrain_n_way``
             for ProtoNet) or ``protonet``
-            (the body is pretrained as a ProtoNet embedding on ``pretrain_n_way``-way episodes
-            whatever the run's learner, Snell et al. 2017; the head is left as initialised. With
+            (the body is pretrained as a ProtoNet embedding on ``pretrain_n_way``-way episodes,
+            Adam at ``pretrain_lr``, one episode a step, whatever the run's learner and its
+            optimiser, Snell et al. 2017; the head is left as initialised. With
             MAML, FOMAML or Reptile pair it with ``learner.head_init = "proto"`` (Triantafillou et
             al. 2020), which starts every task from that embedding's prototype classifier).
         trainable: Which parameters the sites train (the others stay as initialised, e.g.

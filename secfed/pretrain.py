@@ -59,15 +59,11 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     if config.model.pretrain_learner == "same":
         del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
     elif config.learner.name != "protonet":
-        # what a ProtoNet pretraining reads of the learner section (the run's learner only
-        # decides the head's shape, which is in the key through the task section)
-        learner = {
-            "pretrain_as": "protonet",
-            "head": config.learner.name,
-            "meta_batch": config.learner.meta_batch,
-            "local_optimizer": config.learner.local_optimizer,
-            "head_init": config.learner.head_init,
-        }
+        from secfed.builders import model_num_classes
+
+        # the body's pretraining reads nothing of the learner section (Adam, one episode per
+        # step); the run's learner only decides the head's size, which the state must match
+        learner = {"pretrain_as": "protonet", "outputs": model_num_classes(config=config)}
     key = {
         "v": 1,
         "data": dataclasses.asdict(config.data) | {"root": str(config.data_root())},
@@ -119,8 +115,12 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     n_way = m.pretrain_n_way if as_protonet else config.task.n_way
     source = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
     pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
-    if as_protonet:
-        pre_learner = dataclasses.replace(pre_learner, name="protonet", head_init="learned")
+    if as_protonet and config.learner.name != "protonet":
+        # the body of any learner pretrains like the ProtoNet examples' (Adam, one episode a
+        # step), whatever the run's own optimiser (Reptile's outer SGD step at 1.0, for one)
+        pre_learner = dataclasses.replace(
+            pre_learner, name="protonet", head_init="learned", local_optimizer="adam", meta_batch=1
+        )
     pre_cfg = dataclasses.replace(config, learner=pre_learner)
     learner = components.build_learner(config=pre_cfg)
     # a model with a linear head is pretrained as an embedding network through a view of its body

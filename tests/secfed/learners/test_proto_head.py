@@ -22,7 +22,7 @@ from learner_blobs import BlobProblem
 from torch.func import grad
 
 from privacy.sampling import RecordEpisodeSampler
-from secfed.config import config_from_dict
+from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCounter
 from secfed.errors import ConfigError
 from secfed.learners import FOMAML, MAML, LearnerConfig, ProtoNet, Reptile
@@ -30,6 +30,7 @@ from secfed.learners.common import EmbeddingView, head_names, proto_head
 from secfed.models import build_model
 from secfed.tasks.base import Task
 
+REPO = Path(__file__).resolve().parents[3]
 PROTO = LearnerConfig(head_init="proto", local_steps=2, inner_steps=1, test_inner_steps=0, inner_lr=0.1)
 
 
@@ -289,3 +290,66 @@ def test_neighbouring_transcripts_with_the_proto_head(
     d = nt._run(tmp_path / "d", cfg, lambda s, y: s, monkeypatch)
     d_prime = nt._run(tmp_path / "d1", cfg, nt._drop_random_record, monkeypatch)
     nt._compare(d, d_prime, mode="record", learner=learner)
+
+
+def _pretrain_config(learner: dict[str, object], pretrain_learner: str) -> ExperimentConfig:
+    return config_from_dict(
+        {
+            "data": {
+                "dataset": "omniglot",
+                "root": "",
+                "val_alphabets": ["Latin"],
+                "public_alphabets": ["Greek"],
+            },
+            "model": {
+                "norm": "group",
+                "hidden": 16,
+                "pretrain_steps": 2,
+                "pretrain_n_way": 5,
+                "pretrain_learner": pretrain_learner,
+            },
+            "learner": learner,
+        },
+        base_dir=REPO,
+    )
+
+
+def test_pretraining_a_learner_with_a_head_as_a_protonet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model.pretrain_learner = "protonet"``: the body moves, the head does not, and MAML, FOMAML
+    and Reptile (whatever their own optimiser) share one pretrained body, bit for bit."""
+    from secfed import components
+    from secfed.experiment import initial_model
+    from secfed.pretrain import pretrain_cache_path
+
+    monkeypatch.setenv("SECFED_CACHE_DIR", str(tmp_path))
+    learners: list[dict[str, object]] = [
+        {"name": "fomaml", "head_init": "proto"},
+        {"name": "maml", "head_init": "proto", "local_optimizer": "sgd", "local_lr": 0.5},
+        {"name": "reptile", "head_init": "zero", "inner_steps": 2, "local_optimizer": "sgd", "local_lr": 1.0},
+    ]
+    cfgs = [_pretrain_config(lr, "protonet") for lr in learners]
+    assert len({pretrain_cache_path(config=c) for c in cfgs}) == 1  # one pretraining for the three
+    assert pretrain_cache_path(config=_pretrain_config(learners[0], "same")) != pretrain_cache_path(
+        config=cfgs[0]
+    )
+    val = components.load_validation(config=cfgs[0])
+    states = []
+    for cfg in reversed(cfgs):  # Reptile first: its SGD at 1.0 must not be what pretrains the body
+        for cached in (tmp_path / "pretrained").glob("*.safetensors"):
+            cached.unlink()
+        model = initial_model(config=cfg, input_shape=val.input_shape, num_classes=5)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for state in states[1:]:
+        for k, v in state.items():
+            assert torch.equal(v, states[0][k]), k
+    reference = initial_model(
+        config=dataclasses.replace(cfgs[0], model=dataclasses.replace(cfgs[0].model, pretrain_steps=0)),
+        input_shape=val.input_shape,
+        num_classes=5,
+    )
+    moved = [k for k, v in states[0].items() if not torch.equal(v, reference.state_dict()[k])]
+    assert moved and all(not k.startswith("head.") for k in moved)
+    with pytest.raises(ConfigError, match="model.pretrain_learner"):
+        config_from_dict({"data": {"dataset": "digits"}, "model": {"pretrain_learner": "protonet"}})
