@@ -12,7 +12,10 @@ Results land in ``RUN_DIR/attacks/``:
   (one run; Clopper–Pearson) beside the accountant's ε.
 * ``whitebox-audit``: ``whitebox_audit.json`` (:mod:`attacks.secfed_whitebox`) — white-box one-run
   audit of the run's DP mechanism with gradient canaries (ε-DP and GDP bounds, their ceilings,
-  the accountant's ε).
+  the accountant's ε; client-level and distributed runs also get canary clients);
+* ``blackbox-init-audit``: ``blackbox_init_audit.json`` (:mod:`attacks.blackbox_init_audit`) —
+  black-box audit (final model only) with worst-case initial parameters of DP-SGD with a record-level
+  run's parameters, on a small model.
 
 Typical use::
 
@@ -39,6 +42,7 @@ ATTACKS: dict[str, str] = {
     "mia": "mia.json",
     "audit": "audit.json",
     "whitebox-audit": "whitebox_audit.json",
+    "blackbox-init-audit": "blackbox_init_audit.json",
 }
 
 
@@ -53,7 +57,8 @@ def run_attack(
 
     Args:
         run_dir: A run directory written by :class:`secfed.experiment.Experiment`.
-        attack: ``"inversion"``, ``"mia"``, ``"audit"`` or ``"whitebox-audit"``.
+        attack: ``"inversion"``, ``"mia"``, ``"audit"``, ``"whitebox-audit"`` or
+            ``"blackbox-init-audit"``.
         options: Attack options (defaults: :class:`AttackOptions`).
         progress: Called with a line of progress text (``mia``, ``inversion``, ``whitebox-audit``).
 
@@ -86,6 +91,10 @@ def run_attack(
         from attacks.secfed_audit import run_audit_attack
 
         doc = run_audit_attack(run=run, options=opts, out_dir=out_dir)
+    elif attack == "blackbox-init-audit":
+        from attacks.blackbox_init_audit import run_blackbox_init_audit_attack
+
+        doc = run_blackbox_init_audit_attack(run=run, options=opts, out_dir=out_dir, progress=progress)
     else:
         from attacks.secfed_whitebox import run_whitebox_audit_attack
 

@@ -476,7 +476,7 @@ def test_audit_of_a_non_private_run_has_no_accountant(runs: dict[str, Path], tmp
 
 # ----------------------------------------------------------------------------------------- runner and CLI
 def test_run_attack_rejects_bad_input(tmp_path: Path, runs: dict[str, Path]) -> None:
-    assert set(ATTACKS) == {"inversion", "mia", "audit", "whitebox-audit"}
+    assert set(ATTACKS) == {"inversion", "mia", "audit", "whitebox-audit", "blackbox-init-audit"}
     with pytest.raises(AttackConfigError, match="attack must be one of"):
         run_attack(run_dir=runs["fedavg"], attack="poison")
     with pytest.raises(RunDirError, match="does not exist"):

@@ -7,6 +7,9 @@ mechanism is not.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from attacks.blackbox_init_audit import BlackBoxInitAuditConfig, main, run_blackbox_init_audit
@@ -67,3 +70,26 @@ def test_cli_prints_progress_and_figures(capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 0
     assert "[blackbox-init-audit] trial 10/10" in out.err
     assert "accountant epsilon" in out.out and "ceiling" in out.out
+
+
+def test_run_attack_mirrors_a_record_level_run(tmp_path: Path) -> None:
+    """Through the runner: the run's ledger gives (z, q, steps), so the accountant's epsilon is the run's."""
+    from attacks.options import AttackOptions
+    from attacks.runner import run_attack
+    from tests.attacks.test_whitebox_audit import _tiny_run
+
+    run_dir = _tiny_run(tmp_path, {"mode": "record", "noise_multiplier": 0.8, "sample_rate": 0.5})
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines: list[str] = []
+    doc = run_attack(
+        run_dir=run_dir,
+        attack="blackbox-init-audit",
+        options=AttackOptions(canaries=8),
+        progress=lines.append,
+    )
+    assert doc["config"]["trials"] == 8 and doc["config"]["steps"] == doc["run_privacy"]["steps"]
+    assert doc["accountant_epsilon"] == pytest.approx(summary["epsilon"], rel=1e-3)
+    assert (run_dir / "attacks" / "blackbox_init_audit.json").is_file()
+    assert any(line.startswith("trial 8/8") for line in lines)
+    with pytest.raises(AttackConfigError, match="record-level"):
+        run_attack(run_dir=_tiny_run(tmp_path / "c", {"mode": "client"}), attack="blackbox-init-audit")

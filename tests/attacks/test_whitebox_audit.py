@@ -34,7 +34,7 @@ from privacy.noise import fixed_noise_source
 
 MODES = ("record", "episode", "client", "distributed")
 Z = 1.0  # accountant epsilon about 4.8 for one release at delta 1e-5 (RDP)
-BUGS = {
+BUGS: dict[str, dict[str, Any]] = {
     "noise_cut_2x": {"noise_factor": 0.5},
     "noise_cut_4x": {"noise_factor": 0.25},
     "clipping_disabled": {"clip_factor": 1e3},
@@ -42,7 +42,7 @@ BUGS = {
 }
 
 
-def _audit(mode: str, seed: int = 3, **bug: float) -> dict:
+def _audit(mode: str, seed: int = 3, **bug: Any) -> dict:
     cfg = WhiteBoxAuditConfig(
         mode=mode,
         noise_multiplier=Z,
