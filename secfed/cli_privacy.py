@@ -17,7 +17,7 @@ its noise multiplier calibrated first when ``privacy.target_epsilon`` is set; in
 mode also the distributed mechanism's ε. The client sample is public (drawn from
 ``experiment.seed``, logged, seen by the server), so the client-level ε is accounted per
 participation with no amplification: the composition over the rounds of the site sampled most
-often (:func:`secfed.dp.server.planned_epsilon`). A configuration without DP
+often (:func:`secfed.dp.planning.planned_epsilon`). A configuration without DP
 (``privacy.mode = none``) is reported as such ("no DP configured"), with no ε. ``--json``
 prints one JSON object instead of text. Invalid input exits with status 2 and a message naming the argument.
 """
@@ -103,7 +103,8 @@ def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
 
 def _epsilon_from_config(args: argparse.Namespace) -> int:
     from secfed.config import load_config
-    from secfed.dp.server import calibrated_config, planned_epsilon
+    from secfed.dp.calibration import calibrated_config
+    from secfed.dp.planning import planned_epsilon
 
     given = [
         flag

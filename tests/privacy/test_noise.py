@@ -508,7 +508,7 @@ def test_server_central_noise_draws_from_the_crypto_source(
 ) -> None:
     from secfed.config import config_from_dict
     from secfed.dp import ServerPrivacy
-    from secfed.dp import server as server_module
+    from secfed.dp.modes import client as client_mode
 
     cfg = config_from_dict(
         {
@@ -534,7 +534,7 @@ def test_server_central_noise_draws_from_the_crypto_source(
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("central noise used numpy's or torch's sampler")
 
-    monkeypatch.setattr(server_module, "add_gaussian_noise", spy)
+    monkeypatch.setattr(client_mode, "add_gaussian_noise", spy)
     monkeypatch.setattr(torch, "normal", forbidden)
     monkeypatch.setattr(np.random, "default_rng", forbidden)
     noisy = sp.central_noise(np.zeros(1000), 3, 1)
@@ -610,6 +610,10 @@ NOISE_PATHS = (
     "privacy/client_dp.py",
     "privacy/distributed.py",
     "secfed/dp/server.py",
+    "secfed/dp/planning.py",
+    "secfed/dp/modes/client.py",
+    "secfed/dp/modes/distributed.py",
+    "secfed/dp/modes/record.py",
     "secfed/dp/distributed.py",
     "secfed/dp/sharing.py",
     "attacks/secfed_observe.py",

@@ -10,7 +10,7 @@ import pytest
 
 from privacy.adjacency import Adjacency
 from privacy.errors import PrivacyError
-from secfed.dp.server import _check_report
+from secfed.dp.reports import parse_site_report
 from secfed.errors import MessageError
 
 
@@ -43,7 +43,7 @@ def _report(**changes: object) -> dict[str, object]:
 
 
 def test_the_server_keeps_a_well_formed_report() -> None:
-    assert _check_report(sid=0, report=_report(), mode="record")["adjacency"] == Adjacency.RECORD.value
+    assert parse_site_report(sid=0, report=_report(), mode="record").adjacency == Adjacency.RECORD.value
 
 
 @pytest.mark.parametrize(
@@ -52,4 +52,4 @@ def test_the_server_keeps_a_well_formed_report() -> None:
 )
 def test_the_server_refuses_an_adjacency_that_is_unknown_or_does_not_fit(adjacency: object) -> None:
     with pytest.raises(MessageError, match="adjacency"):
-        _check_report(sid=0, report=_report(adjacency=adjacency), mode="record")
+        parse_site_report(sid=0, report=_report(adjacency=adjacency), mode="record")

@@ -23,6 +23,7 @@ from privacy.calibration import epsilon_for
 from privacy.noise import fixed_noise_source
 from secfed.config import config_from_dict, max_sites_per_round
 from secfed.dp import sharing
+from secfed.dp.modes import RecordMode
 from secfed.dp.server import (
     PrivacyStateError,
     ServerPrivacy,
@@ -274,12 +275,14 @@ def test_dropouts_raise_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_server_refuses_a_sum_without_counted_noise(tmp_path: Path) -> None:
-    privacy = ServerPrivacy(config=_config(privacy__colluding_sites=1), run_dir=tmp_path)
+    cfg = _config(privacy__colluding_sites=1)
+    ServerPrivacy(config=cfg, run_dir=tmp_path)  # the server accepts the configuration
+    privacy = RecordMode(config=cfg)  # the record mode's accounting behind it
     with pytest.raises(PrivacyStateError, match="no counted noise"):
-        privacy._shared_noise_multiplier(1)
-    z, params = privacy._shared_noise_multiplier(0)  # not decoded: the worst case
-    assert params["survivors"] == sharing.threshold_floor(config=privacy._cfg)
-    assert z == pytest.approx(sharing.site_noise_multiplier(config=privacy._cfg))
+        privacy.shared_noise_multiplier(1)
+    z, params = privacy.shared_noise_multiplier(0)  # not decoded: the worst case
+    assert params["survivors"] == sharing.threshold_floor(config=cfg)
+    assert z == pytest.approx(sharing.site_noise_multiplier(config=cfg))
 
 
 # ------------------------------------------------------------------------------------------------

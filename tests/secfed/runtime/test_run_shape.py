@@ -12,7 +12,7 @@ from runtime_cfg import REPO, tiny_config_dict
 from secfed import builders
 from secfed.builders import RunShape, run_shape
 from secfed.config import config_from_dict
-from secfed.dp import server as dp_server
+from secfed.dp import planning as dp_planning
 from secfed.dp.distributed import model_dim
 from secfed.dp.server import ServerPrivacy, calibrated_config, planned_epsilon
 from secfed.errors import ConfigError
@@ -62,7 +62,7 @@ def test_planning_with_the_shape_a_run_holds_reloads_no_data(monkeypatch, tmp_pa
 
     monkeypatch.setattr(builders, "load_splits", no_data)
     monkeypatch.setattr(builders, "_SHAPE_CACHE", {})
-    monkeypatch.setattr(dp_server, "_CLASS_STEPS_CACHE", {})
+    monkeypatch.setattr(dp_planning, "_CLASS_STEPS_CACHE", {})
     with pytest.raises(AssertionError, match="loaded again"):
         calibrated_config(config=cfg)  # without the shape the planner would have to load the data
     got_cfg = calibrated_config(config=cfg, shape=shape)
