@@ -5,17 +5,19 @@ float32 update of ``m`` coordinates, run their session, and the server unmasks a
 Dropouts happen after the share-keys stage (clients send no masked input), as in Flower's own
 benchmark, which exercises the recovery path. Reported per round: wall time, process CPU time,
 mean client compute, server time, the server's unmasking time, bytes sent/received per client,
-and the decoding error. The keystream rate of the masks' PRG (AES-128-CTR, drawn from OpenSSL's
-AES-GCM path; OpenSSL's CTR mode is measured beside it) and the client masking rate are measured
-too, to see how close masking is to the keystream limit.
+and the decoding error. The keystream rate of the masks' PRG and the client masking rate are
+measured too (:mod:`evaluations.benchmarks.secagg_primitives`), to see how close masking is to
+the keystream limit.
 
-With ``--flower-python /tmp/flwr/bin/python`` Flower's reference benchmark
-(``$SECFED_SHARED/anchors/flower_secagg/bench.py``, see
-:func:`evaluations.benchmarks.shared_dir`; run in its own virtual environment) runs in the
-same invocation and ratios are printed. Usage::
+With ``--flower-python FLOWER_VENV/bin/python`` Flower's reference benchmark runs in the same
+invocation, in its own virtual environment, and ratios are printed
+(:mod:`evaluations.benchmarks.secagg_flower`). The reference benchmark is not part of the
+repository: ``--flower-bench PATH/bench.py`` names it, by default
+``$SECFED_SHARED/anchors/flower_secagg/bench.py`` (:func:`evaluations.benchmarks.shared_dir`);
+when it is absent the command stops with status 2 before measuring anything. Usage::
 
     python -m evaluations.benchmarks.secagg --out bench_results/secagg.json \
-        [--quick] [--flower-python /tmp/flwr/bin/python]
+        [--quick] [--flower-python FLOWER_VENV/bin/python] [--flower-bench PATH/bench.py]
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ import json
 import math
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,9 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from evaluations.benchmarks import shared_dir
+from evaluations.benchmarks import SHARED_ENV
+from evaluations.benchmarks.secagg_flower import (
+    FLOWER_ERR_TOL,
+    FlowerSetupError,
+    FlowerWorker,
+    flower_script,
+    resolve_flower_bench,
+    run_flower,
+    run_flower_harness,
+)
+from evaluations.benchmarks.secagg_primitives import keystream_rate, masking_rate
 from evaluations.plots import secagg_plot
 from protocols import (
     ProtocolError,
@@ -46,13 +55,6 @@ from protocols import (
     Stage,
     StochasticQuantizer,
 )
-from protocols.crypto import agree, generate_key_pair, pack_ids
-from protocols.prg import MaskExpander, derive_mask_key, keystream_encryptor
-from protocols.scratch import zero_bytes
-
-FLOWER_ERR_TOL = 1e-2  # Flower's own quantisation error is ~1e-4 at these settings
-#: Flower's reference benchmark: ``$SECFED_SHARED/anchors/flower_secagg/bench.py`` (``--flower-bench``).
-DEFAULT_FLOWER_BENCH = shared_dir() / "anchors" / "flower_secagg" / "bench.py"
 
 
 @dataclass(frozen=True)
@@ -312,333 +314,7 @@ def _one_round(
     )
 
 
-# --------------------------------------------------------------------------- primitives
-_KS_CHUNK = MaskExpander.CHUNK_BYTES
-_KS_ZEROS = zero_bytes(_KS_CHUNK)
-_KS_BUF = bytearray(_KS_CHUNK + 16)
-
-
-def _keystream_chunked(keys: list[bytes], nbytes: int) -> None:
-    """Produce ``nbytes`` of the PRG's keystream for every key, chunk by chunk (the masking chunk
-    size) into one reused, preallocated buffer: the keystream limit of masking, with no
-    allocation in the timing."""
-    encs = [keystream_encryptor(key=k) for k in keys]
-    for start in range(0, nbytes, _KS_CHUNK):
-        z = _KS_ZEROS[: min(_KS_CHUNK, nbytes - start)]
-        for e in encs:
-            e.update_into(z, _KS_BUF)
-
-
-def keystream_rate(*, nbytes: int, reps: int) -> dict[str, float]:
-    """Keystream rates in GB/s (best call) of the PRG (AES-128-CTR drawn from OpenSSL's GCM path,
-    see :mod:`protocols.prg`): one big buffer per call, and chunked; and of the same kind of
-    keystream from OpenSSL's CTR mode, for comparison."""
-    key = os.urandom(16)
-    zeros = bytes(nbytes)
-    buf = bytearray(nbytes + 16)
-
-    def whole() -> None:
-        keystream_encryptor(key=key).update_into(zeros, buf)
-
-    def ctr_mode() -> None:
-        Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update_into(zeros, buf)
-
-    out = {"whole_buffer": math.inf, "chunked": math.inf, "ctr_mode_whole_buffer": math.inf}
-    fns = (
-        ("whole_buffer", whole),
-        ("chunked", lambda: _keystream_chunked([key], nbytes)),
-        ("ctr_mode_whole_buffer", ctr_mode),
-    )
-    for _, fn in fns:
-        fn()
-    for _ in range(reps):  # interleaved, best single call
-        for name, fn in fns:
-            t0 = time.perf_counter()
-            fn()
-            out[name] = min(out[name], time.perf_counter() - t0)
-    out = {name: nbytes / best / 1e9 for name, best in out.items()}
-    return out
-
-
-def masking_rate(*, m: int, neighbours: int, reps: int) -> dict[str, float]:
-    """A client's masking step (``neighbours`` pairwise masks incl. X25519 + HKDF, plus the self
-    mask), and its expansion-and-accumulation part alone (keys already derived), against the
-    keystream alone for the same number of masks (the AES-CTR limit)."""
-    own = generate_key_pair()
-    peers = [generate_key_pair().public_bytes for _ in range(neighbours)]
-    sid = os.urandom(32)
-    seed = os.urandom(32)
-    x = np.random.default_rng(0).integers(0, 2**32, size=m, dtype=np.uint32)  # an encoder's output
-    ks_keys = [os.urandom(16) for _ in range(neighbours + 1)]
-
-    def mask() -> np.ndarray:
-        """Exactly the client's masking step (SecAggClientSession._mask)."""
-        masks = [(derive_mask_key(seed=seed, session_id=sid, purpose="self-mask", ids=pack_ids([0])), 1)]
-        for i, pk in enumerate(peers, start=1):
-            s = agree(private=own.private, public=pk, checked=True)
-            masks.append(
-                (derive_mask_key(seed=s, session_id=sid, purpose="pair-mask", ids=pack_ids([0, i])), -1)
-            )
-        return MaskExpander(length=m, bits=32).mask_vector(value=x, masks=masks, bits=32)
-
-    fixed_masks = [(k, 1 if i % 2 else -1) for i, k in enumerate(ks_keys)]
-
-    def expand() -> np.ndarray:
-        """The mask expansion and accumulation alone, for keys already derived."""
-        return MaskExpander(length=m, bits=32).mask_vector(value=x, masks=fixed_masks, bits=32)
-
-    def keystream_only() -> None:
-        _keystream_chunked(ks_keys, 4 * m)
-
-    # interleaved, best of ``reps`` single calls: robust to load spikes on a shared machine
-    mask()
-    expand()
-    keystream_only()
-    timings = {"mask": math.inf, "expand": math.inf, "keystream": math.inf}
-    for _ in range(reps):
-        for name, fn in (("mask", mask), ("expand", expand), ("keystream", keystream_only)):
-            t0 = time.perf_counter()
-            fn()
-            timings[name] = min(timings[name], time.perf_counter() - t0)
-    gb = 4 * m * (neighbours + 1) / 1e9
-    return {
-        "m": m,
-        "masks": neighbours + 1,
-        "mask_ms": 1e3 * timings["mask"],
-        "keystream_ms": 1e3 * timings["keystream"],
-        "mask_over_keystream": timings["mask"] / timings["keystream"],
-        "expand_ms": 1e3 * timings["expand"],
-        "expand_over_keystream": timings["expand"] / timings["keystream"],
-        "mask_GBps": gb / timings["mask"],
-        "keystream_GBps": gb / timings["keystream"],
-    }
-
-
 # --------------------------------------------------------------------------- Flower
-_FLOWER_LINE = re.compile(
-    r"^(?P<label>SecAgg \(full graph\)|SecAgg\+ \(k=(?P<k>\d+)\))\s+"
-    r"n=\s*(?P<n>\d+)\s+drop=\s*(?P<drop>\d+)\s+total=\s*(?P<total>[\d.]+)s"
-)
-
-
-def run_flower(*, python: str, bench: Path, dim: int, clients: list[int], timeout: float) -> dict:
-    """Run Flower's benchmark in its own interpreter and parse its per-round totals.
-
-    Returns:
-        ``{"stdout": ..., "rounds": {(label, n, dropped?): seconds}}`` (keys as strings in JSON).
-    """
-    cmd = [python, str(bench), "--dim", str(dim), "--clients", *map(str, clients)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    rounds: dict[tuple[str, int, bool], float] = {}
-    wrong: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        mt = _FLOWER_LINE.match(line.strip())
-        if mt:
-            label = "full" if mt.group("label").startswith("SecAgg (") else f"k{mt.group('k')}"
-            key = (label, int(mt.group("n")), int(mt.group("drop")) > 0)
-            err = re.search(r"max\|err\|=(\S+)", line)
-            if err is not None and float(err.group(1)) > FLOWER_ERR_TOL:
-                name = f"{key[0]}/n={key[1]}/drop={key[2]}"
-                wrong[name] = wrong.get(name, 0) + 1
-                continue
-            rounds[key] = float(mt.group("total"))
-    return {
-        "wrong_aggregates": wrong,
-        "cmd": cmd,
-        "returncode": proc.returncode,
-        "stdout": proc.stdout,
-        "stderr_tail": proc.stderr[-4000:],
-        "wall_s": time.perf_counter() - t0,
-        "rounds": rounds,
-    }
-
-
-# Runs Flower's own bench.run_protocol (same settings as bench.py's main) inside Flower's
-# interpreter, timing each round's wall *and* process CPU time (robust on a shared machine).
-_FLOWER_HARNESS = r"""
-import json, logging, sys, time
-from pathlib import Path
-from typing import Any
-bench_path, dim, drop_frac = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-clients = [int(c) for c in sys.argv[4].split(",")]
-sys.path.insert(0, str(bench_path.parent))
-import bench
-bench.FLOWER_LOGGER.setLevel(logging.WARNING)
-bench.TaskIdentity.run_id = 1
-bench.TaskIdentity.task_id = 1
-bench.TaskIdentity.node_id = 0
-repeats, repeat_below_s = int(sys.argv[5]), float(sys.argv[6])
-only_label = sys.argv[7] if len(sys.argv) > 7 else None
-only_drop = bool(int(sys.argv[8])) if len(sys.argv) > 8 else None
-for n in clients:
-    k = n if n <= 10 else 9
-    configs = [("full", 1.0, 0.5)] + ([(f"k{k}", k, 5)] if k < n else [])
-    for label, ns, th in configs:
-        if only_label is not None and label != only_label:
-            continue
-        for n_drop in (0, int(n * drop_frac)):
-            if only_drop is not None and (n_drop > 0) != only_drop:
-                continue
-            for rep in range(repeats):
-                c0, w0 = time.process_time(), time.perf_counter()
-                r = bench.run_protocol(n, dim, ns, th, n_drop)
-                cpu = time.process_time() - c0
-                print(json.dumps({"label": label, "n": n, "dropped": n_drop, "total_s": r["total_s"],
-                                  "wall_s": time.perf_counter() - w0, "cpu_s": cpu,
-                                  "max_abs_err": r["max_abs_err"]}), flush=True)
-                if r["total_s"] >= repeat_below_s:
-                    break
-"""
-
-
-def run_flower_harness(
-    *,
-    python: str,
-    bench: Path,
-    dim: int,
-    clients: list[int],
-    timeout: float,
-    repeats: int = 3,
-    only: tuple[str, bool] | None = None,
-) -> dict:
-    """Run Flower's ``run_protocol`` per setting in its interpreter, with wall and CPU times.
-
-    Settings whose round takes under 20 s are repeated ``repeats`` times; the best valid one is
-    kept (rounds whose aggregate is wrong are counted in ``wrong_aggregates`` and excluded).
-
-    Args:
-        python: Flower's interpreter.
-        bench: Path of Flower's ``bench.py``.
-        dim: Vector length.
-        clients: Client counts.
-        timeout: Seconds before giving up.
-        repeats: Repetitions of fast settings.
-        only: ``(label, dropped?)`` to run a single setting (label ``full`` or ``k9``).
-
-    Returns:
-        ``{"rounds": {(label, n, dropped?): wall s}, "cpu": {(...): CPU s}, ...}``.
-    """
-    cmd = [python, "-c", _FLOWER_HARNESS, str(bench), str(dim), "0.2", ",".join(map(str, clients))]
-    cmd += [str(repeats), "20"]
-    if only is not None:
-        cmd += [only[0], str(int(only[1]))]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    rounds: dict[tuple[str, int, bool], float] = {}
-    cpu: dict[tuple[str, int, bool], float] = {}
-    wrong: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            rec = json.loads(line)
-            key = (rec["label"], int(rec["n"]), int(rec["dropped"]) > 0)
-            if float(rec["max_abs_err"]) > FLOWER_ERR_TOL:
-                # Flower finished the round but its aggregate is wrong (e.g. a dropped client's
-                # mask could not be removed); such a round is not a valid timing
-                name = f"{key[0]}/n={key[1]}/drop={key[2]}"
-                wrong[name] = wrong.get(name, 0) + 1
-                continue
-            rounds[key] = min(rounds.get(key, math.inf), float(rec["total_s"]))
-            cpu[key] = min(cpu.get(key, math.inf), float(rec["cpu_s"]))
-    return {
-        "wrong_aggregates": wrong,
-        "cmd": cmd[:2] + ["<harness>"] + cmd[3:],
-        "returncode": proc.returncode,
-        "stdout": proc.stdout,
-        "stderr_tail": proc.stderr[-4000:],
-        "wall_s": time.perf_counter() - t0,
-        "rounds": rounds,
-        "cpu": cpu,
-    }
-
-
-# A persistent Flower process for the alternate mode: it reads one JSON request per line, runs one
-# round of Flower's own bench.run_protocol and answers with its time, so Flower's rounds and ours
-# can alternate and see the same machine load (these machines are shared and their speed drifts).
-_FLOWER_WORKER = r"""
-import json, logging, sys, time
-from pathlib import Path
-bench_path = Path(sys.argv[1])
-sys.path.insert(0, str(bench_path.parent))
-import bench
-bench.FLOWER_LOGGER.setLevel(logging.WARNING)
-bench.TaskIdentity.run_id = 1
-bench.TaskIdentity.task_id = 1
-bench.TaskIdentity.node_id = 0
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    n, dim, label, n_drop = int(req["n"]), int(req["dim"]), req["label"], int(req["dropped"])
-    k = n if n <= 10 else 9
-    ns, th = (1.0, 0.5) if label == "full" else (k, 5)
-    c0, w0 = time.process_time(), time.perf_counter()
-    r = bench.run_protocol(n, dim, ns, th, n_drop)
-    print(json.dumps({"total_s": r["total_s"], "wall_s": time.perf_counter() - w0,
-                      "cpu_s": time.process_time() - c0, "max_abs_err": r["max_abs_err"]}), flush=True)
-"""
-
-
-class FlowerWorker:
-    """Flower's reference benchmark in its own interpreter, one round per request.
-
-    Args:
-        python: Interpreter of a virtual environment with ``flwr``.
-        bench: Path of Flower's ``bench.py`` (:data:`DEFAULT_FLOWER_BENCH`).
-        timeout: Seconds to wait for the worker to start (one round may take longer).
-
-    Raises:
-        RuntimeError: If the worker does not start.
-    """
-
-    def __init__(self, *, python: str, bench: Path, timeout: float = 300.0) -> None:
-        self._proc = subprocess.Popen(
-            [python, "-c", _FLOWER_WORKER, str(bench)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = self._proc.stdout.readline() if self._proc.stdout is not None else ""
-        if not line.startswith('{"ready"'):
-            err = self._proc.stderr.read()[-2000:] if self._proc.stderr is not None else ""
-            self.close()
-            raise RuntimeError(f"Flower worker did not start: {line!r} {err}")
-
-    def round(self, *, label: str, n: int, dim: int, dropped: int) -> dict[str, float]:
-        """Run one Flower round.
-
-        Args:
-            label: ``full`` (SecAgg) or ``k9`` (SecAgg+ with Flower's num_shares=9).
-            n: Clients.
-            dim: Vector length.
-            dropped: Clients dropped after the share-keys stage.
-
-        Returns:
-            ``total_s`` (Flower's own timing of the round), ``wall_s``, ``cpu_s``, ``max_abs_err``.
-
-        Raises:
-            RuntimeError: If the worker died.
-        """
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        req = {"label": label, "n": n, "dim": dim, "dropped": dropped}
-        self._proc.stdin.write(json.dumps(req) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
-        if not line:
-            err = self._proc.stderr.read()[-2000:] if self._proc.stderr is not None else ""
-            raise RuntimeError(f"Flower worker exited: {err}")
-        return {k: float(v) for k, v in json.loads(line).items()}
-
-    def close(self) -> None:
-        """Stop the worker."""
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-
-
 def run_case_alternating(
     case: Case,
     worker: FlowerWorker,
@@ -741,9 +417,8 @@ def markdown(rows: list[Row]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("bench_results/secagg.json"), help="JSON output path")
     p.add_argument("--quick", action="store_true", help="small subset (n <= 100, m = 20k, no n=1000 / m=1M)")
     p.add_argument("--dim", type=int, default=None, help="vector length m (default 100k; 20k with --quick)")
@@ -758,7 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--flower-python", default=None, help="interpreter of a venv with flwr (e.g. /tmp/flwr/bin/python)"
     )
-    p.add_argument("--flower-bench", type=Path, default=DEFAULT_FLOWER_BENCH)
+    p.add_argument(
+        "--flower-bench",
+        type=Path,
+        default=None,
+        metavar="BENCH_PY",
+        help="Flower's reference benchmark bench.py, which the repository does not ship (default: "
+        f"${SHARED_ENV}/anchors/flower_secagg/bench.py; ${SHARED_ENV} unset: the folder 'shared' beside "
+        "the repository); checked before anything runs",
+    )
     p.add_argument(
         "--flower-mode",
         choices=("alternate", "script", "harness"),
@@ -781,20 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="only redraw the plot (JSON path with .png) from an earlier run's JSON output",
     )
-    args = p.parse_args(argv)
-    if args.replot is not None:
-        return _replot(args.replot)
-    dim = args.dim or (20_000 if args.quick else 100_000)
-    report: dict = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "dim": dim,
-        "clip": args.clip,
-        "precision_bits": args.precision_bits,
-    }
-    print(f"# secagg benchmark (m={dim:,}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    return p
+
+
+def _primitives(report: dict[str, Any]) -> None:
+    """Measure and print the keystream and client masking rates into ``report``."""
     ks = {
         f"{nb // 1000}KB": keystream_rate(nbytes=nb, reps=max(10, 20_000_000 // nb))
         for nb in (400_000, 4_000_000)
@@ -815,43 +489,85 @@ def main(argv: list[str] | None = None) -> int:
             f"expansion and accumulation alone (keys derived) {mr['expand_ms']:.2f} ms "
             f"-> {mr['expand_over_keystream']:.2f}x"
         )
+
+
+def _flower_start(args: argparse.Namespace, *, dim: int) -> dict[str, Any] | None:
+    """Flower's record for the run (``None`` without ``--flower-python``); the script mode runs it now."""
+    if not args.flower_python:
+        return None
+    clients = [10, 50] if not args.quick else [10]
+    print(
+        f"Flower's benchmark: {args.flower_python} {args.flower_bench} ({args.flower_mode} mode)", flush=True
+    )
+    if args.flower_mode in ("harness", "alternate"):
+        # interleaved: each Flower setting runs right before (harness) or alternately with
+        # (alternate) the matching protocols setting (see the case loop)
+        return {
+            "rounds": {},
+            "cpu": {},
+            "wrong_aggregates": {},
+            "returncode": 0,
+            "stdout": "",
+            "stderr_tail": "",
+        }
+    flower = run_flower(
+        python=args.flower_python,
+        bench=args.flower_bench,
+        dim=dim,
+        clients=clients,
+        timeout=args.flower_timeout,
+    )
+    if flower["wrong_aggregates"]:
+        print(f"Flower rounds with a wrong aggregate (excluded from timings): {flower['wrong_aggregates']}")
+    if flower["returncode"] != 0:
+        print(f"Flower benchmark failed (rc={flower['returncode']}): {flower['stderr_tail'][-800:]}")
+    return flower
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point.
+
+    Args:
+        argv: The arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0; 2 when ``--replot`` cannot read its input. Invalid arguments, a missing Flower reference
+        benchmark (with ``--flower-python``) or an ``--only`` that matches nothing exit with status 2
+        and a message, before anything is measured.
+    """
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.replot is not None:
+        return _replot(args.replot)
+    if args.flower_python:
+        try:
+            args.flower_bench = resolve_flower_bench(args.flower_bench)
+            flower_script("flower_worker.py" if args.flower_mode == "alternate" else "flower_harness.py")
+        except FlowerSetupError as exc:
+            p.error(str(exc))
+    dim = args.dim or (20_000 if args.quick else 100_000)
+    selected = [
+        c for c in cases(quick=args.quick, dim=dim) if not args.only or any(o in c.name for o in args.only)
+    ]
+    if not selected and not args.primitives_only:
+        p.error(f"--only {args.only} matches no setting")
+    report: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "dim": dim,
+        "clip": args.clip,
+        "precision_bits": args.precision_bits,
+    }
+    print(f"# secagg benchmark (m={dim:,}, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)")
+    _primitives(report)
     if args.primitives_only:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str))
         print(f"wrote {args.out}")
         return 0
-    flower: dict[str, Any] | None = None
-    if args.flower_python:
-        clients = [10, 50] if not args.quick else [10]
-        print(
-            f"Flower's benchmark: {args.flower_python} {args.flower_bench} ({args.flower_mode} mode)",
-            flush=True,
-        )
-        if args.flower_mode in ("harness", "alternate"):
-            # interleaved: each Flower setting runs right before (harness) or alternately with
-            # (alternate) the matching protocols setting (see the case loop)
-            flower = {
-                "rounds": {},
-                "cpu": {},
-                "wrong_aggregates": {},
-                "returncode": 0,
-                "stdout": "",
-                "stderr_tail": "",
-            }
-        else:
-            flower = run_flower(
-                python=args.flower_python,
-                bench=args.flower_bench,
-                dim=dim,
-                clients=clients,
-                timeout=args.flower_timeout,
-            )
-        if flower["wrong_aggregates"]:
-            print(
-                f"Flower rounds with a wrong aggregate (excluded from timings): {flower['wrong_aggregates']}"
-            )
-        if flower["returncode"] != 0:
-            print(f"Flower benchmark failed (rc={flower['returncode']}): {flower['stderr_tail'][-800:]}")
+    flower = _flower_start(args, dim=dim)
     # warm-up (imports, caches, allocator) so that the first measured setting is not penalised
     _measure(
         Case("warm-up", "secagg", 5, 1000, 0.0),
@@ -860,11 +576,6 @@ def main(argv: list[str] | None = None) -> int:
         seed=0,
         max_attempts=1,
     )
-    selected = [
-        c for c in cases(quick=args.quick, dim=dim) if not args.only or any(o in c.name for o in args.only)
-    ]
-    if not selected:
-        p.error(f"--only {args.only} matches no setting")
     worker: FlowerWorker | None = None
     if flower is not None and args.flower_mode == "alternate":
         worker = FlowerWorker(python=args.flower_python, bench=args.flower_bench)

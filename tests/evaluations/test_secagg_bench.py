@@ -1,9 +1,9 @@
 """The secure-aggregation benchmark's Flower comparison (alternate mode) against a stand-in Flower.
 
-The stand-in ``bench.py`` has the shape of ../shared/anchors/flower_secagg/bench.py that the
-worker uses (``run_protocol`` and the logger/identity globals) and returns scripted round times,
-so the test checks the bookkeeping (best and median of each side, wrong aggregates excluded,
-alternation) without Flower installed.
+The stand-in ``bench.py`` has the shape of Flower's reference benchmark that the worker and the
+harness (``evaluations/benchmarks/flower/``) use (``run_protocol`` and the logger/identity
+globals) and returns scripted round times, so the test checks the bookkeeping (best and median of
+each side, wrong aggregates excluded, alternation) without Flower installed.
 """
 
 from __future__ import annotations
@@ -121,3 +121,68 @@ def test_plot_and_replot_from_a_saved_run(fake_bench: Path, tmp_path: Path) -> N
     broken.write_text("{}")
     assert main(["--replot", str(broken)]) == 2
     assert not broken.with_suffix(".png").exists()
+
+
+def test_the_harness_script_runs_flowers_settings_and_drops_wrong_aggregates(fake_bench: Path) -> None:
+    """``--flower-mode harness``: the real script in another interpreter, Flower's own settings."""
+    from evaluations.benchmarks.secagg_flower import run_flower_harness
+
+    out = run_flower_harness(
+        python=sys.executable, bench=fake_bench, dim=1000, clients=[12], timeout=120, repeats=2
+    )
+    assert out["returncode"] == 0, out["stderr_tail"]
+    calls = [json.loads(x) for x in fake_bench.with_suffix(".log").read_text().splitlines()]
+    # n = 12: the full graph and SecAgg+ with Flower's 9 neighbours, 0 and 20 % (2) dropped, twice each
+    assert calls == [[12, 1000, *ns, d] for ns in ([1.0, 0.5], [9, 5]) for d in (0, 2) for _ in range(2)]
+    assert out["rounds"] == {
+        ("full", 12, False): pytest.approx(0.05),  # the best of 0.05 and 0.07
+        ("full", 12, True): pytest.approx(0.06),  # the other round's aggregate was wrong
+        ("k9", 12, False): pytest.approx(0.05),
+        ("k9", 12, True): pytest.approx(0.05),
+    }
+    assert out["wrong_aggregates"] == {"full/n=12/drop=True": 1}
+    assert set(out["cpu"]) == set(out["rounds"])
+    one = run_flower_harness(
+        python=sys.executable,
+        bench=fake_bench,
+        dim=1000,
+        clients=[12],
+        timeout=120,
+        repeats=1,
+        only=("k9", True),
+    )
+    assert list(one["rounds"]) == [("k9", 12, True)]
+
+
+def test_a_missing_flower_benchmark_stops_the_run_before_anything_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reference benchmark lives outside the repository: absent, the command says where it looked
+    and how to name it, with status 2, before any measurement."""
+    from evaluations.benchmarks import secagg, secagg_flower
+
+    def measured(**_: object) -> None:
+        raise AssertionError("a measurement ran before the Flower benchmark was found")
+
+    monkeypatch.setattr(secagg, "keystream_rate", measured)
+    monkeypatch.setattr(secagg, "_measure", measured)
+    missing = tmp_path / "nowhere" / "bench.py"
+    out = ["--out", str(tmp_path / "out.json"), "--flower-python", sys.executable]
+    with pytest.raises(SystemExit) as stop:
+        secagg.main([*out, "--flower-bench", str(missing)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--flower-bench" in err
+    monkeypatch.setenv("SECFED_SHARED", str(tmp_path / "empty"))
+    with pytest.raises(SystemExit) as stop:
+        secagg.main(out)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        str(tmp_path / "empty" / "anchors" / "flower_secagg" / "bench.py") in err and "SECFED_SHARED" in err
+    )
+    # the scripts that run in Flower's interpreter are files of the repository, not of the wheel
+    monkeypatch.setattr(secagg_flower, "FLOWER_SCRIPTS", tmp_path / "no-scripts")
+    with pytest.raises(secagg_flower.FlowerSetupError, match="checkout of the repository"):
+        FlowerWorker(python=sys.executable, bench=missing)
+    assert not (tmp_path / "out.json").exists()
