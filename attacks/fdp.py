@@ -17,9 +17,14 @@ Two μ lower bounds from one run's canary guesses:
   It treats the canaries' observations as independent given the inclusion bits, which the
   white-box Dirac design of :mod:`attacks.whitebox_audit` realises for any mechanism that adds
   independent noise per coordinate (the class audited there); it is not a proof for an
-  arbitrary mechanism. Mahloujifar, Melis & Chaudhuri (ICML 2025, "Auditing f-Differential
-  Privacy in One Run", arXiv 2410.22235) prove an f-DP bound on the number of correct guesses
-  in one run without that assumption; their recursion is **not** implemented here.
+  arbitrary mechanism.
+* :func:`fdp_one_run_audit` (**proven in one run, f-DP analysis**; Mahloujifar, Melis & Chaudhuri,
+  ICML 2025, "Auditing f-Differential Privacy in One Run", arXiv 2410.22235): if the mechanism is
+  ``f``-DP with respect to every canary (here ``f = G_μ``), their backward recursion over the number
+  of correct guesses (:func:`fdp_one_run_consistent`) bounds the probability that ``r`` guesses
+  contain ``v`` correct ones; ``μ``-GDP is rejected when that bound falls below the significance.
+  ``μ_LB`` is the largest rejected ``μ`` of a fixed grid, Bonferroni over the guess counts. No
+  independence assumption; tighter than the ε-DP analysis because it uses the whole curve.
 * :func:`one_run_gdp_audit` (**proven in one run, any mechanism**): ``μ``-GDP implies
   ``(ε_j, δ_μ(ε_j))``-DP for each ``ε_j`` of a fixed grid, so Steinke, Nasr & Jagielski's (2023)
   one-run p-value at ``(ε_j, δ_μ(ε_j))`` bounds the probability of the observed correct guesses;
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
-from scipy.special import log_ndtr
+from scipy.special import log_ndtr, ndtr, ndtri
 
 from attacks.audit import _default_guess_grid, clopper_pearson_upper, one_run_p_value
 from attacks.errors import AttackConfigError, AttackInputError
@@ -57,7 +62,12 @@ __all__ = [
     "gdp_ceiling",
     "one_run_gdp_p_value",
     "one_run_gdp_audit",
+    "fdp_one_run_consistent",
+    "fdp_one_run_audit",
 ]
+
+#: μ grid of :func:`fdp_one_run_audit` (fixed in advance; resolution 0.005).
+FDP_MU_GRID: np.ndarray = np.round(np.arange(0.0, 20.0 + 1e-9, 0.005), 3)
 
 _MU_MAX = 50.0
 #: ε grid of :func:`one_run_gdp_p_value` (fixed in advance, so Bonferroni over it is valid).
@@ -385,5 +395,144 @@ def one_run_gdp_audit(
             "num_correct": best[3],
             "num_candidates": len(grid),
             "epsilon_grid_size": len(list(epsilon_grid)),
+        },
+    )
+
+
+def fdp_one_run_consistent(
+    *, mu: ArrayLike, num_canaries: int, num_guesses: int, num_correct: int, significance: float
+) -> np.ndarray:
+    """Whether ``v`` correct of ``r`` guesses stays plausible for a ``μ``-GDP mechanism (vectorised in μ).
+
+    Mahloujifar, Melis & Chaudhuri (2025), guessing game with two options per canary (membership):
+    with ``τ = significance·r/m`` the recursion starts at ``v`` from ``(α, β) = (τ·v/r, τ·(r−v)/r)``
+    and steps down to 0 with ``h_i = max(h_{i+1}, G⁻(a_{i+1}))`` and ``a_i = a_{i+1} + i/(r−i)·(h_i −
+    h_{i+1})``, where ``G⁻(x) = Φ(Φ⁻¹(x) − μ)`` is the inverse of the trade-off curve's blow-up. The
+    observation is consistent with ``μ``-GDP (at this significance) iff ``a_0 + h_0 <= r/m``.
+
+    Args:
+        mu: One or more μ >= 0.
+        num_canaries: m.
+        num_guesses: r (1..m).
+        num_correct: v (0..r).
+        significance: Error probability in (0, 1).
+
+    Returns:
+        Boolean array, one per μ: True = not rejected.
+
+    Raises:
+        AttackInputError: On invalid counts or μ.
+    """
+    m, r, v = num_canaries, num_guesses, num_correct
+    if (
+        not (isinstance(m, int) and isinstance(r, int) and isinstance(v, int))
+        or not 0 <= v <= r <= m
+        or r < 1
+    ):
+        raise AttackInputError(f"need 0 <= num_correct <= num_guesses <= num_canaries, got {v}, {r}, {m}")
+    _check_unit("significance", significance)
+    mus = np.atleast_1d(np.asarray(mu, dtype=np.float64))
+    if not np.isfinite(mus).all() or (mus < 0).any():
+        raise AttackInputError("mu must be finite and >= 0")
+    tau = significance * r / m
+    a = np.full(mus.shape, tau * v / r)
+    h = np.full(mus.shape, tau * (r - v) / r)
+    for i in range(v - 1, -1, -1):
+        with np.errstate(divide="ignore"):
+            g = ndtr(ndtri(np.clip(a, 0.0, 1.0)) - mus)
+        h_new = np.maximum(h, g)
+        a = a + (i / (r - i)) * (h_new - h)
+        h = h_new
+    return np.asarray(a + h <= r / m)
+
+
+def _largest_rejected(mus: np.ndarray, m: int, r: int, v: int, sig: float) -> float:
+    """The largest μ of the grid rejected by :func:`fdp_one_run_consistent`: a coarse pass over every
+    20th grid point, then the grid points up to the next coarse one (rejection is monotone in μ)."""
+    coarse_idx = np.arange(0, mus.size, 20)
+    ok = fdp_one_run_consistent(
+        mu=mus[coarse_idx], num_canaries=m, num_guesses=r, num_correct=v, significance=sig
+    )
+    rejected = np.flatnonzero(~ok)
+    if not rejected.size:
+        lo, hi = 0, min(20, mus.size)
+    else:
+        lo = int(coarse_idx[rejected.max()])
+        hi = min(lo + 20, mus.size)
+    fine = mus[lo:hi]
+    ok = fdp_one_run_consistent(mu=fine, num_canaries=m, num_guesses=r, num_correct=v, significance=sig)
+    rej = np.flatnonzero(~ok)
+    return float(fine[rej.max()]) if rej.size else (float(mus[lo]) if rejected.size else 0.0)
+
+
+def fdp_one_run_audit(
+    *,
+    scores: ArrayLike,
+    included: ArrayLike,
+    delta: float,
+    significance: float = 0.05,
+    guess_counts: Sequence[tuple[int, int]] | None = None,
+    mu_grid: ArrayLike | None = None,
+) -> GDPLowerBound:
+    """Proven one-run μ lower bound by the f-DP analysis of Mahloujifar et al. (2025) (module docstring).
+
+    Guesses as :func:`attacks.audit.one_run_audit` (top-k+ IN, bottom-k- OUT); each guess count is
+    tested at ``significance / len(guess_counts)`` (Bonferroni); the bound is the largest μ of the
+    grid rejected by :func:`fdp_one_run_consistent` (smaller μ are rejected a fortiori: the recursion
+    is monotone in μ).
+
+    Args:
+        scores: One score per canary (higher = more likely included).
+        included: The auditor's inclusion bits.
+        delta: δ at which μ is also stated as ε.
+        significance: Error probability of the bound.
+        guess_counts: ``(k_pos, k_neg)`` pairs (default as :func:`attacks.audit.one_run_audit`).
+        mu_grid: Increasing μ grid fixed in advance (default :data:`FDP_MU_GRID`).
+
+    Returns:
+        The bound (``method = "fdp_one_run"``); ``details`` has the chosen guesses.
+
+    Raises:
+        AttackInputError: On malformed scores.
+        AttackConfigError: On invalid options.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    inc = np.asarray(included)
+    if inc.dtype != np.bool_ or inc.shape != s.shape or s.size == 0 or not np.isfinite(s).all():
+        raise AttackInputError("scores must be finite and included a boolean array of the same length")
+    _check_unit("significance", significance)
+    _check_unit("delta", delta)
+    m = s.size
+    grid = list(guess_counts) if guess_counts is not None else _default_guess_grid(m)
+    if not grid or any(kp < 0 or kn < 0 or kp + kn < 1 or kp + kn > m for kp, kn in grid):
+        raise AttackConfigError(f"guess counts must satisfy k_pos, k_neg >= 0 and 1 <= k_pos + k_neg <= {m}")
+    mus = np.asarray(FDP_MU_GRID if mu_grid is None else mu_grid, dtype=np.float64)
+    if mus.ndim != 1 or mus.size == 0 or (np.diff(mus) <= 0).any():
+        raise AttackConfigError("mu_grid must be a non-empty increasing 1-d grid")
+    sig = significance / len(grid)
+    order = np.argsort(-s, kind="mergesort")
+    best: tuple[float, int, int, int] = (0.0, grid[0][0], grid[0][1], 0)
+    for kp, kn in grid:
+        v = int(inc[order[:kp]].sum()) + (int((~inc[order[m - kn :]]).sum()) if kn > 0 else 0)
+        ok = fdp_one_run_consistent(
+            mu=mus, num_canaries=m, num_guesses=kp + kn, num_correct=v, significance=sig
+        )
+        rejected = np.flatnonzero(~ok)
+        mu_lb = float(mus[rejected.max()]) if rejected.size else 0.0
+        if mu_lb > best[0]:
+            best = (mu_lb, kp, kn, v)
+    return GDPLowerBound(
+        mu=best[0],
+        epsilon=gdp_epsilon(mu=best[0], delta=delta),
+        delta=delta,
+        confidence=1 - significance,
+        method="fdp_one_run",
+        details={
+            "k_pos": best[1],
+            "k_neg": best[2],
+            "num_guesses": best[1] + best[2],
+            "num_correct": best[3],
+            "num_candidates": len(grid),
+            "mu_grid_size": int(mus.size),
         },
     )

@@ -205,6 +205,7 @@ def whitebox_config_for_run(
         "max_grad_norm": float(p.max_grad_norm),
         "seed": options.seed,
         "reference_runs": 3,
+        "fdp_one_run": True,
     }
     if p.mode == "none" or float(p.noise_multiplier) == 0:
         return WhiteBoxAuditConfig(mode="none", noise_multiplier=0.0, steps=1, **common)

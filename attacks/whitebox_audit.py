@@ -28,8 +28,9 @@ log-likelihood ratio of "in" versus "out" of the inner products ``<release_t, e_
 
 * ε-DP: :func:`attacks.audit.one_run_audit` (Steinke et al. 2023, proven in one run);
 * GDP: :func:`attacks.fdp.gdp_audit` (μ lower bound, canaries as independent trials — realised
-  by this design for mechanisms with independent per-coordinate noise) and the proven but
-  weaker :func:`attacks.fdp.one_run_gdp_audit`;
+  by this design for mechanisms with independent per-coordinate noise), the proven but
+  weaker :func:`attacks.fdp.one_run_gdp_audit`, and (``fdp_one_run``) the proven one-run f-DP
+  analysis of Mahloujifar, Melis & Chaudhuri 2025, :func:`attacks.fdp.fdp_one_run_audit`;
 * the **power** of each: the bound every-guess-right would give with the same ``m`` and guess
   grid (the ceiling), and the same audit of an idealised continuous Gaussian mechanism with the
   same parameters (what this ``m`` achieves at best in expectation);
@@ -58,7 +59,7 @@ from torch import nn
 
 from attacks.audit import one_run_audit
 from attacks.errors import AttackConfigError
-from attacks.fdp import gdp_audit, gdp_ceiling, one_run_gdp_audit
+from attacks.fdp import fdp_one_run_audit, gdp_audit, gdp_ceiling, one_run_gdp_audit
 
 __all__ = [
     "MODES",
@@ -104,6 +105,8 @@ class WhiteBoxAuditConfig:
         one_run_gdp: Also compute the proven one-run GDP bound (slower).
         seed: Seed of the auditor's own coins (inclusion bits, background, reference); the
             mechanism's noise comes from :mod:`privacy.noise`.
+        fdp_one_run: Also compute the proven one-run f-DP bound of Mahloujifar et al. (2025),
+            :func:`attacks.fdp.fdp_one_run_audit`, and its ceiling (a few seconds at m = 4000).
         accountant: Accountant of the accountant's ε (``"rdp"``, ``"prv"`` or ``"pld"``; record,
             episode and client modes): the run's own, so the audit's ε is the run's ε.
     """
@@ -127,6 +130,7 @@ class WhiteBoxAuditConfig:
     reference_runs: int = 5
     one_run_gdp: bool = False
     seed: int = 0
+    fdp_one_run: bool = False
     accountant: str = "rdp"
 
     def __post_init__(self) -> None:
@@ -191,6 +195,7 @@ class WhiteBoxAuditResult:
     statement: str
     timings: dict[str, float] = field(default_factory=dict)
     one_run_gdp: dict[str, Any] | None = None
+    fdp_one_run: dict[str, Any] | None = None
 
     @property
     def epsilon_lower_bound(self) -> float:
@@ -199,10 +204,12 @@ class WhiteBoxAuditResult:
 
     @property
     def violation(self) -> bool:
-        """True when the proven ε-DP bound or the GDP ε bound exceeds the accountant's ε."""
+        """True when the proven ε-DP bound, the GDP ε bound or the f-DP bound exceeds the accountant's ε."""
+        fdp = float(self.fdp_one_run["epsilon"]) if self.fdp_one_run else 0.0
         return (
             self.epsilon_lower_bound > self.accountant_epsilon
             or float(self.gdp["epsilon"]) > self.accountant_epsilon
+            or fdp > self.accountant_epsilon
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,6 +221,7 @@ class WhiteBoxAuditResult:
             "one_run": self.one_run,
             "gdp": self.gdp,
             "one_run_gdp": self.one_run_gdp,
+            "fdp_one_run": self.fdp_one_run,
             "idealised_gaussian": self.idealised,
             "violation": self.violation,
             "statement": self.statement,
@@ -534,8 +542,21 @@ def idealised_scores(
 # --------------------------------------------------------------------------------------------------
 
 
-def _statement(acc: float, eps_ceiling: float, gdp_ceiling_eps: float, eps: float, gdp_eps: float) -> str:
+def _statement(
+    acc: float,
+    eps_ceiling: float,
+    gdp_ceiling_eps: float,
+    eps: float,
+    gdp_eps: float,
+    fdp: dict[str, Any] | None = None,
+) -> str:
     parts = []
+    fdp_eps = float(fdp["epsilon"]) if fdp else 0.0
+    if fdp:
+        parts.append(
+            f"f-DP one-run bound (Mahloujifar et al.) {fdp_eps:.2f}, "
+            f"ceiling {float(fdp['ceiling_epsilon']):.2f}"
+        )
     if math.isfinite(acc):
         for name, ceiling in (("one-run epsilon-DP", eps_ceiling), ("GDP", gdp_ceiling_eps)):
             if ceiling < acc:
@@ -543,7 +564,7 @@ def _statement(acc: float, eps_ceiling: float, gdp_ceiling_eps: float, eps: floa
                     f"{name} analysis: cannot detect leakage below {acc:.2f} (the accountant's epsilon): "
                     f"its ceiling with these canaries is {ceiling:.2f}"
                 )
-    if eps > acc or gdp_eps > acc:
+    if eps > acc or gdp_eps > acc or fdp_eps > acc:
         parts.append("VIOLATION: an empirical lower bound exceeds the accountant's epsilon")
     elif math.isfinite(acc):
         parts.append("no violation detected")
@@ -616,6 +637,16 @@ def run_whitebox_audit(
         proven_gdp = one_run_gdp_audit(
             scores=scores, included=included, delta=delta, significance=sig
         ).to_dict()
+    fdp_doc = None
+    if config.fdp_one_run:
+        t2 = time.perf_counter()
+        fdp_b = fdp_one_run_audit(scores=scores, included=included, delta=delta, significance=sig)
+        fdp_c = fdp_one_run_audit(
+            scores=included.astype(np.float64), included=included, delta=delta, significance=sig
+        )
+        fdp_doc = {**fdp_b.to_dict(), "ceiling_mu": fdp_c.mu, "ceiling_epsilon": fdp_c.epsilon}
+        timings["fdp"] = time.perf_counter() - t2
+        say(f"f-DP one-run bound (Mahloujifar et al.): mu {fdp_b.mu:.3f}, epsilon {fdp_b.epsilon:.3f}")
     one_run = eps_b.to_dict()
     one_run["ceiling"] = eps_ceiling.epsilon
     one_run["fraction_of_ceiling"] = eps_b.epsilon / eps_ceiling.epsilon if eps_ceiling.epsilon > 0 else None
@@ -634,7 +665,8 @@ def run_whitebox_audit(
         one_run=one_run,
         gdp=gdp,
         idealised=ideal,
-        statement=_statement(acc, eps_ceiling.epsilon, gdp_c.epsilon, eps_b.epsilon, gdp_b.epsilon),
+        statement=_statement(acc, eps_ceiling.epsilon, gdp_c.epsilon, eps_b.epsilon, gdp_b.epsilon, fdp_doc),
         timings=timings,
         one_run_gdp=proven_gdp,
+        fdp_one_run=fdp_doc,
     )

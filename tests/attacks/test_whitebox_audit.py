@@ -239,6 +239,7 @@ def test_cli_audits_the_runs_own_mechanism(tmp_path: Path, capsys: pytest.Captur
     assert cfg["num_canaries"] == 300
     assert doc["accountant_epsilon"] == pytest.approx(accountant_epsilon(config=WhiteBoxAuditConfig(**cfg)))
     assert not doc["violation"]
+    assert doc["fdp_one_run"]["epsilon"] <= doc["fdp_one_run"]["ceiling_epsilon"]
 
 
 def test_cli_without_dp_shows_full_leakage(tmp_path: Path) -> None:
