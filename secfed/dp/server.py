@@ -6,7 +6,7 @@ leaves everything that depends on ``privacy.mode`` to the mode's strategy
 (:class:`secfed.dp.modes.PrivacyMode`: record-level DP-SGD, client-level DP-FedAvg, or distributed
 DDG/Skellam; each module says what it accounts and why):
 
-* ``resume_to`` opens ``RUN_DIR/privacy_ledger.jsonl`` (:class:`privacy.ledger.PrivacyLedger`; its
+* ``resume_to`` opens ``RUN_DIR/privacy_ledger.jsonl`` (:mod:`secfed.dp.run_ledger`; its
   HMAC key lives outside the run directory, see :mod:`privacy.ledger`), verifies every MAC, and
   replays every counted entry into fresh accountants. Nothing is ever removed: when the checkpoint
   is older than the ledger (or missing), a ``resume`` entry is written and the rounds after the
@@ -66,10 +66,8 @@ import numpy as np
 from privacy.accountants import Accountant
 from privacy.adjacency import Adjacency
 from privacy.distributed import DistributedDPConfig
-from privacy.errors import LedgerCorruptedError, LedgerError, PrivacyError
+from privacy.errors import LedgerError
 from privacy.ledger import (
-    LedgerKeyError,
-    LedgerUnverifiableError,
     MechanismRecord,
     PlannedSteps,
     PrivacyBudget,
@@ -98,7 +96,8 @@ from secfed.dp.planning import (
     record_steps_per_round,
 )
 from secfed.dp.reports import SiteReport, parse_site_report
-from secfed.errors import CheckpointError, ConfigError, IntegrityError, MessageError
+from secfed.dp.run_ledger import LEDGER_FILE, open_run_ledger
+from secfed.errors import CheckpointError, ConfigError, MessageError
 from secfed.federation.server import RoundOutcome
 
 __all__ = [
@@ -122,8 +121,6 @@ __all__ = [
 
 log = logging.getLogger("secfed")
 
-#: The ledger's file name inside the run directory.
-LEDGER_FILE = "privacy_ledger.jsonl"
 #: Aliases of :class:`privacy.adjacency.Adjacency`'s members (record-level DP, client-level
 #: DP-FedAvg, the distributed mechanisms), kept for importers.
 ADJACENCY_RECORD = Adjacency.RECORD
@@ -273,24 +270,6 @@ class ServerPrivacy:
             self._state.site_info[int(sid)] = dict(desc)
 
     # ---------------------------------------------------------------- the ledger
-    def _open_ledger(self) -> PrivacyLedger:
-        path = self.ledger_path
-        try:
-            return PrivacyLedger.open(
-                path=path,
-                budget=self._budget,
-                accountant=self._cfg.privacy.accountant,
-                recover_torn_tail=True,  # a torn line was never durable: its release never happened
-                key_dir=self._key_dir,
-                round_order="consecutive",
-            )
-        except (LedgerCorruptedError, LedgerUnverifiableError, LedgerKeyError) as exc:
-            raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
-        except LedgerError as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-        except PrivacyError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-
     def resume_to(self, *, completed_round: int) -> None:
         """Open (or create) the ledger, verify it, keep every entry, rebuild the accountants.
 
@@ -312,46 +291,17 @@ class ServerPrivacy:
         """
         if isinstance(completed_round, bool) or not isinstance(completed_round, int) or completed_round < 0:
             raise PrivacyStateError(f"completed_round must be an integer >= 0, got {completed_round!r}")
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.ledger_path
-        ledger = self._open_ledger()
-        if ledger.last_round < completed_round:
-            raise IntegrityError(
-                f"{path} ends at round {ledger.last_round} but the checkpoint is at round "
-                f"{completed_round}: the privacy cost of the released rounds cannot be reconstructed"
-            )
-        try:
-            if ledger.last_round > completed_round or ledger.pending is not None:
-                log.warning(
-                    "privacy: resuming from round %d; the ledger's rounds up to %d stay counted (%s)",
-                    completed_round,
-                    ledger.last_round,
-                    "a begun round never committed" if ledger.pending is not None else "no checkpoint",
-                )
-                ledger.mark_resume(round=completed_round)
-            sites, glob = ledger.rebuild_accountants(verify=True)
-        except LedgerCorruptedError as exc:
-            raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
-        except (LedgerError, OSError) as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-        st = self._state
-        st.ledger = ledger
-        st.site_acc = dict(sites)
-        st.global_acc = glob if glob is not None else self._strategy.new_global_accountant()
-        st.site_last, st.site_plan, st.exhausted = {}, {}, set()
-        st.global_last = None
-        for entry in ledger.releases():
-            for name, rec in entry.sites.items():
-                st.site_last[name] = rec
-                if rec.steps > 0:
-                    st.site_plan[name] = PlannedSteps(
-                        noise_multiplier=rec.noise_multiplier, sample_rate=rec.sample_rate, steps=rec.steps
-                    )
-                if rec.params.get("budget_exhausted") is True:
-                    st.exhausted.add(name)
-            if entry.global_record is not None:
-                st.global_last = entry.global_record
-        for name in list(st.site_acc):
+        ledger, sites, glob = open_run_ledger(
+            run_dir=self._run_dir,
+            budget=self._budget,
+            accountant=self._cfg.privacy.accountant,
+            key_dir=self._key_dir,
+            completed_round=completed_round,
+        )
+        if glob is None:
+            glob = self._strategy.new_global_accountant()
+        self._state.replay(ledger=ledger, site_acc=sites, global_acc=glob)
+        for name in list(self._state.site_acc):
             if name.isdigit():
                 self._add_site(int(name))
 

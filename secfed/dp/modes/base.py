@@ -61,6 +61,32 @@ class AccountingState:
     global_last: MechanismRecord | None = None
     excluded: frozenset[int] = frozenset()
 
+    def replay(
+        self, *, ledger: PrivacyLedger, site_acc: dict[str, Accountant], global_acc: Accountant | None
+    ) -> None:
+        """Rebuild the state from an opened ledger and its replayed accountants (``resume_to``).
+
+        Every counted release sets each site's last record, its plan (its last round with steps)
+        and whether its own budget is spent, and the chain's last record; the sites' registration
+        and descriptions are kept.
+        """
+        self.ledger = ledger
+        self.site_acc = dict(site_acc)
+        self.global_acc = global_acc
+        self.site_last, self.site_plan, self.exhausted = {}, {}, set()
+        self.global_last = None
+        for entry in ledger.releases():
+            for name, rec in entry.sites.items():
+                self.site_last[name] = rec
+                if rec.steps > 0:
+                    self.site_plan[name] = PlannedSteps(
+                        noise_multiplier=rec.noise_multiplier, sample_rate=rec.sample_rate, steps=rec.steps
+                    )
+                if rec.params.get("budget_exhausted") is True:
+                    self.exhausted.add(name)
+            if entry.global_record is not None:
+                self.global_last = entry.global_record
+
     def require_ledger(self) -> PrivacyLedger:
         """The open ledger.
 
