@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from evaluations.benchmarks import SHARED_ENV, shared_dir
+from evaluations.errors import EvaluationError
 
 __all__ = [
     "FLOWER_ERR_TOL",
@@ -38,7 +39,7 @@ FLOWER_ERR_TOL = 1e-2  # Flower's own quantisation error is ~1e-4 at these setti
 FLOWER_SCRIPTS = Path(__file__).resolve().parent / "flower"
 
 
-class FlowerSetupError(RuntimeError):
+class FlowerSetupError(EvaluationError, FileNotFoundError):
     """Flower's side of the comparison cannot run: its reference benchmark or our scripts are missing."""
 
 
