@@ -258,8 +258,8 @@ def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
 #: Scripts under evaluations/benchmarks/ that are helpers of another benchmark, not benchmarks.
 # Scripts that `make bench` does not run itself: art_mia is called by attacks.py under ART's own
 # interpreter; init_accuracy is a per-configuration baseline (an untrained model's accuracy);
-# secagg_flower and secagg_primitives are parts of the secagg benchmark.
-HELPERS = ("art_mia", "init_accuracy", "secagg_flower", "secagg_primitives")
+# secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark.
+HELPERS = ("art_mia", "init_accuracy", "secagg_flower", "secagg_primitives", "secagg_rounds")
 
 
 def unlisted_scripts() -> list[str]:

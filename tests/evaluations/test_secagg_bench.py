@@ -95,12 +95,13 @@ def test_plot_and_replot_from_a_saved_run(fake_bench: Path, tmp_path: Path) -> N
     """The benchmark's plot draws from the rows of its JSON output; --replot redraws it alone."""
     import dataclasses
 
-    from evaluations.benchmarks.secagg import _measure, main
+    from evaluations.benchmarks.secagg import main
+    from evaluations.benchmarks.secagg_rounds import measure_round
     from evaluations.plots import secagg_plot
 
     compared, _ = _alternate(fake_bench, repeats=2)
     derived = [
-        _measure(
+        measure_round(
             Case(f"SecAgg+ n={n} derived drop=0%", "secagg+", n, 500, 0.0),
             clip=1.0,
             precision_bits=8,
@@ -165,7 +166,7 @@ def test_a_missing_flower_benchmark_stops_the_run_before_anything_is_measured(
         raise AssertionError("a measurement ran before the Flower benchmark was found")
 
     monkeypatch.setattr(secagg, "keystream_rate", measured)
-    monkeypatch.setattr(secagg, "_measure", measured)
+    monkeypatch.setattr(secagg, "measure_round", measured)
     missing = tmp_path / "nowhere" / "bench.py"
     out = ["--out", str(tmp_path / "out.json"), "--flower-python", sys.executable]
     with pytest.raises(SystemExit) as stop:
