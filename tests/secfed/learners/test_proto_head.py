@@ -353,3 +353,23 @@ def test_pretraining_a_learner_with_a_head_as_a_protonet(
     assert moved and all(not k.startswith("head.") for k in moved)
     with pytest.raises(ConfigError, match="model.pretrain_learner"):
         config_from_dict({"data": {"dataset": "digits"}, "model": {"pretrain_learner": "protonet"}})
+
+
+@pytest.mark.parametrize("learner", ["maml", "fomaml"])
+def test_dp_without_noise_or_clipping_reproduces_the_proto_head_update(
+    monkeypatch: pytest.MonkeyPatch, learner: str
+) -> None:
+    """The site's DP path (per-episode ``torch.func`` gradients) and the plain learner (autograd,
+    the proto head's graph shared by the inner and the query loss) give the same update with the
+    proto head: the DP harness of the other learners, with ``head_init = "proto"``."""
+    from tests.secfed.dp import test_dp_wraps_learners as wl
+
+    original = wl._config
+
+    def with_proto_head(name: str, **privacy: object) -> ExperimentConfig:
+        cfg = original(name, **privacy)
+        return dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, head_init="proto"))
+
+    monkeypatch.setattr(wl, "_config", with_proto_head)
+    assert wl._config(learner).learner.head_init == "proto"
+    wl.test_dp_without_noise_or_clipping_is_the_learners_own_update(learner)
