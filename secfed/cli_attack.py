@@ -2,7 +2,8 @@
 
 Command::
 
-    secfed attack RUN_DIR --attack inversion|mia|audit|whitebox-audit [--references N] [--iterations N]
+    secfed attack RUN_DIR --attack inversion|mia|audit|whitebox-audit|blackbox-init-audit
+                  [--references N] [--iterations N]
                   [--canaries M] [--rounds R] [--site S] [--seed S] [--json] [--no-progress]
 
 Results are written to ``RUN_DIR/attacks/`` (see :mod:`attacks.runner`); the key metrics and the
@@ -26,7 +27,7 @@ from typing import Any
 
 __all__ = ["register"]
 
-_ATTACKS = ("inversion", "mia", "audit", "whitebox-audit")
+_ATTACKS = ("inversion", "mia", "audit", "whitebox-audit", "blackbox-init-audit")
 
 
 def _int(minimum: int) -> Any:
@@ -111,11 +112,40 @@ def _whitebox_lines(doc: dict[str, Any]) -> list[str]:
         f"  GDP bound                mu {_fmt(gdp['mu'])} -> epsilon {_fmt(gdp['epsilon'])}"
         f"  ceiling {_fmt(gdp['ceiling_epsilon'])}",
     ]
+    fdp = doc.get("fdp_one_run")
+    if fdp:
+        lines.append(
+            f"  f-DP one-run bound       mu {_fmt(fdp['mu'])} -> epsilon {_fmt(fdp['epsilon'])}"
+            f"  ceiling {_fmt(fdp.get('ceiling_epsilon'))}  (proven in one run; Mahloujifar et al. 2025)"
+        )
     if ideal:
         lines.append(
             f"  idealised Gaussian       eps-DP {_fmt(ideal['one_run_epsilon_median'])}, "
             f"GDP epsilon {_fmt(ideal['gdp_epsilon_median'])} (median of {ideal['runs']})"
         )
+    lines.append(f"  {doc['statement']}")
+    cc = doc.get("canary_clients")
+    if cc:
+        lines.append(
+            f"canary clients (Andrew et al. 2024): epsilon estimate {_fmt(cc['epsilon_estimate'])} "
+            f"against the accountant's {_fmt(cc['accountant_epsilon'])}"
+            + ("  VIOLATION" if cc.get("violation") else "")
+        )
+        lines.append(f"  {cc['statement']}")
+    return lines
+
+
+def _blackbox_lines(doc: dict[str, Any]) -> list[str]:
+    cfg = doc["config"]
+    lines = [
+        f"black-box audit, worst-case initial parameters (Annamalai & De Cristofaro 2024; "
+        f"{cfg['trials']} trials of a small model with the run's z = {cfg['noise_multiplier']:g}, "
+        f"q = {cfg['sample_rate']:g}, {cfg['steps']} steps):",
+        f"  accountant epsilon       {_fmt(doc['accountant_epsilon'])}"
+        f"  (run's summary: {_fmt(doc.get('run_epsilon'))})",
+    ]
+    for name, b in doc["bounds"].items():
+        lines.append(f"  {name:<24} {_fmt(b['epsilon'])}  ceiling {_fmt(b['ceiling'])}")
     lines.append(f"  {doc['statement']}")
     return lines
 
@@ -158,6 +188,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         "mia": _mia_lines,
         "audit": _audit_lines,
         "whitebox-audit": _whitebox_lines,
+        "blackbox-init-audit": _blackbox_lines,
     }[args.attack](doc)
     lines += [f"wrote {path}" for path in doc.get("files", {}).values()]
     print("\n".join(lines))
@@ -172,7 +203,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """
     p = subparsers.add_parser(
         "attack",
-        help="run a privacy attack (inversion, mia, audit, whitebox-audit) against a run directory",
+        help="run a privacy attack (inversion, mia, audit, whitebox-audit, blackbox-init-audit) "
+        "against a run directory",
         description="Attack a finished run as an honest-but-curious server; results go to RUN_DIR/attacks/.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `secfed run`")

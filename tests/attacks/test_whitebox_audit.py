@@ -242,6 +242,35 @@ def test_cli_audits_the_runs_own_mechanism(tmp_path: Path, capsys: pytest.Captur
     assert doc["fdp_one_run"]["epsilon"] <= doc["fdp_one_run"]["ceiling_epsilon"]
 
 
+def test_cli_prints_the_fdp_bound_and_runs_the_blackbox_audit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reader of the console sees every bound the audit computed (the f-DP one included), and
+    ``secfed attack --attack blackbox-init-audit`` audits the run's own (z, q, steps)."""
+    from secfed.cli import main
+
+    run_dir = _tiny_run(tmp_path, {"mode": "record", "noise_multiplier": 0.8, "sample_rate": 0.5})
+    assert (
+        main(["attack", str(run_dir), "--attack", "whitebox-audit", "--canaries", "300", "--no-progress"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "f-DP one-run bound" in out
+    rc = main(
+        ["attack", str(run_dir), "--attack", "blackbox-init-audit", "--canaries", "20", "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "black-box audit, worst-case initial parameters" in out and "ceiling" in out
+    doc = json.loads((run_dir / "attacks" / "blackbox_init_audit.json").read_text())
+    assert (doc["config"]["noise_multiplier"], doc["config"]["sample_rate"], doc["config"]["trials"]) == (
+        0.8,
+        0.5,
+        20,
+    )
+    assert f"{doc['accountant_epsilon']:.3f}" in out
+
+
 def test_cli_without_dp_shows_full_leakage(tmp_path: Path) -> None:
     from attacks.runner import run_attack
 
