@@ -1046,7 +1046,10 @@ def whitebox_audit_facts(*, run_dir: Path) -> dict[str, Any] | None:
     Returns:
         ``None`` when the audit was not run; else ``status`` (``ok`` or ``unreadable``) and, when
         readable, ``lower_bound`` (the proven one-run ε), ``ceiling`` (the most its canaries could
-        prove), ``gdp_epsilon``, ``canaries``, ``accountant_epsilon`` and ``violation``.
+        prove), ``gdp_epsilon``, ``fdp_epsilon`` (the one-run f-DP bound, Mahloujifar et al. 2025;
+        ``None`` when not computed), ``canary_clients`` (client-level and distributed runs: the
+        Andrew et al. 2024 estimate, ``None`` otherwise), ``canaries``, ``accountant_epsilon`` and
+        ``violation``.
     """
     path = run_dir / "attacks" / WHITEBOX_AUDIT_FILE
     if not path.exists():
@@ -1063,15 +1066,26 @@ def whitebox_audit_facts(*, run_dir: Path) -> dict[str, Any] | None:
         return value if isinstance(value, Mapping) else {}
 
     one_run, gdp, cfg = section("one_run"), section("gdp"), section("config")
+    fdp, cc = section("fdp_one_run"), section("canary_clients")
     canaries = cfg.get("num_canaries")
     return {
         "status": "ok",
         "lower_bound": as_float(value=one_run.get("epsilon")),
         "ceiling": as_float(value=one_run.get("ceiling")),
         "gdp_epsilon": as_float(value=gdp.get("epsilon")),
+        "fdp_epsilon": as_float(value=fdp.get("epsilon")) if fdp else None,
+        "fdp_ceiling": as_float(value=fdp.get("ceiling_epsilon")) if fdp else None,
+        "canary_clients": (
+            {
+                "estimate": as_float(value=cc.get("epsilon_estimate")),
+                "violation": bool(cc.get("violation")),
+            }
+            if cc
+            else None
+        ),
         "canaries": int(canaries) if isinstance(canaries, int) else None,
         "accountant_epsilon": as_float(value=doc.get("accountant_epsilon")),
-        "violation": bool(doc.get("violation")),
+        "violation": bool(doc.get("violation")) or bool(cc.get("violation")),
     }
 
 
@@ -1093,6 +1107,15 @@ def _audit_verdict(
             # accountant may be tighter (class-aware participation): both are shown
             text += f" for the mechanism the audit replays; the run states ε = {fmt_eps(eps=run_epsilon)}"
         text += ")"
+        if whitebox.get("fdp_epsilon") is not None:
+            text += (
+                "; its f-DP analysis (Mahloujifar et al. 2025) proves "
+                f"ε ≥ {fmt_num(value=whitebox['fdp_epsilon'])}"
+                f" (ceiling {fmt_num(value=whitebox.get('fdp_ceiling'))})"
+            )
+        cc = whitebox.get("canary_clients")
+        if isinstance(cc, Mapping):
+            text += f"; canary clients (Andrew et al. 2024) estimate ε ≈ {fmt_num(value=cc.get('estimate'))}"
         if whitebox.get("violation"):
             text += "; VIOLATION: more leakage than the accountant allows, the guarantee is refuted"
         elif lb is not None and lb <= 1e-9:

@@ -114,3 +114,19 @@ def test_at_a_glance_agrees_with_the_verdict_on_a_whitebox_only_audit(tmp_path: 
     assert "cannot detect leakage beyond ε = 4.7" in html
     doc = json.loads(paths.json.read_text(encoding="utf-8"))
     assert doc["empirical_epsilon"]["status"] == "whitebox"
+
+
+def test_verdict_reports_the_fdp_bound_and_a_canary_client_violation(tmp_path: Path) -> None:
+    """A reader of the report sees the f-DP bound, and a violation found only by the canary clients
+    (client-level run) refutes the guarantee in the verdict, though the other bounds are below ε."""
+    run = make_run(tmp_path, attacks=("mia",))
+    _write_whitebox(run, lower=1.5, ceiling=4.7, canaries=2000, accountant=EPS_ROUNDS[-1])
+    path = run / "attacks" / "whitebox_audit.json"
+    doc = json.loads(path.read_text())
+    doc["fdp_one_run"] = {"epsilon": 3.25, "mu": 1.1, "ceiling_epsilon": 9.1}
+    doc["canary_clients"] = {"epsilon_estimate": 15.5, "violation": True, "statement": ""}
+    path.write_text(json.dumps(doc))
+    html = _verdict_html(write_report(path=run).html.read_text(encoding="utf-8"))
+    assert "f-DP analysis (Mahloujifar et al. 2025) proves ε ≥ 3.25" in html
+    assert "canary clients (Andrew et al. 2024) estimate ε ≈ 15.5" in html
+    assert "VIOLATION" in html
