@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -390,6 +390,54 @@ def _default_guess_grid(m: int) -> list[tuple[int, int]]:
     return [(k, 0) for k in ks] + [(k, k) for k in ks if 2 * k <= m]
 
 
+def _guess_inputs(scores: ArrayLike, included: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """One finite score and one boolean inclusion bit per canary (the inputs of every one-run audit)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    inc = np.asarray(included)
+    if inc.dtype != np.bool_ or inc.shape != s.shape or s.size == 0 or not np.isfinite(s).all():
+        raise AttackInputError("scores must be finite and included a boolean array of the same length")
+    return s, inc
+
+
+def _guess_grid(m: int, guess_counts: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
+    """The ``(k_pos, k_neg)`` pairs to try on ``m`` canaries (default :func:`_default_guess_grid`)."""
+    grid = list(guess_counts) if guess_counts is not None else _default_guess_grid(m)
+    if not grid or any(kp < 0 or kn < 0 or kp + kn < 1 or kp + kn > m for kp, kn in grid):
+        raise AttackConfigError(f"guess counts must satisfy k_pos, k_neg >= 0 and 1 <= k_pos + k_neg <= {m}")
+    return grid
+
+
+def _best_guess(
+    s: np.ndarray,
+    inc: np.ndarray,
+    grid: Sequence[tuple[int, int]],
+    bound: Callable[[int, int], float],
+) -> tuple[float, int, int, int]:
+    """Guess the top-k+ canaries IN and the bottom-k- OUT for each pair of ``grid``; the largest
+    ``bound(num_guesses, num_correct)`` with its ``(k_pos, k_neg, num_correct)`` (0 and the first pair
+    when no bound is positive)."""
+    m = s.size
+    order = np.argsort(-s, kind="mergesort")
+    best: tuple[float, int, int, int] = (0.0, grid[0][0], grid[0][1], 0)
+    for kp, kn in grid:
+        correct = int(inc[order[:kp]].sum()) + (int((~inc[order[m - kn :]]).sum()) if kn > 0 else 0)
+        value = bound(kp + kn, correct)
+        if value > best[0]:
+            best = (value, kp, kn, correct)
+    return best
+
+
+def _guess_details(best: tuple[float, int, int, int], grid: Sequence[tuple[int, int]]) -> dict[str, int]:
+    """The chosen guesses of :func:`_best_guess` as a bound's ``details``."""
+    return {
+        "k_pos": best[1],
+        "k_neg": best[2],
+        "num_guesses": best[1] + best[2],
+        "num_correct": best[3],
+        "num_candidates": len(grid),
+    }
+
+
 def one_run_audit(
     *,
     scores: ArrayLike,
@@ -421,26 +469,17 @@ def one_run_audit(
         AttackInputError: On malformed inputs.
         AttackConfigError: On invalid options.
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    inc = np.asarray(included)
-    if inc.dtype != np.bool_ or inc.shape != s.shape or s.size == 0 or not np.isfinite(s).all():
-        raise AttackInputError("scores must be finite and included a boolean array of the same length")
+    s, inc = _guess_inputs(scores, included)
     if selection not in ("bonferroni", "none"):
         raise AttackConfigError(f"selection must be 'bonferroni' or 'none', got {selection!r}")
     m = s.size
-    grid = list(guess_counts) if guess_counts is not None else _default_guess_grid(m)
-    if not grid or any(kp < 0 or kn < 0 or kp + kn < 1 or kp + kn > m for kp, kn in grid):
-        raise AttackConfigError(f"guess counts must satisfy k_pos, k_neg >= 0 and 1 <= k_pos + k_neg <= {m}")
+    grid = _guess_grid(m, guess_counts)
     sig = significance / len(grid) if selection == "bonferroni" else significance
-    order = np.argsort(-s, kind="mergesort")
-    best: tuple[float, int, int, int] = (0.0, grid[0][0], grid[0][1], 0)
-    for kp, kn in grid:
-        correct = int(inc[order[:kp]].sum()) + (int((~inc[order[m - kn :]]).sum()) if kn > 0 else 0)
-        eps = one_run_epsilon(
-            num_canaries=m, num_guesses=kp + kn, num_correct=correct, delta=delta, significance=sig
-        )
-        if eps > best[0]:
-            best = (eps, kp, kn, correct)
+
+    def bound(r: int, v: int) -> float:
+        return one_run_epsilon(num_canaries=m, num_guesses=r, num_correct=v, delta=delta, significance=sig)
+
+    best = _best_guess(s, inc, grid, bound)
     mode = "fixed" if len(grid) == 1 else selection
     return EpsilonLowerBound(
         epsilon=best[0],
@@ -448,12 +487,5 @@ def one_run_audit(
         delta=delta,
         confidence=1 - significance,
         selection=mode,
-        details={
-            "num_canaries": m,
-            "k_pos": best[1],
-            "k_neg": best[2],
-            "num_guesses": best[1] + best[2],
-            "num_correct": best[3],
-            "num_candidates": len(grid),
-        },
+        details={"num_canaries": m, **_guess_details(best, grid)},
     )

@@ -50,7 +50,15 @@ from numpy.typing import ArrayLike
 from scipy import stats as sps
 from scipy.special import log_ndtr, ndtr, ndtri
 
-from attacks.audit import _default_guess_grid, clopper_pearson_upper, one_run_p_value
+from attacks.audit import (
+    _best_guess,
+    _default_guess_grid,
+    _guess_details,
+    _guess_grid,
+    _guess_inputs,
+    clopper_pearson_upper,
+    one_run_p_value,
+)
 from attacks.errors import AttackConfigError, AttackInputError
 
 __all__ = [
@@ -104,6 +112,20 @@ def _check_unit(name: str, v: float) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) < 1.0:
         raise AttackConfigError(f"{name} must lie in (0, 1), got {v!r}")
     return float(v)
+
+
+def _gdp_bound(
+    *, mu: float, delta: float, significance: float, method: str, details: dict[str, Any]
+) -> GDPLowerBound:
+    """The bound ``mu`` at confidence ``1 - significance``, also stated as ε at ``delta``."""
+    return GDPLowerBound(
+        mu=mu,
+        epsilon=gdp_epsilon(mu=mu, delta=delta),
+        delta=delta,
+        confidence=1 - significance,
+        method=method,
+        details=details,
+    )
 
 
 def gdp_delta(*, epsilon: float, mu: float) -> float:
@@ -246,13 +268,8 @@ def gdp_audit(
             }
     mu = float(best.pop("mu"))
     best.update({"positives": n_in, "negatives": n_out, "num_candidates": len(ks)})
-    return GDPLowerBound(
-        mu=mu,
-        epsilon=gdp_epsilon(mu=mu, delta=delta),
-        delta=delta,
-        confidence=1 - significance,
-        method="gdp_independent_trials",
-        details=best,
+    return _gdp_bound(
+        mu=mu, delta=delta, significance=significance, method="gdp_independent_trials", details=best
     )
 
 
@@ -351,51 +368,33 @@ def one_run_gdp_audit(
         AttackInputError: On malformed scores.
         AttackConfigError: On invalid options.
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    inc = np.asarray(included)
-    if inc.dtype != np.bool_ or inc.shape != s.shape or s.size == 0 or not np.isfinite(s).all():
-        raise AttackInputError("scores must be finite and included a boolean array of the same length")
+    s, inc = _guess_inputs(scores, included)
     _check_unit("significance", significance)
     _check_unit("delta", delta)
     m = s.size
-    grid = list(guess_counts) if guess_counts is not None else _default_guess_grid(m)
-    if not grid or any(kp < 0 or kn < 0 or kp + kn < 1 or kp + kn > m for kp, kn in grid):
-        raise AttackConfigError(f"guess counts must satisfy k_pos, k_neg >= 0 and 1 <= k_pos + k_neg <= {m}")
+    grid = _guess_grid(m, guess_counts)
     sig = significance / len(grid)
-    order = np.argsort(-s, kind="mergesort")
-    best: tuple[float, int, int, int] = (0.0, grid[0][0], grid[0][1], 0)
-    for kp, kn in grid:
-        v = int(inc[order[:kp]].sum()) + (int((~inc[order[m - kn :]]).sum()) if kn > 0 else 0)
 
-        def p(mu: float, v: int = v, r: int = kp + kn) -> float:
+    def bound(r: int, v: int) -> float:
+        def p(mu: float) -> float:
             return one_run_gdp_p_value(
                 mu=mu, num_canaries=m, num_guesses=r, num_correct=v, epsilon_grid=epsilon_grid
             )
 
         if p(1e-9) > sig:
-            continue
+            return 0.0
         lo, hi = 0.0, 1.0
         while p(hi) <= sig and hi < _MU_MAX:
             lo, hi = hi, 2 * hi
         while hi - lo > 1e-4:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if p(mid) <= sig else (lo, mid)
-        if lo > best[0]:
-            best = (lo, kp, kn, v)
-    return GDPLowerBound(
-        mu=best[0],
-        epsilon=gdp_epsilon(mu=best[0], delta=delta),
-        delta=delta,
-        confidence=1 - significance,
-        method="one_run_gdp",
-        details={
-            "k_pos": best[1],
-            "k_neg": best[2],
-            "num_guesses": best[1] + best[2],
-            "num_correct": best[3],
-            "num_candidates": len(grid),
-            "epsilon_grid_size": len(list(epsilon_grid)),
-        },
+        return lo
+
+    best = _best_guess(s, inc, grid, bound)
+    details = {**_guess_details(best, grid), "epsilon_grid_size": len(list(epsilon_grid))}
+    return _gdp_bound(
+        mu=best[0], delta=delta, significance=significance, method="one_run_gdp", details=details
     )
 
 
@@ -446,25 +445,6 @@ def fdp_one_run_consistent(
     return np.asarray(a + h <= r / m)
 
 
-def _largest_rejected(mus: np.ndarray, m: int, r: int, v: int, sig: float) -> float:
-    """The largest μ of the grid rejected by :func:`fdp_one_run_consistent`: a coarse pass over every
-    20th grid point, then the grid points up to the next coarse one (rejection is monotone in μ)."""
-    coarse_idx = np.arange(0, mus.size, 20)
-    ok = fdp_one_run_consistent(
-        mu=mus[coarse_idx], num_canaries=m, num_guesses=r, num_correct=v, significance=sig
-    )
-    rejected = np.flatnonzero(~ok)
-    if not rejected.size:
-        lo, hi = 0, min(20, mus.size)
-    else:
-        lo = int(coarse_idx[rejected.max()])
-        hi = min(lo + 20, mus.size)
-    fine = mus[lo:hi]
-    ok = fdp_one_run_consistent(mu=fine, num_canaries=m, num_guesses=r, num_correct=v, significance=sig)
-    rej = np.flatnonzero(~ok)
-    return float(fine[rej.max()]) if rej.size else (float(mus[lo]) if rejected.size else 0.0)
-
-
 def fdp_one_run_audit(
     *,
     scores: ArrayLike,
@@ -496,43 +476,23 @@ def fdp_one_run_audit(
         AttackInputError: On malformed scores.
         AttackConfigError: On invalid options.
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    inc = np.asarray(included)
-    if inc.dtype != np.bool_ or inc.shape != s.shape or s.size == 0 or not np.isfinite(s).all():
-        raise AttackInputError("scores must be finite and included a boolean array of the same length")
+    s, inc = _guess_inputs(scores, included)
     _check_unit("significance", significance)
     _check_unit("delta", delta)
     m = s.size
-    grid = list(guess_counts) if guess_counts is not None else _default_guess_grid(m)
-    if not grid or any(kp < 0 or kn < 0 or kp + kn < 1 or kp + kn > m for kp, kn in grid):
-        raise AttackConfigError(f"guess counts must satisfy k_pos, k_neg >= 0 and 1 <= k_pos + k_neg <= {m}")
+    grid = _guess_grid(m, guess_counts)
     mus = np.asarray(FDP_MU_GRID if mu_grid is None else mu_grid, dtype=np.float64)
     if mus.ndim != 1 or mus.size == 0 or (np.diff(mus) <= 0).any():
         raise AttackConfigError("mu_grid must be a non-empty increasing 1-d grid")
     sig = significance / len(grid)
-    order = np.argsort(-s, kind="mergesort")
-    best: tuple[float, int, int, int] = (0.0, grid[0][0], grid[0][1], 0)
-    for kp, kn in grid:
-        v = int(inc[order[:kp]].sum()) + (int((~inc[order[m - kn :]]).sum()) if kn > 0 else 0)
-        ok = fdp_one_run_consistent(
-            mu=mus, num_canaries=m, num_guesses=kp + kn, num_correct=v, significance=sig
-        )
+
+    def bound(r: int, v: int) -> float:
+        ok = fdp_one_run_consistent(mu=mus, num_canaries=m, num_guesses=r, num_correct=v, significance=sig)
         rejected = np.flatnonzero(~ok)
-        mu_lb = float(mus[rejected.max()]) if rejected.size else 0.0
-        if mu_lb > best[0]:
-            best = (mu_lb, kp, kn, v)
-    return GDPLowerBound(
-        mu=best[0],
-        epsilon=gdp_epsilon(mu=best[0], delta=delta),
-        delta=delta,
-        confidence=1 - significance,
-        method="fdp_one_run",
-        details={
-            "k_pos": best[1],
-            "k_neg": best[2],
-            "num_guesses": best[1] + best[2],
-            "num_correct": best[3],
-            "num_candidates": len(grid),
-            "mu_grid_size": int(mus.size),
-        },
+        return float(mus[rejected.max()]) if rejected.size else 0.0
+
+    best = _best_guess(s, inc, grid, bound)
+    details = {**_guess_details(best, grid), "mu_grid_size": int(mus.size)}
+    return _gdp_bound(
+        mu=best[0], delta=delta, significance=significance, method="fdp_one_run", details=details
     )
