@@ -127,7 +127,6 @@ from privacy.ledger import (
 )
 from privacy.sampling import RecordEpisodeSampler
 from secfed.config import ExperimentConfig
-from secfed.dp.distributed import client_sample_rate
 from secfed.dp.engines import (
     AugmultEpisodeDPEngineFactory,
     ClassStepCounts,
@@ -144,6 +143,7 @@ from secfed.dp.engines import (
     episode_task,
     step_normaliser,
 )
+from secfed.dp.params import dp_params
 from secfed.dp.sharing import ledger_params, noise_sharing_enabled, site_noise_multiplier
 from secfed.errors import ConfigError, IntegrityError, SecfedError
 from secfed.learners import episodic_learner_names
@@ -229,6 +229,7 @@ class SitePrivacy(ABC):
 
     def __init__(self, *, config: ExperimentConfig, site_id: int) -> None:
         self._cfg = config
+        self._params = dp_params(config=config)  # the typed privacy parameters, read once
         self.site_id = int(site_id)
         self._round: int | None = None
         self._round_steps = 0
@@ -248,15 +249,15 @@ class SitePrivacy(ABC):
     def accounted_noise_multiplier(self) -> float:
         """The ``z`` this site accounts: the configured one, or with noise sharing the worst case
         ``z_min = z·√((t_floor − c)/(m − c))`` (:func:`secfed.dp.sharing.site_noise_multiplier`)."""
-        if noise_sharing_enabled(config=self._cfg):
-            return site_noise_multiplier(config=self._cfg)
-        return float(self._cfg.privacy.noise_multiplier)
+        if noise_sharing_enabled(params=self._params):
+            return site_noise_multiplier(params=self._params)
+        return self._params.noise_multiplier
 
     @property
     def engine_noise_multiplier(self) -> float:
         """The ``z`` the DP engines add at this site: the configured one, or 0 with noise sharing
         (the site's share is added by its SecAgg encoder, :class:`secfed.dp.sharing.SharedNoiseEncoder`)."""
-        return 0.0 if noise_sharing_enabled(config=self._cfg) else float(self._cfg.privacy.noise_multiplier)
+        return 0.0 if noise_sharing_enabled(params=self._params) else self._params.noise_multiplier
 
     def describe(self) -> dict[str, Any]:
         """Public description of the mechanism (JSON-serialisable).
@@ -280,8 +281,8 @@ class SitePrivacy(ABC):
             "accountant": p.accountant,
             "steps_per_round": self.steps_per_round,
             **(
-                {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
-                if noise_sharing_enabled(config=self._cfg)
+                {"noise_sharing": ledger_params(params=self._params, survivors=None)}
+                if noise_sharing_enabled(params=self._params)
                 else {}
             ),
         }
@@ -350,8 +351,8 @@ class SitePrivacy(ABC):
             "sample_rate": self.sample_rate,
             "steps": int(self._round_steps),
         }
-        if noise_sharing_enabled(config=self._cfg):
-            report["noise_sharing"] = ledger_params(config=self._cfg, survivors=None)
+        if noise_sharing_enabled(params=self._params):
+            report["noise_sharing"] = ledger_params(params=self._params, survivors=None)
         if self._exhausted:
             report["budget_exhausted"] = True
         return report
@@ -387,7 +388,7 @@ class ClientLevelSitePrivacy(SitePrivacy):
     @property
     def sample_rate(self) -> float:
         """The federation's public client sampling rate per round."""
-        return client_sample_rate(config=self._cfg)
+        return self._params.client_sample_rate
 
     @property
     def steps_per_round(self) -> int:
@@ -463,6 +464,18 @@ class RecordSitePrivacy(SitePrivacy):
         self._num_records = int(site.num_records)
         # Class-aware accounting: after a restart every class is taken to have the replayed total.
         self._class_counts = self._fresh_class_counts()
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """The mechanism's own set-up, after the common state above (public-class checks, samplers)."""
+
+    def _require_n_way(self, *, n_way: int, why: str = "") -> None:
+        """Refuse ``task.n_way`` above the site's public classes (``why`` is appended to the message)."""
+        if n_way > len(self._classes):
+            raise ConfigError(
+                f"task.n_way = {n_way} exceeds the {len(self._classes)} public classes of site {self.site_id}"
+                + (f": {why}" if why else "")
+            )
 
     def _fresh_class_counts(self) -> ClassStepCounts:
         return ClassStepCounts(classes=tuple(self._classes), base=int(self._accountant.total_steps))
@@ -522,8 +535,8 @@ class RecordSitePrivacy(SitePrivacy):
 
     def _ledger_record(self, *, epsilon: float, steps: int) -> dict[str, MechanismRecord]:
         params = (
-            {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
-            if noise_sharing_enabled(config=self._cfg)
+            {"noise_sharing": ledger_params(params=self._params, survivors=None)}
+            if noise_sharing_enabled(params=self._params)
             else {}
         )
         return {
@@ -670,23 +683,11 @@ class EpisodicSitePrivacy(RecordSitePrivacy):
     over each step's public slot plan.
     """
 
-    def __init__(
-        self,
-        *,
-        config: ExperimentConfig,
-        site_id: int,
-        site: Site,
-        state_dir: str | Path | None = None,
-        key_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir)
+    def _prepare(self) -> None:
+        config, site_id = self._cfg, self.site_id
         p = config.privacy
         n_way = int(config.task.n_way)
-        if n_way > len(self._classes):
-            raise ConfigError(
-                f"task.n_way = {n_way} exceeds the {len(self._classes)} public classes of site {site_id}: "
-                "record-level DP slots need n_way of the site's classes"
-            )
+        self._require_n_way(n_way=n_way, why="record-level DP slots need n_way of the site's classes")
         self._public_seed = derive_seed(config.experiment.seed, "dp-episode-slots", site_id)
         self._sampler = RecordEpisodeSampler(
             labels=self._y.numpy(),
@@ -793,21 +794,9 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
       (post-processing). Accounting is class-aware over the task class sets.
     """
 
-    def __init__(
-        self,
-        *,
-        config: ExperimentConfig,
-        site_id: int,
-        site: Site,
-        state_dir: str | Path | None = None,
-        key_dir: str | Path | None = None,
-    ) -> None:
-        super().__init__(config=config, site_id=site_id, site=site, state_dir=state_dir, key_dir=key_dir)
-        if config.learner.name == "reptile" and config.task.n_way > len(self._classes):
-            raise ConfigError(
-                f"task.n_way = {config.task.n_way} exceeds the {len(self._classes)} public classes "
-                f"of site {site_id}"
-            )
+    def _prepare(self) -> None:
+        if self._cfg.learner.name == "reptile":
+            self._require_n_way(n_way=self._cfg.task.n_way)
         self._round_tasks: list[ClassTask] = []
 
     @property
