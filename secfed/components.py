@@ -216,6 +216,23 @@ def build_client_aggregator(
     return aggregator
 
 
+def _dp_encoder_factory(*, config: ExperimentConfig) -> Callable[[int], Any]:
+    """The per-round encoder of a noise-sharing or distributed-DP run, from its typed privacy
+    parameters (:func:`secfed.dp.params.dp_params`; the update length found on first use)."""
+    from secfed.dp.distributed import make_distributed_encoder_factory, model_dim
+    from secfed.dp.params import dp_params
+    from secfed.dp.sharing import make_noise_sharing_encoder_factory
+
+    params = dp_params(config=config)
+
+    def dim() -> int:
+        return model_dim(config=config)
+
+    if params.noise_sharing is not None:
+        return make_noise_sharing_encoder_factory(params=params, dim=dim)
+    return make_distributed_encoder_factory(params=params, dim=dim)
+
+
 def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
     check_distributed_dp_aggregation(config=config)
     distributed = config.privacy.mode == "distributed"
@@ -225,8 +242,6 @@ def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggre
         return PlainClientAggregator()
     sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
     if distributed or sharing:
-        from secfed.dp.distributed import make_distributed_encoder_factory
-        from secfed.dp.sharing import make_noise_sharing_encoder_factory
         from secfed.federation.secure import (
             SecureClientAggregator,
             protocol_options,
@@ -241,11 +256,7 @@ def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggre
         return SecureClientAggregator(
             client_id=site_id,
             **protocol_options(config),  # type: ignore[arg-type]
-            encoder_factory=(
-                make_noise_sharing_encoder_factory(config=config)
-                if sharing
-                else make_distributed_encoder_factory(config=config)
-            ),
+            encoder_factory=_dp_encoder_factory(config=config),
             signing_key=signing_key,
             pki=pki,
         )
@@ -272,18 +283,12 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
         return PlainServerAggregator()
     sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
     if distributed or sharing:
-        from secfed.dp.distributed import make_distributed_encoder_factory
-        from secfed.dp.sharing import make_noise_sharing_encoder_factory
         from secfed.federation.secure import SecureServerAggregator, protocol_options, simulated_pki
 
         pki = simulated_pki(config) if config.secagg.active else None
         return SecureServerAggregator(
             **protocol_options(config),  # type: ignore[arg-type]
-            encoder_factory=(
-                make_noise_sharing_encoder_factory(config=config)
-                if sharing
-                else make_distributed_encoder_factory(config=config)
-            ),
+            encoder_factory=_dp_encoder_factory(config=config),
             pki=pki,
             on_abort="skip",
         )

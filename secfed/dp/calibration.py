@@ -17,9 +17,9 @@ from privacy.distributed import calibrate_distributed_dp
 from privacy.errors import PrivacyError
 from secfed.builders import RunShape
 from secfed.config import ExperimentConfig
-from secfed.dp.distributed import expected_participants, max_participants, model_dim
+from secfed.dp.distributed import model_dim
+from secfed.dp.params import dp_params, expected_participants, max_participants
 from secfed.dp.planning import client_rounds, record_class_aware_steps, record_planned_noise_multiplier
-from secfed.dp.sharing import noise_sharing_enabled
 from secfed.errors import ConfigError
 
 __all__ = ["calibrated_config", "calibrated_noise_multiplier"]
@@ -70,8 +70,9 @@ def calibrated_noise_multiplier(*, config: ExperimentConfig, shape: RunShape | N
                 steps=record_class_aware_steps(config=config, shape=shape),
                 accountant=p.accountant,
             )
-            if noise_sharing_enabled(config=config):
-                factor = record_planned_noise_multiplier(config=_replace_noise(config, 1.0))
+            if p.noise_sharing:
+                # z_eff / z at the planning survivors: the parameters of the run at z = 1
+                factor = record_planned_noise_multiplier(params=dp_params(config=_replace_noise(config, 1.0)))
                 return z_counted / factor
             return z_counted
         if p.mode == "client":

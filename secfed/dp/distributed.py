@@ -19,8 +19,11 @@ Randomness: the rotation of round ``r`` is derived from ``(experiment.seed, r)``
 ``os.urandom`` inside every encoder, so nobody can subtract a site's noise share.
 
 Every site and the server build the same :class:`~privacy.distributed.DistributedDPConfig` from the
-configuration alone; its vector length is the flat state of the configured model
-(:func:`model_dim`), found once per process by building the model.
+run's privacy parameters alone (:class:`secfed.dp.params.DPParams`, built once from the calibrated
+configuration); its vector length is the flat state of the configured model (:func:`model_dim`),
+found once per process by building the model. The public facts of the federation plan
+(:func:`client_sample_rate`, :func:`expected_participants`, :func:`max_participants`) live in
+:mod:`secfed.dp.params` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from privacy.distributed import (
 )
 from privacy.errors import PrivacyError
 from secfed.builders import RunShape, run_shape
-from secfed.config import ExperimentConfig, max_sites_per_round
+from secfed.config import ExperimentConfig
+from secfed.dp.params import (
+    DistributedParams,
+    DPParams,
+    client_sample_rate,
+    client_sampling_note,
+    expected_participants,
+    max_participants,
+)
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -56,91 +67,31 @@ __all__ = [
 ROTATION_DOMAIN = b"secfed.dp.distributed.rotation.v1"
 
 
-def _check_config(config: object) -> ExperimentConfig:
-    if not isinstance(config, ExperimentConfig):
-        raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
-    return config
+def _distributed(params: object) -> tuple[DPParams, DistributedParams]:
+    if not isinstance(params, DPParams):
+        raise ConfigError(f"params must be a DPParams, got {type(params).__name__}")
+    if params.mode != "distributed" or params.distributed is None:
+        raise ConfigError(f"privacy.mode = {params.mode!r}: distributed-DP encoders need 'distributed'")
+    return params, params.distributed
 
 
-# --------------------------------------------------------------------------------------------------
-# Public facts of the federation plan
-# --------------------------------------------------------------------------------------------------
-def client_sample_rate(*, config: ExperimentConfig) -> float:
-    """The per-round probability that a given site is sampled (public).
-
-    ``federation.sample_rate`` for Poisson sampling; ``clients_per_round / num_sites`` for fixed-size
-    sampling (1 when every site takes part).
-
-    Args:
-        config: The experiment configuration.
-
-    Returns:
-        q_client in (0, 1].
-
-    Raises:
-        ConfigError: If ``config`` is not an :class:`~secfed.config.ExperimentConfig`.
-    """
-    f = _check_config(config).federation
-    if f.sampling == "poisson":
-        return float(f.sample_rate)
-    n = config.partition.num_sites
-    m = f.clients_per_round or n
-    return float(m) / float(n)
-
-
-def client_sampling_note(*, config: ExperimentConfig) -> str:
-    """How client sampling is accounted, in words (stored in the ledger and the summary).
-
-    Fixed-size sampling without replacement of ``m < N`` sites is accounted with the
-    Poisson-subsampled analysis at ``q = m/N``: an approximation, not a proven bound (the sampled
-    Gaussian RDP of Mironov, Talwar & Zhang 2019 assumes Poisson sampling). Use
-    ``federation.sampling = "poisson"`` for a proven client-level guarantee.
-
-    Args:
-        config: The experiment configuration.
-
-    Returns:
-        ``"poisson"``, ``"all sites every round"`` or a note on the fixed-size approximation.
-    """
-    f = _check_config(config).federation
-    if f.sampling == "poisson":
-        return "poisson"
-    if (f.clients_per_round or config.partition.num_sites) == config.partition.num_sites:
-        return "all sites every round"
-    return "fixed-size without replacement, accounted as Poisson at q=m/N (approximation)"
-
-
-def expected_participants(*, config: ExperimentConfig) -> int:
-    """Expected number of sampled sites per round: ``round(q·N)`` (Poisson, at least 1) or ``m``."""
-    f = _check_config(config).federation
-    n = config.partition.num_sites
-    if f.sampling == "poisson":
-        return max(1, int(round(f.sample_rate * n)))
-    return f.clients_per_round or n
-
-
-def max_participants(*, config: ExperimentConfig) -> int:
-    """Largest number of sites whose encodings may be summed in a round (``N`` or ``m``)."""
-    return max_sites_per_round(_check_config(config))
-
-
-def rotation_seed(*, config: ExperimentConfig, round_idx: int) -> bytes:
+def rotation_seed(*, params: DPParams, round_idx: int) -> bytes:
     """The public 32-byte rotation seed of round ``round_idx`` (SHA-256 of the seed and the round).
 
     Args:
-        config: The experiment configuration (its ``experiment.seed``).
+        params: The run's privacy parameters (``distributed.rotation_seed``: ``experiment.seed``).
         round_idx: The round (>= 1).
 
     Returns:
         32 bytes, identical on every site and the server.
 
     Raises:
-        ConfigError: If ``round_idx`` is not an integer >= 1.
+        ConfigError: If the mode is not distributed or ``round_idx`` is not an integer >= 1.
     """
-    cfg = _check_config(config)
+    _, dist = _distributed(params)
     if isinstance(round_idx, bool) or not isinstance(round_idx, int) or round_idx < 1:
         raise ConfigError(f"round_idx must be an integer >= 1, got {round_idx!r}")
-    payload = f"{cfg.experiment.seed}/{round_idx}".encode()
+    payload = f"{dist.rotation_seed}/{round_idx}".encode()
     return hashlib.sha256(ROTATION_DOMAIN + b"/" + payload).digest()
 
 
@@ -157,20 +108,22 @@ def model_dim(*, config: ExperimentConfig, shape: RunShape | None = None) -> int
         The number of values in a flat update.
 
     Raises:
+        ConfigError: If ``config`` is not an :class:`~secfed.config.ExperimentConfig`.
         secfed.errors.DataError: If the data cannot be loaded.
     """
-    cfg = _check_config(config)
-    return (shape or run_shape(config=cfg)).dim
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
+    return (shape or run_shape(config=config)).dim
 
 
 # --------------------------------------------------------------------------------------------------
 # Encoders
 # --------------------------------------------------------------------------------------------------
-def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedDPConfig:
+def distributed_dp_config(*, params: DPParams, dim: int) -> DistributedDPConfig:
     """The encoding shared by every site and the server (see the module docstring).
 
     Args:
-        config: The experiment configuration (``privacy.mode = "distributed"``).
+        params: The run's privacy parameters (``mode = "distributed"``).
         dim: Length of the flat update (:func:`model_dim`).
 
     Returns:
@@ -181,10 +134,7 @@ def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedD
             the bit width (message from :func:`privacy.distributed.plan_distributed_dp`; when Skellam
             noise would be too large to sample accurately, it names a bit width that works).
     """
-    cfg = _check_config(config)
-    p = cfg.privacy
-    if p.mode != "distributed":
-        raise ConfigError(f"privacy.mode = {p.mode!r}: distributed-DP encoders need 'distributed'")
+    p, dist = _distributed(params)
     if not p.noise_multiplier > 0:
         raise ConfigError(
             f"privacy.noise_multiplier = {p.noise_multiplier!r} is invalid: distributed DP needs noise > 0"
@@ -194,23 +144,23 @@ def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedD
 
     def plan(bits: int) -> DistributedDPConfig:
         return plan_distributed_dp(
-            mechanism=p.mechanism,
+            mechanism=dist.mechanism,
             dim=dim,
             clip_norm=p.max_grad_norm,
             noise_multiplier=p.noise_multiplier,
-            expected_clients=expected_participants(config=cfg),
+            expected_clients=dist.expected_participants,
             bits=bits,
-            max_clients=max_participants(config=cfg),
+            max_clients=dist.max_participants,
         )
 
     try:
-        return plan(p.bits)
+        return plan(dist.bits)
     except PrivacyError as exc:
         advice = ""
-        if p.mechanism == "skellam":
+        if dist.mechanism == "skellam":
             # The Skellam sampler is accurate only up to SKELLAM_MAX_LOCAL_VARIANCE per client; fewer
             # bits mean a coarser gamma and a smaller integer variance.
-            for bits in range(p.bits - 1, 7, -1):
+            for bits in range(dist.bits - 1, 7, -1):
                 try:
                     plan(bits)
                 except PrivacyError:
@@ -221,13 +171,13 @@ def distributed_dp_config(*, config: ExperimentConfig, dim: int) -> DistributedD
                 )
                 break
         raise ConfigError(
-            f"privacy.bits = {p.bits} / privacy.noise_multiplier = {p.noise_multiplier}: "
+            f"privacy.bits = {dist.bits} / privacy.noise_multiplier = {p.noise_multiplier}: "
             f"cannot plan distributed DP: {exc}{advice}"
         ) from exc
 
 
 def make_distributed_encoder_factory(
-    *, config: ExperimentConfig, dim: int | None = None
+    *, params: DPParams, dim: int | Callable[[], int]
 ) -> Callable[[int], DistributedDPEncoder]:
     """``round_idx -> encoder`` for :class:`~secfed.federation.secure.SecureClientAggregator` and the server.
 
@@ -235,8 +185,9 @@ def make_distributed_encoder_factory(
     ``os.urandom``-seeded rounding/noise generator.
 
     Args:
-        config: The experiment configuration (``privacy.mode = "distributed"``).
-        dim: Flat update length; ``None`` finds it with :func:`model_dim` on the first call.
+        params: The run's privacy parameters (``mode = "distributed"``).
+        dim: Flat update length, or a function that finds it on the first call (e.g.
+            :func:`model_dim` of the run).
 
     Returns:
         The factory.
@@ -245,23 +196,22 @@ def make_distributed_encoder_factory(
         ConfigError: If the mode is not distributed or the noise multiplier is 0 (checked now);
             the factory raises ConfigError for a bad round index or an infeasible bit width.
     """
-    cfg = _check_config(config)
-    if cfg.privacy.mode != "distributed":
-        raise ConfigError(f"privacy.mode = {cfg.privacy.mode!r}: distributed-DP encoders need 'distributed'")
-    if not cfg.privacy.noise_multiplier > 0 or not math.isfinite(cfg.privacy.noise_multiplier):
+    p, _ = _distributed(params)
+    if not p.noise_multiplier > 0 or not math.isfinite(p.noise_multiplier):
         raise ConfigError(
-            f"privacy.noise_multiplier = {cfg.privacy.noise_multiplier!r} is invalid: "
+            f"privacy.noise_multiplier = {p.noise_multiplier!r} is invalid: "
             "distributed DP needs finite noise > 0"
         )
     planned: list[DistributedDPConfig] = []
-    if dim is not None:
-        planned.append(distributed_dp_config(config=cfg, dim=dim))
+    if not callable(dim):
+        planned.append(distributed_dp_config(params=p, dim=dim))
 
     def factory(round_idx: int) -> DistributedDPEncoder:
         if not planned:
-            planned.append(distributed_dp_config(config=cfg, dim=model_dim(config=cfg)))
+            assert callable(dim)
+            planned.append(distributed_dp_config(params=p, dim=dim()))
         return DistributedDPEncoder(
-            config=planned[0], rotation_seed=rotation_seed(config=cfg, round_idx=round_idx)
+            config=planned[0], rotation_seed=rotation_seed(params=p, round_idx=round_idx)
         )
 
     return factory

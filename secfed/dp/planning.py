@@ -23,13 +23,14 @@ from privacy.calibration import distributed_epsilon_for, epsilon_for
 from privacy.errors import PrivacyError
 from secfed.builders import RunShape, run_shape
 from secfed.config import ExperimentConfig
-from secfed.dp.distributed import (
+from secfed.dp.distributed import distributed_dp_config, model_dim
+from secfed.dp.params import (
+    DPParams,
     client_sample_rate,
-    distributed_dp_config,
-    expected_participants,
-    model_dim,
+    dp_params,
+    record_mechanism,
+    record_steps_per_round,
 )
-from secfed.dp.reports import RECORD_MECHANISMS
 from secfed.dp.sharing import (
     effective_noise_multiplier,
     ledger_params,
@@ -39,7 +40,6 @@ from secfed.dp.sharing import (
 )
 from secfed.errors import ConfigError
 from secfed.federation.server import planned_participation, sampled_sites
-from secfed.learners import episodic_learner_names
 
 __all__ = [
     "CLIENT_ACCOUNTING",
@@ -52,29 +52,12 @@ __all__ = [
     "record_steps_per_round",
 ]
 
-_EPISODIC_LEARNERS = episodic_learner_names()  # learners whose class declares ``episodic``
 #: How the client-level ε is accounted (ledger lines, summary, :func:`planned_epsilon`).
 CLIENT_ACCOUNTING = (
     "per participation: the sample is public (drawn from experiment.seed, logged in metrics.jsonl, "
     "seen by the server), so no client-sampling amplification is claimed; epsilon is the maximum "
     "over sites of the composition over the releases that contained each site's update"
 )
-
-
-def record_steps_per_round(*, config: ExperimentConfig) -> int:
-    """DP-SGD steps one site takes per round under record-level DP (as :mod:`secfed.dp.site` does).
-
-    Args:
-        config: The experiment configuration.
-
-    Returns:
-        ``local_steps * meta_batch * inner_steps`` for Reptile (per-sample DP-SGD in every inner
-        step), ``local_steps`` otherwise (one episodic or per-sample DP-SGD step per local step).
-    """
-    lr = config.learner
-    if lr.name == "reptile":
-        return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
-    return int(lr.local_steps)
 
 
 def record_rounds(*, config: ExperimentConfig) -> int:
@@ -111,11 +94,6 @@ def client_rounds(*, config: ExperimentConfig) -> int:
         The round count (>= 1).
     """
     return record_rounds(config=config)
-
-
-def record_mechanism(*, config: ExperimentConfig) -> str:
-    """The record-level mechanism of the configured learner: episodic or per-sample Gaussian."""
-    return RECORD_MECHANISMS[0] if config.learner.name in _EPISODIC_LEARNERS else RECORD_MECHANISMS[1]
 
 
 _CLASS_STEPS_CACHE: dict[tuple[str, str], int] = {}
@@ -201,22 +179,22 @@ def record_class_aware_steps(*, config: ExperimentConfig, shape: RunShape | None
     return result
 
 
-def record_planned_noise_multiplier(*, config: ExperimentConfig) -> float:
+def record_planned_noise_multiplier(*, params: DPParams) -> float:
     """The noise multiplier record-level planning accounts each step with.
 
-    ``privacy.noise_multiplier``; with noise sharing ``z_eff`` at
+    ``noise_multiplier``; with noise sharing ``z_eff`` at
     :func:`secfed.dp.sharing.planning_survivors` (``m`` when every round surely has ``m``
     survivors, else the worst case ``t_floor``).
 
     Args:
-        config: The configuration.
+        params: The run's privacy parameters.
 
     Returns:
         The multiplier.
     """
-    if noise_sharing_enabled(config=config):
-        return effective_noise_multiplier(config=config, survivors=planning_survivors(config=config))
-    return float(config.privacy.noise_multiplier)
+    if noise_sharing_enabled(params=params):
+        return effective_noise_multiplier(params=params, survivors=planning_survivors(params=params))
+    return float(params.noise_multiplier)
 
 
 def planned_epsilon(
@@ -252,11 +230,16 @@ def planned_epsilon(
         ConfigError: On invalid parameters.
     """
     p = config.privacy
+    params = dp_params(config=config) if p.mode != "none" else None
     acc = accountant or p.accountant
     site_rounds = record_rounds(config=config)
     steps_all = site_rounds * record_steps_per_round(config=config)
     steps = record_class_aware_steps(config=config, shape=shape) if p.mode == "record" else steps_all
-    z_record = record_planned_noise_multiplier(config=config) if p.mode == "record" else p.noise_multiplier
+    z_record = (
+        record_planned_noise_multiplier(params=params)
+        if params is not None and p.mode == "record"
+        else p.noise_multiplier
+    )
     q_client = client_sample_rate(config=config)
     participations = client_rounds(config=config)
     try:
@@ -289,16 +272,16 @@ def planned_epsilon(
                 accountant=acc,
             ),
         }
-        if noise_sharing_enabled(config=config):
-            z_site = site_noise_multiplier(config=config)
-            out["noise_sharing"] = ledger_params(config=config, survivors=planning_survivors(config=config))
-            out["record_planning_survivors"] = planning_survivors(config=config)
+        if params is not None and noise_sharing_enabled(params=params):
+            z_site = site_noise_multiplier(params=params)
+            out["noise_sharing"] = ledger_params(params=params, survivors=planning_survivors(params=params))
+            out["record_planning_survivors"] = planning_survivors(params=params)
             out["record_epsilon_site_ledger"] = epsilon_for(
                 noise_multiplier=z_site, sample_rate=p.sample_rate, steps=steps, delta=p.delta, accountant=acc
             )
-        if p.mode == "distributed":
-            n_exp = expected_participants(config=config)
-            event = distributed_dp_config(config=config, dim=model_dim(config=config, shape=shape)).event(
+        if params is not None and params.distributed is not None:
+            n_exp = params.distributed.expected_participants
+            event = distributed_dp_config(params=params, dim=model_dim(config=config, shape=shape)).event(
                 num_survivors=n_exp, sample_rate=1.0
             )
             out["distributed_epsilon"] = distributed_epsilon_for(

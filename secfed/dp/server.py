@@ -84,8 +84,8 @@ from secfed.dp.modes import (
     DistributedMode,
     PrivacyStateError,
     privacy_mode,
-    worst_case_survivors,
 )
+from secfed.dp.params import DPParams, dp_params
 from secfed.dp.planning import (
     client_rounds,
     planned_epsilon,
@@ -154,8 +154,10 @@ class ServerPrivacy:
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
-        p = config.privacy
-        self._strategy = privacy_mode(config=config, shape=shape)
+        # The one place the server reads the privacy settings: a typed value, handed down.
+        params = dp_params(config=config)
+        self._params = params
+        self._strategy = privacy_mode(params=params, dim=self._model_dim)
         if config.federation.weighting != "uniform":
             raise ConfigError(
                 f"federation.weighting = {config.federation.weighting!r} is invalid under DP: weights "
@@ -166,10 +168,10 @@ class ServerPrivacy:
         self._shape = shape
         self._run_dir = Path(run_dir)
         self._key_dir = None if key_dir is None else Path(key_dir)
-        self._delta = float(p.delta)
-        self._z = float(p.noise_multiplier)
-        self._clip = float(p.max_grad_norm)
-        self._budget_value = float(p.epsilon_budget) if p.epsilon_budget > 0 else None
+        self._delta = params.delta
+        self._z = params.noise_multiplier
+        self._clip = params.max_grad_norm
+        self._budget_value = params.epsilon_budget
         per_site = self._strategy.privacy_unit == "record"
         self._budget = PrivacyBudget(
             delta=self._delta,
@@ -178,18 +180,28 @@ class ServerPrivacy:
         )
         self._state = AccountingState()
         key = self._strategy.planned_key
-        if p.target_epsilon > 0 and key is not None:
+        target = params.target_epsilon
+        if target is not None and key is not None:
             planned = planned_epsilon(config=config, shape=shape)[key]
-            if planned > p.target_epsilon * (1 + 1e-6):
+            if planned > target * (1 + 1e-6):
                 log.warning(
                     "privacy.target_epsilon = %g but noise_multiplier %.6g plans epsilon %.4g; call "
                     "secfed.dp.calibrated_config() before running (the ledger reports the true epsilon)",
-                    p.target_epsilon,
+                    target,
                     self._z,
                     planned,
                 )
 
+    def _model_dim(self) -> int:
+        """The run's flat update length (from the shape, else found from the configuration once)."""
+        return model_dim(config=self._cfg, shape=self._shape)
+
     # ---------------------------------------------------------------- properties
+    @property
+    def params(self) -> DPParams:
+        """The run's privacy parameters (:class:`secfed.dp.params.DPParams`)."""
+        return self._params
+
     @property
     def ledger_path(self) -> Path:
         """The ledger file."""
@@ -228,16 +240,16 @@ class ServerPrivacy:
         """
         if isinstance(self._strategy, DistributedMode):
             return self._strategy.distributed_config()
-        return distributed_dp_config(config=self._cfg, dim=model_dim(config=self._cfg, shape=self._shape))
+        return distributed_dp_config(params=self._params, dim=self._model_dim())
 
     def worst_case_survivors(self) -> int:
         """Fewest clients whose noise can reach a decoded SecAgg sum in one round
-        (:func:`secfed.dp.modes.worst_case_survivors`)."""
-        return worst_case_survivors(config=self._cfg)
+        (:func:`secfed.dp.params.worst_case_survivors`)."""
+        return self._params.worst_case_survivors
 
     # ---------------------------------------------------------------- sites
     def _add_site(self, sid: int) -> None:
-        n = self._cfg.partition.num_sites
+        n = self._params.num_sites
         if isinstance(sid, bool) or not isinstance(sid, (int, np.integer)) or not 0 <= int(sid) < n:
             raise MessageError(f"site id {sid!r} is outside [0, {n})")
         st = self._state
@@ -294,7 +306,7 @@ class ServerPrivacy:
         ledger, sites, glob = open_run_ledger(
             run_dir=self._run_dir,
             budget=self._budget,
-            accountant=self._cfg.privacy.accountant,
+            accountant=self._params.accountant,
             key_dir=self._key_dir,
             completed_round=completed_round,
         )

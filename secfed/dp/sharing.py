@@ -92,13 +92,8 @@ from typing import Any
 import numpy as np
 
 from privacy.noise import NoiseSource, lattice_spacing, noise_source, sample_discrete_gaussian
-from secfed.config import (
-    SHARING_LEARNERS,
-    ExperimentConfig,
-    check_noise_sharing_config,
-    max_sites_per_round,
-    threshold_floor,
-)
+from secfed.config import SHARING_LEARNERS, check_noise_sharing_config
+from secfed.dp.params import DPParams, NoiseSharingParams
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -117,40 +112,61 @@ __all__ = [
     "update_radius",
 ]
 
-_EPISODIC = ("protonet", "maml", "fomaml")
-#: Per-record steps: the projection radius in units of ``η·C`` (batches up to 4x the public one).
-_PER_RECORD_RADIUS = 4.0
 #: Noise tail (in standard deviations of the summed noise) the modulus leaves room for.
 _TAIL_STDS = 20.0
 _MAX_BITS = 62
 
 
-def noise_sharing_enabled(*, config: ExperimentConfig) -> bool:
-    """Whether the configuration splits record-level noise across sites (``privacy.noise_sharing``)."""
-    return bool(config.privacy.mode == "record" and config.privacy.noise_sharing)
+def noise_sharing_enabled(*, params: DPParams) -> bool:
+    """Whether the run splits record-level noise across sites (``privacy.noise_sharing``).
+
+    Args:
+        params: The run's privacy parameters.
+
+    Returns:
+        ``True`` in record mode with noise sharing.
+    """
+    return params.noise_sharing is not None
 
 
-def _sensitivity_factor(config: ExperimentConfig) -> float:
-    """``S / C``: 2 per episode, 1 per record."""
-    return 2.0 if config.learner.name in _EPISODIC else 1.0
+def _sharing(params: DPParams) -> NoiseSharingParams:
+    if params.noise_sharing is None:
+        raise ConfigError("privacy.noise_sharing is off: no noise-sharing parameters")
+    return params.noise_sharing
 
 
-def effective_noise_multiplier(*, config: ExperimentConfig, survivors: int) -> float:
+def threshold_floor(*, params: DPParams) -> int:
+    """``t_floor``: the fewest survivors whose SecAgg sum can be decoded in any round.
+
+    Args:
+        params: The run's privacy parameters (noise sharing on).
+
+    Returns:
+        ``t_floor`` (:func:`secfed.config.threshold_floor`, resolved once in
+        :func:`secfed.dp.params.dp_params`).
+
+    Raises:
+        ConfigError: If noise sharing is off.
+    """
+    return _sharing(params).threshold_floor
+
+
+def effective_noise_multiplier(*, params: DPParams, survivors: int) -> float:
     """``z_eff = z·√((s − c)/(m − c))``: the counted noise of a sum of ``s`` survivors over ``S``.
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
         survivors: ``s``, the sites whose shares are in the decoded sum.
 
     Returns:
         The noise multiplier the accountant is told for every record of every site in the sum.
 
     Raises:
-        ConfigError: If ``s <= c`` (no counted noise: such a sum must not be released) or ``s`` is
-            not an integer in ``[1, m]``.
+        ConfigError: If ``s <= c`` (no counted noise: such a sum must not be released), ``s`` is
+            not an integer in ``[1, m]``, or noise sharing is off.
     """
-    m = max_sites_per_round(config)
-    c = int(config.privacy.colluding_sites)
+    ns = _sharing(params)
+    m, c = ns.sites_per_round, ns.colluding_sites
     if isinstance(survivors, bool) or not isinstance(survivors, (int, np.integer)) or not 1 <= survivors <= m:
         raise ConfigError(f"survivors must be an integer in [1, {m}], got {survivors!r}")
     if survivors <= c:
@@ -158,85 +174,88 @@ def effective_noise_multiplier(*, config: ExperimentConfig, survivors: int) -> f
             f"a sum of {survivors} survivors holds no counted noise with colluding_sites = {c}: "
             "not releasable"
         )
-    return float(config.privacy.noise_multiplier) * math.sqrt((int(survivors) - c) / (m - c))
+    return float(params.noise_multiplier) * math.sqrt((int(survivors) - c) / (m - c))
 
 
-def site_noise_multiplier(*, config: ExperimentConfig) -> float:
+def site_noise_multiplier(*, params: DPParams) -> float:
     """What a site's own ledger and budget account: ``z_min = z_eff(t_floor)`` (worst case).
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
 
     Returns:
         ``z·√((t_floor − c)/(m − c))``.
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    return effective_noise_multiplier(config=config, survivors=threshold_floor(config=config))
+    return effective_noise_multiplier(params=params, survivors=threshold_floor(params=params))
 
 
-def planning_survivors(*, config: ExperimentConfig) -> int:
+def planning_survivors(*, params: DPParams) -> int:
     """Survivors the planner and the calibration assume: ``m`` when every round surely has ``m``.
 
     Fixed-size sampling without simulated dropouts or stragglers: ``m`` (the counted noise is the
     full ``z_eff(m)``). Otherwise the worst case ``t_floor``, so the plan never under-reports.
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
 
     Returns:
         The survivor count.
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    f = config.federation
-    if f.sampling == "fixed" and f.dropout_rate == 0 and f.straggler_rate == 0:
-        return max_sites_per_round(config)
-    return threshold_floor(config=config)
+    return _sharing(params).planning_survivors
 
 
-def share_stddev(*, config: ExperimentConfig) -> float:
+def share_stddev(*, params: DPParams) -> float:
     """Std of one site's noise share on its clipped sum: ``σ/√(m − c)``, ``σ = z·S``.
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
 
     Returns:
         The std in clipped-sum units (multiply by ``η/E`` for update units).
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    p = config.privacy
-    m = max_sites_per_round(config)
-    sigma = float(p.noise_multiplier) * _sensitivity_factor(config) * float(p.max_grad_norm)
-    return sigma / math.sqrt(m - int(p.colluding_sites))
+    ns = _sharing(params)
+    sigma = float(params.noise_multiplier) * ns.sensitivity_factor * float(params.max_grad_norm)
+    return sigma / math.sqrt(ns.sites_per_round - ns.colluding_sites)
 
 
-def _update_scale(config: ExperimentConfig) -> float:
-    """``η/E``: the map from a clipped sum to the (negated) update of one plain SGD step."""
-    from secfed.dp.engines import step_normaliser
-
-    return float(config.learner.local_lr) / float(step_normaliser(config=config))
-
-
-def update_radius(*, config: ExperimentConfig) -> float:
+def update_radius(*, params: DPParams) -> float:
     """Public L2 bound ``R`` the encoder projects an update onto (see the module docstring).
 
     Args:
-        config: The configuration.
+        params: The run's privacy parameters (noise sharing on).
 
     Returns:
         ``η·C`` (episodic: at most ``E`` episodes of norm ``C``, divided by ``E``) or ``4·η·C``.
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    lr, c = float(config.learner.local_lr), float(config.privacy.max_grad_norm)
-    return lr * c if config.learner.name in _EPISODIC else _PER_RECORD_RADIUS * lr * c
+    return _sharing(params).update_radius
 
 
-def trust_assumption(*, config: ExperimentConfig) -> str:
+def trust_assumption(*, params: DPParams) -> str:
     """The plain-language trust assumption of a noise-sharing run (ledger, summary, report).
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
 
     Returns:
         One sentence.
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    c = int(config.privacy.colluding_sites)
-    m = max_sites_per_round(config)
+    ns = _sharing(params)
+    c, m = ns.colluding_sites, ns.sites_per_round
     if c == 0:
         who = "no site colludes with the server, so every surviving site's noise share is counted"
     else:
@@ -246,27 +265,31 @@ def trust_assumption(*, config: ExperimentConfig) -> str:
     return f"record-level noise is split across up to {m} sites under secure aggregation; {who}"
 
 
-def ledger_params(*, config: ExperimentConfig, survivors: int | None) -> dict[str, Any]:
+def ledger_params(*, params: DPParams, survivors: int | None) -> dict[str, Any]:
     """The noise-sharing facts written into every ledger record (site and server).
 
     Args:
-        config: The configuration (noise sharing on).
+        params: The run's privacy parameters (noise sharing on).
         survivors: The survivors the record's ``noise_multiplier`` was computed for (``None``: the
             worst case ``t_floor``, as in a site's own ledger or a write-ahead ``begin``).
 
     Returns:
         JSON-able dict: ``noise_sharing``, ``colluding_sites``, ``sites_per_round``,
         ``threshold_floor``, ``survivors``, ``noise_multiplier_configured`` and ``trust_assumption``.
+
+    Raises:
+        ConfigError: If noise sharing is off.
     """
-    t = threshold_floor(config=config)
+    ns = _sharing(params)
+    t = ns.threshold_floor
     return {
         "noise_sharing": True,
-        "colluding_sites": int(config.privacy.colluding_sites),
-        "sites_per_round": int(max_sites_per_round(config)),
+        "colluding_sites": int(ns.colluding_sites),
+        "sites_per_round": int(ns.sites_per_round),
         "threshold_floor": t,
         "survivors": int(t if survivors is None else survivors),
-        "noise_multiplier_configured": float(config.privacy.noise_multiplier),
-        "trust_assumption": trust_assumption(config=config),
+        "noise_multiplier_configured": float(params.noise_multiplier),
+        "trust_assumption": trust_assumption(params=params),
     }
 
 
@@ -368,13 +391,14 @@ class SharedNoiseEncoder:
 
 
 def make_noise_sharing_encoder_factory(
-    *, config: ExperimentConfig, dim: int | None = None
+    *, params: DPParams, dim: int | Callable[[], int]
 ) -> Callable[[int], SharedNoiseEncoder]:
     """``round_idx -> encoder`` for the secure aggregators of a noise-sharing run.
 
     Args:
-        config: The configuration (``privacy.noise_sharing`` on).
-        dim: Flat update length (``None``: :func:`secfed.dp.distributed.model_dim` on first use).
+        params: The run's privacy parameters (noise sharing on).
+        dim: Flat update length, or a function that finds it on first use (e.g.
+            :func:`secfed.dp.distributed.model_dim` of the run).
 
     Returns:
         The factory; every call returns a fresh encoder with a fresh noise source.
@@ -382,19 +406,19 @@ def make_noise_sharing_encoder_factory(
     Raises:
         ConfigError: If noise sharing is off.
     """
-    if not noise_sharing_enabled(config=config):
+    if params.noise_sharing is None:
         raise ConfigError("privacy.noise_sharing is off: no noise-sharing encoder")
-    sigma = _update_scale(config) * share_stddev(config=config)
-    radius = update_radius(config=config)
-    m = max_sites_per_round(config)
-    dims: list[int] = [] if dim is None else [int(dim)]
+    ns = params.noise_sharing
+    sigma = ns.update_scale * share_stddev(params=params)
+    radius = ns.update_radius
+    m = ns.sites_per_round
+    dims: list[int] = [] if callable(dim) else [int(dim)]
 
     def factory(round_idx: int) -> SharedNoiseEncoder:
         del round_idx
         if not dims:
-            from secfed.dp.distributed import model_dim
-
-            dims.append(model_dim(config=config))
+            assert callable(dim)
+            dims.append(int(dim()))
         return SharedNoiseEncoder(sigma=sigma, radius=radius, dim=dims[0], max_sites=m)
 
     return factory

@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
-from secfed.builders import RunShape
-from secfed.config import ExperimentConfig
+from collections.abc import Callable
+
 from secfed.dp.modes.base import AccountingState, PrivacyMode, PrivacyStateError
 from secfed.dp.modes.client import MECHANISM_DP_FEDAVG, MECHANISM_RECORD_BOUND, ClientMode
 from secfed.dp.modes.distributed import DistributedMode, worst_case_survivors
 from secfed.dp.modes.record import RecordMode
+from secfed.dp.params import DPParams
 from secfed.errors import ConfigError
 
 __all__ = [
@@ -34,24 +35,28 @@ __all__ = [
 ]
 
 
-def privacy_mode(*, config: ExperimentConfig, shape: RunShape | None = None) -> PrivacyMode:
-    """The strategy of the configured ``privacy.mode``.
+def privacy_mode(*, params: DPParams, dim: Callable[[], int] | None = None) -> PrivacyMode:
+    """The strategy of the run's ``privacy.mode``.
 
     Args:
-        config: The configuration.
-        shape: The run's shape when the caller holds it (distributed mode needs the model size).
+        params: The run's privacy parameters (:func:`secfed.dp.params.dp_params`).
+        dim: Finds the flat update length when first needed (distributed mode's encoding; e.g.
+            :func:`secfed.dp.distributed.model_dim` of the run).
 
     Returns:
         The mode's strategy object.
 
     Raises:
-        ConfigError: ``privacy.mode`` is not ``record``, ``client`` or ``distributed``.
+        ConfigError: ``params.mode`` is not ``record``, ``client`` or ``distributed``, or distributed
+            mode without ``dim``.
     """
-    mode = config.privacy.mode
+    mode = params.mode
     if mode == "record":
-        return RecordMode(config=config)
+        return RecordMode(params=params)
     if mode == "client":
-        return ClientMode(config=config)
+        return ClientMode(params=params)
     if mode == "distributed":
-        return DistributedMode(config=config, shape=shape)
+        if dim is None:
+            raise ConfigError("distributed mode needs the run's update length (dim)")
+        return DistributedMode(params=params, dim=dim)
     raise ConfigError(f"privacy.mode = {mode!r}: ServerPrivacy needs record, client or distributed")

@@ -20,9 +20,9 @@ from privacy.adjacency import Adjacency
 from privacy.errors import InvalidInputError
 from privacy.ledger import MechanismRecord, PlannedSteps
 from privacy.noise import add_gaussian_noise, noise_source
-from secfed.config import ExperimentConfig
 from secfed.dp.modes.base import AccountingState, PrivacyStateError
 from secfed.dp.modes.participation import ClientLevelMode
+from secfed.dp.params import DPParams
 from secfed.dp.reports import SiteReport
 
 __all__ = ["MECHANISM_DP_FEDAVG", "MECHANISM_RECORD_BOUND", "ClientMode"]
@@ -37,7 +37,7 @@ class ClientMode(ClientLevelMode):
     """DP-FedAvg with central noise (see the module docstring).
 
     Args:
-        config: The configuration (``privacy.mode = "client"``).
+        params: The run's privacy parameters (``mode = "client"``).
     """
 
     name = "client"
@@ -45,9 +45,9 @@ class ClientMode(ClientLevelMode):
     planned_key: str | None = "client_epsilon"
     mechanism = MECHANISM_DP_FEDAVG
 
-    def __init__(self, *, config: ExperimentConfig) -> None:
-        super().__init__(config=config)
-        self.accountant_name = config.privacy.accountant
+    def __init__(self, *, params: DPParams) -> None:
+        super().__init__(params=params)
+        self.accountant_name = params.accountant
         self._noise_source = noise_source()
         self._noised_rounds: set[int] = set()
 

@@ -14,6 +14,7 @@ by client sampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,17 +23,16 @@ from privacy.accountants import Accountant, DistributedDPAccountant, Distributed
 from privacy.adjacency import Adjacency
 from privacy.distributed import DistributedDPConfig
 from privacy.ledger import MechanismRecord
-from secfed.builders import RunShape
-from secfed.config import ExperimentConfig
-from secfed.dp.distributed import distributed_dp_config, expected_participants, max_participants, model_dim
+from secfed.dp.distributed import distributed_dp_config
 from secfed.dp.modes.base import AccountingState
 from secfed.dp.modes.participation import ClientLevelMode, Participation
+from secfed.dp.params import DistributedParams, DPParams
 from secfed.dp.reports import SiteReport
 
 __all__ = ["DistributedMode", "worst_case_survivors"]
 
 
-def worst_case_survivors(*, config: ExperimentConfig) -> int:
+def worst_case_survivors(*, params: DPParams) -> int:
     """Fewest clients whose noise can reach a decoded SecAgg sum in one round.
 
     With fixed-size sampling and no simulated dropouts or stragglers every sampled site survives
@@ -40,24 +40,21 @@ def worst_case_survivors(*, config: ExperimentConfig) -> int:
     (:func:`protocols.params.resolve_params`), and a round with fewer releases nothing.
 
     Args:
-        config: The configuration.
+        params: The run's privacy parameters (computed once by
+            :func:`secfed.dp.params.worst_case_survivors`).
 
     Returns:
         The survivor count.
     """
-    f = config.federation
-    m = max_participants(config=config)
-    if f.sampling == "fixed" and f.dropout_rate == 0 and f.straggler_rate == 0:
-        return m
-    return min(2, m)
+    return params.worst_case_survivors
 
 
 class DistributedMode(ClientLevelMode):
     """The distributed discrete Gaussian or Skellam mechanism (see the module docstring).
 
     Args:
-        config: The configuration (``privacy.mode = "distributed"``).
-        shape: The run's shape when the caller holds it (the model size for the encoding).
+        params: The run's privacy parameters (``mode = "distributed"``).
+        dim: Finds the flat update length when the encoding is first needed.
     """
 
     name = "distributed"
@@ -65,10 +62,12 @@ class DistributedMode(ClientLevelMode):
     planned_key: str | None = None
     accountant_name = DistributedDPAccountant.kind
 
-    def __init__(self, *, config: ExperimentConfig, shape: RunShape | None = None) -> None:
-        super().__init__(config=config)
-        self._shape = shape
-        self.mechanism = config.privacy.mechanism
+    def __init__(self, *, params: DPParams, dim: Callable[[], int]) -> None:
+        super().__init__(params=params)
+        assert params.distributed is not None
+        self._dist_params: DistributedParams = params.distributed
+        self._dim = dim
+        self.mechanism = params.distributed.mechanism
         self._dist: DistributedDPConfig | None = None
         self._candidate_events: list[DistributedEvent] | None = None
 
@@ -79,9 +78,7 @@ class DistributedMode(ClientLevelMode):
             ConfigError: When the encoding cannot be planned.
         """
         if self._dist is None:
-            self._dist = distributed_dp_config(
-                config=self._cfg, dim=model_dim(config=self._cfg, shape=self._shape)
-            )
+            self._dist = distributed_dp_config(params=self._params, dim=self._dim())
         return self._dist
 
     def new_site_accountant(self) -> Accountant:
@@ -102,7 +99,7 @@ class DistributedMode(ClientLevelMode):
         """Client-level events of a round with any feasible number of survivors (``q = 1``)."""
         if self._candidate_events is None:
             dcfg = self.distributed_config()
-            lo, hi = worst_case_survivors(config=self._cfg), max_participants(config=self._cfg)
+            lo, hi = self._params.worst_case_survivors, self._dist_params.max_participants
             self._candidate_events = [dcfg.event(num_survivors=n, sample_rate=1.0) for n in range(lo, hi + 1)]
         return self._candidate_events
 
@@ -144,7 +141,7 @@ class DistributedMode(ClientLevelMode):
         self, *, state: AccountingState, may_train: list[int]
     ) -> tuple[dict[str, SiteReport], int]:
         """No site reports to plan; the fewest survivors that can decode are charged."""
-        return {}, min(len(may_train), worst_case_survivors(config=self._cfg))
+        return {}, min(len(may_train), self._params.worst_case_survivors)
 
     def _bound_step(
         self, *, acc: Accountant, included: bool, survivors: int, params: dict[str, Any]
@@ -194,7 +191,7 @@ class DistributedMode(ClientLevelMode):
         params.update(
             survivors=event.num_survivors if planning and n else n,
             event=event.to_dict(),
-            expected_participants=expected_participants(config=self._cfg),
+            expected_participants=self._dist_params.expected_participants,
             gamma=dcfg.gamma,
             bits=dcfg.bits,
             max_participations=max(

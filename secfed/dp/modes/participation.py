@@ -20,13 +20,11 @@ from typing import Any
 from privacy.accountants import Accountant, DistributedDPAccountant, DistributedEvent
 from privacy.adjacency import Adjacency
 from privacy.ledger import MechanismRecord
-from secfed.config import ExperimentConfig
-from secfed.dp.distributed import client_sample_rate
 from secfed.dp.modes.base import AccountingState
+from secfed.dp.params import DPParams
 from secfed.dp.planning import CLIENT_ACCOUNTING
 from secfed.dp.reports import SiteReport
 from secfed.errors import CheckpointError
-from secfed.federation.server import sampled_sites
 
 __all__ = ["SITE_BOUND_NOTE", "ClientLevelMode", "Participation"]
 
@@ -61,18 +59,17 @@ class ClientLevelMode:
     the chain's step (``global_record``, ``global_plan``) and the site bound's (``_bound_step``).
 
     Args:
-        config: The configuration (``privacy.mode`` ``client`` or ``distributed``).
+        params: The run's privacy parameters (``mode`` ``client`` or ``distributed``).
     """
 
     privacy_unit = "client"
 
-    def __init__(self, *, config: ExperimentConfig) -> None:
-        p = config.privacy
-        self._cfg = config
-        self._delta = float(p.delta)
-        self._z = float(p.noise_multiplier)
-        self._clip = float(p.max_grad_norm)
-        self._q_client = client_sample_rate(config=config)
+    def __init__(self, *, params: DPParams) -> None:
+        self._params = params
+        self._delta = params.delta
+        self._z = params.noise_multiplier
+        self._clip = params.max_grad_norm
+        self._q_client = params.client_sample_rate
         self._cache: Participation | None = None
 
     def _eps(self, acc: Accountant) -> float:
@@ -84,9 +81,7 @@ class ClientLevelMode:
 
     def may_take_part(self, *, state: AccountingState, round_idx: int) -> list[int]:
         """The round's public sample less the sites excluded by the budget (a superset of its clients)."""
-        return sorted(
-            s for s in sampled_sites(config=self._cfg, round_idx=round_idx) if s not in state.excluded
-        )
+        return sorted(s for s in self._params.sampled_sites(round_idx=round_idx) if s not in state.excluded)
 
     def round_event(self, survivors: int) -> DistributedEvent | None:
         """The client-level event of a decoded round with ``survivors`` (distributed mode only)."""

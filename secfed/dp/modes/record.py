@@ -22,9 +22,8 @@ import numpy as np
 from privacy.accountants import Accountant, DistributedEvent, GaussianAccountant, create_accountant
 from privacy.adjacency import Adjacency
 from privacy.ledger import MechanismRecord, PlannedSteps
-from secfed.config import ExperimentConfig
 from secfed.dp.modes.base import AccountingState, PrivacyStateError
-from secfed.dp.planning import record_mechanism, record_steps_per_round
+from secfed.dp.params import DPParams
 from secfed.dp.reports import SiteReport
 from secfed.dp.sharing import (
     effective_noise_multiplier,
@@ -42,7 +41,7 @@ class RecordMode:
     """Record-level DP-SGD at every site, with or without noise sharing (see the module docstring).
 
     Args:
-        config: The configuration (``privacy.mode = "record"``).
+        params: The run's privacy parameters (``mode = "record"``).
     """
 
     name = "record"
@@ -50,15 +49,14 @@ class RecordMode:
     adjacency = Adjacency.RECORD
     planned_key: str | None = "record_epsilon"
 
-    def __init__(self, *, config: ExperimentConfig) -> None:
-        p = config.privacy
-        self._cfg = config
-        self._delta = float(p.delta)
-        self._z = float(p.noise_multiplier)
-        self._q = float(p.sample_rate)
-        self._sharing = noise_sharing_enabled(config=config)
-        self.mechanism = record_mechanism(config=config)
-        self.accountant_name = p.accountant
+    def __init__(self, *, params: DPParams) -> None:
+        self._params = params
+        self._delta = params.delta
+        self._z = params.noise_multiplier
+        self._q = params.sample_rate
+        self._sharing = noise_sharing_enabled(params=params)
+        self.mechanism = params.record_mechanism
+        self.accountant_name = params.accountant
         self._projections: dict[str, tuple[Accountant, PlannedSteps, float, str | None]] = {}
 
     def new_site_accountant(self) -> Accountant:
@@ -79,10 +77,10 @@ class RecordMode:
         if plan is not None:
             return plan
         desc = state.site_info.get(int(name), {})
-        steps = desc.get("steps_per_round", record_steps_per_round(config=self._cfg))
+        steps = desc.get("steps_per_round", self._params.steps_per_round)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            steps = record_steps_per_round(config=self._cfg)
-        z = site_noise_multiplier(config=self._cfg) if self._sharing else self._z
+            steps = self._params.steps_per_round
+        z = site_noise_multiplier(params=self._params) if self._sharing else self._z
         return PlannedSteps(noise_multiplier=z, sample_rate=self._q, steps=steps)
 
     def _site_projections(
@@ -154,17 +152,19 @@ class RecordMode:
         Raises:
             PrivacyStateError: A decoded sum of ``1 <= s <= c`` survivors (no counted noise).
         """
-        c = int(self._cfg.privacy.colluding_sites)
+        c = self._params.noise_sharing.colluding_sites if self._params.noise_sharing else 0
         if 1 <= survivors <= c:
             raise PrivacyStateError(
                 f"the decoded sum holds {survivors} site(s) and colluding_sites = {c}: no counted noise, "
                 "refusing to release the round (honest sites refuse to unmask below the threshold "
-                f"t_floor = {threshold_floor(config=self._cfg)} > c)"
+                f"t_floor = {threshold_floor(params=self._params)} > c)"
             )
         if survivors < 1:
-            return site_noise_multiplier(config=self._cfg), ledger_params(config=self._cfg, survivors=None)
-        z = effective_noise_multiplier(config=self._cfg, survivors=survivors)
-        return z, ledger_params(config=self._cfg, survivors=survivors)
+            return site_noise_multiplier(params=self._params), ledger_params(
+                params=self._params, survivors=None
+            )
+        z = effective_noise_multiplier(params=self._params, survivors=survivors)
+        return z, ledger_params(params=self._params, survivors=survivors)
 
     def site_record(
         self,
@@ -193,7 +193,7 @@ class RecordMode:
                 privacy_unit="record",
                 adjacency=Adjacency.RECORD.value if prev is None else prev.adjacency,
                 params=(
-                    {"noise_sharing": ledger_params(config=self._cfg, survivors=None)}
+                    {"noise_sharing": ledger_params(params=self._params, survivors=None)}
                     if self._sharing
                     else {}
                 ),
@@ -238,6 +238,6 @@ class RecordMode:
         """With noise sharing, its parameters and the trust assumption."""
         if not self._sharing:
             return {}
-        shared = ledger_params(config=self._cfg, survivors=None)
+        shared = ledger_params(params=self._params, survivors=None)
         shared.pop("survivors")  # per round in the ledger; the site ledgers assume threshold_floor
-        return {"noise_sharing": shared, "trust_assumption": trust_assumption(config=self._cfg)}
+        return {"noise_sharing": shared, "trust_assumption": trust_assumption(params=self._params)}

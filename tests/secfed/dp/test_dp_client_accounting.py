@@ -29,6 +29,7 @@ from privacy.calibration import distributed_epsilon_for, epsilon_for
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp import calibrated_config
 from secfed.dp.distributed import distributed_dp_config, model_dim
+from secfed.dp.params import dp_params
 from secfed.dp.server import client_rounds, planned_epsilon
 from secfed.experiment import Experiment, read_metrics
 from secfed.federation.server import planned_participation
@@ -128,7 +129,7 @@ def test_planned_distributed_epsilon_is_not_amplified() -> None:
     # issue 16, item 5: distributed DDG, 3 expected survivors (q = 0.3 of 10), z = 1, 100 rounds
     cfg = _cfg(mode="distributed", q=0.3, z=1.0, rounds=100)
     plan = planned_epsilon(config=cfg)
-    event = distributed_dp_config(config=cfg, dim=model_dim(config=cfg)).event(
+    event = distributed_dp_config(params=dp_params(config=cfg), dim=model_dim(config=cfg)).event(
         num_survivors=3, sample_rate=1.0
     )
     amplified = distributed_epsilon_for(
@@ -179,7 +180,7 @@ def test_calibration_meets_the_target_per_participation(mode: str) -> None:
         assert sound > 0.97 * 6.0
     else:
         # recompute from the calibrated encoding: k rounds of the expected 3 survivors, no amplification
-        event = distributed_dp_config(config=out, dim=model_dim(config=out)).event(
+        event = distributed_dp_config(params=dp_params(config=out), dim=model_dim(config=out)).event(
             num_survivors=3, sample_rate=1.0
         )
         acc = DistributedDPAccountant()
@@ -254,7 +255,7 @@ def test_distributed_run_epsilon_dominates_every_sites_composition(tmp_path: Pat
     )
     result = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
     metrics = read_metrics(tmp_path / "run")
-    dcfg = distributed_dp_config(config=cfg, dim=model_dim(config=cfg))
+    dcfg = distributed_dp_config(params=dp_params(config=cfg), dim=model_dim(config=cfg))
     per_site = {s: DistributedDPAccountant() for s in range(6)}
     every_release = DistributedDPAccountant()
     for row in metrics:

@@ -26,6 +26,7 @@ from secfed.dp.distributed import (
     make_distributed_encoder_factory,
     rotation_seed,
 )
+from secfed.dp.params import dp_params
 from secfed.dp.server import (
     LEDGER_FILE,
     PrivacyStateError,
@@ -553,9 +554,11 @@ def distributed_cfg(mechanism: str, dropout: float, rounds: int = 3, bits: int =
 def test_distributed_encoders_sum_with_the_planned_noise() -> None:
     cfg = distributed_cfg("skellam", 0.0)
     dim = 300
-    factory = make_distributed_encoder_factory(config=cfg, dim=dim)
+    factory = make_distributed_encoder_factory(params=dp_params(config=cfg), dim=dim)
     enc = factory(1)
-    assert rotation_seed(config=cfg, round_idx=1) != rotation_seed(config=cfg, round_idx=2)
+    assert rotation_seed(params=dp_params(config=cfg), round_idx=1) != rotation_seed(
+        params=dp_params(config=cfg), round_idx=2
+    )
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=dim) * 0.01 for _ in range(6)]
     # Every site encodes with its own encoder (own noise); the server decodes with a third one.
@@ -567,7 +570,7 @@ def test_distributed_encoders_sum_with_the_planned_noise() -> None:
     # With little noise the rotation is what matters: another round's rotation does not undo it.
     quiet = distributed_cfg("skellam", 0.0)
     quiet = quiet.replace(privacy=dataclasses.replace(quiet.privacy, noise_multiplier=0.001))
-    qf = make_distributed_encoder_factory(config=quiet, dim=dim)
+    qf = make_distributed_encoder_factory(params=dp_params(config=quiet), dim=dim)
     big = [x * 5 for x in xs]  # norm ~ 0.87 < C: no clipping
     qtotal = (sum(qf(1).encode(x=x) for x in big) % (1 << qf(1).bits)).astype(np.uint64)
     right = qf(1).decode(total=qtotal, n_summed=6) - np.sum(big, axis=0)
@@ -576,17 +579,22 @@ def test_distributed_encoders_sum_with_the_planned_noise() -> None:
     assert isinstance(build_client_aggregator(config=cfg, site_id=0), SecureClientAggregator)
     assert isinstance(build_server_aggregator(config=cfg), SecureServerAggregator)
     with pytest.raises(ConfigError, match="distributed"):
-        make_distributed_encoder_factory(config=cfg_of(privacy={"mode": "client"}))
+        make_distributed_encoder_factory(params=dp_params(config=cfg_of(privacy={"mode": "client"})), dim=300)
 
 
 def test_skellam_noise_beyond_the_samplers_range_is_refused() -> None:
     # At 32 bits each client's Skellam variance would be ~1e16, where numpy's Poisson sampler
     # returns the wrong variance (too little noise); the planner says which bit width works.
     with pytest.raises(ConfigError, match=r"privacy.bits = \d+ or fewer"):
-        distributed_dp_config(config=distributed_cfg("skellam", 0.0, bits=32), dim=300)
-    planned = distributed_dp_config(config=distributed_cfg("skellam", 0.0, bits=20), dim=300)
+        distributed_dp_config(params=dp_params(config=distributed_cfg("skellam", 0.0, bits=32)), dim=300)
+    planned = distributed_dp_config(
+        params=dp_params(config=distributed_cfg("skellam", 0.0, bits=20)), dim=300
+    )
     assert planned.scaled_local_stddev**2 <= SKELLAM_MAX_LOCAL_VARIANCE
-    assert distributed_dp_config(config=distributed_cfg("ddg", 0.0, bits=32), dim=300).bits == 32
+    assert (
+        distributed_dp_config(params=dp_params(config=distributed_cfg("ddg", 0.0, bits=32)), dim=300).bits
+        == 32
+    )
 
 
 @pytest.mark.parametrize("mechanism", ["skellam", "ddg"])

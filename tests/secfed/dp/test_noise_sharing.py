@@ -24,6 +24,7 @@ from privacy.noise import fixed_noise_source
 from secfed.config import config_from_dict, max_sites_per_round
 from secfed.dp import sharing
 from secfed.dp.modes import RecordMode
+from secfed.dp.params import dp_params
 from secfed.dp.server import (
     PrivacyStateError,
     ServerPrivacy,
@@ -113,7 +114,7 @@ D = 200_000
 
 def _encodings(config: Any, n: int, seed: str) -> tuple[Any, list[np.ndarray]]:
     """``n`` sites' encodings of a zero update (zero clipped sum) through the real factory."""
-    factory = sharing.make_noise_sharing_encoder_factory(config=config, dim=D)
+    factory = sharing.make_noise_sharing_encoder_factory(params=dp_params(config=config), dim=D)
     with fixed_noise_source(seed=seed):
         encoders = [factory(1) for _ in range(n)]
         out = [enc.encode(x=np.zeros(D)) for enc in encoders]
@@ -137,7 +138,7 @@ def test_each_site_adds_a_share_of_std_sigma_over_sqrt_m_minus_c(colluding: int)
     expected = sigma / math.sqrt(m - colluding)
     assert float(np.std(noise)) == pytest.approx(expected, rel=0.01)
     assert abs(float(np.mean(noise))) < 0.01 * expected
-    assert sharing.share_stddev(config=config) == pytest.approx(expected)
+    assert sharing.share_stddev(params=dp_params(config=config)) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("colluding", "survivors"), [(0, 4), (0, 3), (1, 4), (1, 2)])
@@ -154,7 +155,7 @@ def test_decoded_sum_carries_counted_noise_sigma_sqrt_s_minus_c_over_m_minus_c(
     counted = total - known
     expected = sigma * math.sqrt((survivors - colluding) / (m - colluding))
     assert float(np.std(counted)) == pytest.approx(expected, rel=0.01)
-    z_eff = sharing.effective_noise_multiplier(config=config, survivors=survivors)
+    z_eff = sharing.effective_noise_multiplier(params=dp_params(config=config), survivors=survivors)
     assert z_eff * 2 * C == pytest.approx(expected)
     # the full sum of s shares: sigma * sqrt(s / (m - c))
     assert float(np.std(total)) == pytest.approx(sigma * math.sqrt(survivors / (m - colluding)), rel=0.01)
@@ -163,7 +164,7 @@ def test_decoded_sum_carries_counted_noise_sigma_sqrt_s_minus_c_over_m_minus_c(
 def test_sum_of_lattice_encodings_is_exactly_the_sum() -> None:
     """SecAgg adds integers: the decoded sum is the sum of the sites' noisy lattice points."""
     config = _config()
-    factory = sharing.make_noise_sharing_encoder_factory(config=config, dim=1000)
+    factory = sharing.make_noise_sharing_encoder_factory(params=dp_params(config=config), dim=1000)
     rng = np.random.default_rng(0)
     with fixed_noise_source(seed="exact"):
         encs = [factory(1) for _ in range(3)]
@@ -182,7 +183,7 @@ def test_site_engines_add_no_noise_and_account_the_worst_case() -> None:
     config = _config(privacy__colluding_sites=1)
     site = components.build_site(config=config, site_id=0)
     hook = build_site_privacy(config=config, site_id=0, site=site)
-    t = sharing.threshold_floor(config=config)
+    t = sharing.threshold_floor(params=dp_params(config=config))
     m = max_sites_per_round(config)
     assert hook.engine_noise_multiplier == 0.0
     assert hook.accounted_noise_multiplier == pytest.approx(Z * math.sqrt((t - 1) / (m - 1)))
@@ -277,12 +278,12 @@ def test_dropouts_raise_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_server_refuses_a_sum_without_counted_noise(tmp_path: Path) -> None:
     cfg = _config(privacy__colluding_sites=1)
     ServerPrivacy(config=cfg, run_dir=tmp_path)  # the server accepts the configuration
-    privacy = RecordMode(config=cfg)  # the record mode's accounting behind it
+    privacy = RecordMode(params=dp_params(config=cfg))  # the record mode's accounting behind it
     with pytest.raises(PrivacyStateError, match="no counted noise"):
         privacy.shared_noise_multiplier(1)
     z, params = privacy.shared_noise_multiplier(0)  # not decoded: the worst case
-    assert params["survivors"] == sharing.threshold_floor(config=cfg)
-    assert z == pytest.approx(sharing.site_noise_multiplier(config=cfg))
+    assert params["survivors"] == sharing.threshold_floor(params=dp_params(config=cfg))
+    assert z == pytest.approx(sharing.site_noise_multiplier(params=dp_params(config=cfg)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_planning_uses_full_counted_noise_only_when_every_round_surely_has_m_sur
     assert plan["record_epsilon_site_ledger"] > plan["record_epsilon"]
     lossy = _config(federation__sampling="fixed", federation__dropout_rate=0.1)
     worse = planned_epsilon(config=lossy)
-    assert worse["record_planning_survivors"] == sharing.threshold_floor(config=lossy)
+    assert worse["record_planning_survivors"] == sharing.threshold_floor(params=dp_params(config=lossy))
     assert worse["record_epsilon"] == pytest.approx(worse["record_epsilon_site_ledger"])
     assert worse["record_epsilon"] > plan["record_epsilon"]
 
@@ -307,7 +308,7 @@ def test_planning_uses_full_counted_noise_only_when_every_round_surely_has_m_sur
 def test_calibration_meets_the_target_with_the_counted_noise() -> None:
     cfg = _config(federation__sampling="fixed", federation__dropout_rate=0.1, privacy__target_epsilon=4.0)
     z = calibrated_noise_multiplier(config=cfg)
-    t = sharing.threshold_floor(config=cfg)
+    t = sharing.threshold_floor(params=dp_params(config=cfg))
     z_counted = z * math.sqrt(t / 4)
     steps = record_class_aware_steps(config=cfg)
     eps = epsilon_for(noise_multiplier=z_counted, sample_rate=Q, steps=steps, delta=1e-5, accountant="rdp")

@@ -26,6 +26,7 @@ import pytest
 
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp import modes
+from secfed.dp.params import dp_params
 from secfed.dp.server import ServerPrivacy
 from secfed.federation.server import RoundOutcome
 
@@ -227,7 +228,7 @@ def test_each_mode_is_one_strategy_behind_the_protocol() -> None:
             modes.DistributedMode,
         ),
     ):
-        strategy = modes.privacy_mode(config=_config(sections))
+        strategy = modes.privacy_mode(params=dp_params(config=_config(sections)), dim=lambda: 1)
         assert type(strategy) is cls and strategy.name == sections["privacy"]["mode"]
         missing = [m for m in set(members) if not hasattr(strategy, m)]
         assert not missing, f"{cls.__name__} lacks {missing}"
