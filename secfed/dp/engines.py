@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,11 +346,23 @@ def _drop_grad_samples(params: Iterable[nn.Parameter]) -> None:
 
 
 class _EpisodeDPEngine:
-    """One round's per-episode DP engine (see :class:`EpisodeDPEngineFactory`)."""
+    """One round's per-episode DP engine (see :class:`EpisodeDPEngineFactory`); with ``augment``, each
+    step's units are the augmented episodes (:class:`AugmultEpisodeDPEngineFactory`)."""
 
-    def __init__(self, *, engine: EpisodicDPSGD, params: dict[str, nn.Parameter]) -> None:
+    def __init__(
+        self,
+        *,
+        engine: EpisodicDPSGD,
+        params: dict[str, nn.Parameter],
+        augment: Callable[[Task], AugmentedEpisode] | None = None,
+    ) -> None:
         self._engine = engine
         self._params = params
+        self._augment = augment
+
+    def augmented(self, augment: Callable[[Task], AugmentedEpisode]) -> _EpisodeDPEngine:
+        """This engine with units ``augment(task)`` and their copies' mean loss (:func:`augmult_loss`)."""
+        return _EpisodeDPEngine(engine=self._engine, params=self._params, augment=augment)
 
     def step(
         self,
@@ -361,12 +373,17 @@ class _EpisodeDPEngine:
         buffers: Mapping[str, torch.Tensor],
     ) -> StepStats:
         """Clip every episode's meta-gradient, sum, add noise, divide, step (noise also without episodes)."""
+        units: list[Any] = list(tasks)
+        unit_loss: Any = loss_fn
+        if self._augment is not None:
+            units = [self._augment(t) for t in tasks]
+            unit_loss = augmult_loss(loss_fn)
 
-        def loss(prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task) -> torch.Tensor:
-            return loss_fn(prm, buf, task)[0]
+        def loss(prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Any) -> torch.Tensor:
+            return unit_loss(prm, buf, task)[0]
 
-        info = self._engine.step(episodes=list(tasks), loss_fn=loss, params=params, buffers=buffers)
-        num = len(tasks)
+        info = self._engine.step(episodes=units, loss_fn=loss, params=params, buffers=buffers)
+        num = len(units)
         return StepStats(
             loss_sum=info["private/mean_loss"] * num if num else 0.0, units=num, predictions=0, steps=1
         )
@@ -801,50 +818,13 @@ class AugmultEpisodeDPEngineFactory:
 
     def __call__(
         self, *, model: nn.Module, params: Mapping[str, nn.Parameter], optimizer: str, lr: float
-    ) -> _AugmultEpisodeDPEngine:
+    ) -> _EpisodeDPEngine:
         """Build the engine of one round; see :class:`secfed.learners.engine.EpisodeEngineFactory`."""
         generator = torch.Generator()
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         generator.manual_seed(int(seed))
-        return _AugmultEpisodeDPEngine(
-            engine=self.base(model=model, params=params, optimizer=optimizer, lr=lr),
-            multiplicity=int(self.multiplicity),
-            max_shift=int(self.max_shift),
-            generator=generator,
+        k, shift = int(self.multiplicity), int(self.max_shift)
+        base = self.base(model=model, params=params, optimizer=optimizer, lr=lr)
+        return base.augmented(
+            lambda t: augment_episode(task=t, multiplicity=k, max_shift=shift, generator=generator)
         )
-
-
-class _AugmultEpisodeDPEngine:
-    """One round's per-episode DP engine whose units are augmented episodes."""
-
-    def __init__(
-        self, *, engine: _EpisodeDPEngine, multiplicity: int, max_shift: int, generator: torch.Generator
-    ) -> None:
-        self._engine = engine
-        self._k = multiplicity
-        self._shift = max_shift
-        self._gen = generator
-
-    def step(
-        self,
-        *,
-        tasks: Sequence[Task],
-        loss_fn: EpisodeLossFn,
-        params: Mapping[str, nn.Parameter],
-        buffers: Mapping[str, torch.Tensor],
-    ) -> StepStats:
-        """One DP step over the augmented units of ``tasks``."""
-        units = [
-            augment_episode(task=t, multiplicity=self._k, max_shift=self._shift, generator=self._gen)
-            for t in tasks
-        ]
-        return self._engine.step(
-            tasks=units,  # type: ignore[arg-type]
-            loss_fn=augmult_loss(loss_fn),
-            params=params,
-            buffers=buffers,
-        )
-
-    def finish(self) -> None:
-        """Remove the per-episode gradients left on the parameters."""
-        self._engine.finish()
