@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -119,7 +119,38 @@ class RecordBatch:
     n_way: int | None
 
 
-class EpisodeEngine(Protocol):
+class _RoundEngine(Protocol):
+    """What every engine does at the end of a round."""
+
+    def finish(self) -> None:
+        """Release any per-round state (hooks, per-sample gradients)."""
+        ...
+
+
+_EngineT_co = TypeVar("_EngineT_co", covariant=True)
+
+
+class _EngineFactory(Protocol[_EngineT_co]):
+    """Builds the engine of one local round (optimiser state is fresh every round)."""
+
+    def __call__(
+        self, *, model: nn.Module, params: Mapping[str, nn.Parameter], optimizer: str, lr: float
+    ) -> _EngineT_co:
+        """Build the engine.
+
+        Args:
+            model: The model being trained.
+            params: Its trainable parameters by name.
+            optimizer: ``"adam"`` or ``"sgd"`` (the learner's ``local_optimizer``).
+            lr: Learning rate (the learner's ``local_lr``).
+
+        Returns:
+            The engine.
+        """
+        ...
+
+
+class EpisodeEngine(_RoundEngine, Protocol):
     """Forms and applies one step's update from its episodes."""
 
     def step(
@@ -143,32 +174,12 @@ class EpisodeEngine(Protocol):
         """
         ...
 
-    def finish(self) -> None:
-        """Release any per-round state (hooks, per-sample gradients)."""
-        ...
 
-
-class EpisodeEngineFactory(Protocol):
+class EpisodeEngineFactory(_EngineFactory[EpisodeEngine], Protocol):
     """Builds the engine of one local round (optimiser state is fresh every round)."""
 
-    def __call__(
-        self, *, model: nn.Module, params: Mapping[str, nn.Parameter], optimizer: str, lr: float
-    ) -> EpisodeEngine:
-        """Build the engine.
 
-        Args:
-            model: The model being trained.
-            params: Its trainable parameters by name.
-            optimizer: ``"adam"`` or ``"sgd"`` (the learner's ``local_optimizer``).
-            lr: Learning rate (the learner's ``local_lr``).
-
-        Returns:
-            The engine.
-        """
-        ...
-
-
-class RecordEngine(Protocol):
+class RecordEngine(_RoundEngine, Protocol):
     """Forms and applies one step's update from a batch of records."""
 
     def step(self, *, batches: Sequence[RecordBatch], loss_fn: RecordLossFn) -> StepStats:
@@ -183,19 +194,9 @@ class RecordEngine(Protocol):
         """
         ...
 
-    def finish(self) -> None:
-        """Release any per-round state (hooks, per-sample gradients)."""
-        ...
 
-
-class RecordEngineFactory(Protocol):
-    """Builds a record engine around ``model`` (fresh optimiser state)."""
-
-    def __call__(
-        self, *, model: nn.Module, params: Mapping[str, nn.Parameter], optimizer: str, lr: float
-    ) -> RecordEngine:
-        """Build the engine; see :meth:`EpisodeEngineFactory.__call__`."""
-        ...
+class RecordEngineFactory(_EngineFactory[RecordEngine], Protocol):
+    """Builds a record engine around ``model`` (fresh optimiser state); see :class:`EpisodeEngineFactory`."""
 
 
 class EpisodeSource(Protocol):
