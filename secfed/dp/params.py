@@ -246,16 +246,17 @@ class NoiseSharingParams:
             _is_int(m) and m >= 1, field=pre + "sites_per_round", value=m, reason="must be an integer >= 1"
         )
         _require(
-            _is_int(c) and 0 <= c < m,
-            field=pre + "colluding_sites",
-            value=c,
-            reason=f"must be an integer in [0, {m})",
-        )
-        _require(
-            _is_int(t) and c < t <= m,
+            _is_int(t) and 1 <= t <= m,
             field=pre + "threshold_floor",
             value=t,
-            reason=f"must be an integer in ({c}, {m}]: every decodable sum must hold counted noise",
+            reason=f"must be an integer in [1, {m}]",
+        )
+        _require(
+            _is_int(c) and 0 <= c < t,
+            field=pre + "colluding_sites",
+            value=c,
+            reason=f"must be an integer in [0, {t}): below the threshold floor, so every decodable sum holds "
+            "counted noise",
         )
         s = self.planning_survivors
         _require(
