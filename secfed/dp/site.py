@@ -243,7 +243,7 @@ class SitePrivacy(ABC):
     @property
     def sample_rate(self) -> float:
         """The sampling rate the accountant is told (record rate, or client rate)."""
-        return float(self._cfg.privacy.sample_rate)
+        return self._params.sample_rate
 
     @property
     def accounted_noise_multiplier(self) -> float:
@@ -267,18 +267,18 @@ class SitePrivacy(ABC):
             (C), ``sample_rate`` (q), ``expected_batch``, ``delta``, ``accountant`` and
             ``steps_per_round``.
         """
-        p = self._cfg.privacy
+        dp = self._params
         return {
-            "mode": p.mode,
+            "mode": dp.mode,
             "unit": self.unit,
             "adjacency": self.adjacency.value,
             "mechanism": self.mechanism,
-            "noise_multiplier": float(p.noise_multiplier),
-            "max_grad_norm": float(p.max_grad_norm),
+            "noise_multiplier": dp.noise_multiplier,
+            "max_grad_norm": dp.max_grad_norm,
             "sample_rate": self.sample_rate,
-            "expected_batch": int(p.expected_batch),
-            "delta": float(p.delta),
-            "accountant": p.accountant,
+            "expected_batch": int(self._cfg.privacy.expected_batch),
+            "delta": dp.delta,
+            "accountant": dp.accountant,
             "steps_per_round": self.steps_per_round,
             **(
                 {"noise_sharing": ledger_params(params=self._params, survivors=None)}
@@ -343,7 +343,7 @@ class SitePrivacy(ABC):
                 f"was for round {self._round}"
             )
         report: dict[str, Any] = {
-            "mode": self._cfg.privacy.mode,
+            "mode": self._params.mode,
             "unit": self.unit,
             "adjacency": self.adjacency.value,
             "mechanism": self.mechanism,
@@ -418,7 +418,7 @@ class ClientLevelSitePrivacy(SitePrivacy):
         Raises:
             privacy.errors.InvalidInputError: If ``update`` is not a finite 1-D float array.
         """
-        clipped, _ = clip_update(update=update, clip_norm=float(self._cfg.privacy.max_grad_norm))
+        clipped, _ = clip_update(update=update, clip_norm=self._params.max_grad_norm)
         return clipped
 
 
@@ -528,7 +528,7 @@ class RecordSitePrivacy(SitePrivacy):
             )
         acc = sites.get(name)
         if acc is None:
-            return _SITE_ACCOUNTANTS[self._cfg.privacy.accountant]()
+            return _SITE_ACCOUNTANTS[self._params.accountant]()
         if not isinstance(acc, GaussianAccountant):
             raise LedgerCorruptedError(f"site {name}: the ledger does not hold a Gaussian mechanism")
         return acc
@@ -555,14 +555,14 @@ class RecordSitePrivacy(SitePrivacy):
     @property
     def epsilon(self) -> float:
         """The site's ε so far at ``privacy.delta`` (its own view; the server's ledger is authoritative)."""
-        return float(self._accountant.get_epsilon(delta=self._cfg.privacy.delta))
+        return float(self._accountant.get_epsilon(delta=self._params.delta))
 
     def _budget_exhausted(self, *, planned: int) -> bool:
-        budget = float(self._cfg.privacy.epsilon_budget)
-        if budget <= 0:
+        budget = self._params.epsilon_budget
+        if budget is None:
             return False
         projected = self._accountant.projected_epsilon(
-            delta=self._cfg.privacy.delta,
+            delta=self._params.delta,
             noise_multiplier=self.accounted_noise_multiplier,
             sample_rate=self.sample_rate,
             num_steps=planned,
