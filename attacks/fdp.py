@@ -301,6 +301,20 @@ def gdp_ceiling(
     )
 
 
+def _one_run_inputs(
+    scores: ArrayLike,
+    included: ArrayLike,
+    delta: float,
+    significance: float,
+    guess_counts: Sequence[tuple[int, int]] | None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """The checked scores, inclusion bits and guess grid of the one-run μ audits."""
+    s, inc = _guess_inputs(scores, included)
+    _check_unit("significance", significance)
+    _check_unit("delta", delta)
+    return s, inc, _guess_grid(s.size, guess_counts)
+
+
 def one_run_gdp_p_value(
     *,
     mu: float,
@@ -368,11 +382,8 @@ def one_run_gdp_audit(
         AttackInputError: On malformed scores.
         AttackConfigError: On invalid options.
     """
-    s, inc = _guess_inputs(scores, included)
-    _check_unit("significance", significance)
-    _check_unit("delta", delta)
+    s, inc, grid = _one_run_inputs(scores, included, delta, significance, guess_counts)
     m = s.size
-    grid = _guess_grid(m, guess_counts)
     sig = significance / len(grid)
 
     def bound(r: int, v: int) -> float:
@@ -476,11 +487,8 @@ def fdp_one_run_audit(
         AttackInputError: On malformed scores.
         AttackConfigError: On invalid options.
     """
-    s, inc = _guess_inputs(scores, included)
-    _check_unit("significance", significance)
-    _check_unit("delta", delta)
+    s, inc, grid = _one_run_inputs(scores, included, delta, significance, guess_counts)
     m = s.size
-    grid = _guess_grid(m, guess_counts)
     mus = np.asarray(FDP_MU_GRID if mu_grid is None else mu_grid, dtype=np.float64)
     if mus.ndim != 1 or mus.size == 0 or (np.diff(mus) <= 0).any():
         raise AttackConfigError("mu_grid must be a non-empty increasing 1-d grid")

@@ -235,6 +235,40 @@ def _count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.detach().argmax(dim=-1) == y).sum().item())
 
 
+_Unit = TypeVar("_Unit")
+
+
+def _mean_loss_step(
+    *,
+    optimizer: torch.optim.Optimizer,
+    units: Sequence[_Unit],
+    loss_of: Callable[[_Unit], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> StepStats:
+    """Back-propagate the mean over ``units`` of their losses, one unit's graph alive at a time, then
+    take one optimiser step.
+
+    Args:
+        optimizer: The engine's optimiser (its gradients are zeroed first).
+        units: The step's episodes or record batches.
+        loss_of: ``unit -> (mean loss, logits, targets)``.
+
+    Returns:
+        The step's diagnostics (loss, correct predictions, one step).
+    """
+    stats = StepStats()
+    optimizer.zero_grad(set_to_none=True)
+    for unit in units:
+        loss, logits, targets = loss_of(unit)
+        (loss / len(units)).backward()
+        stats.loss_sum += float(loss.detach().item())
+        stats.units += 1
+        stats.correct += _count_correct(logits, targets)
+        stats.predictions += int(targets.shape[0])
+    optimizer.step()
+    stats.steps = 1
+    return stats
+
+
 class MeanEpisodeEngine:
     """The plain episodic step: back-propagate the mean of the episodes' meta-losses.
 
@@ -263,20 +297,14 @@ class MeanEpisodeEngine:
         buffers: Mapping[str, torch.Tensor],
     ) -> StepStats:
         """See :meth:`EpisodeEngine.step`."""
-        stats = StepStats()
         if not tasks:
-            return stats
-        self._optimizer.zero_grad(set_to_none=True)
-        for task in tasks:
+            return StepStats()
+
+        def task_loss(task: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             loss, logits = loss_fn(dict(params), dict(buffers), task)
-            (loss / len(tasks)).backward()
-            stats.loss_sum += float(loss.detach().item())
-            stats.units += 1
-            stats.correct += _count_correct(logits, task.query_y)
-            stats.predictions += int(task.query_y.shape[0])
-        self._optimizer.step()
-        stats.steps = 1
-        return stats
+            return loss, logits, task.query_y
+
+        return _mean_loss_step(optimizer=self._optimizer, units=tasks, loss_of=task_loss)
 
     def finish(self) -> None:
         """Nothing to release."""
@@ -321,21 +349,14 @@ class MeanRecordEngine:
         Raises:
             DataError: If a batch has no records.
         """
-        stats = StepStats()
-        self._optimizer.zero_grad(set_to_none=True)
-        for batch in batches:
+
+        def batch_loss(batch: RecordBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if batch.y.shape[0] == 0:
                 raise DataError("a training batch has no records")
             losses, logits = loss_fn(self._model(batch.x), batch.y, batch.n_way)
-            loss = losses.mean()
-            (loss / len(batches)).backward()
-            stats.loss_sum += float(loss.detach().item())
-            stats.units += 1
-            stats.correct += _count_correct(logits, batch.y)
-            stats.predictions += int(batch.y.shape[0])
-        self._optimizer.step()
-        stats.steps = 1
-        return stats
+            return losses.mean(), logits, batch.y
+
+        return _mean_loss_step(optimizer=self._optimizer, units=batches, loss_of=batch_loss)
 
     def finish(self) -> None:
         """Nothing to release."""
