@@ -38,6 +38,30 @@ REPO = Path(__file__).resolve().parents[3]
 EPISODIC = ("protonet", "maml", "fomaml")
 
 
+def _digits_config(
+    *, task: dict[str, Any], model: dict[str, Any], learner: dict[str, Any], privacy: dict[str, Any]
+) -> ExperimentConfig:
+    """One round of the digits smoke federation (4 class-disjoint sites, seed 3) with these sections."""
+    return config_from_dict(
+        {
+            "experiment": {
+                "rounds": 1,
+                "eval_every": 0,
+                "eval_episodes": 5,
+                "final_eval_episodes": 5,
+                "seed": 3,
+            },
+            "data": {"dataset": "digits", "rotations": True},
+            "partition": {"scheme": "class_disjoint", "num_sites": 4},
+            "task": task,
+            "model": model,
+            "learner": learner,
+            "privacy": privacy,
+        },
+        base_dir=REPO,
+    )
+
+
 def _config(learner: str, **privacy: Any) -> ExperimentConfig:
     lr: dict[str, Any] = {
         "name": learner,
@@ -53,27 +77,15 @@ def _config(learner: str, **privacy: Any) -> ExperimentConfig:
         lr.update(local_lr=1.0)
     n_way = 5 if learner == "reptile" else 3  # Reptile: every task holds the site's 5 classes
     test_n_way = n_way if learner == "reptile" else 3
-    return config_from_dict(
-        {
-            "experiment": {
-                "rounds": 1,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 5,
-                "seed": 3,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 4},
-            "task": {"n_way": n_way, "k_shot": 1, "q_query": 2, "test_n_way": test_n_way, "test_q_query": 2},
-            "model": {"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
-            "learner": lr,
-            "privacy": {"mode": "record", **privacy},
-        },
-        base_dir=REPO,
+    return _digits_config(
+        task={"n_way": n_way, "k_shot": 1, "q_query": 2, "test_n_way": test_n_way, "test_q_query": 2},
+        model={"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
+        learner=lr,
+        privacy={"mode": "record", **privacy},
     )
 
 
-def _parts(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
+def _parts(cfg: ExperimentConfig, *, state_dir: Path | None = None) -> tuple[Any, Any, Any, Any]:
     site = components.build_site(config=cfg, site_id=0)
     torch.manual_seed(0)
     model = components.build_model(config=cfg, input_shape=site.input_shape)
@@ -81,7 +93,7 @@ def _parts(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
         site,
         model,
         components.build_learner(config=cfg),
-        build_site_privacy(config=cfg, site_id=0, site=site),
+        build_site_privacy(config=cfg, site_id=0, site=site, state_dir=state_dir),
     )
 
 
@@ -183,29 +195,17 @@ def test_dp_without_noise_or_clipping_is_the_learners_own_update(learner: str) -
 
 def test_dp_reptile_with_a_zeroed_head_leaves_the_head_unchanged() -> None:
     """Fails on the old DP copy of Reptile's loop: it trained the head (moved by 0.0107)."""
-    cfg = config_from_dict(
-        {
-            "experiment": {
-                "rounds": 1,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 5,
-                "seed": 3,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 4},
-            "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
-            "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
-            "learner": {
-                "name": "reptile",
-                "local_steps": 2,
-                "inner_steps": 3,
-                "head_init": "zero",
-                "inner_lr": 0.1,
-            },
-            "privacy": {"mode": "record", "noise_multiplier": 0.5, "sample_rate": 0.3, "expected_batch": 8},
+    cfg = _digits_config(
+        task={"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
+        model={"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
+        learner={
+            "name": "reptile",
+            "local_steps": 2,
+            "inner_steps": 3,
+            "head_init": "zero",
+            "inner_lr": 0.1,
         },
-        base_dir=REPO,
+        privacy={"mode": "record", "noise_multiplier": 0.5, "sample_rate": 0.3, "expected_batch": 8},
     )
     site, model, learner, hook = _parts(cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -259,35 +259,14 @@ def test_site_reports_and_composes_the_worst_class_steps_from_the_public_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learner: str
 ) -> None:
     monkeypatch.setenv("SECFED_KEY_DIR", str(tmp_path / "keys"))
-    cfg = config_from_dict(
-        {
-            "experiment": {
-                "rounds": 1,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 5,
-                "seed": 3,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 4},
-            "task": {"n_way": 2, "k_shot": 1, "q_query": 2, "test_n_way": 2, "test_q_query": 2},
-            "model": {"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
-            "learner": {"name": learner, "local_steps": 6, "inner_steps": 2, "meta_batch": 1},
-            "privacy": {
-                "mode": "record",
-                "noise_multiplier": 1.0,
-                "sample_rate": 0.1,
-                "episodes_per_step": 1,
-            },
-        },
-        base_dir=REPO,
+    cfg = _digits_config(
+        task={"n_way": 2, "k_shot": 1, "q_query": 2, "test_n_way": 2, "test_q_query": 2},
+        model={"arch": "mlp", "hidden": 8, "norm": "none", "layers": 1},
+        learner={"name": learner, "local_steps": 6, "inner_steps": 2, "meta_batch": 1},
+        privacy={"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.1, "episodes_per_step": 1},
     )
-    site = components.build_site(config=cfg, site_id=0)
-    torch.manual_seed(0)
-    model = components.build_model(config=cfg, input_shape=site.input_shape)
-    learner_obj = components.build_learner(config=cfg)
     state = tmp_path / "site"
-    hook = build_site_privacy(config=cfg, site_id=0, site=site, state_dir=state)
+    site, model, learner_obj, hook = _parts(cfg, state_dir=state)
     assert isinstance(hook, EpisodicSitePrivacy | PerSampleSitePrivacy)
     classes = [int(c) for c in site.public_classes]
     # What the server (or anyone with the configuration) recomputes from the public plan.
