@@ -11,28 +11,24 @@ cross-checked against dp_accounting's privacy-loss distribution.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from attacks.audit import EpsilonLowerBound, epsilon_lower_bound_from_scores, one_run_audit
 from attacks.errors import AttackConfigError
+from attacks.fdp import gdp_epsilon
 
 __all__ = ["gaussian_epsilon", "gaussian_epsilon_pld", "GaussianMechanismAudit", "AuditReport"]
 
 
-def _gaussian_delta(eps: float, mu: float) -> float:
-    a = log_ndtr(mu / 2 - eps / mu)
-    b = eps + log_ndtr(-mu / 2 - eps / mu)
-    return float(math.exp(a) - math.exp(b)) if b < a else 0.0
-
-
 def gaussian_epsilon(*, mu: float, delta: float) -> float:
-    """Exact epsilon of a mu-GDP Gaussian mechanism at ``delta`` (Balle and Wang 2018), by bisection.
+    """Exact epsilon of a mu-GDP Gaussian mechanism at ``delta`` (Balle and Wang 2018).
+
+    Balle and Wang's analytic curve is the ``δ_μ(ε)`` of :func:`attacks.fdp.gdp_delta`; the bisection
+    is :func:`attacks.fdp.gdp_epsilon`'s.
 
     Args:
         mu: Sensitivity divided by the noise standard deviation (> 0).
@@ -46,18 +42,7 @@ def gaussian_epsilon(*, mu: float, delta: float) -> float:
     """
     if not mu > 0 or not 0 < delta < 1:
         raise AttackConfigError(f"need mu > 0 and 0 < delta < 1, got mu={mu}, delta={delta}")
-    if _gaussian_delta(0.0, mu) <= delta:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while _gaussian_delta(hi, mu) > delta:
-        lo, hi = hi, 2 * hi
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if _gaussian_delta(mid, mu) > delta:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    return gdp_epsilon(mu=mu, delta=delta)
 
 
 def gaussian_epsilon_pld(*, mu: float, delta: float) -> float:
