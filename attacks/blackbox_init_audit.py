@@ -46,9 +46,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.audit import epsilon_lower_bound_from_scores, one_run_audit
+from attacks.audit import epsilon_lower_bound_from_scores
+from attacks.audit_common import (
+    audit_statement,
+    canary_bounds,
+    check_choice,
+    check_ints,
+    check_positive_numbers,
+    check_probabilities,
+    check_sample_rate,
+    progress_sink,
+    require_config,
+)
 from attacks.errors import AttackConfigError
-from attacks.fdp import gdp_audit, gdp_ceiling
 
 __all__ = [
     "BlackBoxInitAuditConfig",
@@ -109,29 +119,22 @@ class BlackBoxInitAuditConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("noise_multiplier", "max_grad_norm", "lr", "noise_factor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                raise AttackConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        if not 0 < self.sample_rate <= 1:
-            raise AttackConfigError(f"sample_rate must lie in (0, 1], got {self.sample_rate!r}")
-        for name, lo in (
-            ("steps", 1),
-            ("expected_batch", 1),
-            ("trials", 4),
-            ("records", 1),
-            ("pretrain_steps", 0),
-            ("reference_runs", 0),
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise AttackConfigError(f"{name} must be an int >= {lo}, got {v!r}")
-        if self.init not in ("worst_case", "random"):
-            raise AttackConfigError(f"init must be 'worst_case' or 'random', got {self.init!r}")
-        if self.accountant not in ("rdp", "prv", "pld"):
-            raise AttackConfigError(f"accountant must be 'rdp', 'prv' or 'pld', got {self.accountant!r}")
-        if not 0 < self.delta < 1 or not 0 < self.significance < 1:
-            raise AttackConfigError("delta and significance must lie in (0, 1)")
+        check_positive_numbers(config=self, names=("noise_multiplier", "max_grad_norm", "lr", "noise_factor"))
+        check_sample_rate(sample_rate=self.sample_rate)
+        check_ints(
+            config=self,
+            minimums=(
+                ("steps", 1),
+                ("expected_batch", 1),
+                ("trials", 4),
+                ("records", 1),
+                ("pretrain_steps", 0),
+                ("reference_runs", 0),
+            ),
+        )
+        check_choice(name="init", value=self.init, choices=("worst_case", "random"))
+        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
+        check_probabilities(delta=self.delta, significance=self.significance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -287,30 +290,24 @@ def _bounds(
     cp_c = epsilon_lower_bound_from_scores(
         scores_in=np.ones(int(included.sum())), scores_out=np.zeros(int((~included).sum())), delta=d, alpha=a
     )
-    gdp = gdp_audit(scores=scores, included=included, delta=d, significance=a)
-    gdp_c = gdp_ceiling(included=included, delta=d, significance=a)
-    one = one_run_audit(scores=scores, included=included, delta=d, significance=a)
-    one_c = one_run_audit(scores=included.astype(np.float64), included=included, delta=d, significance=a)
+    proven = canary_bounds(scores=scores, included=included, delta=d, significance=a)
     return {
         "clopper_pearson": {"epsilon": float(cp.epsilon), "ceiling": float(cp_c.epsilon)},
-        "gdp": {**gdp.to_dict(), "ceiling": float(gdp_c.epsilon), "ceiling_mu": float(gdp_c.mu)},
-        "one_run": {"epsilon": float(one.epsilon), "ceiling": float(one_c.epsilon)},
+        "gdp": proven.gdp_entry(),
+        "one_run": {
+            "epsilon": float(proven.one_run.epsilon),
+            "ceiling": float(proven.one_run_ceiling.epsilon),
+        },
     }
 
 
 def _statement(acc: float, bounds: dict[str, dict[str, Any]], trials: int) -> str:
-    parts = []
-    for name, b in bounds.items():
-        if b["ceiling"] < acc:
-            parts.append(
-                f"{name}: cannot detect leakage below {acc:.2f} (the accountant's epsilon): its ceiling with "
-                f"{trials} trials is {b['ceiling']:.2f}"
-            )
-    if any(b["epsilon"] > acc for b in bounds.values()):
-        parts.append("VIOLATION: an empirical lower bound exceeds the accountant's epsilon")
-    else:
-        parts.append("no violation detected")
-    return "; ".join(parts)
+    return audit_statement(
+        accountant_epsilon=acc,
+        ceilings=[(name, b["ceiling"]) for name, b in bounds.items()],
+        sample=f"{trials} trials",
+        violation=any(b["epsilon"] > acc for b in bounds.values()),
+    )
 
 
 def run_blackbox_init_audit(
@@ -329,9 +326,8 @@ def run_blackbox_init_audit(
         AttackConfigError: If ``config`` is not a :class:`BlackBoxInitAuditConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    if not isinstance(config, BlackBoxInitAuditConfig):
-        raise AttackConfigError(f"config must be a BlackBoxInitAuditConfig, got {type(config).__name__}")
-    say: Progress = progress if progress is not None else (lambda _line: None)
+    require_config(config=config, kind=BlackBoxInitAuditConfig)
+    say = progress_sink(progress)
     t0 = time.perf_counter()
     x, y = digits_training_records(count=config.records, seed=config.seed)
     init = _initial_model(config, x, y)

@@ -45,9 +45,19 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from attacks.audit import one_run_audit
+from attacks.audit_common import (
+    audit_statement,
+    canary_bounds,
+    check_choice,
+    check_ints,
+    check_positive_numbers,
+    check_probabilities,
+    check_sample_rate,
+    progress_sink,
+    require_config,
+)
 from attacks.errors import AttackConfigError, AttackInputError
-from attacks.fdp import gdp_audit, gdp_ceiling, gdp_epsilon
+from attacks.fdp import gdp_epsilon
 
 __all__ = [
     "CANARY_MODES",
@@ -234,31 +244,29 @@ class CanaryClientConfig:
     def __post_init__(self) -> None:
         if self.mode not in CANARY_MODES:
             raise AttackConfigError(f"mode must be one of {CANARY_MODES}, got {self.mode!r}")
-        for name in ("noise_multiplier", "max_grad_norm", "canary_scale", "noise_factor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                raise AttackConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        if not 0 < self.sample_rate <= 1:
-            raise AttackConfigError(f"sample_rate must lie in (0, 1], got {self.sample_rate!r}")
-        for name, lo in (("rounds", 1), ("num_canaries", 4), ("dim", 2), ("real_clients", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise AttackConfigError(f"{name} must be an int >= {lo}, got {v!r}")
-        for name in ("reference_runs", "bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise AttackConfigError(f"{name} must be an int >= 0, got {v!r}")
+        check_positive_numbers(
+            config=self, names=("noise_multiplier", "max_grad_norm", "canary_scale", "noise_factor")
+        )
+        check_sample_rate(sample_rate=self.sample_rate)
+        check_ints(
+            config=self,
+            minimums=(
+                ("rounds", 1),
+                ("num_canaries", 4),
+                ("dim", 2),
+                ("real_clients", 0),
+                ("reference_runs", 0),
+                ("bootstrap", 0),
+            ),
+        )
         ar = self.accountant_rounds
         if ar is not None and (isinstance(ar, bool) or not isinstance(ar, int) or ar < 1):
             raise AttackConfigError(f"accountant_rounds must be None or an int >= 1, got {ar!r}")
-        if not 0 < self.delta < 1 or not 0 < self.significance < 1:
-            raise AttackConfigError("delta and significance must lie in (0, 1)")
-        if self.distributed_mechanism not in ("ddg", "skellam"):
-            raise AttackConfigError(
-                f"distributed_mechanism must be 'ddg' or 'skellam', got {self.distributed_mechanism!r}"
-            )
-        if self.accountant not in ("rdp", "prv", "pld"):
-            raise AttackConfigError(f"accountant must be 'rdp', 'prv' or 'pld', got {self.accountant!r}")
+        check_probabilities(delta=self.delta, significance=self.significance)
+        check_choice(
+            name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
+        )
+        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
 
     @property
     def num_clients(self) -> int:
@@ -537,24 +545,22 @@ def _violates(acc: float, est: dict[str, Any], bounds: dict[str, Any]) -> bool:
 def _statement(acc: float, est: dict[str, Any], bounds: dict[str, Any]) -> str:
     one_run, gdp = bounds["one_run"], bounds["gdp"]
     iv = est.get("equal_variance_interval")
-    parts = [
+    estimate = (
         f"canary clients: empirical epsilon {est['equal_variance_epsilon']:.2f}"
         + (f" (interval {iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
         + f", two-variance fit {est['epsilon']:.2f}, against the accountant's {acc:.2f}"
-    ]
-    for name, b in (("one-run epsilon-DP", one_run), ("GDP", gdp)):
-        if b["ceiling"] < acc:
-            parts.append(
-                f"{name} bound {b['epsilon']:.2f}: cannot detect leakage below {acc:.2f}, its ceiling with "
-                f"these canaries is {b['ceiling']:.2f}"
-            )
-    if _violates(acc, est, bounds):
-        parts.append(
-            "VIOLATION: the estimate (and its interval) or a proven bound exceeds the accountant's epsilon"
-        )
-    else:
-        parts.append("no violation detected")
-    return "; ".join(parts)
+    )
+    return audit_statement(
+        accountant_epsilon=acc,
+        ceilings=[
+            (f"{name} bound {b['epsilon']:.2f}", b["ceiling"])
+            for name, b in (("one-run epsilon-DP", one_run), ("GDP", gdp))
+        ],
+        sample="these canaries",
+        violation=_violates(acc, est, bounds),
+        findings=[estimate],
+        exceeded="the estimate (and its interval) or a proven bound",
+    )
 
 
 def run_canary_client_audit(
@@ -573,9 +579,8 @@ def run_canary_client_audit(
         AttackConfigError: If ``config`` is not a :class:`CanaryClientConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    if not isinstance(config, CanaryClientConfig):
-        raise AttackConfigError(f"config must be a CanaryClientConfig, got {type(config).__name__}")
-    say: Progress = progress if progress is not None else (lambda _line: None)
+    require_config(config=config, kind=CanaryClientConfig)
+    say = progress_sink(progress)
     t0 = time.perf_counter()
     rng = np.random.default_rng([config.seed, 21])
     m = config.num_canaries
@@ -595,16 +600,11 @@ def run_canary_client_audit(
     stats = canary_statistics(directions=directions, releases=releases)
     estimates = {name: _estimate(s, inserted, config, rng) for name, s in stats.items()}
     d, sig = config.delta, config.significance
-    one = one_run_audit(scores=stats["final_model"], included=inserted, delta=d, significance=sig)
-    one_ceiling = one_run_audit(
-        scores=inserted.astype(np.float64), included=inserted, delta=d, significance=sig
-    )
-    gdp = gdp_audit(scores=stats["final_model"], included=inserted, delta=d, significance=sig)
-    gdp_c = gdp_ceiling(included=inserted, delta=d, significance=sig)
+    proven = canary_bounds(scores=stats["final_model"], included=inserted, delta=d, significance=sig)
     bounds: dict[str, Any] = {
         "statistic": "final_model",
-        "one_run": {**one.to_dict(), "ceiling": one_ceiling.epsilon},
-        "gdp": {**gdp.to_dict(), "ceiling": gdp_c.epsilon, "ceiling_mu": gdp_c.mu},
+        "one_run": {**proven.one_run.to_dict(), "ceiling": proven.one_run_ceiling.epsilon},
+        "gdp": proven.gdp_entry(),
     }
     acc = canary_accountant_epsilon(config=config)
     say(

@@ -58,8 +58,20 @@ from scipy.special import logsumexp
 from torch import nn
 
 from attacks.audit import one_run_audit
+from attacks.audit_common import (
+    CanaryBounds,
+    audit_statement,
+    canary_bounds,
+    check_choice,
+    check_ints,
+    check_positive_numbers,
+    check_probabilities,
+    check_sample_rate,
+    progress_sink,
+    require_config,
+)
 from attacks.errors import AttackConfigError
-from attacks.fdp import fdp_one_run_audit, gdp_audit, gdp_ceiling, one_run_gdp_audit
+from attacks.fdp import fdp_one_run_audit, gdp_audit, one_run_gdp_audit
 
 __all__ = [
     "MODES",
@@ -136,34 +148,29 @@ class WhiteBoxAuditConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise AttackConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("max_grad_norm", "canary_scale", "noise_factor", "clip_factor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                raise AttackConfigError(f"{name} must be a finite number > 0, got {v!r}")
+        check_positive_numbers(
+            config=self, names=("max_grad_norm", "canary_scale", "noise_factor", "clip_factor")
+        )
         z = self.noise_multiplier
         if isinstance(z, bool) or not isinstance(z, int | float) or not math.isfinite(z) or z < 0:
             raise AttackConfigError(f"noise_multiplier must be finite and >= 0, got {z!r}")
         if self.mode != "none" and z == 0:
             raise AttackConfigError(f"mode {self.mode!r} needs noise_multiplier > 0 (use mode 'none')")
-        if not 0 < self.sample_rate <= 1:
-            raise AttackConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
-        for name, lo in (("steps", 1), ("num_canaries", 2), ("dim", 2), ("background", 0), ("group_size", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise AttackConfigError(f"{name} must be an int >= {lo}, got {v!r}")
+        check_sample_rate(sample_rate=self.sample_rate)
+        check_ints(
+            config=self,
+            minimums=(("steps", 1), ("num_canaries", 2), ("dim", 2), ("background", 0), ("group_size", 1)),
+        )
         if self.dim < self.num_canaries or (self.background and self.dim == self.num_canaries):
             raise AttackConfigError(
                 f"dim ({self.dim}) must be >= num_canaries ({self.num_canaries}), "
                 "and > num_canaries with background records"
             )
-        if not 0 < self.delta < 1 or not 0 < self.significance < 1:
-            raise AttackConfigError("delta and significance must lie in (0, 1)")
-        if self.accountant not in ("rdp", "prv", "pld"):
-            raise AttackConfigError(f"accountant must be 'rdp', 'prv' or 'pld', got {self.accountant!r}")
-        if self.distributed_mechanism not in ("ddg", "skellam"):
-            raise AttackConfigError(
-                f"distributed_mechanism must be 'ddg' or 'skellam', got {self.distributed_mechanism!r}"
-            )
+        check_probabilities(delta=self.delta, significance=self.significance)
+        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
+        check_choice(
+            name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
+        )
 
     @property
     def claimed_noise_std(self) -> float:
@@ -542,35 +549,22 @@ def idealised_scores(
 # --------------------------------------------------------------------------------------------------
 
 
-def _statement(
-    acc: float,
-    eps_ceiling: float,
-    gdp_ceiling_eps: float,
-    eps: float,
-    gdp_eps: float,
-    fdp: dict[str, Any] | None = None,
-) -> str:
-    parts = []
+def _statement(acc: float, bounds: CanaryBounds, fdp: dict[str, Any] | None = None) -> str:
     fdp_eps = float(fdp["epsilon"]) if fdp else 0.0
+    findings = []
     if fdp:
-        parts.append(
-            f"f-DP one-run bound (Mahloujifar et al.) {fdp_eps:.2f}, "
-            f"ceiling {float(fdp['ceiling_epsilon']):.2f}"
-        )
-    if math.isfinite(acc):
-        for name, ceiling in (("one-run epsilon-DP", eps_ceiling), ("GDP", gdp_ceiling_eps)):
-            if ceiling < acc:
-                parts.append(
-                    f"{name} analysis: cannot detect leakage below {acc:.2f} (the accountant's epsilon): "
-                    f"its ceiling with these canaries is {ceiling:.2f}"
-                )
-    if eps > acc or gdp_eps > acc or fdp_eps > acc:
-        parts.append("VIOLATION: an empirical lower bound exceeds the accountant's epsilon")
-    elif math.isfinite(acc):
-        parts.append("no violation detected")
-    else:
-        parts.append("no DP claimed: the bounds show how much one run reveals")
-    return "; ".join(parts)
+        ceiling = float(fdp["ceiling_epsilon"])
+        findings.append(f"f-DP one-run bound (Mahloujifar et al.) {fdp_eps:.2f}, ceiling {ceiling:.2f}")
+    return audit_statement(
+        accountant_epsilon=acc,
+        ceilings=(
+            ("one-run epsilon-DP analysis", bounds.one_run_ceiling.epsilon),
+            ("GDP analysis", bounds.gdp_ceiling.epsilon),
+        ),
+        sample="these canaries",
+        violation=bounds.one_run.epsilon > acc or bounds.gdp.epsilon > acc or fdp_eps > acc,
+        findings=findings,
+    )
 
 
 def run_whitebox_audit(
@@ -589,9 +583,8 @@ def run_whitebox_audit(
         AttackConfigError: If ``config`` is not a :class:`WhiteBoxAuditConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    if not isinstance(config, WhiteBoxAuditConfig):
-        raise AttackConfigError(f"config must be a WhiteBoxAuditConfig, got {type(config).__name__}")
-    say: Progress = progress if progress is not None else (lambda _line: None)
+    require_config(config=config, kind=WhiteBoxAuditConfig)
+    say = progress_sink(progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -604,12 +597,8 @@ def run_whitebox_audit(
     t1 = time.perf_counter()
     scores = release_scores(config=config, releases=releases)
     delta, sig = config.delta, config.significance
-    eps_b = one_run_audit(scores=scores, included=included, delta=delta, significance=sig)
-    eps_ceiling = one_run_audit(
-        scores=included.astype(np.float64), included=included, delta=delta, significance=sig
-    )
-    gdp_b = gdp_audit(scores=scores, included=included, delta=delta, significance=sig)
-    gdp_c = gdp_ceiling(included=included, delta=delta, significance=sig)
+    bounds = canary_bounds(scores=scores, included=included, delta=delta, significance=sig)
+    eps_b, eps_ceiling, gdp_b, gdp_c = bounds.one_run, bounds.one_run_ceiling, bounds.gdp, bounds.gdp_ceiling
     acc = accountant_epsilon(config=config)
     say(f"bounds computed: one-run epsilon {eps_b.epsilon:.3f}, GDP mu {gdp_b.mu:.3f}")
     ideal: dict[str, Any] = {}
@@ -665,7 +654,7 @@ def run_whitebox_audit(
         one_run=one_run,
         gdp=gdp,
         idealised=ideal,
-        statement=_statement(acc, eps_ceiling.epsilon, gdp_c.epsilon, eps_b.epsilon, gdp_b.epsilon, fdp_doc),
+        statement=_statement(acc, bounds, fdp_doc),
         timings=timings,
         one_run_gdp=proven_gdp,
         fdp_one_run=fdp_doc,

@@ -1,0 +1,242 @@
+"""What the canary audits share: their configuration checks, their proven bounds, their statements.
+
+The white-box audit (:mod:`attacks.whitebox_audit`), the canary-client audit
+(:mod:`attacks.canary_clients`) and the black-box audit with worst-case initial parameters
+(:mod:`attacks.blackbox_init_audit`) each check a frozen configuration, score canaries, bound ε from
+the scores with the proven one-run ε-DP analysis (:func:`attacks.audit.one_run_audit`) and the GDP
+analysis (:func:`attacks.fdp.gdp_audit`), each beside its **ceiling** (the bound when every guess is
+right: what the audit could detect at most), and state the outcome against the accountant's ε. This
+module holds those shared steps once; each audit keeps its own mechanism, scores and report layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attacks.audit import EpsilonLowerBound, one_run_audit
+from attacks.errors import AttackConfigError
+from attacks.fdp import GDPLowerBound, gdp_audit, gdp_ceiling
+
+__all__ = [
+    "CanaryBounds",
+    "audit_statement",
+    "canary_bounds",
+    "check_choice",
+    "check_ints",
+    "check_positive_numbers",
+    "check_probabilities",
+    "check_sample_rate",
+    "progress_sink",
+    "require_config",
+]
+
+Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration checks (AttackConfigError with the field's name)
+# --------------------------------------------------------------------------------------------------
+
+
+def check_positive_numbers(*, config: object, names: Sequence[str]) -> None:
+    """Refuse a field of ``config`` among ``names`` that is not a finite number > 0 (``bool`` refused).
+
+    Args:
+        config: The audit configuration.
+        names: Its fields to check.
+
+    Raises:
+        AttackConfigError: Naming the first offending field.
+    """
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise AttackConfigError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+def check_ints(*, config: object, minimums: Sequence[tuple[str, int]]) -> None:
+    """Refuse a field of ``config`` that is not an ``int`` (``bool`` refused) at least its minimum.
+
+    Args:
+        config: The audit configuration.
+        minimums: ``(field, smallest allowed value)`` pairs.
+
+    Raises:
+        AttackConfigError: Naming the first offending field.
+    """
+    for name, lo in minimums:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise AttackConfigError(f"{name} must be an int >= {lo}, got {v!r}")
+
+
+def check_sample_rate(*, sample_rate: float) -> None:
+    """Refuse a Poisson rate outside ``(0, 1]``.
+
+    Args:
+        sample_rate: The rate.
+
+    Raises:
+        AttackConfigError: If it is outside ``(0, 1]``.
+    """
+    if not 0 < sample_rate <= 1:
+        raise AttackConfigError(f"sample_rate must lie in (0, 1], got {sample_rate!r}")
+
+
+def check_probabilities(*, delta: float, significance: float) -> None:
+    """Refuse a δ or an error probability outside ``(0, 1)``.
+
+    Args:
+        delta: δ of the bounds and of the accountant's ε.
+        significance: Error probability of the bounds.
+
+    Raises:
+        AttackConfigError: If either is outside ``(0, 1)``.
+    """
+    if not 0 < delta < 1 or not 0 < significance < 1:
+        raise AttackConfigError("delta and significance must lie in (0, 1)")
+
+
+def check_choice(*, name: str, value: str, choices: Sequence[str]) -> None:
+    """Refuse a value outside ``choices`` (message: ``name must be 'a', 'b' or 'c', got ...``).
+
+    Args:
+        name: The field's name.
+        value: Its value.
+        choices: The allowed values (at least two).
+
+    Raises:
+        AttackConfigError: If ``value`` is not among ``choices``.
+    """
+    if value not in choices:
+        quoted = [repr(c) for c in choices]
+        allowed = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        raise AttackConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
+def require_config(*, config: object, kind: type) -> None:
+    """Refuse a configuration that is not a ``kind`` (the audits' run functions take only their own).
+
+    Args:
+        config: What the caller passed.
+        kind: The audit's configuration class.
+
+    Raises:
+        AttackConfigError: If ``config`` is not a ``kind``.
+    """
+    if not isinstance(config, kind):
+        raise AttackConfigError(f"config must be a {kind.__name__}, got {type(config).__name__}")
+
+
+def progress_sink(progress: Progress | None) -> Progress:
+    """``progress``, or a callable that drops the lines when there is none."""
+    return progress if progress is not None else (lambda _line: None)
+
+
+# --------------------------------------------------------------------------------------------------
+# the proven bounds beside their ceilings
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryBounds:
+    """The proven one-run ε-DP bound and the GDP bound of one set of canary scores, with their ceilings.
+
+    Attributes:
+        one_run: :func:`attacks.audit.one_run_audit` on the scores.
+        one_run_ceiling: The same on perfectly separating scores (every guess right).
+        gdp: :func:`attacks.fdp.gdp_audit` on the scores.
+        gdp_ceiling: :func:`attacks.fdp.gdp_ceiling` of the inclusion bits.
+    """
+
+    one_run: EpsilonLowerBound
+    one_run_ceiling: EpsilonLowerBound
+    gdp: GDPLowerBound
+    gdp_ceiling: GDPLowerBound
+
+    def gdp_entry(self) -> dict[str, Any]:
+        """The GDP bound as a dict, with its ceiling's ε (``ceiling``) and μ (``ceiling_mu``)."""
+        return {
+            **self.gdp.to_dict(),
+            "ceiling": float(self.gdp_ceiling.epsilon),
+            "ceiling_mu": float(self.gdp_ceiling.mu),
+        }
+
+
+def canary_bounds(
+    *, scores: np.ndarray, included: np.ndarray, delta: float, significance: float
+) -> CanaryBounds:
+    """Both proven bounds of ``scores`` and their ceilings, at ``delta`` and ``significance``.
+
+    Args:
+        scores: One score per canary (higher = more likely included).
+        included: The auditor's inclusion bits.
+        delta: δ of the bounds.
+        significance: Error probability of each bound.
+
+    Returns:
+        The :class:`CanaryBounds`.
+
+    Raises:
+        attacks.errors.AttackInputError: On malformed scores.
+    """
+    inc = np.asarray(included)
+    return CanaryBounds(
+        one_run=one_run_audit(scores=scores, included=inc, delta=delta, significance=significance),
+        one_run_ceiling=one_run_audit(
+            scores=inc.astype(np.float64), included=inc, delta=delta, significance=significance
+        ),
+        gdp=gdp_audit(scores=scores, included=inc, delta=delta, significance=significance),
+        gdp_ceiling=gdp_ceiling(included=inc, delta=delta, significance=significance),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the statement
+# --------------------------------------------------------------------------------------------------
+
+
+def audit_statement(
+    *,
+    accountant_epsilon: float,
+    ceilings: Sequence[tuple[str, float]],
+    sample: str,
+    violation: bool,
+    findings: Sequence[str] = (),
+    exceeded: str = "an empirical lower bound",
+) -> str:
+    """One line: the audit's findings, the bounds whose ceiling is below the accountant's ε, the verdict.
+
+    Args:
+        accountant_epsilon: The accountant's ε (infinite: no DP claimed).
+        ceilings: ``(label, ceiling ε)`` of each bound; one whose ceiling is below a finite
+            accountant ε gets a clause "cannot detect leakage below ...".
+        sample: What the ceilings were computed with ("these canaries", "400 trials").
+        violation: Whether the audit refutes the accountant's ε.
+        findings: Leading clauses (estimates, further bounds).
+        exceeded: What exceeds the accountant's ε when ``violation``.
+
+    Returns:
+        The clauses joined by ``"; "``.
+    """
+    acc = accountant_epsilon
+    parts = list(findings)
+    if math.isfinite(acc):
+        parts += [
+            f"{label}: cannot detect leakage below {acc:.2f} (the accountant's epsilon): its ceiling with "
+            f"{sample} is {ceiling:.2f}"
+            for label, ceiling in ceilings
+            if ceiling < acc
+        ]
+    if violation:
+        parts.append(f"VIOLATION: {exceeded} exceeds the accountant's epsilon")
+    elif math.isfinite(acc):
+        parts.append("no violation detected")
+    else:
+        parts.append("no DP claimed: the bounds show how much one run reveals")
+    return "; ".join(parts)
