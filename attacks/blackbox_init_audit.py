@@ -46,18 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from attacks import audit_common as common
 from attacks.audit import epsilon_lower_bound_from_scores
-from attacks.audit_common import (
-    audit_statement,
-    canary_bounds,
-    check_choice,
-    check_ints,
-    check_positive_numbers,
-    check_probabilities,
-    check_sample_rate,
-    progress_sink,
-    require_config,
-)
 from attacks.errors import AttackConfigError
 
 __all__ = [
@@ -119,9 +109,11 @@ class BlackBoxInitAuditConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_positive_numbers(config=self, names=("noise_multiplier", "max_grad_norm", "lr", "noise_factor"))
-        check_sample_rate(sample_rate=self.sample_rate)
-        check_ints(
+        common.check_positive_numbers(
+            config=self, names=("noise_multiplier", "max_grad_norm", "lr", "noise_factor")
+        )
+        common.check_sample_rate(sample_rate=self.sample_rate)
+        common.check_ints(
             config=self,
             minimums=(
                 ("steps", 1),
@@ -132,9 +124,9 @@ class BlackBoxInitAuditConfig:
                 ("reference_runs", 0),
             ),
         )
-        check_choice(name="init", value=self.init, choices=("worst_case", "random"))
-        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
-        check_probabilities(delta=self.delta, significance=self.significance)
+        common.check_choice(name="init", value=self.init, choices=("worst_case", "random"))
+        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
+        common.check_probabilities(delta=self.delta, significance=self.significance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -290,7 +282,7 @@ def _bounds(
     cp_c = epsilon_lower_bound_from_scores(
         scores_in=np.ones(int(included.sum())), scores_out=np.zeros(int((~included).sum())), delta=d, alpha=a
     )
-    proven = canary_bounds(scores=scores, included=included, delta=d, significance=a)
+    proven = common.canary_bounds(scores=scores, included=included, delta=d, significance=a)
     return {
         "clopper_pearson": {"epsilon": float(cp.epsilon), "ceiling": float(cp_c.epsilon)},
         "gdp": proven.gdp_entry(),
@@ -302,7 +294,7 @@ def _bounds(
 
 
 def _statement(acc: float, bounds: dict[str, dict[str, Any]], trials: int) -> str:
-    return audit_statement(
+    return common.audit_statement(
         accountant_epsilon=acc,
         ceilings=[(name, b["ceiling"]) for name, b in bounds.items()],
         sample=f"{trials} trials",
@@ -326,8 +318,8 @@ def run_blackbox_init_audit(
         AttackConfigError: If ``config`` is not a :class:`BlackBoxInitAuditConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    require_config(config=config, kind=BlackBoxInitAuditConfig)
-    say = progress_sink(progress)
+    common.require_config(config=config, kind=BlackBoxInitAuditConfig)
+    say = common.progress_sink(progress)
     t0 = time.perf_counter()
     x, y = digits_training_records(count=config.records, seed=config.seed)
     init = _initial_model(config, x, y)

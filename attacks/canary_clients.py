@@ -45,17 +45,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from attacks.audit_common import (
-    audit_statement,
-    canary_bounds,
-    check_choice,
-    check_ints,
-    check_positive_numbers,
-    check_probabilities,
-    check_sample_rate,
-    progress_sink,
-    require_config,
-)
+from attacks import audit_common as common
 from attacks.errors import AttackConfigError, AttackInputError
 from attacks.fdp import gdp_epsilon
 
@@ -244,11 +234,11 @@ class CanaryClientConfig:
     def __post_init__(self) -> None:
         if self.mode not in CANARY_MODES:
             raise AttackConfigError(f"mode must be one of {CANARY_MODES}, got {self.mode!r}")
-        check_positive_numbers(
+        common.check_positive_numbers(
             config=self, names=("noise_multiplier", "max_grad_norm", "canary_scale", "noise_factor")
         )
-        check_sample_rate(sample_rate=self.sample_rate)
-        check_ints(
+        common.check_sample_rate(sample_rate=self.sample_rate)
+        common.check_ints(
             config=self,
             minimums=(
                 ("rounds", 1),
@@ -262,11 +252,11 @@ class CanaryClientConfig:
         ar = self.accountant_rounds
         if ar is not None and (isinstance(ar, bool) or not isinstance(ar, int) or ar < 1):
             raise AttackConfigError(f"accountant_rounds must be None or an int >= 1, got {ar!r}")
-        check_probabilities(delta=self.delta, significance=self.significance)
-        check_choice(
+        common.check_probabilities(delta=self.delta, significance=self.significance)
+        common.check_choice(
             name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
         )
-        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
+        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
 
     @property
     def num_clients(self) -> int:
@@ -550,7 +540,7 @@ def _statement(acc: float, est: dict[str, Any], bounds: dict[str, Any]) -> str:
         + (f" (interval {iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
         + f", two-variance fit {est['epsilon']:.2f}, against the accountant's {acc:.2f}"
     )
-    return audit_statement(
+    return common.audit_statement(
         accountant_epsilon=acc,
         ceilings=[
             (f"{name} bound {b['epsilon']:.2f}", b["ceiling"])
@@ -579,8 +569,8 @@ def run_canary_client_audit(
         AttackConfigError: If ``config`` is not a :class:`CanaryClientConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    require_config(config=config, kind=CanaryClientConfig)
-    say = progress_sink(progress)
+    common.require_config(config=config, kind=CanaryClientConfig)
+    say = common.progress_sink(progress)
     t0 = time.perf_counter()
     rng = np.random.default_rng([config.seed, 21])
     m = config.num_canaries
@@ -600,7 +590,7 @@ def run_canary_client_audit(
     stats = canary_statistics(directions=directions, releases=releases)
     estimates = {name: _estimate(s, inserted, config, rng) for name, s in stats.items()}
     d, sig = config.delta, config.significance
-    proven = canary_bounds(scores=stats["final_model"], included=inserted, delta=d, significance=sig)
+    proven = common.canary_bounds(scores=stats["final_model"], included=inserted, delta=d, significance=sig)
     bounds: dict[str, Any] = {
         "statistic": "final_model",
         "one_run": {**proven.one_run.to_dict(), "ceiling": proven.one_run_ceiling.epsilon},

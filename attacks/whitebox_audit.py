@@ -57,19 +57,8 @@ import torch
 from scipy.special import logsumexp
 from torch import nn
 
+from attacks import audit_common as common
 from attacks.audit import one_run_audit
-from attacks.audit_common import (
-    CanaryBounds,
-    audit_statement,
-    canary_bounds,
-    check_choice,
-    check_ints,
-    check_positive_numbers,
-    check_probabilities,
-    check_sample_rate,
-    progress_sink,
-    require_config,
-)
 from attacks.errors import AttackConfigError
 from attacks.fdp import fdp_one_run_audit, gdp_audit, one_run_gdp_audit
 
@@ -148,7 +137,7 @@ class WhiteBoxAuditConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise AttackConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        check_positive_numbers(
+        common.check_positive_numbers(
             config=self, names=("max_grad_norm", "canary_scale", "noise_factor", "clip_factor")
         )
         z = self.noise_multiplier
@@ -156,8 +145,8 @@ class WhiteBoxAuditConfig:
             raise AttackConfigError(f"noise_multiplier must be finite and >= 0, got {z!r}")
         if self.mode != "none" and z == 0:
             raise AttackConfigError(f"mode {self.mode!r} needs noise_multiplier > 0 (use mode 'none')")
-        check_sample_rate(sample_rate=self.sample_rate)
-        check_ints(
+        common.check_sample_rate(sample_rate=self.sample_rate)
+        common.check_ints(
             config=self,
             minimums=(("steps", 1), ("num_canaries", 2), ("dim", 2), ("background", 0), ("group_size", 1)),
         )
@@ -166,9 +155,9 @@ class WhiteBoxAuditConfig:
                 f"dim ({self.dim}) must be >= num_canaries ({self.num_canaries}), "
                 "and > num_canaries with background records"
             )
-        check_probabilities(delta=self.delta, significance=self.significance)
-        check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
-        check_choice(
+        common.check_probabilities(delta=self.delta, significance=self.significance)
+        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
+        common.check_choice(
             name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
         )
 
@@ -549,13 +538,13 @@ def idealised_scores(
 # --------------------------------------------------------------------------------------------------
 
 
-def _statement(acc: float, bounds: CanaryBounds, fdp: dict[str, Any] | None = None) -> str:
+def _statement(acc: float, bounds: common.CanaryBounds, fdp: dict[str, Any] | None = None) -> str:
     fdp_eps = float(fdp["epsilon"]) if fdp else 0.0
     findings = []
     if fdp:
         ceiling = float(fdp["ceiling_epsilon"])
         findings.append(f"f-DP one-run bound (Mahloujifar et al.) {fdp_eps:.2f}, ceiling {ceiling:.2f}")
-    return audit_statement(
+    return common.audit_statement(
         accountant_epsilon=acc,
         ceilings=(
             ("one-run epsilon-DP analysis", bounds.one_run_ceiling.epsilon),
@@ -583,8 +572,8 @@ def run_whitebox_audit(
         AttackConfigError: If ``config`` is not a :class:`WhiteBoxAuditConfig`.
         privacy.errors.PrivacyError: If the mechanism refuses the parameters.
     """
-    require_config(config=config, kind=WhiteBoxAuditConfig)
-    say = progress_sink(progress)
+    common.require_config(config=config, kind=WhiteBoxAuditConfig)
+    say = common.progress_sink(progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -597,7 +586,7 @@ def run_whitebox_audit(
     t1 = time.perf_counter()
     scores = release_scores(config=config, releases=releases)
     delta, sig = config.delta, config.significance
-    bounds = canary_bounds(scores=scores, included=included, delta=delta, significance=sig)
+    bounds = common.canary_bounds(scores=scores, included=included, delta=delta, significance=sig)
     eps_b, eps_ceiling, gdp_b, gdp_c = bounds.one_run, bounds.one_run_ceiling, bounds.gdp, bounds.gdp_ceiling
     acc = accountant_epsilon(config=config)
     say(f"bounds computed: one-run epsilon {eps_b.epsilon:.3f}, GDP mu {gdp_b.mu:.3f}")

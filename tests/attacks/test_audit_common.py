@@ -8,16 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from attacks import audit_common as common
 from attacks.audit import one_run_audit
-from attacks.audit_common import (
-    audit_statement,
-    canary_bounds,
-    check_choice,
-    check_ints,
-    check_positive_numbers,
-    check_probabilities,
-    check_sample_rate,
-)
 from attacks.errors import AttackConfigError
 from attacks.fdp import gdp_audit, gdp_ceiling
 
@@ -29,29 +21,29 @@ class _Cfg:
 
 
 def test_checks_name_the_field_and_refuse_bools() -> None:
-    check_positive_numbers(config=_Cfg(), names=("z",))
-    check_ints(config=_Cfg(), minimums=(("steps", 1),))
+    common.check_positive_numbers(config=_Cfg(), names=("z",))
+    common.check_ints(config=_Cfg(), minimums=(("steps", 1),))
     for bad in (0.0, -1.0, math.inf, True, "1"):
         with pytest.raises(AttackConfigError, match="z must be a finite number > 0"):
-            check_positive_numbers(config=_Cfg(z=bad), names=("z",))
+            common.check_positive_numbers(config=_Cfg(z=bad), names=("z",))
     for bad_int in (0, True, 2.0):
         with pytest.raises(AttackConfigError, match="steps must be an int >= 1"):
-            check_ints(config=_Cfg(steps=bad_int), minimums=(("steps", 1),))
+            common.check_ints(config=_Cfg(steps=bad_int), minimums=(("steps", 1),))
     with pytest.raises(AttackConfigError, match=r"sample_rate must lie in \(0, 1\]"):
-        check_sample_rate(sample_rate=0.0)
+        common.check_sample_rate(sample_rate=0.0)
     with pytest.raises(AttackConfigError, match="delta and significance"):
-        check_probabilities(delta=1e-5, significance=1.0)
+        common.check_probabilities(delta=1e-5, significance=1.0)
     with pytest.raises(AttackConfigError, match="accountant must be 'rdp', 'prv' or 'pld', got 'x'"):
-        check_choice(name="accountant", value="x", choices=("rdp", "prv", "pld"))
+        common.check_choice(name="accountant", value="x", choices=("rdp", "prv", "pld"))
     with pytest.raises(AttackConfigError, match="init must be 'worst_case' or 'random', got 'x'"):
-        check_choice(name="init", value="x", choices=("worst_case", "random"))
+        common.check_choice(name="init", value="x", choices=("worst_case", "random"))
 
 
 def test_canary_bounds_are_the_audits_own_with_their_ceilings() -> None:
     rng = np.random.default_rng(0)
     inc = rng.random(200) < 0.5
     scores = inc * 2.0 + rng.standard_normal(200)
-    b = canary_bounds(scores=scores, included=inc, delta=1e-5, significance=0.05)
+    b = common.canary_bounds(scores=scores, included=inc, delta=1e-5, significance=0.05)
     assert b.one_run == one_run_audit(scores=scores, included=inc, delta=1e-5)
     assert b.one_run_ceiling == one_run_audit(scores=inc.astype(float), included=inc, delta=1e-5)
     assert b.gdp == gdp_audit(scores=scores, included=inc, delta=1e-5)
@@ -62,14 +54,14 @@ def test_canary_bounds_are_the_audits_own_with_their_ceilings() -> None:
 
 
 def test_statement_states_weak_ceilings_and_the_verdict() -> None:
-    text = audit_statement(
+    text = common.audit_statement(
         accountant_epsilon=4.0, ceilings=[("a", 3.0), ("b", 9.0)], sample="these canaries", violation=False
     )
     assert text == (
         "a: cannot detect leakage below 4.00 (the accountant's epsilon): its ceiling with these canaries "
         "is 3.00; no violation detected"
     )
-    hit = audit_statement(
+    hit = common.audit_statement(
         accountant_epsilon=4.0,
         ceilings=[],
         sample="x",
@@ -78,5 +70,7 @@ def test_statement_states_weak_ceilings_and_the_verdict() -> None:
         exceeded="the estimate",
     )
     assert hit == "f; VIOLATION: the estimate exceeds the accountant's epsilon"
-    none = audit_statement(accountant_epsilon=math.inf, ceilings=[("a", 3.0)], sample="x", violation=False)
+    none = common.audit_statement(
+        accountant_epsilon=math.inf, ceilings=[("a", 3.0)], sample="x", violation=False
+    )
     assert none == "no DP claimed: the bounds show how much one run reveals"
