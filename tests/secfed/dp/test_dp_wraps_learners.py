@@ -33,6 +33,7 @@ from secfed.dp.site import EpisodicSitePrivacy, PerSampleSitePrivacy, build_site
 from secfed.learners.common import head_names
 from secfed.seeding import derive_seed
 from secfed.tasks.base import Task
+from tests.secfed.runtime.runtime_cfg import tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[3]
 EPISODIC = ("protonet", "maml", "fomaml")
@@ -41,25 +42,13 @@ EPISODIC = ("protonet", "maml", "fomaml")
 def _digits_config(
     *, task: dict[str, Any], model: dict[str, Any], learner: dict[str, Any], privacy: dict[str, Any]
 ) -> ExperimentConfig:
-    """One round of the digits smoke federation (4 class-disjoint sites, seed 3) with these sections."""
-    return config_from_dict(
-        {
-            "experiment": {
-                "rounds": 1,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 5,
-                "seed": 3,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 4},
-            "task": task,
-            "model": model,
-            "learner": learner,
-            "privacy": privacy,
-        },
-        base_dir=REPO,
+    """One round of the runtime tests' tiny digits federation (4 class-disjoint sites, seed 3) with these
+    sections."""
+    one_round = {"rounds": 1, "eval_every": 0, "eval_episodes": 5, "final_eval_episodes": 5}
+    sections = tiny_config_dict(
+        experiment=one_round, task=task, model=model, learner=learner, privacy=privacy
     )
+    return config_from_dict(sections, base_dir=REPO)
 
 
 def _config(learner: str, **privacy: Any) -> ExperimentConfig:
