@@ -31,6 +31,8 @@ __all__ = [
     "check_positive_numbers",
     "check_probabilities",
     "check_sample_rate",
+    "distributed_sum",
+    "participation",
     "progress_sink",
     "require_config",
 ]
@@ -136,6 +138,58 @@ def require_config(*, config: object, kind: type) -> None:
 def progress_sink(progress: Progress | None) -> Progress:
     """``progress``, or a callable that drops the lines when there is none."""
     return progress if progress is not None else (lambda _line: None)
+
+
+# --------------------------------------------------------------------------------------------------
+# the mechanism's randomness and the distributed release
+# --------------------------------------------------------------------------------------------------
+
+
+def participation(*, sample_rate: float, count: int) -> np.ndarray:
+    """Poisson coins (rate ``sample_rate``) of ``count`` units for one step, from the mechanism's noise
+    source (:func:`privacy.noise.noise_source`, so a fixed source fixes them too); all ``True`` at 1.
+
+    Args:
+        sample_rate: ``q`` in ``(0, 1]``.
+        count: Units.
+
+    Returns:
+        A bool array of ``count`` coins.
+    """
+    from privacy.noise import noise_source
+
+    if sample_rate >= 1.0:
+        return np.ones(count, dtype=bool)
+    return np.asarray(noise_source().bernoulli(p=np.full(count, sample_rate)), dtype=bool)
+
+
+def distributed_sum(
+    *, plan: Any, bits: int, rows: np.ndarray, take: np.ndarray, rotation_seed: bytes
+) -> np.ndarray:
+    """What the server of distributed DP decodes when the clients ``take`` send ``rows``: each encodes
+    its row (clip, rotate, scale, add its share of the noise, round) with the round's public rotation
+    seed, the encodings are summed modulo ``2^bits``, and the sum is decoded.
+
+    Args:
+        plan: The :class:`privacy.distributed.DistributedDPConfig` of the mechanism.
+        bits: Modulus bits of the sum.
+        rows: ``(n, d)`` client updates.
+        take: Indices of the clients that send this round.
+        rotation_seed: The round's public rotation seed.
+
+    Returns:
+        The decoded ``(d,)`` sum.
+    """
+    from privacy.distributed import DistributedDPEncoder
+
+    mask = np.uint64((1 << bits) - 1) if bits < 64 else None
+    total = np.zeros(plan.padded_dim, dtype=np.uint64)
+    for j in take:
+        total += DistributedDPEncoder(config=plan, rotation_seed=rotation_seed).encode(x=rows[j])
+        if mask is not None:
+            total &= mask
+    server = DistributedDPEncoder(config=plan, rotation_seed=rotation_seed)
+    return np.asarray(server.decode(total=total, n_summed=max(1, int(len(take)))))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -320,11 +320,7 @@ def _directions(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
 
 def _participation(cfg: CanaryClientConfig, count: int) -> np.ndarray:
     """Poisson coins of ``count`` clients for one round, from the mechanism's noise source."""
-    from privacy.noise import noise_source
-
-    if cfg.sample_rate >= 1.0:
-        return np.ones(count, dtype=bool)
-    return np.asarray(noise_source().bernoulli(p=np.full(count, cfg.sample_rate)), dtype=bool)
+    return common.participation(sample_rate=cfg.sample_rate, count=count)
 
 
 def _release_client(
@@ -367,27 +363,17 @@ def _plan(cfg: CanaryClientConfig, z: float) -> Any:
 def _release_distributed(
     cfg: CanaryClientConfig, updates: np.ndarray, inserted: np.ndarray, say: Progress
 ) -> np.ndarray:
-    from privacy.distributed import DistributedDPEncoder
-
     m = cfg.num_canaries
     rows = updates.copy()
     rows[:m][~inserted] = 0.0  # an unseen canary is the zero-out neighbour: it sends zero, adds its noise
     plan = _plan(cfg, cfg.noise_multiplier * cfg.noise_factor)
-    mask = np.uint64((1 << cfg.bits) - 1) if cfg.bits < 64 else None
     out = np.zeros((cfg.rounds, cfg.dim))
     for t in range(cfg.rounds):
         # the round's public rotation seed, from the auditor's seed (public in a real run too): the audit
         # is reproducible under a fixed noise source
         seed = hashlib.sha256(f"secfed-canary-rotation/{cfg.seed}/{t}".encode()).digest()
         take = np.flatnonzero(_participation(cfg, rows.shape[0]))
-        total = np.zeros(plan.padded_dim, dtype=np.uint64)
-        for j in take:
-            total += DistributedDPEncoder(config=plan, rotation_seed=seed).encode(x=rows[j])
-            if mask is not None:
-                total &= mask
-        out[t] = DistributedDPEncoder(config=plan, rotation_seed=seed).decode(
-            total=total, n_summed=max(1, int(take.size))
-        )
+        out[t] = common.distributed_sum(plan=plan, bits=cfg.bits, rows=rows, take=take, rotation_seed=seed)
         say(f"distributed DP round {t + 1}/{cfg.rounds} ({take.size} encodings, decoded sum)")
     return out
 

@@ -328,11 +328,7 @@ def _actual(cfg: WhiteBoxAuditConfig) -> tuple[float, float]:
 
 def _participation(cfg: WhiteBoxAuditConfig, count: int) -> np.ndarray:
     """Per-step Poisson coins (rate q) of ``count`` units from the mechanism's noise source."""
-    from privacy.noise import noise_source
-
-    if cfg.sample_rate >= 1.0:
-        return np.ones(count, dtype=bool)
-    return noise_source().bernoulli(p=np.full(count, cfg.sample_rate))
+    return common.participation(sample_rate=cfg.sample_rate, count=count)
 
 
 def _release_record(
@@ -430,8 +426,6 @@ def _release_distributed(
 ) -> np.ndarray:
     import os
 
-    from privacy.distributed import DistributedDPEncoder
-
     m = cfg.num_canaries
     # every canary client sends: its update if included, zero otherwise (zero-out adjacency)
     rows = np.concatenate(
@@ -441,17 +435,12 @@ def _release_distributed(
     z, clip = _actual(cfg)
     plan = _distributed_plan(cfg, clients=n, z=z, clip=clip)
     out = np.zeros((cfg.steps, cfg.dim))
-    modulus_mask = np.uint64((1 << cfg.bits) - 1) if cfg.bits < 64 else None
     for t in range(cfg.steps):
         seed = os.urandom(32)  # the round's public rotation seed
         take = _participation(cfg, n)
-        total = np.zeros(plan.padded_dim, dtype=np.uint64)
-        server = DistributedDPEncoder(config=plan, rotation_seed=seed)
-        for j in np.flatnonzero(take):
-            total += DistributedDPEncoder(config=plan, rotation_seed=seed).encode(x=rows[j])
-            if modulus_mask is not None:
-                total &= modulus_mask
-        out[t] = server.decode(total=total, n_summed=max(1, int(take.sum())))
+        out[t] = common.distributed_sum(
+            plan=plan, bits=cfg.bits, rows=rows, take=np.flatnonzero(take), rotation_seed=seed
+        )
         progress(f"distributed DP round {t + 1}/{cfg.steps} ({int(take.sum())} encodings)")
     return out
 

@@ -74,3 +74,30 @@ def test_statement_states_weak_ceilings_and_the_verdict() -> None:
         accountant_epsilon=math.inf, ceilings=[("a", 3.0)], sample="x", violation=False
     )
     assert none == "no DP claimed: the bounds show how much one run reveals"
+
+
+def test_participation_and_the_distributed_sum() -> None:
+    from privacy.distributed import plan_distributed_dp
+    from privacy.noise import fixed_noise_source
+
+    assert common.participation(sample_rate=1.0, count=4).tolist() == [True] * 4
+    with fixed_noise_source(seed=1):
+        first = common.participation(sample_rate=0.5, count=64)
+    with fixed_noise_source(seed=1):
+        again = common.participation(sample_rate=0.5, count=64)
+    assert first.dtype == np.bool_ and first.tolist() == again.tolist() and 0 < first.sum() < 64
+    rows = np.random.default_rng(0).normal(size=(5, 16)) * 0.1
+    plan = plan_distributed_dp(
+        mechanism="ddg",
+        dim=16,
+        clip_norm=1.0,
+        noise_multiplier=0.01,
+        expected_clients=5,
+        bits=32,
+        max_clients=5,
+    )
+    with fixed_noise_source(seed=2):
+        got = common.distributed_sum(
+            plan=plan, bits=32, rows=rows, take=np.array([0, 2, 4]), rotation_seed=b"s" * 32
+        )
+    np.testing.assert_allclose(got, rows[[0, 2, 4]].sum(axis=0), atol=0.05)
