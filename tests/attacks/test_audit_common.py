@@ -87,14 +87,9 @@ def test_participation_and_the_distributed_sum() -> None:
         again = common.participation(sample_rate=0.5, count=64)
     assert first.dtype == np.bool_ and first.tolist() == again.tolist() and 0 < first.sum() < 64
     rows = np.random.default_rng(0).normal(size=(5, 16)) * 0.1
+    clients = {"expected_clients": 5, "max_clients": 5}
     plan = plan_distributed_dp(
-        mechanism="ddg",
-        dim=16,
-        clip_norm=1.0,
-        noise_multiplier=0.01,
-        expected_clients=5,
-        bits=32,
-        max_clients=5,
+        mechanism="ddg", dim=16, clip_norm=1.0, noise_multiplier=0.01, bits=32, **clients
     )
     with fixed_noise_source(seed=2):
         got = common.distributed_sum(
