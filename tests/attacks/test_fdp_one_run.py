@@ -13,8 +13,7 @@ import pytest
 from attacks.audit import one_run_audit
 from attacks.errors import AttackConfigError, AttackInputError
 from attacks.fdp import FDP_MU_GRID, fdp_one_run_audit, fdp_one_run_consistent
-from attacks.whitebox_audit import WhiteBoxAuditConfig, run_whitebox_audit
-from privacy.noise import fixed_noise_source
+from tests.attacks.test_whitebox_audit import _audit as whitebox_audit
 
 
 def _gaussian_scores(mu: float, seed: int, m: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -55,19 +54,7 @@ def test_proven_one_run_bound_detects_noise_cut_2x() -> None:
     ε-DP one-run analysis cannot exceed its ceiling 4.49 < 4.73; the f-DP one does, with the noise cut 2x."""
 
     def audit(noise_factor: float) -> dict:
-        cfg = WhiteBoxAuditConfig(
-            mode="record",
-            noise_multiplier=1.0,
-            num_canaries=1000,
-            dim=1024,
-            background=8,
-            reference_runs=0,
-            seed=3,
-            noise_factor=noise_factor,
-            fdp_one_run=True,
-        )
-        with fixed_noise_source(seed=3):
-            return run_whitebox_audit(config=cfg).to_dict()
+        return whitebox_audit("record", noise_factor=noise_factor, fdp_one_run=True)
 
     honest, cut = audit(1.0), audit(0.5)
     acc = honest["accountant_epsilon"]
