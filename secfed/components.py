@@ -27,11 +27,11 @@ from secfed.builders import (
 )
 from secfed.config import ExperimentConfig, check_distributed_dp_aggregation, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
-from secfed.data.features import featurize
 from secfed.data.partition import partition_dataset, site_class_lists
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
 from secfed.federation.client import ClientRuntime
+from secfed.models.feature_cache import featurize
 from secfed.site import Site
 from secfed.tasks.base import TaskSource
 
@@ -125,7 +125,7 @@ def build_site(*, config: ExperimentConfig, site_id: int) -> Site:
     )[site_id]
     # model.cache_features: the tasks and the DP samplers get the records' scattering features
     # (a public per-record function, computed once); Site.dataset keeps the raw records.
-    inputs = featurize(config=config, dataset=dataset)
+    inputs = featurize(model=config.model, dataset=dataset)
     return Site(
         site_id=site_id,
         dataset=dataset,
@@ -147,7 +147,7 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
     of them.
 
     With ``model.cache_features`` the tasks hold the records' scattering features, computed
-    once (:func:`secfed.data.features.featurize`).
+    once (:func:`secfed.models.feature_cache.featurize`).
 
     Args:
         config: The configuration.
@@ -159,7 +159,7 @@ def build_test_source(*, config: ExperimentConfig, test: ImageDataset) -> TaskSo
     Raises:
         secfed.errors.DataError: If a held-out site is too small for a client task.
     """
-    test = featurize(config=config, dataset=test)
+    test = featurize(model=config.model, dataset=test)
     if config.task.source == "client_as_task" and config.partition.test_sites > 1:
         from secfed.seeding import derive_seed
         from secfed.tasks.client_task import ClientTaskSource, HeldOutSitesSource

@@ -274,7 +274,7 @@ class ModelSection:
             loaded, instead of at every forward pass (needs ``frontend = "scatter"``). The
             transform is a fixed public function of each record, so this is pre-processing:
             same updates, same privacy, several times faster rounds
-            (:mod:`secfed.data.features`). Refused with ``privacy.augmult > 1`` (it shifts pixels).
+            (:mod:`secfed.models.feature_cache`). Refused with ``privacy.augmult > 1`` (it shifts pixels).
     """
 
     arch: str = "conv4"

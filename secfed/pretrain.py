@@ -98,7 +98,7 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     from safetensors.torch import load_file, save_file
 
     from secfed import components
-    from secfed.data.features import featurize
+    from secfed.models.feature_cache import featurize
     from secfed.tasks.episodic import EpisodicTaskSource
 
     m = config.model
@@ -109,7 +109,7 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
         model.load_state_dict(load_file(str(cache)))
         return model
     # model.cache_features: the public records' scattering features, computed once
-    public = featurize(config=config, dataset=components.load_public(config=config))
+    public = featurize(model=config.model, dataset=components.load_public(config=config))
     # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
     as_protonet = _pretrains_as_protonet(config=config)
     n_way = m.pretrain_n_way if as_protonet else config.task.n_way

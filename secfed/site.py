@@ -32,7 +32,7 @@ class Site:
         record_ids: A stable id per record (its index in the training split), so that removing
             one record changes the identity, and hence the keyed randomness, of no other.
         inputs: The records as the model consumes them, row for row with ``dataset``: their
-            cached scattering features with ``model.cache_features`` (:mod:`secfed.data.features`),
+            cached scattering features with ``model.cache_features`` (:mod:`secfed.models.feature_cache`),
             ``None`` for the raw records themselves (:attr:`model_inputs`).
     """
 

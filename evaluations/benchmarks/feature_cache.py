@@ -46,9 +46,9 @@ def time_rounds(*, config_path: Path, overrides: list[str], reps: int, site_id: 
             front-end.
     """
     from secfed import components
-    from secfed.data.features import clear_feature_memo
     from secfed.errors import ConfigError
     from secfed.experiment import Experiment
+    from secfed.models.feature_cache import clear_feature_memo
 
     base = Experiment.from_file(config_path, overrides=overrides).config
     if base.privacy.mode != "record" or base.model.frontend != "scatter":

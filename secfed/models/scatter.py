@@ -411,7 +411,7 @@ class ScatterModel(nn.Module):
         """The front-end's output for raw records, or cached features passed through.
 
         Raw records ``(N, *input_shape)`` go through the scattering front-end; features already
-        computed by :mod:`secfed.data.features` (``model.cache_features``), of shape
+        computed by :mod:`secfed.models.feature_cache` (``model.cache_features``), of shape
         ``(N, *frontend.output_shape)``, are used as they are. The two shapes always differ (the
         transform subsamples by ``2^J``), so the shape alone tells them apart.
 

@@ -28,11 +28,11 @@ import torch
 from privacy.noise import fixed_noise_source
 from secfed import components
 from secfed.config import ExperimentConfig, config_from_dict
-from secfed.data import features as feature_mod
-from secfed.data.features import clear_feature_memo, feature_key, featurize, featurize_images
 from secfed.errors import ConfigError
 from secfed.experiment import Experiment, load_checkpoint_arrays
+from secfed.models import feature_cache as feature_mod
 from secfed.models.build import build_model
+from secfed.models.feature_cache import clear_feature_memo, feature_key, featurize, featurize_images
 from secfed.models.scatter import ScatterModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def test_model_is_the_same_module_and_takes_raw_records() -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
     raw = torch.from_numpy(np.array(train.images[:20]))
-    feats = torch.from_numpy(np.array(featurize(config=cfg, dataset=train).images[:20]))
+    feats = torch.from_numpy(np.array(featurize(model=cfg.model, dataset=train).images[:20]))
     assert tuple(feats.shape[1:]) == a.frontend.output_shape != tuple(raw.shape[1:])
     with torch.no_grad():
         torch.testing.assert_close(a.embed(feats), a.embed(raw), rtol=0, atol=1e-6)
@@ -256,7 +256,7 @@ def test_refusals() -> None:
     bad = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frontend="none"))
     train, _ = components.load_splits(config=cfg)
     with pytest.raises(ConfigError, match="frontend"):
-        featurize(config=bad, dataset=train)
+        featurize(model=bad.model, dataset=train)
     with pytest.raises(ConfigError, match="float32"):
         feature_key(images=np.zeros((2, 8, 8), dtype=np.float32), J=1, L=4)
 

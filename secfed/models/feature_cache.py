@@ -31,15 +31,23 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from secfed.config import ExperimentConfig
 from secfed.data.dataset import ImageDataset
 from secfed.errors import ConfigError
+from secfed.models.scatter import ScatterFeatures
 
-__all__ = ["FeatureKey", "clear_feature_memo", "feature_key", "featurize", "featurize_images"]
+__all__ = [
+    "FeatureKey",
+    "ScatterSettings",
+    "clear_feature_memo",
+    "feature_key",
+    "featurize",
+    "featurize_images",
+]
 
 #: Bumped whenever the transform's output changes (a stale memo entry can then never match).
 _VERSION = 1
@@ -124,8 +132,6 @@ def featurize_images(*, images: np.ndarray, J: int, L: int, log_scale: float = 1
         ConfigError: On invalid images, ``J``, ``L`` or an image size that is not a multiple of
             ``2^J``.
     """
-    from secfed.models.scatter import ScatterFeatures
-
     key = feature_key(images=images, J=J, L=L, log_scale=log_scale)
     hit = _MEMO.get(key)
     if hit is not None:
@@ -144,13 +150,29 @@ def featurize_images(*, images: np.ndarray, J: int, L: int, log_scale: float = 1
     return out
 
 
-def featurize(*, config: ExperimentConfig, dataset: ImageDataset) -> ImageDataset:
+class ScatterSettings(Protocol):
+    """The model settings :func:`featurize` reads (``secfed.config.ModelSection`` has them)."""
+
+    @property
+    def cache_features(self) -> bool: ...
+
+    @property
+    def frontend(self) -> str: ...
+
+    @property
+    def scatter_j(self) -> int: ...
+
+    @property
+    def scatter_l(self) -> int: ...
+
+
+def featurize(*, model: ScatterSettings, dataset: ImageDataset) -> ImageDataset:
     """``dataset`` with its records replaced by their scattering features, when configured.
 
     Args:
-        config: The configuration: features are computed when ``model.cache_features`` is true
-            (which :func:`secfed.config.validate` allows only with ``model.frontend = "scatter"``),
-            with ``model.scatter_j`` and ``model.scatter_l``.
+        model: The model settings (``config.model``): features are computed when
+            ``cache_features`` is true (which :func:`secfed.config.validate` allows only with
+            ``frontend = "scatter"``), with ``scatter_j`` and ``scatter_l``.
         dataset: Raw records.
 
     Returns:
@@ -163,7 +185,7 @@ def featurize(*, config: ExperimentConfig, dataset: ImageDataset) -> ImageDatase
         ConfigError: If caching is asked for without the scattering front-end, or the images do
             not fit the transform.
     """
-    m = config.model
+    m = model
     if not m.cache_features:
         return dataset
     if m.frontend != "scatter":
