@@ -204,6 +204,14 @@ def _sweep_collect(out: Path) -> str:
     return "\n".join(parts) or "No sweep summary was written."
 
 
+def _audit_canary_clients_args(quick: bool, out: Path) -> list[list[str]]:
+    return [["--seeds", "0"]] if quick else [[]]
+
+
+def _audit_fdp_args(quick: bool, out: Path) -> list[list[str]]:
+    return [["--seeds", "0", "--canaries", "1000"]] if quick else [[]]
+
+
 BENCHMARKS: tuple[BenchItem, ...] = (
     BenchItem(
         "omniglot",
@@ -216,6 +224,10 @@ BENCHMARKS: tuple[BenchItem, ...] = (
     BenchItem("dp_overhead", "evaluations.benchmarks.dp_overhead", _dp_overhead_args),
     BenchItem("ledger", "evaluations.benchmarks.ledger", _ledger_args),
     BenchItem("attacks", "evaluations.benchmarks.attacks", _attacks_args),
+    BenchItem(
+        "audit_canary_clients", "evaluations.benchmarks.audit_canary_clients", _audit_canary_clients_args
+    ),
+    BenchItem("audit_fdp", "evaluations.benchmarks.audit_fdp", _audit_fdp_args),
     BenchItem("sweep-digits", None, _sweep_digits_args, collect=_sweep_collect),
     BenchItem(
         "sweep-omniglot",
@@ -258,8 +270,18 @@ def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
 #: Scripts under evaluations/benchmarks/ that are helpers of another benchmark, not benchmarks.
 # Scripts that `make bench` does not run itself: art_mia is called by attacks.py under ART's own
 # interpreter; init_accuracy is a per-configuration baseline (an untrained model's accuracy);
-# secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark.
-HELPERS = ("art_mia", "init_accuracy", "secagg_flower", "secagg_primitives", "secagg_rounds")
+# secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark;
+# dp_validation (a configuration's validation score) and feature_cache (one DP round with and
+# without model.cache_features) are per-configuration tools named in docs/private_training.md.
+HELPERS = (
+    "art_mia",
+    "dp_validation",
+    "feature_cache",
+    "init_accuracy",
+    "secagg_flower",
+    "secagg_primitives",
+    "secagg_rounds",
+)
 
 
 def unlisted_scripts() -> list[str]:

@@ -22,6 +22,8 @@ def test_plan_orders_and_filters() -> None:
         "dp_overhead",
         "ledger",
         "attacks",
+        "audit_canary_clients",
+        "audit_fdp",
         "sweep-digits",
         "sweep-omniglot",
     ]
