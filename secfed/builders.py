@@ -362,6 +362,7 @@ def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
         head_init=lr.head_init,
         fce=lr.fce,
         fce_steps=lr.fce_steps,
+        cosine_scale=float(lr.cosine_scale),
         proximal_mu=float(config.federation.proximal_mu),
     )
 

@@ -320,6 +320,8 @@ class LearnerSection:
             task, so it is refused for Reptile under record-level DP (its DP unit is one record).
         fce: Matching Networks: full context embeddings (Vinyals et al. 2016).
         fce_steps: Matching Networks: processing steps of the FCE attention LSTM.
+        cosine_scale: Matching Networks: ``tau`` in the attention ``softmax(tau * cos)``; 1 is
+            the paper's kernel, larger values sharpen it (metric scaling, Oreshkin et al. 2018).
     """
 
     name: str = "protonet"
@@ -337,6 +339,7 @@ class LearnerSection:
     head_init: str = "learned"
     fce: bool = False
     fce_steps: int = 1
+    cosine_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -747,6 +750,12 @@ def validate(cfg: ExperimentConfig) -> None:
     if lr.name in ("maml", "fomaml", "reptile"):
         _check(lr.inner_steps >= 1, "learner.inner_steps", f"{lr.name} needs >= 1 inner step", lr.inner_steps)
     _check(lr.fce_steps >= 1, "learner.fce_steps", "must be >= 1", lr.fce_steps)
+    _check(
+        0.0 < lr.cosine_scale < float("inf"),
+        "learner.cosine_scale",
+        "must be a finite number > 0",
+        lr.cosine_scale,
+    )
     _check(not lr.fce or lr.name == "matching", "learner.fce", "applies to learner.name = 'matching'", lr.fce)
     _check(
         0 <= f.proximal_mu < float("inf"),

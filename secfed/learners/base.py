@@ -50,6 +50,11 @@ class LearnerConfig:
         fce: Matching Networks only: full context embeddings (Vinyals et al. 2016, appendix):
             a bidirectional LSTM over the support embeddings and an attention LSTM for each query.
         fce_steps: Processing steps ``K`` of the attention LSTM (with ``fce``).
+        cosine_scale: Matching Networks only: ``tau`` in ``softmax_i(tau * cos(f(x), g(x_i)))``;
+            1 is the paper's kernel (Vinyals et al. 2016). A cosine lies in [-1, 1], so with
+            ``tau = 1`` a 20-way episode can give its correct class at most ``P = e / (e + 19/e)
+            = 0.28``; scaling the metric (Oreshkin, Rodriguez & Lacoste 2018, "TADAM", NeurIPS)
+            lets the attention sharpen.
         proximal_mu: FedProx's ``mu`` (Li et al. 2020): every local optimiser step on the model's
             parameters adds the gradient of ``mu / 2 * ||w - w_global||^2``
             (:func:`secfed.learners.engine.proximal_term`); 0 is plain local training (FedAvg).
@@ -69,6 +74,7 @@ class LearnerConfig:
     head_init: str = "learned"
     fce: bool = False
     fce_steps: int = 1
+    cosine_scale: float = 1.0
     proximal_mu: float = 0.0
 
 

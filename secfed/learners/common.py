@@ -87,6 +87,9 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
     _positive_int(config, "fce_steps", 1)
     if not isinstance(config.fce, bool):
         raise ConfigError(f"learner config fce must be a bool, got {config.fce!r}")
+    tau = config.cosine_scale
+    if isinstance(tau, bool) or not isinstance(tau, int | float) or not 0.0 < float(tau) < float("inf"):
+        raise ConfigError(f"learner config cosine_scale must be a finite number > 0, got {tau!r}")
     mu = config.proximal_mu
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
         raise ConfigError(f"learner config proximal_mu must be a finite number >= 0, got {mu!r}")

@@ -58,7 +58,12 @@ _PROB_FLOOR = 1e-12
 
 
 def matching_log_probs(
-    *, support_emb: torch.Tensor, support_y: torch.Tensor, n_way: int, query_emb: torch.Tensor
+    *,
+    support_emb: torch.Tensor,
+    support_y: torch.Tensor,
+    n_way: int,
+    query_emb: torch.Tensor,
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """``log P(y | x, S)`` of Matching Networks' cosine attention kernel (Vinyals et al., eq. 1-2).
 
@@ -69,12 +74,14 @@ def matching_log_probs(
         support_y: ``(S,)`` labels in ``[0, n_way)``.
         n_way: Number of classes.
         query_emb: ``(Q, D)`` query embeddings ``f(x)``.
+        scale: ``tau`` multiplying the cosines before the softmax (1: the paper's kernel;
+            metric scaling, Oreshkin et al. 2018).
 
     Returns:
         ``(Q, n_way)`` log-probabilities (a class without support records gets ``log 1e-12``).
     """
     cos = F.normalize(query_emb, dim=-1) @ F.normalize(support_emb, dim=-1).transpose(0, 1)  # (Q, S)
-    attention = torch.softmax(cos, dim=-1)
+    attention = torch.softmax(scale * cos, dim=-1)
     classes = torch.arange(n_way, device=support_y.device)
     onehot = (support_y.unsqueeze(-1) == classes).to(attention.dtype)  # (S, n_way)
     return torch.log((attention @ onehot).clamp(min=_PROB_FLOOR))
@@ -210,7 +217,11 @@ class MatchingNet(EpisodicLearner):
                 fce, (_sub_params(params, FCE_MODULE), {}), (support_emb, query_emb)
             )
         return matching_log_probs(
-            support_emb=support_emb, support_y=support_y, n_way=n_way, query_emb=query_emb
+            support_emb=support_emb,
+            support_y=support_y,
+            n_way=n_way,
+            query_emb=query_emb,
+            scale=self.config.cosine_scale,
         )
 
     def episode(

@@ -45,6 +45,29 @@ def test_attention_kernel_is_the_cosine_softmax_over_support_labels() -> None:
     assert torch.allclose(matching_log_probs(support_emb=3 * s, support_y=sy, n_way=3, query_emb=q), got)
 
 
+def test_cosine_scale_sharpens_the_attention_and_is_validated() -> None:
+    """``tau`` multiplies the cosines before the softmax (metric scaling); with tau = 1 the 20-way
+    kernel gives the correct class only e / (e + 19) on orthogonal class embeddings (and never more
+    than e / (e + 19 / e))."""
+    eye = torch.eye(20)
+    sy = torch.arange(20)
+    plain = matching_log_probs(support_emb=eye, support_y=sy, n_way=20, query_emb=eye).exp().diagonal()
+    assert torch.allclose(plain, torch.full((20,), math.e / (math.e + 19)), atol=1e-6)
+    sharp = matching_log_probs(support_emb=eye, support_y=sy, n_way=20, query_emb=eye, scale=10.0)
+    assert bool((sharp.exp().diagonal() > 0.99).all())
+    torch.manual_seed(2)
+    s, q = torch.randn(6, 4), torch.randn(3, 4)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    cos = F.normalize(q, dim=-1) @ F.normalize(s, dim=-1).T
+    a = torch.softmax(7.0 * cos, dim=-1)
+    expected = torch.stack([a[:, y == k].sum(dim=1) for k in range(3)], dim=1)
+    got = matching_log_probs(support_emb=s, support_y=y, n_way=3, query_emb=q, scale=7.0).exp()
+    assert torch.allclose(got, expected, atol=1e-6)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="cosine_scale"):
+            MatchingNet(config=LearnerConfig(cosine_scale=bad))
+
+
 @pytest.mark.parametrize("fce", [False, True])
 def test_shapes_and_predict_leaves_the_model_alone(fce: bool) -> None:
     problem = BlobProblem(n_way=5, k_shot=2, q_query=3)
