@@ -515,6 +515,13 @@ class Experiment:
             )
             summary["untrained_test_accuracy"] = base
             summary["untrained_test_accuracy_ci95"] = base_ci
+            if supervised is not None:
+                # the same starting model's ranking quality on the public test split (the
+                # random-initialisation floor of AUC, sensitivity, specificity)
+                with torch.random.fork_rng(devices=[]):
+                    start = initial_model(config=cfg, input_shape=input_shape, num_classes=heads)
+                scores = supervised.evaluate(model=start, per_site=False)
+                summary.update({f"untrained_{k}": v for k, v in scores.items() if k.startswith("test_auc")})
         atomic_write_text(path=run_dir / "summary.json", text=json.dumps(summary, indent=1))
         return RunResult(run_dir=run_dir, metrics=metrics, summary=summary)
 

@@ -411,3 +411,22 @@ def test_sweep_point_and_sweep_report_carry_the_supervised_metrics(pneumonia_run
     assert facts["points"][0]["test_auc"] == summary["test_auc"]
     html = render_sweep_html(facts=facts, figures={}, generated="now")
     assert "test AUC (95 % CI)" in html and f"{summary['test_auc']:.3f}" in html
+
+
+def test_summary_gives_the_untrained_models_auc(pneumonia_run: Path) -> None:
+    """The random-initialisation floor a reader compares the AUC with: the run's own starting model
+    (same seed) re-scored on the public test split gives the summary's ``untrained_test_auc``."""
+    from secfed import components
+    from secfed.config import load_config
+    from secfed.data.medmnist import load_medmnist
+    from secfed.experiment import initial_model
+
+    cfg = load_config(pneumonia_run / "config.toml")
+    test = load_medmnist(path=PNEUMONIA_NPZ, split="test")
+    start = initial_model(config=cfg, input_shape=test.input_shape, num_classes=2)
+    source = components.build_test_source(config=cfg, test=test)
+    mine = SupervisedEvaluation(test=test, sites=[s.dataset for s in source.sites]).evaluate(model=start)
+    summary = json.loads((pneumonia_run / "summary.json").read_text())
+    assert summary["untrained_test_auc"] == pytest.approx(mine["test_auc"], abs=1e-12)
+    assert summary["untrained_test_auc_ci95"] == pytest.approx(mine["test_auc_ci95"], abs=1e-12)
+    assert summary["untrained_test_auc"] != pytest.approx(summary["test_auc"], abs=1e-6)
