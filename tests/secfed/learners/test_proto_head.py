@@ -21,7 +21,6 @@ import torch
 from learner_blobs import BlobProblem
 from torch.func import grad
 
-from privacy.sampling import RecordEpisodeSampler
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCounter, episode_task
 from secfed.errors import ConfigError
@@ -29,6 +28,7 @@ from secfed.learners import FOMAML, MAML, LearnerConfig, ProtoNet, Reptile
 from secfed.learners.common import EmbeddingView, head_names, proto_head
 from secfed.models import build_model
 from secfed.tasks.base import Task
+from tests.secfed.learners.test_siamese import _sampler
 
 REPO = Path(__file__).resolve().parents[3]
 PROTO = LearnerConfig(head_init="proto", local_steps=2, inner_steps=1, test_inner_steps=0, inner_lr=0.1)
@@ -168,7 +168,6 @@ def test_proto_head_rows_beyond_the_task_way_are_zero_and_bad_models_are_refused
 # Record-level DP: per-episode units keep sensitivity 2C; per-record units are refused
 # ------------------------------------------------------------------------------------------------
 C = 0.005  # below typical episode-gradient norms: clipping is active
-CLASSES = tuple(range(6))
 SEED = b"proto-head-sensitivity-secret-seed-0123456"
 
 
@@ -199,18 +198,7 @@ def _released_clipped_sum(
         normaliser=1,
         accountant=StepCounter(noise_multiplier=0.0, sample_rate=0.9),
     )
-    sampler = RecordEpisodeSampler(
-        labels=labels,
-        classes=list(CLASSES),
-        num_slots=3,
-        n_way=3,
-        sample_rate=0.9,
-        support_prob=0.5,
-        secret_seed=SEED,
-        public_seed=7,
-        record_ids=ids,
-        start_step=step,
-    )
+    sampler = _sampler(labels, ids, step, secret_seed=SEED)
     update = learner.local_update(
         model=work,
         tasks=_NoTasks(),  # type: ignore[arg-type]
@@ -380,18 +368,7 @@ def _slot_grads(
 ) -> list[tuple[Task | None, torch.Tensor | None]]:
     """Each slot's task and per-episode meta-gradient of one DP step drawn on the kept records."""
     ids = np.arange(labels.size)[keep]
-    sampler = RecordEpisodeSampler(
-        labels=labels[keep],
-        classes=list(CLASSES),
-        num_slots=3,
-        n_way=3,
-        sample_rate=0.9,
-        support_prob=0.5,
-        secret_seed=SEED,
-        public_seed=7,
-        record_ids=ids,
-        start_step=step,
-    )
+    sampler = _sampler(labels[keep], ids, step, secret_seed=SEED)
     params = {n: p.detach() for n, p in model.named_parameters()}
     out: list[tuple[Task | None, torch.Tensor | None]] = []
     for episode in sampler.sample().episodes:
