@@ -256,7 +256,8 @@ class ModelSection:
         pretrain_steps: Episodes of non-private pretraining of the initial model on
             ``data.public_alphabets`` with the run's learner (0: none). Done by the server
             before round 1 from public data and the seed, so it costs no privacy.
-        pretrain_lr: Learning rate of that pretraining (the learner's optimizer).
+        pretrain_lr: Learning rate of that pretraining (Adam when it pretrains a ProtoNet
+            embedding, whatever ``learner.local_optimizer``; else the learner's optimizer).
         pretrain_n_way: Classes per pretraining episode (1 shot, 5 queries per class).
         pretrain_learner: Which learner pretrains: ``same`` (the run's learner, on
             ``task.n_way``-way episodes for learners with an n-way head and ``pretrain_n_way``
