@@ -363,6 +363,7 @@ def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
         fce=lr.fce,
         fce_steps=lr.fce_steps,
         cosine_scale=float(lr.cosine_scale),
+        pair_loss=lr.pair_loss,
         proximal_mu=float(config.federation.proximal_mu),
     )
 

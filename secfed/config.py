@@ -69,6 +69,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "learner.local_optimizer": ("adam", "sgd"),
     "learner.inner_optimizer": ("sgd", "adam"),
     "learner.head_init": ("learned", "zero", "proto"),
+    "learner.pair_loss": ("bce", "softmax"),
     "model.pretrain_learner": ("same", "protonet"),
     "federation.sampling": ("fixed", "poisson"),
     "federation.server_optimizer": ("sgd", "adam"),
@@ -323,6 +324,9 @@ class LearnerSection:
         fce_steps: Matching Networks: processing steps of the FCE attention LSTM.
         cosine_scale: Matching Networks: ``tau`` in the attention ``softmax(tau * cos)``; 1 is
             the paper's kernel, larger values sharpen it (metric scaling, Oreshkin et al. 2018).
+        pair_loss: Siamese networks: the loss over an episode's pair scores, ``bce`` (Koch et al.
+            2015's balanced pair binary cross-entropy) or ``softmax`` (the multi-class N-pair
+            loss, Sohn 2016: a softmax over a query's pair scores against the episode's supports).
     """
 
     name: str = "protonet"
@@ -341,6 +345,7 @@ class LearnerSection:
     fce: bool = False
     fce_steps: int = 1
     cosine_scale: float = 1.0
+    pair_loss: str = "bce"
 
 
 @dataclass(frozen=True)

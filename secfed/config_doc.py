@@ -67,6 +67,7 @@ _APPLIES: dict[str, Callable[[ExperimentConfig], bool]] = {
     "learner.fce": lambda c: c.learner.name == "matching",
     "learner.fce_steps": lambda c: c.learner.name == "matching" and c.learner.fce,
     "learner.cosine_scale": lambda c: c.learner.name == "matching",
+    "learner.pair_loss": lambda c: c.learner.name == "siamese",
     # federation
     "federation.clients_per_round": lambda c: c.federation.sampling == "fixed",
     "federation.sample_rate": lambda c: c.federation.sampling == "poisson",

@@ -55,6 +55,10 @@ class LearnerConfig:
             ``tau = 1`` a 20-way episode can give its correct class at most ``P = e / (e + 19/e)
             = 0.28``; scaling the metric (Oreshkin, Rodriguez & Lacoste 2018, "TADAM", NeurIPS)
             lets the attention sharpen.
+        pair_loss: Siamese networks only: the loss over an episode's pair scores, ``"bce"`` (the
+            balanced binary cross-entropy of Koch et al. 2015) or ``"softmax"`` (the multi-class
+            N-pair loss, Sohn 2016: a softmax over a query's pair scores against the episode's
+            supports); see :mod:`secfed.learners.siamese`.
         proximal_mu: FedProx's ``mu`` (Li et al. 2020): every local optimiser step on the model's
             parameters adds the gradient of ``mu / 2 * ||w - w_global||^2``
             (:func:`secfed.learners.engine.proximal_term`); 0 is plain local training (FedAvg).
@@ -75,6 +79,7 @@ class LearnerConfig:
     fce: bool = False
     fce_steps: int = 1
     cosine_scale: float = 1.0
+    pair_loss: str = "bce"
     proximal_mu: float = 0.0
 
 

@@ -44,6 +44,9 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: Allowed values of ``head_init``: the meta-learned head, Kao et al.'s zeroed head, or the
 #: Proto-MAML head set from the task's support prototypes (Triantafillou et al. 2020).
 HEAD_INITS: tuple[str, ...] = ("learned", "zero", "proto")
+#: Allowed values of ``pair_loss`` (Siamese networks): Koch et al.'s balanced pair BCE, or the
+#: multi-class N-pair loss over a query's pair scores (Sohn 2016).
+PAIR_LOSSES: tuple[str, ...] = ("bce", "softmax")
 #: Head initialisations that replace the stored head before every task (the stored head is then
 #: never used and gets no update).
 REPLACED_HEADS: tuple[str, ...] = ("zero", "proto")
@@ -90,6 +93,8 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
     tau = config.cosine_scale
     if isinstance(tau, bool) or not isinstance(tau, int | float) or not 0.0 < float(tau) < float("inf"):
         raise ConfigError(f"learner config cosine_scale must be a finite number > 0, got {tau!r}")
+    if config.pair_loss not in PAIR_LOSSES:
+        raise ConfigError(f"learner config pair_loss must be one of {PAIR_LOSSES}, got {config.pair_loss!r}")
     mu = config.proximal_mu
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
         raise ConfigError(f"learner config proximal_mu must be a finite number >= 0, got {mu!r}")

@@ -12,10 +12,22 @@ clipped and noised with the encoder. It starts at ``alpha = -1/D``, ``b = 0``: c
 higher from the first step.
 
 Training: the pairs of an episode are every (query, support) pair, labelled *same* when the two
-records share a class; the loss is the binary cross-entropy of the pair scores, with the same and
-different pairs weighted equally (``0.5 * mean BCE(same) + 0.5 * mean BCE(different)``: an
-``N``-way episode has ``N - 1`` different pairs per same pair, and Koch et al. train on balanced
-pairs). One-shot classification (Koch et al., Sec. 4.3) picks the support image most similar to the
+records share a class. The loss over the pair scores is ``learner.pair_loss``:
+
+* ``"bce"`` (default, Koch et al.): the binary cross-entropy of the pair scores, with the same and
+  different pairs weighted equally (``0.5 * mean BCE(same) + 0.5 * mean BCE(different)``: an
+  ``N``-way episode has ``N - 1`` different pairs per same pair, and Koch et al. train on balanced
+  pairs).
+* ``"softmax"``: the multi-class N-pair loss (Sohn 2016, "Improved Deep Metric Learning with
+  Multi-class N-pair Loss Objective", NeurIPS, eq. 3 with the pair score as the similarity): for
+  every same pair ``(q, s+)``, ``log(1 + sum_{s-} exp(score(q, s-) - score(q, s+)))`` over the
+  query's different pairs ``s-`` in the episode, averaged over the same pairs. With one shot it is
+  the cross-entropy of a softmax over the query's pair scores against all supports, i.e. of the
+  one-shot classification below. The network, its pair scores and the one-shot rule are
+  unchanged; only the training signal compares a query's pairs with each other instead of scoring
+  each pair against a fixed 0/1 target.
+
+One-shot classification (Koch et al., Sec. 4.3) picks the support image most similar to the
 query: the logit of class ``k`` is the highest pair score (pre-sigmoid) between the query and
 class ``k``'s support records, so with one shot the arg-max is the most similar support image.
 
@@ -32,11 +44,13 @@ whose assignment of a record to a slot and a role does not depend on the other r
 ``r``'s own: every pair containing ``r`` lies in that episode, and every other episode keeps its
 records, roles and therefore its gradient. That episode's clipped gradient goes from ``u`` to
 ``u'`` (or to nothing, when the episode becomes unusable) with ``||u||, ||u'|| <= C``, so the
-clipped sum moves by at most ``||u - u'|| <= 2C`` — however many pairs ``r`` is in. (The per-pair
+clipped sum moves by at most ``||u - u'|| <= 2C`` — however many pairs ``r`` is in, and whichever
+``pair_loss`` is used: both are functions of the episode's pair scores only (the N-pair loss
+compares a query's pairs with each other, but only pairs of the same episode). (The per-pair
 alternative would give ``2 m C`` for a record in ``m`` pairs and needs a cap on ``m``.) The noise is
 therefore ``N(0, (2zC)^2 I)``, as for ProtoNet; ``tests/secfed/learners/test_siamese.py`` measures
 the change of the released clipped sum over many removals, including removing the only record of
-a class, through the production DP engine.
+a class, through the production DP engine, for both pair losses.
 """
 
 from __future__ import annotations
@@ -50,11 +64,19 @@ from torch.func import functional_call
 
 from secfed.errors import ConfigError
 from secfed.learners.base import LearnerConfig
-from secfed.learners.common import check_support_query, training_mode
+from secfed.learners.common import PAIR_LOSSES, check_support_query, training_mode
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
-__all__ = ["PAIR_HEAD", "SiameseNet", "pair_scores", "siamese_class_logits", "siamese_pair_loss"]
+__all__ = [
+    "PAIR_HEAD",
+    "PAIR_LOSSES",
+    "SiameseNet",
+    "npair_loss",
+    "pair_scores",
+    "siamese_class_logits",
+    "siamese_pair_loss",
+]
 
 #: Name of the distance-head submodule on the model.
 PAIR_HEAD = "pair_head"
@@ -102,6 +124,32 @@ def siamese_pair_loss(
     return 0.5 * (bce * same).sum() / same.sum().clamp(min=1.0) + 0.5 * (bce * diff).sum() / diff.sum().clamp(
         min=1.0
     )
+
+
+def npair_loss(*, scores: torch.Tensor, query_y: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
+    """Multi-class N-pair loss of the pair scores (Sohn 2016, eq. 3).
+
+    For every same pair ``(q, s+)``: ``softplus(logsumexp_{s-} score(q, s-) - score(q, s+))`` =
+    ``log(1 + sum_{s-} exp(score(q, s-) - score(q, s+)))``, the negatives ``s-`` being the
+    query's different pairs; the mean over the same pairs. With one support record per class it
+    is the cross-entropy of the softmax over a query's pair scores. Static shapes only (works
+    under ``torch.func.vmap``).
+
+    Args:
+        scores: ``(Q, S)`` pre-sigmoid scores.
+        query_y: ``(Q,)`` labels.
+        support_y: ``(S,)`` labels.
+
+    Returns:
+        The mean over same pairs (0 when there is none; a query without different pairs
+        contributes about 0).
+    """
+    same = query_y.unsqueeze(1) == support_y.unsqueeze(0)
+    negatives = torch.where(same, torch.full_like(scores, _ABSENT), scores)
+    neg_lse = torch.logsumexp(negatives, dim=1, keepdim=True)  # (Q, 1)
+    terms = F.softplus(neg_lse - scores)
+    weight = same.to(scores.dtype)
+    return (terms * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def siamese_class_logits(*, scores: torch.Tensor, support_y: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -183,11 +231,13 @@ class SiameseNet(EpisodicLearner):
         buffers: dict[str, torch.Tensor],
         task: Task,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Balanced pair BCE of the episode and the one-shot class logits; see the module docstring."""
+        """The episode's pair loss (``learner.pair_loss``) and the one-shot class logits; see the
+        module docstring."""
         scores = self._scores(
             model=model, params=params, buffers=buffers, support_x=task.support_x, query_x=task.query_x
         )
-        loss = siamese_pair_loss(scores=scores, query_y=task.query_y, support_y=task.support_y)
+        loss_fn = npair_loss if self.config.pair_loss == "softmax" else siamese_pair_loss
+        loss = loss_fn(scores=scores, query_y=task.query_y, support_y=task.support_y)
         return loss, siamese_class_logits(scores=scores, support_y=task.support_y, n_way=task.n_way)
 
     def predict(

@@ -27,7 +27,7 @@ from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCount
 from secfed.errors import ConfigError
 from secfed.experiment import Experiment
 from secfed.learners import LearnerConfig, SiameseNet
-from secfed.learners.siamese import pair_scores, siamese_class_logits, siamese_pair_loss
+from secfed.learners.siamese import npair_loss, pair_scores, siamese_class_logits, siamese_pair_loss
 from secfed.models.build import build_model
 from tests.secfed.learners.learner_blobs import BlobProblem, mean_accuracy
 from tests.secfed.learners.test_matching import _digits_config
@@ -64,6 +64,48 @@ def test_pair_head_is_a_weighted_l1_distance_and_one_shot_picks_the_most_similar
     assert torch.allclose(siamese_pair_loss(scores=scores, query_y=qy, support_y=sy), expected)
 
 
+def test_npair_loss_is_sohns_multi_class_loss_and_the_one_shot_cross_entropy() -> None:
+    """``pair_loss = "softmax"``: with one shot, the cross-entropy of a softmax over a query's pair
+    scores; with k shots, Sohn's (2016) ``log(1 + sum_- exp(s_- - s_+))`` per same pair, averaged."""
+    torch.manual_seed(3)
+    scores = torch.randn(6, 4, requires_grad=True)
+    sy, qy = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3, 0, 2])
+    got = npair_loss(scores=scores, query_y=qy, support_y=sy)
+    assert torch.allclose(got, F.cross_entropy(scores, qy), atol=1e-6)
+    sy2 = torch.tensor([0, 1, 0, 1, 2])  # two shots of classes 0 and 1
+    qy2 = torch.tensor([0, 1, 2])
+    s2 = torch.randn(3, 5)
+    terms = []
+    for i in range(3):
+        neg = s2[i][sy2 != qy2[i]]
+        for j in torch.nonzero(sy2 == qy2[i]).flatten().tolist():
+            terms.append(torch.log1p(torch.exp(neg - s2[i, j]).sum()))
+    expected = torch.stack(terms).mean()
+    assert torch.allclose(npair_loss(scores=s2, query_y=qy2, support_y=sy2), expected, atol=1e-6)
+    # the BCE loss is a different function of the same scores
+    assert not torch.allclose(siamese_pair_loss(scores=s2, query_y=qy2, support_y=sy2), expected, atol=1e-3)
+    # the learner's task loss follows learner.pair_loss (one-shot task: the class-logit cross-entropy)
+    task = BlobProblem(n_way=5, k_shot=1, q_query=3).sample(rng=np.random.default_rng(1))
+    model = _model()
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    losses = {}
+    for name in ("bce", "softmax"):
+        learner = SiameseNet(config=LearnerConfig(pair_loss=name))
+        loss, logits = learner.episode(model=model, params=params, buffers={}, task=task)
+        losses[name] = float(loss)
+    assert math.isclose(losses["softmax"], float(F.cross_entropy(logits, task.query_y)), rel_tol=1e-5)
+    assert not math.isclose(losses["softmax"], losses["bce"], rel_tol=1e-3)
+
+
+def test_pair_loss_is_validated_before_any_work() -> None:
+    for bad in ("BCE", "npair", "", 1):
+        with pytest.raises(ConfigError, match="pair_loss"):
+            SiameseNet(config=LearnerConfig(pair_loss=bad))  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="pair_loss"):
+            _digits_config("siamese", pair_loss=bad)
+    assert _digits_config("siamese", pair_loss="softmax").learner.pair_loss == "softmax"
+
+
 def test_model_gets_the_distance_head_and_predict_shapes() -> None:
     model = _model()
     assert model.pair_head.weight.shape == (1, model.embedding_dim)
@@ -83,10 +125,13 @@ def test_model_gets_the_distance_head_and_predict_shapes() -> None:
         )
 
 
-def test_few_steps_lower_the_loss_and_raise_accuracy() -> None:
+@pytest.mark.parametrize("pair_loss", ["bce", "softmax"])
+def test_few_steps_lower_the_loss_and_raise_accuracy(pair_loss: str) -> None:
     problem = BlobProblem(n_way=5, k_shot=1, q_query=5)
     model = _model()
-    learner = SiameseNet(config=LearnerConfig(local_steps=60, meta_batch=2, local_lr=3e-3))
+    learner = SiameseNet(
+        config=LearnerConfig(local_steps=60, meta_batch=2, local_lr=3e-3, pair_loss=pair_loss)
+    )
     tasks = [problem.sample(rng=np.random.default_rng(100 + i)) for i in range(8)]
 
     def held_loss() -> float:
@@ -142,11 +187,18 @@ class _NoTasks:
 
 
 def _released_clipped_sum(
-    model: torch.nn.Module, x: torch.Tensor, labels: np.ndarray, ids: np.ndarray, step: int
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    step: int,
+    pair_loss: str = "bce",
 ) -> torch.Tensor:
     """Minus the update of one zero-noise DP step at lr 1 and normaliser 1: the clipped sum."""
     work = copy.deepcopy(model)
-    learner = SiameseNet(config=LearnerConfig(local_steps=1, local_optimizer="sgd", local_lr=1.0))
+    learner = SiameseNet(
+        config=LearnerConfig(local_steps=1, local_optimizer="sgd", local_lr=1.0, pair_loss=pair_loss)
+    )
     engine = EpisodeDPEngineFactory(
         noise_multiplier=0.0,
         max_grad_norm=C,
@@ -165,26 +217,28 @@ def _released_clipped_sum(
     return -torch.cat([d.reshape(-1) for d in update.delta.values()])
 
 
-def _removal_change(seed: int, removed: int | None, step: int) -> float:
+def _removal_change(seed: int, removed: int | None, step: int, pair_loss: str = "bce") -> float:
     x, labels = _data(seed)
     ids = np.arange(labels.size)
     j = int(np.flatnonzero(labels == 5)[0]) if removed is None else removed % labels.size
     keep = ids != j
     model = _model(seed % 5)
-    full = _released_clipped_sum(model, x, labels, ids, step)
-    less = _released_clipped_sum(model, x[keep], labels[keep], ids[keep], step)
+    full = _released_clipped_sum(model, x, labels, ids, step, pair_loss)
+    less = _released_clipped_sum(model, x[keep], labels[keep], ids[keep], step, pair_loss)
     return float((full - less).norm())
 
 
+@pytest.mark.parametrize("pair_loss", ["bce", "softmax"])
 @pytest.mark.parametrize("seed", range(40))
-def test_removing_one_record_moves_the_clipped_sum_by_at_most_2c(seed: int) -> None:
+def test_removing_one_record_moves_the_clipped_sum_by_at_most_2c(seed: int, pair_loss: str) -> None:
     removed = None if seed % 4 == 0 else seed * 13  # every 4th case removes the only record of class 5
-    assert _removal_change(seed, removed, step=seed % 7) <= 2 * C * (1 + 1e-5)
+    assert _removal_change(seed, removed, step=seed % 7, pair_loss=pair_loss) <= 2 * C * (1 + 1e-5)
 
 
-def test_the_2c_bound_is_exercised_and_sensitivity_c_would_be_wrong() -> None:
-    """Every record of six datasets removed in turn: never above 2C, and above C in some case."""
-    diffs = [_removal_change(seed, j, seed % 3) for seed in range(6) for j in range(12)]
+@pytest.mark.parametrize("pair_loss", ["bce", "softmax"])
+def test_the_2c_bound_is_exercised_and_sensitivity_c_would_be_wrong(pair_loss: str) -> None:
+    """Every record of twelve datasets removed in turn: never above 2C, and above C in some case."""
+    diffs = [_removal_change(seed, j, seed % 3, pair_loss) for seed in range(12) for j in range(12)]
     assert max(diffs) <= 2 * C * (1 + 1e-5)
     assert max(diffs) > C * (1 + 1e-3)
 
