@@ -106,6 +106,7 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "q05_T100_lr1_ema09_L4": _plan(0.5, 100, 1.0, 0.9, scatter_l=4),
         "q05_T100_lr1_ema09_L2": _plan(0.5, 100, 1.0, 0.9, scatter_l=2),
         "q05_T100_lr1_ema09_L1": _plan(0.5, 100, 1.0, 0.9, scatter_l=1),
+        "q05_T100_lr0.5_ema09_L4": _plan(0.5, 100, 0.5, 0.9, scatter_l=4),
         "q05_T100_lr2.5_ema09_L2": _plan(0.5, 100, 2.5, 0.9, scatter_l=2),
         "q05_T100_lr1_ema095_L2": _plan(0.5, 100, 1.0, 0.95, scatter_l=2),
         "q02_T250_lr1_ema09_L2": _plan(0.2, 250, 1.0, 0.9, scatter_l=2),

@@ -1,11 +1,12 @@
-"""examples/pneumonia_dp.toml states a guarantee; check it as a reader of the run would.
+"""The PneumoniaMNIST examples state a guarantee; check it as a reader of the run would.
 
-The example (and the sweep's ε = 1 point, ``--set privacy.target_epsilon=1``) claims record-level
-add/remove DP at the target ε, δ = 1e-5, each site adding its own full noise (no noise sharing,
-no trust in the server or in other sites). A reader who knows only the public plan (q, the DP
-steps a site takes, the noise multiplier the run writes) recomputes ε with the accountant; it
-must not exceed the target. docs/private_training.md quotes σ for both points: they must be the
-calibrated values of the shipped file.
+``examples/pneumonia_dp.toml`` (ε = 8; the sweep's ε = 1 point is the same file with
+``--set privacy.target_epsilon=1``) and ``examples/pneumonia_dp_eps1.toml`` (the plan chosen for
+ε = 1 on the validation split) claim record-level add/remove DP at their target ε, δ = 1e-5, each
+site adding its own full noise (no noise sharing, no trust in the server or in other sites). A
+reader who knows only the public plan (q, the DP steps a site takes, the noise multiplier the run
+writes) recomputes ε with the accountant; it must not exceed the target. docs/private_training.md
+quotes σ for every point: they must be the calibrated values of the shipped files.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from secfed.config import ExperimentConfig, load_config
 from secfed.dp.calibration import calibrated_noise_multiplier
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLE = REPO / "examples" / "pneumonia_dp.toml"
-#: σ = z quoted in docs/private_training.md (PneumoniaMNIST rows), by target ε.
-DOCUMENTED_Z = {8.0: 1.64, 1.0: 9.15}
+EXAMPLES = REPO / "examples"
+#: (example file, target ε override or None for the file's own, σ = z quoted in
+#: docs/private_training.md's PneumoniaMNIST rows).
+CASES = [
+    ("pneumonia_dp.toml", None, 1.64),
+    ("pneumonia_dp.toml", 1.0, 9.15),
+    ("pneumonia_dp_eps1.toml", None, 20.35),
+]
 
 
 def _reader_epsilon(config: ExperimentConfig, z: float) -> float:
@@ -33,23 +39,36 @@ def _reader_epsilon(config: ExperimentConfig, z: float) -> float:
     )
 
 
-@pytest.mark.parametrize("target", [8.0, 1.0])
-def test_example_epsilon_recomputed_by_a_reader(target: float) -> None:
-    cfg = load_config(EXAMPLE, overrides=[f"privacy.target_epsilon={target}"])
+def _load(name: str, target: float | None) -> ExperimentConfig:
+    overrides = [] if target is None else [f"privacy.target_epsilon={target}"]
+    return load_config(EXAMPLES / name, overrides=overrides)
+
+
+@pytest.mark.parametrize(("name", "target", "documented_z"), CASES)
+def test_example_epsilon_recomputed_by_a_reader(name: str, target: float | None, documented_z: float) -> None:
+    cfg = _load(name, target)
     # The trust assumption of the rows: record level, every site its own full noise.
     assert cfg.privacy.mode == "record"
     assert cfg.privacy.noise_sharing is False
+    assert cfg.federation.aggregation == "plain"
     assert cfg.privacy.delta == 1e-5
+    goal = cfg.privacy.target_epsilon
     z = calibrated_noise_multiplier(config=cfg)
     eps = _reader_epsilon(cfg, z)
-    assert eps <= target + 1e-6, f"a reader recomputes eps = {eps:.3f} > {target}"
-    assert eps >= 0.99 * target  # calibrated to the target, not far below it
-    assert z == pytest.approx(DOCUMENTED_Z[target], abs=0.01), "docs/private_training.md quotes another σ"
+    assert eps <= goal + 1e-6, f"{name}: a reader recomputes eps = {eps:.3f} > {goal}"
+    assert eps >= 0.99 * goal  # calibrated to the target, not far below it
+    assert z == pytest.approx(documented_z, abs=0.01), f"docs/private_training.md quotes another σ for {name}"
 
 
-def test_reader_check_catches_an_undercounted_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eps1_example_targets_epsilon_one() -> None:
+    """The ε = 1 file is the ε = 1 plan: its own target, not an override, is 1."""
+    assert _load("pneumonia_dp_eps1.toml", None).privacy.target_epsilon == 1.0
+
+
+@pytest.mark.parametrize("name", ["pneumonia_dp.toml", "pneumonia_dp_eps1.toml"])
+def test_reader_check_catches_an_undercounted_plan(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check can fail: a planner that counts half the rounds calibrates too little noise."""
-    cfg = load_config(EXAMPLE)
+    cfg = _load(name, None)
     rounds = cfg.experiment.rounds
     monkeypatch.setattr(planning, "record_rounds", lambda *, config: max(1, rounds // 2))
     monkeypatch.setattr(planning, "_CLASS_STEPS_CACHE", {})
