@@ -112,6 +112,13 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "q02_T250_lr1_ema09_L2": _plan(0.2, 250, 1.0, 0.9, scatter_l=2),
         "q01_T500_lr1_ema09_L2": _plan(0.1, 500, 1.0, 0.9, scatter_l=2),
     },
+    # Run after the test runs of the chosen plan (eps1_features' q05_T100_lr1_ema09_L4): direction
+    # for later work only, nothing shipped was chosen on them.
+    "eps1_followup": {
+        "q05_T100_lr1_ema095_L4": _plan(0.5, 100, 1.0, 0.95, scatter_l=4),
+        "q02_T250_lr1_ema09_L4": _plan(0.2, 250, 1.0, 0.9, scatter_l=4),
+        "q05_T100_lr1_ema09_L6": _plan(0.5, 100, 1.0, 0.9, scatter_l=6),
+    },
 }
 
 
