@@ -181,7 +181,7 @@ def explain_config(*, config: ExperimentConfig) -> str:
         data["data"]["root"] = str(config.data_root())  # as config_to_toml writes it
     lines = ["# Resolved configuration: every key that applies, its value and its meaning."]
     lines.append("# Keys of other datasets, learners or modes are left out (all keys: --plain);")
-    lines.append("# the full documentation of each key is in secfed/config.py.")
+    lines.append("# the full documentation of each key is in secfed/config/sections.py.")
     defaults = config_to_dict(ExperimentConfig())
     types = get_type_hints(ExperimentConfig)
     for section in SECTIONS:

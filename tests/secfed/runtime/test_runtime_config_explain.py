@@ -49,7 +49,7 @@ def test_every_key_of_every_section_is_documented() -> None:
 
     types = get_type_hints(ExperimentConfig)
     missing = [f"{s}.{k}" for s in SECTIONS for k, doc in key_docs(types[s]).items() if not doc]
-    assert not missing, f"keys without a docstring entry in secfed/config.py: {missing}"
+    assert not missing, f"keys without a docstring entry in secfed/config/sections.py: {missing}"
 
 
 def test_digits_shows_documented_keys_and_no_omniglot_keys(capsys: pytest.CaptureFixture[str]) -> None:
