@@ -28,6 +28,7 @@ from secfed.builders import (
 from secfed.config import ExperimentConfig, check_distributed_dp_aggregation, config_from_dict, config_to_dict
 from secfed.data.dataset import ImageDataset
 from secfed.data.partition import partition_dataset, site_class_lists
+from secfed.dp.params import DPParams
 from secfed.errors import ConfigError
 from secfed.federation.aggregation import ClientAggregator, ServerAggregator
 from secfed.federation.client import ClientRuntime
@@ -216,14 +217,15 @@ def build_client_aggregator(
     return aggregator
 
 
-def _dp_encoder_factory(*, config: ExperimentConfig) -> Callable[[int], Any]:
+def _dp_encoder_factory(*, config: ExperimentConfig, params: DPParams | None = None) -> Callable[[int], Any]:
     """The per-round encoder of a noise-sharing or distributed-DP run, from its typed privacy
-    parameters (:func:`secfed.dp.params.dp_params`; the update length found on first use)."""
+    parameters (``params``, else :func:`secfed.dp.params.dp_params` of ``config``; the update
+    length found on first use)."""
     from secfed.dp.distributed import make_distributed_encoder_factory, model_dim
-    from secfed.dp.params import dp_params
+    from secfed.dp.params import given_or_built
     from secfed.dp.sharing import make_noise_sharing_encoder_factory
 
-    params = dp_params(config=config)
+    params = given_or_built(config=config, params=params)
 
     def dim() -> int:
         return model_dim(config=config)
@@ -255,7 +257,7 @@ def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggre
             signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
         return SecureClientAggregator(
             client_id=site_id,
-            **protocol_options(config),  # type: ignore[arg-type]
+            **protocol_options(config).aggregator_kwargs(),
             encoder_factory=_dp_encoder_factory(config=config),
             signing_key=signing_key,
             pki=pki,
@@ -265,15 +267,24 @@ def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggre
     return make_client_aggregator(config=config, site_id=site_id)
 
 
-def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
+def build_server_aggregator(*, config: ExperimentConfig, params: DPParams | None = None) -> ServerAggregator:
     """Server side of the configured aggregation scheme.
 
     With ``privacy.mode = "distributed"`` the secure aggregator decodes with the per-round
     distributed-DP encoder (see :func:`build_client_aggregator`); a round that cannot finish
     safely is skipped, as with :func:`secfed.federation.secure.make_server_aggregator`.
 
+    Args:
+        config: The configuration.
+        params: The run's privacy parameters when the caller holds them (``Experiment.run``
+            builds them once); ``None`` builds them here when the encoder needs them.
+
+    Returns:
+        The aggregator.
+
     Raises:
-        ConfigError: If distributed DP is asked for without secure aggregation.
+        ConfigError: If distributed DP is asked for without secure aggregation, or ``params``
+            were built from another configuration.
     """
     check_distributed_dp_aggregation(config=config)
     distributed = config.privacy.mode == "distributed"
@@ -287,8 +298,8 @@ def build_server_aggregator(*, config: ExperimentConfig) -> ServerAggregator:
 
         pki = simulated_pki(config) if config.secagg.active else None
         return SecureServerAggregator(
-            **protocol_options(config),  # type: ignore[arg-type]
-            encoder_factory=_dp_encoder_factory(config=config),
+            **protocol_options(config).aggregator_kwargs(),
+            encoder_factory=_dp_encoder_factory(config=config, params=params),
             pki=pki,
             on_abort="skip",
         )

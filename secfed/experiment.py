@@ -399,11 +399,15 @@ class Experiment:
         test_source = components.build_test_source(config=cfg, test=test)
         # The global model as is on the public test/validation splits (AUC, sensitivity, ...).
         supervised = build_supervised_evaluation(config=cfg, test=test, test_source=test_source)
-        privacy = None
+        privacy, dp = None, None
         if cfg.privacy.mode != "none":
             from secfed.dp import ServerPrivacy
+            from secfed.dp.params import dp_params
 
-            privacy = ServerPrivacy(config=cfg, run_dir=run_dir, shape=shape)
+            # the run's privacy parameters, read once from the calibrated configuration and
+            # handed down to the server's privacy, its planning and the aggregator
+            dp = dp_params(config=cfg)
+            privacy = ServerPrivacy(config=cfg, run_dir=run_dir, shape=shape, params=dp)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         start_round, state, opt_arrays, elapsed = 1, flat_state(model, spec=spec), None, 0.0
@@ -441,7 +445,7 @@ class Experiment:
             num_clients=cfg.partition.num_sites,
             threads=cfg.experiment.threads,  # 0: one per site process where cores are scarce
         )
-        aggregator = components.build_server_aggregator(config=cfg)
+        aggregator = components.build_server_aggregator(config=cfg, params=dp)
         backend.start(site_ids=list(range(cfg.partition.num_sites)))
         try:
             server = FederatedServer(

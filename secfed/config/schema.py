@@ -13,8 +13,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from protocols.errors import ProtocolError
+from protocols.params import Mode, SecAggConfig, round_protocol_config
 from secfed.config.sections import (
     DataSection,
     ExperimentSection,
@@ -35,8 +37,9 @@ __all__ = [
     "validate",
     "max_sites_per_round",
     "check_distributed_dp_aggregation",
-    "SHARING_LEARNERS",
     "supervised_eval_applies",
+    "AggregatorOptions",
+    "SecAggOptions",
     "protocol_options",
     "check_protocol_options",
     "threshold_floor",
@@ -246,10 +249,6 @@ def max_sites_per_round(cfg: ExperimentConfig) -> int:
 
 # Cross-section rules that need protocol or learner facts (checked by validate; the runtime modules
 # above re-export them: secfed.federation.secure, secfed.dp.sharing, secfed.supervised_eval)
-#: Learners whose one DP step per round makes the update an affine function of the clipped sum.
-SHARING_LEARNERS = ("protonet", "maml", "fomaml", "fedavg")
-
-
 def supervised_eval_applies(*, learner: str, dataset: str) -> str | None:
     """Why the supervised evaluation cannot run for this learner and dataset (``None`` if it can).
 
@@ -273,33 +272,130 @@ def supervised_eval_applies(*, learner: str, dataset: str) -> str | None:
     return None
 
 
-def protocol_options(config: ExperimentConfig) -> dict[str, object]:
-    """Keyword arguments of the secure aggregators derived from a configuration.
+class AggregatorOptions(TypedDict):
+    """The protocol keywords of :class:`secfed.federation.secure.SecureServerAggregator` and
+    :class:`~secfed.federation.secure.SecureClientAggregator` (``**options.aggregator_kwargs()``)."""
+
+    mode: Mode
+    k: int | None
+    t: int | None
+    clip: float
+    precision_bits: int
+    active: bool
+    corrupt_fraction: float
+    dropout_rate: float
+
+
+@dataclass(frozen=True)
+class SecAggOptions:
+    """The secure-aggregation protocol's settings of a run, as one typed value.
+
+    Built by :func:`protocol_options` from ``[secagg]`` and ``[federation]``; handed to the
+    secure aggregators (:meth:`aggregator_kwargs`) and to the protocol's per-round parameter
+    resolution (:meth:`round_config`).
+
+    Attributes:
+        mode: ``secagg`` or ``secagg+`` (``federation.aggregation``).
+        k: SecAgg+ neighbourhood size (``None``: derived; ``secagg.k = 0``).
+        t: Shamir threshold (``None``: derived; ``secagg.t = 0``).
+        clip: Per-coordinate clipping range of the quantiser.
+        precision_bits: Fractional bits of the fixed-point quantiser.
+        active: Active-adversary mode.
+        corrupt_fraction: Assumed fraction of corrupt clients.
+        dropout_rate: Assumed dropout rate (dropouts plus stragglers, capped; see
+            :func:`protocol_options`).
+    """
+
+    mode: Mode
+    k: int | None
+    t: int | None
+    clip: float
+    precision_bits: int
+    active: bool
+    corrupt_fraction: float
+    dropout_rate: float
+
+    def aggregator_kwargs(self) -> AggregatorOptions:
+        """The keywords of the secure aggregators' constructors.
+
+        Returns:
+            Every field, by name.
+        """
+        return AggregatorOptions(
+            mode=self.mode,
+            k=self.k,
+            t=self.t,
+            clip=self.clip,
+            precision_bits=self.precision_bits,
+            active=self.active,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_rate=self.dropout_rate,
+        )
+
+    def round_config(self, *, n: int) -> SecAggConfig:
+        """The protocol configuration of a round of ``n`` clients
+        (:func:`protocols.params.round_protocol_config`; not resolved yet).
+
+        Args:
+            n: Participants of the round.
+
+        Returns:
+            The unresolved configuration (``.resolve()`` derives ``k`` and ``t``).
+
+        Raises:
+            protocols.errors.ProtocolError: On invalid parameters.
+        """
+        return round_protocol_config(
+            mode=self.mode,
+            n=n,
+            k=self.k,
+            t=self.t,
+            bits=None,
+            active=self.active,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_rate=self.dropout_rate,
+        )
+
+
+def protocol_options(config: ExperimentConfig) -> SecAggOptions:
+    """The secure aggregation settings of a configuration, as one typed value.
 
     The assumed dropout rate (used to derive SecAgg+'s ``k`` and ``t``) is
     ``federation.dropout_rate + federation.straggler_rate``, capped so that together with the
     assumed corrupt fraction it stays below 0.95.
 
     Args:
-        config: Experiment configuration.
+        config: Experiment configuration with ``federation.aggregation`` ``secagg`` or ``secagg+``.
 
     Returns:
-        ``mode``, ``k``, ``t`` (``None`` = derived), ``clip``, ``precision_bits``, ``active``,
-        ``corrupt_fraction`` and ``dropout_rate``.
+        The options: ``mode``, ``k``, ``t`` (``None`` = derived), ``clip``, ``precision_bits``,
+        ``active``, ``corrupt_fraction`` and ``dropout_rate``.
+
+    Raises:
+        ConfigError: ``federation.aggregation = 'plain'`` (no protocol runs).
     """
     s = config.secagg
     f = config.federation
+    if f.aggregation == "secagg":
+        mode: Mode = "secagg"
+    elif f.aggregation == "secagg+":
+        mode = "secagg+"
+    else:
+        raise ConfigError(
+            f"federation.aggregation = {f.aggregation!r}: secure aggregation options need 'secagg' or "
+            "'secagg+'"
+        )
     assumed_dropout = min(f.dropout_rate + f.straggler_rate, 0.95 - s.corrupt_fraction)
-    return {
-        "mode": f.aggregation,
-        "k": s.k or None,
-        "t": s.t or None,
-        "clip": s.clip,
-        "precision_bits": s.precision_bits,
-        "active": s.active,
-        "corrupt_fraction": s.corrupt_fraction,
-        "dropout_rate": max(0.0, assumed_dropout),
-    }
+    return SecAggOptions(
+        mode=mode,
+        k=s.k or None,
+        t=s.t or None,
+        clip=s.clip,
+        precision_bits=s.precision_bits,
+        active=s.active,
+        corrupt_fraction=s.corrupt_fraction,
+        dropout_rate=max(0.0, assumed_dropout),
+    )
 
 
 def check_protocol_options(*, config: ExperimentConfig) -> None:
@@ -316,18 +412,16 @@ def check_protocol_options(*, config: ExperimentConfig) -> None:
     Raises:
         ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
     """
-    from protocols.errors import ProtocolError
-    from protocols.params import round_protocol_config
-
     opts = protocol_options(config)
     n = max_sites_per_round(config)
-    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
     try:
-        round_protocol_config(n=n, bits=None, **{name: opts[name] for name in fields}).resolve()  # type: ignore[arg-type]
+        opts.round_config(n=n).resolve()
     except ProtocolError as exc:
-        given = ", ".join(f"secagg.{key} = {opts[key]}" for key in ("k", "t") if opts[key] is not None)
+        given = ", ".join(
+            f"secagg.{key} = {value}" for key, value in (("k", opts.k), ("t", opts.t)) if value is not None
+        )
         raise ConfigError(
-            f"federation.aggregation = {opts['mode']!r} with {n} sites per round"
+            f"federation.aggregation = {opts.mode!r} with {n} sites per round"
             f"{' and ' + given if given else ''}: {exc}"
         ) from exc
 
@@ -348,15 +442,11 @@ def threshold_floor(*, config: ExperimentConfig) -> int:
     Raises:
         ConfigError: If no round size resolves (the protocol cannot run at all).
     """
-    from protocols.errors import ProtocolError
-    from protocols.params import round_protocol_config
-
     opts = protocol_options(config)
-    fields = ("mode", "k", "t", "active", "corrupt_fraction", "dropout_rate")
     found: list[int] = []
     for n in range(2, max_sites_per_round(config) + 1):
         try:
-            params = round_protocol_config(n=n, bits=None, **{f: opts[f] for f in fields}).resolve()  # type: ignore[arg-type]
+            params = opts.round_config(n=n).resolve()
         except ProtocolError:
             continue
         found.append(int(params.t))
@@ -398,9 +488,13 @@ def check_noise_sharing_config(*, config: ExperimentConfig) -> None:
             f"federation.aggregation = {f.aggregation!r} (the server must see only the sum: use "
             "'secagg' or 'secagg+')"
         )
-    if lr.name not in SHARING_LEARNERS:
+    # the learners declare it (the import loads torch: only configurations with noise sharing)
+    from secfed.learners import sharing_learner_names
+
+    supported = sharing_learner_names()
+    if lr.name not in supported:
         problems.append(
-            f"learner.name = {lr.name!r} (supported: {', '.join(SHARING_LEARNERS)}; Reptile takes "
+            f"learner.name = {lr.name!r} (supported: {', '.join(supported)}; Reptile takes "
             "several DP steps per round)"
         )
     if lr.local_steps != 1:

@@ -24,7 +24,7 @@ from secfed.dp.engines import step_normaliser
 from secfed.dp.reports import RECORD_MECHANISMS
 from secfed.errors import ConfigError
 from secfed.federation.server import sampled_sites
-from secfed.learners import episodic_learner_names
+from secfed.learners import episodic_learner_names, learner_class
 
 __all__ = [
     "DPParams",
@@ -34,6 +34,7 @@ __all__ = [
     "client_sample_rate",
     "client_sampling_note",
     "dp_params",
+    "given_or_built",
     "expected_participants",
     "max_participants",
     "record_mechanism",
@@ -193,13 +194,16 @@ def record_steps_per_round(*, config: ExperimentConfig) -> int:
         config: The experiment configuration.
 
     Returns:
-        ``local_steps * meta_batch * inner_steps`` for Reptile (per-sample DP-SGD in every inner
-        step), ``local_steps`` otherwise (one episodic or per-sample DP-SGD step per local step).
+        ``local_steps`` times the learner's
+        :meth:`~secfed.learners.base.Learner.dp_steps_per_local_step`: ``meta_batch *
+        inner_steps`` for Reptile (per-sample DP-SGD in every inner step), 1 otherwise (one
+        episodic or per-sample DP-SGD step per local step).
     """
     lr = config.learner
-    if lr.name == "reptile":
-        return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
-    return int(lr.local_steps)
+    per_local_step = learner_class(lr.name).dp_steps_per_local_step(
+        meta_batch=lr.meta_batch, inner_steps=lr.inner_steps
+    )
+    return int(lr.local_steps * per_local_step)
 
 
 def record_mechanism(*, config: ExperimentConfig) -> str:
@@ -491,6 +495,39 @@ def _distributed(config: ExperimentConfig) -> DistributedParams | None:
         max_participants=int(max_participants(config=config)),
         rotation_seed=int(config.experiment.seed),
     )
+
+
+def given_or_built(*, config: ExperimentConfig, params: DPParams | None) -> DPParams:
+    """The run's privacy parameters as handed down by the caller, else built from ``config``.
+
+    ``Experiment.run`` builds the value once, on the calibrated configuration, and passes it to
+    the server's privacy, the DP planning and the aggregators; a caller without one (tests, the
+    ``secfed privacy`` command) passes ``None``.
+
+    Args:
+        config: The (calibrated) configuration.
+        params: :func:`dp_params` of ``config``, or ``None``.
+
+    Returns:
+        ``params``, or :func:`dp_params` of ``config``.
+
+    Raises:
+        ConfigError: ``params`` is not a :class:`DPParams`, or was built from another
+            configuration (its ``mode`` or ``noise_multiplier`` differs from ``config.privacy``:
+            e.g. the configuration before calibration).
+    """
+    if params is None:
+        return dp_params(config=config)
+    if not isinstance(params, DPParams):
+        raise ConfigError(f"params must be a DPParams, got {type(params).__name__}")
+    p = _check_config(config).privacy
+    if params.mode != p.mode or params.noise_multiplier != float(p.noise_multiplier):
+        raise ConfigError(
+            f"params (mode {params.mode!r}, noise_multiplier {params.noise_multiplier!r}) were built "
+            f"from another configuration than privacy.mode = {p.mode!r}, privacy.noise_multiplier = "
+            f"{p.noise_multiplier!r}: pass dp_params(config=config) of the calibrated configuration"
+        )
+    return params
 
 
 def dp_params(*, config: ExperimentConfig) -> DPParams:

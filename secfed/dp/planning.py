@@ -27,7 +27,7 @@ from secfed.dp.distributed import distributed_dp_config, model_dim
 from secfed.dp.params import (
     DPParams,
     client_sample_rate,
-    dp_params,
+    given_or_built,
     record_mechanism,
     record_steps_per_round,
 )
@@ -40,6 +40,7 @@ from secfed.dp.sharing import (
 )
 from secfed.errors import ConfigError
 from secfed.federation.server import planned_participation, sampled_sites
+from secfed.learners import learner_class
 
 __all__ = [
     "CLIENT_ACCOUNTING",
@@ -104,13 +105,15 @@ def record_class_aware_steps(*, config: ExperimentConfig, shape: RunShape | None
 
     A site composes only the steps of its worst public class (:mod:`secfed.dp.engines`). The plans
     are public functions of the configuration, so the planner replays them for every site over the
-    rounds the public schedule samples it in (:func:`secfed.federation.server.planned_participation`):
-    ProtoNet/MAML/FOMAML: the slot plans of the site's steps ``0 .. R_i·L − 1``
-    (:func:`privacy.sampling.draw_slots` with the site's public seed); Reptile: the class tasks drawn
-    from each sampled round's public generator, ``inner_steps`` steps each. FedAvg reads every
-    record in every step: every step counts. A site that trains in fewer rounds takes a prefix of
-    its planned steps (episodic) or a subset of its planned rounds (Reptile), so the count bounds
-    its ledger. Returns the maximum over sites of ``max_c N_c`` (at least 1).
+    rounds the public schedule samples it in (:func:`secfed.federation.server.planned_participation`),
+    as the learner's :attr:`~secfed.learners.base.Learner.dp_plan` says: ``"slots"`` (ProtoNet,
+    MAML, FOMAML): the slot plans of the site's steps ``0 .. R_i·L − 1``
+    (:func:`privacy.sampling.draw_slots` with the site's public seed); ``"tasks"`` (Reptile): the
+    class tasks drawn from each sampled round's public generator, ``inner_steps`` steps each;
+    ``"every_step"`` (e.g. FedAvg, which reads every record in every step): every step counts. A
+    site that trains in fewer rounds takes a prefix of its planned steps (slots) or a subset of its
+    planned rounds (tasks), so the count bounds its ledger. Returns the maximum over sites of
+    ``max_c N_c`` (at least 1).
 
     Args:
         config: The configuration (record mode).
@@ -128,7 +131,8 @@ def record_class_aware_steps(*, config: ExperimentConfig, shape: RunShape | None
         return cached
     every = record_rounds(config=config) * record_steps_per_round(config=config)
     lr = config.learner
-    if lr.name not in ("protonet", "maml", "fomaml", "reptile") or config.task.source != "episodic":
+    plan = learner_class(lr.name).dp_plan
+    if plan == "every_step" or config.task.source != "episodic":
         _CLASS_STEPS_CACHE[key] = every
         return every
     from privacy.sampling import draw_slots
@@ -150,7 +154,7 @@ def record_class_aware_steps(*, config: ExperimentConfig, shape: RunShape | None
         if len(classes) < config.task.n_way:
             continue  # such a site is refused by its privacy hook: it never trains
         counts = ClassStepCounts(classes=tuple(classes))
-        if lr.name == "reptile":
+        if plan == "tasks":
             for rnd in range(1, config.experiment.rounds + 1):
                 if sid not in sampled_sites(config=config, round_idx=rnd):
                     continue
@@ -198,7 +202,11 @@ def record_planned_noise_multiplier(*, params: DPParams) -> float:
 
 
 def planned_epsilon(
-    *, config: ExperimentConfig, accountant: str | None = None, shape: RunShape | None = None
+    *,
+    config: ExperimentConfig,
+    accountant: str | None = None,
+    shape: RunShape | None = None,
+    params: DPParams | None = None,
 ) -> dict[str, Any]:
     """ε of the planned run, at the record level and at the client level.
 
@@ -218,6 +226,8 @@ def planned_epsilon(
         accountant: ``"rdp"``, ``"prv"`` or ``"pld"``; default ``privacy.accountant``.
         shape: The run's shape (:class:`secfed.builders.RunShape`) when the caller holds it;
             ``None`` finds it from the configuration (:func:`secfed.builders.run_shape`) when needed.
+        params: :func:`secfed.dp.params.dp_params` of ``config`` when the caller holds it
+            (``Experiment.run`` builds it once); ``None`` builds it here.
 
     Returns:
         A JSON-able dict: ``rounds`` (``experiment.rounds``), ``record_epsilon``, ``record_rounds``,
@@ -230,7 +240,7 @@ def planned_epsilon(
         ConfigError: On invalid parameters.
     """
     p = config.privacy
-    params = dp_params(config=config) if p.mode != "none" else None
+    params = given_or_built(config=config, params=params) if p.mode != "none" else None
     acc = accountant or p.accountant
     site_rounds = record_rounds(config=config)
     steps_all = site_rounds * record_steps_per_round(config=config)

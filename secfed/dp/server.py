@@ -85,7 +85,7 @@ from secfed.dp.modes import (
     PrivacyStateError,
     privacy_mode,
 )
-from secfed.dp.params import DPParams, dp_params
+from secfed.dp.params import DPParams, given_or_built
 from secfed.dp.planning import (
     client_rounds,
     planned_epsilon,
@@ -139,9 +139,13 @@ class ServerPrivacy:
             ``$SECFED_KEY_DIR`` or ``~/.config/secfed/keys``); never inside ``run_dir``.
         shape: The run's shape (:class:`secfed.builders.RunShape`) when the caller holds it;
             ``None`` finds it from the configuration (:func:`secfed.builders.run_shape`) when needed.
+        params: The run's privacy parameters (:func:`secfed.dp.params.dp_params` of ``config``)
+            when the caller holds them (``Experiment.run`` builds them once); ``None`` builds them
+            here.
 
     Raises:
-        ConfigError: Privacy off, or non-uniform aggregation weights.
+        ConfigError: Privacy off, non-uniform aggregation weights, or ``params`` built from
+            another configuration.
     """
 
     def __init__(
@@ -151,11 +155,12 @@ class ServerPrivacy:
         run_dir: str | Path,
         key_dir: str | Path | None = None,
         shape: RunShape | None = None,
+        params: DPParams | None = None,
     ) -> None:
         if not isinstance(config, ExperimentConfig):
             raise ConfigError(f"config must be an ExperimentConfig, got {type(config).__name__}")
         # The one place the server reads the privacy settings: a typed value, handed down.
-        params = dp_params(config=config)
+        params = given_or_built(config=config, params=params)
         self._params = params
         self._strategy = privacy_mode(params=params, dim=self._model_dim)
         if config.federation.weighting != "uniform":
@@ -182,7 +187,7 @@ class ServerPrivacy:
         key = self._strategy.planned_key
         target = params.target_epsilon
         if target is not None and key is not None:
-            planned = planned_epsilon(config=config, shape=shape)[key]
+            planned = planned_epsilon(config=config, shape=shape, params=params)[key]
             if planned > target * (1 + 1e-6):
                 log.warning(
                     "privacy.target_epsilon = %g but noise_multiplier %.6g plans epsilon %.4g; call "

@@ -92,9 +92,10 @@ from typing import Any
 import numpy as np
 
 from privacy.noise import NoiseSource, lattice_spacing, noise_source, sample_discrete_gaussian
-from secfed.config import SHARING_LEARNERS, check_noise_sharing_config
+from secfed.config import check_noise_sharing_config
 from secfed.dp.params import DPParams, NoiseSharingParams
 from secfed.errors import ConfigError
+from secfed.learners import sharing_learner_names
 
 __all__ = [
     "SHARING_LEARNERS",
@@ -111,6 +112,9 @@ __all__ = [
     "trust_assumption",
     "update_radius",
 ]
+
+#: Learners noise sharing supports (each declares ``noise_sharing``; :mod:`secfed.learners`).
+SHARING_LEARNERS = sharing_learner_names()
 
 #: Noise tail (in standard deviations of the summed noise) the modulus leaves room for.
 _TAIL_STDS = 20.0

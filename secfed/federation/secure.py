@@ -659,7 +659,7 @@ def make_server_aggregator(*, config: ExperimentConfig) -> SecureServerAggregato
         )
     opts = protocol_options(config)
     pki = simulated_pki(config) if config.secagg.active else None
-    return SecureServerAggregator(**opts, pki=pki, on_abort="skip")  # type: ignore[arg-type]
+    return SecureServerAggregator(**opts.aggregator_kwargs(), pki=pki, on_abort="skip")
 
 
 def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureClientAggregator:
@@ -685,4 +685,6 @@ def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureC
     if config.secagg.active:
         pki = simulated_pki(config)
         signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
-    return SecureClientAggregator(client_id=site_id, **opts, signing_key=signing_key, pki=pki)  # type: ignore[arg-type]
+    return SecureClientAggregator(
+        client_id=site_id, **opts.aggregator_kwargs(), signing_key=signing_key, pki=pki
+    )

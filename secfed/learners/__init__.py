@@ -3,7 +3,8 @@ and the FedAvg baseline (FedProx: ``proximal_mu`` in any of them).
 
 Use :func:`build_learner` to build one by name. Each learner class declares what the rest of the
 framework needs to know about it (``episodic``, ``needs_every_class``, ``head``,
-``extend_model``); other modules read those attributes through :func:`learner_class` and
+``extend_model``, and for DP planning ``dp_plan``, ``dp_steps_per_local_step`` and
+``noise_sharing``); other modules read those attributes through :func:`learner_class` and
 :func:`episodic_learner_names` instead of listing learner names.
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "SupervisedBatchSource",
     "build_learner",
     "episodic_learner_names",
+    "sharing_learner_names",
     "learner_class",
 ]
 
@@ -60,6 +62,11 @@ def learner_class(name: str) -> type[Learner]:
 def episodic_learner_names() -> tuple[str, ...]:
     """Names of the learners with a per-episode meta-loss (record-level DP: per-episode units)."""
     return tuple(name for name, cls in LEARNERS.items() if cls.episodic)
+
+
+def sharing_learner_names() -> tuple[str, ...]:
+    """Names of the learners that noise sharing supports (their class declares ``noise_sharing``)."""
+    return tuple(name for name, cls in LEARNERS.items() if cls.noise_sharing)
 
 
 def build_learner(*, name: str, config: LearnerConfig) -> Learner:

@@ -126,6 +126,31 @@ class Learner(ABC):
     #: (task-local logits: MAML, FOMAML, Reptile) or ``"global"`` (one output per training class:
     #: FedAvg).
     head: ClassVar[str] = "none"
+    #: How the DP planner replays a site's public record-level plan to count the steps of its
+    #: most exposed class (:func:`secfed.dp.planning.record_class_aware_steps`): ``"slots"`` (the
+    #: site's public slot plan, one episodic DP step per local step: ProtoNet, MAML, FOMAML),
+    #: ``"tasks"`` (the public class tasks drawn every sampled round: Reptile) or ``"every_step"``
+    #: (no replay, every planned step counts for every record: an upper bound; FedAvg, and
+    #: Matching and Siamese networks, whose plans the planner does not replay).
+    dp_plan: ClassVar[str] = "every_step"
+    #: Whether noise sharing (:mod:`secfed.dp.sharing`) supports the learner: one DP step per
+    #: round makes its update an affine function of the clipped sum plus the noise share
+    #: (ProtoNet, MAML, FOMAML, FedAvg; :func:`secfed.config.check_noise_sharing_config`).
+    noise_sharing: ClassVar[bool] = False
+
+    @classmethod
+    def dp_steps_per_local_step(cls, *, meta_batch: int, inner_steps: int) -> int:
+        """Record-level DP-SGD steps one local step takes (:func:`secfed.dp.params.record_steps_per_round`).
+
+        Args:
+            meta_batch: Tasks per local step (``learner.meta_batch``).
+            inner_steps: Inner steps per task (``learner.inner_steps``).
+
+        Returns:
+            1: one episodic (per-episode) or per-sample DP-SGD step per local step.
+        """
+        del meta_batch, inner_steps
+        return 1
 
     @classmethod
     def extend_model(cls, *, model: nn.Module, config: LearnerConfig) -> nn.Module:

@@ -131,6 +131,7 @@ class FedAvgLearner(Learner):
     name: ClassVar[str] = "fedavg"
     episodic: ClassVar[bool] = False
     head: ClassVar[str] = "global"
+    noise_sharing: ClassVar[bool] = True
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config and store it.

@@ -118,6 +118,8 @@ class MAML(EpisodicLearner):
 
     name: ClassVar[str] = "maml"
     head: ClassVar[str] = "n_way"
+    dp_plan: ClassVar[str] = "slots"
+    noise_sharing: ClassVar[bool] = True
     #: Treat inner gradients as constants (FOMAML).
     first_order: ClassVar[bool] = False
 

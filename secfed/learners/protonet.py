@@ -53,6 +53,8 @@ class ProtoNet(EpisodicLearner):
 
     name: ClassVar[str] = "protonet"
     needs_every_class: ClassVar[bool] = True
+    dp_plan: ClassVar[str] = "slots"
+    noise_sharing: ClassVar[bool] = True
 
     def episode(
         self,

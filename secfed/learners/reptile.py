@@ -197,6 +197,20 @@ class Reptile(Learner):
     name: ClassVar[str] = "reptile"
     episodic: ClassVar[bool] = False
     head: ClassVar[str] = "n_way"
+    dp_plan: ClassVar[str] = "tasks"
+
+    @classmethod
+    def dp_steps_per_local_step(cls, *, meta_batch: int, inner_steps: int) -> int:
+        """Per-sample DP-SGD runs in every inner step of every task of a local step.
+
+        Args:
+            meta_batch: Tasks per local step.
+            inner_steps: Inner steps per task.
+
+        Returns:
+            ``meta_batch * inner_steps``.
+        """
+        return int(meta_batch * inner_steps)
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config (``inner_steps >= 1``) and store it.
