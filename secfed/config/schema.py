@@ -13,10 +13,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from protocols.errors import ProtocolError
-from protocols.params import Mode, SecAggConfig, round_protocol_config
 from secfed.config.sections import (
     DataSection,
     ExperimentSection,
@@ -30,6 +28,9 @@ from secfed.config.sections import (
     _check,
 )
 from secfed.errors import ConfigError
+
+if TYPE_CHECKING:  # the protocols package loads numpy: imported where a protocol runs, not here
+    from protocols.params import Mode, SecAggConfig
 
 __all__ = [
     "ExperimentConfig",
@@ -345,6 +346,8 @@ class SecAggOptions:
         Raises:
             protocols.errors.ProtocolError: On invalid parameters.
         """
+        from protocols.params import round_protocol_config
+
         return round_protocol_config(
             mode=self.mode,
             n=n,
@@ -412,6 +415,8 @@ def check_protocol_options(*, config: ExperimentConfig) -> None:
     Raises:
         ConfigError: Naming the setting, the planned number of sites and the protocol's reason.
     """
+    from protocols.errors import ProtocolError
+
     opts = protocol_options(config)
     n = max_sites_per_round(config)
     try:
@@ -442,6 +447,8 @@ def threshold_floor(*, config: ExperimentConfig) -> int:
     Raises:
         ConfigError: If no round size resolves (the protocol cannot run at all).
     """
+    from protocols.errors import ProtocolError
+
     opts = protocol_options(config)
     found: list[int] = []
     for n in range(2, max_sites_per_round(config) + 1):
