@@ -146,7 +146,7 @@ from secfed.dp.engines import (
 from secfed.dp.params import dp_params
 from secfed.dp.sharing import ledger_params, noise_sharing_enabled, site_noise_multiplier
 from secfed.errors import ConfigError, IntegrityError, SecfedError
-from secfed.learners import episodic_learner_names
+from secfed.learners import LEARNERS, episodic_learner_names, learner_class
 from secfed.learners.base import Learner, LocalUpdate
 from secfed.learners.common import trainable_params
 from secfed.learners.episodic import EpisodicLearner
@@ -184,7 +184,8 @@ MECHANISM_PER_SAMPLE = "per-sample-gaussian"
 MECHANISM_CLIENT_CLIP = "client-clip"
 
 _EPISODIC_LEARNERS = episodic_learner_names()  # learners whose class declares ``episodic``
-_PER_SAMPLE_LEARNERS = ("reptile", "fedavg")
+#: Learners without a per-episode loss: per-sample DP-SGD through their own loop.
+_PER_SAMPLE_LEARNERS = tuple(name for name, cls in LEARNERS.items() if not cls.episodic)
 #: File name of a site's own ledger inside its state directory.
 SITE_LEDGER_FILE = "ledger.jsonl"
 #: The site's accountant by ``privacy.accountant`` (every choice of the configuration).
@@ -794,8 +795,14 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
       (post-processing). Accounting is class-aware over the task class sets.
     """
 
+    @property
+    def _plans_tasks(self) -> bool:
+        """Whether the learner's public plan is class tasks drawn every round (its ``dp_plan``:
+        Reptile), else every class in every step (FedAvg)."""
+        return learner_class(self._cfg.learner.name).dp_plan == "tasks"
+
     def _prepare(self) -> None:
-        if self._cfg.learner.name == "reptile":
+        if self._plans_tasks:
             self._require_n_way(n_way=self._cfg.task.n_way)
         self._round_tasks: list[ClassTask] = []
 
@@ -808,17 +815,15 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
     def steps_per_round(self) -> int:
         """``local_steps`` (FedAvg) or ``local_steps * meta_batch * inner_steps`` (Reptile).
 
-        For Reptile an upper bound on the class-aware steps a round adds.
+        For Reptile an upper bound on the class-aware steps a round adds. The planned count of
+        :class:`~secfed.dp.params.DPParams` (the learner's ``dp_steps_per_local_step``).
         """
-        lr = self._cfg.learner
-        if lr.name == "reptile":
-            return int(lr.local_steps * lr.meta_batch * lr.inner_steps)
-        return int(lr.local_steps)
+        return int(self._params.steps_per_round)
 
     @property
     def _public_num_tasks(self) -> int:
         lr = self._cfg.learner
-        return int(lr.local_steps * lr.meta_batch) if lr.name == "reptile" else int(lr.local_steps)
+        return int(lr.local_steps * lr.meta_batch) if self._plans_tasks else int(lr.local_steps)
 
     def _engine(self, *, counter: StepCounter) -> RecordDPEngineFactory:
         p = self._cfg.privacy
@@ -853,7 +858,7 @@ class PerSampleSitePrivacy(RecordSitePrivacy):
     def _plan_round(self, *, rng: np.random.Generator) -> list[frozenset[int]]:
         """Reptile: draw the round's class tasks (public generator); FedAvg: every class, every step."""
         lr = self._cfg.learner
-        if lr.name != "reptile":
+        if not self._plans_tasks:
             self._round_tasks = []
             return [frozenset(self._classes)] * self.steps_per_round
         self._round_tasks = draw_class_tasks(
@@ -900,7 +905,8 @@ def _check_config(config: ExperimentConfig) -> None:
     name = config.learner.name
     if name not in _EPISODIC_LEARNERS + _PER_SAMPLE_LEARNERS:
         raise ConfigError(f"record-level DP does not support learner.name = {name!r}")
-    if name != "fedavg" and config.task.source != "episodic":
+    cls = learner_class(name)
+    if (cls.episodic or cls.dp_plan == "tasks") and config.task.source != "episodic":
         raise ConfigError(
             f"task.source = {config.task.source!r} is not supported under record-level DP for {name}; "
             "use 'episodic' (records are drawn into public class slots)"

@@ -2,9 +2,10 @@
 
 A learner says how many record-level DP steps a local step takes (``dp_steps_per_local_step``),
 how the planner replays its public plan (``dp_plan``) and whether noise sharing supports it
-(``noise_sharing``); :mod:`secfed.dp.planning`, :mod:`secfed.dp.params`, :mod:`secfed.dp.sharing`
-and :func:`secfed.config.check_noise_sharing_config` read those attributes. Old code: the planner
-and the rule listed learner names, so changing a class's declaration changed nothing.
+(``noise_sharing``); :mod:`secfed.dp.planning`, :mod:`secfed.dp.params`, :mod:`secfed.dp.sharing`,
+:mod:`secfed.dp.site` and :func:`secfed.config.check_noise_sharing_config` read those attributes.
+Old code: the planner, the site hook and the rule listed learner names, so changing a class's
+declaration changed nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from secfed.errors import ConfigError
 from secfed.learners import LEARNERS, ProtoNet, Reptile, sharing_learner_names
 
 REPO = Path(__file__).resolve().parents[3]
-READERS = ("secfed/dp/planning.py", "secfed/dp/params.py", "secfed/dp/sharing.py")
+READERS = ("secfed/dp/planning.py", "secfed/dp/params.py", "secfed/dp/sharing.py", "secfed/dp/site.py")
 
 
 def _record(**learner: Any) -> Any:
