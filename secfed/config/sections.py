@@ -1,7 +1,7 @@
 """The nine sections of an experiment configuration: one frozen dataclass each, checking itself.
 
 Every key is declared here with its default and documented in its section's ``Attributes:`` block
-(``secfed config explain`` prints those entries). Each section's :meth:`check` refuses a value that
+(``secfed config FILE`` prints those entries). Each section's :meth:`check` refuses a value that
 is wrong whatever the other sections say; rules across sections are in :mod:`secfed.config.schema`.
 """
 
@@ -59,7 +59,16 @@ def _check(cond: bool, key: str, requirement: str, value: Any) -> None:
 
 
 class _Section:
-    """What every section does: refuse a value of an enumerated key outside :data:`CHOICES`."""
+    """What every section does: check its own values, and refuse a value of an enumerated key
+    outside :data:`CHOICES`."""
+
+    def check(self) -> None:
+        """Check this section's own values (each section defines it).
+
+        Raises:
+            ConfigError: Naming the key, the bad value and what is allowed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define check()")
 
     def check_choices(self, *, section: str) -> None:
         """Check this section's enumerated keys against :data:`CHOICES`.
