@@ -83,8 +83,11 @@ def _partition(
 
 
 def _task_source(*, config: ExperimentConfig, dataset: ImageDataset, train: bool) -> TaskSource:
+    from secfed.learners import learner_class
+
     t = config.task
-    if config.learner.name == "fedavg" and train:
+    if learner_class(config.learner.name).head == "global" and train:
+        # a head over every training class (FedAvg) trains on supervised batches, not tasks
         return SupervisedSource(dataset=dataset)  # type: ignore[return-value]
     if t.source == "client_as_task":
         from secfed.tasks.client_task import ClientTaskSource

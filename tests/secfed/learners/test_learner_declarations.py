@@ -23,7 +23,13 @@ from secfed.errors import ConfigError
 from secfed.learners import LEARNERS, ProtoNet, Reptile, sharing_learner_names
 
 REPO = Path(__file__).resolve().parents[3]
-READERS = ("secfed/dp/planning.py", "secfed/dp/params.py", "secfed/dp/sharing.py", "secfed/dp/site.py")
+READERS = (
+    "secfed/dp/planning.py",
+    "secfed/dp/params.py",
+    "secfed/dp/sharing.py",
+    "secfed/dp/site.py",
+    "secfed/components.py",
+)
 
 
 def _record(**learner: Any) -> Any:
