@@ -1,12 +1,19 @@
-"""Typed errors of the attack library. Every error names what was wrong."""
+"""Typed errors of the attack library. Every error names what was wrong.
+
+They derive from :class:`secfed.errors.SecfedError` (as :mod:`evaluations.errors` does), so the
+``secfed`` command line reports them as errors (exit status 2 for invalid input, 1 otherwise)
+instead of tracebacks, and one ``except SecfedError`` covers the runtime and the attacks on it.
+"""
 
 from __future__ import annotations
+
+from secfed.errors import SecfedError
 
 __all__ = ["AttackError", "AttackConfigError", "AttackInputError", "ThreatModelError"]
 
 
-class AttackError(Exception):
-    """Base class of all errors raised by :mod:`attacks`."""
+class AttackError(SecfedError):
+    """Base class of all errors raised by :mod:`attacks` (a :class:`secfed.errors.SecfedError`)."""
 
 
 class AttackConfigError(AttackError, ValueError):

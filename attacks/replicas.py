@@ -373,6 +373,8 @@ def train_replica(
                 Experiment(config=cfg).run(out_dir=out_dir / "run", progress=False)
             finally:
                 logger.setLevel(level)
+    except ReplicaError:  # _verify's own error, already naming the site (a SecfedError too)
+        raise
     except SecfedError as exc:
         raise ReplicaError(f"replica {name} failed: {exc}") from exc
     return out_dir / "run"

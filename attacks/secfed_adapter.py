@@ -56,8 +56,12 @@ __all__ = [
 NWAY_HEAD_LEARNERS = ("maml", "fomaml", "reptile")
 
 
-class RunDirError(AttackInputError, SecfedError):
-    """A run directory is missing, incomplete or unreadable (the message names the file)."""
+class RunDirError(AttackInputError):
+    """A run directory is missing, incomplete or unreadable (the message names the file).
+
+    An invalid input (a ``ValueError``) and, like every :class:`attacks.errors.AttackError`, a
+    :class:`secfed.errors.SecfedError`: the ``secfed`` command exits with status 2 on it.
+    """
 
 
 @dataclass

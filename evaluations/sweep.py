@@ -273,14 +273,16 @@ def _run_point(point: SweepPoint, run_dir: Path, progress: bool) -> str:
 
 
 def _typed_errors(*, broad: bool) -> tuple[type[BaseException], ...]:
-    """The typed errors a point (``broad=False``) or an attack (``broad=True``) may fail with."""
-    from attacks.errors import AttackError
+    """The typed errors a point (``broad=False``) or an attack (``broad=True``) may fail with.
+
+    :class:`secfed.errors.SecfedError` covers the attacks' errors too (``AttackError`` derives from it).
+    """
     from privacy.errors import PrivacyError
 
     errors: list[type[BaseException]] = [SecfedError]
     if broad:
         errors += [ValueError, RuntimeError, OSError]
-    return (*errors, AttackError, PrivacyError)
+    return (*errors, PrivacyError)
 
 
 def parse_attack_options(*, pairs: Sequence[str]) -> dict[str, Any]:

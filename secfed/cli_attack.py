@@ -151,35 +151,32 @@ def _blackbox_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from attacks.errors import AttackError
+    # An attack's errors are secfed errors (attacks.errors.AttackError derives from SecfedError):
+    # secfed.cli.main reports them, exit status 2 for invalid input, 1 otherwise.
     from attacks.runner import AttackOptions, run_attack
 
-    try:
-        options = AttackOptions(
-            **{
-                k: v
-                for k, v in {
-                    "references": args.references,
-                    "iterations": args.iterations,
-                    "canaries": args.canaries,
-                    "rounds": args.rounds,
-                    "site": args.site,
-                    "seed": args.seed,
-                }.items()
-                if v is not None
-            }
-        )
-        progress = None
-        if not args.no_progress:
+    options = AttackOptions(
+        **{
+            k: v
+            for k, v in {
+                "references": args.references,
+                "iterations": args.iterations,
+                "canaries": args.canaries,
+                "rounds": args.rounds,
+                "site": args.site,
+                "seed": args.seed,
+            }.items()
+            if v is not None
+        }
+    )
+    progress = None
+    if not args.no_progress:
 
-            def progress(line: str) -> None:
-                print(f"[{args.attack}] {line}", file=sys.stderr, flush=True)
+        def progress(line: str) -> None:
+            print(f"[{args.attack}] {line}", file=sys.stderr, flush=True)
 
-            progress(f"loading {args.run_dir}")
-        doc = run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
-    except AttackError as exc:
-        print(f"secfed: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        progress(f"loading {args.run_dir}")
+    doc = run_attack(run_dir=args.run_dir, attack=args.attack, options=options, progress=progress)
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0

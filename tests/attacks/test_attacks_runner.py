@@ -353,7 +353,8 @@ def test_replicas_keep_every_other_site(runs: dict[str, Path], tmp_path: Path) -
     assert (out / "checkpoint" / "state.json").is_file()
     # A spec whose shards would not be the intended ones is refused before training.
     bad = dataclasses.replace(spec, site_records=[spec.site_records[1], *spec.site_records[1:]])
-    with pytest.raises(ReplicaError):
+    # (its own message, not rewrapped as "replica ... failed" now that a ReplicaError is a SecfedError)
+    with pytest.raises(ReplicaError, match=r"^replica site \d+ does not hold the intended records$"):
         train_replica(config=run.config, data=data, spec=bad, out_dir=tmp_path / "bad", rounds=1)
     assert not (tmp_path / "bad" / "run").exists()
 
