@@ -4,7 +4,11 @@ does not fit the run's mode (it used to write any non-empty string into its ledg
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,59 @@ def test_the_serialised_sentences_are_unchanged() -> None:
         assert json.loads(json.dumps({"a": member.value}))["a"] == member.value
     with pytest.raises(PrivacyError, match="unknown adjacency"):
         Adjacency.parse("add/remove one sentence")
+
+
+TESTS = Path(__file__).resolve().parents[2]
+
+
+def _fixture_sentences() -> set[str]:
+    """Every adjacency written in the golden ledgers/summaries and the report fixtures' run dirs."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "adjacency":
+                    found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(
+        json.loads(
+            (TESTS / "secfed" / "dp" / "data" / "server_modes_golden.json").read_text(encoding="utf-8")
+        )
+    )
+    tree = ast.parse((TESTS / "evaluations" / "eval_rundirs.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        pairs: list[tuple[Any, Any]] = []
+        if isinstance(node, ast.Dict):
+            pairs = [(getattr(k, "value", None), v) for k, v in zip(node.keys, node.values, strict=True)]
+        elif isinstance(node, ast.Call):
+            pairs = [(kw.arg, kw.value) for kw in node.keywords]
+        found.update(v.value for k, v in pairs if k == "adjacency" and isinstance(v, ast.Constant))
+    return found
+
+
+def test_every_sentence_in_the_fixtures_round_trips() -> None:
+    sentences = _fixture_sentences()
+    assert {m.value for m in Adjacency} <= sentences  # the fixtures hold all three relations
+    for text in sentences:
+        member = Adjacency.parse(text)
+        assert member.value == text and str(member) == text
+        # written as before: the member serialises to the same JSON bytes as the sentence
+        assert json.dumps({"adjacency": member}, sort_keys=True) == json.dumps(
+            {"adjacency": text}, sort_keys=True
+        )
+
+
+@pytest.mark.parametrize(
+    "text", ["add/remove one sentence", "zero-out", "ADD/REMOVE ONE RECORD", "", None, 3]
+)
+def test_an_unknown_adjacency_is_a_typed_error_naming_it(text: object) -> None:
+    with pytest.raises(PrivacyError, match=re.escape(f"unknown adjacency {text!r}")):
+        Adjacency.parse(text)
 
 
 def _report(**changes: object) -> dict[str, object]:
