@@ -66,6 +66,8 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
         learner["local_optimizer"] = "adam"
     if config.model.pretrain_learner == "same":
         del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
+    if config.model.pretrain_shift == 0:
+        del model["pretrain_shift"]  # likewise: unaugmented pretraining keeps its key
     elif config.learner.name != "protonet":
         from secfed.builders import model_num_classes
 
@@ -107,6 +109,8 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
 
     from secfed import components
     from secfed.models.feature_cache import featurize
+    from secfed.tasks.augment import ShiftedTaskSource
+    from secfed.tasks.base import TaskSource
     from secfed.tasks.episodic import EpisodicTaskSource
 
     m = config.model
@@ -116,12 +120,24 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     if cache.exists():
         model.load_state_dict(load_file(str(cache)))
         return model
-    # model.cache_features: the public records' scattering features, computed once
-    public = featurize(model=config.model, dataset=components.load_public(config=config))
+    raw_public = components.load_public(config=config)
+    shift = m.pretrain_shift
+    if 2 * shift >= min(raw_public.images.shape[-2:]):
+        raise ConfigError(
+            f"model.pretrain_shift = {shift} is invalid: must be below half the image side "
+            f"({min(raw_public.images.shape[-2:])})"
+        )
+    # model.cache_features: the public records' scattering features, computed once; shifted
+    # pretraining needs the raw pixels (the model runs the transform on raw records itself)
+    public = featurize(model=config.model, dataset=raw_public) if shift == 0 else raw_public
     # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
     as_protonet = _pretrains_as_protonet(config=config)
     n_way = m.pretrain_n_way if as_protonet else config.task.n_way
-    source = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
+    source: TaskSource = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
+    if shift > 0:
+        # public data: the augmentation costs no privacy; its offsets come from the public seed
+        gen = torch.Generator().manual_seed(derive_seed(config.experiment.seed, "pretrain-shift"))
+        source = ShiftedTaskSource(source=source, max_shift=shift, generator=gen)
     pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
     if as_protonet:
         # a ProtoNet embedding pretrains with Adam whatever the run's optimiser: a ProtoNet run with

@@ -152,6 +152,13 @@ def validate(cfg: ExperimentConfig) -> None:
         "public pretraining is for the episodic learners and reptile",
         lr.name,
     )
+    side = {"digits": 8, "omniglot": d.image_size}.get(d.dataset)  # MedMNIST: checked at pretraining
+    _check(
+        side is None or 2 * m.pretrain_shift < side,
+        "model.pretrain_shift",
+        f"must be below half the image side ({side})",
+        m.pretrain_shift,
+    )
     _check(
         not m.cache_features or pr.augmult == 1,
         "model.cache_features",

@@ -395,6 +395,13 @@ class ModelSection(_Section):
             optimiser, Snell et al. 2017; the head is left as initialised. With
             MAML, FOMAML or Reptile pair it with ``learner.head_init = "proto"`` (Triantafillou et
             al. 2020), which starts every task from that embedding's prototype classifier).
+        pretrain_shift: Random-shift augmentation of the public pretraining episodes: every
+            record of every episode is circularly shifted by its own offset in
+            ``[-pretrain_shift, pretrain_shift]`` pixels along each axis
+            (:func:`secfed.tasks.augment.shift_records`; public data, so no privacy cost). 0 (the
+            default): no augmentation, the pretrained state of earlier versions. With
+            ``cache_features`` the pretraining then runs the scattering transform on the shifted
+            raw images. Must be >= 0 and below half the image side.
         trainable: Which parameters the sites train (the others stay as initialised, e.g.
             pretrained on public data): ``all``; ``last`` (the last block and the head);
             ``norm`` (every normalisation layer's per-channel scale and shift and the head:
@@ -419,6 +426,7 @@ class ModelSection(_Section):
     pretrain_lr: float = 1e-3
     pretrain_n_way: int = 20
     pretrain_learner: str = "same"
+    pretrain_shift: int = 0
     trainable: str = "all"
     cache_features: bool = False
 
@@ -447,6 +455,20 @@ class ModelSection(_Section):
             "model.pretrain_learner",
             "chooses the pretraining learner: set model.pretrain_steps > 0",
             m.pretrain_learner,
+        )
+        _check(
+            isinstance(m.pretrain_shift, int)
+            and not isinstance(m.pretrain_shift, bool)
+            and m.pretrain_shift >= 0,
+            "model.pretrain_shift",
+            "must be an integer >= 0 (pixels)",
+            m.pretrain_shift,
+        )
+        _check(
+            m.pretrain_shift == 0 or m.pretrain_steps > 0,
+            "model.pretrain_shift",
+            "augments the public pretraining: set model.pretrain_steps > 0",
+            m.pretrain_shift,
         )
         _check(
             m.trainable in ("all", "last", "norm"), "model.trainable", "one of all, last, norm", m.trainable

@@ -83,6 +83,7 @@ from secfed.learners.engine import (
     cross_entropy_records,
     run_record_steps,
 )
+from secfed.tasks.augment import shift_records  # moved there; still importable from here
 from secfed.tasks.base import Task
 
 __all__ = [
@@ -706,33 +707,6 @@ class AugmentedEpisode:
     """
 
     copies: tuple[Task, ...]
-
-
-def shift_records(*, x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each record circularly shifted by its own random offset in ``[-max_shift, max_shift]^2``.
-
-    Args:
-        x: Records, shape ``(n, C, H, W)``.
-        max_shift: Largest shift in pixels along each axis (0 = identity).
-        generator: Source of the offsets (augmentation randomness; the DP guarantee holds for
-            every fixed choice of offsets, so it need not be secret).
-
-    Returns:
-        The shifted records (a record's output depends on that record alone).
-
-    Raises:
-        ConfigError: If ``x`` is not 4-D or ``max_shift`` is negative.
-    """
-    if x.dim() != 4:
-        raise ConfigError(f"shift augmentation needs (n, C, H, W) records, got shape {tuple(x.shape)}")
-    if max_shift < 0:
-        raise ConfigError(f"max_shift must be >= 0, got {max_shift}")
-    if max_shift == 0 or x.shape[0] == 0:
-        return x
-    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0], 2), generator=generator)
-    return torch.stack(
-        [torch.roll(x[i], shifts=(int(s[0]), int(s[1])), dims=(1, 2)) for i, s in enumerate(shifts)]
-    )
 
 
 def augment_episode(
