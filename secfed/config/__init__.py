@@ -14,102 +14,25 @@ reports this package as its module.
 
 from __future__ import annotations
 
-from secfed.config.loading import (
-    apply_overrides,
-    config_from_dict,
-    config_hash,
-    config_to_dict,
-    config_to_toml,
-    load_config,
-)
-from secfed.config.schema import (
-    SECTIONS,
-    AggregatorOptions,
-    ExperimentConfig,
-    SecAggOptions,
-    check_distributed_dp_aggregation,
-    check_noise_sharing_config,
-    check_protocol_options,
-    max_sites_per_round,
-    protocol_options,
-    supervised_eval_applies,
-    threshold_floor,
-    validate,
-)
-from secfed.config.sections import (
-    CHOICES,
-    DataSection,
-    ExperimentSection,
-    FederationSection,
-    LearnerSection,
-    ModelSection,
-    PartitionSection,
-    PrivacySection,
-    SecAggSection,
-    TaskSection,
-)
+import inspect as _inspect
 
-__all__ = [
-    "CHOICES",
-    "SECTIONS",
-    "validate",
-    "ExperimentSection",
-    "DataSection",
-    "PartitionSection",
-    "TaskSection",
-    "ModelSection",
-    "LearnerSection",
-    "FederationSection",
-    "SecAggSection",
-    "PrivacySection",
-    "ExperimentConfig",
-    "load_config",
-    "config_from_dict",
-    "apply_overrides",
-    "config_to_dict",
-    "config_to_toml",
-    "config_hash",
-    "max_sites_per_round",
-    "check_distributed_dp_aggregation",
-    "AggregatorOptions",
-    "SecAggOptions",
-    "protocol_options",
-    "check_protocol_options",
-    "threshold_floor",
-    "check_noise_sharing_config",
-    "supervised_eval_applies",
-]
+# Each submodule's ``__all__`` is the one list of its public names; the package re-exports them all.
+from secfed.config import loading as _loading
+from secfed.config import schema as _schema
+from secfed.config import sections as _sections
+from secfed.config.loading import *  # noqa: F403
+from secfed.config.schema import *  # noqa: F403
+from secfed.config.sections import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += _sections.__all__
+__all__ += _schema.__all__
+__all__ += _loading.__all__
 
 # the public home of these names is this package (documentation references, error reports and
 # ``ExperimentConfig.__module__`` name ``secfed.config``, wherever the definition lives)
-for _obj in (
-    ExperimentSection,
-    DataSection,
-    PartitionSection,
-    TaskSection,
-    ModelSection,
-    LearnerSection,
-    FederationSection,
-    SecAggSection,
-    PrivacySection,
-    ExperimentConfig,
-    SecAggOptions,
-    load_config,
-    config_from_dict,
-    apply_overrides,
-    config_to_dict,
-    config_to_toml,
-    config_hash,
-    max_sites_per_round,
-    check_distributed_dp_aggregation,
-    AggregatorOptions,
-    SecAggOptions,
-    protocol_options,
-    check_protocol_options,
-    threshold_floor,
-    check_noise_sharing_config,
-    supervised_eval_applies,
-    validate,
-):
-    _obj.__module__ = __name__
-del _obj
+for _name in __all__:
+    _obj = globals()[_name]
+    if _inspect.isclass(_obj) or _inspect.isfunction(_obj):
+        _obj.__module__ = __name__
+del _name, _obj, _inspect
