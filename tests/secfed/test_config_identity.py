@@ -35,16 +35,16 @@ PINNED = {
 
 def test_config_hash_is_pinned() -> None:
     cfg = config_from_dict(PINNED)
-    assert config_hash(cfg) == "54e0ad5437c3b248a74466c08a2effe691f22028676cf24399bb80abe543101a"
+    assert config_hash(cfg) == "a86c50c2fa58f3fa4c1c7552223e362a0243f663c1cff0551ec98174030706f6"
     assert config_hash(ExperimentConfig()) == (
-        "2269bd729aa85a048485c0b2630f9efdd1f53e14edb11958d7c973dca0c028f6"
+        "422d0653b1f6c2637b5deac4fe69d73d3a51d998ea3a5e6e3f4febfd3fcc254c"
     )
 
 
 def test_resolved_toml_is_pinned() -> None:
     text = config_to_toml(config_from_dict(PINNED))
     assert hashlib.sha256(text.encode()).hexdigest() == (
-        "e3a9b8bc91e9641e55757ca0b4c923138918a058ab0fcc3906d09e878bedf492"
+        "bc8ce1384a4e47cba882535146bc3e54377c33397a77be07b150d5800d8a0e03"
     )
 
 
