@@ -272,12 +272,15 @@ def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
 # interpreter; init_accuracy is a per-configuration baseline (an untrained model's accuracy);
 # secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark;
 # dp_validation (a configuration's validation score) and feature_cache (one DP round with and
-# without model.cache_features) are per-configuration tools named in docs/private_training.md.
+# without model.cache_features) are per-configuration tools named in docs/private_training.md;
+# pneumonia_validation (a grid of PneumoniaMNIST DP plans scored on validation over several
+# seeds, tens of secfed runs) is the tool that chose examples/pneumonia_dp_eps1.toml.
 HELPERS = (
     "art_mia",
     "dp_validation",
     "feature_cache",
     "init_accuracy",
+    "pneumonia_validation",
     "secagg_flower",
     "secagg_primitives",
     "secagg_rounds",

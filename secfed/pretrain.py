@@ -69,10 +69,10 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
         # with local SGD shares the Adam run's state (the key of every Adam run is unchanged; an SGD
         # run's key changed when its pretraining became Adam, so no SGD-pretrained state is reused)
         learner["local_optimizer"] = "adam"
+    if config.model.pretrain_shift == 0:
+        del model["pretrain_shift"]  # unaugmented pretraining keeps the key it had before the option
     if config.model.pretrain_learner == "same":
         del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
-    if config.model.pretrain_shift == 0:
-        del model["pretrain_shift"]  # likewise: unaugmented pretraining keeps its key
     elif config.learner.name != "protonet":
         from secfed.builders import model_num_classes
 
