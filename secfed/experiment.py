@@ -285,16 +285,22 @@ def score_untrained(*, config: ExperimentConfig) -> tuple[float, float]:
 
 
 def _code_version() -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it ("unknown" off git).
+
+    Called once when a run starts (the code that runs is the code of that moment: a commit made
+    while a long run trains must not be recorded as its code).
+    """
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        if not head:
+            return "unknown"
+        return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -369,6 +375,7 @@ class Experiment:
         from secfed import components
 
         cfg = self.config
+        code_version = _code_version()  # the code that runs: read before any work, not at the end
         if cfg.experiment.backend == "ray":
             require_ray()  # a missing optional package stops the run here, before any work
         run_dir = Path(out_dir)
@@ -503,7 +510,7 @@ class Experiment:
             "aggregation": cfg.federation.aggregation,
             "backend": cfg.experiment.backend,
             "config_hash": config_hash(cfg),
-            "code_version": _code_version(),
+            "code_version": code_version,
             "stopped_early": stop_reason,
         }
         if supervised is not None:
