@@ -2,8 +2,10 @@
 
 Every attack takes only what its threat model grants (e.g. :class:`InversionInputs` for an
 honest-but-curious server); ground truth enters only the scoring functions
-(:func:`score_inversion`, :func:`mia_metrics`). The library works on plain torch modules, tensors
-and numpy arrays, independent of the secfed runtime.
+(:func:`score_inversion`, :func:`mia_metrics`). The attack library works on plain torch modules,
+tensors and numpy arrays; only the ``secfed_*`` modules and ``replicas`` (attacks against a finished
+secfed run) use the runtime, and every error derives from :class:`secfed.errors.SecfedError`
+(``attacks.errors``), so the CLI reports attack errors as it reports the runtime's.
 """
 
 from attacks.audit import (
