@@ -274,11 +274,13 @@ def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
 # dp_validation (a configuration's validation score) and feature_cache (one DP round with and
 # without model.cache_features) are per-configuration tools named in docs/private_training.md;
 # pneumonia_validation (a grid of PneumoniaMNIST DP plans scored on validation over several
-# seeds, tens of secfed runs) is the tool that chose examples/pneumonia_dp_eps1.toml.
+# seeds, tens of secfed runs) is the tool that chose examples/pneumonia_dp_eps1.toml;
+# fedprox_curve draws docs/images/fedprox-mu-curve.png from finished FedProx run directories.
 HELPERS = (
     "art_mia",
     "dp_validation",
     "feature_cache",
+    "fedprox_curve",
     "init_accuracy",
     "pneumonia_validation",
     "secagg_flower",
