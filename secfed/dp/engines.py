@@ -83,7 +83,7 @@ from secfed.learners.engine import (
     cross_entropy_records,
     run_record_steps,
 )
-from secfed.tasks.augment import shift_records  # moved there; still importable from here
+from secfed.tasks.augment import shift_records, shift_task  # shift_records: still importable here
 from secfed.tasks.base import Task
 
 __all__ = [
@@ -730,14 +730,7 @@ def augment_episode(
         raise ConfigError(f"augmentation multiplicity must be >= 1, got {multiplicity}")
     return AugmentedEpisode(
         copies=tuple(
-            Task(
-                support_x=shift_records(x=task.support_x, max_shift=max_shift, generator=generator),
-                support_y=task.support_y,
-                query_x=shift_records(x=task.query_x, max_shift=max_shift, generator=generator),
-                query_y=task.query_y,
-                n_way=task.n_way,
-            )
-            for _ in range(multiplicity)
+            shift_task(task=task, max_shift=max_shift, generator=generator) for _ in range(multiplicity)
         )
     )
 

@@ -14,7 +14,7 @@ import torch
 from secfed.errors import ConfigError
 from secfed.tasks.base import Task, TaskSource
 
-__all__ = ["ShiftedTaskSource", "shift_records"]
+__all__ = ["ShiftedTaskSource", "shift_records", "shift_task"]
 
 
 def shift_records(*, x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -41,6 +41,29 @@ def shift_records(*, x: torch.Tensor, max_shift: int, generator: torch.Generator
     shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0], 2), generator=generator)
     return torch.stack(
         [torch.roll(x[i], shifts=(int(s[0]), int(s[1])), dims=(1, 2)) for i, s in enumerate(shifts)]
+    )
+
+
+def shift_task(*, task: Task, max_shift: int, generator: torch.Generator) -> Task:
+    """The task with every support and query record shifted by :func:`shift_records`.
+
+    Args:
+        task: The task (raw ``(C, H, W)`` records).
+        max_shift: See :func:`shift_records`.
+        generator: Source of the offsets (support records first, then query records).
+
+    Returns:
+        A new task with the same labels and layout.
+
+    Raises:
+        ConfigError: As :func:`shift_records`.
+    """
+    return Task(
+        support_x=shift_records(x=task.support_x, max_shift=max_shift, generator=generator),
+        support_y=task.support_y,
+        query_x=shift_records(x=task.query_x, max_shift=max_shift, generator=generator),
+        query_y=task.query_y,
+        n_way=task.n_way,
     )
 
 
@@ -76,10 +99,4 @@ class ShiftedTaskSource:
             The shifted task.
         """
         task = self.source.sample(rng=rng)
-        return Task(
-            support_x=shift_records(x=task.support_x, max_shift=self.max_shift, generator=self.generator),
-            support_y=task.support_y,
-            query_x=shift_records(x=task.query_x, max_shift=self.max_shift, generator=self.generator),
-            query_y=task.query_y,
-            n_way=task.n_way,
-        )
+        return shift_task(task=task, max_shift=self.max_shift, generator=self.generator)
