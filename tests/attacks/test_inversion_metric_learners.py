@@ -43,6 +43,9 @@ LEARNERS: dict[str, dict[str, Any]] = {
     "matching": {},
     "matching_fce": {"name": "matching", "fce": True, "fce_steps": 2},
     "siamese": {},
+    # the N-pair loss (learner.pair_loss = "softmax"): the replay calls the learner's own loss, so it
+    # must follow the key
+    "siamese_npair": {"name": "siamese", "pair_loss": "softmax"},
 }
 
 
@@ -115,7 +118,7 @@ def test_replay_is_the_message_the_site_sends(runs: dict[str, Path], key: str) -
     assert set(got) == set(sent.delta)
     for name, delta in sent.delta.items():
         torch.testing.assert_close(-lr * got[name], delta, rtol=1e-4, atol=1e-7, msg=name)
-    own = {"siamese": "pair_head.", "matching_fce": "fce."}.get(key)
+    own = {"siamese": "pair_head.", "siamese_npair": "pair_head.", "matching_fce": "fce."}.get(key)
     if own is not None:  # the learner's own module is in the message and moves
         assert any(n.startswith(own) and bool(got[n].abs().sum() > 0) for n in got)
     # the message depends on the records: another episode gives another message
