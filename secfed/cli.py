@@ -39,9 +39,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluations import cli as evaluations_cli
-from secfed import cli_attack, cli_privacy
-from secfed.errors import IntegrityError, SecfedError
+from secfed.installation import shadowing_message
+
+try:
+    from evaluations import cli as evaluations_cli
+    from secfed import cli_attack, cli_privacy
+    from secfed.errors import IntegrityError, SecfedError
+except ImportError as _exc:  # another distribution's package under one of secfed's import names
+    _message = shadowing_message(exc=_exc)
+    if _message is None:
+        raise
+    print(f"secfed: error: {_message}", file=sys.stderr)
+    raise SystemExit(1) from None
 
 __all__ = ["main", "build_parser", "MIN_FINAL_EVAL_EPISODES", "few_episodes_warning"]
 
@@ -258,6 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SecfedError as exc:
         print(f"secfed: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
+    except ImportError as exc:
+        # a command imports its packages when it runs: one of them may be another distribution's
+        message = shadowing_message(exc=exc)
+        if message is None:
+            raise
+        print(f"secfed: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("secfed: interrupted; resume with `secfed run --resume RUN_DIR`", file=sys.stderr)
         return 130
