@@ -36,6 +36,8 @@ from secfed.federation.state import load_flat_state, state_spec
 from secfed.learners import learner_class
 from secfed.learners.base import Learner
 from secfed.learners.common import head_names
+from secfed.learners.maml import MAML
+from secfed.learners.protonet import ProtoNet
 from secfed.tasks.base import Task
 
 __all__ = [
@@ -46,14 +48,17 @@ __all__ = [
     "protonet_loss_fn",
     "episode_loss_fn",
     "is_metric_learner",
+    "message_kind",
+    "task_local_head",
+    "global_head",
     "head_size",
     "gradient_observation",
     "update_observation",
     "episode_observation",
 ]
 
-#: Learners whose model has an ``n_way``-output head trained on task-local labels.
-NWAY_HEAD_LEARNERS = ("maml", "fomaml", "reptile")
+#: What a site's message is (:func:`message_kind`), from the learner's declarations.
+MESSAGE_KINDS = ("episode_gradient", "meta_gradient", "task_update", "batch_update")
 
 
 class RunDirError(AttackInputError):
@@ -157,10 +162,81 @@ def load_run(*, run_dir: str | Path) -> LoadedRun:
     )
 
 
+def task_local_head(name: str) -> bool:
+    """Whether a learner's model has an ``n_way``-output head trained on task-local labels.
+
+    Read from the learner's declaration (``Learner.head == "n_way"``: MAML, FOMAML, Reptile).
+
+    Args:
+        name: A registered learner name.
+
+    Returns:
+        True for a task-local head.
+
+    Raises:
+        ConfigError: If ``name`` is not a registered learner.
+    """
+    return learner_class(name).head == "n_way"
+
+
+def global_head(name: str) -> bool:
+    """Whether a learner's model has one output per training class (``Learner.head == "global"``: FedAvg).
+
+    Args:
+        name: A registered learner name.
+
+    Returns:
+        True for a global head.
+
+    Raises:
+        ConfigError: If ``name`` is not a registered learner.
+    """
+    return learner_class(name).head == "global"
+
+
+def message_kind(name: str) -> str:
+    """What a site of this learner sends, read from its declarations (``episodic``, ``head``).
+
+    * ``"episode_gradient"``: episodic, no head (ProtoNet, Matching Networks, Siamese networks):
+      the gradient of the learner's own episode loss.
+    * ``"meta_gradient"``: episodic, task-local head (MAML, FOMAML): the meta-gradient after inner
+      SGD steps on the support set.
+    * ``"task_update"``: not episodic, task-local head (Reptile): inner SGD steps on one task,
+      scaled by the outer step ``learner.local_lr``.
+    * ``"batch_update"``: not episodic, global head (FedAvg): local SGD steps on record batches.
+
+    No declaration names the update's form itself, so it is derived from these two; the
+    derivation is exact for the registered learners (tests/attacks check every one).
+
+    Args:
+        name: A registered learner name.
+
+    Returns:
+        One of :data:`MESSAGE_KINDS`.
+
+    Raises:
+        ConfigError: If ``name`` is not a registered learner.
+        AttackConfigError: If its declarations fit none of these kinds.
+    """
+    cls = learner_class(name)
+    kinds = {
+        (True, "none"): "episode_gradient",
+        (True, "n_way"): "meta_gradient",
+        (False, "n_way"): "task_update",
+        (False, "global"): "batch_update",
+    }
+    kind = kinds.get((bool(cls.episodic), cls.head))
+    if kind is None:
+        raise AttackConfigError(
+            f"learner {name!r} (episodic={cls.episodic}, head={cls.head!r}) sends a message no replay models"
+        )
+    return kind
+
+
 def head_size(*, config: ExperimentConfig, model: nn.Module) -> int | None:
-    """Outputs of the model's classification head (``None`` for ProtoNet's embedding network)."""
+    """Outputs of the model's classification head (``None`` when ``Learner.head == "none"``)."""
     head = getattr(model, "head", None)
-    if config.learner.name == "protonet" or head is None:
+    if learner_class(config.learner.name).head == "none" or head is None:
         return None
     return int(head.out_features)
 
@@ -304,7 +380,7 @@ def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: 
     Raises:
         AttackConfigError: If the learner is not ProtoNet or a count is not positive.
     """
-    if learner.name != "protonet":
+    if not isinstance(learner, ProtoNet):
         raise AttackConfigError(f"protonet_loss_fn needs the ProtoNet learner, got {learner.name!r}")
     soft = protonet_episode_loss(model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
     hard = episode_loss_fn(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
@@ -339,7 +415,7 @@ def gradient_observation(*, config: ExperimentConfig, model: nn.Module) -> Gradi
     name = config.learner.name
     if is_metric_learner(name):
         raise AttackConfigError(f"{name} has no per-record loss: use episode_observation")
-    n_way = config.task.n_way if name in NWAY_HEAD_LEARNERS else None
+    n_way = config.task.n_way if task_local_head(name) else None
     return GradientObservation(loss_fn=supervised_loss_fn(model=model, n_way=n_way))
 
 
@@ -373,12 +449,13 @@ def update_observation(
     lr = config.learner
     if num_records < 1:
         raise AttackConfigError(f"num_records must be >= 1, got {num_records}")
-    if lr.name == "fedavg":
+    kind = message_kind(lr.name)
+    if kind == "batch_update":
         batches = _sequential(num_records, min(lr.batch_size, num_records), lr.local_steps)
         return MultiStepObservation(
             loss_fn=supervised_loss_fn(model=model), lr=float(lr.local_lr), batches=batches, scale=1.0
         )
-    if lr.name == "reptile":
+    if kind == "task_update":
         per = num_records if lr.reptile_inner_batch == 0 else min(lr.reptile_inner_batch, num_records)
         batches = _sequential(num_records, per, lr.inner_steps)
         return MultiStepObservation(
@@ -392,6 +469,12 @@ def update_observation(
         f"learner {lr.name!r} sends episode (meta-)gradient steps, not plain SGD updates: "
         "use episode_observation"
     )
+
+
+def _first_order(name: str) -> bool:
+    # MAML declares first_order (FOMAML: True); the meta-gradient replay reads it.
+    cls = learner_class(name)
+    return issubclass(cls, MAML) and bool(cls.first_order)
 
 
 def _sequential(n: int, batch: int, steps: int) -> tuple[tuple[int, ...], ...]:
@@ -426,18 +509,19 @@ def episode_observation(
         AttackConfigError: For learners without an episodic meta-loss.
     """
     name = config.learner.name
-    if is_metric_learner(name):
-        build = protonet_loss_fn if name == "protonet" else episode_loss_fn
+    kind = message_kind(name)
+    if kind == "episode_gradient":
+        build = protonet_loss_fn if issubclass(learner_class(name), ProtoNet) else episode_loss_fn
         return GradientObservation(
             loss_fn=build(learner=learner, model=model, n_way=n_way, k_shot=k_shot, n_query=n_query)
         )
-    if name in ("maml", "fomaml"):
+    if kind == "meta_gradient":
         return MAMLObservation(
             loss_fn=supervised_loss_fn(model=model, n_way=config.task.n_way),
             n_support=n_way * k_shot,
             inner_steps=int(config.learner.inner_steps),
             inner_lr=float(config.learner.inner_lr),
-            first_order=name == "fomaml",
+            first_order=_first_order(name),
             zeroed=head_names(model) if config.learner.head_init == "zero" else (),
         )
     raise AttackConfigError(f"learner {name!r} has no episodic meta-gradient")

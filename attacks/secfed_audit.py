@@ -37,7 +37,7 @@ from attacks.audit import epsilon_lower_bound_from_scores, one_run_audit
 from attacks.errors import AttackConfigError
 from attacks.options import AttackOptions
 from attacks.replicas import load_run_data, quantize, record_replica, train_replica
-from attacks.secfed_adapter import LoadedRun, load_run
+from attacks.secfed_adapter import LoadedRun, global_head, load_run
 from attacks.secfed_scores import episode_statistics, head_statistics, plan_query_episodes
 
 __all__ = ["run_audit_attack", "site_epsilon"]
@@ -115,7 +115,7 @@ def run_audit_attack(*, run: LoadedRun, options: AttackOptions, out_dir: Path) -
     )
     audited = load_run(run_dir=audit_dir)
     x_c = torch.from_numpy(images)
-    if cfg.learner.name == "fedavg":
+    if global_head(cfg.learner.name):
         stats = head_statistics(model=audited.model, x=x_c, labels=labels)
         statistic = "logit-scaled confidence of the canary's label under the global head"
     else:

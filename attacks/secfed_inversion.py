@@ -58,12 +58,13 @@ from attacks.observation import AggregateObservation, ObservationModel
 from attacks.options import INVERSION_SCENARIOS, AttackOptions
 from attacks.plots import save_image_grid
 from attacks.secfed_adapter import (
-    NWAY_HEAD_LEARNERS,
     LoadedRun,
     episode_observation,
     gradient_observation,
     head_size,
     is_metric_learner,
+    message_kind,
+    task_local_head,
     update_observation,
 )
 from attacks.secfed_observe import aggregate_noise, client_privacy, private_observe
@@ -148,7 +149,7 @@ class _Sampler:
     def supervised(self, *, sid: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` records with their labels: global (FedAvg) or task-local (n_way heads)."""
         x, y = self.site(sid)
-        if self._cfg.learner.name not in NWAY_HEAD_LEARNERS:
+        if not task_local_head(self._cfg.learner.name):
             idx = self._rng.choice(y.size, size=n, replace=False)
             return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
         n_way = self._cfg.task.n_way
@@ -214,12 +215,13 @@ def _unit(
         if kind == "gradient"
         else update_observation(config=cfg, model=model, num_records=n)
     )
-    return obs, x, y, (t.n_way if name in NWAY_HEAD_LEARNERS else heads), None
+    return obs, x, y, (t.n_way if task_local_head(name) else heads), None
 
 
 def _notes(*, run: LoadedRun, scenario: str) -> tuple[bool, list[str]]:
     cfg = run.config
     lr = cfg.learner
+    kind = message_kind(lr.name)
     plain = cfg.federation.aggregation == "plain"
     notes: list[str] = []
     if scenario == "secure_aggregate":
@@ -234,28 +236,28 @@ def _notes(*, run: LoadedRun, scenario: str) -> tuple[bool, list[str]]:
             f"the run uses {cfg.federation.aggregation}: the server sees only the sum of the sites' messages"
         )
     elif scenario.startswith("gradient"):
-        one_step = (lr.name == "fedavg" and lr.local_steps == 1) or (
-            lr.name == "reptile" and lr.inner_steps == 1
+        one_step = (kind == "batch_update" and lr.local_steps == 1) or (
+            kind == "task_update" and lr.inner_steps == 1
         )
         sent = one_step or learner_class(lr.name).episodic
         if not sent:
             notes.append(
                 "the run's sites take several local steps: a single gradient is a FedSGD site's message"
             )
-        if lr.name in ("maml", "fomaml"):
+        if kind == "meta_gradient":
             sent = False
             notes.append(f"{lr.name} sites send meta-gradients; this is the inner loss's gradient")
     else:
         sent = True
     if (
         scenario.startswith("update")
-        and lr.name == "fedavg"
+        and kind == "batch_update"
         and lr.batch_size < 4
         and scenario == "update_b4"
     ):
         notes.append(f"local batches of {lr.batch_size} records")
     opt = lr.local_optimizer
-    if opt == "adam" or (lr.name == "reptile" and lr.inner_optimizer == "adam"):
+    if opt == "adam" or (kind == "task_update" and lr.inner_optimizer == "adam"):
         notes.append(
             "the run's local optimiser is Adam; the observation is simulated and replayed with plain SGD "
             "(attacks.observation replays SGD), so it models, not reproduces, the run's message"

@@ -58,7 +58,7 @@ from attacks.replicas import (
     site_subset_replica,
     train_replica,
 )
-from attacks.secfed_adapter import LoadedRun, load_run
+from attacks.secfed_adapter import LoadedRun, global_head, load_run
 from attacks.secfed_scores import RecordStats, episode_statistics, head_statistics, plan_query_episodes
 
 __all__ = [
@@ -352,14 +352,14 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
     masks = independent_masks(num_models=k, labels=y_site[cand], seed=options.seed)
     x_q = torch.from_numpy(np.concatenate([x_site[cand], x_site[pop]]))
     y_q = np.concatenate([y_site[cand], y_site[pop]])
-    fedavg = cfg.learner.name == "fedavg"
+    by_head = global_head(cfg.learner.name)  # FedAvg: scored by its global head, not by episodes
     shots = support_shots(
         wanted=options.shots, smallest_class=int(min(np.bincount(y_site[pop])[np.unique(y_site[pop])]))
     )
-    if not fedavg and shots < 1:
+    if not by_head and shots < 1:
         raise AttackConfigError("the held-out population has fewer than 2 records of some class")
     episodes = []
-    if not fedavg:
+    if not by_head:
         self_idx = np.concatenate([np.full(cand.size, -1), np.arange(pop.size)])
         episodes = plan_query_episodes(
             query_labels=y_q,
@@ -373,7 +373,7 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
     x_pop = torch.from_numpy(x_site[pop])
 
     def score(replica: LoadedRun) -> RecordStats:
-        if fedavg:
+        if by_head:
             return head_statistics(model=replica.model, x=x_q, labels=y_q)
         return episode_statistics(
             learner=replica.learner,
@@ -427,12 +427,12 @@ def _record_level(trainer: _Trainer, options: AttackOptions) -> tuple[dict[str, 
         "rounds": trainer.rounds,
         "statistic": (
             "logit-scaled confidence of the global head"
-            if fedavg
+            if by_head
             else f"logit-scaled confidence as a query of {cfg.task.n_way}-way {shots}-shot episodes "
             "supported by held-out population records (learner.predict)"
         ),
-        "shots": None if fedavg else shots,
-        "passes": 1 if fedavg else options.passes,
+        "shots": None if by_head else shots,
+        "passes": 1 if by_head else options.passes,
         "lira_offline_score": "one_sided: -log P[Z > phi], Z ~ N(mu_out, s_out^2) (plus a logpdf variant)",
         "rmia_offline_a": RMIA_OFFLINE_A,
         "pooling": "scores of all targets are pooled into one ROC",
