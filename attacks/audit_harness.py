@@ -132,6 +132,15 @@ class GaussianMechanismAudit:
         """Epsilon of the mechanism as implemented."""
         return gaussian_epsilon(mu=self.actual_mu, delta=self.delta)
 
+    def _report(self, lower_bound: EpsilonLowerBound) -> AuditReport:
+        return AuditReport(
+            lower_bound=lower_bound,
+            claimed_epsilon=self.claimed_epsilon(),
+            true_epsilon=self.true_epsilon(),
+            mu=self.mu,
+            noise_factor=self.noise_factor,
+        )
+
     def _release(self, bits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return bits.astype(np.float64) + rng.normal(0.0, self.noise_factor / self.mu, size=bits.shape)
 
@@ -172,13 +181,7 @@ class GaussianMechanismAudit:
             num_thresholds=num_thresholds,
             seed=self.seed,
         )
-        return AuditReport(
-            lower_bound=lb,
-            claimed_epsilon=self.claimed_epsilon(),
-            true_epsilon=self.true_epsilon(),
-            mu=self.mu,
-            noise_factor=self.noise_factor,
-        )
+        return self._report(lb)
 
     def run_one_run(
         self,
@@ -215,10 +218,4 @@ class GaussianMechanismAudit:
             selection=selection,
             guess_counts=guess_counts,
         )
-        return AuditReport(
-            lower_bound=lb,
-            claimed_epsilon=self.claimed_epsilon(),
-            true_epsilon=self.true_epsilon(),
-            mu=self.mu,
-            noise_factor=self.noise_factor,
-        )
+        return self._report(lb)

@@ -194,7 +194,8 @@ def private_observe(
         plain = observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
         return flat_clip(plain, privacy.max_grad_norm)
     gen = noise_source()
-    if privacy.episodic:
+    if privacy.episodic or isinstance(observation, GradientObservation):
+        # one DP step: the whole episode is one clipping unit, a gradient's records are one each
         return _dp_step(
             loss_obs=observation,
             params=params,
@@ -203,18 +204,7 @@ def private_observe(
             labels=labels,
             priv=privacy,
             gen=gen,
-            per_record=False,
-        )
-    if isinstance(observation, GradientObservation):
-        return _dp_step(
-            loss_obs=observation,
-            params=params,
-            buffers=buffers,
-            inputs=inputs,
-            labels=labels,
-            priv=privacy,
-            gen=gen,
-            per_record=True,
+            per_record=not privacy.episodic,
         )
     if isinstance(observation, MultiStepObservation):
         step_obs = GradientObservation(loss_fn=observation.loss_fn)
