@@ -1,4 +1,4 @@
-"""What the canary audits share: their configuration checks, their proven bounds, their statements.
+"""What the canary audits share: their configuration checks, accountant ε, proven bounds and statements.
 
 The white-box audit (:mod:`attacks.whitebox_audit`), the canary-client audit
 (:mod:`attacks.canary_clients`) and the black-box audit with worst-case initial parameters
@@ -31,7 +31,9 @@ __all__ = [
     "check_positive_numbers",
     "check_probabilities",
     "check_sample_rate",
+    "distributed_accountant_epsilon",
     "distributed_sum",
+    "gaussian_accountant_epsilon",
     "participation",
     "progress_sink",
     "require_config",
@@ -190,6 +192,64 @@ def distributed_sum(
             total &= mask
     server = DistributedDPEncoder(config=plan, rotation_seed=rotation_seed)
     return np.asarray(server.decode(total=total, n_summed=max(1, int(len(take)))))
+
+
+# --------------------------------------------------------------------------------------------------
+# the accountant's ε of the audited steps
+# --------------------------------------------------------------------------------------------------
+
+
+def gaussian_accountant_epsilon(
+    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str
+) -> float:
+    """ε of ``steps`` subsampled Gaussian steps by the accountant (:func:`privacy.calibration.epsilon_for`).
+
+    Args:
+        noise_multiplier: The claimed ``z``.
+        sample_rate: ``q`` of every step.
+        steps: Steps composed.
+        delta: δ of the ε.
+        accountant: ``"rdp"``, ``"prv"`` or ``"pld"``.
+
+    Returns:
+        ε at ``delta``.
+
+    Raises:
+        privacy.errors.PrivacyError: If the accountant refuses the parameters.
+    """
+    from privacy.calibration import epsilon_for
+
+    return float(
+        epsilon_for(
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+    )
+
+
+def distributed_accountant_epsilon(
+    *, plan: Any, survivors: int, sample_rate: float, rounds: int, delta: float
+) -> float:
+    """ε of ``rounds`` distributed-DP rounds by :class:`privacy.accountants.DistributedDPAccountant`.
+
+    Args:
+        plan: The :class:`privacy.distributed.DistributedDPConfig` of the mechanism (its ``event``).
+        survivors: Clients whose noise shares are in every sum.
+        sample_rate: Client sampling rate of a round.
+        rounds: Rounds composed.
+        delta: δ of the ε.
+
+    Returns:
+        ε at ``delta``.
+    """
+    from privacy.accountants import DistributedDPAccountant
+
+    acc = DistributedDPAccountant()
+    acc.step(event=plan.event(num_survivors=survivors, sample_rate=sample_rate), num_rounds=rounds)
+    return float(acc.get_epsilon(delta=delta))
 
 
 # --------------------------------------------------------------------------------------------------
