@@ -26,7 +26,8 @@ classes (``examples/digits_protonet.toml``: digits 0–4); ``init="random"`` giv
 contrast (a random initial model, as in ordinary training). Negative control: ``noise_factor``.
 
 Run: ``python -m attacks.blackbox_init_audit --epsilon 8 --steps 10`` (progress on stderr), or against
-a record-level run's parameters with :func:`attacks.runner.run_attack` (``attack="blackbox-init-audit"``).
+a record-level run's parameters with :func:`attacks.runner.run_attack` (``attack="blackbox-init-audit"``,
+:func:`attacks.secfed_whitebox.run_blackbox_init_audit_attack`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ __all__ = [
     "BlackBoxInitAuditResult",
     "digits_training_records",
     "run_blackbox_init_audit",
-    "run_blackbox_init_audit_attack",
     "main",
 ]
 
@@ -259,16 +259,12 @@ def _trial(
 
 
 def _accountant_epsilon(cfg: BlackBoxInitAuditConfig) -> float:
-    from privacy.calibration import epsilon_for
-
-    return float(
-        epsilon_for(
-            noise_multiplier=cfg.noise_multiplier,
-            sample_rate=cfg.sample_rate,
-            steps=cfg.steps,
-            delta=cfg.delta,
-            accountant=cfg.accountant,
-        )
+    return common.gaussian_accountant_epsilon(
+        noise_multiplier=cfg.noise_multiplier,
+        sample_rate=cfg.sample_rate,
+        steps=cfg.steps,
+        delta=cfg.delta,
+        accountant=cfg.accountant,
     )
 
 
@@ -459,62 +455,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def run_blackbox_init_audit_attack(
-    *, run: Any, options: Any, out_dir: Any, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Audit a record-level run's DP-SGD parameters black-box; writes ``blackbox_init_audit.json``.
-
-    The run's ``(z, q, steps)``, ``C``, δ and accountant come from its ledger
-    (:func:`attacks.secfed_whitebox.run_privacy_plan`), so the accountant's ε is the run's; the audited
-    model is the small softmax-linear model on the smoke configuration's digits (module docstring),
-    not the run's model. ``options.canaries`` (when changed from its default) sets the trials.
-
-    Args:
-        run: The loaded run (:class:`attacks.secfed_adapter.LoadedRun`; ``privacy.mode = "record"``).
-        options: :class:`attacks.options.AttackOptions`.
-        out_dir: ``RUN_DIR/attacks``.
-        progress: Called with a line of text as trials finish.
-
-    Returns:
-        The written document (:meth:`BlackBoxInitAuditResult.to_dict` plus ``run_epsilon``,
-        ``run_privacy`` and ``files``).
-
-    Raises:
-        AttackConfigError: If the run is not a record-level DP run or its ledger cannot be mirrored.
-    """
-    from pathlib import Path
-
-    from attacks.options import AttackOptions
-    from attacks.secfed_whitebox import run_privacy_plan
-
-    p = run.config.privacy
-    if p.mode != "record" or float(p.noise_multiplier) <= 0:
-        raise AttackConfigError(
-            f"the black-box audit with worst-case initial parameters audits record-level DP-SGD, "
-            f"not privacy.mode {p.mode!r}"
-        )
-    plan = run_privacy_plan(run=run)
-    trials = options.canaries if options.canaries != AttackOptions().canaries else 400
-    cfg = BlackBoxInitAuditConfig(
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=float(p.max_grad_norm),
-        sample_rate=plan.sample_rate,
-        steps=plan.steps,
-        trials=trials,
-        delta=float(p.delta),
-        significance=float(options.significance),
-        accountant=plan.accountant if plan.accountant in ("rdp", "prv", "pld") else "rdp",
-        seed=int(options.seed),
-    )
-    doc = run_blackbox_init_audit(config=cfg, progress=progress).to_dict()
-    eps = run.summary.get("epsilon")
-    doc["run_epsilon"] = float(eps) if isinstance(eps, int | float) else None
-    doc["run_privacy"] = plan.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "blackbox_init_audit.json"
-    doc["files"] = {"json": str(path)}
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    return doc

@@ -373,23 +373,20 @@ def canary_accountant_epsilon(*, config: CanaryClientConfig) -> float:
     """
     rounds = config.accountant_rounds if config.accountant_rounds is not None else config.rounds
     if config.mode == "client":
-        from privacy.calibration import epsilon_for
-
-        return float(
-            epsilon_for(
-                noise_multiplier=config.noise_multiplier,
-                sample_rate=1.0,
-                steps=rounds,
-                delta=config.delta,
-                accountant=config.accountant,
-            )
+        return common.gaussian_accountant_epsilon(
+            noise_multiplier=config.noise_multiplier,
+            sample_rate=1.0,
+            steps=rounds,
+            delta=config.delta,
+            accountant=config.accountant,
         )
-    from privacy.accountants import DistributedDPAccountant
-
-    plan = _plan(config, config.noise_multiplier)
-    acc = DistributedDPAccountant()
-    acc.step(event=plan.event(num_survivors=config.num_clients, sample_rate=1.0), num_rounds=rounds)
-    return float(acc.get_epsilon(delta=config.delta))
+    return common.distributed_accountant_epsilon(
+        plan=_plan(config, config.noise_multiplier),
+        survivors=config.num_clients,
+        sample_rate=1.0,
+        rounds=rounds,
+        delta=config.delta,
+    )
 
 
 def _violates(acc: float, est: dict[str, Any], bounds: dict[str, Any]) -> bool:

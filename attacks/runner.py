@@ -92,7 +92,7 @@ def run_attack(
 
         doc = run_audit_attack(run=run, options=opts, out_dir=out_dir)
     elif attack == "blackbox-init-audit":
-        from attacks.blackbox_init_audit import run_blackbox_init_audit_attack
+        from attacks.secfed_whitebox import run_blackbox_init_audit_attack
 
         doc = run_blackbox_init_audit_attack(run=run, options=opts, out_dir=out_dir, progress=progress)
     else:

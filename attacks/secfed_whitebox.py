@@ -17,6 +17,10 @@ sum it releases. The result lands in ``RUN_DIR/attacks/whitebox_audit.json``.
 
 What this audits is the mechanism the run was configured with, not the trained model: the canaries
 are gradients at the mechanism's input (Steinke, Nasr & Jagielski 2023, white-box setting).
+
+The black-box audit with worst-case initial parameters (:mod:`attacks.blackbox_init_audit`) is run
+against a record-level run's accounted parameters the same way
+(:func:`run_blackbox_init_audit_attack`, ``RUN_DIR/attacks/blackbox_init_audit.json``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attacks.blackbox_init_audit import BlackBoxInitAuditConfig, run_blackbox_init_audit
 from attacks.canary_clients import CANARY_MODES, CanaryClientConfig, run_canary_client_audit
 from attacks.errors import AttackConfigError
 from attacks.options import AttackOptions
@@ -42,6 +47,7 @@ __all__ = [
     "run_privacy_plan",
     "whitebox_config_for_run",
     "run_whitebox_audit_attack",
+    "run_blackbox_init_audit_attack",
 ]
 
 #: Canaries of the white-box audit when ``--canaries`` keeps the black-box audit's default.
@@ -285,6 +291,20 @@ def canary_config_for_run(
     )
 
 
+def _run_epsilon(run: LoadedRun) -> float | None:
+    """The run's own ε (``summary.json``), ``None`` when it has none."""
+    eps = run.summary.get("epsilon")
+    return float(eps) if isinstance(eps, int | float) else None
+
+
+def _write(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Write ``doc`` (with ``files``) as sorted JSON to ``path``; return it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc["files"] = {"json": str(path)}
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    return doc
+
+
 def _agrees(audit_eps: Any, run_eps: Any) -> bool | None:
     if not isinstance(audit_eps, int | float) or not isinstance(run_eps, int | float):
         return None
@@ -326,8 +346,7 @@ def run_whitebox_audit_attack(
     config = whitebox_config_for_run(run=run, options=options, plan=plan)
     result = run_whitebox_audit(config=config, progress=progress)
     doc = result.to_dict()
-    eps = run.summary.get("epsilon")
-    doc["run_epsilon"] = float(eps) if isinstance(eps, int | float) else None
+    doc["run_epsilon"] = _run_epsilon(run)
     doc["run_privacy"] = plan.to_dict() if plan is not None else None
     doc["accountant_matches_run"] = (
         None if config.mode == "distributed" else _agrees(doc.get("accountant_epsilon"), doc["run_epsilon"])
@@ -343,8 +362,53 @@ def run_whitebox_audit_attack(
         doc["statement"] = f"{doc['statement']}; {cc.statement}"
         doc["violation"] = bool(doc["violation"] or cc.violation)
     doc["learner"] = run.config.learner.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "whitebox_audit.json"
-    doc["files"] = {"json": str(path)}
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    return doc
+    return _write(doc, out_dir / "whitebox_audit.json")
+
+
+def run_blackbox_init_audit_attack(
+    *, run: LoadedRun, options: AttackOptions, out_dir: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Audit a record-level run's DP-SGD parameters black-box; writes ``blackbox_init_audit.json``.
+
+    The run's ``(z, q, steps)``, ``C``, δ and accountant come from its ledger
+    (:func:`run_privacy_plan`), so the accountant's ε is the run's; the audited
+    model is the small softmax-linear model on the smoke configuration's digits (module docstring),
+    not the run's model (:mod:`attacks.blackbox_init_audit`). ``options.canaries`` (when changed from
+    its default) sets the trials.
+
+    Args:
+        run: The loaded run (:class:`attacks.secfed_adapter.LoadedRun`; ``privacy.mode = "record"``).
+        options: :class:`attacks.options.AttackOptions`.
+        out_dir: ``RUN_DIR/attacks``.
+        progress: Called with a line of text as trials finish.
+
+    Returns:
+        The written document (:meth:`attacks.blackbox_init_audit.BlackBoxInitAuditResult.to_dict`
+        plus ``run_epsilon``, ``run_privacy`` and ``files``).
+
+    Raises:
+        AttackConfigError: If the run is not a record-level DP run or its ledger cannot be mirrored.
+    """
+    p = run.config.privacy
+    if p.mode != "record" or float(p.noise_multiplier) <= 0:
+        raise AttackConfigError(
+            f"the black-box audit with worst-case initial parameters audits record-level DP-SGD, "
+            f"not privacy.mode {p.mode!r}"
+        )
+    plan = run_privacy_plan(run=run)
+    trials = options.canaries if options.canaries != AttackOptions().canaries else 400
+    cfg = BlackBoxInitAuditConfig(
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=float(p.max_grad_norm),
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        trials=trials,
+        delta=float(p.delta),
+        significance=float(options.significance),
+        accountant=plan.accountant if plan.accountant in ("rdp", "prv", "pld") else "rdp",
+        seed=int(options.seed),
+    )
+    doc = run_blackbox_init_audit(config=cfg, progress=progress).to_dict()
+    doc["run_epsilon"] = _run_epsilon(run)
+    doc["run_privacy"] = plan.to_dict()
+    return _write(doc, out_dir / "blackbox_init_audit.json")
