@@ -37,7 +37,8 @@ from attacks.audit import epsilon_lower_bound_from_scores, one_run_audit
 from attacks.errors import AttackConfigError
 from attacks.options import AttackOptions
 from attacks.replicas import load_run_data, quantize, record_replica, train_replica
-from attacks.secfed_adapter import LoadedRun, global_head, load_run
+from attacks.secfed_adapter import LoadedRun, load_run
+from attacks.secfed_replay import global_head
 from attacks.secfed_scores import episode_statistics, head_statistics, plan_query_episodes
 
 __all__ = ["run_audit_attack", "site_epsilon"]

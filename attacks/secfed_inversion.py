@@ -6,10 +6,10 @@ configuration (``config.toml``). The simulation reconstructs a site with
 in a :class:`~attacks.inversion.GroundTruth`, used only for scoring), computes the message the
 site would send under the run's settings (:mod:`attacks.secfed_observe`, with DP when the run uses
 it) and hands the server only :class:`~attacks.inversion.InversionInputs`: the model, the message,
-the public observation model (:mod:`attacks.secfed_adapter`), record count, input shape, class
+the public observation model (:mod:`attacks.secfed_replay`), record count, input shape, class
 count and, for the metric learners (ProtoNet, Matching Networks, Siamese networks) and zeroed-head
 MAML / FOMAML, the public canonical label layout. Every replay runs the learner's own loss
-(:mod:`attacks.secfed_adapter`), never a copy of its loop.
+(:mod:`attacks.secfed_replay`), never a copy of its loop.
 
 Scenarios (:data:`attacks.options.INVERSION_SCENARIOS`), chosen by learner:
 
@@ -57,8 +57,9 @@ from attacks.inversion import (
 from attacks.observation import AggregateObservation, ObservationModel
 from attacks.options import INVERSION_SCENARIOS, AttackOptions
 from attacks.plots import save_image_grid
-from attacks.secfed_adapter import (
-    LoadedRun,
+from attacks.secfed_adapter import LoadedRun
+from attacks.secfed_observe import aggregate_noise, client_privacy, private_observe
+from attacks.secfed_replay import (
     episode_observation,
     gradient_observation,
     head_size,
@@ -67,7 +68,6 @@ from attacks.secfed_adapter import (
     task_local_head,
     update_observation,
 )
-from attacks.secfed_observe import aggregate_noise, client_privacy, private_observe
 from secfed import components
 from secfed.learners import learner_class
 

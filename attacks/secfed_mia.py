@@ -58,7 +58,8 @@ from attacks.replicas import (
     site_subset_replica,
     train_replica,
 )
-from attacks.secfed_adapter import LoadedRun, global_head, load_run
+from attacks.secfed_adapter import LoadedRun, load_run
+from attacks.secfed_replay import global_head
 from attacks.secfed_scores import RecordStats, episode_statistics, head_statistics, plan_query_episodes
 
 __all__ = [

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 
 from attacks.errors import AttackConfigError
-from attacks.secfed_adapter import (
+from attacks.secfed_inversion import applicable_scenarios
+from attacks.secfed_replay import (
     MESSAGE_KINDS,
     global_head,
     is_metric_learner,
     message_kind,
     task_local_head,
 )
-from attacks.secfed_inversion import applicable_scenarios
 from secfed.errors import ConfigError
 from secfed.learners import LEARNERS, Learner
 
@@ -44,7 +44,7 @@ def test_every_registered_learner_has_its_former_message_kind() -> None:
 
 
 def test_first_order_is_read_from_the_maml_declaration() -> None:
-    from attacks.secfed_adapter import _first_order
+    from attacks.secfed_replay import _first_order
 
     assert [n for n in EXPECTED if _first_order(n)] == ["fomaml"]
 
