@@ -9,6 +9,7 @@
 
 Reading: :mod:`~evaluations.rundata` (run directories and the privacy ledger),
 :mod:`~evaluations.attack_results` (attack result files); content: :mod:`~evaluations.facts`
-(the report's facts), :mod:`~evaluations.wording` (plain-language text); layout:
-:mod:`~evaluations.plots`, :mod:`~evaluations.render_html`, :mod:`~evaluations.render_md`.
+(the report's facts; each section built by a ``facts_*`` module), :mod:`~evaluations.wording`
+(plain-language text); layout: :mod:`~evaluations.plots`, :mod:`~evaluations.render_html`,
+:mod:`~evaluations.render_md`.
 """
