@@ -103,7 +103,7 @@ def _omniglot_collect(out: Path) -> str:
     files = sorted(out.glob("omniglot-settings-*.json"))
     if not files:
         return "No Omniglot results were written."
-    from evaluations.benchmarks.omniglot import settings_markdown
+    from evaluations.benchmarks.omniglot_tables import settings_markdown
 
     doc = json.loads(files[-1].read_text(encoding="utf-8"))
     note = (
@@ -270,7 +270,8 @@ def _filter_flags(args: list[str], supported: set[str]) -> list[str]:
 #: Scripts under evaluations/benchmarks/ that are helpers of another benchmark, not benchmarks.
 # Scripts that `make bench` does not run itself: art_mia is called by attacks.py under ART's own
 # interpreter; init_accuracy is a per-configuration baseline (an untrained model's accuracy);
-# secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark;
+# secagg_flower, secagg_primitives and secagg_rounds are parts of the secagg benchmark, and
+# omniglot_eval, omniglot_settings and omniglot_tables parts of the omniglot one;
 # dp_validation (a configuration's validation score) and feature_cache (one DP round with and
 # without model.cache_features) are per-configuration tools named in docs/private_training.md;
 # pneumonia_validation (a grid of PneumoniaMNIST DP plans scored on validation over several
@@ -282,6 +283,9 @@ HELPERS = (
     "feature_cache",
     "fedprox_curve",
     "init_accuracy",
+    "omniglot_eval",
+    "omniglot_settings",
+    "omniglot_tables",
     "pneumonia_validation",
     "secagg_flower",
     "secagg_primitives",
