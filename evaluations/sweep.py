@@ -12,6 +12,10 @@ says so in its notes when it is not). ``SWEEP_DIR/sweep.json`` (rewritten after 
 A sweep can be re-run into the same folder to continue it: finished points whose configuration is
 unchanged are reused, interrupted points are resumed, and attack results already present are kept.
 
+The grid (its points' names and configurations) is planned by :mod:`evaluations.sweep_grid`, the
+attacks' options are parsed and the attacks run by :mod:`evaluations.sweep_attacks`; their names
+are importable from here as well.
+
 Usage::
 
     from evaluations.sweep import run_sweep
@@ -22,60 +26,43 @@ Usage::
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluations.attack_results import ATTACK_FILES, headline_metrics, read_attacks
+from evaluations.attack_results import headline_metrics, read_attacks
 from evaluations.errors import SweepError
 from evaluations.facts import SUPERVISED_POINT_KEYS, privacy_facts
 from evaluations.jsonio import atomic_write_text, dumps_strict
 from evaluations.render_md import sweep_table
 from evaluations.rundata import load_run
-from secfed.config import CHOICES, ExperimentConfig, config_hash, config_to_toml, load_config
-from secfed.errors import SecfedError
+from evaluations.sweep_attacks import (
+    DEFAULT_ATTACKS,
+    AttackRunner,
+    parse_attack_options,
+    run_point_attacks,
+    typed_errors,
+)
+from evaluations.sweep_grid import SweepPoint, parse_epsilons, plan_sweep
+from secfed.config import config_hash, config_to_toml, load_config
 
 __all__ = [
-    "DEFAULT_ATTACKS",
     "SWEEP_FORMAT",
-    "SweepPoint",
     "SweepResult",
-    "AttackRunner",
-    "plan_sweep",
     "run_sweep",
     "resolve_attack_runner",
+    # re-exported from sweep_grid and sweep_attacks
+    "DEFAULT_ATTACKS",
+    "SweepPoint",
+    "AttackRunner",
+    "plan_sweep",
     "parse_epsilons",
+    "parse_attack_options",
 ]
 
 SWEEP_FORMAT = "secfed.sweep"
-#: Attacks run at every point by default (their result files are read by the report).
-DEFAULT_ATTACKS: tuple[str, ...] = ("inversion", "mia", "audit")
-#: ``run_attack(run_dir=..., attack=...)``; its result files land in ``run_dir/attacks/``.
-AttackRunner = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One grid point.
-
-    Attributes:
-        name: Folder name under ``SWEEP_DIR/runs/`` (e.g. ``eps3-protonet-secagg``).
-        target_epsilon: The ε the noise is calibrated for (``inf`` = no differential privacy).
-        learner: Learner override, or ``None`` to keep the configuration's.
-        aggregation: Aggregation override, or ``None`` to keep the configuration's.
-        overrides: Every ``section.key=value`` override of this point, in order.
-        config: The validated configuration of the point.
-    """
-
-    name: str
-    target_epsilon: float
-    learner: str | None
-    aggregation: str | None
-    overrides: tuple[str, ...]
-    config: ExperimentConfig = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -95,149 +82,6 @@ class SweepResult:
     summary_md: Path
     points: list[dict[str, Any]]
     notes: list[str]
-
-
-def parse_epsilons(*, text: str) -> list[float]:
-    """Parse ``"1,3,8,inf"`` into floats.
-
-    Args:
-        text: Comma-separated numbers; ``inf`` (or ``none``) means no differential privacy.
-
-    Returns:
-        The values.
-
-    Raises:
-        SweepError: On an empty list or a value that is not a number.
-    """
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        if item.lower() in ("inf", "infinity", "none", "∞"):
-            out.append(math.inf)
-            continue
-        try:
-            out.append(float(item))
-        except ValueError as exc:
-            raise SweepError(f"--epsilons: {item!r} is not a number (use e.g. 1,3,8,inf)") from exc
-    if not out:
-        raise SweepError("--epsilons: give at least one value, e.g. 1,3,8,inf")
-    return out
-
-
-def _slug(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", value.replace("+", "plus")).strip("-")
-
-
-def _eps_name(eps: float) -> str:
-    return "epsinf" if math.isinf(eps) else f"eps{eps:g}"
-
-
-def _check_choice(kind: str, values: Sequence[str] | None, key: str) -> list[str | None]:
-    if values is None:
-        return [None]
-    vals = list(values)
-    if not vals:
-        raise SweepError(f"{kind}: give at least one value or None to keep the configuration's")
-    allowed = CHOICES[key]
-    for v in vals:
-        if v not in allowed:
-            raise SweepError(f"{kind}: {v!r} is not allowed; choose from {', '.join(allowed)}")
-    if len(set(vals)) != len(vals):
-        raise SweepError(f"{kind}: duplicate values in {vals}")
-    return list(vals)
-
-
-def plan_sweep(
-    *,
-    config_path: str | Path,
-    epsilons: Sequence[float],
-    learners: Sequence[str] | None,
-    aggregations: Sequence[str] | None,
-    overrides: Sequence[str] = (),
-) -> tuple[list[SweepPoint], list[str]]:
-    """Validate the grid and build every point's configuration (no training).
-
-    Args:
-        config_path: The base TOML configuration.
-        epsilons: Target ε values (> 0; ``inf`` = no DP); distinct.
-        learners: Learners to sweep, or ``None`` for the configuration's.
-        aggregations: Aggregations (``plain``, ``secagg``, ``secagg+``), or ``None`` for the configuration's.
-        overrides: Extra ``section.key=value`` overrides applied to every point (before the grid's).
-
-    Returns:
-        ``(points, notes)``; notes explain adjustments (e.g. BatchNorm replaced by GroupNorm).
-
-    Raises:
-        SweepError: On an invalid grid value or a point whose configuration is invalid.
-    """
-    eps_list = list(epsilons)
-    if not eps_list:
-        raise SweepError("epsilons: give at least one target ε (inf = no differential privacy)")
-    for e in eps_list:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or math.isnan(e) or e <= 0:
-            raise SweepError(f"epsilons: {e!r} is invalid; each target ε must be > 0 (or inf for no DP)")
-    if len(set(eps_list)) != len(eps_list):
-        raise SweepError(f"epsilons: duplicate values in {eps_list}")
-    learner_list = _check_choice("learners", learners, "learner.name")
-    agg_list = _check_choice("aggregations", aggregations, "federation.aggregation")
-    path = Path(config_path)
-    try:
-        base = load_config(path, overrides=list(overrides))
-    except SecfedError as exc:
-        raise SweepError(f"base configuration {path}: {exc}") from exc
-    notes: list[str] = []
-    extra: list[str] = []
-    if any(math.isfinite(e) for e in eps_list) and base.model.norm == "batch":
-        extra.append("model.norm=group")
-        notes.append(
-            "model.norm was changed from 'batch' to 'group' at every point: BatchNorm couples records and "
-            "is refused under differential privacy, and all points must train the same model."
-        )
-    dp_mode = base.privacy.mode if base.privacy.mode != "none" else "record"
-    points: list[SweepPoint] = []
-    for eps in eps_list:
-        for learner in learner_list:
-            for agg in agg_list:
-                grid = (
-                    ["privacy.mode=none", "privacy.target_epsilon=0.0"]
-                    if math.isinf(eps)
-                    else [f'privacy.mode="{dp_mode}"', f"privacy.target_epsilon={float(eps)!r}"]
-                )
-                if learner is not None:
-                    grid.append(f'learner.name="{learner}"')
-                if agg is not None:
-                    grid.append(f'federation.aggregation="{agg}"')
-                name = "-".join([_eps_name(eps)] + [_slug(v) for v in (learner, agg) if v is not None])
-                ovr = (*overrides, *extra, *grid)
-                try:
-                    cfg = load_config(path, overrides=list(ovr))
-                    if math.isfinite(eps):
-                        cfg = _calibrate(cfg)
-                except SecfedError as exc:
-                    raise SweepError(f"grid point {name}: invalid configuration: {exc}") from exc
-                points.append(
-                    SweepPoint(
-                        name=name,
-                        target_epsilon=float(eps),
-                        learner=learner,
-                        aggregation=agg,
-                        overrides=tuple(ovr),
-                        config=cfg,
-                    )
-                )
-    return points, notes
-
-
-def _calibrate(config: ExperimentConfig) -> ExperimentConfig:
-    """The configuration with its noise multiplier calibrated for ``privacy.target_epsilon``.
-
-    Uses :func:`secfed.dp.calibrated_config` (deterministic, so a re-run sweep reproduces the same
-    configuration).
-    """
-    from secfed.dp import calibrated_config
-
-    return calibrated_config(config=config)
 
 
 def resolve_attack_runner() -> tuple[AttackRunner | None, str | None, frozenset[str] | None]:
@@ -270,113 +114,6 @@ def _run_point(point: SweepPoint, run_dir: Path, progress: bool) -> str:
             return "resumed"
     Experiment(config=point.config).run(out_dir=run_dir, progress=progress)
     return "ran"
-
-
-def _typed_errors(*, broad: bool) -> tuple[type[BaseException], ...]:
-    """The typed errors a point (``broad=False``) or an attack (``broad=True``) may fail with.
-
-    :class:`secfed.errors.SecfedError` covers the attacks' errors too (``AttackError`` derives from it).
-    """
-    from privacy.errors import PrivacyError
-
-    errors: list[type[BaseException]] = [SecfedError]
-    if broad:
-        errors += [ValueError, RuntimeError, OSError]
-    return (*errors, PrivacyError)
-
-
-def parse_attack_options(*, pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` attack options into keyword arguments of :class:`attacks.options.AttackOptions`.
-
-    Values are converted to the field's type (``int``, ``float``, ``bool``, ``str``, an optional
-    ``int``, or a tuple of strings written comma-separated), and the whole set is validated by
-    building the options object, so that a bad option fails before any training.
-
-    Args:
-        pairs: Strings such as ``"iterations=100"`` or ``"levels=record"``.
-
-    Returns:
-        The keyword arguments (empty for no pairs).
-
-    Raises:
-        SweepError: On a malformed pair, an unknown option name, a value of the wrong type, or a
-            value the attacks refuse.
-    """
-    if not pairs:
-        return {}
-    import dataclasses
-    import typing
-
-    from attacks.options import AttackOptions
-
-    hints = typing.get_type_hints(AttackOptions)
-    names = {f.name for f in dataclasses.fields(AttackOptions)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not key:
-            raise SweepError(f"attack option {pair!r} must look like NAME=VALUE")
-        if key not in names:
-            raise SweepError(f"unknown attack option {key!r}; choose from {sorted(names)}")
-        hint = str(hints[key])
-        try:
-            value: Any
-            if raw.lower() in ("none", "") and "None" in hint:
-                value = None
-            elif "tuple" in hint:
-                value = tuple(v.strip() for v in raw.split(",") if v.strip())
-            elif hints[key] is bool:
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(f"expected true or false, got {raw!r}")
-                value = raw.lower() in ("true", "1", "yes")
-            elif hints[key] is float:
-                value = float(raw)
-            elif "int" in hint:
-                value = int(raw)
-            else:
-                value = raw
-        except ValueError as exc:
-            raise SweepError(f"attack option {key}: {exc}") from exc
-        out[key] = value
-    try:
-        AttackOptions(**out)
-    except (TypeError, ValueError) as exc:  # AttackConfigError is a ValueError
-        raise SweepError(f"attack options {pairs}: {exc}") from exc
-    return out
-
-
-def _run_attacks(
-    *,
-    run_dir: Path,
-    attacks: Sequence[str],
-    runner: AttackRunner | None,
-    unavailable: str | None,
-    echo: Callable[[str], None] | None,
-    options: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    status: dict[str, str] = {}
-    for name in attacks:
-        json_name = ATTACK_FILES.get(name, (f"{name}.json", None))[0]
-        if (run_dir / "attacks" / json_name).is_file():
-            status[name] = "reused"
-            continue
-        if runner is None:
-            status[name] = f"not run: {unavailable.split(': ', 1)[-1]}" if unavailable else "not run"
-            continue
-        if echo is not None:
-            echo(f"sweep: point {run_dir.name}: attack {name}")
-        try:
-            if options:
-                from attacks.options import AttackOptions
-
-                runner(run_dir=run_dir, attack=name, options=AttackOptions(**options))
-            else:
-                runner(run_dir=run_dir, attack=name)
-            status[name] = "ran"
-        except _typed_errors(broad=True) as exc:
-            status[name] = f"failed: {type(exc).__name__}: {exc}"
-    return status
 
 
 def _point_row(point: SweepPoint, sweep_dir: Path, run_dir: Path) -> dict[str, Any]:
@@ -526,11 +263,11 @@ def run_sweep(
             row["status"] = _run_point(point, run_dir, progress)
         except SweepError:
             raise
-        except _typed_errors(broad=False) as exc:  # the runtime's and privacy's typed errors
+        except typed_errors(broad=False) as exc:  # the runtime's and privacy's typed errors
             row["status"], row["problem"] = "failed", f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.perf_counter() - start
         if row["status"] != "failed":
-            row["attacks"] = _run_attacks(
+            row["attacks"] = run_point_attacks(
                 run_dir=run_dir,
                 attacks=attack_list,
                 runner=runner,
