@@ -180,6 +180,21 @@ def run_pair(
     return rows
 
 
+def _score(
+    run_dir: Path, setting: Setting, *, episodes: int, splits: dict[str, Any], split: str = "test"
+) -> tuple[float, float]:
+    """A finished run's final model on ``setting``'s tasks of ``split``: accuracy and 95 % half-width."""
+    return evaluate_checkpoint(
+        run_dir=run_dir,
+        test_n_way=setting.n_way,
+        test_k_shot=setting.k_shot,
+        episodes=episodes,
+        overrides=setting.overrides(),
+        splits_cache=splits,
+        split=split,
+    )
+
+
 def run_settings(
     *,
     learner: str,
@@ -252,14 +267,7 @@ def run_settings(
                 if st == first:
                     acc, ci = res.summary["test_accuracy"], res.summary["test_accuracy_ci95"]
                 else:
-                    acc, ci = evaluate_checkpoint(
-                        run_dir=run_dir,
-                        test_n_way=st.n_way,
-                        test_k_shot=st.k_shot,
-                        episodes=episodes,
-                        overrides=st.overrides(),
-                        splits_cache=splits,
-                    )
+                    acc, ci = _score(run_dir, st, episodes=episodes, splits=splits)
                 row: dict[str, Any] = {
                     "accuracy": 100 * acc,
                     "ci95": 100 * ci,
@@ -273,19 +281,11 @@ def run_settings(
                     "sites": cfg.partition.num_sites,
                 }
                 if val_episodes > 0:
-                    vacc, vci = evaluate_checkpoint(
-                        run_dir=run_dir,
-                        test_n_way=st.n_way,
-                        test_k_shot=st.k_shot,
-                        episodes=val_episodes,
-                        overrides=st.overrides(),
-                        splits_cache=splits,
-                        split="validation",
-                    )
+                    vacc, vci = _score(run_dir, st, episodes=val_episodes, splits=splits, split="validation")
                     row.update(val_accuracy=100 * vacc, val_ci95=100 * vci)
-                results[setting_name(st)][mode] = row
-                val = f"validation {row['val_accuracy']:.2f} %, " if val_episodes > 0 else ""
                 name = setting_name(st)
+                results[name][mode] = row
+                val = f"validation {row['val_accuracy']:.2f} %, " if val_episodes > 0 else ""
                 print(
                     f"{learner:9s} {name:13s} {mode:11s} {row['accuracy']:.2f} ± {row['ci95']:.2f} %  "
                     f"({val}trained {cfg.task.n_way}-way, train {row['train_s']:.1f} s)",

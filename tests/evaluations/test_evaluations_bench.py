@@ -327,3 +327,79 @@ def test_within_alphabet_setting_evaluates_lake_tasks(
         run_dir=tmp_path / "run", test_n_way=20, test_k_shot=1, episodes=3, overrides=setting.overrides()
     )
     assert seen == [("within_alphabet", 20, "WithinAlphabetTaskSource")] and 0.0 <= acc <= 1.0
+
+
+def test_settings_runs_spend_one_budget_and_score_the_other_settings_from_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_settings and run_pair without training: the centralised run spends the budget at one
+    site in one round, the federated run in rounds of the sampled sites; an n_way head is trained
+    once per way, and every other setting of its group (and the validation score) is read from the
+    checkpoint of that run."""
+    from evaluations.benchmarks import omniglot
+
+    runs: list[Any] = []
+    scored: list[dict[str, Any]] = []
+
+    class FakeRun:
+        summary = {"test_accuracy": 0.5, "test_accuracy_ci95": 0.01, "wall_s": 2.0}
+
+    class FakeExperiment:
+        def __init__(self, *, config: Any) -> None:
+            self.config = config
+
+        def run(self, *, out_dir: Path, progress: bool) -> FakeRun:
+            runs.append((out_dir.name, self.config))
+            return FakeRun()
+
+    def fake_checkpoint(**kw: Any) -> tuple[float, float]:
+        scored.append({k: v for k, v in kw.items() if k != "splits_cache"})
+        return (0.3, 0.02) if kw.get("split") == "validation" else (0.25, 0.03)
+
+    monkeypatch.setattr(omniglot, "Experiment", FakeExperiment)
+    monkeypatch.setattr(omniglot, "evaluate_checkpoint", fake_checkpoint)
+    results = omniglot.run_settings(
+        learner="maml",
+        settings=parse_settings(text="5w1s,5w5s,20w1s"),
+        budget=40,
+        sites=4,
+        local_steps=5,
+        out=tmp_path,
+        extra=['learner.head_init="learned"'],  # an n_way head: trained once per way
+        episodes=6,
+        modes=["centralised", "federated"],
+        clients_per_round=2,
+        val_episodes=3,
+    )
+    assert [name for name, _ in runs] == [
+        "maml-centralised-train5w",
+        "maml-federated-train5w",
+        "maml-centralised-train20w",
+        "maml-federated-train20w",
+    ]
+    central, federated = runs[0][1], runs[1][1]
+    assert (central.partition.num_sites, central.experiment.rounds, central.learner.local_steps) == (1, 1, 40)
+    assert (federated.partition.num_sites, federated.experiment.rounds, federated.learner.local_steps) == (
+        4,
+        4,
+        5,
+    )
+    assert federated.federation.clients_per_round == 2 and federated.experiment.final_eval_episodes == 6
+    assert (central.task.n_way, central.task.test_n_way, central.task.test_k_shot) == (5, 5, 1)
+    # 5w5s from the 5-way runs' checkpoints; validation scores of every setting
+    tests = [(s["run_dir"].name, s["test_k_shot"]) for s in scored if s.get("split", "test") == "test"]
+    assert tests == [("maml-centralised-train5w", 5), ("maml-federated-train5w", 5)]
+    assert sum(s.get("split") == "validation" and s["episodes"] == 3 for s in scored) == 6
+    row = results["5w5s"]["federated"]
+    assert (row["accuracy"], row["ci95"], row["val_accuracy"], row["trained_n_way"]) == (25.0, 3.0, 30.0, 5)
+    assert results["20w1s"]["centralised"]["accuracy"] == 50.0  # the run's own final evaluation
+
+    runs.clear()
+    pair = omniglot.run_pair(
+        learner="protonet", budget=40, sites=4, local_steps=5, out=tmp_path, extra=[], episodes=6
+    )
+    assert [(c.partition.num_sites, c.experiment.rounds, c.learner.local_steps) for _, c in runs] == [
+        (1, 1, 40),
+        (4, 2, 5),
+    ]
+    assert pair["time_ratio"] == 1.0 and pair["federated"]["accuracy"] == 50.0
