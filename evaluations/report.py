@@ -31,7 +31,7 @@ import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from evaluations import plots
 from evaluations.attack_results import AttackOutcome, mia_curves, read_attacks
@@ -313,9 +313,27 @@ def _checkpoint_alert(run: RunData, name: str | None = None) -> str | None:
     return None
 
 
+class _Render(Protocol):
+    """A renderer of report facts: :func:`~evaluations.render_html.render_run_html` and its kin."""
+
+    def __call__(self, *, facts: Mapping[str, Any], figures: Mapping[str, Figure], generated: str) -> str: ...
+
+
 def _write(
-    folder: Path, *, kind: str, facts: dict[str, Any], figures: list[Figure], html: str, md: str
+    folder: Path,
+    *,
+    kind: str,
+    facts: dict[str, Any],
+    figures: list[Figure],
+    render_html: _Render,
+    render_md: _Render,
 ) -> ReportPaths:
+    """Stamp the facts with the time, render them, and write the plots, HTML, Markdown and JSON."""
+    by_key = {f.key: f for f in figures}
+    generated = _now()
+    facts["generated_utc"] = generated
+    html = render_html(facts=facts, figures=by_key, generated=generated)
+    md = render_md(facts=facts, figures=by_key, generated=generated)
     plots_dir = folder / PLOTS_DIR
     written: list[Path] = []
     for fig in figures:
@@ -354,17 +372,13 @@ def _write_run_report(folder: Path) -> ReportPaths:
     outcomes = read_attacks(run_dir=folder)
     facts = run_facts(run=run, outcomes=outcomes)
     facts["integrity_alerts"] = [a for a in (_ledger_alert(run), _checkpoint_alert(run)) if a]
-    figures = _run_figures(run, facts, outcomes)
-    by_key = {f.key: f for f in figures}
-    generated = _now()
-    facts["generated_utc"] = generated
     return _write(
         folder,
         kind="run",
         facts=facts,
-        figures=figures,
-        html=render_run_html(facts=facts, figures=by_key, generated=generated),
-        md=render_run_md(facts=facts, figures=by_key, generated=generated),
+        figures=_run_figures(run, facts, outcomes),
+        render_html=render_run_html,
+        render_md=render_run_md,
     )
 
 
@@ -390,17 +404,13 @@ def _write_sweep_report(folder: Path) -> ReportPaths:
         for a in (_ledger_alert(r[0], name), _checkpoint_alert(r[0], name))
         if a is not None
     ]
-    figures = _sweep_figures(facts)
-    by_key = {f.key: f for f in figures}
-    generated = _now()
-    facts["generated_utc"] = generated
     return _write(
         folder,
         kind="sweep",
         facts=facts,
-        figures=figures,
-        html=render_sweep_html(facts=facts, figures=by_key, generated=generated),
-        md=render_sweep_md(facts=facts, figures=by_key, generated=generated),
+        figures=_sweep_figures(facts),
+        render_html=render_sweep_html,
+        render_md=render_sweep_md,
     )
 
 

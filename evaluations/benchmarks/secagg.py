@@ -335,17 +335,17 @@ def _run_cases(
     worker: FlowerWorker | None,
 ) -> list[Row]:
     rows: list[Row] = []
+    # how every setting is measured, with Flower's rounds alternating or not
+    measure: dict[str, Any] = {
+        "clip": args.clip,
+        "precision_bits": args.precision_bits,
+        "seed": args.seed,
+        "max_attempts": args.max_attempts,
+        "repeats": args.repeats,
+    }
     for case in selected:
         if worker is not None and flower is not None and case.flower_key and case.m == dim:
-            row, frec = run_case_alternating(
-                case,
-                worker,
-                clip=args.clip,
-                precision_bits=args.precision_bits,
-                seed=args.seed,
-                max_attempts=args.max_attempts,
-                repeats=args.repeats,
-            )
+            row, frec = run_case_alternating(case, worker, **measure)
             if row.flower_s is not None and row.flower_cpu_s is not None:
                 flower["rounds"][case.flower_key] = row.flower_s
                 flower["cpu"][case.flower_key] = row.flower_cpu_s
@@ -376,15 +376,7 @@ def _run_cases(
                 print(f"Flower harness failed (rc={part['returncode']}): {part['stderr_tail'][-800:]}")
             if part["wrong_aggregates"]:
                 print(f"Flower rounds with a wrong aggregate (excluded): {part['wrong_aggregates']}")
-        row = run_case(
-            case,
-            clip=args.clip,
-            precision_bits=args.precision_bits,
-            seed=args.seed,
-            max_attempts=args.max_attempts,
-            repeats=args.repeats,
-            quick_s=2.0,
-        )
+        row = run_case(case, **measure, quick_s=2.0)
         if flower is not None and case.flower_key is not None and case.m == dim:
             f_s = flower["rounds"].get(case.flower_key)
             if f_s is not None:
