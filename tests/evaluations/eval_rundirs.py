@@ -273,6 +273,39 @@ def write_attacks(
         (folder / "audit.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
+def make_sweep_point(
+    sweep: Path,
+    *,
+    name: str,
+    target: float,
+    eps_rounds: tuple[float, ...] | None,
+    accuracy: float,
+    attacks: Iterable[str],
+    audit_lower_bound: float,
+) -> dict[str, Any]:
+    """A finished SecAgg run under ``sweep/runs/name`` (DP unless ``eps_rounds`` is None) and its
+    ``sweep.json`` point."""
+    make_run(
+        sweep / "runs",
+        name=name,
+        dp=eps_rounds is not None,
+        aggregation="secagg",
+        attacks=attacks,
+        accuracy=accuracy,
+        eps_rounds=eps_rounds or (0.0, 0.0),
+        audit_lower_bound=audit_lower_bound,
+        audit_accountant_eps=None,
+    )
+    return {
+        "name": name,
+        "target_epsilon": "inf" if target == float("inf") else target,
+        "learner": "protonet",
+        "aggregation": "secagg",
+        "run_dir": f"runs/{name}",
+        "status": "ran",
+    }
+
+
 def make_sweep(root: Path) -> Path:
     """A sweep directory: points at ε = 1 and 3 (DP runs), ∞ (no DP), and one failed point."""
     sweep = root / "sweep"
@@ -284,26 +317,16 @@ def make_sweep(root: Path) -> Path:
         ("epsinf", float("inf"), None, 0.70),
     ]
     for name, target, eps_rounds, acc in specs:
-        make_run(
-            sweep / "runs",
-            name=name,
-            dp=eps_rounds is not None,
-            aggregation="secagg",
-            attacks=("mia", "audit"),
-            accuracy=acc,
-            eps_rounds=eps_rounds or (0.0, 0.0),
-            audit_lower_bound=0.3,
-            audit_accountant_eps=None,
-        )
         points.append(
-            {
-                "name": name,
-                "target_epsilon": "inf" if target == float("inf") else target,
-                "learner": "protonet",
-                "aggregation": "secagg",
-                "run_dir": f"runs/{name}",
-                "status": "ran",
-            }
+            make_sweep_point(
+                sweep,
+                name=name,
+                target=target,
+                eps_rounds=eps_rounds,
+                accuracy=acc,
+                attacks=("mia", "audit"),
+                audit_lower_bound=0.3,
+            )
         )
     points.append(
         {

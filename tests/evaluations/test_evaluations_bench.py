@@ -110,6 +110,14 @@ def test_paper_table_places_measured_numbers_beside_published_ones() -> None:
     assert "| fomaml | 5w5s | not run | 91.23 ± 0.80 | — | — |" in table
 
 
+def _settings_document(path: Path, learner: str, run_dir: Path, episodes: int, train_s: float) -> Path:
+    """An ``omniglot-settings-*.json`` with one federated 3-way 1-shot row of ``run_dir`` (scores unset)."""
+    row = {"accuracy": -1.0, "ci95": -1.0, "train_s": train_s, "run_dir": str(run_dir)}
+    doc = {"budget": 1, "episodes": episodes, "results": {learner: {"3w1s": {"federated": row}}}}
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def test_evaluate_checkpoint_reproduces_the_final_evaluation(tmp_path: Path) -> None:
     from evaluations.benchmarks.omniglot import evaluate_checkpoint
     from secfed.config import config_from_dict
@@ -133,24 +141,7 @@ def test_evaluate_checkpoint_reproduces_the_final_evaluation(tmp_path: Path) -> 
     # re-evaluating a benchmark document with the current code reproduces its numbers
     from evaluations.benchmarks.omniglot import reevaluate
 
-    doc = {
-        "budget": 1,
-        "episodes": 12,
-        "results": {
-            "protonet": {
-                "3w1s": {
-                    "federated": {
-                        "accuracy": -1.0,
-                        "ci95": -1.0,
-                        "train_s": 1.5,
-                        "run_dir": str(tmp_path / "run"),
-                    }
-                }
-            }
-        },
-    }
-    src = tmp_path / "omniglot-settings-x.json"
-    src.write_text(json.dumps(doc))
+    src = _settings_document(tmp_path / "omniglot-settings-x.json", "protonet", tmp_path / "run", 12, 1.5)
     new = reevaluate(results_json=src)
     row = new["results"]["protonet"]["3w1s"]["federated"]
     assert row["accuracy"] == pytest.approx(100 * same[0]) and row["train_s"] == 1.5
@@ -226,24 +217,7 @@ def test_test_time_adaptation_is_chosen_on_validation_alphabets_only(tmp_path: P
     with pytest.raises(ConfigError, match="val_alphabets is empty"):
         tune_adaptation(run_dir=tmp_path / "plain", n_way=3, k_shot=1, grid=grid, episodes=2)
     # reevaluate records the choice and scores the test tasks with it
-    doc = {
-        "budget": 1,
-        "episodes": 6,
-        "results": {
-            "maml": {
-                "3w1s": {
-                    "federated": {
-                        "accuracy": -1.0,
-                        "ci95": -1.0,
-                        "train_s": 1.0,
-                        "run_dir": str(tmp_path / "run"),
-                    }
-                }
-            }
-        },
-    }
-    src = tmp_path / "omniglot-settings-v.json"
-    src.write_text(json.dumps(doc))
+    src = _settings_document(tmp_path / "omniglot-settings-v.json", "maml", tmp_path / "run", 6, 1.0)
     row = reevaluate(results_json=src, tune_grid=grid, val_episodes=8)["results"]["maml"]["3w1s"]["federated"]
     tuned = row["tuned_adaptation"]
     assert (tuned["steps"], tuned["lr"]) == (choice["steps"], choice["lr"])

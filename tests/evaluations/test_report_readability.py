@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_rundirs import make_run
+from eval_rundirs import make_run, make_sweep_point
 
 from evaluations import plots
 from evaluations.facts import audit_reading, model_description
@@ -33,26 +33,16 @@ def _sweep(root: Path) -> Path:
         ("eps8", 8.0, (4.0, 7.99337), 0.718),
         ("epsinf", float("inf"), None, 0.711),
     ):
-        make_run(
-            sweep / "runs",
-            name=name,
-            dp=eps_rounds is not None,
-            aggregation="secagg",
-            attacks=("audit",),
-            accuracy=acc,
-            eps_rounds=eps_rounds or (0.0, 0.0),
-            audit_lower_bound=0.0 if eps_rounds is None else 0.2,
-            audit_accountant_eps=None,
-        )
         points.append(
-            {
-                "name": name,
-                "target_epsilon": "inf" if target == float("inf") else target,
-                "learner": "protonet",
-                "aggregation": "secagg",
-                "run_dir": f"runs/{name}",
-                "status": "ran",
-            }
+            make_sweep_point(
+                sweep,
+                name=name,
+                target=target,
+                eps_rounds=eps_rounds,
+                accuracy=acc,
+                attacks=("audit",),
+                audit_lower_bound=0.0 if eps_rounds is None else 0.2,
+            )
         )
     doc = {"format": "secfed.sweep", "version": 1, "epsilons": [1.0, 8.0, "inf"], "points": points}
     doc["untrained_test_accuracy"], doc["untrained_test_accuracy_ci95"] = 0.7104, 0.0071
