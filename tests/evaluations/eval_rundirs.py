@@ -273,61 +273,55 @@ def write_attacks(
         (folder / "audit.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
-def make_sweep_point(
+def make_sweep_points(
     sweep: Path,
     *,
-    name: str,
-    target: float,
-    eps_rounds: tuple[float, ...] | None,
-    accuracy: float,
+    specs: Iterable[tuple[str, float, tuple[float, ...] | None, float]],
     attacks: Iterable[str],
-    audit_lower_bound: float,
-) -> dict[str, Any]:
-    """A finished SecAgg run under ``sweep/runs/name`` (DP unless ``eps_rounds`` is None) and its
-    ``sweep.json`` point."""
-    make_run(
-        sweep / "runs",
-        name=name,
-        dp=eps_rounds is not None,
-        aggregation="secagg",
-        attacks=attacks,
-        accuracy=accuracy,
-        eps_rounds=eps_rounds or (0.0, 0.0),
-        audit_lower_bound=audit_lower_bound,
-        audit_accountant_eps=None,
-    )
-    return {
-        "name": name,
-        "target_epsilon": "inf" if target == float("inf") else target,
-        "learner": "protonet",
-        "aggregation": "secagg",
-        "run_dir": f"runs/{name}",
-        "status": "ran",
-    }
+    audit_bounds: tuple[float, float],
+) -> list[dict[str, Any]]:
+    """Finished SecAgg runs under ``sweep/runs/`` and their ``sweep.json`` points.
+
+    ``specs`` holds ``(name, target ε, ε per round or None for no DP, accuracy)``; ``audit_bounds``
+    the audit's lower bound at the DP points and at the points without DP.
+    """
+    points = []
+    attacks = tuple(attacks)
+    for name, target, eps_rounds, acc in specs:
+        make_run(
+            sweep / "runs",
+            name=name,
+            dp=eps_rounds is not None,
+            aggregation="secagg",
+            attacks=attacks,
+            accuracy=acc,
+            eps_rounds=eps_rounds or (0.0, 0.0),
+            audit_lower_bound=audit_bounds[0] if eps_rounds is not None else audit_bounds[1],
+            audit_accountant_eps=None,
+        )
+        points.append(
+            {
+                "name": name,
+                "target_epsilon": "inf" if target == float("inf") else target,
+                "learner": "protonet",
+                "aggregation": "secagg",
+                "run_dir": f"runs/{name}",
+                "status": "ran",
+            }
+        )
+    return points
 
 
 def make_sweep(root: Path) -> Path:
     """A sweep directory: points at ε = 1 and 3 (DP runs), ∞ (no DP), and one failed point."""
     sweep = root / "sweep"
     (sweep / "runs").mkdir(parents=True)
-    points = []
     specs = [
         ("eps1", 1.0, (0.6, 1.0), 0.41),
         ("eps3", 3.0, (1.7, 3.0), 0.55),
         ("epsinf", float("inf"), None, 0.70),
     ]
-    for name, target, eps_rounds, acc in specs:
-        points.append(
-            make_sweep_point(
-                sweep,
-                name=name,
-                target=target,
-                eps_rounds=eps_rounds,
-                accuracy=acc,
-                attacks=("mia", "audit"),
-                audit_lower_bound=0.3,
-            )
-        )
+    points = make_sweep_points(sweep, specs=specs, attacks=("mia", "audit"), audit_bounds=(0.3, 0.3))
     points.append(
         {
             "name": "eps8",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_rundirs import make_run, make_sweep_point
+from eval_rundirs import make_run, make_sweep_points
 
 from evaluations import plots
 from evaluations.facts import audit_reading, model_description
@@ -27,23 +27,12 @@ def _sweep(root: Path) -> Path:
     """Points at target ε 1 (reached 0.999992), 8 (reached 7.99337) and ∞, accuracies within noise."""
     sweep = root / "sweep"
     (sweep / "runs").mkdir(parents=True)
-    points = []
-    for name, target, eps_rounds, acc in (
+    specs = [
         ("eps1", 1.0, (0.5, 0.999992), 0.704),
         ("eps8", 8.0, (4.0, 7.99337), 0.718),
         ("epsinf", float("inf"), None, 0.711),
-    ):
-        points.append(
-            make_sweep_point(
-                sweep,
-                name=name,
-                target=target,
-                eps_rounds=eps_rounds,
-                accuracy=acc,
-                attacks=("audit",),
-                audit_lower_bound=0.0 if eps_rounds is None else 0.2,
-            )
-        )
+    ]
+    points = make_sweep_points(sweep, specs=specs, attacks=("audit",), audit_bounds=(0.2, 0.0))
     doc = {"format": "secfed.sweep", "version": 1, "epsilons": [1.0, 8.0, "inf"], "points": points}
     doc["untrained_test_accuracy"], doc["untrained_test_accuracy_ci95"] = 0.7104, 0.0071
     (sweep / "sweep.json").write_text(json.dumps(doc), encoding="utf-8")
