@@ -95,6 +95,57 @@ def run_facts(*, run: RunData, outcomes: Mapping[str, AttackOutcome]) -> dict[st
     return facts
 
 
+def _point_row(
+    *,
+    point: Mapping[str, Any],
+    loaded: tuple[RunData, Mapping[str, AttackOutcome]] | None,
+    facts: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One row of the sweep table: what ``sweep.json`` records of the point, replaced by what its run
+    directory shows when it has one (``loaded`` and its :func:`run_facts`)."""
+    row: dict[str, Any] = {
+        "name": str(point.get("name")),
+        "target_epsilon": as_float(value=point.get("target_epsilon")),
+        "learner": point.get("learner"),
+        "aggregation": point.get("aggregation"),
+        "status": point.get("status", "unknown"),
+        "problem": point.get("problem"),
+        "run_dir": point.get("run_dir"),
+        "test_accuracy": as_float(value=point.get("test_accuracy")),
+        "ci95": as_float(value=point.get("ci95")),
+        "epsilon": as_float(value=point.get("epsilon")),
+        "delta": as_float(value=point.get("delta")),
+        "noise_multiplier": as_float(value=point.get("noise_multiplier")),
+        "attacks": dict(point.get("attacks") or {}),
+        **{k: point.get(k) for k in SUPERVISED_POINT_KEYS},
+    }
+    if loaded is None or facts is None:
+        row["attack_metrics"] = dict(point.get("attack_metrics") or {})
+        return row
+    run, outcomes = loaded
+    util, priv = facts["utility"], facts["privacy"]
+    if util["test_accuracy"] is not None:
+        row["test_accuracy"], row["ci95"] = util["test_accuracy"], util["ci95"]
+    if util["supervised"]["applied"]:
+        row.update({k: (run.summary or {}).get(k) for k in SUPERVISED_POINT_KEYS})
+    row["epsilon"] = priv["epsilon"] if priv["applied"] else math.inf
+    row["delta"] = priv["delta"]
+    row["noise_multiplier"] = priv["noise_multiplier"]
+    row["privacy_mode"] = priv["mode"]
+    row["privacy_unit"] = priv["unit"]
+    row["protocol"] = facts["secure_aggregation"]["protocol"]
+    row["attack_metrics"] = headline_metrics(outcomes=outcomes)
+    row["audit_ceiling"] = facts["empirical_epsilon"].get("ceiling")
+    row["chance"] = util["chance"]
+    summary = run.summary or {}
+    if (base := as_float(value=summary.get("untrained_test_accuracy"))) is not None:
+        row["untrained_accuracy"] = base
+        row["untrained_ci95"] = as_float(value=summary.get("untrained_test_accuracy_ci95"))
+    row["warnings"] = priv["warnings"]
+    row["config_hash"] = facts["what_was_run"]["config_hash"]
+    return row
+
+
 def sweep_facts(
     *,
     sweep_dir: Path,
@@ -113,59 +164,18 @@ def sweep_facts(
         grid point with the measured accuracy, ε and attack metrics.
     """
     points = []
-    code_versions, first = set(), None
+    code_versions: set[str] = set()
+    first_facts: dict[str, Any] | None = None
     for p in sweep.get("points", []):
         if not isinstance(p, Mapping):
             continue
-        name = str(p.get("name"))
-        target = as_float(value=p.get("target_epsilon"))
-        row: dict[str, Any] = {
-            "name": name,
-            "target_epsilon": target,
-            "learner": p.get("learner"),
-            "aggregation": p.get("aggregation"),
-            "status": p.get("status", "unknown"),
-            "problem": p.get("problem"),
-            "run_dir": p.get("run_dir"),
-            "test_accuracy": as_float(value=p.get("test_accuracy")),
-            "ci95": as_float(value=p.get("ci95")),
-            "epsilon": as_float(value=p.get("epsilon")),
-            "delta": as_float(value=p.get("delta")),
-            "noise_multiplier": as_float(value=p.get("noise_multiplier")),
-            "attacks": dict(p.get("attacks") or {}),
-            **{k: p.get(k) for k in SUPERVISED_POINT_KEYS},
-        }
-        loaded = runs.get(name)
-        if loaded is not None:
-            run, outcomes = loaded
-            first = first or (run, outcomes)
-            facts = run_facts(run=run, outcomes=outcomes)
-            util, priv = facts["utility"], facts["privacy"]
-            if util["test_accuracy"] is not None:
-                row["test_accuracy"], row["ci95"] = util["test_accuracy"], util["ci95"]
-            if util["supervised"]["applied"]:
-                row.update({k: (run.summary or {}).get(k) for k in SUPERVISED_POINT_KEYS})
-            row["epsilon"] = priv["epsilon"] if priv["applied"] else math.inf
-            row["delta"] = priv["delta"]
-            row["noise_multiplier"] = priv["noise_multiplier"]
-            row["privacy_mode"] = priv["mode"]
-            row["privacy_unit"] = priv["unit"]
-            row["protocol"] = facts["secure_aggregation"]["protocol"]
-            row["attack_metrics"] = headline_metrics(outcomes=outcomes)
-            row["audit_ceiling"] = facts["empirical_epsilon"].get("ceiling")
-            row["chance"] = util["chance"]
-            summary = run.summary or {}
-            if (base := as_float(value=summary.get("untrained_test_accuracy"))) is not None:
-                row["untrained_accuracy"] = base
-                row["untrained_ci95"] = as_float(value=summary.get("untrained_test_accuracy_ci95"))
-            row["warnings"] = priv["warnings"]
-            row["config_hash"] = facts["what_was_run"]["config_hash"]
+        loaded = runs.get(str(p.get("name")))
+        facts = run_facts(run=loaded[0], outcomes=loaded[1]) if loaded is not None else None
+        points.append(_point_row(point=p, loaded=loaded, facts=facts))
+        if facts is not None:
+            first_facts = first_facts or facts
             if facts["what_was_run"]["code_version"]:
                 code_versions.add(str(facts["what_was_run"]["code_version"]))
-        else:
-            row["attack_metrics"] = dict(p.get("attack_metrics") or {})
-        points.append(row)
-    first_facts = run_facts(run=first[0], outcomes=first[1]) if first is not None else None
     # The untrained model on the same test tasks: sweep.json's, else the first point's that has one.
     untrained = as_float(value=sweep.get("untrained_test_accuracy"))
     untrained_ci = as_float(value=sweep.get("untrained_test_accuracy_ci95"))

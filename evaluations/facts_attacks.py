@@ -58,6 +58,93 @@ def _inversion_statement(best: InversionRow) -> str:
     return text + "."
 
 
+def _mia_entry(data: Any) -> tuple[list[dict[str, Any]], str]:
+    """The membership-inference rows and statement (strongest attack per level)."""
+    rows = mia_rows(data=data)
+    table = [
+        {
+            "attack": r.attack,
+            "auc": r.auc,
+            "balanced_accuracy": r.balanced_accuracy,
+            "tpr_at_0.1%": r.tpr_at_fpr.get("0.001"),
+            "tpr_at_1%": r.tpr_at_fpr.get("0.01"),
+            "members": r.num_members,
+            "non_members": r.num_nonmembers,
+        }
+        for r in rows
+    ]
+    parts = []
+    for best in strongest_mia(rows=rows):
+        low = best.tpr_at_fpr.get("0.001")
+        text = f"strongest attack {best.attack}: AUC {fmt_num(value=best.auc)}"
+        if low is not None:
+            text += f", true-positive rate {fmt_pct(value=low)} at 0.1 % false positives"
+        if best.num_members is not None and best.num_nonmembers is not None:
+            text += f" ({best.num_members} members, {best.num_nonmembers} non-members"
+            if best.num_nonmembers < 1000:
+                text += f"; rates below 1/{best.num_nonmembers} cannot be resolved"
+            text += ")"
+        parts.append(text)
+    joined = "; ".join(parts)
+    statement = (
+        f"{joined[:1].upper()}{joined[1:]}."
+        if parts
+        else "The result file holds no membership-inference metrics."
+    )
+    return table, statement
+
+
+def _inversion_entry(data: Any) -> tuple[list[dict[str, Any]], str]:
+    """The gradient-inversion rows and the statement on the best reconstruction."""
+    irows = inversion_rows(data=data)
+    table = [
+        {
+            "attack": r.attack,
+            "psnr_db": r.psnr,
+            "ssim": r.ssim,
+            "mse": r.mse,
+            "label_accuracy": r.label_accuracy,
+            "flat_baseline_psnr_db": r.flat_baseline_psnr,
+            **({"sent_in_run": r.sent_in_run} if any(x.sent_in_run is not None for x in irows) else {}),
+        }
+        for r in irows
+    ]
+    best = strongest_inversion(rows=irows)
+    statement = (
+        _inversion_statement(best) if best is not None else "The result file holds no reconstruction scores."
+    )
+    return table, statement
+
+
+def _audit_entry(data: Any) -> tuple[list[dict[str, Any]], str]:
+    """The canary audit's lower bounds and a statement on its design."""
+    arows = audit_rows(data=data)
+    table = [
+        {
+            "audit": r.name,
+            "lower_bound": r.lower_bound,
+            "confidence": r.confidence,
+            "method": r.method,
+            "delta": r.delta,
+            "accountant_epsilon": r.accountant_epsilon,
+        }
+        for r in arows
+    ]
+    canaries = data.get("canaries") if isinstance(data, dict) else None
+    design = ""
+    if isinstance(canaries, dict) and isinstance(canaries.get("count"), int):
+        design = f" The audit inserted {canaries['count']} canary records"
+        if isinstance(canaries.get("included"), int):
+            design += f", {canaries['included']} of them included in training"
+        design += "."
+    statement = (
+        f"{len(arows)} empirical lower bound(s) found; see the comparison with the accountant's ε." + design
+        if arows
+        else "The result file holds no ε lower bound."
+    )
+    return table, statement
+
+
 def attack_facts(*, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
     """The attack-results section.
 
@@ -83,86 +170,8 @@ def attack_facts(*, outcomes: Mapping[str, AttackOutcome]) -> dict[str, Any]:
             entry["statement"] = "Not run: no result file was found for this attack."
         elif o.status == "unreadable":
             entry["statement"] = f"The result file could not be read: {o.problem}"
-        elif name == "mia":
-            rows = mia_rows(data=o.data)
-            entry["rows"] = [
-                {
-                    "attack": r.attack,
-                    "auc": r.auc,
-                    "balanced_accuracy": r.balanced_accuracy,
-                    "tpr_at_0.1%": r.tpr_at_fpr.get("0.001"),
-                    "tpr_at_1%": r.tpr_at_fpr.get("0.01"),
-                    "members": r.num_members,
-                    "non_members": r.num_nonmembers,
-                }
-                for r in rows
-            ]
-            parts = []
-            for best in strongest_mia(rows=rows):
-                low = best.tpr_at_fpr.get("0.001")
-                text = f"strongest attack {best.attack}: AUC {fmt_num(value=best.auc)}"
-                if low is not None:
-                    text += f", true-positive rate {fmt_pct(value=low)} at 0.1 % false positives"
-                if best.num_members is not None and best.num_nonmembers is not None:
-                    text += f" ({best.num_members} members, {best.num_nonmembers} non-members"
-                    if best.num_nonmembers < 1000:
-                        text += f"; rates below 1/{best.num_nonmembers} cannot be resolved"
-                    text += ")"
-                parts.append(text)
-            joined = "; ".join(parts)
-            entry["statement"] = (
-                f"{joined[:1].upper()}{joined[1:]}."
-                if parts
-                else "The result file holds no membership-inference metrics."
-            )
-        elif name == "inversion":
-            irows = inversion_rows(data=o.data)
-            entry["rows"] = [
-                {
-                    "attack": r.attack,
-                    "psnr_db": r.psnr,
-                    "ssim": r.ssim,
-                    "mse": r.mse,
-                    "label_accuracy": r.label_accuracy,
-                    "flat_baseline_psnr_db": r.flat_baseline_psnr,
-                    **(
-                        {"sent_in_run": r.sent_in_run}
-                        if any(x.sent_in_run is not None for x in irows)
-                        else {}
-                    ),
-                }
-                for r in irows
-            ]
-            best_inv = strongest_inversion(rows=irows)
-            if best_inv is not None:
-                entry["statement"] = _inversion_statement(best_inv)
-            else:
-                entry["statement"] = "The result file holds no reconstruction scores."
         else:
-            arows = audit_rows(data=o.data)
-            entry["rows"] = [
-                {
-                    "audit": r.name,
-                    "lower_bound": r.lower_bound,
-                    "confidence": r.confidence,
-                    "method": r.method,
-                    "delta": r.delta,
-                    "accountant_epsilon": r.accountant_epsilon,
-                }
-                for r in arows
-            ]
-            canaries = o.data.get("canaries") if isinstance(o.data, dict) else None
-            design = ""
-            if isinstance(canaries, dict) and isinstance(canaries.get("count"), int):
-                design = f" The audit inserted {canaries['count']} canary records"
-                if isinstance(canaries.get("included"), int):
-                    design += f", {canaries['included']} of them included in training"
-                design += "."
-            entry["statement"] = (
-                f"{len(arows)} empirical lower bound(s) found; see the comparison with the accountant's ε."
-                + design
-                if arows
-                else "The result file holds no ε lower bound."
-            )
+            build = {"mia": _mia_entry, "inversion": _inversion_entry}.get(name, _audit_entry)
+            entry["rows"], entry["statement"] = build(o.data)
         out[name] = entry
     return out
