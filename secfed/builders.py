@@ -21,6 +21,7 @@ from secfed.data.errors import DatasetFormatError
 from secfed.errors import ConfigError
 from secfed.federation.state import state_spec
 from secfed.learners.base import Learner, LearnerConfig
+from secfed.learners.settings import REPLACED_HEADS
 
 __all__ = [
     "RunShape",
@@ -295,7 +296,7 @@ def model_num_classes(*, config: ExperimentConfig, train: ImageDataset | None = 
         if train is None:
             train, _ = load_splits(config=config)
         return train.num_classes
-    if config.learner.head_init in ("zero", "proto"):
+    if config.learner.head_init in REPLACED_HEADS:
         # Zeroed (or set from the support prototypes) before every task, the head is the same
         # for every class: train and test ways may differ, and each task uses its first n_way
         # outputs.
@@ -345,27 +346,9 @@ def build_model(
 
 
 def learner_config(*, config: ExperimentConfig) -> LearnerConfig:
-    """The learner hyperparameters of the configuration."""
-    lr = config.learner
-    return LearnerConfig(
-        local_steps=lr.local_steps,
-        meta_batch=lr.meta_batch,
-        local_lr=lr.local_lr,
-        local_optimizer=lr.local_optimizer,
-        inner_steps=lr.inner_steps,
-        inner_lr=lr.inner_lr,
-        test_inner_steps=lr.test_inner_steps,
-        test_inner_lr=lr.test_inner_lr,
-        inner_optimizer=lr.inner_optimizer,
-        reptile_inner_batch=lr.reptile_inner_batch,
-        batch_size=lr.batch_size,
-        head_init=lr.head_init,
-        fce=lr.fce,
-        fce_steps=lr.fce_steps,
-        cosine_scale=float(lr.cosine_scale),
-        pair_loss=lr.pair_loss,
-        proximal_mu=float(config.federation.proximal_mu),
-    )
+    """The learner hyperparameters of the configuration: the ``[learner]`` settings and
+    ``federation.proximal_mu``."""
+    return LearnerConfig.from_settings(config.learner, proximal_mu=config.federation.proximal_mu)
 
 
 def build_learner(*, config: ExperimentConfig) -> Learner:

@@ -83,10 +83,10 @@ def _partition(
 
 
 def _task_source(*, config: ExperimentConfig, dataset: ImageDataset, train: bool) -> TaskSource:
-    from secfed.learners import learner_class
+    from secfed.learners.declarations import declaration
 
     t = config.task
-    if learner_class(config.learner.name).head == "global" and train:
+    if not declaration(config.learner.name).trains_on_tasks and train:
         # a head over every training class (FedAvg) trains on supervised batches, not tasks
         return SupervisedSource(dataset=dataset)  # type: ignore[return-value]
     if t.source == "client_as_task":

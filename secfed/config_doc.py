@@ -20,11 +20,20 @@ from typing import Any, get_type_hints
 import tomli_w
 
 from secfed.config import CHOICES, SECTIONS, ExperimentConfig, config_to_dict
+from secfed.learners.declarations import LearnerDeclaration, declaration
+from secfed.learners.settings import COMMON_SETTINGS, setting_names
 
 __all__ = ["key_docs", "applies", "explain_config"]
 
-_EPISODIC_META = ("protonet", "matching", "siamese", "maml", "fomaml")
-_INNER = ("maml", "fomaml", "reptile")
+
+def _learner(config: ExperimentConfig) -> LearnerDeclaration:
+    return declaration(config.learner.name)
+
+
+def _read_by_learner(key: str) -> Callable[[ExperimentConfig], bool]:
+    """``learner.<key>`` applies when the run's learner declares that it reads the key."""
+    return lambda c: _learner(c).uses(key)
+
 
 # ``section.key`` -> when the key is used (keys not listed always apply).
 _APPLIES: dict[str, Callable[[ExperimentConfig], bool]] = {
@@ -51,30 +60,20 @@ _APPLIES: dict[str, Callable[[ExperimentConfig], bool]] = {
     "model.scatter_l": lambda c: c.model.frontend == "scatter",
     "model.weight_standardization": lambda c: c.model.arch == "conv4",
     "model.cache_features": lambda c: c.model.frontend == "scatter",
-    "model.pretrain_steps": lambda c: c.data.dataset == "omniglot" and c.learner.name != "fedavg",
+    "model.pretrain_steps": lambda c: c.data.dataset == "omniglot" and _learner(c).trains_on_tasks,
     "model.pretrain_lr": lambda c: c.model.pretrain_steps > 0,
     "model.pretrain_n_way": lambda c: c.model.pretrain_steps > 0,
     "model.pretrain_learner": lambda c: c.model.pretrain_steps > 0,
-    # learner
-    "learner.inner_steps": lambda c: c.learner.name in _INNER,
-    "learner.inner_lr": lambda c: c.learner.name in _INNER,
-    "learner.test_inner_steps": lambda c: c.learner.name in (*_INNER, "fedavg"),
-    "learner.test_inner_lr": lambda c: c.learner.name in (*_INNER, "fedavg"),
-    "learner.inner_optimizer": lambda c: c.learner.name in ("reptile", "fedavg"),
-    "learner.reptile_inner_batch": lambda c: c.learner.name == "reptile",
-    "learner.batch_size": lambda c: c.learner.name == "fedavg",
-    "learner.head_init": lambda c: c.learner.name in _INNER,
-    "learner.fce": lambda c: c.learner.name == "matching",
-    "learner.fce_steps": lambda c: c.learner.name == "matching" and c.learner.fce,
-    "learner.cosine_scale": lambda c: c.learner.name == "matching",
-    "learner.pair_loss": lambda c: c.learner.name == "siamese",
+    # learner: the settings each learner declares it reads (secfed.learners.declarations)
+    **{f"learner.{key}": _read_by_learner(key) for key in setting_names() if key not in COMMON_SETTINGS},
+    "learner.fce_steps": lambda c: _learner(c).uses("fce_steps") and c.learner.fce,
     # federation
     "federation.clients_per_round": lambda c: c.federation.sampling == "fixed",
     "federation.sample_rate": lambda c: c.federation.sampling == "poisson",
     # privacy (the section applies only with DP, see _section_applies)
     "privacy.sample_rate": lambda c: c.privacy.mode == "record",
     "privacy.expected_batch": lambda c: c.privacy.mode == "record",
-    "privacy.episodes_per_step": lambda c: c.privacy.mode == "record" and c.learner.name in _EPISODIC_META,
+    "privacy.episodes_per_step": lambda c: c.privacy.mode == "record" and _learner(c).episodic,
     "privacy.augmult": lambda c: c.privacy.mode == "record",
     "privacy.noise_sharing": lambda c: c.privacy.mode == "record" and c.federation.aggregation != "plain",
     "privacy.colluding_sites": lambda c: c.privacy.noise_sharing,
@@ -113,14 +112,29 @@ def key_docs(section_cls: type) -> dict[str, str]:
     """The one-line documentation of every key of a section dataclass.
 
     Args:
-        section_cls: A section dataclass of :mod:`secfed.config` (its docstring has an
-            ``Attributes:`` block with one entry per key).
+        section_cls: A section dataclass of :mod:`secfed.config` (its docstring, or for a key
+            declared in a base that base's, has an ``Attributes:`` block with one entry per key).
 
     Returns:
         ``{key: first sentence of its entry}`` (reST markup removed, cut to one line of about 110
         characters with an ellipsis); keys without an entry map to an empty string.
     """
-    doc = section_cls.__doc__ or ""
+    names = {f.name for f in dataclasses.fields(section_cls)}
+    entries: dict[str, list[str]] = {}
+    # a key declared in a base (the learner settings of LearnerSection) is documented there; the
+    # class's own entry wins
+    for klass in reversed(section_cls.__mro__):
+        entries.update(_attribute_entries(klass.__doc__ or "", names=names))
+    out = {}
+    for f in dataclasses.fields(section_cls):
+        text = " ".join(entries.get(f.name, []))
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+        out[f.name] = _one_line(_first_sentence(text))
+    return out
+
+
+def _attribute_entries(doc: str, *, names: set[str]) -> dict[str, list[str]]:
+    """The lines of each entry of a docstring's ``Attributes:`` block that documents one of ``names``."""
     entries: dict[str, list[str]] = {}
     current: str | None = None
     in_block = False
@@ -131,17 +145,12 @@ def key_docs(section_cls: type) -> dict[str, str]:
         if not in_block:
             continue
         m = re.match(r"^ {4}(\w+): ?(.*)$", line) or re.match(r"^ {8}(\w+): ?(.*)$", line)
-        if m and m.group(1) in {f.name for f in dataclasses.fields(section_cls)}:
+        if m and m.group(1) in names:
             current = m.group(1)
             entries[current] = [m.group(2).strip()]
         elif current is not None and line.strip():
             entries[current].append(line.strip())
-    out = {}
-    for f in dataclasses.fields(section_cls):
-        text = " ".join(entries.get(f.name, []))
-        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
-        out[f.name] = _one_line(_first_sentence(text))
-    return out
+    return entries
 
 
 def _first_sentence(text: str) -> str:

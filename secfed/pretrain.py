@@ -46,6 +46,7 @@ from torch import nn
 from secfed.config import ExperimentConfig
 from secfed.errors import ConfigError
 from secfed.learners.common import EmbeddingView
+from secfed.learners.declarations import LearnerDeclaration, declaration
 from secfed.seeding import derive_seed
 
 __all__ = ["pretrain_cache_path", "pretrain_public"]
@@ -64,7 +65,7 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     # model.cache_features is pre-processing (the same features, computed once): not in the key
     del model["cache_features"]
     learner = dataclasses.asdict(config.learner)
-    if config.learner.name == "protonet":
+    if declaration(config.learner.name).embedding_pretrainer:
         # a ProtoNet run pretrains with Adam whatever its own optimiser (pretrain_public): a run
         # with local SGD shares the Adam run's state (the key of every Adam run is unchanged; an SGD
         # run's key changed when its pretraining became Adam, so no SGD-pretrained state is reused)
@@ -73,12 +74,12 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
         del model["pretrain_shift"]  # unaugmented pretraining keeps the key it had before the option
     if config.model.pretrain_learner == "same":
         del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
-    elif config.learner.name != "protonet":
+    elif config.model.pretrain_learner != config.learner.name:
         from secfed.builders import model_num_classes
 
         # the body's pretraining reads nothing of the learner section (Adam, one episode per
         # step); the run's learner only decides the head's size, which the state must match
-        learner = {"pretrain_as": "protonet", "outputs": model_num_classes(config=config)}
+        learner = {"pretrain_as": config.model.pretrain_learner, "outputs": model_num_classes(config=config)}
     key = {
         "v": 1,
         "data": dataclasses.asdict(config.data) | {"root": str(config.data_root())},
@@ -93,8 +94,10 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     return base / "pretrained" / f"{digest}.safetensors"
 
 
-def _pretrains_as_protonet(*, config: ExperimentConfig) -> bool:
-    return config.model.pretrain_learner == "protonet" or config.learner.name == "protonet"
+def _pretrainer(*, config: ExperimentConfig) -> LearnerDeclaration:
+    """The learner that pretrains: ``model.pretrain_learner``, or the run's own with ``"same"``."""
+    chosen = config.model.pretrain_learner
+    return declaration(config.learner.name if chosen == "same" else chosen)
 
 
 def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
@@ -136,30 +139,31 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     # pretraining needs the raw pixels (the model runs the transform on raw records itself)
     public = featurize(model=config.model, dataset=raw_public) if shift == 0 else raw_public
     # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
-    as_protonet = _pretrains_as_protonet(config=config)
-    n_way = m.pretrain_n_way if as_protonet else config.task.n_way
+    pretrainer = _pretrainer(config=config)
+    as_embedding = pretrainer.embedding_pretrainer
+    n_way = m.pretrain_n_way if as_embedding else config.task.n_way
     source: TaskSource = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
     if shift > 0:
         # public data: the augmentation costs no privacy; its offsets come from the public seed
         gen = torch.Generator().manual_seed(derive_seed(config.experiment.seed, "pretrain-shift"))
         source = ShiftedTaskSource(source=source, max_shift=shift, generator=gen)
     pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
-    if as_protonet:
+    if as_embedding:
         # a ProtoNet embedding pretrains with Adam whatever the run's optimiser: a ProtoNet run with
         # local SGD (one plain step a round, as noise sharing needs) pretrained with SGD before and
         # started from a weaker model (89.9 against 92.3 % on the Latin validation alphabet)
         pre_learner = dataclasses.replace(pre_learner, local_optimizer="adam")
-    if as_protonet and config.learner.name != "protonet":
+    if as_embedding and pretrainer.name != config.learner.name:
         # the body of any learner pretrains like the ProtoNet examples' (Adam, one episode a
         # step), whatever the run's own optimiser (Reptile's outer SGD step at 1.0, for one)
         pre_learner = dataclasses.replace(
-            pre_learner, name="protonet", head_init="learned", local_optimizer="adam", meta_batch=1
+            pre_learner, name=pretrainer.name, head_init="learned", local_optimizer="adam", meta_batch=1
         )
     pre_cfg = dataclasses.replace(config, learner=pre_learner)
     learner = components.build_learner(config=pre_cfg)
     # a model with a linear head is pretrained as an embedding network through a view of its body
     has_head = getattr(model, "head", None) is not None
-    trained: nn.Module = EmbeddingView(model) if as_protonet and has_head else model
+    trained: nn.Module = EmbeddingView(model) if as_embedding and has_head else model
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(True)

@@ -28,6 +28,13 @@ from secfed.config.sections import (
     _check,
 )
 from secfed.errors import ConfigError
+from secfed.learners.declarations import (
+    DECLARATIONS,
+    declaration,
+    names_where,
+    sharing_learner_names,
+    spoken_list,
+)
 
 if TYPE_CHECKING:  # the protocols package loads numpy: imported where a protocol runs, not here
     from protocols.params import Mode, SecAggConfig
@@ -117,6 +124,7 @@ def validate(cfg: ExperimentConfig) -> None:
         cfg.federation,
         cfg.privacy,
     )
+    learner = declaration(lr.name)  # what the run's learner declares (secfed.learners.declarations)
     if cfg.experiment.supervised_eval == "on":
         why = supervised_eval_applies(learner=lr.name, dataset=d.dataset)
         _check(
@@ -147,9 +155,10 @@ def validate(cfg: ExperimentConfig) -> None:
         m.pretrain_steps,
     )
     _check(
-        m.pretrain_steps == 0 or lr.name != "fedavg",
+        m.pretrain_steps == 0 or learner.trains_on_tasks,
         "model.pretrain_steps",
-        "public pretraining is for the episodic learners and reptile",
+        "public pretraining is for the episodic learners and "
+        + spoken_list(names_where(lambda d: d.trains_on_tasks and not d.episodic)),
         lr.name,
     )
     side = {"digits": 8, "omniglot": d.image_size}.get(d.dataset)  # MedMNIST: checked at pretraining
@@ -167,10 +176,11 @@ def validate(cfg: ExperimentConfig) -> None:
         m.cache_features,
     )
     if lr.head_init == "proto":
+        # a learner that reads head_init and is not episodic clips per record under record-level DP
         _check(
-            not (lr.name == "reptile" and pr.mode == "record"),
+            learner.episodic or pr.mode != "record",
             "learner.head_init",
-            "'proto' sets reptile's head from several records of a task, but record-level DP reptile "
+            f"'proto' sets {lr.name}'s head from several records of a task, but record-level DP {lr.name} "
             "clips each record's gradient alone (its unit is one record): use 'zero'",
             lr.head_init,
         )
@@ -183,10 +193,10 @@ def validate(cfg: ExperimentConfig) -> None:
     if f.aggregation != "plain":
         _check(p.num_sites >= 3, "partition.num_sites", "secure aggregation needs >= 3 sites", p.num_sites)
     _check(
-        pr.augmult == 1 or (pr.mode == "record" and lr.name not in ("reptile", "fedavg")),
+        pr.augmult == 1 or (pr.mode == "record" and learner.episodic),
         "privacy.augmult",
         "augmentation multiplicity applies to record-level DP with per-episode clipping "
-        "(the episodic learners, not reptile or fedavg)",
+        f"(the episodic learners, not {spoken_list(names_where(lambda d: not d.episodic), last='or')})",
         pr.augmult,
     )
     check_distributed_dp_aggregation(config=cfg)
@@ -267,10 +277,13 @@ def supervised_eval_applies(*, learner: str, dataset: str) -> str | None:
     Returns:
         The reason, or ``None``.
     """
-    if learner != "fedavg":
+    declared = DECLARATIONS.get(learner)
+    if declared is None or declared.head != "global":
+        global_heads = names_where(lambda d: d.head == "global")
         return (
             f"learner {learner!r} has no head over the dataset's classes (ProtoNet has no head; "
-            "MAML, FOMAML and Reptile relabel classes per task); use learner.name = 'fedavg'"
+            "MAML, FOMAML and Reptile relabel classes per task); use learner.name = "
+            + spoken_list(global_heads, last="or", quote=True)
         )
     if dataset != "medmnist":
         return (
@@ -502,9 +515,7 @@ def check_noise_sharing_config(*, config: ExperimentConfig) -> None:
             f"federation.aggregation = {f.aggregation!r} (the server must see only the sum: use "
             "'secagg' or 'secagg+')"
         )
-    # the learners declare it (the import loads torch: only configurations with noise sharing)
-    from secfed.learners import sharing_learner_names
-
+    # the learners declare it (secfed.learners.declarations, torch-free)
     supported = sharing_learner_names()
     if lr.name not in supported:
         problems.append(

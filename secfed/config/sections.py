@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secfed.errors import ConfigError
+from secfed.learners.declarations import (
+    DEFAULT_LEARNER,
+    declaration,
+    embedding_pretrainer_names,
+    learner_names,
+    readers_of,
+    spoken_list,
+)
+from secfed.learners.settings import REPLACED_HEADS, SETTING_CHOICES, LearnerSettings
 
 __all__ = [
     "CHOICES",
@@ -36,12 +45,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.norm": ("batch", "group", "none"),
     "model.frontend": ("none", "scatter"),
     "task.test_protocol": ("n_way", "within_alphabet"),
-    "learner.name": ("protonet", "matching", "siamese", "maml", "fomaml", "reptile", "fedavg"),
-    "learner.local_optimizer": ("adam", "sgd"),
-    "learner.inner_optimizer": ("sgd", "adam"),
-    "learner.head_init": ("learned", "zero", "proto"),
-    "learner.pair_loss": ("bce", "softmax"),
-    "model.pretrain_learner": ("same", "protonet"),
+    # the learners' names and settings are declared in secfed.learners (torch-free)
+    "learner.name": learner_names(),
+    **{f"learner.{key}": allowed for key, allowed in SETTING_CHOICES.items()},
+    "model.pretrain_learner": ("same", *embedding_pretrainer_names()),
     "federation.sampling": ("fixed", "poisson"),
     "federation.server_optimizer": ("sgd", "adam"),
     "federation.aggregation": ("plain", "secagg", "secagg+"),
@@ -488,55 +495,25 @@ class ModelSection(_Section):
 
 
 @dataclass(frozen=True)
-class LearnerSection(_Section):
+class _LearnerName:
+    """``learner.name``: a base of :class:`LearnerSection` listed after the settings, so that its
+    field comes first (a dataclass's fields follow its bases from the last to the first)."""
+
+    name: str = DEFAULT_LEARNER
+
+
+@dataclass(frozen=True)
+class LearnerSection(_Section, LearnerSettings, _LearnerName):
     """Meta-learner and its hyperparameters (see :class:`secfed.learners.base.LearnerConfig`).
+
+    The hyperparameters and their documentation are declared once, in
+    :class:`secfed.learners.settings.LearnerSettings`; what each learner reads and which rules
+    apply to it, in :mod:`secfed.learners.declarations`.
 
     Attributes:
         name: ``protonet``, ``matching`` (Matching Networks), ``siamese`` (Siamese networks),
             ``maml``, ``fomaml``, ``reptile`` or ``fedavg`` (:data:`secfed.learners.LEARNERS`).
-        local_steps: Local (outer) steps per site per round.
-        meta_batch: Tasks per local step.
-        local_lr: Local learning rate.
-        local_optimizer: ``adam`` or ``sgd``.
-        inner_steps: Inner adaptation steps in training.
-        inner_lr: Inner learning rate in training.
-        test_inner_steps: Adaptation steps at test time.
-        test_inner_lr: Adaptation learning rate at test time.
-        inner_optimizer: Reptile inner optimiser.
-        reptile_inner_batch: Records per Reptile inner step (0 = whole task).
-        batch_size: FedAvg local minibatch size.
-        head_init: ``learned``, ``zero`` or ``proto`` (MAML/FOMAML/Reptile: zero the linear
-            head before every task, Kao et al. 2022, or set it from the task's support
-            prototypes, ``W_k = 2 c_k``, ``b_k = -||c_k||^2``, Proto-MAML, Triantafillou et al.
-            2020, so that before any inner step the model is the ProtoNet classifier; both let
-            ``task.n_way`` differ from ``task.test_n_way``). ``proto`` couples the records of a
-            task, so it is refused for Reptile under record-level DP (its DP unit is one record).
-        fce: Matching Networks: full context embeddings (Vinyals et al. 2016).
-        fce_steps: Matching Networks: processing steps of the FCE attention LSTM.
-        cosine_scale: Matching Networks: ``tau`` in the attention ``softmax(tau * cos)``; 1 is
-            the paper's kernel, larger values sharpen it (metric scaling, Oreshkin et al. 2018).
-        pair_loss: Siamese networks: the loss over an episode's pair scores, ``bce`` (Koch et al.
-            2015's balanced pair binary cross-entropy) or ``softmax`` (the multi-class N-pair
-            loss, Sohn 2016: a softmax over a query's pair scores against the episode's supports).
     """
-
-    name: str = "protonet"
-    local_steps: int = 10
-    meta_batch: int = 1
-    local_lr: float = 1e-3
-    local_optimizer: str = "adam"
-    inner_steps: int = 1
-    inner_lr: float = 0.4
-    test_inner_steps: int = 3
-    test_inner_lr: float = 0.4
-    inner_optimizer: str = "sgd"
-    reptile_inner_batch: int = 0
-    batch_size: int = 32
-    head_init: str = "learned"
-    fce: bool = False
-    fce_steps: int = 1
-    cosine_scale: float = 1.0
-    pair_loss: str = "bce"
 
     def check(self) -> None:
         """Check this section's own values.
@@ -552,9 +529,14 @@ class LearnerSection(_Section):
             _check(getattr(lr, key) >= 0, f"learner.{key}", "must be >= 0", getattr(lr, key))
         for key in ("local_lr", "inner_lr", "test_inner_lr"):
             _check(getattr(lr, key) > 0, f"learner.{key}", "must be > 0", getattr(lr, key))
-        if lr.name in ("maml", "fomaml", "reptile"):
+        declared = declaration(lr.name)
+        least = declared.min_inner_steps
+        if least:
             _check(
-                lr.inner_steps >= 1, "learner.inner_steps", f"{lr.name} needs >= 1 inner step", lr.inner_steps
+                lr.inner_steps >= least,
+                "learner.inner_steps",
+                f"{lr.name} needs >= {least} inner step{'s' if least > 1 else ''}",
+                lr.inner_steps,
             )
         _check(lr.fce_steps >= 1, "learner.fce_steps", "must be >= 1", lr.fce_steps)
         _check(
@@ -564,36 +546,33 @@ class LearnerSection(_Section):
             lr.cosine_scale,
         )
         _check(
-            not lr.fce or lr.name == "matching", "learner.fce", "applies to learner.name = 'matching'", lr.fce
+            not lr.fce or declared.uses("fce"),
+            "learner.fce",
+            f"applies to learner.name = {spoken_list(readers_of('fce'), last='or', quote=True)}",
+            lr.fce,
         )
-        if lr.head_init == "proto":
+        if lr.head_init in REPLACED_HEADS:
             _check(
-                lr.name in ("maml", "fomaml", "reptile"),
+                declared.uses("head_init"),
                 "learner.head_init",
-                "'proto' applies to maml, fomaml and reptile (learners with a linear head adapted per task)",
+                f"{lr.head_init!r} applies to {spoken_list(readers_of('head_init'))} "
+                "(learners with a linear head adapted per task)",
                 lr.name,
             )
         if lr.head_init == "zero":
-            _check(
-                lr.name in ("maml", "fomaml", "reptile"),
-                "learner.head_init",
-                "'zero' applies to maml, fomaml and reptile (learners with a linear head adapted per task)",
-                lr.name,
-            )
             _check(
                 lr.test_inner_steps >= 1,
                 "learner.test_inner_steps",
                 "head_init = 'zero' needs >= 1 test-time step (a zero head predicts nothing)",
                 lr.test_inner_steps,
             )
-            if lr.name == "reptile":
+            least = declared.zero_head_min_inner_steps
+            if least:
                 _check(
-                    lr.inner_steps >= 2,
+                    lr.inner_steps >= least,
                     "learner.inner_steps",
-                    (
-                        "reptile with head_init = 'zero' needs >= 2 "
-                        "(the first step from a zero head moves only the head)"
-                    ),
+                    f"{lr.name} with head_init = 'zero' needs >= {least} "
+                    "(the first step from a zero head moves only the head)",
                     lr.inner_steps,
                 )
 

@@ -1,21 +1,37 @@
 """Federated meta-learners: ProtoNet, Matching Networks, Siamese networks, MAML, FOMAML, Reptile
 and the FedAvg baseline (FedProx: ``proximal_mu`` in any of them).
 
-Use :func:`build_learner` to build one by name. Each learner class declares what the rest of the
-framework needs to know about it (``episodic``, ``needs_every_class``, ``head``,
-``extend_model``, and for DP planning ``dp_plan``, ``dp_steps_per_local_step`` and
-``noise_sharing``); other modules read those attributes through :func:`learner_class` and
-:func:`episodic_learner_names` instead of listing learner names.
+Use :func:`build_learner` to build one by name. Each learner declares what the rest of the
+framework needs to know about it in :mod:`secfed.learners.declarations` (``episodic``,
+``needs_every_class``, ``head``, the settings it reads, and for DP planning ``dp_plan`` and
+``noise_sharing``; its class adds ``extend_model`` and ``dp_steps_per_local_step``); its class
+attributes are copied from that declaration. Other modules read the declarations
+(:func:`~secfed.learners.declarations.declaration`, torch-free: the configuration loads without
+torch) or the classes (:func:`learner_class`) instead of listing learner names. The
+hyperparameters are declared once, in :class:`~secfed.learners.settings.LearnerSettings`.
+
+The learner classes are imported on first use (PEP 562), so that importing
+:mod:`secfed.learners.declarations` or :mod:`secfed.learners.settings` loads no torch.
 """
 
-from secfed.errors import ConfigError
-from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
-from secfed.learners.fedavg import FedAvgLearner, SupervisedBatchSource
-from secfed.learners.maml import FOMAML, MAML
-from secfed.learners.matching import MatchingNet
-from secfed.learners.protonet import ProtoNet
-from secfed.learners.reptile import Reptile
-from secfed.learners.siamese import SiameseNet
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from secfed.learners.declarations import episodic_learner_names, sharing_learner_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+    from secfed.learners.fedavg import FedAvgLearner, SupervisedBatchSource
+    from secfed.learners.maml import FOMAML, MAML
+    from secfed.learners.matching import MatchingNet
+    from secfed.learners.protonet import ProtoNet
+    from secfed.learners.reptile import Reptile
+    from secfed.learners.siamese import SiameseNet
+
+    #: Learner classes by name, in the order of :data:`~secfed.learners.declarations.DECLARATIONS`
+    #: (a test checks that every declared learner has its class here and the reverse).
+    LEARNERS: dict[str, type[Learner]]
 
 __all__ = [
     "LEARNERS",
@@ -36,10 +52,43 @@ __all__ = [
     "learner_class",
 ]
 
-#: Learner classes by name.
-LEARNERS: dict[str, type[Learner]] = {
-    cls.name: cls for cls in (ProtoNet, MatchingNet, SiameseNet, MAML, FOMAML, Reptile, FedAvgLearner)
-}
+
+def _learner_classes() -> dict[str, Any]:
+    """Every public class of the package by name (imports torch)."""
+    from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+    from secfed.learners.fedavg import FedAvgLearner, SupervisedBatchSource
+    from secfed.learners.maml import FOMAML, MAML
+    from secfed.learners.matching import MatchingNet
+    from secfed.learners.protonet import ProtoNet
+    from secfed.learners.reptile import Reptile
+    from secfed.learners.siamese import SiameseNet
+
+    classes: tuple[type[Learner], ...] = (
+        ProtoNet,
+        MatchingNet,
+        SiameseNet,
+        MAML,
+        FOMAML,
+        Reptile,
+        FedAvgLearner,
+    )
+    return {
+        "LEARNERS": {cls.name: cls for cls in classes},
+        "Learner": Learner,
+        "LearnerConfig": LearnerConfig,
+        "LocalUpdate": LocalUpdate,
+        "SupervisedBatchSource": SupervisedBatchSource,
+        **{cls.__name__: cls for cls in classes},
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """Import the learner classes on first use (PEP 562)."""
+    if name not in __all__:
+        raise AttributeError(f"module 'secfed.learners' has no attribute {name!r}")
+    if "LEARNERS" not in globals():
+        globals().update(_learner_classes())
+    return globals()[name]
 
 
 def learner_class(name: str) -> type[Learner]:
@@ -54,19 +103,12 @@ def learner_class(name: str) -> type[Learner]:
     Raises:
         ConfigError: If ``name`` is unknown.
     """
-    if name not in LEARNERS:
-        raise ConfigError(f"learner name must be one of {sorted(LEARNERS)}, got {name!r}")
-    return LEARNERS[name]
+    from secfed.errors import ConfigError
 
-
-def episodic_learner_names() -> tuple[str, ...]:
-    """Names of the learners with a per-episode meta-loss (record-level DP: per-episode units)."""
-    return tuple(name for name, cls in LEARNERS.items() if cls.episodic)
-
-
-def sharing_learner_names() -> tuple[str, ...]:
-    """Names of the learners that noise sharing supports (their class declares ``noise_sharing``)."""
-    return tuple(name for name, cls in LEARNERS.items() if cls.noise_sharing)
+    learners: dict[str, type[Learner]] = __getattr__("LEARNERS")
+    if name not in learners:
+        raise ConfigError(f"learner name must be one of {sorted(learners)}, got {name!r}")
+    return learners[name]
 
 
 def build_learner(*, name: str, config: LearnerConfig) -> Learner:

@@ -10,77 +10,48 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from secfed.learners.declarations import LearnerDeclaration
+from secfed.learners.settings import LearnerSettings, setting_names
 from secfed.tasks.base import Task, TaskSource
 
 __all__ = ["LearnerConfig", "LocalUpdate", "Learner"]
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
-    """Hyperparameters shared by all learners (each learner reads the ones it needs).
+class LearnerConfig(LearnerSettings):
+    """A learner's hyperparameters: the settings of :class:`~secfed.learners.settings.LearnerSettings`
+    (each learner reads the ones it needs) and FedProx's ``mu``.
 
     Attributes:
-        local_steps: Outer (meta) steps a site takes per round.
-        meta_batch: Tasks per local meta step.
-        local_lr: Learning rate of the local (outer) optimiser.
-        local_optimizer: ``"adam"`` or ``"sgd"``.
-        inner_steps: Inner adaptation steps during training (MAML/FOMAML/Reptile).
-        inner_lr: Inner learning rate during training.
-        test_inner_steps: Adaptation steps at test time (MAML/FOMAML/Reptile/FedAvg fine-tuning).
-        test_inner_lr: Adaptation learning rate at test time.
-        inner_optimizer: Reptile inner optimiser, ``"sgd"`` or ``"adam"``.
-        reptile_inner_batch: Records per Reptile inner step (0 = the whole task).
-        batch_size: Records per FedAvg local step when FedAvg draws from a
-            ``SupervisedBatchSource`` (added for FedAvg; ignored by the episodic learners).
-        head_init: Where MAML/FOMAML/Reptile start each task's linear head: ``"learned"`` (the
-            meta-learned head, Finn et al. 2017) or ``"zero"`` (weights and bias set to zero
-            before every task's inner loop, in training and at test time: the "zeroing trick"
-            of Kao, Chiu & Chen 2022, "MAML is a Noisy Contrastive Learner in Classification",
-            ICLR), or ``"proto"`` (set before every task from the task's support prototypes,
-            ``W_k = 2 c_k``, ``b_k = -||c_k||^2``: Proto-MAML, Triantafillou et al. 2020,
-            "Meta-Dataset", ICLR; before any inner step the model is the ProtoNet classifier).
-            With ``"zero"`` or ``"proto"`` the head is the same for every class, so the training
-            and test ways may differ.
-        fce: Matching Networks only: full context embeddings (Vinyals et al. 2016, appendix):
-            a bidirectional LSTM over the support embeddings and an attention LSTM for each query.
-        fce_steps: Processing steps ``K`` of the attention LSTM (with ``fce``).
-        cosine_scale: Matching Networks only: ``tau`` in ``softmax_i(tau * cos(f(x), g(x_i)))``;
-            1 is the paper's kernel (Vinyals et al. 2016). A cosine lies in [-1, 1], so with
-            ``tau = 1`` a 20-way episode can give its correct class at most ``P = e / (e + 19/e)
-            = 0.28``; scaling the metric (Oreshkin, Rodriguez & Lacoste 2018, "TADAM", NeurIPS)
-            lets the attention sharpen.
-        pair_loss: Siamese networks only: the loss over an episode's pair scores, ``"bce"`` (the
-            balanced binary cross-entropy of Koch et al. 2015) or ``"softmax"`` (the multi-class
-            N-pair loss, Sohn 2016: a softmax over a query's pair scores against the episode's
-            supports); see :mod:`secfed.learners.siamese`.
-        proximal_mu: FedProx's ``mu`` (Li et al. 2020): every local optimiser step on the model's
-            parameters adds the gradient of ``mu / 2 * ||w - w_global||^2``
-            (:func:`secfed.learners.engine.proximal_term`); 0 is plain local training (FedAvg).
+        proximal_mu: FedProx's ``mu`` (Li et al. 2020; ``federation.proximal_mu``): every local
+            optimiser step on the model's parameters adds the gradient of
+            ``mu / 2 * ||w - w_global||^2`` (:func:`secfed.learners.engine.proximal_term`); 0 is
+            plain local training (FedAvg).
     """
 
-    local_steps: int = 10
-    meta_batch: int = 1
-    local_lr: float = 1e-3
-    local_optimizer: str = "adam"
-    inner_steps: int = 1
-    inner_lr: float = 0.4
-    test_inner_steps: int = 3
-    test_inner_lr: float = 0.4
-    inner_optimizer: str = "sgd"
-    reptile_inner_batch: int = 0
-    batch_size: int = 32
-    head_init: str = "learned"
-    fce: bool = False
-    fce_steps: int = 1
-    cosine_scale: float = 1.0
-    pair_loss: str = "bce"
     proximal_mu: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: LearnerSettings, *, proximal_mu: float) -> LearnerConfig:
+        """The config of some settings (e.g. a configuration's ``[learner]`` section).
+
+        Args:
+            settings: The settings (any :class:`~secfed.learners.settings.LearnerSettings`; extra
+                fields such as ``learner.name`` are not copied).
+            proximal_mu: FedProx's ``mu``.
+
+        Returns:
+            The config (``cosine_scale`` and ``proximal_mu`` as floats).
+        """
+        values = {name: getattr(settings, name) for name in setting_names()}
+        values["cosine_scale"] = float(settings.cosine_scale)
+        return cls(**values, proximal_mu=float(proximal_mu))
 
 
 @dataclass
@@ -109,34 +80,46 @@ class LocalUpdate:
 class Learner(ABC):
     """Base class of MAML, FOMAML, Reptile, ProtoNet and FedAvg.
 
-    Subclasses set :attr:`name` and implement :meth:`local_update` and :meth:`predict`.
+    Subclasses set :attr:`declaration` (:data:`secfed.learners.declarations.DECLARATIONS`) and
+    implement :meth:`local_update` and :meth:`predict`.
     Episodic learners (ProtoNet, MAML, FOMAML) also implement :meth:`task_loss`, the
     ``torch.func``-compatible loss of one episode, which the privacy layer uses to compute
     per-episode meta-gradients.
     """
 
+    #: What the rest of secfed reads about the learner (:mod:`secfed.learners.declarations`).
+    #: A concrete learner sets it; the class attributes below are copied from it when the class
+    #: is created, so they never disagree with what the configuration reads.
+    declaration: ClassVar[LearnerDeclaration | None] = None
+    #: ``learner.name`` (:attr:`LearnerDeclaration.name`).
     name: ClassVar[str] = "base"
-    #: True when the meta-objective is a per-episode loss usable with ``torch.func`` (ProtoNet, MAML).
+    #: True when the meta-objective is a per-episode loss usable with ``torch.func``
+    #: (:attr:`LearnerDeclaration.episodic`).
     episodic: ClassVar[bool] = False
-    #: Whether adaptation needs a support record of every class (prototype learners). Learners
-    #: with a shared head accept support sets missing classes (client-as-task under label skew).
+    #: Whether adaptation needs a support record of every class
+    #: (:attr:`LearnerDeclaration.needs_every_class`).
     needs_every_class: ClassVar[bool] = False
-    #: What the model's linear head must be (:func:`secfed.components.model_num_classes` reads it):
-    #: ``"none"`` (an embedding network: ProtoNet, Matching Networks, Siamese networks), ``"n_way"``
-    #: (task-local logits: MAML, FOMAML, Reptile) or ``"global"`` (one output per training class:
-    #: FedAvg).
+    #: What the model's linear head must be: ``"none"``, ``"n_way"`` or ``"global"``
+    #: (:attr:`LearnerDeclaration.head`; :func:`secfed.components.model_num_classes` reads it).
     head: ClassVar[str] = "none"
-    #: How the DP planner replays a site's public record-level plan to count the steps of its
-    #: most exposed class (:func:`secfed.dp.planning.record_class_aware_steps`): ``"slots"`` (the
-    #: site's public slot plan, one episodic DP step per local step: ProtoNet, MAML, FOMAML),
-    #: ``"tasks"`` (the public class tasks drawn every sampled round: Reptile) or ``"every_step"``
-    #: (no replay, every planned step counts for every record: an upper bound; FedAvg, and
-    #: Matching and Siamese networks, whose plans the planner does not replay).
+    #: How the DP planner replays a site's public record-level plan (:attr:`LearnerDeclaration.dp_plan`,
+    #: read by :func:`secfed.dp.planning.record_class_aware_steps`).
     dp_plan: ClassVar[str] = "every_step"
-    #: Whether noise sharing (:mod:`secfed.dp.sharing`) supports the learner: one DP step per
-    #: round makes its update an affine function of the clipped sum plus the noise share
-    #: (ProtoNet, MAML, FOMAML, FedAvg; :func:`secfed.config.check_noise_sharing_config`).
+    #: Whether noise sharing (:mod:`secfed.dp.sharing`) supports the learner
+    #: (:attr:`LearnerDeclaration.noise_sharing`).
     noise_sharing: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Copy a concrete learner's declaration into its class attributes."""
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("declaration")
+        if declared is not None:
+            cls.name = declared.name
+            cls.episodic = declared.episodic
+            cls.needs_every_class = declared.needs_every_class
+            cls.head = declared.head
+            cls.dp_plan = declared.dp_plan
+            cls.noise_sharing = declared.noise_sharing
 
     @classmethod
     def dp_steps_per_local_step(cls, *, meta_batch: int, inner_steps: int) -> int:

@@ -1,5 +1,8 @@
 """Helpers shared by the learners: config and task validation, optimisers, deltas, modes.
 
+The allowed values of the enumerated settings (``OPTIMIZERS``, ``HEAD_INITS``, ``PAIR_LOSSES``,
+``REPLACED_HEADS``) are declared in :mod:`secfed.learners.settings` and re-exported here.
+
 Pure helpers with no learner state; every learner validates its inputs through here so that bad
 input fails with a typed error before any work is done.
 """
@@ -16,11 +19,13 @@ from torch.func import functional_call
 
 from secfed.errors import ConfigError, DataError
 from secfed.learners.base import LearnerConfig
+from secfed.learners.settings import HEAD_INITS, OPTIMIZERS, PAIR_LOSSES, REPLACED_HEADS
 from secfed.tasks.base import Task
 
 __all__ = [
     "OPTIMIZERS",
     "HEAD_INITS",
+    "PAIR_LOSSES",
     "REPLACED_HEADS",
     "head_names",
     "zero_head",
@@ -38,18 +43,6 @@ __all__ = [
     "params_delta",
     "training_mode",
 ]
-
-#: Allowed values of ``local_optimizer`` and ``inner_optimizer``.
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-#: Allowed values of ``head_init``: the meta-learned head, Kao et al.'s zeroed head, or the
-#: Proto-MAML head set from the task's support prototypes (Triantafillou et al. 2020).
-HEAD_INITS: tuple[str, ...] = ("learned", "zero", "proto")
-#: Allowed values of ``pair_loss`` (Siamese networks): Koch et al.'s balanced pair BCE, or the
-#: multi-class N-pair loss over a query's pair scores (Sohn 2016).
-PAIR_LOSSES: tuple[str, ...] = ("bce", "softmax")
-#: Head initialisations that replace the stored head before every task (the stored head is then
-#: never used and gets no update).
-REPLACED_HEADS: tuple[str, ...] = ("zero", "proto")
 
 
 def _positive_int(config: LearnerConfig, key: str, minimum: int) -> None:

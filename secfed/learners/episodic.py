@@ -16,7 +16,6 @@ every training-mode forward pass and returned in ``LocalUpdate.buffers``.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -46,9 +45,8 @@ __all__ = ["EpisodicLearner"]
 
 
 class EpisodicLearner(Learner):
-    """Base of learners whose meta-objective is a per-episode loss (``task_loss``)."""
-
-    episodic: ClassVar[bool] = True
+    """Base of learners whose meta-objective is a per-episode loss (``task_loss``); their
+    declarations say ``episodic=True`` (a test checks it)."""
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config and store it.

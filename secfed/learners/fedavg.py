@@ -40,6 +40,7 @@ from secfed.learners.common import (
     trainable_params,
     training_mode,
 )
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.engine import (
     MeanRecordEngine,
     RecordBatch,
@@ -128,10 +129,7 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class FedAvgLearner(Learner):
     """Supervised local training (FedAvg); see the module docstring."""
 
-    name: ClassVar[str] = "fedavg"
-    episodic: ClassVar[bool] = False
-    head: ClassVar[str] = "global"
-    noise_sharing: ClassVar[bool] = True
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["fedavg"]
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config and store it.

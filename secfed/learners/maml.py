@@ -52,6 +52,7 @@ from secfed.learners.common import (
     training_mode,
     zero_head,
 )
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -116,10 +117,7 @@ def inner_adapt(
 class MAML(EpisodicLearner):
     """Second-order MAML (set ``first_order = True`` in a subclass for FOMAML)."""
 
-    name: ClassVar[str] = "maml"
-    head: ClassVar[str] = "n_way"
-    dp_plan: ClassVar[str] = "slots"
-    noise_sharing: ClassVar[bool] = True
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["maml"]
     #: Treat inner gradients as constants (FOMAML).
     first_order: ClassVar[bool] = False
 
@@ -235,5 +233,5 @@ class MAML(EpisodicLearner):
 class FOMAML(MAML):
     """First-order MAML: the inner gradients are constants in the meta-gradient."""
 
-    name: ClassVar[str] = "fomaml"
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["fomaml"]
     first_order: ClassVar[bool] = True

@@ -46,6 +46,7 @@ from torch.func import functional_call
 from secfed.errors import ConfigError
 from secfed.learners.base import LearnerConfig
 from secfed.learners.common import check_support_query, training_mode
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -164,9 +165,7 @@ class MatchingNet(EpisodicLearner):
     the whole episode's, as for ProtoNet).
     """
 
-    name: ClassVar[str] = "matching"
-    needs_every_class: ClassVar[bool] = True
-    head: ClassVar[str] = "none"
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["matching"]
 
     @classmethod
     def extend_model(cls, *, model: nn.Module, config: LearnerConfig) -> nn.Module:

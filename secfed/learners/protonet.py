@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from secfed.learners.common import check_support_query, training_mode
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -51,10 +52,7 @@ class ProtoNet(EpisodicLearner):
     BatchNorm statistics are those of the whole episode, as in Snell et al.'s implementation).
     """
 
-    name: ClassVar[str] = "protonet"
-    needs_every_class: ClassVar[bool] = True
-    dp_plan: ClassVar[str] = "slots"
-    noise_sharing: ClassVar[bool] = True
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["protonet"]
 
     def episode(
         self,

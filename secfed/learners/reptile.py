@@ -51,6 +51,7 @@ from torch import nn
 from secfed.errors import ConfigError
 from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
 from secfed.learners.common import (
+    REPLACED_HEADS,
     check_config,
     check_support_query,
     check_task,
@@ -63,6 +64,7 @@ from secfed.learners.common import (
     trainable_params,
     training_mode,
 )
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.engine import (
     MeanRecordEngine,
     RecordBatch,
@@ -194,10 +196,7 @@ class TaskFineTune:
 class Reptile(Learner):
     """Reptile learner (not episodic: there is no per-episode differentiable meta-loss)."""
 
-    name: ClassVar[str] = "reptile"
-    episodic: ClassVar[bool] = False
-    head: ClassVar[str] = "n_way"
-    dp_plan: ClassVar[str] = "tasks"
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["reptile"]
 
     @classmethod
     def dp_steps_per_local_step(cls, *, meta_batch: int, inner_steps: int) -> int:
@@ -221,12 +220,13 @@ class Reptile(Learner):
         Raises:
             ConfigError: If any field is invalid (also ``inner_steps < 2`` with a zeroed head).
         """
-        check_config(config=config, min_inner_steps=1)
-        if config.head_init == "zero" and config.inner_steps < 2:
+        check_config(config=config, min_inner_steps=self.declaration.min_inner_steps)
+        least = self.declaration.zero_head_min_inner_steps
+        if config.head_init == "zero" and config.inner_steps < least:
             # From a zero head the body's gradient is zero, so one step only trains the head,
             # whose difference is discarded: the update would always be zero.
             raise ConfigError(
-                f"learner config inner_steps must be >= 2 for reptile with head_init='zero' "
+                f"learner config inner_steps must be >= {least} for {self.name} with head_init='zero' "
                 f"(the first step from a zero head moves only the head), got {config.inner_steps}"
             )
         super().__init__(config=config)
@@ -282,7 +282,7 @@ class Reptile(Learner):
         work_params = trainable_params(work)
         work_buffers = dict(work.named_buffers())
         buffers = dict(model.named_buffers())
-        zeroed = head_names(model) if cfg.head_init in ("zero", "proto") else ()
+        zeroed = head_names(model) if cfg.head_init in REPLACED_HEADS else ()
         stats = StepStats()
         num_tasks, num_examples = 0, 0
         with (

@@ -65,6 +65,7 @@ from torch.func import functional_call
 from secfed.errors import ConfigError
 from secfed.learners.base import LearnerConfig
 from secfed.learners.common import PAIR_LOSSES, check_support_query, training_mode
+from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
 
@@ -174,9 +175,7 @@ def siamese_class_logits(*, scores: torch.Tensor, support_y: torch.Tensor, n_way
 class SiameseNet(EpisodicLearner):
     """Siamese networks learner; see the module docstring."""
 
-    name: ClassVar[str] = "siamese"
-    needs_every_class: ClassVar[bool] = True
-    head: ClassVar[str] = "none"
+    declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["siamese"]
 
     @classmethod
     def extend_model(cls, *, model: nn.Module, config: LearnerConfig) -> nn.Module:
