@@ -152,16 +152,23 @@ def _omniglot_train_test(*, config: ExperimentConfig) -> tuple[ImageDataset, Ima
     )
 
 
+def _check_training_alphabets(*, key: str, train: ImageDataset, config: ExperimentConfig) -> None:
+    """Refuse alphabets of ``data.<key>`` (``val_alphabets``, ``public_alphabets``) that are not
+    training alphabets."""
+    alphabets = sorted(set(train.class_groups))
+    missing = sorted(set(getattr(config.data, key)) - set(alphabets))
+    if missing:
+        raise DatasetFormatError(
+            f"data.{key} {missing} are not training alphabets; the training archives "
+            f"{list(config.data.train_archives)} hold: {alphabets}"
+        )
+
+
 def _split_validation(*, train: ImageDataset, config: ExperimentConfig) -> tuple[ImageDataset, ImageDataset]:
     """``(train without the validation alphabets, validation)`` for ``data.val_alphabets``."""
     d = config.data
     alphabets = sorted(set(train.class_groups))
-    missing = sorted(set(d.val_alphabets) - set(alphabets))
-    if missing:
-        raise DatasetFormatError(
-            f"data.val_alphabets {missing} are not training alphabets; the training archives "
-            f"{list(d.train_archives)} hold: {alphabets}"
-        )
+    _check_training_alphabets(key="val_alphabets", train=train, config=config)
     kept = [a for a in alphabets if a not in d.val_alphabets]
     if not kept:
         raise DatasetFormatError(
@@ -251,12 +258,7 @@ def load_public(*, config: ExperimentConfig) -> ImageDataset:
     if not d.public_alphabets:
         raise ConfigError("data.public_alphabets is empty: no public data is configured")
     train, _ = _omniglot_train_test(config=config)
-    missing = sorted(set(d.public_alphabets) - set(train.class_groups))
-    if missing:
-        raise DatasetFormatError(
-            f"data.public_alphabets {missing} are not training alphabets; the training archives "
-            f"{list(d.train_archives)} hold: {sorted(set(train.class_groups))}"
-        )
+    _check_training_alphabets(key="public_alphabets", train=train, config=config)
     return train.select_groups(groups=list(d.public_alphabets), name="omniglot-public")
 
 

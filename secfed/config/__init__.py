@@ -1,12 +1,15 @@
 """Experiment configuration: typed sections, strict TOML loading and validation.
 
-Every key is declared in a frozen dataclass of :mod:`secfed.config.sections`, which checks its own
-values; :mod:`secfed.config.schema` holds the whole :class:`ExperimentConfig` and the rules across
-sections (each written once); :mod:`secfed.config.loading` reads TOML, applies ``--set``
-overrides and writes and hashes the resolved configuration. Loading rejects unknown sections and
-keys, wrong types and values outside the allowed set *before any work is done*, with a
-:class:`~secfed.errors.ConfigError` that names the key and what is allowed. The fully resolved
-configuration is written back as TOML into every run directory.
+Every key is declared in a frozen dataclass of :mod:`secfed.config.sections` (the learner's
+hyperparameters in :class:`secfed.learners.settings.LearnerSettings`, which ``LearnerSection``
+extends), which checks its own values; the rules that depend on the learner read what it declares
+(:mod:`secfed.learners.declarations`, torch-free). :mod:`secfed.config.schema` holds the whole
+:class:`ExperimentConfig` and the rules across sections (each written once);
+:mod:`secfed.config.loading` reads TOML, applies ``--set`` overrides and writes and hashes the
+resolved configuration. Loading rejects unknown sections and keys, wrong types and values outside
+the allowed set *before any work is done*, with a :class:`~secfed.errors.ConfigError` that names
+the key and what is allowed. The fully resolved configuration is written back as TOML into every
+run directory.
 
 Every public name is importable from here (``from secfed.config import ExperimentConfig``) and
 reports this package as its module.

@@ -1,7 +1,10 @@
 """The nine sections of an experiment configuration: one frozen dataclass each, checking itself.
 
 Every key is declared here with its default and documented in its section's ``Attributes:`` block
-(``secfed config FILE`` prints those entries). Each section's :meth:`check` refuses a value that
+(``secfed config FILE`` prints those entries); the learner's hyperparameters are declared once in
+:class:`secfed.learners.settings.LearnerSettings`, a base of :class:`LearnerSection`, and the rules
+that depend on the learner read its declaration (:mod:`secfed.learners.declarations`), never its
+name. Each section's :meth:`check` refuses a value that
 is wrong whatever the other sections say; rules across sections are in :mod:`secfed.config.schema`.
 """
 

@@ -109,6 +109,15 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
         )
 
 
+def _check_labels(*, name: str, labels: torch.Tensor, n_way: int) -> None:
+    """Refuse an empty ``name`` set or labels outside ``[0, n_way)`` (``name``: support or query)."""
+    if labels.numel() == 0:
+        raise DataError(f"{name} set is empty")
+    lo, hi = int(labels.min().item()), int(labels.max().item())
+    if lo < 0 or hi >= n_way:
+        raise DataError(f"{name}_y must lie in [0, {n_way}), got values in [{lo}, {hi}]")
+
+
 def check_support_query(
     *,
     support_x: torch.Tensor,
@@ -149,11 +158,7 @@ def check_support_query(
             f"query_x records must have the support records' shape {tuple(support_x.shape[1:])}, "
             f"got {tuple(query_x.shape[1:])}"
         )
-    if support_y.numel() == 0:
-        raise DataError("support set is empty")
-    lo, hi = int(support_y.min().item()), int(support_y.max().item())
-    if lo < 0 or hi >= n_way:
-        raise DataError(f"support_y must lie in [0, {n_way}), got values in [{lo}, {hi}]")
+    _check_labels(name="support", labels=support_y, n_way=n_way)
     counts = torch.bincount(support_y, minlength=n_way)
     if require_all_classes and bool((counts == 0).any()):
         missing = torch.nonzero(counts == 0).flatten().tolist()
@@ -185,11 +190,7 @@ def check_task(*, task: Task, require_all_classes: bool = True) -> None:
             f"query_y must be a 1-D int64 tensor of length {task.query_x.shape[0]}, "
             f"got {qy.dtype} of shape {tuple(qy.shape)}"
         )
-    if qy.numel() == 0:
-        raise DataError("query set is empty")
-    lo, hi = int(qy.min().item()), int(qy.max().item())
-    if lo < 0 or hi >= task.n_way:
-        raise DataError(f"query_y must lie in [0, {task.n_way}), got values in [{lo}, {hi}]")
+    _check_labels(name="query", labels=qy, n_way=task.n_way)
 
 
 def make_optimizer(*, name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:

@@ -14,7 +14,7 @@ This module imports no torch: the configuration loads from it without loading an
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from secfed.errors import ConfigError
 from secfed.learners.settings import COMMON_SETTINGS, setting_names
@@ -128,6 +128,15 @@ class LearnerDeclaration:
 
 
 _INNER_LOOP = ("inner_steps", "inner_lr", "test_inner_steps", "test_inner_lr", "head_init")
+_MAML = LearnerDeclaration(
+    name="maml",
+    episodic=True,
+    head="n_way",
+    dp_plan="slots",
+    noise_sharing=True,
+    reads=_INNER_LOOP,
+    min_inner_steps=1,
+)
 
 #: Every learner, by name, in the order the configuration lists them. The learner classes of
 #: :data:`secfed.learners.LEARNERS` follow this order.
@@ -157,24 +166,8 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             needs_every_class=True,
             reads=("pair_loss",),
         ),
-        LearnerDeclaration(
-            name="maml",
-            episodic=True,
-            head="n_way",
-            dp_plan="slots",
-            noise_sharing=True,
-            reads=_INNER_LOOP,
-            min_inner_steps=1,
-        ),
-        LearnerDeclaration(
-            name="fomaml",
-            episodic=True,
-            head="n_way",
-            dp_plan="slots",
-            noise_sharing=True,
-            reads=_INNER_LOOP,
-            min_inner_steps=1,
-        ),
+        _MAML,
+        replace(_MAML, name="fomaml"),  # first-order MAML: the same facts
         LearnerDeclaration(
             name="reptile",
             episodic=False,

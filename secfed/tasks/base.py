@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-__all__ = ["Task", "TaskSource"]
+__all__ = ["Task", "TaskSource", "task_from_indices"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,31 @@ class Task:
     def num_examples(self) -> int:
         """Total number of records (support + query) in the task."""
         return int(self.support_y.shape[0] + self.query_y.shape[0])
+
+
+def task_from_indices(
+    *, images: np.ndarray, support: np.ndarray, query: np.ndarray, n_way: int, k_shot: int, q_query: int
+) -> Task:
+    """The task whose records are ``images[support]`` and ``images[query]``, taken class by class.
+
+    Args:
+        images: The source's records ``(N, C, H, W)`` (float32).
+        support: ``n_way * k_shot`` record indices, ``k_shot`` of class 0 first, then class 1, ...
+        query: ``n_way * q_query`` record indices in the same class order.
+        n_way: Classes of the task.
+        k_shot: Support records per class.
+        q_query: Query records per class.
+
+    Returns:
+        The task, labels ``0 .. n_way-1`` in that order.
+    """
+    return Task(
+        support_x=torch.from_numpy(images[support]),
+        support_y=torch.arange(n_way, dtype=torch.int64).repeat_interleave(k_shot),
+        query_x=torch.from_numpy(images[query]),
+        query_y=torch.arange(n_way, dtype=torch.int64).repeat_interleave(q_query),
+        n_way=n_way,
+    )
 
 
 class TaskSource(Protocol):

@@ -8,12 +8,11 @@ import numbers
 from typing import Any
 
 import numpy as np
-import torch
 
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import InsufficientDataError
 from secfed.errors import DataError
-from secfed.tasks.base import Task
+from secfed.tasks.base import Task, task_from_indices
 
 __all__ = ["EpisodicTaskSource"]
 
@@ -66,8 +65,6 @@ class EpisodicTaskSource:
         self._classes = eligible.astype(np.int64)
         self._class_indices: list[np.ndarray] = [order[bounds[c] : bounds[c + 1]] for c in self._classes]
         self._images = dataset.images
-        self._support_y = torch.arange(self.n_way, dtype=torch.int64).repeat_interleave(self.k_shot)
-        self._query_y = torch.arange(self.n_way, dtype=torch.int64).repeat_interleave(self.q_query)
 
     @property
     def eligible_classes(self) -> np.ndarray:
@@ -105,10 +102,11 @@ class EpisodicTaskSource:
             ``(n_way * q_query, C, H, W)`` float32 tensors and int64 labels in ``[0, n_way)``.
         """
         _, support, query = self.sample_indices(rng=rng)
-        return Task(
-            support_x=torch.from_numpy(self._images[support]),
-            support_y=self._support_y.clone(),
-            query_x=torch.from_numpy(self._images[query]),
-            query_y=self._query_y.clone(),
+        return task_from_indices(
+            images=self._images,
+            support=support,
+            query=query,
             n_way=self.n_way,
+            k_shot=self.k_shot,
+            q_query=self.q_query,
         )

@@ -38,12 +38,11 @@ import numbers
 from typing import Any
 
 import numpy as np
-import torch
 
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import InsufficientDataError
 from secfed.errors import DataError
-from secfed.tasks.base import Task
+from secfed.tasks.base import Task, task_from_indices
 
 __all__ = ["WithinAlphabetTaskSource", "rank_drawers"]
 
@@ -144,8 +143,6 @@ class WithinAlphabetTaskSource:
         self.alphabets: tuple[str, ...] = tuple(kept)
         self._characters = [np.asarray(kept[a], dtype=np.int64) for a in self.alphabets]
         self._images = dataset.images
-        self._support_y = torch.arange(self.n_way, dtype=torch.int64).repeat_interleave(self.k_shot)
-        self._query_y = torch.arange(self.n_way, dtype=torch.int64).repeat_interleave(self.q_query)
 
     def sample_indices(self, *, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
         """Draw one task's record indices.
@@ -178,10 +175,11 @@ class WithinAlphabetTaskSource:
             A :class:`Task` with ``n_way * k_shot`` support and ``n_way * q_query`` query records.
         """
         _, _, support, query = self.sample_indices(rng=rng)
-        return Task(
-            support_x=torch.from_numpy(self._images[support]),
-            support_y=self._support_y.clone(),
-            query_x=torch.from_numpy(self._images[query]),
-            query_y=self._query_y.clone(),
+        return task_from_indices(
+            images=self._images,
+            support=support,
+            query=query,
             n_way=self.n_way,
+            k_shot=self.k_shot,
+            q_query=self.q_query,
         )
