@@ -28,6 +28,7 @@ from secfed.config import ExperimentConfig
 from secfed.learners import learner_class
 from secfed.learners.base import Learner
 from secfed.learners.common import head_names
+from secfed.learners.declarations import MESSAGES, declaration
 from secfed.learners.maml import MAML
 from secfed.learners.protonet import ProtoNet
 from secfed.tasks.base import Task
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: What a site's message is (:func:`message_kind`), from the learner's declarations.
-MESSAGE_KINDS = ("episode_gradient", "meta_gradient", "task_update", "batch_update")
+MESSAGE_KINDS = MESSAGES
 
 
 def task_local_head(name: str) -> bool:
@@ -84,42 +85,25 @@ def global_head(name: str) -> bool:
 
 
 def message_kind(name: str) -> str:
-    """What a site of this learner sends, read from its declarations (``episodic``, ``head``).
+    """What a site of this learner sends: its declaration's ``message``.
 
-    * ``"episode_gradient"``: episodic, no head (ProtoNet, Matching Networks, Siamese networks):
-      the gradient of the learner's own episode loss.
-    * ``"meta_gradient"``: episodic, task-local head (MAML, FOMAML): the meta-gradient after inner
-      SGD steps on the support set.
-    * ``"task_update"``: not episodic, task-local head (Reptile): inner SGD steps on one task,
-      scaled by the outer step ``learner.local_lr``.
-    * ``"batch_update"``: not episodic, global head (FedAvg): local SGD steps on record batches.
-
-    No declaration names the update's form itself, so it is derived from these two; the
-    derivation is exact for the registered learners (tests/attacks check every one).
+    * ``"episode_gradient"`` (ProtoNet, Matching Networks, Siamese networks): the gradient of the
+      learner's own episode loss.
+    * ``"meta_gradient"`` (MAML, FOMAML): the meta-gradient after inner SGD steps on the support set.
+    * ``"task_update"`` (Reptile): inner SGD steps on one task, scaled by the outer step
+      ``learner.local_lr``.
+    * ``"batch_update"`` (FedAvg): local SGD steps on record batches.
 
     Args:
         name: A registered learner name.
 
     Returns:
-        One of :data:`MESSAGE_KINDS`.
+        One of :data:`MESSAGE_KINDS` (:data:`secfed.learners.declarations.MESSAGES`).
 
     Raises:
         ConfigError: If ``name`` is not a registered learner.
-        AttackConfigError: If its declarations fit none of these kinds.
     """
-    cls = learner_class(name)
-    kinds = {
-        (True, "none"): "episode_gradient",
-        (True, "n_way"): "meta_gradient",
-        (False, "n_way"): "task_update",
-        (False, "global"): "batch_update",
-    }
-    kind = kinds.get((bool(cls.episodic), cls.head))
-    if kind is None:
-        raise AttackConfigError(
-            f"learner {name!r} (episodic={cls.episodic}, head={cls.head!r}) sends a message no replay models"
-        )
-    return kind
+    return declaration(name).message
 
 
 def head_size(*, config: ExperimentConfig, model: nn.Module) -> int | None:

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_LEARNER",
     "HEADS",
     "DP_PLANS",
+    "MESSAGES",
     "declaration",
     "learner_names",
     "names_where",
@@ -39,6 +40,8 @@ __all__ = [
 HEADS: tuple[str, ...] = ("none", "n_way", "global")
 #: Allowed values of :attr:`LearnerDeclaration.dp_plan`.
 DP_PLANS: tuple[str, ...] = ("slots", "tasks", "every_step")
+#: Allowed values of :attr:`LearnerDeclaration.message`.
+MESSAGES: tuple[str, ...] = ("episode_gradient", "meta_gradient", "task_update", "batch_update")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +75,12 @@ class LearnerDeclaration:
         zero_head_min_inner_steps: Fewest ``learner.inner_steps`` with ``head_init = "zero"``
             (0: no rule): a learner whose update is the parameter difference after its inner steps
             needs 2, since its first step from a zero head moves only the head.
+        message: What a site's update is, which the attacks' replays reproduce
+            (:mod:`attacks.secfed_replay`): ``"episode_gradient"`` (the gradient of the learner's
+            own episode loss), ``"meta_gradient"`` (the meta-gradient after inner SGD steps on the
+            support set), ``"task_update"`` (inner SGD steps on one task, scaled by the outer step)
+            or ``"batch_update"`` (local SGD steps on record batches). Required: a new learner
+            says what it sends rather than inheriting a guess.
         embedding_pretrainer: It pretrains as an embedding network: any learner's body can be
             pretrained with it (``model.pretrain_learner`` may name it; :mod:`secfed.pretrain`),
             always with Adam at ``model.pretrain_lr`` on ``model.pretrain_n_way``-way episodes.
@@ -80,6 +89,7 @@ class LearnerDeclaration:
     name: str
     episodic: bool
     head: str
+    message: str
     needs_every_class: bool = False
     dp_plan: str = "every_step"
     noise_sharing: bool = False
@@ -98,6 +108,10 @@ class LearnerDeclaration:
             raise ConfigError(f"learner declaration name must be a lower-case identifier, got {self.name!r}")
         if self.head not in HEADS:
             raise ConfigError(f"learner {self.name!r}: head must be one of {list(HEADS)}, got {self.head!r}")
+        if self.message not in MESSAGES:
+            raise ConfigError(
+                f"learner {self.name!r}: message must be one of {list(MESSAGES)}, got {self.message!r}"
+            )
         if self.dp_plan not in DP_PLANS:
             raise ConfigError(
                 f"learner {self.name!r}: dp_plan must be one of {list(DP_PLANS)}, got {self.dp_plan!r}"
@@ -132,6 +146,7 @@ _MAML = LearnerDeclaration(
     name="maml",
     episodic=True,
     head="n_way",
+    message="meta_gradient",
     dp_plan="slots",
     noise_sharing=True,
     reads=_INNER_LOOP,
@@ -147,6 +162,7 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             name="protonet",
             episodic=True,
             head="none",
+            message="episode_gradient",
             needs_every_class=True,
             dp_plan="slots",
             noise_sharing=True,
@@ -156,6 +172,7 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             name="matching",
             episodic=True,
             head="none",
+            message="episode_gradient",
             needs_every_class=True,
             reads=("fce", "fce_steps", "cosine_scale"),
         ),
@@ -163,6 +180,7 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             name="siamese",
             episodic=True,
             head="none",
+            message="episode_gradient",
             needs_every_class=True,
             reads=("pair_loss",),
         ),
@@ -172,6 +190,7 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             name="reptile",
             episodic=False,
             head="n_way",
+            message="task_update",
             dp_plan="tasks",
             reads=(*_INNER_LOOP, "inner_optimizer", "reptile_inner_batch"),
             min_inner_steps=1,
@@ -181,6 +200,7 @@ DECLARATIONS: dict[str, LearnerDeclaration] = {
             name="fedavg",
             episodic=False,
             head="global",
+            message="batch_update",
             noise_sharing=True,
             reads=("test_inner_steps", "test_inner_lr", "inner_optimizer", "batch_size"),
         ),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from attacks.errors import AttackConfigError
 from attacks.secfed_inversion import applicable_scenarios
 from attacks.secfed_replay import (
     MESSAGE_KINDS,
@@ -19,7 +18,7 @@ from attacks.secfed_replay import (
     task_local_head,
 )
 from secfed.errors import ConfigError
-from secfed.learners import LEARNERS, Learner
+from secfed.learners import LEARNERS
 
 #: What the replays decided by name before the declarations were read.
 EXPECTED = {
@@ -59,15 +58,18 @@ def test_scenarios_by_learner_are_unchanged() -> None:
         assert skipped[name] == ["gradient_b1", "update_b1", "update_b4"], name
 
 
-def test_unknown_learner_and_unmodelled_declarations_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_learner_is_refused_and_the_kind_is_the_declared_one(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="nosuch"):
         message_kind("nosuch")
+    # the kind is read from the declaration (secfed.learners.declarations), not derived from
+    # other flags: a declaration that says something else changes the answer
+    from dataclasses import replace
 
-    class Odd(Learner):  # episodic with a global head: no replay models it
-        name = "odd"
-        episodic = True
-        head = "global"
+    from secfed.learners import declarations
 
-    monkeypatch.setitem(LEARNERS, "odd", Odd)
-    with pytest.raises(AttackConfigError, match="'odd'.*episodic=True.*'global'"):
-        message_kind("odd")
+    odd = replace(declarations.DECLARATIONS["protonet"], message="task_update")
+    monkeypatch.setitem(declarations.DECLARATIONS, "protonet", odd)
+    assert message_kind("protonet") == "task_update"
+    # and a declaration no replay models cannot be made
+    with pytest.raises(ConfigError, match="message must be one of"):
+        replace(odd, message="gradient_of_something")

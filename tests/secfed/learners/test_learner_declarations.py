@@ -145,11 +145,21 @@ def test_the_settings_are_declared_once() -> None:
 
 def test_a_declaration_that_others_could_not_read_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"learner 'x' reads unknown settings \['nope'\]"):
-        LearnerDeclaration(name="x", episodic=True, head="none", reads=("nope",))
+        LearnerDeclaration(name="x", episodic=True, head="none", message="episode_gradient", reads=("nope",))
     with pytest.raises(ConfigError, match=r"learner 'x': head must be one of"):
-        LearnerDeclaration(name="x", episodic=True, head="shared")
+        LearnerDeclaration(name="x", episodic=True, head="shared", message="episode_gradient")
     with pytest.raises(ConfigError, match=r"learner 'x': \['local_lr'\] are read by every learner"):
-        LearnerDeclaration(name="x", episodic=True, head="none", reads=("local_lr",))
+        LearnerDeclaration(
+            name="x", episodic=True, head="none", message="episode_gradient", reads=("local_lr",)
+        )
+    with pytest.raises(ConfigError, match=r"learner 'x': message must be one of \['episode_gradient'"):
+        LearnerDeclaration(name="x", episodic=True, head="none", message="gradient")
+
+
+def test_a_new_learner_must_say_what_its_sites_send() -> None:
+    # no default: a learner added without the fact gets a TypeError at import, not a wrong replay
+    with pytest.raises(TypeError, match="message"):
+        LearnerDeclaration(name="x", episodic=True, head="none")  # type: ignore[call-arg]
 
 
 def test_the_configuration_loads_without_torch() -> None:
