@@ -14,8 +14,12 @@ __all__ = [
     "EncodingError",
     "InvalidInputError",
     "InvalidPrivacyConfigError",
+    "LedgerAuthenticationError",
     "LedgerCorruptedError",
     "LedgerError",
+    "LedgerKeyError",
+    "LedgerTruncatedError",
+    "LedgerUnverifiableError",
     "PrivacyError",
 ]
 
@@ -70,3 +74,19 @@ class LedgerCorruptedError(LedgerError):
     def __init__(self, message: str, *, line_number: int | None = None) -> None:
         super().__init__(message if line_number is None else f"line {line_number}: {message}")
         self.line_number = line_number
+
+
+class LedgerAuthenticationError(LedgerCorruptedError):
+    """A MAC (or the head next to the key) does not match: the ledger was rewritten or forged."""
+
+
+class LedgerTruncatedError(LedgerCorruptedError):
+    """The ledger ends before the last entry its head (kept with the key) says was written."""
+
+
+class LedgerUnverifiableError(LedgerError):
+    """The ledger's integrity cannot be checked (its key is missing, or it is an unkeyed v1 ledger)."""
+
+
+class LedgerKeyError(LedgerError):
+    """The key file is unusable: malformed, readable by others, or inside the ledger's directory."""

@@ -39,9 +39,9 @@ def test_a_write_that_fails_before_the_rename_leaves_the_old_content(
 
 def test_every_package_uses_the_one_helper() -> None:
     """The run directory (secfed.experiment), the reports (evaluations.jsonio) and the ledger
-    (privacy.ledger) write through the same function."""
+    (privacy.ledger, whose file is written by privacy.ledger.core) write through the same function."""
     from evaluations import jsonio
-    from privacy import ledger
+    from privacy.ledger import core as ledger
     from secfed import experiment
 
     assert jsonio.atomic_write_text is atomic_write_text

@@ -202,13 +202,14 @@ def test_consistent_forgery_without_the_key_is_detected(ledger_path: Path) -> No
     with pytest.raises(LedgerAuthenticationError):
         PrivacyLedger.read(path=ledger_path)
     # Without the MAC check (what version 1 relied on) the forgery is structurally valid and replays:
-    from privacy.ledger import _State
+    from privacy.ledger.lines import parse_entry
+    from privacy.ledger.state import LedgerState
 
-    state = _State("consecutive")
+    state = LedgerState("consecutive")
     for i, line in enumerate(ledger_path.read_text().splitlines()[1:], start=2):
         state.apply(
-            PrivacyLedger._parse_entry(
-                json.loads(line),
+            parse_entry(
+                obj=json.loads(line),
                 line_number=i,
                 prev_hash=json.loads(ledger_path.read_text().splitlines()[i - 2])["hash"],
                 version=2,
@@ -240,7 +241,8 @@ def test_missing_key_is_reported_as_unverifiable_never_verified(
 
 
 def test_version_1_ledgers_are_read_as_unauthenticated(ledger_path: Path) -> None:
-    from privacy.ledger import _canonical, _digest
+    from privacy.ledger.lines import canonical as _canonical
+    from privacy.ledger.lines import digest as _digest
 
     header = {
         "kind": "header",
