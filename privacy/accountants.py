@@ -24,7 +24,7 @@ import copy
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -39,7 +39,7 @@ from privacy.analysis._checks import (
     check_rate,
 )
 from privacy.analysis.conversion import DEFAULT_RDP_ORDERS, rdp_to_epsilon
-from privacy.analysis.discrete import DDG_MIN_LOCAL_STDDEV, sampled_ddg_rdp, sampled_skellam_rdp
+from privacy.analysis.discrete import DDG_MIN_LOCAL_STDDEV, DISTRIBUTED_MECHANISMS, sampled_distributed_rdp
 from privacy.analysis.gaussian import poisson_subsampled_gaussian_rdp
 from privacy.analysis.numerical import pld_epsilon, prv_epsilon
 from privacy.errors import AccountantStateError, InvalidPrivacyConfigError
@@ -64,6 +64,7 @@ ACCOUNTANT_STATE_FORMAT = "secfed.privacy.accountant"
 ACCOUNTANT_STATE_VERSION = 1
 
 _G = TypeVar("_G", bound="GaussianAccountant")
+_K = TypeVar("_K")
 
 
 def _state_header(state: Any, kind: str) -> Mapping[str, Any]:
@@ -96,6 +97,26 @@ def _loads(text: str) -> Any:
 # --------------------------------------------------------------------------------------------------
 # Gaussian accountants
 # --------------------------------------------------------------------------------------------------
+
+
+def _composed_rdp(
+    orders: np.ndarray, groups: Mapping[_K, int], curve: Callable[[_K], np.ndarray]
+) -> np.ndarray:
+    """Total RDP of a grouped history: ``Σ n · curve(key)`` (RDP composes additively)."""
+    total = np.zeros(orders.shape)
+    for key, n in groups.items():
+        total = total + n * curve(key)
+    return total
+
+
+def _privacy_spent(
+    orders: np.ndarray, total_rdp: Callable[[], np.ndarray], *, recorded: bool, delta: float
+) -> tuple[float, float]:
+    """``(ε, best order)`` at δ of an RDP accountant; ``(0.0, nan)`` if nothing was recorded."""
+    delta = check_delta(delta)
+    if not recorded:
+        return 0.0, math.nan
+    return rdp_to_epsilon(orders=orders, rdp=total_rdp(), delta=delta)
 
 
 class GaussianAccountant(ABC):
@@ -299,10 +320,7 @@ class RDPAccountant(GaussianAccountant):
 
     def get_rdp(self) -> np.ndarray:
         """Total RDP at every order (RDP composes additively)."""
-        total = np.zeros(self._orders.shape)
-        for (sigma, q), n in self._groups.items():
-            total = total + n * self._curve(sigma, q)
-        return total
+        return _composed_rdp(self._orders, self._groups, lambda key: self._curve(*key))
 
     def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
         """``(ε, best order)`` at δ.
@@ -316,10 +334,7 @@ class RDPAccountant(GaussianAccountant):
         Raises:
             InvalidPrivacyConfigError: invalid δ.
         """
-        delta = check_delta(delta)
-        if not self._groups:
-            return 0.0, math.nan
-        return rdp_to_epsilon(orders=self._orders, rdp=self.get_rdp(), delta=delta)
+        return _privacy_spent(self._orders, self.get_rdp, recorded=bool(self._groups), delta=delta)
 
     def _epsilon(self, history: list[tuple[float, float, int]], delta: float) -> float:
         return self.get_privacy_spent(delta=delta)[0]
@@ -397,8 +412,6 @@ class PLDAccountant(GaussianAccountant):
 # Distributed (integer) mechanisms
 # --------------------------------------------------------------------------------------------------
 
-_DISTRIBUTED_MECHANISMS = ("ddg", "skellam")
-
 
 @dataclass(frozen=True)
 class DistributedEvent:
@@ -426,9 +439,9 @@ class DistributedEvent:
     sample_rate: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.mechanism not in _DISTRIBUTED_MECHANISMS:
+        if self.mechanism not in DISTRIBUTED_MECHANISMS:
             raise InvalidPrivacyConfigError(
-                f"mechanism must be one of {_DISTRIBUTED_MECHANISMS}, got {self.mechanism!r}"
+                f"mechanism must be one of {DISTRIBUTED_MECHANISMS}, got {self.mechanism!r}"
             )
         object.__setattr__(self, "l2_sensitivity", check_positive("l2_sensitivity", self.l2_sensitivity))
         object.__setattr__(self, "l1_sensitivity", check_positive("l1_sensitivity", self.l1_sensitivity))
@@ -456,21 +469,13 @@ class DistributedEvent:
         Returns:
             Float64 array, one value per order.
         """
-        if self.mechanism == "ddg":
-            return sampled_ddg_rdp(
-                orders=orders,
-                l2_sensitivity=self.l2_sensitivity,
-                l1_sensitivity=self.l1_sensitivity,
-                local_stddev=self.local_stddev,
-                num_clients=self.num_survivors,
-                dim=self.dim,
-                sample_rate=self.sample_rate,
-            )
-        return sampled_skellam_rdp(
+        return sampled_distributed_rdp(
+            mechanism=self.mechanism,
             orders=orders,
             l2_sensitivity=self.l2_sensitivity,
             l1_sensitivity=self.l1_sensitivity,
-            total_variance=self.total_variance,
+            local_stddev=self.local_stddev,
+            num_clients=self.num_survivors,
             dim=self.dim,
             sample_rate=self.sample_rate,
         )
@@ -560,10 +565,7 @@ class DistributedDPAccountant:
 
     def get_rdp(self) -> np.ndarray:
         """Total RDP at every order."""
-        total = np.zeros(self._orders.shape)
-        for event, n in self._groups.items():
-            total = total + n * self._curves[event]
-        return total
+        return _composed_rdp(self._orders, self._groups, self._curves.__getitem__)
 
     def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
         """``(ε, best order)`` at δ; ``(0.0, nan)`` if nothing was recorded.
@@ -571,10 +573,7 @@ class DistributedDPAccountant:
         Raises:
             InvalidPrivacyConfigError: invalid δ.
         """
-        delta = check_delta(delta)
-        if not self._groups:
-            return 0.0, math.nan
-        return rdp_to_epsilon(orders=self._orders, rdp=self.get_rdp(), delta=delta)
+        return _privacy_spent(self._orders, self.get_rdp, recorded=bool(self._groups), delta=delta)
 
     def get_epsilon(self, *, delta: float) -> float:
         """ε spent so far at δ.

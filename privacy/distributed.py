@@ -55,6 +55,7 @@ from privacy.analysis._checks import check_finite_nonneg, check_int, check_posit
 from privacy.analysis.calibration import bisect_noise, distributed_epsilon
 from privacy.analysis.discrete import (
     DDG_MIN_LOCAL_STDDEV,
+    DISTRIBUTED_MECHANISMS,
     discrete_gaussian_variance,
     rounded_l1_norm_bound,
     rounded_l2_norm_bound,
@@ -83,7 +84,6 @@ __all__ = [
     "sample_skellam",
 ]
 
-DISTRIBUTED_MECHANISMS: tuple[str, ...] = ("ddg", "skellam")
 #: Privacy unit of the distributed mechanisms: one client's whole update.
 PRIVACY_UNIT = "client"
 #: One client's contribution replaced by zero (it still adds its noise share).

@@ -26,6 +26,7 @@ from privacy.analysis.discrete import (
     rounded_l1_norm_bound,
     rounded_l2_norm_bound,
     sampled_ddg_rdp,
+    sampled_distributed_rdp,
     sampled_skellam_rdp,
     skellam_rdp,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "rounded_l1_norm_bound",
     "rounded_l2_norm_bound",
     "sampled_ddg_rdp",
+    "sampled_distributed_rdp",
     "sampled_skellam_rdp",
     "skellam_rdp",
     "zhu_wang_bound",

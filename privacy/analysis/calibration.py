@@ -22,7 +22,7 @@ from privacy.analysis._checks import (
     check_rate,
 )
 from privacy.analysis.conversion import DEFAULT_RDP_ORDERS, rdp_to_epsilon
-from privacy.analysis.discrete import DDG_MIN_LOCAL_STDDEV, sampled_ddg_rdp, sampled_skellam_rdp
+from privacy.analysis.discrete import DDG_MIN_LOCAL_STDDEV, sampled_distributed_rdp
 from privacy.analysis.gaussian import composed_gaussian_rdp
 from privacy.analysis.numerical import pld_epsilon, prv_epsilon
 from privacy.errors import CalibrationError, InvalidPrivacyConfigError
@@ -38,9 +38,6 @@ __all__ = [
 
 #: Accounting methods for the Poisson-subsampled Gaussian.
 GAUSSIAN_ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
-
-#: Distributed integer mechanisms.
-DISTRIBUTED_MECHANISMS: tuple[str, ...] = ("ddg", "skellam")
 
 
 def gaussian_epsilon(
@@ -266,31 +263,16 @@ def distributed_epsilon(
     use_orders = np.asarray(DEFAULT_RDP_ORDERS if orders is None else orders, dtype=np.float64)
     n_rounds = check_int("rounds", rounds, minimum=0)
     delta = check_delta(delta)
-    if mechanism == "ddg":
-        per_round = sampled_ddg_rdp(
-            orders=use_orders,
-            l2_sensitivity=l2_sensitivity,
-            local_stddev=local_stddev,
-            num_clients=num_clients,
-            dim=dim,
-            sample_rate=sample_rate,
-            l1_sensitivity=l1_sensitivity,
-        )
-    elif mechanism == "skellam":
-        n = check_int("num_clients", num_clients, minimum=1)
-        sigma = check_positive("local_stddev", local_stddev)
-        per_round = sampled_skellam_rdp(
-            orders=use_orders,
-            l2_sensitivity=l2_sensitivity,
-            total_variance=n * sigma**2,
-            dim=dim,
-            sample_rate=sample_rate,
-            l1_sensitivity=l1_sensitivity,
-        )
-    else:
-        raise InvalidPrivacyConfigError(
-            f"mechanism must be one of {DISTRIBUTED_MECHANISMS}, got {mechanism!r}"
-        )
+    per_round = sampled_distributed_rdp(
+        mechanism=mechanism,
+        orders=use_orders,
+        l2_sensitivity=l2_sensitivity,
+        local_stddev=local_stddev,
+        num_clients=num_clients,
+        dim=dim,
+        sample_rate=sample_rate,
+        l1_sensitivity=l1_sensitivity,
+    )
     if n_rounds == 0:
         return 0.0
     return rdp_to_epsilon(orders=use_orders, rdp=per_round * n_rounds, delta=delta)[0]

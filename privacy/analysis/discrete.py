@@ -49,15 +49,20 @@ from privacy.errors import InvalidPrivacyConfigError
 
 __all__ = [
     "DDG_MIN_LOCAL_STDDEV",
+    "DISTRIBUTED_MECHANISMS",
     "ddg_rdp",
     "ddg_tau",
     "discrete_gaussian_variance",
     "rounded_l1_norm_bound",
     "rounded_l2_norm_bound",
     "sampled_ddg_rdp",
+    "sampled_distributed_rdp",
     "sampled_skellam_rdp",
     "skellam_rdp",
 ]
+
+#: Distributed integer mechanisms: the distributed discrete Gaussian and Skellam.
+DISTRIBUTED_MECHANISMS: tuple[str, ...] = ("ddg", "skellam")
 
 #: Kairouz et al. (2021), Theorem 1 requires each client's discrete Gaussian σ̄ >= 1/2.
 DDG_MIN_LOCAL_STDDEV = 0.5
@@ -331,3 +336,59 @@ def discrete_gaussian_variance(*, sigma: float) -> float:
     x = np.arange(-half, half + 1, dtype=np.float64)
     w = np.exp(-(x**2) / (2.0 * s**2))
     return float(np.sum(w * x**2) / np.sum(w))
+
+
+def sampled_distributed_rdp(
+    *,
+    mechanism: str,
+    orders: Sequence[float] | np.ndarray,
+    l2_sensitivity: float,
+    local_stddev: float,
+    num_clients: int,
+    dim: int,
+    sample_rate: float,
+    l1_sensitivity: float | None = None,
+) -> np.ndarray:
+    """RDP of one client-sampled round of either distributed mechanism, by name.
+
+    DDG is :func:`sampled_ddg_rdp`; Skellam is :func:`sampled_skellam_rdp` with the summed variance
+    ``num_clients · σ̄²``.
+
+    Args:
+        mechanism: ``"ddg"`` or ``"skellam"``.
+        orders: RDP orders α > 1.
+        l2_sensitivity: Δ₂ (integer units).
+        local_stddev: σ̄, each client's noise std in integer units (Skellam variance is σ̄²).
+        num_clients: clients whose noise reaches the sum (survivors).
+        dim: d (after padding).
+        sample_rate: client sampling rate q in [0, 1].
+        l1_sensitivity: Δ₁; defaults to ``Δ₂ · min(√d, Δ₂)``.
+
+    Returns:
+        Float64 array of RDP values (one round), one per order.
+
+    Raises:
+        InvalidPrivacyConfigError: unknown mechanism or invalid parameters.
+    """
+    if mechanism == "ddg":
+        return sampled_ddg_rdp(
+            orders=orders,
+            l2_sensitivity=l2_sensitivity,
+            local_stddev=local_stddev,
+            num_clients=num_clients,
+            dim=dim,
+            sample_rate=sample_rate,
+            l1_sensitivity=l1_sensitivity,
+        )
+    if mechanism == "skellam":
+        n = check_int("num_clients", num_clients, minimum=1)
+        sigma = check_positive("local_stddev", local_stddev)
+        return sampled_skellam_rdp(
+            orders=orders,
+            l2_sensitivity=l2_sensitivity,
+            total_variance=n * sigma**2,
+            dim=dim,
+            sample_rate=sample_rate,
+            l1_sensitivity=l1_sensitivity,
+        )
+    raise InvalidPrivacyConfigError(f"mechanism must be one of {DISTRIBUTED_MECHANISMS}, got {mechanism!r}")

@@ -21,6 +21,7 @@ from typing import Any
 
 from privacy.accountants import DistributedEvent
 from privacy.analysis._checks import check_delta, check_finite_nonneg, check_int, check_positive, check_rate
+from privacy.analysis.discrete import DISTRIBUTED_MECHANISMS
 from privacy.errors import InvalidPrivacyConfigError, LedgerAuthenticationError, LedgerCorruptedError
 
 __all__ = [
@@ -59,7 +60,7 @@ INTEGRITY_UNAUTHENTICATED = "unauthenticated: format version 1 has no MAC (integ
 #: Mechanisms accounted with :class:`~privacy.accountants.DistributedDPAccountant` (their record's
 #: ``params["event"]`` holds the :class:`~privacy.accountants.DistributedEvent`). Every other mechanism
 #: name is accounted as a Poisson-subsampled Gaussian with the record's σ, q and steps.
-DISTRIBUTED_LEDGER_MECHANISMS: tuple[str, ...] = ("ddg", "skellam")
+DISTRIBUTED_LEDGER_MECHANISMS: tuple[str, ...] = DISTRIBUTED_MECHANISMS
 #: Gaussian accountant kinds a header may name.
 GAUSSIAN_ACCOUNTANTS = ("rdp", "prv", "pld")
 #: Round orders a header may name.
