@@ -642,12 +642,7 @@ class DistributedDPEncoder:
         Raises:
             InvalidInputError: wrong shape or non-finite values.
         """
-        arr = np.asarray(x)
-        if arr.shape != (self.dim,) or not np.issubdtype(arr.dtype, np.number):
-            raise InvalidInputError(
-                f"x must be a numeric array of shape ({self.dim},), got {arr.dtype} {arr.shape}"
-            )
-        arr = arr.astype(np.float64)
+        arr = _vector(x, name="x", length=self.dim, kind=np.number, what="a numeric").astype(np.float64)
         if not np.all(np.isfinite(arr)):
             raise InvalidInputError("x contains NaN or inf")
         norm = float(np.linalg.norm(arr))
@@ -705,11 +700,7 @@ class DistributedDPEncoder:
         Raises:
             InvalidInputError: wrong shape or non-integer dtype.
         """
-        arr = np.asarray(total)
-        if arr.shape != (self.encoded_dim,) or not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidInputError(
-                f"total must be an integer array of shape ({self.encoded_dim},), got {arr.dtype} {arr.shape}"
-            )
+        arr = _vector(total, name="total", length=self.encoded_dim, kind=np.integer, what="an integer")
         v = arr.astype(np.uint64)
         shift = np.uint64(64 - self.bits)
         return ((v << shift).view(np.int64) >> np.int64(64 - self.bits)).astype(np.int64)
@@ -763,3 +754,17 @@ class DistributedDPEncoder:
             f"DistributedDPEncoder({c.mechanism}, d={c.dim}->{self.encoded_dim}, bits={c.bits}, "
             f"gamma={c.gamma:.4g}, local_stddev={c.local_stddev:.4g}, max_clients={c.max_clients})"
         )
+
+
+def _vector(value: np.ndarray, *, name: str, length: int, kind: type, what: str) -> np.ndarray:
+    """``value`` as an array, once it is checked to be of shape ``(length,)`` and of dtype ``kind``.
+
+    Raises:
+        InvalidInputError: another shape or dtype (the message says ``{name} must be {what} array``).
+    """
+    arr = np.asarray(value)
+    if arr.shape != (length,) or not np.issubdtype(arr.dtype, kind):
+        raise InvalidInputError(
+            f"{name} must be {what} array of shape ({length},), got {arr.dtype} {arr.shape}"
+        )
+    return arr

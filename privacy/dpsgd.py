@@ -47,11 +47,10 @@ noise in tests only.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,6 +68,19 @@ from privacy.clipping import LayoutAwareDPOptimizer
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
 from privacy.per_sample_grads import FastGradSampler, is_attached, unsupported_modules
 from privacy.sampling import check_record_ids, derive_sampling_key, record_uniforms
+from privacy.trainer_checks import (
+    OptimizerName,
+    RecordCouplingModelError,
+    StepAccountant,
+    UnsupportedModelError,
+    check_accountant,
+    check_positive_finite,
+    check_positive_int,
+    check_record_independent_model,
+    check_sample_rate,
+    find_record_coupling_modules,
+    make_torch_optimizer,
+)
 
 __all__ = [
     "PerSampleDPSGD",
@@ -81,134 +93,6 @@ __all__ = [
     "make_poisson_loader",
     "make_torch_optimizer",
 ]
-
-OptimizerName = Literal["sgd", "adam"]
-
-
-class UnsupportedModelError(PrivacyError, ValueError):
-    """The model cannot be trained with record-level DP as given.
-
-    Attributes:
-        problems: One human-readable problem per offending module.
-    """
-
-    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
-        super().__init__(message if not problems else f"{message}: " + "; ".join(problems))
-        self.problems = tuple(problems)
-
-
-class RecordCouplingModelError(UnsupportedModelError):
-    """The model contains a module that couples records (BatchNorm, tracked running statistics).
-
-    Such a module makes one record's output depend on the other records of the batch (and leaks
-    batch statistics through its buffers), so per-record (or per-episode) clipping no longer bounds
-    one record's influence. Replace BatchNorm by GroupNorm/LayerNorm.
-    """
-
-
-@runtime_checkable
-class StepAccountant(Protocol):
-    """Anything that composes Poisson-subsampled Gaussian steps (e.g. ``opacus`` ``RDPAccountant``)."""
-
-    def step(self, *, noise_multiplier: float, sample_rate: float) -> None:
-        """Record one step with noise multiplier ``noise_multiplier`` and sampling rate ``sample_rate``."""
-        ...
-
-
-def find_record_coupling_modules(*, model: nn.Module) -> list[str]:
-    """List the submodules of ``model`` that couple the records of a batch.
-
-    Checks every submodule (with or without trainable parameters, unlike Opacus' validator which
-    skips e.g. ``BatchNorm(affine=False)``): all BatchNorm variants (incl. SyncBatchNorm and lazy
-    ones) and InstanceNorm with ``track_running_stats=True``.
-
-    Args:
-        model: The model to inspect.
-
-    Returns:
-        ``"name (Type): reason"`` strings, empty when the model is record-independent.
-    """
-    found = []
-    for name, module in model.named_modules():
-        label = f"{name or '<root>'} ({type(module).__name__})"
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            found.append(f"{label}: BatchNorm normalises each record with statistics of the whole batch")
-        elif isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats:
-            found.append(f"{label}: running statistics are updated from the data")
-    return found
-
-
-def check_record_independent_model(*, model: nn.Module) -> None:
-    """Refuse models whose modules couple records.
-
-    Args:
-        model: The model to check.
-
-    Raises:
-        InvalidInputError: If ``model`` is not an ``nn.Module``.
-        RecordCouplingModelError: If a BatchNorm (or a norm with running statistics) is present.
-    """
-    if not isinstance(model, nn.Module):
-        raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    problems = find_record_coupling_modules(model=model)
-    if problems:
-        raise RecordCouplingModelError(
-            "model couples records within a batch, so record-level DP cannot be guaranteed "
-            "(replace BatchNorm by GroupNorm)",
-            problems=problems,
-        )
-
-
-def _check_positive_finite(name: str, value: float, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidPrivacyConfigError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidPrivacyConfigError(f"{name} must be finite and {bound}, got {value}")
-    return value
-
-
-def _check_sample_rate(sample_rate: float) -> float:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float):
-        raise InvalidPrivacyConfigError(f"sample_rate must be a number, got {type(sample_rate).__name__}")
-    if not 0.0 < float(sample_rate) <= 1.0:
-        raise InvalidPrivacyConfigError(f"sample_rate must be in (0, 1], got {sample_rate}")
-    return float(sample_rate)
-
-
-def _check_accountant(accountant: object) -> None:
-    if not callable(getattr(accountant, "step", None)):
-        raise InvalidPrivacyConfigError(
-            "accountant must have a step(*, noise_multiplier, sample_rate) method (e.g. opacus RDPAccountant)"
-        )
-
-
-def make_torch_optimizer(
-    *, params: Sequence[nn.Parameter], optimizer: OptimizerName, lr: float, momentum: float = 0.0
-) -> torch.optim.Optimizer:
-    """Build the plain optimiser that DPOptimizer wraps.
-
-    Args:
-        params: Parameters to optimise.
-        optimizer: ``"sgd"`` or ``"adam"``.
-        lr: Learning rate (> 0).
-        momentum: SGD momentum in ``[0, 1)`` (ignored for Adam).
-
-    Returns:
-        A ``torch.optim.SGD`` or ``torch.optim.Adam``.
-
-    Raises:
-        InvalidPrivacyConfigError: If the name, learning rate or momentum is invalid.
-    """
-    lr = _check_positive_finite("lr", lr)
-    if not 0.0 <= momentum < 1.0:
-        raise InvalidPrivacyConfigError(f"momentum must be in [0, 1), got {momentum}")
-    if optimizer == "sgd":
-        return torch.optim.SGD(list(params), lr=lr, momentum=momentum)
-    if optimizer == "adam":
-        return torch.optim.Adam(list(params), lr=lr)
-    raise InvalidPrivacyConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
 
 
 class SecurePoissonSampler(UniformWithReplacementSampler):
@@ -242,9 +126,8 @@ class SecurePoissonSampler(UniformWithReplacementSampler):
         steps: int | None = None,
         record_ids: np.ndarray | None = None,
     ) -> None:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise InvalidPrivacyConfigError(f"num_samples must be a positive int, got {num_samples!r}")
-        sample_rate = _check_sample_rate(sample_rate)
+        check_positive_int("num_samples", num_samples)
+        sample_rate = check_sample_rate(sample_rate)
         if steps is not None and steps < 1:
             raise InvalidPrivacyConfigError(f"steps must be >= 1, got {steps}")
         super().__init__(num_samples=num_samples, sample_rate=sample_rate, generator=None, steps=steps)
@@ -404,18 +287,11 @@ class PerSampleDPSGD:
                 "the hooks (Opacus #608): pass a fresh copy of the plain model each round"
             )
         _check_site_tensors(x, y)
-        self._z = _check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
-        self._c = _check_positive_finite("max_grad_norm", max_grad_norm)
-        self._q = _check_sample_rate(sample_rate)
-        if (
-            isinstance(expected_batch_size, bool)
-            or not isinstance(expected_batch_size, int)
-            or expected_batch_size < 1
-        ):
-            raise InvalidPrivacyConfigError(
-                f"expected_batch_size must be a positive int, got {expected_batch_size!r}"
-            )
-        _check_accountant(accountant)
+        self._z = check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
+        self._c = check_positive_finite("max_grad_norm", max_grad_norm)
+        self._q = check_sample_rate(sample_rate)
+        check_positive_int("expected_batch_size", expected_batch_size)
+        check_accountant(accountant)
         if per_example_loss is not None and not callable(per_example_loss):
             raise InvalidPrivacyConfigError("per_example_loss must be callable")
         model.train()

@@ -58,14 +58,18 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from privacy.clipping import CryptoNoiseDPOptimizer, clip_factors, clipped_sum
-from privacy.dpsgd import (
-    OptimizerName,
-    StepAccountant,
-    check_record_independent_model,
-    make_torch_optimizer,
-)
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
 from privacy.sampling import EpisodeIndices
+from privacy.trainer_checks import (
+    OptimizerName,
+    StepAccountant,
+    check_accountant,
+    check_positive_finite,
+    check_positive_int,
+    check_record_independent_model,
+    check_sample_rate,
+    make_torch_optimizer,
+)
 
 __all__ = [
     "EpisodeGradients",
@@ -413,31 +417,11 @@ class EpisodicDPSGD:
         chunk_size: int | None = None,
     ) -> None:
         check_record_independent_model(model=model)
-        for name, value in (("noise_multiplier", noise_multiplier), ("max_grad_norm", max_grad_norm)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidPrivacyConfigError(f"{name} must be a finite number, got {value!r}")
-        if noise_multiplier < 0:
-            raise InvalidPrivacyConfigError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if max_grad_norm <= 0:
-            raise InvalidPrivacyConfigError(f"max_grad_norm must be > 0, got {max_grad_norm}")
-        if (
-            isinstance(sample_rate, bool)
-            or not isinstance(sample_rate, int | float)
-            or not 0 < sample_rate <= 1
-        ):
-            raise InvalidPrivacyConfigError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-        if (
-            isinstance(expected_episodes, bool)
-            or not isinstance(expected_episodes, int)
-            or expected_episodes < 1
-        ):
-            raise InvalidPrivacyConfigError(
-                f"expected_episodes must be a positive int, got {expected_episodes!r}"
-            )
-        if not callable(getattr(accountant, "step", None)):
-            raise InvalidPrivacyConfigError(
-                "accountant must have a step(*, noise_multiplier, sample_rate) method"
-            )
+        z = check_positive_finite("noise_multiplier", noise_multiplier, allow_zero=True)
+        c = check_positive_finite("max_grad_norm", max_grad_norm)
+        q = check_sample_rate(sample_rate)
+        check_positive_int("expected_episodes", expected_episodes)
+        check_accountant(accountant)
         if grad_mode not in ("auto", "vmap", "loop"):
             raise InvalidPrivacyConfigError(f"grad_mode must be 'auto', 'vmap' or 'loop', got {grad_mode!r}")
         if chunk_size is not None and chunk_size < 1:
@@ -457,9 +441,9 @@ class EpisodicDPSGD:
         if len({id(p) for p in params.values()}) != len(params):
             raise InvalidInputError("params contains the same parameter twice")
         self._params: dict[str, nn.Parameter] = dict(params)
-        self._z = float(noise_multiplier)
-        self._c = float(max_grad_norm)
-        self._q = float(sample_rate)
+        self._z = z
+        self._c = c
+        self._q = q
         self._accountant = accountant
         self._grad_mode: GradMode = grad_mode
         self._chunk_size = chunk_size

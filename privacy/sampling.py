@@ -279,13 +279,7 @@ def draw_slots(
     Raises:
         InvalidPrivacyConfigError: If the sizes are inconsistent or the classes are not distinct.
     """
-    class_arr = _check_classes(classes)
-    if num_slots < 1:
-        raise InvalidPrivacyConfigError(f"num_slots must be >= 1, got {num_slots}")
-    if not 1 <= n_way <= class_arr.size:
-        raise InvalidPrivacyConfigError(f"n_way must be in [1, {class_arr.size}], got {n_way}")
-    if public_seed < 0:
-        raise InvalidPrivacyConfigError(f"public_seed must be non-negative, got {public_seed}")
+    class_arr = _check_slot_plan(classes=classes, num_slots=num_slots, n_way=n_way, public_seed=public_seed)
     _check_step(step)
     rng = np.random.default_rng([int(public_seed), int(step)])
     return np.stack([rng.choice(class_arr, size=n_way, replace=False) for _ in range(num_slots)]).astype(
@@ -302,6 +296,18 @@ def _check_classes(classes: Sequence[int]) -> np.ndarray:
     if np.unique(class_arr).size != class_arr.size:
         raise InvalidPrivacyConfigError("classes must be distinct")
     return class_arr.astype(np.int64)
+
+
+def _check_slot_plan(*, classes: Sequence[int], num_slots: int, n_way: int, public_seed: int) -> np.ndarray:
+    """The public class list as int64, once the slot plan's sizes and seed are checked."""
+    class_arr = _check_classes(classes)
+    if num_slots < 1:
+        raise InvalidPrivacyConfigError(f"num_slots must be >= 1, got {num_slots}")
+    if not 1 <= n_way <= class_arr.size:
+        raise InvalidPrivacyConfigError(f"n_way must be in [1, {class_arr.size}], got {n_way}")
+    if public_seed < 0:
+        raise InvalidPrivacyConfigError(f"public_seed must be non-negative, got {public_seed}")
+    return class_arr
 
 
 def _check_rates(*, sample_rate: float, support_prob: float) -> None:
@@ -423,13 +429,9 @@ class RecordEpisodeSampler:
         start_step: int = 0,
     ) -> None:
         _check_rates(sample_rate=sample_rate, support_prob=support_prob)
-        class_arr = _check_classes(classes)
-        if num_slots < 1:
-            raise InvalidPrivacyConfigError(f"num_slots must be >= 1, got {num_slots}")
-        if not 1 <= n_way <= class_arr.size:
-            raise InvalidPrivacyConfigError(f"n_way must be in [1, {class_arr.size}], got {n_way}")
-        if public_seed < 0:
-            raise InvalidPrivacyConfigError(f"public_seed must be non-negative, got {public_seed}")
+        class_arr = _check_slot_plan(
+            classes=classes, num_slots=num_slots, n_way=n_way, public_seed=public_seed
+        )
         _check_step(start_step)
         label_arr = np.asarray(labels)
         if label_arr.ndim != 1 or not np.issubdtype(label_arr.dtype, np.integer):

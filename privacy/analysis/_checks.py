@@ -61,3 +61,15 @@ def check_orders(orders: Sequence[float] | np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(arr)) or np.any(arr <= 1):
         raise InvalidPrivacyConfigError("every RDP order must be finite and > 1")
     return arr
+
+
+def check_rdp_curve(name: str, rdp: Sequence[float] | np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Return an RDP curve as a float array: one value per order, each >= 0 (``inf`` allowed)."""
+    arr = np.asarray(rdp, dtype=np.float64)
+    if arr.shape != orders.shape:
+        raise InvalidPrivacyConfigError(
+            f"{name} must have one value per order, got {arr.shape} for {orders.shape} orders"
+        )
+    if np.any(np.isnan(arr)) or np.any(arr < 0):
+        raise InvalidPrivacyConfigError(f"{name} values must be >= 0 (inf allowed)")
+    return arr

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from privacy.analysis._checks import check_delta, check_finite_nonneg, check_orders
-from privacy.errors import InvalidPrivacyConfigError
+from privacy.analysis._checks import check_delta, check_finite_nonneg, check_orders, check_rdp_curve
 
 __all__ = [
     "DEFAULT_RDP_ORDERS",
@@ -54,14 +53,7 @@ def _check_pair(
     orders: Sequence[float] | np.ndarray, rdp: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     orders_arr = check_orders(orders)
-    rdp_arr = np.asarray(rdp, dtype=np.float64)
-    if rdp_arr.shape != orders_arr.shape:
-        raise InvalidPrivacyConfigError(
-            f"orders and rdp must have the same length, got {orders_arr.shape} and {rdp_arr.shape}"
-        )
-    if np.any(np.isnan(rdp_arr)) or np.any(rdp_arr < 0):
-        raise InvalidPrivacyConfigError("rdp values must be >= 0 (inf allowed), got NaN or negative values")
-    return orders_arr, rdp_arr
+    return orders_arr, check_rdp_curve("rdp", rdp, orders_arr)
 
 
 def rdp_to_epsilon(

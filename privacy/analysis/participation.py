@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from privacy.analysis._checks import check_delta, check_int, check_orders, check_rate
+from privacy.analysis._checks import check_delta, check_int, check_orders, check_rate, check_rdp_curve
 from privacy.analysis.conversion import DEFAULT_RDP_ORDERS, rdp_to_epsilon
 from privacy.analysis.gaussian import gaussian_rdp
 from privacy.errors import InvalidPrivacyConfigError
@@ -39,17 +39,6 @@ __all__ = [
     "known_participation_rdp",
     "participation_rdp",
 ]
-
-
-def _curve(base_rdp: Sequence[float] | np.ndarray, orders: np.ndarray) -> np.ndarray:
-    arr = np.asarray(base_rdp, dtype=np.float64)
-    if arr.shape != orders.shape:
-        raise InvalidPrivacyConfigError(
-            f"base_rdp must have one value per order, got {arr.shape} for {orders.shape} orders"
-        )
-    if np.any(np.isnan(arr)) or np.any(arr < 0):
-        raise InvalidPrivacyConfigError("base_rdp values must be >= 0 (inf allowed)")
-    return arr
 
 
 def known_participation_rdp(
@@ -72,7 +61,7 @@ def known_participation_rdp(
         InvalidPrivacyConfigError: malformed orders, curve or rate.
     """
     a = check_orders(orders)
-    rho = _curve(base_rdp, a)
+    rho = check_rdp_curve("base_rdp", base_rdp, a)
     q = check_rate("sample_rate", sample_rate)
     if q == 0.0:
         return np.zeros_like(rho)
@@ -104,7 +93,7 @@ def participation_rdp(
     a = check_orders(orders)
     total = np.zeros(a.shape)
     for c in curves:
-        total = total + _curve(c, a)
+        total = total + check_rdp_curve("base_rdp", c, a)
     return total
 
 
