@@ -13,6 +13,10 @@ Steinke 2021) or Skellam (Agarwal, Kairouz & Liu 2021) mechanisms, each as a
 dropouts raise ε), with Poisson client-sampling amplification (Zhu & Wang 2019). RDP composes
 additively across rounds (Mironov 2017, Prop. 1).
 
+Modules: :mod:`privacy.distributed_accountant` holds :class:`DistributedEvent` and
+:class:`DistributedDPAccountant`, :mod:`privacy.accountant_base` the JSON state and RDP composition
+they share with :class:`RDPAccountant`; every public name is importable from here.
+
 State is plain JSON (``to_json`` / ``from_json``, ``state_dict`` / ``load_state_dict``), tagged with
 a format name, a version and the accountant kind; malformed state raises
 :class:`~privacy.errors.AccountantStateError`. No pickle.
@@ -22,14 +26,20 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from privacy.accountant_base import (
+    ACCOUNTANT_STATE_FORMAT,
+    ACCOUNTANT_STATE_VERSION,
+    composed_rdp,
+    loads_state,
+    rdp_privacy_spent,
+    state_header,
+)
 from privacy.analysis._checks import (
     check_delta,
     check_finite_nonneg,
@@ -38,10 +48,10 @@ from privacy.analysis._checks import (
     check_positive,
     check_rate,
 )
-from privacy.analysis.conversion import DEFAULT_RDP_ORDERS, rdp_to_epsilon
-from privacy.analysis.discrete import DDG_MIN_LOCAL_STDDEV, DISTRIBUTED_MECHANISMS, sampled_distributed_rdp
+from privacy.analysis.conversion import DEFAULT_RDP_ORDERS
 from privacy.analysis.gaussian import poisson_subsampled_gaussian_rdp
 from privacy.analysis.numerical import pld_epsilon, prv_epsilon
+from privacy.distributed_accountant import DistributedDPAccountant, DistributedEvent
 from privacy.errors import AccountantStateError, InvalidPrivacyConfigError
 
 __all__ = [
@@ -60,63 +70,12 @@ __all__ = [
     "create_accountant",
 ]
 
-ACCOUNTANT_STATE_FORMAT = "secfed.privacy.accountant"
-ACCOUNTANT_STATE_VERSION = 1
-
 _G = TypeVar("_G", bound="GaussianAccountant")
-_K = TypeVar("_K")
-
-
-def _state_header(state: Any, kind: str) -> Mapping[str, Any]:
-    if not isinstance(state, Mapping):
-        raise AccountantStateError(f"accountant state must be a JSON object, got {type(state).__name__}")
-    if state.get("format") != ACCOUNTANT_STATE_FORMAT:
-        raise AccountantStateError(f"not an accountant state (format={state.get('format')!r})")
-    if state.get("version") != ACCOUNTANT_STATE_VERSION:
-        raise AccountantStateError(
-            f"unsupported accountant state version {state.get('version')!r} "
-            f"(expected {ACCOUNTANT_STATE_VERSION})"
-        )
-    if state.get("kind") != kind:
-        raise AccountantStateError(f"state is for a {state.get('kind')!r} accountant, not {kind!r}")
-    for key in ("params", "history"):
-        if key not in state:
-            raise AccountantStateError(f"accountant state misses {key!r}")
-    return state
-
-
-def _loads(text: str) -> Any:
-    if not isinstance(text, str):
-        raise AccountantStateError(f"accountant JSON must be a str, got {type(text).__name__}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AccountantStateError(f"accountant state is not valid JSON: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------
 # Gaussian accountants
 # --------------------------------------------------------------------------------------------------
-
-
-def _composed_rdp(
-    orders: np.ndarray, groups: Mapping[_K, int], curve: Callable[[_K], np.ndarray]
-) -> np.ndarray:
-    """Total RDP of a grouped history: ``Σ n · curve(key)`` (RDP composes additively)."""
-    total = np.zeros(orders.shape)
-    for key, n in groups.items():
-        total = total + n * curve(key)
-    return total
-
-
-def _privacy_spent(
-    orders: np.ndarray, total_rdp: Callable[[], np.ndarray], *, recorded: bool, delta: float
-) -> tuple[float, float]:
-    """``(ε, best order)`` at δ of an RDP accountant; ``(0.0, nan)`` if nothing was recorded."""
-    delta = check_delta(delta)
-    if not recorded:
-        return 0.0, math.nan
-    return rdp_to_epsilon(orders=orders, rdp=total_rdp(), delta=delta)
 
 
 class GaussianAccountant(ABC):
@@ -236,7 +195,7 @@ class GaussianAccountant(ABC):
         Raises:
             AccountantStateError: malformed state, other kind, or unsupported version.
         """
-        checked = _state_header(state, self.kind)
+        checked = state_header(state, self.kind)
         try:
             fresh = type(self)._from_params(checked["params"])
             history = checked["history"]
@@ -269,8 +228,8 @@ class GaussianAccountant(ABC):
         Raises:
             AccountantStateError: malformed JSON or state.
         """
-        state = _loads(text)
-        checked = _state_header(state, cls.kind)
+        state = loads_state(text)
+        checked = state_header(state, cls.kind)
         try:
             acc = cls._from_params(checked["params"])
         except (InvalidPrivacyConfigError, TypeError, KeyError) as exc:
@@ -320,9 +279,9 @@ class RDPAccountant(GaussianAccountant):
 
     def get_rdp(self) -> np.ndarray:
         """Total RDP at every order (RDP composes additively)."""
-        return _composed_rdp(self._orders, self._groups, lambda key: self._curve(*key))
+        return composed_rdp(self._orders, self._groups, lambda key: self._curve(*key))
 
-    def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
+    def getrdp_privacy_spent(self, *, delta: float) -> tuple[float, float]:
         """``(ε, best order)`` at δ.
 
         Args:
@@ -334,10 +293,10 @@ class RDPAccountant(GaussianAccountant):
         Raises:
             InvalidPrivacyConfigError: invalid δ.
         """
-        return _privacy_spent(self._orders, self.get_rdp, recorded=bool(self._groups), delta=delta)
+        return rdp_privacy_spent(self._orders, self.get_rdp, recorded=bool(self._groups), delta=delta)
 
     def _epsilon(self, history: list[tuple[float, float, int]], delta: float) -> float:
-        return self.get_privacy_spent(delta=delta)[0]
+        return self.getrdp_privacy_spent(delta=delta)[0]
 
     def _params(self) -> dict[str, Any]:
         return {"orders": [float(a) for a in self._orders]}
@@ -408,250 +367,6 @@ class PLDAccountant(GaussianAccountant):
         return cls(value_discretization_interval=params["value_discretization_interval"])
 
 
-# --------------------------------------------------------------------------------------------------
-# Distributed (integer) mechanisms
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistributedEvent:
-    """One round of a distributed DDG / Skellam mechanism, in integer units.
-
-    Attributes:
-        mechanism: ``"ddg"`` (Kairouz, Liu & Steinke 2021) or ``"skellam"`` (Agarwal et al. 2021).
-        l2_sensitivity: Δ₂, bound on one client's rounded integer vector's L2 norm.
-        l1_sensitivity: Δ₁, bound on its L1 norm.
-        dim: d, number of coordinates (after padding).
-        local_stddev: σ̄, each client's noise std in integer units (Skellam variance σ̄²).
-        num_survivors: clients whose noise actually reached the sum this round (after dropouts).
-        sample_rate: Poisson client-sampling rate q (1 = every client every round).
-
-    Raises:
-        InvalidPrivacyConfigError: on construction, if any field is invalid.
-    """
-
-    mechanism: str
-    l2_sensitivity: float
-    l1_sensitivity: float
-    dim: int
-    local_stddev: float
-    num_survivors: int
-    sample_rate: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.mechanism not in DISTRIBUTED_MECHANISMS:
-            raise InvalidPrivacyConfigError(
-                f"mechanism must be one of {DISTRIBUTED_MECHANISMS}, got {self.mechanism!r}"
-            )
-        object.__setattr__(self, "l2_sensitivity", check_positive("l2_sensitivity", self.l2_sensitivity))
-        object.__setattr__(self, "l1_sensitivity", check_positive("l1_sensitivity", self.l1_sensitivity))
-        object.__setattr__(self, "dim", check_int("dim", self.dim, minimum=1))
-        object.__setattr__(self, "local_stddev", check_positive("local_stddev", self.local_stddev))
-        object.__setattr__(self, "num_survivors", check_int("num_survivors", self.num_survivors, minimum=1))
-        object.__setattr__(self, "sample_rate", check_rate("sample_rate", self.sample_rate))
-        if self.mechanism == "ddg" and self.local_stddev < DDG_MIN_LOCAL_STDDEV:
-            raise InvalidPrivacyConfigError(
-                f"DDG local_stddev must be >= {DDG_MIN_LOCAL_STDDEV} (Kairouz et al. 2021), "
-                f"got {self.local_stddev}"
-            )
-
-    @property
-    def total_variance(self) -> float:
-        """Noise variance per coordinate in the sum: ``num_survivors · σ̄²`` (integer units)."""
-        return self.num_survivors * self.local_stddev**2
-
-    def rdp(self, *, orders: Sequence[float] | np.ndarray) -> np.ndarray:
-        """RDP of this round (with client-sampling amplification) at the given orders.
-
-        Args:
-            orders: RDP orders α > 1.
-
-        Returns:
-            Float64 array, one value per order.
-        """
-        return sampled_distributed_rdp(
-            mechanism=self.mechanism,
-            orders=orders,
-            l2_sensitivity=self.l2_sensitivity,
-            l1_sensitivity=self.l1_sensitivity,
-            local_stddev=self.local_stddev,
-            num_clients=self.num_survivors,
-            dim=self.dim,
-            sample_rate=self.sample_rate,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, *, data: Mapping[str, Any]) -> DistributedEvent:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            InvalidPrivacyConfigError: missing, extra or invalid fields.
-        """
-        if not isinstance(data, Mapping):
-            raise InvalidPrivacyConfigError("a distributed event must be a JSON object")
-        expected = {
-            "mechanism",
-            "l2_sensitivity",
-            "l1_sensitivity",
-            "dim",
-            "local_stddev",
-            "num_survivors",
-            "sample_rate",
-        }
-        if set(data) != expected:
-            raise InvalidPrivacyConfigError(
-                f"distributed event fields must be {sorted(expected)}, got {sorted(data)}"
-            )
-        return cls(**{k: data[k] for k in expected})
-
-
-class DistributedDPAccountant:
-    """RDP accountant for rounds of the distributed discrete Gaussian / Skellam mechanisms.
-
-    Each :meth:`step` records a :class:`DistributedEvent` (with the round's actual number of
-    survivors); identical events are grouped. RDP curves are computed once per distinct event and
-    composed additively; conversion as in :mod:`privacy.analysis.conversion`.
-
-    Adjacency: one client's contribution replaced by zero (the client still adds its noise share), the
-    setting of Kairouz et al. (2021) and Agarwal et al. (2021); the sensitivities are those of one
-    client's rounded vector.
-
-    Args:
-        orders: RDP orders α > 1; defaults to :data:`~privacy.analysis.DEFAULT_RDP_ORDERS`.
-    """
-
-    kind: ClassVar[str] = "distributed-rdp"
-
-    def __init__(self, *, orders: Sequence[float] | None = None) -> None:
-        self._orders = check_orders(DEFAULT_RDP_ORDERS if orders is None else orders)
-        self._groups: dict[DistributedEvent, int] = {}
-        self._curves: dict[DistributedEvent, np.ndarray] = {}
-
-    def step(self, *, event: DistributedEvent, num_rounds: int = 1) -> None:
-        """Record ``num_rounds`` rounds of ``event``.
-
-        Args:
-            event: the round's mechanism parameters (with the actual survivors).
-            num_rounds: number of identical rounds >= 0.
-
-        Raises:
-            InvalidPrivacyConfigError: ``event`` is not a :class:`DistributedEvent` or bad count.
-        """
-        if not isinstance(event, DistributedEvent):
-            raise InvalidPrivacyConfigError(f"event must be a DistributedEvent, got {type(event).__name__}")
-        n = check_int("num_rounds", num_rounds, minimum=0)
-        if n == 0:
-            return
-        if event not in self._curves:
-            self._curves[event] = event.rdp(orders=self._orders)
-        self._groups[event] = self._groups.get(event, 0) + n
-
-    @property
-    def history(self) -> list[tuple[DistributedEvent, int]]:
-        """Grouped history ``[(event, rounds), ...]``."""
-        return list(self._groups.items())
-
-    @property
-    def total_rounds(self) -> int:
-        """Total recorded rounds."""
-        return sum(self._groups.values())
-
-    def __len__(self) -> int:
-        return self.total_rounds
-
-    def get_rdp(self) -> np.ndarray:
-        """Total RDP at every order."""
-        return _composed_rdp(self._orders, self._groups, self._curves.__getitem__)
-
-    def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
-        """``(ε, best order)`` at δ; ``(0.0, nan)`` if nothing was recorded.
-
-        Raises:
-            InvalidPrivacyConfigError: invalid δ.
-        """
-        return _privacy_spent(self._orders, self.get_rdp, recorded=bool(self._groups), delta=delta)
-
-    def get_epsilon(self, *, delta: float) -> float:
-        """ε spent so far at δ.
-
-        Raises:
-            InvalidPrivacyConfigError: invalid δ.
-        """
-        return self.get_privacy_spent(delta=delta)[0]
-
-    def projected_epsilon(self, *, delta: float, event: DistributedEvent, num_rounds: int = 1) -> float:
-        """ε if ``num_rounds`` more rounds of ``event`` were recorded (accountant unchanged).
-
-        Raises:
-            InvalidPrivacyConfigError: invalid arguments.
-        """
-        trial = self.copy()
-        trial.step(event=event, num_rounds=num_rounds)
-        return trial.get_epsilon(delta=delta)
-
-    def copy(self) -> DistributedDPAccountant:
-        """An independent copy."""
-        other = DistributedDPAccountant(orders=self._orders.tolist())
-        other._groups = dict(self._groups)
-        other._curves = dict(self._curves)
-        return other
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state."""
-        return {
-            "format": ACCOUNTANT_STATE_FORMAT,
-            "version": ACCOUNTANT_STATE_VERSION,
-            "kind": self.kind,
-            "params": {"orders": [float(a) for a in self._orders]},
-            "history": [{"event": e.to_dict(), "rounds": n} for e, n in self._groups.items()],
-        }
-
-    def load_state_dict(self, *, state: Mapping[str, Any]) -> None:
-        """Replace parameters and history by those in ``state`` (validated first; all-or-nothing).
-
-        Raises:
-            AccountantStateError: malformed state.
-        """
-        checked = _state_header(state, self.kind)
-        try:
-            params = checked["params"]
-            fresh = DistributedDPAccountant(orders=params["orders"])
-            history = checked["history"]
-            if not isinstance(history, list):
-                raise AccountantStateError("history must be a list")
-            for i, item in enumerate(history):
-                if not isinstance(item, Mapping) or set(item) != {"event", "rounds"}:
-                    raise AccountantStateError(f"history[{i}] must be {{'event': ..., 'rounds': ...}}")
-                fresh.step(event=DistributedEvent.from_dict(data=item["event"]), num_rounds=item["rounds"])
-        except InvalidPrivacyConfigError as exc:
-            raise AccountantStateError(f"invalid accountant state: {exc}") from exc
-        except (TypeError, KeyError) as exc:
-            raise AccountantStateError(f"invalid accountant state: {exc!r}") from exc
-        self._orders, self._groups, self._curves = fresh._orders, fresh._groups, fresh._curves
-
-    def to_json(self) -> str:
-        """The state as a strict JSON string."""
-        return json.dumps(self.state_dict(), allow_nan=False, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, *, text: str) -> DistributedDPAccountant:
-        """Rebuild from :meth:`to_json` output.
-
-        Raises:
-            AccountantStateError: malformed JSON or state.
-        """
-        acc = cls()
-        acc.load_state_dict(state=_loads(text))
-        return acc
-
-    def __repr__(self) -> str:
-        return f"DistributedDPAccountant(groups={len(self._groups)}, rounds={self.total_rounds})"
-
-
 Accountant = GaussianAccountant | DistributedDPAccountant
 
 ACCOUNTANT_KINDS: dict[str, type[GaussianAccountant] | type[DistributedDPAccountant]] = {
@@ -708,4 +423,4 @@ def accountant_from_json(*, text: str) -> Accountant:
     Raises:
         AccountantStateError: malformed JSON or state.
     """
-    return accountant_from_state(state=_loads(text))
+    return accountant_from_state(state=loads_state(text))

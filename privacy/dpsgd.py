@@ -68,10 +68,11 @@ from privacy.clipping import LayoutAwareDPOptimizer
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError, PrivacyError
 from privacy.per_sample_grads import FastGradSampler, is_attached, unsupported_modules
 from privacy.sampling import check_record_ids, derive_sampling_key, record_uniforms
-from privacy.trainer_checks import (
+from privacy.trainer_common import (
     OptimizerName,
     RecordCouplingModelError,
     StepAccountant,
+    StepReport,
     UnsupportedModelError,
     check_accountant,
     check_positive_finite,
@@ -210,7 +211,7 @@ def _is_opacus_wrapped(model: nn.Module) -> bool:
     )
 
 
-class PerSampleDPSGD:
+class PerSampleDPSGD(StepReport):
     """Record-level DP-SGD over one site's tensors for one round of local training.
 
     Build one per round around a **fresh copy** of the model loaded with the global weights (Opacus
@@ -495,15 +496,7 @@ class PerSampleDPSGD:
     def _finish_step(self, *, batch: int, loss_sum: float) -> dict[str, float]:
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
-        return {
-            "noise_std": self.noise_std,
-            "noise_multiplier": self._z,
-            "sample_rate": self._q,
-            "max_grad_norm": self._c,
-            "steps": float(self._steps),
-            "private/batch_size": float(batch),
-            "private/loss_sum": loss_sum,
-        }
+        return self._step_report(batch_size=float(batch), loss_sum=loss_sum)
 
     def finish(self) -> nn.Module:
         """Remove the Opacus hooks and per-sample state and return the trained plain model.

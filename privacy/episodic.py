@@ -60,9 +60,10 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from privacy.clipping import CryptoNoiseDPOptimizer, clip_factors, clipped_sum
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
 from privacy.sampling import EpisodeIndices
-from privacy.trainer_checks import (
+from privacy.trainer_common import (
     OptimizerName,
     StepAccountant,
+    StepReport,
     check_accountant,
     check_positive_finite,
     check_positive_int,
@@ -368,7 +369,7 @@ def clip_and_sum(*, grads: Mapping[str, torch.Tensor], max_grad_norm: float) -> 
     return {k: clipped_sum(g=g, factors=factor.to(g.dtype)) for k, g in grads.items()}
 
 
-class EpisodicDPSGD:
+class EpisodicDPSGD(StepReport):
     """Record-level DP meta-training step for episodic losses (per-episode clipping, notes §1).
 
     Each :meth:`step`: per-episode meta-gradients (``torch.func``) -> ``p.grad_sample`` ->
@@ -540,15 +541,10 @@ class EpisodicDPSGD:
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         num = len(episodes)
-        return {
-            "noise_std": self.noise_std,
-            "noise_multiplier": self._z,
-            "sample_rate": self._q,
-            "max_grad_norm": self._c,
-            "steps": float(self._steps),
-            "private/num_episodes": float(num),
-            "private/mean_loss": float(result.losses.mean()) if num else float("nan"),
-            "private/clip_fraction": float((norms > self._c).float().mean()) if num else float("nan"),
-            "private/mean_grad_norm": float(norms.mean()) if num else float("nan"),
-            "private/nonfinite_episodes": float(result.num_nonfinite),
-        }
+        return self._step_report(
+            num_episodes=float(num),
+            mean_loss=float(result.losses.mean()) if num else float("nan"),
+            clip_fraction=float((norms > self._c).float().mean()) if num else float("nan"),
+            mean_grad_norm=float(norms.mean()) if num else float("nan"),
+            nonfinite_episodes=float(result.num_nonfinite),
+        )

@@ -1,9 +1,10 @@
-"""What both record-level DP trainers (:mod:`privacy.dpsgd`, :mod:`privacy.episodic`) check first.
+"""What both record-level DP trainers (:mod:`privacy.dpsgd`, :mod:`privacy.episodic`) share.
 
 The model must not couple records (:func:`check_record_independent_model`), the privacy arguments
 must be valid (:func:`check_positive_finite`, :func:`check_sample_rate`, :func:`check_positive_int`,
-:func:`check_accountant`), and the plain optimiser that the DP optimiser wraps is built the same way
-(:func:`make_torch_optimizer`). Every name here is also importable from :mod:`privacy.dpsgd`.
+:func:`check_accountant`), the plain optimiser that the DP optimiser wraps is built the same way
+(:func:`make_torch_optimizer`), and every step reports the same figures (:class:`StepReport`).
+Every name but :class:`StepReport` is also importable from :mod:`privacy.dpsgd`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "OptimizerName",
     "RecordCouplingModelError",
     "StepAccountant",
+    "StepReport",
     "UnsupportedModelError",
     "check_accountant",
     "check_positive_finite",
@@ -208,3 +210,30 @@ def make_torch_optimizer(
     if optimizer == "adam":
         return torch.optim.Adam(list(params), lr=lr)
     raise InvalidPrivacyConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+
+
+class StepReport:
+    """The per-step figures both trainers return (a mixin: the trainer sets ``_z``, ``_q``, ``_c``,
+    ``_steps`` and defines :attr:`noise_std`)."""
+
+    _z: float
+    _q: float
+    _c: float
+    _steps: int
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the Gaussian noise added to the clipped sum (defined by each trainer)."""
+        raise NotImplementedError
+
+    def _step_report(self, **private: float) -> dict[str, float]:
+        """``noise_std``, ``noise_multiplier``, ``sample_rate``, ``max_grad_norm``, ``steps``, then each
+        of ``private`` as ``private/<name>`` (figures of the private data, not to be published)."""
+        return {
+            "noise_std": self.noise_std,
+            "noise_multiplier": self._z,
+            "sample_rate": self._q,
+            "max_grad_norm": self._c,
+            "steps": float(self._steps),
+            **{f"private/{name}": value for name, value in private.items()},
+        }
