@@ -1,4 +1,4 @@
-"""Stateful privacy accountants with grouped histories and versioned JSON state.
+"""Stateful privacy accountants with grouped histories and versioned JSON state; the factory over every kind.
 
 Gaussian accountants (:class:`RDPAccountant`, :class:`PRVAccountant`, :class:`PLDAccountant`) record
 Poisson-subsampled Gaussian steps ``(σ, q)``. Unlike Opacus 1.6, which merges only *consecutive*

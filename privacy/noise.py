@@ -1,4 +1,4 @@
-"""Noise for every DP mechanism of the project: a cryptographic random source and exact-in-spirit samplers.
+"""Noise for every DP mechanism of the project: exact-in-spirit samplers on a cryptographic random source.
 
 Random source
 -------------
