@@ -283,6 +283,7 @@ HELPERS = (
     "feature_cache",
     "fedprox_curve",
     "init_accuracy",
+    "metric_probe",
     "omniglot_eval",
     "omniglot_settings",
     "omniglot_tables",
