@@ -55,12 +55,12 @@ from protocols.crypto import (
 )
 from protocols.errors import (
     AuthenticationError,
-    ConfigError,
     InconsistentViewError,
     InvalidKeyError,
     MalformedMessageError,
-    MessageError,
+    ProtocolConfigError,
     ProtocolError,
+    ProtocolMessageError,
     ReplayError,
     SessionAbortedError,
     SessionMismatchError,
@@ -132,7 +132,7 @@ class SecAggClientSession:
         min_bits: Smallest acceptable bit width when ``config.bits`` is ``None``.
 
     Raises:
-        ConfigError: On invalid arguments (before any message is processed).
+        ProtocolConfigError: On invalid arguments (before any message is processed).
     """
 
     def __init__(
@@ -152,16 +152,18 @@ class SecAggClientSession:
             or not isinstance(client_id, int)
             or not 0 <= client_id <= MAX_CLIENT_ID
         ):
-            raise ConfigError(f"client_id must be an integer in [0, {MAX_CLIENT_ID}], got {client_id!r}")
+            raise ProtocolConfigError(
+                f"client_id must be an integer in [0, {MAX_CLIENT_ID}], got {client_id!r}"
+            )
         if not isinstance(round_idx, int) or not 0 <= round_idx < 2**64:
-            raise ConfigError(f"round_idx must be an integer in [0, 2^64), got {round_idx!r}")
+            raise ProtocolConfigError(f"round_idx must be an integer in [0, 2^64), got {round_idx!r}")
         check_config_fields(config)
         if vector_length is not None and vector_length < 1:
-            raise ConfigError(f"vector_length must be >= 1, got {vector_length}")
+            raise ProtocolConfigError(f"vector_length must be >= 1, got {vector_length}")
         if config.active and (signing_key is None or pki is None):
-            raise ConfigError("the active variant needs signing_key and pki")
+            raise ProtocolConfigError("the active variant needs signing_key and pki")
         if not 1 <= min_bits <= 64:
-            raise ConfigError(f"min_bits must be in [1, 64], got {min_bits}")
+            raise ProtocolConfigError(f"min_bits must be in [1, 64], got {min_bits}")
         self.client_id = client_id
         self.round_idx = round_idx
         self.expected = config
@@ -213,9 +215,9 @@ class SecAggClientSession:
 
         Raises:
             SessionAbortedError: If the session already failed.
-            MessageError: If the message is malformed, for another session, out of order or
+            ProtocolMessageError: If the message is malformed, for another session, out of order or
                 replayed (state unchanged).
-            SecurityError, AbortError, ConfigError: On failed checks; the session is aborted.
+            SecurityError, AbortError, ProtocolConfigError: On failed checks; the session is aborted.
         """
         if self.state == ClientState.ABORTED:
             raise SessionAbortedError(f"client {self.client_id}: session aborted earlier; refusing messages")
@@ -251,7 +253,7 @@ class SecAggClientSession:
                 body_out = self._consistency(body)
             else:
                 body_out = self._unmask(body)
-        except MessageError:
+        except ProtocolMessageError:
             raise
         except ProtocolError:
             self._abort()
@@ -281,17 +283,17 @@ class SecAggClientSession:
     def _check_value(self, value: np.ndarray | None) -> np.ndarray:
         assert self.params is not None and self.vector_length is not None
         if value is None:
-            raise ConfigError("the COLLECT_MASKED_INPUT stage needs this client's encoded value")
+            raise ProtocolConfigError("the COLLECT_MASKED_INPUT stage needs this client's encoded value")
         v = np.asarray(value)
         if v.ndim != 1 or v.shape[0] != self.vector_length:
-            raise ConfigError(
+            raise ProtocolConfigError(
                 f"value must be a flat vector of length {self.vector_length}, got shape {v.shape}"
             )
         if not np.issubdtype(v.dtype, np.integer):
-            raise ConfigError(f"value must be an integer array (an encoder's output), got {v.dtype}")
+            raise ProtocolConfigError(f"value must be an integer array (an encoder's output), got {v.dtype}")
         signed_below_zero = v.dtype.kind == "i" and v.size and int(v.min()) < 0
         if signed_below_zero or (v.size and int(v.max()) >= (1 << self.params.bits)):
-            raise ConfigError(f"value entries must lie in [0, 2^{self.params.bits})")
+            raise ProtocolConfigError(f"value entries must lie in [0, 2^{self.params.bits})")
         return v
 
     # ------------------------------------------------------------------ stages
@@ -315,23 +317,25 @@ class SecAggClientSession:
             "correctness_bits",
         ):
             if getattr(srv, name) != getattr(exp, name):
-                raise ConfigError(
+                raise ProtocolConfigError(
                     f"server's {name}={getattr(srv, name)!r} differs from expected {getattr(exp, name)!r}"
                 )
         for name in ("n", "k", "t", "bits"):
             if getattr(exp, name) is not None and getattr(srv, name) != getattr(exp, name):
-                raise ConfigError(
+                raise ProtocolConfigError(
                     f"server's {name}={getattr(srv, name)!r} differs from expected {getattr(exp, name)!r}"
                 )
         assert srv.bits is not None
         if srv.bits < self._min_bits:
-            raise ConfigError(f"server's bits={srv.bits} is below this client's minimum {self._min_bits}")
+            raise ProtocolConfigError(
+                f"server's bits={srv.bits} is below this client's minimum {self._min_bits}"
+            )
         if self.vector_length is not None and setup.vector_length != self.vector_length:
-            raise ConfigError(
+            raise ProtocolConfigError(
                 f"server's vector_length={setup.vector_length} differs from {self.vector_length}"
             )
         if self._context is not None and setup.context != self._context:
-            raise ConfigError("server's context differs from the expected one")
+            raise ProtocolConfigError("server's context differs from the expected one")
         # validates the server's (k, t) against the shared assumptions, under this client's caps
         params = replace(srv, max_n=exp.max_n, max_k=exp.max_k).resolve()
         # commit
@@ -447,7 +451,7 @@ class SecAggClientSession:
             pt = aead_decrypt(key=self._inbound_keys[v], blob=blob, aad=aad)
             try:
                 sender, receiver, s_sh, b_sh = msg.parse_share_plaintext(pt)
-            except MessageError as exc:
+            except ProtocolMessageError as exc:
                 raise AuthenticationError(f"authenticated share from {v} is malformed") from exc
             if sender != v or receiver != self.client_id:
                 raise AuthenticationError(f"share from {v} names sender {sender} and receiver {receiver}")

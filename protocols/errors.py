@@ -1,10 +1,13 @@
 """The single error hierarchy of :mod:`protocols`.
 
 Every error raised by this package is a :class:`ProtocolError`. The subclasses say *what* went
-wrong so that callers (the runtime, tests) can react to the kind of failure without parsing text:
+wrong so that callers (the runtime, tests) can react to the kind of failure without parsing text.
+Their names are this package's own: the runtime's :class:`secfed.errors.ConfigError` and
+:class:`secfed.errors.MessageError` are other classes (this package imports nothing of ours), so
+a name never stands for two unrelated classes (``tests/test_error_roots.py`` checks it):
 
-* :class:`ConfigError` -- invalid or insecure parameters, detected before any work is done.
-* :class:`MessageError` -- a wire message is malformed, truncated, of an unknown version, for
+* :class:`ProtocolConfigError` -- invalid or insecure parameters, detected before any work is done.
+* :class:`ProtocolMessageError` -- a wire message is malformed, truncated, of an unknown version, for
   another session, for another stage, duplicated or replayed.
 * :class:`SecurityError` -- a cryptographic or consistency check failed (bad ciphertext or
   signature, invalid public key, inconsistent survivor/dropped lists, wrong reconstruction).
@@ -16,9 +19,9 @@ from __future__ import annotations
 
 __all__ = [
     "ProtocolError",
-    "ConfigError",
+    "ProtocolConfigError",
     "OverflowRiskError",
-    "MessageError",
+    "ProtocolMessageError",
     "MalformedMessageError",
     "TruncatedMessageError",
     "VersionError",
@@ -44,20 +47,20 @@ class ProtocolError(Exception):
 
 
 # --------------------------------------------------------------------------- configuration
-class ConfigError(ProtocolError, ValueError):
+class ProtocolConfigError(ProtocolError, ValueError):
     """A parameter is invalid or does not meet the security/correctness targets."""
 
 
-class OverflowRiskError(ConfigError):
+class OverflowRiskError(ProtocolConfigError):
     """The chosen bit width could let the (masked) integer sum wrap around."""
 
 
 # --------------------------------------------------------------------------- wire messages
-class MessageError(ProtocolError, ValueError):
+class ProtocolMessageError(ProtocolError, ValueError):
     """A wire message cannot be accepted."""
 
 
-class MalformedMessageError(MessageError):
+class MalformedMessageError(ProtocolMessageError):
     """A message has a bad magic, bad field value, wrong length or trailing bytes."""
 
 
@@ -65,19 +68,19 @@ class TruncatedMessageError(MalformedMessageError):
     """A message ended before all of its declared fields were read."""
 
 
-class VersionError(MessageError):
+class VersionError(ProtocolMessageError):
     """A message carries a wire-format version this implementation does not speak."""
 
 
-class SessionMismatchError(MessageError):
+class SessionMismatchError(ProtocolMessageError):
     """A message belongs to another session (other round, parameters or key set)."""
 
 
-class StageError(MessageError):
+class StageError(ProtocolMessageError):
     """A message is for a stage other than the one the state machine is in (out of order, late)."""
 
 
-class ReplayError(MessageError):
+class ReplayError(ProtocolMessageError):
     """A message for a stage that was already handled arrived again (duplicate or replay)."""
 
 
@@ -89,7 +92,7 @@ class DuplicateRunError(ReplayError):
     """
 
 
-class DuplicateEntryError(MessageError):
+class DuplicateEntryError(ProtocolMessageError):
     """A list inside a message repeats a client id, a public key or another unique entry."""
 
 

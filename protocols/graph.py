@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from protocols.crypto import hkdf_sha256, label
-from protocols.errors import ConfigError, DropoutBoundError
+from protocols.errors import DropoutBoundError, ProtocolConfigError
 from protocols.prg import keystream
 
 __all__ = ["Graph", "build_graph", "graph_seed", "check_survivor_graph"]
@@ -66,13 +66,13 @@ class Graph:
             The neighbours of ``u`` (without ``u``).
 
         Raises:
-            ConfigError: If ``u`` is not a node.
+            ProtocolConfigError: If ``u`` is not a node.
         """
         cached = self._cache.get(u)
         if cached is not None:
             return cached
         if u not in self._pos:
-            raise ConfigError(f"client {u} is not in the graph")
+            raise ProtocolConfigError(f"client {u} is not in the graph")
         n = len(self.ring)
         if self.complete:
             out = frozenset(self.nodes) - {u}
@@ -207,16 +207,16 @@ def build_graph(*, nodes: Sequence[int], k: int, seed: bytes) -> Graph:
         The graph (cached: clients of one session share it).
 
     Raises:
-        ConfigError: On duplicate nodes, an odd or too small degree, or a bad seed length.
+        ProtocolConfigError: On duplicate nodes, an odd or too small degree, or a bad seed length.
     """
     ordered = tuple(sorted(nodes))
     if len(set(ordered)) != len(ordered):
-        raise ConfigError("graph nodes must be distinct")
+        raise ProtocolConfigError("graph nodes must be distinct")
     n = len(ordered)
     if n < 2:
-        raise ConfigError(f"a graph needs at least 2 nodes, got {n}")
+        raise ProtocolConfigError(f"a graph needs at least 2 nodes, got {n}")
     if k < n - 1 and (k < 2 or k % 2):
-        raise ConfigError(f"Harary degree must be even and >= 2 (or n-1), got {k}")
+        raise ProtocolConfigError(f"Harary degree must be even and >= 2 (or n-1), got {k}")
     if len(seed) != 16:
-        raise ConfigError(f"graph seed must be 16 bytes, got {len(seed)}")
+        raise ProtocolConfigError(f"graph seed must be 16 bytes, got {len(seed)}")
     return _build(ordered, k, bytes(seed))

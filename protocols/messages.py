@@ -472,7 +472,7 @@ def decode_share_keys_response(
         ``(commitment, rows)``.
 
     Raises:
-        MessageError: As :func:`decode_blobs`, or if the commitment is truncated.
+        ProtocolMessageError: As :func:`decode_blobs`, or if the commitment is truncated.
     """
     view = memoryview(body)
     if len(view) < COMMITMENT_BYTES:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
-from protocols.errors import ConfigError, ProtocolError
+from protocols.errors import ProtocolConfigError, ProtocolError
 
 __all__ = [
     "Mode",
@@ -113,10 +113,10 @@ class SecAggConfig:
             The resolved parameters.
 
         Raises:
-            ConfigError: On invalid, insecure or infeasible settings (the message says which).
+            ProtocolConfigError: On invalid, insecure or infeasible settings (the message says which).
         """
         if n is not None and self.n is not None and n != self.n:
-            raise ConfigError(f"n={n} disagrees with the configured n={self.n}")
+            raise ProtocolConfigError(f"n={n} disagrees with the configured n={self.n}")
         cfg = self if n is None else replace(self, n=n)
         return resolve_params(cfg)
 
@@ -231,38 +231,38 @@ def check_config_fields(cfg: SecAggConfig) -> None:
         cfg: The configuration.
 
     Raises:
-        ConfigError: On an invalid mode, bit width, fraction or target.
+        ProtocolConfigError: On an invalid mode, bit width, fraction or target.
     """
     if cfg.mode not in ("secagg", "secagg+"):
-        raise ConfigError(f"mode must be 'secagg' or 'secagg+', got {cfg.mode!r}")
+        raise ProtocolConfigError(f"mode must be 'secagg' or 'secagg+', got {cfg.mode!r}")
     if not isinstance(cfg.active, bool):
-        raise ConfigError(f"active must be a bool, got {cfg.active!r}")
+        raise ProtocolConfigError(f"active must be a bool, got {cfg.active!r}")
     if cfg.n is not None and (
         isinstance(cfg.n, bool) or not isinstance(cfg.n, int) or not 2 <= cfg.n <= MAX_CLIENT_ID + 1
     ):
-        raise ConfigError(f"n must be an integer in [2, 2^32 - 1], got {cfg.n!r}")
+        raise ProtocolConfigError(f"n must be an integer in [2, 2^32 - 1], got {cfg.n!r}")
     if cfg.bits is not None and (
         isinstance(cfg.bits, bool) or not isinstance(cfg.bits, int) or not 1 <= cfg.bits <= 64
     ):
-        raise ConfigError(f"bits must be in [1, 64], got {cfg.bits!r}")
+        raise ProtocolConfigError(f"bits must be in [1, 64], got {cfg.bits!r}")
     for name in ("corrupt_fraction", "dropout_rate"):
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v < 1):
-            raise ConfigError(f"{name} must be in [0, 1), got {v!r}")
+            raise ProtocolConfigError(f"{name} must be in [0, 1), got {v!r}")
     if cfg.corrupt_fraction + cfg.dropout_rate >= 1:
-        raise ConfigError(
+        raise ProtocolConfigError(
             f"corrupt_fraction + dropout_rate must be < 1, got {cfg.corrupt_fraction + cfg.dropout_rate}"
         )
     if not 1 <= cfg.security_bits <= 255 or not 1 <= cfg.correctness_bits <= 255:
-        raise ConfigError("security_bits and correctness_bits must be in [1, 255]")
+        raise ProtocolConfigError("security_bits and correctness_bits must be in [1, 255]")
     for name in ("max_n", "max_k"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
-            raise ConfigError(f"{name} must be an integer >= 2, got {v!r}")
+            raise ProtocolConfigError(f"{name} must be an integer >= 2, got {v!r}")
     for name in ("k", "t"):
         v = getattr(cfg, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"{name} must be an integer or None, got {v!r}")
+            raise ProtocolConfigError(f"{name} must be an integer or None, got {v!r}")
 
 
 def check_limits(cfg: SecAggConfig, *, max_n: int | None = None, max_k: int | None = None) -> None:
@@ -275,15 +275,17 @@ def check_limits(cfg: SecAggConfig, *, max_n: int | None = None, max_k: int | No
             graph ``k = n - 1`` needs no tail computation and is only bounded through ``n``.
 
     Raises:
-        ConfigError: If ``n`` or ``k`` exceeds its cap.
+        ProtocolConfigError: If ``n`` or ``k`` exceeds its cap.
     """
     max_n = cfg.max_n if max_n is None else max_n
     max_k = cfg.max_k if max_k is None else max_k
     n, k = cfg.n, cfg.k
     if isinstance(n, int) and n > max_n:
-        raise ConfigError(f"n={n} exceeds this party's cap max_n={max_n} (refused before any computation)")
+        raise ProtocolConfigError(
+            f"n={n} exceeds this party's cap max_n={max_n} (refused before any computation)"
+        )
     if isinstance(k, int) and k > max_k and not (isinstance(n, int) and k == n - 1):
-        raise ConfigError(
+        raise ProtocolConfigError(
             f"k={k} exceeds this party's cap max_k={max_k} for a non-complete graph "
             "(refused before any computation)"
         )
@@ -306,14 +308,14 @@ def dropout_bound(*, n: int, rate: float, eta: int = 20) -> int:
         ``d`` in ``[0, n]``.
 
     Raises:
-        ConfigError: On invalid arguments.
+        ProtocolConfigError: On invalid arguments.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+        raise ProtocolConfigError(f"n must be an integer >= 1, got {n!r}")
     if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 <= rate < 1):
-        raise ConfigError(f"rate must be in [0, 1), got {rate!r}")
+        raise ProtocolConfigError(f"rate must be in [0, 1), got {rate!r}")
     if not 1 <= eta <= 255:
-        raise ConfigError(f"eta must be in [1, 255], got {eta}")
+        raise ProtocolConfigError(f"eta must be in [1, 255], got {eta}")
     if rate == 0:
         return 0
     log_p, log_q = math.log(rate), math.log1p(-rate)
@@ -333,16 +335,16 @@ def dropout_bound(*, n: int, rate: float, eta: int = 20) -> int:
 def _check_basic(cfg: SecAggConfig) -> int:
     check_config_fields(cfg)
     if cfg.n is None:
-        raise ConfigError("n (number of clients) must be set to resolve parameters")
+        raise ProtocolConfigError("n (number of clients) must be set to resolve parameters")
     check_limits(cfg)
     n = cfg.n
     if cfg.k is not None:
         if cfg.mode == "secagg" and cfg.k != n - 1:
-            raise ConfigError(
+            raise ProtocolConfigError(
                 f"mode 'secagg' uses the complete graph: k must be None or n-1={n - 1}, got {cfg.k}"
             )
         if cfg.mode == "secagg+" and not (cfg.k == n - 1 or (2 <= cfg.k <= n - 2 and cfg.k % 2 == 0)):
-            raise ConfigError(
+            raise ProtocolConfigError(
                 f"secagg+ k counts neighbours and must be even in [2, n-2] or equal n-1={n - 1}, got {cfg.k} "
                 "(Flower's num_shares=9 corresponds to k=8)"
             )
@@ -373,7 +375,7 @@ def resolve_params(cfg: SecAggConfig) -> SecAggParams:
         The resolved parameters.
 
     Raises:
-        ConfigError: On invalid values, a user-given (k, t) that misses the security or
+        ProtocolConfigError: On invalid values, a user-given (k, t) that misses the security or
             correctness target, or when no (k, t) meets the targets.
     """
     n = _check_basic(cfg)
@@ -400,7 +402,7 @@ def resolve_params(cfg: SecAggConfig) -> SecAggParams:
         if cfg.t is not None:
             t = cfg.t
             if not 2 <= t <= k + 1:
-                raise ConfigError(f"t must be in [2, k+1={k + 1}], got {t}")
+                raise ProtocolConfigError(f"t must be in [2, k+1={k + 1}], got {t}")
             if t < t_min:
                 why = (
                     "active mode needs 2t > k + 1 + corrupt neighbours"
@@ -410,12 +412,12 @@ def resolve_params(cfg: SecAggConfig) -> SecAggParams:
                         + (" and be a majority" if cfg.mode == "secagg" else "")
                     )
                 )
-                raise ConfigError(
+                raise ProtocolConfigError(
                     f"t={t} is below the secure minimum {t_min} for n={n}, k={k}, "
                     f"corrupt_fraction={cfg.corrupt_fraction} ({why}; up to {c} corrupt neighbours)"
                 )
             if t > t_max:
-                raise ConfigError(
+                raise ProtocolConfigError(
                     f"t={t} exceeds {t_max}, the number of surviving neighbours guaranteed with "
                     f"probability 1 - 2^-{cfg.correctness_bits}/n at dropout_rate={cfg.dropout_rate}"
                 )
@@ -439,7 +441,7 @@ def resolve_params(cfg: SecAggConfig) -> SecAggParams:
             log2_corrupt_tail=log2_c if t == c + 1 else _log2_corrupt_tail(n, k, n_c, t),
             log2_failure=_log2_failure(n, k, n_d, t),
         )
-    raise ConfigError(
+    raise ProtocolConfigError(
         f"no (k, t) meets 2^-{sigma} security and 2^-{cfg.correctness_bits} correctness for n={n}, "
         f"corrupt_fraction={cfg.corrupt_fraction}, dropout_rate={cfg.dropout_rate}, active={cfg.active}: "
         + "; ".join(reasons[-3:])
@@ -487,7 +489,7 @@ def round_protocol_config(
         The configuration, with ``n`` set.
 
     Raises:
-        protocols.ConfigError: If ``n`` or ``k`` exceeds the protocol's caps (checked first, in
+        protocols.ProtocolConfigError: If ``n`` or ``k`` exceeds the protocol's caps (checked first, in
             constant time) or the configured ``k`` / ``t`` miss the targets.
     """
     base = SecAggConfig(
@@ -515,7 +517,7 @@ def round_protocol_config(
         except ProtocolError as exc:
             reason = str(exc)
     if k is not None:
-        raise ConfigError(
+        raise ProtocolConfigError(
             f"secagg+ with k={k}: at dropout rate {dropout_rate} the dropout bound is sized from the "
             f"binomial tail (2^-{base.correctness_bits}): {d} of {n} clients; {reason}"
         )

@@ -25,7 +25,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, algorithms, modes
 
 from protocols.crypto import hkdf_sha256, label
-from protocols.errors import ConfigError
+from protocols.errors import ProtocolConfigError
 from protocols.scratch import scratch, zero_bytes
 
 __all__ = [
@@ -55,10 +55,10 @@ def word_dtype(bits: int) -> np.dtype:
         ``<u4`` for ``bits <= 32``, else ``<u8``.
 
     Raises:
-        ConfigError: If ``bits`` is out of range.
+        ProtocolConfigError: If ``bits`` is out of range.
     """
     if not 1 <= bits <= 64:
-        raise ConfigError(f"bits must be in [1, 64], got {bits}")
+        raise ProtocolConfigError(f"bits must be in [1, 64], got {bits}")
     return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
 
 
@@ -109,10 +109,12 @@ def keystream(*, key: bytes, nbytes: int) -> bytes:
         The keystream bytes.
 
     Raises:
-        ConfigError: If ``nbytes`` exceeds :data:`MAX_KEYSTREAM_BYTES`.
+        ProtocolConfigError: If ``nbytes`` exceeds :data:`MAX_KEYSTREAM_BYTES`.
     """
     if nbytes > MAX_KEYSTREAM_BYTES:
-        raise ConfigError(f"a keystream holds at most {MAX_KEYSTREAM_BYTES} bytes, asked for {nbytes}")
+        raise ProtocolConfigError(
+            f"a keystream holds at most {MAX_KEYSTREAM_BYTES} bytes, asked for {nbytes}"
+        )
     enc = Cipher(algorithms.AES(key), modes.CTR(_FIRST_COUNTER_BLOCK)).encryptor()
     return enc.update(bytes(nbytes)) + enc.finalize()
 
@@ -134,7 +136,7 @@ class MaskExpander:
         bits: Modulus bit width (selects uint32 or uint64 words).
 
     Raises:
-        ConfigError: If ``length < 1``, ``bits`` is out of range or one mask would need more than
+        ProtocolConfigError: If ``length < 1``, ``bits`` is out of range or one mask would need more than
             :data:`MAX_KEYSTREAM_BYTES` of keystream.
     """
 
@@ -142,10 +144,10 @@ class MaskExpander:
 
     def __init__(self, *, length: int, bits: int) -> None:
         if length < 1:
-            raise ConfigError(f"vector length must be >= 1, got {length}")
+            raise ProtocolConfigError(f"vector length must be >= 1, got {length}")
         self.dtype = word_dtype(bits)
         if length * self.dtype.itemsize > MAX_KEYSTREAM_BYTES:
-            raise ConfigError(
+            raise ProtocolConfigError(
                 f"vector length {length} needs more than {MAX_KEYSTREAM_BYTES} bytes of keystream per mask"
             )
         self.length = length
@@ -172,10 +174,12 @@ class MaskExpander:
             masks: ``(16-byte AES key, +1 or -1)`` pairs.
 
         Raises:
-            ConfigError: If ``acc`` has the wrong length or word size.
+            ProtocolConfigError: If ``acc`` has the wrong length or word size.
         """
         if acc.shape != (self.length,) or acc.dtype.itemsize != self.dtype.itemsize:
-            raise ConfigError(f"accumulator must have {self.length} words of {self.dtype.itemsize} bytes")
+            raise ProtocolConfigError(
+                f"accumulator must have {self.length} words of {self.dtype.itemsize} bytes"
+            )
         self._run(acc=acc, masks=masks, value=None, reduce=None)
 
     def mask_vector(
@@ -196,17 +200,17 @@ class MaskExpander:
             The masked vector (``out`` if given).
 
         Raises:
-            ConfigError: On a length, bit-width or ``out`` mismatch.
+            ProtocolConfigError: On a length, bit-width or ``out`` mismatch.
         """
         if value.shape != (self.length,):
-            raise ConfigError(f"value must have shape ({self.length},), got {value.shape}")
+            raise ProtocolConfigError(f"value must have shape ({self.length},), got {value.shape}")
         if not 1 <= bits <= self.dtype.itemsize * 8:
-            raise ConfigError(f"bits={bits} does not fit {self.dtype.itemsize * 8}-bit words")
+            raise ProtocolConfigError(f"bits={bits} does not fit {self.dtype.itemsize * 8}-bit words")
         native = self.dtype.newbyteorder("=")
         if out is None:
             acc = np.empty(self.length, dtype=native)
         elif out.shape != (self.length,) or out.dtype != native or np.shares_memory(out, value):
-            raise ConfigError(f"out must be {self.length} {native} words apart from value")
+            raise ProtocolConfigError(f"out must be {self.length} {native} words apart from value")
         else:
             acc = out
         reduce = acc.dtype.type((1 << bits) - 1) if bits < self.dtype.itemsize * 8 else None

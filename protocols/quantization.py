@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext
 
-from protocols.errors import ConfigError, OverflowRiskError
+from protocols.errors import OverflowRiskError, ProtocolConfigError
 from protocols.prg import AES_KEY_BYTES, MAX_KEYSTREAM_BYTES, keystream_encryptor
 from protocols.scratch import scratch, zero_bytes
 
@@ -64,12 +64,14 @@ def required_bits(*, total_bound: float, precision_bits: int, n_clients: int) ->
         The bit width (may exceed 64; callers validate).
 
     Raises:
-        ConfigError: On non-finite or negative inputs.
+        ProtocolConfigError: On non-finite or negative inputs.
     """
     if not (math.isfinite(total_bound) and total_bound > 0):
-        raise ConfigError(f"total_bound must be finite and > 0, got {total_bound}")
+        raise ProtocolConfigError(f"total_bound must be finite and > 0, got {total_bound}")
     if precision_bits < 0 or n_clients < 1:
-        raise ConfigError(f"need precision_bits >= 0 and n_clients >= 1, got {precision_bits}, {n_clients}")
+        raise ProtocolConfigError(
+            f"need precision_bits >= 0 and n_clients >= 1, got {precision_bits}, {n_clients}"
+        )
     max_abs = math.ceil(total_bound * 2.0**precision_bits) + n_clients
     return 1 + math.ceil(math.log2(max_abs + 1))
 
@@ -85,10 +87,10 @@ def to_signed(*, total: np.ndarray, bits: int) -> np.ndarray:
         int64 array.
 
     Raises:
-        ConfigError: If ``bits`` is out of range.
+        ProtocolConfigError: If ``bits`` is out of range.
     """
     if not 1 <= bits <= 64:
-        raise ConfigError(f"bits must be in [1, 64], got {bits}")
+        raise ProtocolConfigError(f"bits must be in [1, 64], got {bits}")
     v = np.array(total, dtype=np.uint64)  # one copy; everything below is in place
     if bits == 64:
         return v.view(np.int64)
@@ -117,7 +119,7 @@ class StochasticQuantizer:
             ``os.urandom`` key.
 
     Raises:
-        ConfigError: On invalid parameters.
+        ProtocolConfigError: On invalid parameters.
         OverflowRiskError: If ``bits`` is given and the sum could wrap, or no width <= 64 works.
     """
 
@@ -132,14 +134,14 @@ class StochasticQuantizer:
         rng: np.random.Generator | None = None,
     ) -> None:
         if not (math.isfinite(clip) and clip > 0):
-            raise ConfigError(f"clip must be finite and > 0, got {clip}")
+            raise ProtocolConfigError(f"clip must be finite and > 0, got {clip}")
         if not 0 <= precision_bits <= 52:
-            raise ConfigError(f"precision_bits must be in [0, 52], got {precision_bits}")
+            raise ProtocolConfigError(f"precision_bits must be in [0, 52], got {precision_bits}")
         if n_clients < 1:
-            raise ConfigError(f"n_clients must be >= 1, got {n_clients}")
+            raise ProtocolConfigError(f"n_clients must be >= 1, got {n_clients}")
         bound = n_clients * clip if total_bound is None else float(total_bound)
         if bound < clip * (1 - 1e-12):
-            raise ConfigError(f"total_bound ({bound}) must be >= clip ({clip})")
+            raise ProtocolConfigError(f"total_bound ({bound}) must be >= clip ({clip})")
         need = required_bits(total_bound=bound, precision_bits=precision_bits, n_clients=n_clients)
         if bits is None:
             if need > 64:
@@ -149,7 +151,7 @@ class StochasticQuantizer:
                 )
             bits = need
         elif not 1 <= bits <= 64:
-            raise ConfigError(f"bits must be in [1, 64], got {bits}")
+            raise ProtocolConfigError(f"bits must be in [1, 64], got {bits}")
         elif bits < need:
             raise OverflowRiskError(
                 f"bits={bits} could wrap: the sum bound {bound} * 2^{precision_bits} + {n_clients} "
@@ -184,13 +186,13 @@ class StochasticQuantizer:
             needs no conversion), else uint64.
 
         Raises:
-            ConfigError: If ``x`` is not real-valued or contains NaN or infinity.
+            ProtocolConfigError: If ``x`` is not real-valued or contains NaN or infinity.
         """
         arr = np.asarray(x).ravel()
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ConfigError(f"input to encode must be a real numeric array, got {arr.dtype}")
+            raise ProtocolConfigError(f"input to encode must be a real numeric array, got {arr.dtype}")
         if not np.all(np.isfinite(arr)):
-            raise ConfigError("input to encode contains NaN or infinity")
+            raise ProtocolConfigError("input to encode contains NaN or infinity")
         n = arr.shape[0]
         if arr.dtype == np.float32 and self._f32_ok and self.bits <= 32:
             words = np.empty(n, dtype=np.uint32)
@@ -325,10 +327,10 @@ class StochasticQuantizer:
             float64 estimate of the sum of the clipped inputs.
 
         Raises:
-            ConfigError: If ``n_summed`` is out of range.
+            ProtocolConfigError: If ``n_summed`` is out of range.
         """
         if not 0 <= n_summed <= self.n_clients:
-            raise ConfigError(f"n_summed must be in [0, {self.n_clients}], got {n_summed}")
+            raise ProtocolConfigError(f"n_summed must be in [0, {self.n_clients}], got {n_summed}")
         out = to_signed(total=total, bits=self.bits).astype(np.float64)
         out /= self.scale
         return out

@@ -45,9 +45,9 @@ from protocols.crypto import (
     verify_signature,
 )
 from protocols.errors import (
-    ConfigError,
     InvalidKeyError,
     MalformedMessageError,
+    ProtocolConfigError,
     ProtocolError,
     ReconstructionError,
     ReplayError,
@@ -100,7 +100,7 @@ class SecAggServerSession:
         pki: Ed25519 verification key per client id (required in the active variant).
 
     Raises:
-        ConfigError: On invalid arguments or parameters (before any message is produced).
+        ProtocolConfigError: On invalid arguments or parameters (before any message is produced).
     """
 
     def __init__(
@@ -115,22 +115,24 @@ class SecAggServerSession:
     ) -> None:
         ids = sorted(participants)
         if len(set(ids)) != len(ids):
-            raise ConfigError("participants must be distinct")
+            raise ProtocolConfigError("participants must be distinct")
         for cid in ids:
             if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= MAX_CLIENT_ID:
-                raise ConfigError(f"client ids must be integers in [0, {MAX_CLIENT_ID}], got {cid!r}")
+                raise ProtocolConfigError(f"client ids must be integers in [0, {MAX_CLIENT_ID}], got {cid!r}")
         if config.bits is None:
-            raise ConfigError("the server's config must set bits")
+            raise ProtocolConfigError("the server's config must set bits")
         if not isinstance(round_idx, int) or not 0 <= round_idx < 2**64:
-            raise ConfigError(f"round_idx must be an integer in [0, 2^64), got {round_idx!r}")
+            raise ProtocolConfigError(f"round_idx must be an integer in [0, 2^64), got {round_idx!r}")
         if not isinstance(vector_length, int) or vector_length < 1:
-            raise ConfigError(f"vector_length must be an integer >= 1, got {vector_length!r}")
+            raise ProtocolConfigError(f"vector_length must be an integer >= 1, got {vector_length!r}")
         if len(context) > msg.MAX_CONTEXT_BYTES:
-            raise ConfigError("context must be at most 64 KiB")
+            raise ProtocolConfigError("context must be at most 64 KiB")
         params = config.resolve(n=len(ids))
         if params.active:
             if pki is None or not set(ids) <= set(pki):
-                raise ConfigError("the active variant needs a verification key (pki) for every participant")
+                raise ProtocolConfigError(
+                    "the active variant needs a verification key (pki) for every participant"
+                )
         self.params = params
         self.round_idx = round_idx
         self.participants: tuple[int, ...] = tuple(ids)
@@ -262,7 +264,7 @@ class SecAggServerSession:
             drop_invalid: Treat a client whose response is rejected as dropped instead of raising.
 
         Raises:
-            MessageError, SecurityError: On a rejected response (unless ``drop_invalid``).
+            ProtocolMessageError, SecurityError: On a rejected response (unless ``drop_invalid``).
             ThresholdError: If fewer than ``t`` clients remain; the session aborts.
         """
         for cid in sorted(responses):

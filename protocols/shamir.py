@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from protocols.errors import ConfigError, MalformedMessageError, ReconstructionError
+from protocols.errors import MalformedMessageError, ProtocolConfigError, ReconstructionError
 
 __all__ = [
     "PRIME",
@@ -57,10 +57,10 @@ def secret_to_int(secret: bytes) -> int:
         The integer in ``[0, 2^256)``.
 
     Raises:
-        ConfigError: If ``secret`` is not 32 bytes.
+        ProtocolConfigError: If ``secret`` is not 32 bytes.
     """
     if len(secret) != SECRET_BYTES:
-        raise ConfigError(f"Shamir secret must be {SECRET_BYTES} bytes, got {len(secret)}")
+        raise ProtocolConfigError(f"Shamir secret must be {SECRET_BYTES} bytes, got {len(secret)}")
     return int.from_bytes(secret, "big")
 
 
@@ -115,10 +115,10 @@ def decode_share(data: bytes) -> int:
 
 def _check_xs(xs: Sequence[int]) -> None:
     if len(set(xs)) != len(xs):
-        raise ConfigError("Shamir x-coordinates must be distinct")
+        raise ProtocolConfigError("Shamir x-coordinates must be distinct")
     for x in xs:
         if not 0 < x < PRIME:
-            raise ConfigError(f"Shamir x-coordinate must be in [1, p), got {x}")
+            raise ProtocolConfigError(f"Shamir x-coordinate must be in [1, p), got {x}")
 
 
 def random_field_elements(count: int) -> list[int]:
@@ -159,7 +159,7 @@ def split(*, secret: int, t: int, xs: Sequence[int]) -> list[int]:
         Share values, in the order of ``xs``.
 
     Raises:
-        ConfigError: On an invalid threshold, secret or x-coordinate.
+        ProtocolConfigError: On an invalid threshold, secret or x-coordinate.
     """
     return split_many(secrets=[secret], t=t, xs=xs)[0]
 
@@ -177,12 +177,12 @@ def split_many(*, secrets: Sequence[int], t: int, xs: Sequence[int]) -> list[lis
         For each secret, its share values in the order of ``xs``.
 
     Raises:
-        ConfigError: On an invalid threshold, secret or x-coordinate.
+        ProtocolConfigError: On an invalid threshold, secret or x-coordinate.
     """
     if not 1 <= t <= len(xs):
-        raise ConfigError(f"threshold t must be in [1, {len(xs)}], got {t}")
+        raise ProtocolConfigError(f"threshold t must be in [1, {len(xs)}], got {t}")
     if not all(0 <= secret < PRIME for secret in secrets):
-        raise ConfigError("secret must be a field element")
+        raise ProtocolConfigError("secret must be a field element")
     _check_xs(xs)
     randomness = random_field_elements((t - 1) * len(secrets))
     p = PRIME
@@ -214,7 +214,7 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
         The coefficients, aligned with ``xs``.
 
     Raises:
-        ConfigError: If ``xs`` are not distinct non-zero field elements.
+        ProtocolConfigError: If ``xs`` are not distinct non-zero field elements.
     """
     _check_xs(xs)
     p = PRIME
@@ -255,10 +255,10 @@ def reconstruct(*, shares: dict[int, int], t: int) -> int:
 
     Raises:
         ReconstructionError: If fewer than ``t`` shares are given.
-        ConfigError: On invalid x-coordinates or ``t``.
+        ProtocolConfigError: On invalid x-coordinates or ``t``.
     """
     if t < 1:
-        raise ConfigError(f"threshold t must be >= 1, got {t}")
+        raise ProtocolConfigError(f"threshold t must be >= 1, got {t}")
     if len(shares) < t:
         raise ReconstructionError(f"need {t} shares to reconstruct, got {len(shares)}")
     xs = tuple(sorted(shares)[:t])
@@ -337,10 +337,10 @@ def reconstruct_verified(
     Raises:
         ReconstructionError: If fewer than ``t`` shares are given or no subset tried yields a
             secret the commitment accepts (too many bad shares: the round must abort).
-        ConfigError: On invalid x-coordinates or ``t``.
+        ProtocolConfigError: On invalid x-coordinates or ``t``.
     """
     if t < 1:
-        raise ConfigError(f"threshold t must be >= 1, got {t}")
+        raise ProtocolConfigError(f"threshold t must be >= 1, got {t}")
     if len(shares) < t:
         raise ReconstructionError(f"need {t} shares to reconstruct, got {len(shares)}")
     xs = sorted(shares)

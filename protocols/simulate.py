@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.client import SecAggClientSession
 from protocols.crypto import ed25519_public_bytes
-from protocols.errors import ConfigError
+from protocols.errors import ProtocolConfigError
 from protocols.params import SecAggConfig
 from protocols.server import SecAggResult, SecAggServerSession
 from protocols.stages import Stage
@@ -82,13 +82,13 @@ def run_local_round(
         The round record.
 
     Raises:
-        ConfigError: On inconsistent inputs.
+        ProtocolConfigError: On inconsistent inputs.
         ProtocolError: Whatever the protocol raises (e.g. :class:`ThresholdError`).
     """
     ids = sorted(inputs)
     lengths = {np.asarray(v).shape[0] for v in inputs.values()}
     if len(lengths) != 1:
-        raise ConfigError("all inputs must have the same length")
+        raise ProtocolConfigError("all inputs must have the same length")
     m = lengths.pop()
     if config.active and (signing_keys is None or pki is None):
         signing_keys, pki = make_identities(ids=ids)

@@ -103,3 +103,44 @@ def test_the_attack_run_dir_error_is_one_family() -> None:
 
     assert RunDirError.__bases__ == (AttackInputError,)
     assert issubclass(RunDirError, SecfedError) and issubclass(RunDirError, ValueError)
+
+
+def _names_by_package() -> dict[str, dict[str, str]]:
+    """Error class name -> defining module, per package (every class, also under another name)."""
+    names: dict[str, dict[str, str]] = {}
+    for package in sorted(ROOTS):
+        found = names.setdefault(package, {})
+        for module_name in _error_modules(package):
+            module = importlib.import_module(module_name)
+            for attr, obj in vars(module).items():
+                if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module_name:
+                    found.setdefault(obj.__name__, module_name)
+                    found.setdefault(attr, module_name)  # an alias names the class too
+    return names
+
+
+def _shared_names(names: dict[str, dict[str, str]]) -> list[str]:
+    packages = sorted(names)
+    return [
+        f"{name}: {names[a][name]} and {names[b][name]}"
+        for i, a in enumerate(packages)
+        for b in packages[i + 1 :]
+        for name in sorted(set(names[a]) & set(names[b]))
+    ]
+
+
+def test_no_two_packages_define_an_error_class_of_the_same_name() -> None:
+    """One concept, one name: ``protocols`` had its own ``ConfigError`` and ``MessageError`` beside
+    :class:`secfed.errors.ConfigError` and :class:`secfed.errors.MessageError`, in unrelated
+    hierarchies, so ``except ConfigError`` meant different things by the import above it."""
+    names = _names_by_package()
+    shared = _shared_names(names)
+    assert not shared, "error classes of the same name in two packages:\n" + "\n".join(shared)
+    assert names["protocols"]["ProtocolConfigError"] == "protocols.errors"
+    assert names["secfed"]["ConfigError"] == "secfed.errors"
+
+
+def test_the_same_name_check_sees_a_clash() -> None:
+    clash = {"protocols": {"ConfigError": "protocols.errors"}, "secfed": {"ConfigError": "secfed.errors"}}
+    assert _shared_names(clash) == ["ConfigError: protocols.errors and secfed.errors"]
+    assert _shared_names({"a": {"XError": "a.errors"}, "b": {"YError": "b.errors"}}) == []

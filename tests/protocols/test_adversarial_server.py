@@ -487,34 +487,34 @@ def _setup_request(*, n: int, k: int, t: int, receiver: int) -> bytes:
 def test_a_huge_round_is_refused_before_any_expensive_check(n: int, k: int) -> None:
     """A server announcing n = 32,000 (k = 16,000) or n = 8,000 with k = 4,000 once made every
     client spend seconds to minutes on binomial tails; now the caps refuse it at once."""
-    from protocols import ConfigError, SecAggClientSession
+    from protocols import ProtocolConfigError, SecAggClientSession
 
     client = SecAggClientSession(client_id=1, config=SecAggConfig(mode="secagg+"), round_idx=0)
     request = _setup_request(n=n, k=k, t=k // 2, receiver=1)
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="cap"):
+    with pytest.raises(ProtocolConfigError, match="cap"):
         client.handle(request)
     assert time.perf_counter() - start < 0.5
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="cap"):
+    with pytest.raises(ProtocolConfigError, match="cap"):
         SecAggConfig(mode="secagg+", n=n, k=k, t=k // 2).resolve()
     assert time.perf_counter() - start < 0.05
 
 
 def test_caps_are_configurable_and_documented_defaults_hold() -> None:
-    from protocols import ConfigError
+    from protocols import ProtocolConfigError
     from protocols.params import DEFAULT_MAX_K, DEFAULT_MAX_N
 
     assert (DEFAULT_MAX_N, DEFAULT_MAX_K) == (10_000, 512)
     start = time.perf_counter()
     p = SecAggConfig(mode="secagg+", n=10_000, corrupt_fraction=0.05, dropout_rate=0.1).resolve()
     assert (p.k, p.t) == (42, 22) and time.perf_counter() - start < 5
-    with pytest.raises(ConfigError, match="max_n"):
+    with pytest.raises(ProtocolConfigError, match="max_n"):
         SecAggConfig(mode="secagg+", n=10_001).resolve()
-    with pytest.raises(ConfigError, match="max_n"):
+    with pytest.raises(ProtocolConfigError, match="max_n"):
         SecAggConfig(mode="secagg", n=50, max_n=40).resolve()
     assert SecAggConfig(mode="secagg", n=50, max_n=50).resolve().k == 49  # complete graph: n only
-    with pytest.raises(ConfigError, match="max_k"):
+    with pytest.raises(ProtocolConfigError, match="max_k"):
         SecAggConfig(mode="secagg+", n=100, k=20, max_k=16).resolve()
     # the runtime's client aggregator checks the caps before anything else too
     from secfed.federation.secure import SecureClientAggregator
@@ -528,6 +528,10 @@ def test_caps_are_configurable_and_documented_defaults_hold() -> None:
         weight=1.0,
         round_idx=0,
     )
-    assert out == b"" and isinstance(agg.last_exception, ConfigError) and "cap" in str(agg.last_exception)
+    assert (
+        out == b""
+        and isinstance(agg.last_exception, ProtocolConfigError)
+        and "cap" in str(agg.last_exception)
+    )
     assert time.perf_counter() - start < 0.5
     assert math.isfinite(p.log2_failure)

@@ -31,7 +31,7 @@ from protocols.crypto import (
     sign,
     verify_signature,
 )
-from protocols.errors import ConfigError
+from protocols.errors import ProtocolConfigError
 from protocols.prg import MAX_KEYSTREAM_BYTES, MaskExpander, derive_mask_key, keystream, keystream_encryptor
 
 H = bytes.fromhex
@@ -114,12 +114,12 @@ def test_mask_key_and_words_known_answer() -> None:
 
 def test_prg_refuses_keystreams_the_32_bit_counter_cannot_cover() -> None:
     """One mask may use at most 2^32 - 2 counter blocks; longer vectors are refused up front."""
-    with pytest.raises(ConfigError, match="keystream"):
+    with pytest.raises(ProtocolConfigError, match="keystream"):
         MaskExpander(length=MAX_KEYSTREAM_BYTES // 4 + 1, bits=32)
-    with pytest.raises(ConfigError, match="keystream"):
+    with pytest.raises(ProtocolConfigError, match="keystream"):
         MaskExpander(length=MAX_KEYSTREAM_BYTES // 8 + 1, bits=64)
     assert MaskExpander(length=MAX_KEYSTREAM_BYTES // 8, bits=64).length == MAX_KEYSTREAM_BYTES // 8
-    with pytest.raises(ConfigError, match="keystream"):
+    with pytest.raises(ProtocolConfigError, match="keystream"):
         keystream(key=NIST_KEY, nbytes=MAX_KEYSTREAM_BYTES + 1)
 
 

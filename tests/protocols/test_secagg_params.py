@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import ConfigError, SecAggConfig
+from protocols import ProtocolConfigError, SecAggConfig
 from protocols.graph import build_graph, graph_seed
 
 
@@ -30,11 +30,11 @@ def test_derived_parameters_meet_targets_and_are_minimal() -> None:
         assert p.log2_disconnect < -41 and p.log2_corrupt_tail < -41 and p.log2_failure <= -20
         if p.k < n - 1 and p.k > 2:
             # one step smaller must fail the targets
-            with pytest.raises(ConfigError):
+            with pytest.raises(ProtocolConfigError):
                 SecAggConfig(
                     mode="secagg+", n=n, k=p.k - 2, corrupt_fraction=0.05, dropout_rate=0.2
                 ).resolve()
-        with pytest.raises(ConfigError):
+        with pytest.raises(ProtocolConfigError):
             SecAggConfig(
                 mode="secagg+", n=n, k=p.k, t=p.t - 1, corrupt_fraction=0.05, dropout_rate=0.2
             ).resolve()
@@ -49,7 +49,7 @@ def test_secagg_full_graph_thresholds() -> None:
         bound = (n + n_c) // 2 + 1
         p = SecAggConfig(mode="secagg", n=n, active=True, corrupt_fraction=gamma, dropout_rate=0.1).resolve()
         assert p.t >= bound
-        with pytest.raises(ConfigError, match="active"):
+        with pytest.raises(ProtocolConfigError, match="active"):
             SecAggConfig(
                 mode="secagg", n=n, t=bound - 1, active=True, corrupt_fraction=gamma, dropout_rate=0.1
             ).resolve()
@@ -89,7 +89,7 @@ def test_active_secagg_plus_needs_signer_overlap() -> None:
     ],
 )
 def test_invalid_or_insecure_configs_are_rejected(kwargs: dict, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ProtocolConfigError, match=match):
         SecAggConfig(**kwargs).resolve()
 
 
@@ -99,9 +99,9 @@ def test_flower_setting_validates_only_without_corruption_or_dropout_assumptions
 
 
 def test_resolve_requires_n_and_checks_agreement() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggConfig(mode="secagg").resolve()
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggConfig(mode="secagg", n=10).resolve(n=11)
     assert SecAggConfig(mode="secagg").resolve(n=10).n == 10
 
@@ -147,11 +147,11 @@ def test_graph_is_determined_by_the_session_and_random_across_sessions() -> None
 def test_complete_graph_and_graph_validation() -> None:
     g = build_graph(nodes=[5, 1, 9], k=2, seed=os.urandom(16))
     assert g.complete and g.neighbours(1) == {5, 9}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         build_graph(nodes=list(range(10)), k=3, seed=os.urandom(16))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         build_graph(nodes=[1, 1, 2], k=2, seed=os.urandom(16))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         build_graph(nodes=list(range(10)), k=4, seed=b"short")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         build_graph(nodes=list(range(10)), k=4, seed=os.urandom(16)).neighbours(99)

@@ -13,9 +13,9 @@ from secagg_harness import Harness
 from protocols import (
     AuthenticationError,
     ClientState,
-    ConfigError,
     DropoutBoundError,
     InconsistentViewError,
+    ProtocolConfigError,
     ProtocolError,
     ReconstructionError,
     ReplayError,
@@ -482,7 +482,7 @@ def test_client_checks_the_servers_parameters() -> None:
         (SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3), {"context": b"other"}),
     ):
         c = SecAggClientSession(client_id=1, config=client_cfg, round_idx=0, **kwargs)
-        with pytest.raises(ConfigError):
+        with pytest.raises(ProtocolConfigError):
             c.handle(reqs[1])
         assert c.aborted
     ok = SecAggClientSession(
@@ -496,23 +496,23 @@ def test_server_and_client_constructor_validation() -> None:
     from protocols import SecAggClientSession, SecAggServerSession
 
     cfg = SecAggConfig(mode="secagg", bits=16)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggServerSession(config=cfg, round_idx=0, participants=[1, 1, 2], vector_length=4)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggServerSession(config=cfg, round_idx=0, participants=[1, 2, 2**32 - 1], vector_length=4)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggServerSession(config=cfg, round_idx=0, participants=[1, 2, 3], vector_length=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggServerSession(
             config=dataclasses.replace(cfg, bits=None), round_idx=0, participants=[1, 2], vector_length=4
         )
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggServerSession(
             config=dataclasses.replace(cfg, active=True), round_idx=0, participants=[1, 2, 3], vector_length=4
         )
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggClientSession(client_id=-1, config=cfg, round_idx=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         SecAggClientSession(client_id=1, config=dataclasses.replace(cfg, active=True), round_idx=0)
 
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols import (
-    ConfigError,
     IntegerEncoder,
     OverflowRiskError,
+    ProtocolConfigError,
     StochasticQuantizer,
     required_bits,
     to_signed,
@@ -128,9 +128,9 @@ def test_encoder_protocol_and_input_validation() -> None:
         assert e.dtype == np.uint64
         a, b = to_signed(total=e, bits=40).tolist()
         assert a in (25, 26) and b in (-52, -51)  # 0.1 * 256 = 25.6, -0.2 * 256 = -51.2
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         q.encode(x=np.array([np.nan]))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         q.decode(total=enc, n_summed=4)
     for bad in (
         {"clip": 0.0, "precision_bits": 8, "n_clients": 3},
@@ -140,7 +140,7 @@ def test_encoder_protocol_and_input_validation() -> None:
         {"clip": 1.0, "precision_bits": 8, "n_clients": 3, "bits": 65},
         {"clip": 1.0, "precision_bits": 60, "n_clients": 3},
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ProtocolConfigError):
             StochasticQuantizer(**bad)
     with pytest.raises(OverflowRiskError):
         StochasticQuantizer(clip=1e6, precision_bits=50, n_clients=1000)
@@ -156,7 +156,7 @@ def test_to_signed_edges() -> None:
     ]
     assert to_signed(total=np.array([2**64 - 1], dtype=np.uint64), bits=64).tolist() == [-1]
     assert to_signed(total=np.array([2**62], dtype=np.uint64), bits=63).tolist() == [-(2**62)]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         to_signed(total=np.array([1], dtype=np.uint64), bits=0)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import ConfigError, MalformedMessageError, ReconstructionError
+from protocols import MalformedMessageError, ProtocolConfigError, ReconstructionError
 from protocols.shamir import (
     PRIME,
     decode_share,
@@ -111,20 +111,20 @@ def test_split_many_gives_each_secret_its_own_polynomial(n: int, count: int, dat
         assert reconstruct(shares={x: by_x[x] for x in subset}, t=t) == secret
     if t >= 2 and count >= 2:
         assert all_shares[0] != all_shares[-1]  # same secret, independent polynomials (w.h.p.)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         split_many(secrets=[*secrets, PRIME], t=t, xs=xs)
 
 
 def test_x_zero_and_duplicate_xs_are_rejected() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         split(secret=1, t=2, xs=[0, 1, 2])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         split(secret=1, t=2, xs=[1, 1, 2])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         split(secret=1, t=4, xs=[1, 2, 3])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         split(secret=PRIME, t=2, xs=[1, 2])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         lagrange_at_zero((0, 1))
 
 
@@ -139,7 +139,7 @@ def test_share_encoding_and_secret_bounds() -> None:
     assert int_to_secret(secret_to_int(s)) == s
     with pytest.raises(ReconstructionError):
         int_to_secret(2**256)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProtocolConfigError):
         secret_to_int(b"short")
 
 

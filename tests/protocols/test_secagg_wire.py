@@ -16,8 +16,8 @@ from protocols import (
     DuplicateEntryError,
     InvalidKeyError,
     MalformedMessageError,
-    MessageError,
     ProtocolError,
+    ProtocolMessageError,
     ReplayError,
     SecAggConfig,
     SessionMismatchError,
@@ -97,7 +97,7 @@ def test_every_truncated_body_is_rejected_by_the_client() -> None:
             if stage == Stage.ADVERTISE_KEYS:
                 # the pre-session id is the hash of the body, so the header no longer matches
                 forged = reframe(forged, session=msg.setup_session_id(body[:cut]))
-            with pytest.raises(MessageError):
+            with pytest.raises(ProtocolMessageError):
                 h.clients[1].handle(forged, value=h.inputs[1])
             assert not h.clients[1].aborted
         # the untouched message still works afterwards
@@ -157,7 +157,7 @@ def test_fuzzed_requests_only_ever_raise_protocol_errors(data: st.DataObject, st
     before = client.state
     try:
         client.handle(bytes(m), value=h.inputs[0])
-    except MessageError:
+    except ProtocolMessageError:
         assert client.state == before and not client.aborted
     except ProtocolError:
         assert client.aborted
@@ -274,7 +274,7 @@ def test_random_replays_duplicates_and_misroutes_are_refused_without_harm(
         if seen_requests and data.draw(st.booleans()):
             old = data.draw(st.sampled_from(seen_requests))
             state = h.clients[u].state
-            with pytest.raises(MessageError):
+            with pytest.raises(ProtocolMessageError):
                 h.clients[u].handle(old, value=h.inputs[u])
             assert h.clients[u].state == state
             refused += 1
@@ -283,7 +283,7 @@ def test_random_replays_duplicates_and_misroutes_are_refused_without_harm(
         nonlocal refused
         if seen_responses and data.draw(st.booleans()):
             v, old = data.draw(st.sampled_from(seen_responses))
-            with pytest.raises(MessageError):
+            with pytest.raises(ProtocolMessageError):
                 h.server.ingest(client_id=v, message=old)
             refused += 1
 
