@@ -8,30 +8,9 @@ in :mod:`protocols.wire` and :mod:`protocols.messages`; the stateful state machi
 in one process. Every error is a :class:`protocols.errors.ProtocolError`.
 """
 
+from protocols import errors as _errors
 from protocols.client import SecAggClientSession
-from protocols.errors import (
-    AbortError,
-    AuthenticationError,
-    DropoutBoundError,
-    DuplicateEntryError,
-    DuplicateRunError,
-    InconsistentViewError,
-    InvalidKeyError,
-    MalformedMessageError,
-    OverflowRiskError,
-    ProtocolConfigError,
-    ProtocolError,
-    ProtocolMessageError,
-    ReconstructionError,
-    ReplayError,
-    SecurityError,
-    SessionAbortedError,
-    SessionMismatchError,
-    StageError,
-    ThresholdError,
-    TruncatedMessageError,
-    VersionError,
-)
+from protocols.errors import *  # noqa: F403  (every error class; errors.__all__ is the one list)
 from protocols.params import SecAggConfig, SecAggParams, resolve_params
 from protocols.quantization import IntegerEncoder, StochasticQuantizer, required_bits, to_signed
 from protocols.server import SecAggResult, SecAggServerSession
@@ -56,25 +35,5 @@ __all__ = [
     "LocalRound",
     "run_local_round",
     "make_identities",
-    "ProtocolError",
-    "ProtocolConfigError",
-    "OverflowRiskError",
-    "ProtocolMessageError",
-    "MalformedMessageError",
-    "TruncatedMessageError",
-    "VersionError",
-    "SessionMismatchError",
-    "StageError",
-    "ReplayError",
-    "DuplicateEntryError",
-    "SecurityError",
-    "AuthenticationError",
-    "InvalidKeyError",
-    "InconsistentViewError",
-    "ReconstructionError",
-    "AbortError",
-    "ThresholdError",
-    "SessionAbortedError",
-    "DropoutBoundError",
-    "DuplicateRunError",
+    *_errors.__all__,
 ]
