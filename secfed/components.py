@@ -238,36 +238,28 @@ def _dp_encoder_factory(*, config: ExperimentConfig, params: DPParams | None = N
     return make_distributed_encoder_factory(params=params, dim=dim)
 
 
+def _secure_encoder_factory(
+    *, config: ExperimentConfig, params: DPParams | None = None
+) -> Callable[[int], Any] | None:
+    """The DP encoder a secure aggregator needs: distributed DP's or noise sharing's, else ``None``
+    (the default quantiser)."""
+    sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
+    if config.privacy.mode == "distributed" or sharing:
+        return _dp_encoder_factory(config=config, params=params)
+    return None
+
+
 def _client_aggregator(*, config: ExperimentConfig, site_id: int) -> ClientAggregator:
     check_distributed_dp_aggregation(config=config)
-    distributed = config.privacy.mode == "distributed"
     if config.federation.aggregation == "plain":
         from secfed.federation.plain import PlainClientAggregator
 
         return PlainClientAggregator()
-    sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
-    if distributed or sharing:
-        from secfed.federation.secure import (
-            SecureClientAggregator,
-            protocol_options,
-            simulated_identity,
-            simulated_pki,
-        )
-
-        signing_key = pki = None
-        if config.secagg.active:
-            pki = simulated_pki(config)
-            signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
-        return SecureClientAggregator(
-            client_id=site_id,
-            **protocol_options(config).aggregator_kwargs(),
-            encoder_factory=_dp_encoder_factory(config=config),
-            signing_key=signing_key,
-            pki=pki,
-        )
     from secfed.federation.secure import make_client_aggregator
 
-    return make_client_aggregator(config=config, site_id=site_id)
+    return make_client_aggregator(
+        config=config, site_id=site_id, encoder_factory=_secure_encoder_factory(config=config)
+    )
 
 
 def build_server_aggregator(*, config: ExperimentConfig, params: DPParams | None = None) -> ServerAggregator:
@@ -290,25 +282,15 @@ def build_server_aggregator(*, config: ExperimentConfig, params: DPParams | None
             were built from another configuration.
     """
     check_distributed_dp_aggregation(config=config)
-    distributed = config.privacy.mode == "distributed"
     if config.federation.aggregation == "plain":
         from secfed.federation.plain import PlainServerAggregator
 
         return PlainServerAggregator()
-    sharing = config.privacy.mode == "record" and config.privacy.noise_sharing
-    if distributed or sharing:
-        from secfed.federation.secure import SecureServerAggregator, protocol_options, simulated_pki
-
-        pki = simulated_pki(config) if config.secagg.active else None
-        return SecureServerAggregator(
-            **protocol_options(config).aggregator_kwargs(),
-            encoder_factory=_dp_encoder_factory(config=config, params=params),
-            pki=pki,
-            on_abort="skip",
-        )
     from secfed.federation.secure import make_server_aggregator
 
-    return make_server_aggregator(config=config)
+    return make_server_aggregator(
+        config=config, encoder_factory=_secure_encoder_factory(config=config, params=params)
+    )
 
 
 def build_site_privacy(

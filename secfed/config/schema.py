@@ -311,9 +311,9 @@ class AggregatorOptions(TypedDict):
 class SecAggOptions:
     """The secure-aggregation protocol's settings of a run, as one typed value.
 
-    Built by :func:`protocol_options` from ``[secagg]`` and ``[federation]``; handed to the
-    secure aggregators (:meth:`aggregator_kwargs`) and to the protocol's per-round parameter
-    resolution (:meth:`round_config`).
+    Built by :func:`protocol_options` from ``[secagg]`` and ``[federation]``; the secure
+    aggregators hold it as it is (``options=``) and turn it, with a round's facts, into the
+    protocol's configuration through :meth:`round_config`, the one place that does.
 
     Attributes:
         mode: ``secagg`` or ``secagg+`` (``federation.aggregation``).
@@ -353,12 +353,14 @@ class SecAggOptions:
             dropout_rate=self.dropout_rate,
         )
 
-    def round_config(self, *, n: int) -> SecAggConfig:
+    def round_config(self, *, n: int, bits: int | None = None) -> SecAggConfig:
         """The protocol configuration of a round of ``n`` clients
         (:func:`protocols.params.round_protocol_config`; not resolved yet).
 
         Args:
             n: Participants of the round.
+            bits: Modulus bits the server sized for the round (``None``: only the graph
+                parameters are needed, or a client accepts the server's).
 
         Returns:
             The unresolved configuration (``.resolve()`` derives ``k`` and ``t``).
@@ -373,7 +375,7 @@ class SecAggOptions:
             n=n,
             k=self.k,
             t=self.t,
-            bits=None,
+            bits=bits,
             active=self.active,
             corrupt_fraction=self.corrupt_fraction,
             dropout_rate=self.dropout_rate,

@@ -8,6 +8,12 @@ Z_{2^bits} (the default :class:`~protocols.StochasticQuantizer`, or any encoder 
 ``encode``/``decode``/``bits`` shape, e.g. a distributed-DP encoder) and answers each stage with
 its :class:`~protocols.SecAggClientSession`.
 
+Both aggregators hold the run's :class:`~secfed.config.SecAggOptions` (``options``) as they are
+handed down (:func:`make_server_aggregator` / :func:`make_client_aggregator` pass
+:func:`protocol_options` of the configuration; :func:`secagg_options` builds one by hand), and turn
+it with a round's facts (its ``n``; the server's modulus bits) into the protocol's configuration
+through :meth:`SecAggOptions.round_config <secfed.config.SecAggOptions.round_config>` only.
+
 Weights are public. With the default quantiser a client clips each coordinate of its update to
 ``[-clip, clip]`` and encodes ``w * clipped``; the server sizes the modulus from
 ``clip * sum(w)`` so the sum cannot wrap, and announces the bit width, clip, precision and
@@ -51,7 +57,6 @@ from protocols import (
     IntegerEncoder,
     ProtocolError,
     SecAggClientSession,
-    SecAggConfig,
     SecAggServerSession,
     Stage,
     StochasticQuantizer,
@@ -61,7 +66,7 @@ from protocols.crypto import ed25519_public_bytes, hkdf_sha256
 from protocols.messages import decode_setup
 from protocols.params import check_limits, round_protocol_config
 from protocols.wire import unpack_message
-from secfed.config import check_protocol_options, protocol_options
+from secfed.config import SecAggOptions, check_protocol_options, protocol_options
 from secfed.errors import ConfigError, MessageError
 from secfed.federation.aggregation import AggregateResult, Channel, ClientAggregator, ServerAggregator
 
@@ -69,6 +74,7 @@ if TYPE_CHECKING:
     from secfed.config import ExperimentConfig
 
 __all__ = [
+    "secagg_options",
     "SecureServerAggregator",
     "SecureClientAggregator",
     "make_server_aggregator",
@@ -85,35 +91,20 @@ EncoderFactory = Callable[[int], IntegerEncoder]
 _CONTEXT_VERSION = "secfed-secure-aggregation/1"
 
 
-def _check_options(
+def secagg_options(
     *,
-    mode: str,
-    clip: float,
-    precision_bits: int,
-    corrupt_fraction: float,
-    dropout_rate: float,
-    on_abort: str,
-) -> None:
-    if mode not in ("secagg", "secagg+"):
-        raise ConfigError(f"mode must be 'secagg' or 'secagg+', got {mode!r}")
-    if not (math.isfinite(clip) and clip > 0):
-        raise ConfigError(f"clip must be finite and > 0, got {clip}")
-    if not 0 <= precision_bits <= 52:
-        raise ConfigError(f"precision_bits must be in [0, 52], got {precision_bits}")
-    if not 0 <= corrupt_fraction < 1 or not 0 <= dropout_rate < 1:
-        raise ConfigError(
-            f"corrupt_fraction and dropout_rate must be in [0, 1), got {corrupt_fraction}, {dropout_rate}"
-        )
-    if on_abort not in ("raise", "skip"):
-        raise ConfigError(f"on_abort must be 'raise' or 'skip', got {on_abort!r}")
+    mode: Mode = "secagg+",
+    k: int | None = None,
+    t: int | None = None,
+    clip: float = 1.0,
+    precision_bits: int = 16,
+    active: bool = False,
+    corrupt_fraction: float = 0.05,
+    dropout_rate: float = 0.1,
+) -> SecAggOptions:
+    """Options for aggregators built by hand (tests, scripts), with the aggregators' defaults.
 
-
-def _context(payload: dict[str, object]) -> bytes:
-    return json.dumps({"v": _CONTEXT_VERSION, **payload}, sort_keys=True, separators=(",", ":")).encode()
-
-
-class SecureServerAggregator(ServerAggregator):
-    """Server side: runs SecAgg / SecAgg+ and returns the decoded weighted sum.
+    A run takes its options from its configuration instead (:func:`protocol_options`).
 
     Args:
         mode: ``"secagg"`` (complete graph) or ``"secagg+"`` (Harary graph).
@@ -121,9 +112,93 @@ class SecureServerAggregator(ServerAggregator):
         t: Shamir threshold (``None`` derives it).
         clip: Per-coordinate clip range of the default quantiser.
         precision_bits: Fractional bits of the default quantiser (scale ``2**precision_bits``).
-        active: Active-adversary variant (signed keys, consistency check); needs ``pki``.
+        active: Active-adversary variant (signed keys, consistency check).
         corrupt_fraction: Assumed fraction of corrupt clients.
         dropout_rate: Assumed fraction of clients dropping during aggregation.
+
+    Returns:
+        The options value (checked when an aggregator is built from it).
+    """
+    return SecAggOptions(
+        mode=mode,
+        k=k,
+        t=t,
+        clip=float(clip),
+        precision_bits=int(precision_bits),
+        active=bool(active),
+        corrupt_fraction=float(corrupt_fraction),
+        dropout_rate=float(dropout_rate),
+    )
+
+
+def _check_options(options: SecAggOptions) -> None:
+    if options.mode not in ("secagg", "secagg+"):
+        raise ConfigError(f"mode must be 'secagg' or 'secagg+', got {options.mode!r}")
+    if not (math.isfinite(options.clip) and options.clip > 0):
+        raise ConfigError(f"clip must be finite and > 0, got {options.clip}")
+    if not 0 <= options.precision_bits <= 52:
+        raise ConfigError(f"precision_bits must be in [0, 52], got {options.precision_bits}")
+    if not 0 <= options.corrupt_fraction < 1 or not 0 <= options.dropout_rate < 1:
+        raise ConfigError(
+            "corrupt_fraction and dropout_rate must be in [0, 1), got "
+            f"{options.corrupt_fraction}, {options.dropout_rate}"
+        )
+
+
+def _context(payload: dict[str, object]) -> bytes:
+    return json.dumps({"v": _CONTEXT_VERSION, **payload}, sort_keys=True, separators=(",", ":")).encode()
+
+
+class _SecureAggregator:
+    """What both sides hold: the run's options, the encoder choice and the verification keys.
+
+    Args:
+        options: The protocol's settings (:func:`protocol_options` of a run's configuration, or
+            :func:`secagg_options`); server and clients must hold equal ones.
+        encoder: An encoder (``bits``, ``encode``/``decode``; optional ``encoded_dim``) used for
+            every round instead of the quantiser; both sides must use the matching one.
+        encoder_factory: ``round_idx -> encoder`` for encoders that change per round.
+        pki: Ed25519 verification key of every client id (active variant).
+
+    Raises:
+        ConfigError: On invalid options, or both ``encoder`` and ``encoder_factory``.
+    """
+
+    def __init__(
+        self,
+        *,
+        options: SecAggOptions,
+        encoder: IntegerEncoder | None,
+        encoder_factory: EncoderFactory | None,
+        pki: Mapping[int, bytes] | None,
+    ) -> None:
+        _check_options(options)
+        if encoder is not None and encoder_factory is not None:
+            raise ConfigError("give encoder or encoder_factory, not both")
+        self.options = options
+        self.name: str = options.mode
+        self._encoder = encoder
+        self._encoder_factory = encoder_factory
+        self._pki = dict(pki) if pki is not None else None
+
+    @property
+    def mode(self) -> Mode:
+        """``"secagg"`` or ``"secagg+"`` (:attr:`options`' mode)."""
+        return self.options.mode
+
+    def _encoder_for(self, round_idx: int) -> IntegerEncoder | None:
+        """The round's encoder, or ``None`` for the default quantiser."""
+        if self._encoder_factory is not None:
+            return self._encoder_factory(round_idx)
+        return self._encoder
+
+
+class SecureServerAggregator(_SecureAggregator, ServerAggregator):
+    """Server side: runs SecAgg / SecAgg+ and returns the decoded weighted sum.
+
+    Args:
+        options: The protocol's settings (see :class:`~secfed.config.SecAggOptions`); the
+            default is :func:`secagg_options` with its defaults.
         encoder: An encoder (``bits``, ``decode``; optional ``encoded_dim``) used for every round
             instead of the quantiser; the clients must use the matching one.
         encoder_factory: ``round_idx -> encoder`` for encoders that change per round.
@@ -138,50 +213,25 @@ class SecureServerAggregator(ServerAggregator):
     def __init__(
         self,
         *,
-        mode: Mode = "secagg+",
-        k: int | None = None,
-        t: int | None = None,
-        clip: float = 1.0,
-        precision_bits: int = 16,
-        active: bool = False,
-        corrupt_fraction: float = 0.05,
-        dropout_rate: float = 0.1,
+        options: SecAggOptions | None = None,
         encoder: IntegerEncoder | None = None,
         encoder_factory: EncoderFactory | None = None,
         pki: Mapping[int, bytes] | None = None,
         on_abort: Literal["raise", "skip"] = "raise",
     ) -> None:
-        _check_options(
-            mode=mode,
-            clip=clip,
-            precision_bits=precision_bits,
-            corrupt_fraction=corrupt_fraction,
-            dropout_rate=dropout_rate,
-            on_abort=on_abort,
-        )
-        if encoder is not None and encoder_factory is not None:
-            raise ConfigError("give encoder or encoder_factory, not both")
-        if active and pki is None:
+        options = options if options is not None else secagg_options()
+        super().__init__(options=options, encoder=encoder, encoder_factory=encoder_factory, pki=pki)
+        if on_abort not in ("raise", "skip"):
+            raise ConfigError(f"on_abort must be 'raise' or 'skip', got {on_abort!r}")
+        if options.active and pki is None:
             raise ConfigError("the active variant needs the clients' verification keys (pki)")
-        self.name = mode
-        self.mode: Mode = mode
-        self.k = k
-        self.t = t
-        self.clip = float(clip)
-        self.precision_bits = int(precision_bits)
-        self.active = bool(active)
-        self.corrupt_fraction = float(corrupt_fraction)
-        self.dropout_rate = float(dropout_rate)
         self.on_abort = on_abort
-        self._encoder = encoder
-        self._encoder_factory = encoder_factory
-        self._pki = dict(pki) if pki is not None else None
-        self.stages = tuple(s.wire_name for s in stage_sequence(active=self.active))
+        self.stages = tuple(s.wire_name for s in stage_sequence(active=options.active))
 
     def _decoder(
         self, *, round_idx: int, n: int, weights: list[float], dim: int
     ) -> tuple[IntegerEncoder, int, bytes]:
-        encoder = self._encoder_factory(round_idx) if self._encoder_factory is not None else self._encoder
+        encoder = self._encoder_for(round_idx)
         if encoder is not None:
             length = int(getattr(encoder, "encoded_dim", dim))
             ctx = _context(
@@ -189,18 +239,19 @@ class SecureServerAggregator(ServerAggregator):
             )
             return encoder, length, ctx
         w_max = max(weights)
+        clip, precision_bits = self.options.clip, self.options.precision_bits
         quantiser = StochasticQuantizer(
-            clip=self.clip * w_max,
-            precision_bits=self.precision_bits,
+            clip=clip * w_max,
+            precision_bits=precision_bits,
             n_clients=n,
-            total_bound=self.clip * math.fsum(weights),
+            total_bound=clip * math.fsum(weights),
         )
         ctx = _context(
             {
                 "encoder": "stochastic-quantizer",
                 "bits": quantiser.bits,
-                "clip": self.clip,
-                "precision_bits": self.precision_bits,
+                "clip": clip,
+                "precision_bits": precision_bits,
                 "w_max": w_max,
                 "dim": dim,
             }
@@ -260,23 +311,10 @@ class SecureServerAggregator(ServerAggregator):
                 metrics=metrics,
             )
 
-    def _protocol_config(self, *, bits: int | None, n: int) -> SecAggConfig:
-        """The protocol configuration of a round of ``n`` clients (:func:`round_protocol_config`)."""
-        return round_protocol_config(
-            mode=self.mode,
-            n=n,
-            k=self.k,
-            t=self.t,
-            bits=bits,
-            active=self.active,
-            corrupt_fraction=self.corrupt_fraction,
-            dropout_rate=self.dropout_rate,
-        )
-
     def _graph_params(self, *, n: int) -> dict[str, int]:
         """``k`` and ``t`` of a round of ``n`` clients, or nothing when no valid pair exists."""
         try:
-            params = self._protocol_config(bits=None, n=n).resolve()
+            params = self.options.round_config(n=n).resolve()
         except ProtocolError:
             return {}
         return {"k": params.k, "t": params.t}
@@ -292,7 +330,7 @@ class SecureServerAggregator(ServerAggregator):
         channel: Channel,
     ) -> AggregateResult:
         decoder, length, context = self._decoder(round_idx=round_idx, n=len(ids), weights=w, dim=dim)
-        cfg = self._protocol_config(bits=int(decoder.bits), n=len(ids))
+        cfg = self.options.round_config(n=len(ids), bits=int(decoder.bits))
         session = SecAggServerSession(
             config=cfg,
             round_idx=round_idx,
@@ -344,19 +382,13 @@ class SecureServerAggregator(ServerAggregator):
         )
 
 
-class SecureClientAggregator(ClientAggregator):
+class SecureClientAggregator(_SecureAggregator, ClientAggregator):
     """Client side: encodes ``weight * update`` and answers each stage with masked data only.
 
     Args:
         client_id: This client's id (its site id).
-        mode: Must match the server's.
-        k: Expected neighbours (``None`` accepts the server's if it meets the targets).
-        t: Expected threshold (``None`` accepts the server's if it meets the targets).
-        clip: Per-coordinate clip range of the default quantiser (must match the server's).
-        precision_bits: Quantiser precision (must match the server's).
-        active: Active-adversary variant; needs ``signing_key`` and ``pki``.
-        corrupt_fraction: Assumed fraction of corrupt clients (must match the server's).
-        dropout_rate: Assumed dropout rate (must match the server's).
+        options: The protocol's settings; must equal the server's (``k`` / ``t`` ``None``
+            accept the server's if they meet the targets). Default: :func:`secagg_options`.
         encoder: Encoder used instead of the quantiser (same for every round).
         encoder_factory: ``round_idx -> encoder`` for per-round encoders.
         signing_key: This client's long-term Ed25519 key (active variant).
@@ -370,45 +402,18 @@ class SecureClientAggregator(ClientAggregator):
         self,
         *,
         client_id: int,
-        mode: Mode = "secagg+",
-        k: int | None = None,
-        t: int | None = None,
-        clip: float = 1.0,
-        precision_bits: int = 16,
-        active: bool = False,
-        corrupt_fraction: float = 0.05,
-        dropout_rate: float = 0.1,
+        options: SecAggOptions | None = None,
         encoder: IntegerEncoder | None = None,
         encoder_factory: EncoderFactory | None = None,
         signing_key: Ed25519PrivateKey | None = None,
         pki: Mapping[int, bytes] | None = None,
     ) -> None:
-        _check_options(
-            mode=mode,
-            clip=clip,
-            precision_bits=precision_bits,
-            corrupt_fraction=corrupt_fraction,
-            dropout_rate=dropout_rate,
-            on_abort="raise",
-        )
-        if encoder is not None and encoder_factory is not None:
-            raise ConfigError("give encoder or encoder_factory, not both")
-        if active and (signing_key is None or pki is None):
+        options = options if options is not None else secagg_options()
+        super().__init__(options=options, encoder=encoder, encoder_factory=encoder_factory, pki=pki)
+        if options.active and (signing_key is None or pki is None):
             raise ConfigError("the active variant needs signing_key and pki")
-        self.name = mode
         self.client_id = int(client_id)
-        self.clip = float(clip)
-        self.precision_bits = int(precision_bits)
-        self.mode: Mode = mode
-        self.k = k
-        self.t = t
-        self.active = bool(active)
-        self.corrupt_fraction = float(corrupt_fraction)
-        self.dropout_rate = float(dropout_rate)
-        self._encoder = encoder
-        self._encoder_factory = encoder_factory
         self._signing_key = signing_key
-        self._pki = dict(pki) if pki is not None else None
         # rounding coin flips (not security critical; unbiased); one OS-seeded generator per client
         self._rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
         self._session: SecAggClientSession | None = None
@@ -509,11 +514,6 @@ class SecureClientAggregator(ClientAggregator):
             self.last_exception = exc
             return b""
 
-    def _encoder_for(self, round_idx: int) -> IntegerEncoder | None:
-        if self._encoder_factory is not None:
-            return self._encoder_factory(round_idx)
-        return self._encoder
-
     def _new_session(
         self, *, request: bytes, update: np.ndarray, weight: float, round_idx: int
     ) -> SecAggClientSession:
@@ -543,10 +543,9 @@ class SecureClientAggregator(ClientAggregator):
             length = dim
             if ctx.get("encoder") != "stochastic-quantizer":
                 raise ConfigError(f"server uses encoder {ctx.get('encoder')!r}, this client the quantiser")
-            if ctx.get("clip") != self.clip or ctx.get("precision_bits") != self.precision_bits:
-                raise ConfigError(
-                    f"server's quantiser {ctx} differs from clip={self.clip}, f={self.precision_bits}"
-                )
+            clip, precision_bits = self.options.clip, self.options.precision_bits
+            if ctx.get("clip") != clip or ctx.get("precision_bits") != precision_bits:
+                raise ConfigError(f"server's quantiser {ctx} differs from clip={clip}, f={precision_bits}")
             w_max = float(ctx.get("w_max", 0.0))
             if not (math.isfinite(weight) and 0 < weight <= w_max * (1 + 1e-12)):
                 raise ConfigError(
@@ -556,19 +555,9 @@ class SecureClientAggregator(ClientAggregator):
             raise ConfigError("context bit width differs from the protocol's")
         n = setup.config.n
         assert n is not None
-        expected = round_protocol_config(
-            mode=self.mode,
-            n=n,
-            k=self.k,
-            t=self.t,
-            bits=None,
-            active=self.active,
-            corrupt_fraction=self.corrupt_fraction,
-            dropout_rate=self.dropout_rate,
-        )
         return SecAggClientSession(
             client_id=self.client_id,
-            config=expected,
+            config=self.options.round_config(n=n),
             round_idx=round_idx,
             vector_length=length,
             context=setup.context,
@@ -584,8 +573,8 @@ class SecureClientAggregator(ClientAggregator):
         encoder = self._encoder_for(round_idx)
         if encoder is None:
             encoder = StochasticQuantizer(
-                clip=self.clip * weight,
-                precision_bits=self.precision_bits,
+                clip=self.options.clip * weight,
+                precision_bits=self.options.precision_bits,
                 n_clients=1,
                 bits=session.params.bits,
                 rng=self._rng,
@@ -636,38 +625,51 @@ def simulated_pki(config: ExperimentConfig) -> dict[int, bytes]:
     }
 
 
-def make_server_aggregator(*, config: ExperimentConfig) -> SecureServerAggregator:
+def _needs_encoder(*, config: ExperimentConfig, encoder_factory: EncoderFactory | None) -> None:
+    if config.privacy.mode == "distributed" and encoder_factory is None:
+        raise ConfigError(
+            "privacy.mode='distributed' needs the privacy package's encoder: pass its "
+            "encoder_factory (secfed.components.build_server_aggregator / build_client_aggregator do)"
+        )
+
+
+def make_server_aggregator(
+    *, config: ExperimentConfig, encoder_factory: EncoderFactory | None = None
+) -> SecureServerAggregator:
     """Server aggregator for ``federation.aggregation`` in ``{"secagg", "secagg+"}``.
 
-    The assumed dropout rate is ``federation.dropout_rate + federation.straggler_rate``; a round
-    that cannot finish safely is skipped (``on_abort="skip"``) rather than ending the run.
+    It holds :func:`protocol_options` of ``config``. The assumed dropout rate is
+    ``federation.dropout_rate + federation.straggler_rate``; a round that cannot finish safely is
+    skipped (``on_abort="skip"``) rather than ending the run.
 
     Args:
         config: Experiment configuration.
+        encoder_factory: The per-round encoder of a distributed-DP or noise-sharing run
+            (``None``: the default quantiser).
 
     Returns:
         The aggregator.
 
     Raises:
-        ConfigError: If the configuration asks for distributed DP (its encoder must be passed
-            explicitly through ``encoder_factory``) or invalid options.
+        ConfigError: If the configuration asks for distributed DP without ``encoder_factory``,
+            or on invalid options.
     """
-    if config.privacy.mode == "distributed":
-        raise ConfigError(
-            "privacy.mode='distributed' needs the privacy package's encoder: build "
-            "SecureServerAggregator(..., encoder_factory=...) with it"
-        )
-    opts = protocol_options(config)
+    _needs_encoder(config=config, encoder_factory=encoder_factory)
     pki = simulated_pki(config) if config.secagg.active else None
-    return SecureServerAggregator(**opts.aggregator_kwargs(), pki=pki, on_abort="skip")
+    return SecureServerAggregator(
+        options=protocol_options(config), encoder_factory=encoder_factory, pki=pki, on_abort="skip"
+    )
 
 
-def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureClientAggregator:
+def make_client_aggregator(
+    *, config: ExperimentConfig, site_id: int, encoder_factory: EncoderFactory | None = None
+) -> SecureClientAggregator:
     """Client aggregator matching :func:`make_server_aggregator`.
 
     Args:
         config: Experiment configuration.
         site_id: This site's id.
+        encoder_factory: As :func:`make_server_aggregator` (the client's side of the encoder).
 
     Returns:
         The aggregator.
@@ -675,16 +677,15 @@ def make_client_aggregator(*, config: ExperimentConfig, site_id: int) -> SecureC
     Raises:
         ConfigError: As :func:`make_server_aggregator`.
     """
-    if config.privacy.mode == "distributed":
-        raise ConfigError(
-            "privacy.mode='distributed' needs the privacy package's encoder: build "
-            "SecureClientAggregator(..., encoder_factory=...) with it"
-        )
-    opts = protocol_options(config)
+    _needs_encoder(config=config, encoder_factory=encoder_factory)
     signing_key = pki = None
     if config.secagg.active:
         pki = simulated_pki(config)
         signing_key = simulated_identity(seed=config.experiment.seed, client_id=site_id)
     return SecureClientAggregator(
-        client_id=site_id, **opts.aggregator_kwargs(), signing_key=signing_key, pki=pki
+        client_id=site_id,
+        options=protocol_options(config),
+        encoder_factory=encoder_factory,
+        signing_key=signing_key,
+        pki=pki,
     )

@@ -54,7 +54,7 @@ def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     on the same updates, dropping client 0's masked input. Before the fix run 1 - run 2 was
     client 0's input; now every client refuses the second setup with a typed error and the
     server gets nothing."""
-    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
+    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator, secagg_options
 
     ids = list(range(6))
     dim = 64
@@ -62,7 +62,9 @@ def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     updates = {u: rng.uniform(-1, 1, dim).astype(np.float32) for u in ids}
     weights = {u: 1.0 for u in ids}
     keys, pki = make_identities(ids=ids)
-    common = {"mode": "secagg", "active": True, "clip": 1.0, "precision_bits": 20, "dropout_rate": 0.2}
+    common = {
+        "options": secagg_options(mode="secagg", active=True, clip=1.0, precision_bits=20, dropout_rate=0.2)
+    }
     server = SecureServerAggregator(**common, pki=pki)  # type: ignore[arg-type]
     clients = {u: SecureClientAggregator(client_id=u, **common, signing_key=keys[u], pki=pki) for u in ids}  # type: ignore[arg-type]
     run1 = server.aggregate(
@@ -108,14 +110,14 @@ def test_a_restarted_client_still_refuses_a_second_run(tmp_path) -> None:  # typ
     instead of letting it forget."""
     from protocols import DuplicateRunError
     from secfed.errors import ConfigError
-    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
+    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator, secagg_options
 
     ids = list(range(5))
     dim = 32
     rng = np.random.default_rng(9)
     updates = {u: rng.uniform(-1, 1, dim).astype(np.float32) for u in ids}
     weights = {u: 1.0 for u in ids}
-    common = {"mode": "secagg", "clip": 1.0, "precision_bits": 20, "dropout_rate": 0.2}
+    common = {"options": secagg_options(mode="secagg", clip=1.0, precision_bits=20, dropout_rate=0.2)}
     server = SecureServerAggregator(**common)  # type: ignore[arg-type]
 
     def start_clients() -> dict[int, SecureClientAggregator]:
@@ -157,13 +159,13 @@ def test_a_restarted_client_still_refuses_a_second_run(tmp_path) -> None:  # typ
 def test_a_second_setup_during_a_run_does_not_disturb_it() -> None:
     """A duplicate setup arriving mid-run is refused and the running session still finishes."""
     from protocols import DuplicateRunError
-    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
+    from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator, secagg_options
 
     ids = list(range(5))
     dim = 8
     updates = {u: np.full(dim, 0.15 * (u + 1), dtype=np.float32) for u in ids}
     weights = {u: 1.0 for u in ids}
-    common = {"mode": "secagg", "clip": 1.0, "precision_bits": 16, "dropout_rate": 0.2}
+    common = {"options": secagg_options(mode="secagg", clip=1.0, precision_bits=16, dropout_rate=0.2)}
     server = SecureServerAggregator(**common)  # type: ignore[arg-type]
     clients = {u: SecureClientAggregator(client_id=u, **common) for u in ids}  # type: ignore[arg-type]
     setups: dict[int, bytes] = {}
@@ -517,9 +519,9 @@ def test_caps_are_configurable_and_documented_defaults_hold() -> None:
     with pytest.raises(ProtocolConfigError, match="max_k"):
         SecAggConfig(mode="secagg+", n=100, k=20, max_k=16).resolve()
     # the runtime's client aggregator checks the caps before anything else too
-    from secfed.federation.secure import SecureClientAggregator
+    from secfed.federation.secure import SecureClientAggregator, secagg_options
 
-    agg = SecureClientAggregator(client_id=1, mode="secagg+")
+    agg = SecureClientAggregator(client_id=1, options=secagg_options(mode="secagg+"))
     start = time.perf_counter()
     out = agg.handle(
         stage=Stage.ADVERTISE_KEYS.wire_name,

@@ -56,7 +56,8 @@ def test_the_aggregators_are_built_from_the_value() -> None:
     cfg = _cfg("secagg", t=4)
     server, client = make_server_aggregator(config=cfg), make_client_aggregator(config=cfg, site_id=0)
     for agg in (server, client):
-        assert agg.mode == "secagg" and agg.t == 4  # type: ignore[attr-defined]
+        assert agg.mode == "secagg" and agg.options.t == 4  # type: ignore[attr-defined]
+        assert agg.options == protocol_options(cfg)  # the value handed down, held as it is
 
 
 def test_plain_aggregation_has_no_protocol_options() -> None:

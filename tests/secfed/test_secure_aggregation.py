@@ -14,8 +14,12 @@ from protocols import AbortError, IntegerEncoder, Stage, ThresholdError, make_id
 from protocols import messages as msg
 from protocols.quantization import to_signed
 from protocols.wire import unpack_message
+from secfed.config import SecAggOptions
 from secfed.errors import ConfigError
-from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator
+from secfed.federation.secure import SecureClientAggregator, SecureServerAggregator, secagg_options
+
+#: The keywords of ``_setup`` that are protocol options (the rest go to the aggregators).
+_OPTION_FIELDS = {f.name for f in dataclasses.fields(SecAggOptions)}
 
 
 class FakeChannel:
@@ -89,11 +93,15 @@ def _setup(
     ids = [2 * i + 1 for i in range(n)]
     updates = {u: rng.uniform(-1.5, 1.5, dim).astype(np.float32) for u in ids}
     weights = {u: 1.0 if uniform_weights else float(rng.integers(1, 50)) for u in ids}
-    common = {"mode": mode, "clip": 1.0, "precision_bits": 20, "active": active, "dropout_rate": 0.2, **opts}
+    fields = {"mode": mode, "clip": 1.0, "precision_bits": 20, "active": active, "dropout_rate": 0.2}
+    fields.update({key: opts.pop(key) for key in list(opts) if key in _OPTION_FIELDS})
+    options = secagg_options(**fields)  # type: ignore[arg-type]
     keys, pki = make_identities(ids=ids) if active else (None, None)
-    server = SecureServerAggregator(**common, pki=pki, on_abort=on_abort)  # type: ignore[arg-type]
+    server = SecureServerAggregator(options=options, **opts, pki=pki, on_abort=on_abort)  # type: ignore[arg-type]
     clients = {
-        u: SecureClientAggregator(client_id=u, **common, signing_key=keys[u] if keys else None, pki=pki)  # type: ignore[arg-type]
+        u: SecureClientAggregator(
+            client_id=u, options=options, **opts, signing_key=keys[u] if keys else None, pki=pki
+        )  # type: ignore[arg-type]
         for u in ids
     }
     return server, clients, updates, weights
@@ -384,15 +392,40 @@ def test_weight_above_the_announced_maximum_is_refused() -> None:
     assert ids[0] not in res.survivors and clients[ids[0]].refusals == 1
 
 
+def test_both_sides_take_each_round_s_config_from_the_options_they_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: the aggregators hold the :class:`SecAggOptions` value handed down and turn it into
+    a round's protocol configuration through :meth:`SecAggOptions.round_config` only (they used to
+    rebuild it field by field)."""
+    calls: list[tuple[SecAggOptions, int, int | None]] = []
+    original = SecAggOptions.round_config
+
+    def spy(self: SecAggOptions, *, n: int, bits: int | None = None) -> object:
+        calls.append((self, n, bits))
+        return original(self, n=n, bits=bits)
+
+    monkeypatch.setattr(SecAggOptions, "round_config", spy)
+    n, dim = 5, 16
+    server, clients, updates, weights = _setup(n, dim, mode="secagg+")
+    assert all(c.options is server.options for c in clients.values())
+    ch = FakeChannel(clients=clients, updates=updates, weights=weights, round_idx=1)
+    res = server.aggregate(round_idx=1, participants=sorted(clients), weights=weights, dim=dim, channel=ch)
+    assert sorted(res.survivors) == sorted(clients)
+    assert all(options is server.options for options, _, _ in calls)
+    assert [(m, bits) for _, m, bits in calls if bits is not None] == [(n, res.metrics["bits"])]
+    assert [m for _, m, bits in calls if bits is None] == [n] * n  # each client's session
+
+
 def test_argument_validation() -> None:
     with pytest.raises(ConfigError):
-        SecureServerAggregator(mode="plain")  # type: ignore[arg-type]
+        SecureServerAggregator(options=secagg_options(mode="plain"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        SecureServerAggregator(clip=0.0)
+        SecureServerAggregator(options=secagg_options(clip=0.0))
     with pytest.raises(ConfigError):
-        SecureServerAggregator(active=True)
+        SecureServerAggregator(options=secagg_options(active=True))
     with pytest.raises(ConfigError):
-        SecureClientAggregator(client_id=1, active=True)
+        SecureClientAggregator(client_id=1, options=secagg_options(active=True))
     with pytest.raises(ConfigError):
         SecureServerAggregator(on_abort="ignore")  # type: ignore[arg-type]
     server, clients, updates, weights = _setup(4, 8, mode="secagg")
@@ -418,7 +451,9 @@ def test_factories_build_matching_aggregators_from_the_experiment_config() -> No
     )
     server = secure_mod.make_server_aggregator(config=cfg)
     assert (
-        server.mode == "secagg+" and server.on_abort == "skip" and server.dropout_rate == pytest.approx(0.1)
+        server.mode == "secagg+"
+        and server.on_abort == "skip"
+        and server.options.dropout_rate == pytest.approx(0.1)
     )
     n = 6
     clients = {u: secure_mod.make_client_aggregator(config=cfg, site_id=u) for u in range(n)}
@@ -430,3 +465,36 @@ def test_factories_build_matching_aggregators_from_the_experiment_config() -> No
     assert (
         np.max(np.abs(res.total - _expected(updates, weights, res.survivors, clip=0.5))) <= n / 2**18 + 1e-9
     )
+
+
+def test_the_factories_take_a_dp_encoder_and_refuse_distributed_dp_without_one() -> None:
+    """``secfed.components`` builds distributed-DP and noise-sharing aggregators through these
+    factories (it kept a near-copy of each), handing its encoder down."""
+    from secfed.config import config_from_dict
+
+    cfg = config_from_dict(
+        {
+            "partition": {"num_sites": 4},
+            "model": {"norm": "group"},
+            "federation": {"aggregation": "secagg"},
+            "privacy": {"mode": "distributed", "mechanism": "skellam", "noise_multiplier": 1.0},
+        }
+    )
+    with pytest.raises(ConfigError, match="encoder_factory"):
+        secure_mod.make_server_aggregator(config=cfg)
+    with pytest.raises(ConfigError, match="encoder_factory"):
+        secure_mod.make_client_aggregator(config=cfg, site_id=0)
+    dim = 12
+    server = secure_mod.make_server_aggregator(config=cfg, encoder_factory=lambda r: IntEncoder(dim))
+    clients = {
+        u: secure_mod.make_client_aggregator(config=cfg, site_id=u, encoder_factory=lambda r: IntEncoder(dim))
+        for u in range(4)
+    }
+    assert server.on_abort == "skip" and all(c.options == server.options for c in clients.values())
+    rng = np.random.default_rng(3)
+    updates = {u: rng.integers(-5, 6, dim).astype(np.float32) for u in clients}
+    weights = {u: 1.0 for u in clients}
+    ch = FakeChannel(clients=clients, updates=updates, weights=weights, round_idx=0)
+    res = server.aggregate(round_idx=0, participants=sorted(clients), weights=weights, dim=dim, channel=ch)
+    assert res.metrics["aborted"] == 0 and sorted(res.survivors) == sorted(clients)
+    np.testing.assert_allclose(res.total, np.sum([updates[u] for u in clients], axis=0))  # via IntEncoder
