@@ -74,3 +74,34 @@ def test_reader_check_catches_an_undercounted_plan(name: str, monkeypatch: pytes
     monkeypatch.setattr(planning, "_CLASS_STEPS_CACHE", {})
     z = calibrated_noise_multiplier(config=cfg)
     assert _reader_epsilon(cfg, z) > cfg.privacy.target_epsilon
+
+
+def test_shared_noise_example_holds_epsilon_one_only_under_its_stated_collusion() -> None:
+    """``pneumonia_dp_eps1_shared.toml``: noise shared under SecAgg, at most one colluding site.
+
+    A reader of the run recomputes ε from the counted noise: the server and one colluding site
+    know that site's share and subtract it, so what protects a record is the other m - 1 = 5
+    shares (each σ/√5). ε must be at most 1 with that noise, and above 1 if a second site colluded
+    (the trust assumption is what carries the guarantee, not a formality).
+    """
+    from secfed.dp.calibration import calibrated_config
+    from secfed.dp.params import dp_params
+    from secfed.dp.sharing import planning_survivors, share_stddev, trust_assumption
+
+    cfg = calibrated_config(config=_load("pneumonia_dp_eps1_shared.toml", None))
+    assert cfg.privacy.mode == "record" and cfg.privacy.noise_sharing is True
+    assert cfg.federation.aggregation == "secagg" and cfg.privacy.colluding_sites == 1
+    params = dp_params(config=cfg)
+    m = planning_survivors(params=params)
+    assert m == cfg.partition.num_sites == 6  # every site trains every round, none dropped
+    sigma = cfg.privacy.noise_multiplier * cfg.privacy.max_grad_norm  # one record, sensitivity C
+    share = share_stddev(params=params)
+    assert share == pytest.approx(sigma / 5**0.5)
+
+    def reader_eps(colluders: int) -> float:
+        counted = share * (m - colluders) ** 0.5 / cfg.privacy.max_grad_norm
+        return _reader_epsilon(cfg, counted)
+
+    assert 0.99 <= reader_eps(1) <= 1.0 + 1e-6
+    assert reader_eps(2) > 1.05
+    assert "1 site(s) may collude with the server" in trust_assumption(params=params)
