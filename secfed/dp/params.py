@@ -6,7 +6,9 @@ configuration (:func:`secfed.dp.calibration.calibrated_config`) and its value is
 server's mode strategies (:mod:`secfed.dp.modes`), the noise-sharing helpers
 (:mod:`secfed.dp.sharing`) and the distributed-DP encoders (:mod:`secfed.dp.distributed`), which
 never see the configuration. :class:`DPParams` checks itself on construction; a bad field raises
-:class:`DPParamsError` naming it.
+:class:`DPParamsError` naming it. On the site side :func:`secfed.dp.site.params.site_dp_params`
+puts the value together with the public facts of local training (one
+:class:`~secfed.dp.site.params.SiteDPParams` per site, handed to the site's privacy hook).
 
 The public facts of the federation plan the value is built from (:func:`client_sample_rate`,
 :func:`expected_participants`, :func:`max_participants`, :func:`worst_case_survivors`,
@@ -20,7 +22,7 @@ import math
 from dataclasses import dataclass, fields
 
 from secfed.config import ExperimentConfig, max_sites_per_round, threshold_floor
-from secfed.dp.engines import step_normaliser
+from secfed.dp.engines.steps import step_normaliser
 from secfed.dp.reports import RECORD_MECHANISMS
 from secfed.errors import ConfigError
 from secfed.federation.server import sampled_sites

@@ -88,7 +88,7 @@ class _CountRaw:
 def _fixed_site_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """TEST ONLY: the sites' secret sampling seeds (normally ``os.urandom``) made constant, so
     that two runs draw the same private episodes."""
-    import secfed.dp.site as dp_site
+    import secfed.dp.site.episodic as dp_site  # where the episodic hook draws its secret seed
 
     monkeypatch.setattr(dp_site, "os", types.SimpleNamespace(urandom=lambda n: bytes(range(n))))
 

@@ -358,7 +358,7 @@ def test_public_alphabets_are_held_by_no_site() -> None:
 
 
 def test_augmult_runs_through_a_record_level_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import secfed.dp.engines as engines
+    import secfed.dp.engines.episodes as engines  # where the augmult engine factory looks it up
 
     calls: list[int] = []
     original = engines.augment_episode

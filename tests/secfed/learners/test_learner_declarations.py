@@ -43,7 +43,14 @@ READERS = (
     "secfed/dp/planning.py",
     "secfed/dp/params.py",
     "secfed/dp/sharing.py",
-    "secfed/dp/site.py",
+    "secfed/dp/site/__init__.py",
+    "secfed/dp/site/base.py",
+    "secfed/dp/site/build.py",
+    "secfed/dp/site/client.py",
+    "secfed/dp/site/episodic.py",
+    "secfed/dp/site/params.py",
+    "secfed/dp/site/per_sample.py",
+    "secfed/dp/site/record.py",
     "secfed/components.py",
 )
 
