@@ -9,18 +9,20 @@ query set. Learners never see other sites' data; the federation layer only ever 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from secfed.learners.declarations import LearnerDeclaration
 from secfed.learners.settings import LearnerSettings, setting_names
+from secfed.learners.support import SupportSet, check_support_query
 from secfed.tasks.base import Task, TaskSource
 
-__all__ = ["LearnerConfig", "LocalUpdate", "Learner"]
+__all__ = ["FunctionalModel", "LearnerConfig", "LocalUpdate", "Learner", "SupportSet"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,65 @@ class LearnerConfig(LearnerSettings):
         return cls(**values, proximal_mu=float(proximal_mu))
 
 
+@dataclass(frozen=True)
+class FunctionalModel:
+    """A module evaluated at given parameter and buffer tensors (``torch.func.functional_call``).
+
+    What an episodic learner's :meth:`Learner.episode` computes with: calling it is differentiable
+    with respect to ``params`` with ``backward()`` and with ``torch.func.grad``, and composes with
+    ``torch.func.vmap``.
+
+    Attributes:
+        module: The module whose structure is used (its own tensors fill any name missing from
+            ``params``/``buffers``).
+        params: Parameter tensors by name, as in ``module.named_parameters()``.
+        buffers: Buffer tensors by name.
+    """
+
+    module: nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+
+    @classmethod
+    def detached(cls, module: nn.Module) -> FunctionalModel:
+        """The module at its own tensors, parameters detached (for predictions without gradients).
+
+        Args:
+            module: The module.
+
+        Returns:
+            The functional model (parameters detached, buffers as they are).
+        """
+        return cls(
+            module=module,
+            params={n: p.detach() for n, p in module.named_parameters()},
+            buffers=dict(module.named_buffers()),
+        )
+
+    def with_params(self, params: dict[str, torch.Tensor]) -> FunctionalModel:
+        """The same module and buffers at other parameters.
+
+        Args:
+            params: Parameter tensors by name.
+
+        Returns:
+            A new functional model.
+        """
+        return replace(self, params=params)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` at :attr:`params` and :attr:`buffers`.
+
+        Args:
+            x: The module's input.
+
+        Returns:
+            The module's output.
+        """
+        out: torch.Tensor = functional_call(self.module, (self.params, self.buffers), (x,))
+        return out
+
+
 @dataclass
 class LocalUpdate:
     """What a site's local training produced.
@@ -81,10 +142,11 @@ class Learner(ABC):
     """Base class of MAML, FOMAML, Reptile, ProtoNet and FedAvg.
 
     Subclasses set :attr:`declaration` (:data:`secfed.learners.declarations.DECLARATIONS`) and
-    implement :meth:`local_update` and :meth:`predict`.
-    Episodic learners (ProtoNet, MAML, FOMAML) also implement :meth:`task_loss`, the
-    ``torch.func``-compatible loss of one episode, which the privacy layer uses to compute
-    per-episode meta-gradients.
+    implement :meth:`local_update` and :meth:`_predict` (the hook :meth:`predict` calls once the
+    support set and queries are validated).
+    Episodic learners (:class:`~secfed.learners.episodic.EpisodicLearner`) also implement
+    :meth:`episode`, the ``torch.func``-compatible loss of one episode behind :meth:`task_loss`,
+    which the privacy layer uses to compute per-episode meta-gradients.
     """
 
     #: What the rest of secfed reads about the learner (:mod:`secfed.learners.declarations`).
@@ -166,8 +228,11 @@ class Learner(ABC):
     ) -> torch.Tensor:
         """Functional meta-loss of one task (query loss after adaptation on the support set).
 
-        Must be differentiable w.r.t. ``params`` with ``torch.func.grad`` (use
-        ``torch.func.functional_call(model, (params, buffers), x)``).
+        The loss of :meth:`episode` at ``model`` evaluated at ``params``/``buffers``;
+        differentiable w.r.t. ``params`` with ``torch.func.grad``, and composable with
+        ``torch.func.vmap`` (over same-shaped tasks) for models without BatchNorm in training mode
+        (use GroupNorm under vmap). No data validation happens here (it would break ``vmap``);
+        :meth:`local_update` validates.
 
         Args:
             model: The module whose structure is used.
@@ -181,6 +246,22 @@ class Learner(ABC):
         Raises:
             NotImplementedError: For non-episodic learners (Reptile, FedAvg).
         """
+        return self.episode(net=FunctionalModel(module=model, params=params, buffers=buffers), task=task)[0]
+
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """Meta-loss of one task and the query logits it was computed from (episodic learners).
+
+        Args:
+            net: The model at the parameters and buffers to differentiate.
+            task: The episode.
+
+        Returns:
+            ``(loss, query_logits)``; ``loss`` is a scalar, ``query_logits`` is ``(Q, n_way)``.
+
+        Raises:
+            NotImplementedError: For non-episodic learners (Reptile, FedAvg).
+        """
+        del net, task
         raise NotImplementedError(f"learner {self.name!r} has no per-episode meta-loss")
 
     @abstractmethod
@@ -198,7 +279,6 @@ class Learner(ABC):
             The local update.
         """
 
-    @abstractmethod
     def predict(
         self,
         *,
@@ -210,7 +290,9 @@ class Learner(ABC):
     ) -> torch.Tensor:
         """Adapt to a support set and return logits for the query inputs.
 
-        Must not modify ``model``'s parameters.
+        Validates the support set and the queries (:func:`~secfed.learners.support.check_support_query`,
+        a support record of every class when the learner :attr:`needs_every_class`), then calls
+        the learner's :meth:`_predict`. Does not modify ``model``'s parameters.
 
         Args:
             model: The (global) model.
@@ -221,6 +303,36 @@ class Learner(ABC):
 
         Returns:
             Logits of shape ``(Q, n_way)``.
+
+        Raises:
+            DataError: If the support/query data is malformed, or a class has no support record
+                and the learner needs every class.
+            ConfigError: If the model does not fit the learner (see each learner's :meth:`_predict`).
+        """
+        check_support_query(
+            support_x=support_x,
+            support_y=support_y,
+            n_way=n_way,
+            query_x=query_x,
+            require_all_classes=self.needs_every_class,
+        )
+        return self._predict(
+            model=model, support=SupportSet(x=support_x, y=support_y, n_way=n_way), query_x=query_x
+        )
+
+    @abstractmethod
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """The learner's adaptation and prediction, on inputs :meth:`predict` has validated.
+
+        Must not modify ``model``'s parameters.
+
+        Args:
+            model: The (global) model.
+            support: The validated support set.
+            query_x: Query inputs (records shaped as the support records).
+
+        Returns:
+            Logits of shape ``(Q, support.n_way)``.
         """
 
     def evaluate(self, *, model: nn.Module, task: Task) -> float:

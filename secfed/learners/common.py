@@ -1,7 +1,8 @@
-"""Helpers shared by the learners: config and task validation, optimisers, deltas, modes.
+"""Helpers shared by the learners: config validation, heads, optimisers, deltas, modes.
 
 The allowed values of the enumerated settings (``OPTIMIZERS``, ``HEAD_INITS``, ``PAIR_LOSSES``,
-``REPLACED_HEADS``) are declared in :mod:`secfed.learners.settings` and re-exported here.
+``REPLACED_HEADS``) are declared in :mod:`secfed.learners.settings` and re-exported here, as
+are the task checks of :mod:`secfed.learners.support` (``check_task``, ``check_support_query``).
 
 Pure helpers with no learner state; every learner validates its inputs through here so that bad
 input fails with a typed error before any work is done.
@@ -10,17 +11,17 @@ input fails with a typed error before any work is done.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from secfed.errors import ConfigError, DataError
-from secfed.learners.base import LearnerConfig
+from secfed.errors import ConfigError
+from secfed.learners.base import FunctionalModel, LearnerConfig, SupportSet
 from secfed.learners.settings import HEAD_INITS, OPTIMIZERS, PAIR_LOSSES, REPLACED_HEADS
-from secfed.tasks.base import Task
+from secfed.learners.support import check_support_query, check_task
 
 __all__ = [
     "OPTIMIZERS",
@@ -33,6 +34,7 @@ __all__ = [
     "embed_functional",
     "proto_head",
     "set_proto_head",
+    "add_embedding_module",
     "check_config",
     "check_task",
     "check_support_query",
@@ -107,90 +109,6 @@ def check_config(*, config: LearnerConfig, min_inner_steps: int = 0) -> None:
             "learner config test_inner_steps must be >= 1 with head_init='zero' "
             "(a zero head predicts nothing)"
         )
-
-
-def _check_labels(*, name: str, labels: torch.Tensor, n_way: int) -> None:
-    """Refuse an empty ``name`` set or labels outside ``[0, n_way)`` (``name``: support or query)."""
-    if labels.numel() == 0:
-        raise DataError(f"{name} set is empty")
-    lo, hi = int(labels.min().item()), int(labels.max().item())
-    if lo < 0 or hi >= n_way:
-        raise DataError(f"{name}_y must lie in [0, {n_way}), got values in [{lo}, {hi}]")
-
-
-def check_support_query(
-    *,
-    support_x: torch.Tensor,
-    support_y: torch.Tensor,
-    n_way: int,
-    query_x: torch.Tensor,
-    require_all_classes: bool = True,
-) -> None:
-    """Validate a support set and query inputs.
-
-    Args:
-        support_x: ``(S, *input_shape)`` floating inputs.
-        support_y: ``(S,)`` int64 labels in ``[0, n_way)``, every class present at least once.
-        n_way: Number of classes (>= 1).
-        query_x: ``(Q, *input_shape)`` floating inputs.
-        require_all_classes: Require a support record of every class (prototype learners);
-            learners with a shared classification head accept support sets that miss classes
-            (client-as-task with label skew).
-
-    Raises:
-        DataError: Naming the inconsistent field.
-    """
-    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
-        raise DataError(f"n_way must be an int >= 1, got {n_way!r}")
-    if not support_x.is_floating_point() or not query_x.is_floating_point():
-        raise DataError(f"support_x/query_x must be floating point, got {support_x.dtype}/{query_x.dtype}")
-    if support_y.dtype != torch.int64 or support_y.ndim != 1:
-        raise DataError(
-            f"support_y must be a 1-D int64 tensor, got {support_y.dtype} of shape {tuple(support_y.shape)}"
-        )
-    if support_x.ndim < 2 or support_x.shape[0] != support_y.shape[0]:
-        raise DataError(
-            f"support_x must be (S, *input_shape) with S == len(support_y) = {support_y.shape[0]}, "
-            f"got shape {tuple(support_x.shape)}"
-        )
-    if query_x.ndim != support_x.ndim or query_x.shape[1:] != support_x.shape[1:]:
-        raise DataError(
-            f"query_x records must have the support records' shape {tuple(support_x.shape[1:])}, "
-            f"got {tuple(query_x.shape[1:])}"
-        )
-    _check_labels(name="support", labels=support_y, n_way=n_way)
-    counts = torch.bincount(support_y, minlength=n_way)
-    if require_all_classes and bool((counts == 0).any()):
-        missing = torch.nonzero(counts == 0).flatten().tolist()
-        raise DataError(f"every class needs at least one support record; classes {missing} have none")
-
-
-def check_task(*, task: Task, require_all_classes: bool = True) -> None:
-    """Validate one task (support set, query set, labels).
-
-    Args:
-        task: The task.
-        require_all_classes: See :func:`check_support_query`.
-
-    Raises:
-        DataError: Naming the inconsistent field.
-    """
-    if not isinstance(task, Task):
-        raise DataError(f"expected a Task, got {type(task).__name__}")
-    check_support_query(
-        support_x=task.support_x,
-        support_y=task.support_y,
-        n_way=task.n_way,
-        query_x=task.query_x,
-        require_all_classes=require_all_classes,
-    )
-    qy = task.query_y
-    if qy.dtype != torch.int64 or qy.ndim != 1 or qy.shape[0] != task.query_x.shape[0]:
-        raise DataError(
-            f"query_y must be a 1-D int64 tensor of length {task.query_x.shape[0]}, "
-            f"got {qy.dtype} of shape {tuple(qy.shape)}"
-        )
-    _check_labels(name="query", labels=qy, n_way=task.n_way)
 
 
 def make_optimizer(*, name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -329,16 +247,8 @@ def embed_functional(
     return out
 
 
-def proto_head(
-    *,
-    model: nn.Module,
-    params: dict[str, torch.Tensor],
-    buffers: dict[str, torch.Tensor],
-    support_x: torch.Tensor,
-    support_y: torch.Tensor,
-    n_way: int,
-) -> dict[str, torch.Tensor]:
-    """``params`` with the linear head set from the support prototypes (Proto-MAML).
+def proto_head(*, net: FunctionalModel, support: SupportSet) -> dict[str, torch.Tensor]:
+    """``net.params`` with the linear head set from the support prototypes (Proto-MAML).
 
     Triantafillou et al. 2020 ("Meta-Dataset", ICLR, Sec. 3): with ``c_k`` the mean embedding of
     class ``k``'s support records, the head ``W_k = 2 c_k``, ``b_k = -||c_k||^2`` gives logits
@@ -357,20 +267,18 @@ def proto_head(
     per-record DP-SGD inner steps); :class:`~secfed.learners.reptile.Reptile` refuses that.
 
     Args:
-        model: The model (linear head ``model.head`` with a bias; ``embed(x)`` for the body).
-        params: Parameters by name (must include the head's).
-        buffers: Buffers by name.
-        support_x: Support inputs ``(S, ...)``.
-        support_y: Support labels ``(S,)`` in ``[0, n_way)``.
-        n_way: Number of classes (the head must have >= ``n_way`` outputs).
+        net: The model (``net.module``: linear head ``head`` with a bias, ``embed(x)`` for the
+            body) at its parameters (which must include the head's) and buffers.
+        support: The support set (the head must have >= ``support.n_way`` outputs).
 
     Returns:
-        A new dict; ``params`` itself is not modified.
+        A new dict; ``net.params`` itself is not modified.
 
     Raises:
         ConfigError: If the model has no linear head with a bias, the head is not among
-            ``params``, or it has fewer than ``n_way`` outputs.
+            ``net.params``, or it has fewer than ``support.n_way`` outputs.
     """
+    model, params, n_way, support_y = net.module, net.params, support.n_way, support.y
     names = head_names(model)
     if set(names) != {"head.weight", "head.bias"}:
         raise ConfigError(f"head_init='proto' needs a trainable linear head with a bias, got {list(names)}")
@@ -381,7 +289,7 @@ def proto_head(
     outputs = weight.shape[0]
     if outputs < n_way:
         raise ConfigError(f"model has {outputs} outputs but the task is {n_way}-way")
-    emb = embed_functional(model=model, params=params, buffers=buffers, x=support_x)
+    emb = embed_functional(model=model, params=params, buffers=net.buffers, x=support.x)
     classes = torch.arange(n_way, device=support_y.device)
     onehot = (support_y.unsqueeze(-1) == classes).to(emb.dtype)  # (S, n_way)
     counts = onehot.sum(dim=0).clamp(min=1.0)
@@ -396,7 +304,7 @@ def proto_head(
 
 
 @torch.no_grad()
-def set_proto_head(*, model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> None:
+def set_proto_head(*, model: nn.Module, support: SupportSet) -> None:
     """Write the Proto-MAML head of a support set into ``model.head`` in place (no gradients).
 
     The module-level counterpart of :func:`proto_head` for learners that train a model copy in
@@ -404,20 +312,45 @@ def set_proto_head(*, model: nn.Module, support_x: torch.Tensor, support_y: torc
 
     Args:
         model: The model (modified in place: its head only).
-        support_x: Support inputs.
-        support_y: Support labels in ``[0, n_way)``.
-        n_way: Number of classes.
+        support: The support set.
 
     Raises:
         ConfigError: As :func:`proto_head`.
     """
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    new = proto_head(
-        model=model, params=params, buffers=buffers, support_x=support_x, support_y=support_y, n_way=n_way
-    )
+    new = proto_head(net=FunctionalModel(module=model, params=params, buffers=buffers), support=support)
     for name in ("head.weight", "head.bias"):
         model.get_parameter(name).copy_(new[name])
+
+
+def add_embedding_module(
+    *, model: nn.Module, name: str, build: Callable[[int], nn.Module], needs: str
+) -> nn.Module:
+    """Add a learner's own trainable module, sized by the model's ``embedding_dim``.
+
+    For :meth:`~secfed.learners.base.Learner.extend_model` of the metric learners (Matching
+    Networks' full context embeddings, the Siamese distance head).
+
+    Args:
+        model: The embedding network (an int ``embedding_dim`` >= 1).
+        name: The new submodule's attribute name (the model must not have one).
+        build: The new submodule of an embedding size.
+        needs: The start of the error message, e.g. ``"a Siamese network needs"``.
+
+    Returns:
+        ``model``, with the new submodule.
+
+    Raises:
+        ConfigError: If the model has no ``embedding_dim`` or already has an attribute ``name``.
+    """
+    dim = getattr(model, "embedding_dim", None)
+    if not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"{needs} a model with an embedding_dim, got {dim!r}")
+    if hasattr(model, name):
+        raise ConfigError(f"the model already has an attribute {name!r}")
+    model.add_module(name, build(dim))
+    return model
 
 
 def trainable_params(model: nn.Module) -> dict[str, nn.Parameter]:

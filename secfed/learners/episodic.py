@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+from secfed.learners.base import FunctionalModel, Learner, LearnerConfig, LocalUpdate
 from secfed.learners.common import (
     check_config,
     check_task,
@@ -45,8 +45,8 @@ __all__ = ["EpisodicLearner"]
 
 
 class EpisodicLearner(Learner):
-    """Base of learners whose meta-objective is a per-episode loss (``task_loss``); their
-    declarations say ``episodic=True`` (a test checks it)."""
+    """Base of learners whose meta-objective is a per-episode loss (:meth:`episode`, behind
+    ``task_loss``); their declarations say ``episodic=True`` (a test checks it)."""
 
     def __init__(self, *, config: LearnerConfig) -> None:
         """Validate the config and store it.
@@ -61,41 +61,9 @@ class EpisodicLearner(Learner):
         super().__init__(config=config)
 
     @abstractmethod
-    def episode(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Meta-loss of one task and the query logits it was computed from.
-
-        Args:
-            model: The module whose structure is used.
-            params: Parameter tensors by name.
-            buffers: Buffer tensors by name.
-            task: The episode.
-
-        Returns:
-            ``(loss, query_logits)``; ``loss`` is a scalar, ``query_logits`` is ``(Q, n_way)``.
-        """
-
-    def task_loss(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> torch.Tensor:
-        """Functional meta-loss of one task; see :meth:`Learner.task_loss`.
-
-        Composable with ``torch.func.grad`` and ``torch.func.vmap`` (over same-shaped tasks)
-        for models without BatchNorm in training mode (use GroupNorm under vmap). No data
-        validation happens here (it would break ``vmap``); :meth:`local_update` validates.
-        """
-        return self.episode(model=model, params=params, buffers=buffers, task=task)[0]
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learner's meta-loss of one task (behind ``task_loss`` and :meth:`local_update`),
+        which every episodic learner implements; arguments and result as in :meth:`Learner.episode`."""
 
     def local_update(
         self,
@@ -137,7 +105,7 @@ class EpisodicLearner(Learner):
         def loss_fn(
             prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.episode(model=model, params=prm, buffers=buf, task=task)
+            return self.episode(net=FunctionalModel(module=model, params=prm, buffers=buf), task=task)
 
         stats = StepStats()
         num_examples = 0

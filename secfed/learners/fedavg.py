@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from secfed.errors import ConfigError, DataError
-from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+from secfed.learners.base import Learner, LearnerConfig, LocalUpdate, SupportSet
 from secfed.learners.common import (
     check_config,
-    check_support_query,
     check_task,
     make_optimizer,
     params_delta,
@@ -246,35 +245,20 @@ class FedAvgLearner(Learner):
         if y.numel() > 0 and int(y.min().item()) < 0:
             raise DataError(f"batch labels must be >= 0, got {int(y.min().item())}")
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """Fit a fresh ``n_way`` head on frozen support embeddings and return query logits.
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """Fit a fresh ``n_way`` head on frozen support embeddings and return query logits; see
+        :meth:`Learner.predict`.
 
         Raises:
-            DataError: If the support/query data is malformed.
             ConfigError: If the model has no ``embed`` method.
         """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
-        )
         with training_mode(model, train=False), torch.no_grad():
-            emb = _embed(model, torch.cat([support_x, query_x], dim=0))
-        n_support = support_x.shape[0]
+            emb = _embed(model, torch.cat([support.x, query_x], dim=0))
+        n_support = support.x.shape[0]
         head = fit_linear_head(
             support_emb=emb[:n_support],
-            support_y=support_y,
-            n_way=n_way,
+            support_y=support.y,
+            n_way=support.n_way,
             steps=self.config.test_inner_steps,
             lr=self.config.test_inner_lr,
             optimizer=self.config.inner_optimizer,

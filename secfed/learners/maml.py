@@ -42,10 +42,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
+from secfed.learners.base import FunctionalModel, SupportSet
 from secfed.learners.common import (
-    check_support_query,
     head_logits,
     head_names,
     proto_head,
@@ -60,41 +59,31 @@ __all__ = ["MAML", "FOMAML", "inner_adapt"]
 
 
 def inner_adapt(
-    *,
-    model: nn.Module,
-    params: dict[str, torch.Tensor],
-    buffers: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_way: int,
-    steps: int,
-    lr: float,
-    create_graph: bool,
+    *, net: FunctionalModel, support: SupportSet, steps: int, lr: float, create_graph: bool
 ) -> dict[str, torch.Tensor]:
-    """Functional gradient-descent adaptation on ``(x, y)``.
+    """Functional gradient-descent adaptation on a support set.
 
     Args:
-        model: Module whose structure is used (its own tensors are not modified).
-        params: Starting parameters by name (must require grad, or be tracked by ``torch.func``).
-        buffers: Buffers by name (BatchNorm running statistics are updated in training mode).
-        x: Inputs ``(N, ...)``.
-        y: Labels ``(N,)`` in ``[0, n_way)``.
-        n_way: Number of classes (first ``n_way`` logits are used).
+        net: The model at the starting parameters (which must require grad, or be tracked by
+            ``torch.func``) and its buffers (BatchNorm running statistics are updated in training
+            mode); the module's own tensors are not modified.
+        support: The records ``(x, y)`` to adapt on; the first ``support.n_way`` logits are used.
         steps: Number of gradient steps.
         lr: Step size.
         create_graph: True for second-order MAML (differentiate through the inner gradients);
             False treats the inner gradients as constants (first order).
 
     Returns:
-        The adapted parameters (a new dict; ``params`` itself is not modified).
+        The adapted parameters (a new dict; ``net.params`` itself is not modified).
     """
+    params = net.params
     names = list(params)
     # Plain tensors (e.g. when only evaluating the meta-loss) become leaves so that the inner
     # gradients exist; tensors already tracked by autograd or torch.func are used as they are.
     current = {n: (p if p.requires_grad else p.detach().requires_grad_(True)) for n, p in params.items()}
     for _ in range(steps):
-        logits = head_logits(outputs=functional_call(model, (current, buffers), (x,)), n_way=n_way)
-        loss = F.cross_entropy(logits, y)
+        logits = head_logits(outputs=net.with_params(current)(support.x), n_way=support.n_way)
+        loss = F.cross_entropy(logits, support.y)
         # retain_graph: a head computed from the parameters (head_init="proto") is part of this
         # graph and of the query loss's, which back-propagates through it after this call
         grads = torch.autograd.grad(
@@ -121,53 +110,33 @@ class MAML(EpisodicLearner):
     #: Treat inner gradients as constants (FOMAML).
     first_order: ClassVar[bool] = False
 
-    def episode(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
+    def _start(self, *, net: FunctionalModel, support: SupportSet) -> dict[str, torch.Tensor]:
+        """The parameters a task's inner loop starts from: ``net.params`` with the head zeroed
+        (``head_init="zero"``) or set from the support prototypes (``"proto"``)."""
         if self.config.head_init == "zero":
-            params = zero_head(params=params, names=head_names(model))
-        elif self.config.head_init == "proto":
-            params = proto_head(
-                model=model,
-                params=params,
-                buffers=buffers,
-                support_x=task.support_x,
-                support_y=task.support_y,
-                n_way=task.n_way,
-            )
+            return zero_head(params=net.params, names=head_names(net.module))
+        if self.config.head_init == "proto":
+            return proto_head(net=net, support=support)
+        return net.params
+
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query loss after ``inner_steps`` adaptation steps; see :meth:`EpisodicLearner.episode`."""
+        support = SupportSet.of(task)
+        params = self._start(net=net, support=support)
         with torch.enable_grad():
             adapted = inner_adapt(
-                model=model,
-                params=params,
-                buffers=buffers,
-                x=task.support_x,
-                y=task.support_y,
-                n_way=task.n_way,
+                net=net.with_params(params),
+                support=support,
                 steps=self.config.inner_steps,
                 lr=self.config.inner_lr,
                 create_graph=not self.first_order,
             )
-        logits = head_logits(
-            outputs=functional_call(model, (adapted, buffers), (task.query_x,)), n_way=task.n_way
-        )
+        logits = head_logits(outputs=net.with_params(adapted)(task.query_x), n_way=task.n_way)
         return F.cross_entropy(logits, task.query_y), logits
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """Adapt a copy of the parameters on the support set, then return query logits.
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """Adapt a copy of the parameters on the support set, then return query logits; see
+        :meth:`Learner.predict`.
 
         BatchNorm layers use batch statistics here, as in training: the support batch's during
         adaptation and the query batch's for the predictions (transductive batch norm, as in Finn
@@ -179,55 +148,29 @@ class MAML(EpisodicLearner):
         ProtoNet's by ``||q||^2`` per query).
 
         Raises:
-            DataError: If the support/query data is malformed.
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
+        net = FunctionalModel(
+            module=model,
+            params=_leaves({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}),
+            buffers={name: b.detach().clone() for name, b in model.named_buffers()},
         )
-        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-        params = {
-            name: p.detach().clone().requires_grad_(True)
-            for name, p in model.named_parameters()
-            if p.requires_grad
-        }
         with training_mode(model, train=True), torch.enable_grad():
-            if self.config.head_init == "zero":
-                zeroed = zero_head(params=params, names=head_names(model))
-                params = {name: p.detach().requires_grad_(True) for name, p in zeroed.items()}
-            elif self.config.head_init == "proto":
-                with torch.no_grad():
-                    init = proto_head(
-                        model=model,
-                        params=params,
-                        buffers=buffers,
-                        support_x=support_x,
-                        support_y=support_y,
-                        n_way=n_way,
-                    )
-                params = {name: p.detach().requires_grad_(True) for name, p in init.items()}
+            with torch.no_grad():
+                net = net.with_params(_leaves(self._start(net=net, support=support)))
             for _ in range(self.config.test_inner_steps):
                 stepped = inner_adapt(
-                    model=model,
-                    params=params,
-                    buffers=buffers,
-                    x=support_x,
-                    y=support_y,
-                    n_way=n_way,
-                    steps=1,
-                    lr=self.config.test_inner_lr,
-                    create_graph=False,
+                    net=net, support=support, steps=1, lr=self.config.test_inner_lr, create_graph=False
                 )
-                params = {name: p.detach().requires_grad_(True) for name, p in stepped.items()}
+                net = net.with_params(_leaves(stepped))
             with torch.no_grad():
-                logits = head_logits(
-                    outputs=functional_call(model, (params, buffers), (query_x,)), n_way=n_way
-                )
+                logits = head_logits(outputs=net(query_x), n_way=support.n_way)
         return logits.detach()
+
+
+def _leaves(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached copies of ``params`` that require grad (the start of a first-order step)."""
+    return {name: p.detach().requires_grad_(True) for name, p in params.items()}
 
 
 class FOMAML(MAML):

@@ -44,8 +44,8 @@ from torch import nn
 from torch.func import functional_call
 
 from secfed.errors import ConfigError
-from secfed.learners.base import LearnerConfig
-from secfed.learners.common import check_support_query, training_mode
+from secfed.learners.base import FunctionalModel, LearnerConfig, SupportSet
+from secfed.learners.common import add_embedding_module, training_mode
 from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
@@ -176,13 +176,12 @@ class MatchingNet(EpisodicLearner):
         """
         if not config.fce:
             return model
-        dim = getattr(model, "embedding_dim", None)
-        if not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"full context embeddings need a model with an embedding_dim, got {dim!r}")
-        if hasattr(model, FCE_MODULE):
-            raise ConfigError(f"the model already has an attribute {FCE_MODULE!r}")
-        model.add_module(FCE_MODULE, FullContextEmbedding(dim=dim, steps=config.fce_steps))
-        return model
+        return add_embedding_module(
+            model=model,
+            name=FCE_MODULE,
+            build=lambda dim: FullContextEmbedding(dim=dim, steps=config.fce_steps),
+            needs="full context embeddings need",
+        )
 
     def _fce(self, model: nn.Module) -> FullContextEmbedding | None:
         if not self.config.fce:
@@ -195,85 +194,36 @@ class MatchingNet(EpisodicLearner):
             )
         return module
 
-    def _log_probs(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        n_support = support_x.shape[0]
-        emb = functional_call(model, (params, buffers), (torch.cat([support_x, query_x], dim=0),))
+    def _log_probs(self, *, net: FunctionalModel, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        n_support = support.x.shape[0]
+        emb = net(torch.cat([support.x, query_x], dim=0))
         emb = emb.reshape(emb.shape[0], -1)
         support_emb, query_emb = emb[:n_support], emb[n_support:]
-        fce = self._fce(model)
+        fce = self._fce(net.module)
         if fce is not None:
             support_emb, query_emb = functional_call(
-                fce, (_sub_params(params, FCE_MODULE), {}), (support_emb, query_emb)
+                fce, (_sub_params(net.params, FCE_MODULE), {}), (support_emb, query_emb)
             )
         return matching_log_probs(
             support_emb=support_emb,
-            support_y=support_y,
-            n_way=n_way,
+            support_y=support.y,
+            n_way=support.n_way,
             query_emb=query_emb,
             scale=self.config.cosine_scale,
         )
 
-    def episode(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """Query NLL under the attention kernel; see :meth:`EpisodicLearner.episode`."""
-        log_probs = self._log_probs(
-            model=model,
-            params=params,
-            buffers=buffers,
-            support_x=task.support_x,
-            support_y=task.support_y,
-            n_way=task.n_way,
-            query_x=task.query_x,
-        )
+        log_probs = self._log_probs(net=net, support=SupportSet.of(task), query_x=task.query_x)
         return F.nll_loss(log_probs, task.query_y), log_probs
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """``log P(y | x, S)`` for the queries (model in eval mode, no gradients).
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """``log P(y | x, S)`` for the queries (model in eval mode, no gradients); see
+        :meth:`Learner.predict`.
 
         Raises:
-            DataError: If the support/query data is malformed or a class has no support record.
             ConfigError: If ``fce`` is set and the model has no FCE module.
         """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
-        )
-        params = {n: p.detach() for n, p in model.named_parameters()}
-        buffers = dict(model.named_buffers())
+        net = FunctionalModel.detached(model)
         with training_mode(model, train=False), torch.no_grad():
-            return self._log_probs(
-                model=model,
-                params=params,
-                buffers=buffers,
-                support_x=support_x,
-                support_y=support_y,
-                n_way=n_way,
-                query_x=query_x,
-            )
+            return self._log_probs(net=net, support=support, query_x=query_x)

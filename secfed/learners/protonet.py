@@ -7,14 +7,15 @@ meta-loss is the query cross-entropy. Test-time adaptation is just computing the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from secfed.learners.common import check_support_query, training_mode
+from secfed.learners.base import FunctionalModel, SupportSet
+from secfed.learners.common import training_mode
 from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
@@ -54,49 +55,25 @@ class ProtoNet(EpisodicLearner):
 
     declaration: ClassVar[LearnerDeclaration] = DECLARATIONS["protonet"]
 
-    def episode(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """Query cross-entropy under prototype logits; see :meth:`EpisodicLearner.episode`."""
-        n_support = task.support_x.shape[0]
-        x = torch.cat([task.support_x, task.query_x], dim=0)
-        emb = functional_call(model, (params, buffers), (x,))
-        emb = emb.reshape(emb.shape[0], -1)
-        logits = prototype_logits(
-            support_emb=emb[:n_support], support_y=task.support_y, n_way=task.n_way, query_emb=emb[n_support:]
-        )
+        logits = self._logits(embed=net, support=SupportSet.of(task), query_x=task.query_x)
         return F.cross_entropy(logits, task.query_y), logits
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """Prototype logits for the queries (model in eval mode, no gradients).
-
-        Raises:
-            DataError: If the support/query data is malformed or a class has no support record.
-        """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
-        )
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """Prototype logits for the queries (model in eval mode, no gradients); see
+        :meth:`Learner.predict`."""
         with training_mode(model, train=False), torch.no_grad():
-            emb = model(torch.cat([support_x, query_x], dim=0))
-            emb = emb.reshape(emb.shape[0], -1)
-            n_support = support_x.shape[0]
-            return prototype_logits(
-                support_emb=emb[:n_support], support_y=support_y, n_way=n_way, query_emb=emb[n_support:]
-            )
+            return self._logits(embed=model, support=support, query_x=query_x)
+
+    @staticmethod
+    def _logits(
+        *, embed: Callable[[torch.Tensor], torch.Tensor], support: SupportSet, query_x: torch.Tensor
+    ) -> torch.Tensor:
+        """Prototype logits, support and queries embedded in one forward pass of ``embed``."""
+        n_support = support.x.shape[0]
+        emb = embed(torch.cat([support.x, query_x], dim=0))
+        emb = emb.reshape(emb.shape[0], -1)
+        return prototype_logits(
+            support_emb=emb[:n_support], support_y=support.y, n_way=support.n_way, query_emb=emb[n_support:]
+        )

@@ -49,11 +49,10 @@ import torch
 from torch import nn
 
 from secfed.errors import ConfigError
-from secfed.learners.base import Learner, LearnerConfig, LocalUpdate
+from secfed.learners.base import Learner, LearnerConfig, LocalUpdate, SupportSet
 from secfed.learners.common import (
     REPLACED_HEADS,
     check_config,
-    check_support_query,
     check_task,
     head_logits,
     head_names,
@@ -303,9 +302,7 @@ class Reptile(Learner):
                             work_params[name].zero_()
                     if cfg.head_init == "proto":
                         check_task(task=task, require_all_classes=self.needs_every_class)
-                        set_proto_head(
-                            model=work, support_x=task.support_x, support_y=task.support_y, n_way=task.n_way
-                        )
+                        set_proto_head(model=work, support=SupportSet.of(task))
                     task_stats, examples = train_task(
                         model=work,
                         task=task,
@@ -338,16 +335,8 @@ class Reptile(Learner):
             extra={"train_accuracy": stats.correct / max(stats.predictions, 1)},
         )
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """Fine-tune a copy on the support set and return query logits.
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """Fine-tune a copy on the support set and return query logits; see :meth:`Learner.predict`.
 
         The copy stays in training mode, so BatchNorm uses batch statistics (the support batch's
         while fine-tuning, the query batch's for the predictions: transductive batch norm, as in
@@ -357,16 +346,8 @@ class Reptile(Learner):
         predictions are ProtoNet's).
 
         Raises:
-            DataError: If the support/query data is malformed.
             ConfigError: If the model has fewer than ``n_way`` outputs.
         """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
-        )
         work = copy.deepcopy(model)
         if self.config.head_init == "zero":
             with torch.no_grad():
@@ -374,15 +355,15 @@ class Reptile(Learner):
                     work.get_parameter(name).zero_()
         with training_mode(work, train=True), torch.enable_grad():
             if self.config.head_init == "proto":
-                set_proto_head(model=work, support_x=support_x, support_y=support_y, n_way=n_way)
+                set_proto_head(model=work, support=support)
             fine_tune(
                 model=work,
-                x=support_x,
-                y=support_y,
-                n_way=n_way,
+                x=support.x,
+                y=support.y,
+                n_way=support.n_way,
                 steps=self.config.test_inner_steps,
                 lr=self.config.test_inner_lr,
                 optimizer=self.config.inner_optimizer,
             )
             with torch.no_grad():
-                return head_logits(outputs=work(query_x), n_way=n_way).detach()
+                return head_logits(outputs=work(query_x), n_way=support.n_way).detach()

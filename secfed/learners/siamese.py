@@ -60,11 +60,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from secfed.errors import ConfigError
-from secfed.learners.base import LearnerConfig
-from secfed.learners.common import PAIR_LOSSES, check_support_query, training_mode
+from secfed.learners.base import FunctionalModel, LearnerConfig, SupportSet
+from secfed.learners.common import PAIR_LOSSES, add_embedding_module, training_mode
 from secfed.learners.declarations import DECLARATIONS, LearnerDeclaration
 from secfed.learners.episodic import EpisodicLearner
 from secfed.tasks.base import Task
@@ -185,17 +184,17 @@ class SiameseNet(EpisodicLearner):
             ConfigError: If the model has no ``embedding_dim`` or already has a ``pair_head``.
         """
         del config
-        dim = getattr(model, "embedding_dim", None)
-        if not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"a Siamese network needs a model with an embedding_dim, got {dim!r}")
-        if hasattr(model, PAIR_HEAD):
-            raise ConfigError(f"the model already has an attribute {PAIR_HEAD!r}")
-        head = nn.Linear(dim, 1)
-        with torch.no_grad():
-            head.weight.fill_(-1.0 / dim)
-            head.bias.zero_()
-        model.add_module(PAIR_HEAD, head)
-        return model
+
+        def pair_head(dim: int) -> nn.Module:
+            head = nn.Linear(dim, 1)
+            with torch.no_grad():
+                head.weight.fill_(-1.0 / dim)
+                head.bias.zero_()
+            return head
+
+        return add_embedding_module(
+            model=model, name=PAIR_HEAD, build=pair_head, needs="a Siamese network needs"
+        )
 
     @staticmethod
     def _head(model: nn.Module, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,63 +207,30 @@ class SiameseNet(EpisodicLearner):
             ) from None
 
     def _scores(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        support_x: torch.Tensor,
-        query_x: torch.Tensor,
+        self, *, net: FunctionalModel, support_x: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
-        weight, bias = self._head(model, params)
+        weight, bias = self._head(net.module, net.params)
         n_support = support_x.shape[0]
-        emb = functional_call(model, (params, buffers), (torch.cat([support_x, query_x], dim=0),))
+        emb = net(torch.cat([support_x, query_x], dim=0))
         emb = emb.reshape(emb.shape[0], -1)
         return pair_scores(query_emb=emb[n_support:], support_emb=emb[:n_support], weight=weight, bias=bias)
 
-    def episode(
-        self,
-        *,
-        model: nn.Module,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        task: Task,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def episode(self, *, net: FunctionalModel, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         """The episode's pair loss (``learner.pair_loss``) and the one-shot class logits; see the
         module docstring."""
-        scores = self._scores(
-            model=model, params=params, buffers=buffers, support_x=task.support_x, query_x=task.query_x
-        )
+        scores = self._scores(net=net, support_x=task.support_x, query_x=task.query_x)
         loss_fn = npair_loss if self.config.pair_loss == "softmax" else siamese_pair_loss
         loss = loss_fn(scores=scores, query_y=task.query_y, support_y=task.support_y)
         return loss, siamese_class_logits(scores=scores, support_y=task.support_y, n_way=task.n_way)
 
-    def predict(
-        self,
-        *,
-        model: nn.Module,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        n_way: int,
-        query_x: torch.Tensor,
-    ) -> torch.Tensor:
-        """Class logits = the best pair score per class (model in eval mode, no gradients).
+    def _predict(self, *, model: nn.Module, support: SupportSet, query_x: torch.Tensor) -> torch.Tensor:
+        """Class logits = the best pair score per class (model in eval mode, no gradients); see
+        :meth:`Learner.predict`.
 
         Raises:
-            DataError: If the support/query data is malformed or a class has no support record.
             ConfigError: If the model has no distance head.
         """
-        check_support_query(
-            support_x=support_x,
-            support_y=support_y,
-            n_way=n_way,
-            query_x=query_x,
-            require_all_classes=self.needs_every_class,
-        )
-        params = {n: p.detach() for n, p in model.named_parameters()}
-        buffers = dict(model.named_buffers())
+        net = FunctionalModel.detached(model)
         with training_mode(model, train=False), torch.no_grad():
-            scores = self._scores(
-                model=model, params=params, buffers=buffers, support_x=support_x, query_x=query_x
-            )
-            return siamese_class_logits(scores=scores, support_y=support_y, n_way=n_way)
+            scores = self._scores(net=net, support_x=support.x, query_x=query_x)
+            return siamese_class_logits(scores=scores, support_y=support.y, n_way=support.n_way)

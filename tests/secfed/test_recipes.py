@@ -41,7 +41,7 @@ from secfed.dp.engines import (
 from secfed.errors import ConfigError
 from secfed.experiment import Experiment
 from secfed.federation.server import FederatedServer
-from secfed.learners.base import LearnerConfig
+from secfed.learners.base import FunctionalModel, LearnerConfig
 from secfed.learners.protonet import ProtoNet
 from secfed.models.build import build_model
 from secfed.models.recipes import WSConv2d, freeze_except
@@ -211,7 +211,7 @@ def test_augmult_unit_gradient_is_mean_of_copies_clipped_once() -> None:
     )
 
     def loss_fn(prm: dict[str, torch.Tensor], buf: dict[str, torch.Tensor], task: Task) -> Any:
-        return learner.episode(model=model, params=prm, buffers=buf, task=task)
+        return learner.episode(net=FunctionalModel(module=model, params=prm, buffers=buf), task=task)
 
     grad = torch.func.grad(lambda p: augmult_loss(loss_fn)(p, {}, unit)[0])(params)
     each = [torch.func.grad(lambda p, t=t: loss_fn(p, {}, t)[0])(params) for t in unit.copies]

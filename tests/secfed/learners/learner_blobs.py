@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from secfed.learners.common import head_names
+from secfed.models import build_model
 from secfed.tasks.base import Task
 
 SIGNAL = 16
@@ -87,3 +89,20 @@ def vmap_task_grads(*, learner, model, tasks: list[Task]) -> dict[str, torch.Ten
     fields = ("support_x", "support_y", "query_x", "query_y")
     stacked = [torch.stack([getattr(t, f) for t in tasks]) for f in fields]
     return vmap(grad(loss), in_dims=(None, 0, 0, 0, 0))(params, *stacked)
+
+
+def mlp_model(*, num_classes: int | None, norm: str = "group", seed: int = 0) -> torch.nn.Module:
+    """A small MLP for the blob problems (linear head of ``num_classes`` outputs), seeded."""
+    torch.manual_seed(seed)
+    return build_model(
+        arch="mlp", input_shape=SHAPE, num_classes=num_classes, hidden=16, norm=norm, num_groups=4
+    )
+
+
+def scramble_head(model: torch.nn.Module, seed: int) -> None:
+    """Overwrite the model's linear head with large random values (so a head init is visible)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in head_names(model):
+            p = model.get_parameter(name)
+            p.copy_(torch.randn(p.shape, generator=g) * 3)

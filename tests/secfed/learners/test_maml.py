@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 from secfed.errors import ConfigError
 from secfed.learners import FOMAML, MAML, LearnerConfig
+from secfed.learners.base import FunctionalModel, SupportSet
 from secfed.learners.maml import inner_adapt
 from secfed.models import build_model
 from secfed.tasks.base import Task
@@ -124,17 +125,8 @@ def test_inner_adapt_does_not_touch_its_inputs() -> None:
     task = BlobProblem().sample(rng=np.random.default_rng(3))
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
     copy = {n: p.detach().clone() for n, p in params.items()}
-    adapted = inner_adapt(
-        model=model,
-        params=params,
-        buffers={},
-        x=task.support_x,
-        y=task.support_y,
-        n_way=5,
-        steps=2,
-        lr=0.5,
-        create_graph=False,
-    )
+    net = FunctionalModel(module=model, params=params, buffers={})
+    adapted = inner_adapt(net=net, support=SupportSet.of(task), steps=2, lr=0.5, create_graph=False)
     assert all(torch.equal(params[n], copy[n]) for n in params)
     assert any(not torch.equal(adapted[n], copy[n]) for n in params)
 

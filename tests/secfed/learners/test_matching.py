@@ -18,6 +18,7 @@ from secfed.config import config_from_dict
 from secfed.errors import ConfigError, DataError
 from secfed.experiment import Experiment
 from secfed.learners import LearnerConfig, MatchingNet, build_learner
+from secfed.learners.base import FunctionalModel
 from secfed.learners.matching import FullContextEmbedding, matching_log_probs
 from secfed.models.build import build_model
 from tests.secfed.learners.learner_blobs import BlobProblem, mean_accuracy
@@ -82,7 +83,7 @@ def test_shapes_and_predict_leaves_the_model_alone(fce: bool) -> None:
     assert torch.allclose(logits.exp().sum(dim=1), torch.ones(15), atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     params = {k: p.detach() for k, p in model.named_parameters()}
-    loss, q_logits = learner.episode(model=model, params=params, buffers={}, task=task)
+    loss, q_logits = learner.episode(net=FunctionalModel(module=model, params=params, buffers={}), task=task)
     assert loss.ndim == 0 and q_logits.shape == (15, 5)
     assert math.isclose(float(loss), float(F.nll_loss(q_logits, task.query_y)), rel_tol=1e-6)
 

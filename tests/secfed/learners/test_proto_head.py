@@ -18,35 +18,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from learner_blobs import BlobProblem
+from learner_blobs import BlobProblem, mlp_model, scramble_head
 from torch.func import grad
 
 from secfed.config import ExperimentConfig, config_from_dict
-from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCounter, episode_task
+from secfed.dp.engines import PrivateEpisodes, episode_task
 from secfed.errors import ConfigError
 from secfed.learners import FOMAML, MAML, LearnerConfig, ProtoNet, Reptile
+from secfed.learners.base import FunctionalModel, SupportSet
 from secfed.learners.common import EmbeddingView, head_names, proto_head
-from secfed.models import build_model
 from secfed.tasks.base import Task
-from tests.secfed.learners.test_siamese import _sampler
+from tests.secfed.learners.test_siamese import _data, _NoTasks, _sampler, _zero_noise_engine
 
 REPO = Path(__file__).resolve().parents[3]
 PROTO = LearnerConfig(head_init="proto", local_steps=2, inner_steps=1, test_inner_steps=0, inner_lr=0.1)
 
 
 def _model(*, num_classes: int = 7, norm: str = "group", seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model(
-        arch="mlp", input_shape=(1, 8, 8), num_classes=num_classes, hidden=16, norm=norm, num_groups=4
-    )
-
-
-def _scramble_head(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name in head_names(model):
-            p = model.get_parameter(name)
-            p.copy_(torch.randn(p.shape, generator=g) * 3)
+    return mlp_model(num_classes=num_classes, norm=norm, seed=seed)
 
 
 def _predict(learner: MAML | Reptile | ProtoNet, model: torch.nn.Module, task: Task) -> torch.Tensor:
@@ -88,7 +77,7 @@ def test_predictions_do_not_depend_on_the_stored_head(cls: type, steps: int) -> 
     outs = []
     for seed in (1, 2):
         model = _model()
-        _scramble_head(model, seed)
+        scramble_head(model, seed)
         outs.append(_predict(learner, model, task))
     torch.testing.assert_close(outs[0], outs[1])
 
@@ -140,27 +129,22 @@ def test_proto_head_rows_beyond_the_task_way_are_zero_and_bad_models_are_refused
     model = _model(num_classes=7)
     task = BlobProblem(n_way=5).sample(rng=np.random.default_rng(0))
     params = {n: p.detach() for n, p in model.named_parameters()}
-    new = proto_head(
-        model=model, params=params, buffers={}, support_x=task.support_x, support_y=task.support_y, n_way=5
-    )
+    support = SupportSet(x=task.support_x, y=task.support_y, n_way=5)
+    new = proto_head(net=FunctionalModel(module=model, params=params, buffers={}), support=support)
     assert torch.count_nonzero(new["head.weight"][5:]) == 0 and torch.count_nonzero(new["head.bias"][5:]) == 0
     with pytest.raises(ConfigError, match="outputs"):
         proto_head(
-            model=_model(num_classes=3),
-            params={n: p.detach() for n, p in _model(num_classes=3).named_parameters()},
-            buffers={},
-            support_x=task.support_x,
-            support_y=task.support_y,
-            n_way=5,
+            net=FunctionalModel(
+                module=_model(num_classes=3),
+                params={n: p.detach() for n, p in _model(num_classes=3).named_parameters()},
+                buffers={},
+            ),
+            support=support,
         )
     with pytest.raises(ConfigError, match="linear head"):
         proto_head(
-            model=_model(num_classes=None),  # type: ignore[arg-type]
-            params={},
-            buffers={},
-            support_x=task.support_x,
-            support_y=task.support_y,
-            n_way=5,
+            net=FunctionalModel(module=_model(num_classes=None), params={}, buffers={}),  # type: ignore[arg-type]
+            support=support,
         )
 
 
@@ -171,19 +155,6 @@ C = 0.005  # below typical episode-gradient norms: clipping is active
 SEED = b"proto-head-sensitivity-secret-seed-0123456"
 
 
-def _data(seed: int, n: int = 12) -> tuple[torch.Tensor, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 5, size=n)
-    labels[rng.integers(n)] = 5  # class 5 has exactly one record: removing it empties its class
-    x = rng.normal(size=(n, 1, 8, 8)) + labels[:, None, None, None] * 0.5
-    return torch.as_tensor(x, dtype=torch.float32), labels
-
-
-class _NoTasks:
-    def sample(self, *, rng: np.random.Generator) -> None:
-        raise AssertionError("the DP unit source supplies the episodes")
-
-
 def _released_clipped_sum(
     cls: type, model: torch.nn.Module, x: torch.Tensor, labels: np.ndarray, ids: np.ndarray, step: int
 ) -> torch.Tensor:
@@ -191,13 +162,7 @@ def _released_clipped_sum(
     work = copy.deepcopy(model)
     cfg = dataclasses.replace(PROTO, local_steps=1, local_optimizer="sgd", local_lr=1.0, inner_lr=0.3)
     learner = cls(config=cfg)
-    engine = EpisodeDPEngineFactory(
-        noise_multiplier=0.0,
-        max_grad_norm=C,
-        sample_rate=0.9,
-        normaliser=1,
-        accountant=StepCounter(noise_multiplier=0.0, sample_rate=0.9),
-    )
+    engine = _zero_noise_engine(C)
     sampler = _sampler(labels, ids, step, secret_seed=SEED)
     update = learner.local_update(
         model=work,

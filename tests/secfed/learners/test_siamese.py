@@ -27,6 +27,7 @@ from secfed.dp.engines import EpisodeDPEngineFactory, PrivateEpisodes, StepCount
 from secfed.errors import ConfigError
 from secfed.experiment import Experiment
 from secfed.learners import LearnerConfig, SiameseNet
+from secfed.learners.base import FunctionalModel
 from secfed.learners.siamese import npair_loss, pair_scores, siamese_class_logits, siamese_pair_loss
 from secfed.models.build import build_model
 from tests.secfed.learners.learner_blobs import BlobProblem, mean_accuracy
@@ -91,7 +92,9 @@ def test_npair_loss_is_sohns_multi_class_loss_and_the_one_shot_cross_entropy() -
     losses = {}
     for name in ("bce", "softmax"):
         learner = SiameseNet(config=LearnerConfig(pair_loss=name))
-        loss, logits = learner.episode(model=model, params=params, buffers={}, task=task)
+        loss, logits = learner.episode(
+            net=FunctionalModel(module=model, params=params, buffers={}), task=task
+        )
         losses[name] = float(loss)
     assert math.isclose(losses["softmax"], float(F.cross_entropy(logits, task.query_y)), rel_tol=1e-5)
     assert not math.isclose(losses["softmax"], losses["bce"], rel_tol=1e-3)
@@ -186,6 +189,18 @@ class _NoTasks:
         raise AssertionError("the DP unit source supplies the episodes")
 
 
+def _zero_noise_engine(max_grad_norm: float) -> EpisodeDPEngineFactory:
+    """The production per-episode DP engine with no noise, clipping at ``max_grad_norm``,
+    normaliser 1 (also used by the Proto-MAML sensitivity tests)."""
+    return EpisodeDPEngineFactory(
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
+        sample_rate=0.9,
+        normaliser=1,
+        accountant=StepCounter(noise_multiplier=0.0, sample_rate=0.9),
+    )
+
+
 def _released_clipped_sum(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -199,13 +214,7 @@ def _released_clipped_sum(
     learner = SiameseNet(
         config=LearnerConfig(local_steps=1, local_optimizer="sgd", local_lr=1.0, pair_loss=pair_loss)
     )
-    engine = EpisodeDPEngineFactory(
-        noise_multiplier=0.0,
-        max_grad_norm=C,
-        sample_rate=0.9,
-        normaliser=1,
-        accountant=StepCounter(noise_multiplier=0.0, sample_rate=0.9),
-    )
+    engine = _zero_noise_engine(C)
     units = PrivateEpisodes(sampler=_sampler(labels, ids, step), x=x)
     update = learner.local_update(
         model=work,

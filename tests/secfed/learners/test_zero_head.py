@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from learner_blobs import BlobProblem, mean_accuracy, vmap_task_grads
+from learner_blobs import BlobProblem, mean_accuracy, mlp_model, scramble_head, vmap_task_grads
 
 from secfed.errors import ConfigError
 from secfed.learners import FOMAML, MAML, LearnerConfig, Reptile
+from secfed.learners.base import FunctionalModel, SupportSet
 from secfed.learners.common import head_names, zero_head
 from secfed.models import build_model
 from secfed.tasks.base import Task
@@ -17,18 +18,7 @@ ZERO = LearnerConfig(head_init="zero", local_steps=3, test_inner_steps=2, inner_
 
 
 def _model(*, num_classes: int = 5, norm: str = "group") -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(
-        arch="mlp", input_shape=(1, 8, 8), num_classes=num_classes, hidden=16, norm=norm, num_groups=4
-    )
-
-
-def _scramble_head(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name in head_names(model):
-            p = model.get_parameter(name)
-            p.copy_(torch.randn(p.shape, generator=g) * 3)
+    return mlp_model(num_classes=num_classes, norm=norm)
 
 
 def _learner(cls: type, **changes: object) -> MAML | Reptile:
@@ -48,7 +38,7 @@ def test_predictions_do_not_depend_on_the_stored_head(cls: type) -> None:
         got = []
         for seed in (1, 2):
             model = _model()
-            _scramble_head(model, seed)
+            scramble_head(model, seed)
             got.append(
                 learner.predict(
                     model=model,
@@ -97,17 +87,8 @@ def test_one_inner_step_from_zero_sets_class_weights_to_centred_support_means() 
     )
     from secfed.learners.maml import inner_adapt
 
-    adapted = inner_adapt(
-        model=model,
-        params=params,
-        buffers={},
-        x=task.support_x,
-        y=task.support_y,
-        n_way=5,
-        steps=1,
-        lr=0.7,
-        create_graph=False,
-    )
+    net = FunctionalModel(module=model, params=params, buffers={})
+    adapted = inner_adapt(net=net, support=SupportSet.of(task), steps=1, lr=0.7, create_graph=False)
     with torch.no_grad():
         z = model.embed(task.support_x)
         n = z.shape[0]
