@@ -14,6 +14,18 @@ from protocols import (
     Stage,
     make_identities,
 )
+from protocols.wire import pack_message, unpack_message
+
+
+def reframe(message: bytes, *, body: bytes | None = None, **changes: object) -> bytes:
+    """``message`` with its header fields ``changes`` replaced (and its body, if given)."""
+    header, old_body = unpack_message(message)
+    header = header._replace(**changes)
+    return pack_message(header=header, body=bytes(old_body) if body is None else body)
+
+
+def body_of(message: bytes) -> bytes:
+    return bytes(unpack_message(message)[1])
 
 
 class Harness:

@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 import pytest
-from secagg_harness import Harness
+from secagg_harness import Harness, body_of, reframe
 
 from protocols import ProtocolError, SecAggConfig, Stage, make_identities
 from protocols import messages as msg
 from protocols.graph import build_graph
-from protocols.wire import SERVER_ID, Header, Kind, pack_message, unpack_message
+from protocols.wire import SERVER_ID, Header, Kind, pack_message
 
 
 # ----------------------------------------------------------------------------- item 8
@@ -48,6 +48,17 @@ class _Channel:
         self.answers[stage] = dict(out)
         return {u: a for u, a in out.items() if u not in self.ignore.get(stage, set())}
 
+    def aggregate(self, server):  # type: ignore[no-untyped-def]
+        """``server`` runs this channel's round with all its clients as participants."""
+        dim = len(next(iter(self.updates.values())))
+        return server.aggregate(
+            round_idx=self.round_idx,
+            participants=list(self.clients),
+            weights=self.weights,
+            dim=dim,
+            channel=self,
+        )
+
 
 def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     """Active SecAgg with signatures, n = 6: run 1 with everyone, then run 2 for the same round
@@ -67,18 +78,12 @@ def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     }
     server = SecureServerAggregator(**common, pki=pki)  # type: ignore[arg-type]
     clients = {u: SecureClientAggregator(client_id=u, **common, signing_key=keys[u], pki=pki) for u in ids}  # type: ignore[arg-type]
-    run1 = server.aggregate(
-        round_idx=5,
-        participants=ids,
-        weights=weights,
-        dim=dim,
-        channel=_Channel(clients=clients, updates=updates, weights=weights, round_idx=5),
-    )
+    run1 = _Channel(clients=clients, updates=updates, weights=weights, round_idx=5).aggregate(server)
     assert run1.survivors == ids
     masked = Stage.COLLECT_MASKED_INPUT.wire_name
     channel2 = _Channel(clients=clients, updates=updates, weights=weights, round_idx=5, ignore={masked: {0}})
     try:
-        run2 = server.aggregate(round_idx=5, participants=ids, weights=weights, dim=dim, channel=channel2)
+        run2 = channel2.aggregate(server)
     except ProtocolError:
         run2 = None
     if run2 is not None:  # the attack went through: say what the server learned
@@ -96,10 +101,10 @@ def test_rerunning_the_protocol_on_the_same_update_is_refused() -> None:
     # an earlier round is refused too; a later round is a fresh run
     channel3 = _Channel(clients=clients, updates=updates, weights=weights, round_idx=4)
     with pytest.raises(ProtocolError):
-        server.aggregate(round_idx=4, participants=ids, weights=weights, dim=dim, channel=channel3)
+        channel3.aggregate(server)
     assert all(isinstance(c.last_exception, DuplicateRunError) for c in clients.values())
     channel4 = _Channel(clients=clients, updates=updates, weights=weights, round_idx=6)
-    run4 = server.aggregate(round_idx=6, participants=ids, weights=weights, dim=dim, channel=channel4)
+    run4 = channel4.aggregate(server)
     assert run4.survivors == ids
 
 
@@ -127,13 +132,7 @@ def test_a_restarted_client_still_refuses_a_second_run(tmp_path) -> None:  # typ
         return clients
 
     first = start_clients()
-    run1 = server.aggregate(
-        round_idx=5,
-        participants=ids,
-        weights=weights,
-        dim=dim,
-        channel=_Channel(clients=first, updates=updates, weights=weights, round_idx=5),
-    )
+    run1 = _Channel(clients=first, updates=updates, weights=weights, round_idx=5).aggregate(server)
     assert run1.survivors == ids
     restarted = start_clients()  # fresh processes: nothing in memory
     assert all(c.bound_round == 5 for c in restarted.values())
@@ -145,7 +144,7 @@ def test_a_restarted_client_still_refuses_a_second_run(tmp_path) -> None:  # typ
         ignore={Stage.COLLECT_MASKED_INPUT.wire_name: {0}},
     )
     with pytest.raises(ProtocolError):
-        server.aggregate(round_idx=5, participants=ids, weights=weights, dim=dim, channel=channel)
+        channel.aggregate(server)
     assert all(isinstance(c.last_exception, DuplicateRunError) for c in restarted.values())
     assert set(channel.answers) == {Stage.ADVERTISE_KEYS.wire_name}
     # without the state file a restarted client would take part again (the gap this closes)
@@ -187,13 +186,7 @@ def test_a_second_setup_during_a_run_does_not_disturb_it() -> None:
                     assert isinstance(self.clients[u].last_exception, DuplicateRunError)
             return super().exchange(stage=stage, requests=requests)
 
-    res = server.aggregate(
-        round_idx=2,
-        participants=ids,
-        weights=weights,
-        dim=dim,
-        channel=Replaying(clients=clients, updates=updates, weights=weights, round_idx=2),
-    )
+    res = Replaying(clients=clients, updates=updates, weights=weights, round_idx=2).aggregate(server)
     assert res.survivors == ids
     assert np.allclose(res.total, sum(updates.values()), atol=1e-3)
 
@@ -384,8 +377,7 @@ def test_clients_refuse_to_unmask_a_split_survivor_set() -> None:
 # ----------------------------------------------------------------------------- item 10
 def _flip(response: bytes, rng: np.random.Generator) -> bytes | None:
     """Flip one random bit of one random share (b or s_sk) in an UNMASK response's bytes."""
-    header, body = unpack_message(response)
-    raw = bytearray(body)
+    raw = bytearray(body_of(response))
     share_offsets = []
     pos = 0
     for _ in range(2):  # the b-share list, then the s-share list: count || (id || 33 bytes)*
@@ -398,7 +390,7 @@ def _flip(response: bytes, rng: np.random.Generator) -> bytes | None:
     off = share_offsets[int(rng.integers(len(share_offsets)))]
     bit = int(rng.integers(33 * 8))
     raw[off + bit // 8] ^= 1 << (bit % 8)
-    return pack_message(header=header, body=bytes(raw))
+    return reframe(response, body=bytes(raw))
 
 
 def _corruption_cases(*, cases_per_round: int, rounds: int, seed: int) -> dict[str, int]:
@@ -465,12 +457,9 @@ def test_bad_share_holders_are_named() -> None:
         h.step()
     reqs = h.server.requests()
     responses = {u: h.answer(u, req) for u, req in reqs.items()}
-    header, body = unpack_message(responses[0])
-    b_rows, s_rows = msg.decode_unmask_response(bytes(body), limit=7)
+    b_rows, s_rows = msg.decode_unmask_response(body_of(responses[0]), limit=7)
     b_rows[2] = (b_rows[2][0], b_rows[2][1] ^ 1)
-    responses[0] = pack_message(
-        header=header, body=msg.encode_unmask_response(b_shares=b_rows, s_shares=s_rows)
-    )
+    responses[0] = reframe(responses[0], body=msg.encode_unmask_response(b_shares=b_rows, s_shares=s_rows))
     h.server.receive(responses=responses)
     res = h.server.result()
     assert np.array_equal(res.total, h.expected_sum(h.ids))

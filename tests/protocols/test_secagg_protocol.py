@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secagg_harness import Harness
+from secagg_harness import Harness, body_of, reframe
 
 from protocols import (
     AuthenticationError,
@@ -29,17 +29,6 @@ from protocols import (
 from protocols import messages as msg
 from protocols.shamir import int_to_secret, reconstruct
 from protocols.wire import Header, pack_message, unpack_message
-
-
-def reframe(message: bytes, *, body: bytes | None = None, **changes: object) -> bytes:
-    header, old_body = unpack_message(message)
-    header = header._replace(**changes)
-    return pack_message(header=header, body=bytes(old_body) if body is None else body)
-
-
-def body_of(message: bytes) -> bytes:
-    return bytes(unpack_message(message)[1])
-
 
 CONFIGS = [
     pytest.param(SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3), 7, id="secagg"),

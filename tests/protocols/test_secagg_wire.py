@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secagg_harness import Harness
+from secagg_harness import Harness, body_of, reframe
 
 from protocols import (
     AuthenticationError,
@@ -32,16 +32,6 @@ from protocols.crypto import aead_encrypt, agree
 from protocols.wire import HEADER_BYTES, SERVER_ID, WIRE_VERSION, Header, Kind, pack_message, unpack_message
 
 CFG = SecAggConfig(mode="secagg", bits=16, dropout_rate=0.3)
-
-
-def reframe(message: bytes, *, body: bytes | None = None, **changes: object) -> bytes:
-    header, old_body = unpack_message(message)
-    header = header._replace(**changes)
-    return pack_message(header=header, body=bytes(old_body) if body is None else body)
-
-
-def body_of(message: bytes) -> bytes:
-    return bytes(unpack_message(message)[1])
 
 
 def at_stage(
