@@ -280,11 +280,12 @@ def make_sweep_points(
     attacks: Iterable[str],
     audit_bounds: tuple[float, float],
 ) -> list[dict[str, Any]]:
-    """Finished SecAgg runs under ``sweep/runs/`` and their ``sweep.json`` points.
+    """Finished SecAgg runs under ``sweep/runs/`` (created here) and their ``sweep.json`` points.
 
     ``specs`` holds ``(name, target ε, ε per round or None for no DP, accuracy)``; ``audit_bounds``
     the audit's lower bound at the DP points and at the points without DP.
     """
+    (sweep / "runs").mkdir(parents=True, exist_ok=True)
     points = []
     attacks = tuple(attacks)
     for name, target, eps_rounds, acc in specs:
@@ -315,7 +316,6 @@ def make_sweep_points(
 def make_sweep(root: Path) -> Path:
     """A sweep directory: points at ε = 1 and 3 (DP runs), ∞ (no DP), and one failed point."""
     sweep = root / "sweep"
-    (sweep / "runs").mkdir(parents=True)
     specs = [
         ("eps1", 1.0, (0.6, 1.0), 0.41),
         ("eps3", 3.0, (1.7, 3.0), 0.55),
@@ -346,5 +346,10 @@ def make_sweep(root: Path) -> Path:
         "notes": ["synthetic sweep for tests"],
         "points": points,
     }
+    return write_sweep_json(sweep, doc)
+
+
+def write_sweep_json(sweep: Path, doc: dict[str, Any]) -> Path:
+    """``doc`` as the sweep's ``sweep.json``; returns the sweep directory."""
     (sweep / "sweep.json").write_text(json.dumps(doc), encoding="utf-8")
     return sweep

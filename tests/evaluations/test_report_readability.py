@@ -9,12 +9,11 @@ explanation, 30 identical participation rows, "mlp (512 hidden units/filters, no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_rundirs import make_run, make_sweep_points
+from eval_rundirs import make_run, make_sweep_points, write_sweep_json
 
 from evaluations import plots
 from evaluations.facts import audit_reading, model_description
@@ -26,7 +25,6 @@ from evaluations.rundata import load_run
 def _sweep(root: Path) -> Path:
     """Points at target ε 1 (reached 0.999992), 8 (reached 7.99337) and ∞, accuracies within noise."""
     sweep = root / "sweep"
-    (sweep / "runs").mkdir(parents=True)
     specs = [
         ("eps1", 1.0, (0.5, 0.999992), 0.704),
         ("eps8", 8.0, (4.0, 7.99337), 0.718),
@@ -35,8 +33,7 @@ def _sweep(root: Path) -> Path:
     points = make_sweep_points(sweep, specs=specs, attacks=("audit",), audit_bounds=(0.2, 0.0))
     doc = {"format": "secfed.sweep", "version": 1, "epsilons": [1.0, 8.0, "inf"], "points": points}
     doc["untrained_test_accuracy"], doc["untrained_test_accuracy_ci95"] = 0.7104, 0.0071
-    (sweep / "sweep.json").write_text(json.dumps(doc), encoding="utf-8")
-    return sweep
+    return write_sweep_json(sweep, doc)
 
 
 @pytest.fixture

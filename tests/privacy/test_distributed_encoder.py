@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -317,19 +318,21 @@ def test_events_feed_the_accountant_and_dropouts_raise_epsilon() -> None:
     assert ev.l2_sensitivity >= cfg.clip_norm / cfg.gamma
 
 
+# eps = 3 after 100 rounds at q = 0.3 with 30 expected clients and dim 5000
+CALIBRATION: dict[str, Any] = {
+    "target_epsilon": 3.0,
+    "delta": 1e-5,
+    "rounds": 100,
+    "sample_rate": 0.3,
+    "dim": 5000,
+    "clip_norm": 1.0,
+    "expected_clients": 30,
+}
+
+
 @pytest.mark.parametrize("mechanism,bits", [("ddg", 32), ("skellam", 24)])
 def test_calibrated_plan_meets_target(mechanism: str, bits: int) -> None:
-    cfg = calibrate_distributed_dp(
-        mechanism=mechanism,
-        target_epsilon=3.0,
-        delta=1e-5,
-        rounds=100,
-        sample_rate=0.3,
-        dim=5000,
-        clip_norm=1.0,
-        expected_clients=30,
-        bits=bits,
-    )
+    cfg = calibrate_distributed_dp(mechanism=mechanism, bits=bits, **CALIBRATION)
     acc = DistributedDPAccountant()
     acc.step(event=cfg.event(num_survivors=30, sample_rate=0.3), num_rounds=100)
     assert acc.get_epsilon(delta=1e-5) <= 3.0
@@ -338,14 +341,4 @@ def test_calibrated_plan_meets_target(mechanism: str, bits: int) -> None:
 
 def test_calibration_explains_impossible_plans() -> None:
     with pytest.raises(CalibrationError, match="Skellam"):
-        calibrate_distributed_dp(
-            mechanism="skellam",
-            target_epsilon=3.0,
-            delta=1e-5,
-            rounds=100,
-            sample_rate=0.3,
-            dim=5000,
-            clip_norm=1.0,
-            expected_clients=30,
-            bits=40,
-        )
+        calibrate_distributed_dp(mechanism="skellam", bits=40, **CALIBRATION)

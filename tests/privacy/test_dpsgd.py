@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from dpsgd_setup import per_sample_dpsgd
 from opacus.accountants import RDPAccountant as OpacusRDP
 from torch import nn
 
@@ -32,19 +33,7 @@ def _data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainer(model: nn.Module, **kw) -> PerSampleDPSGD:
     x, y = _data()
-    args = {
-        "model": model,
-        "x": x,
-        "y": y,
-        "noise_multiplier": 1.0,
-        "max_grad_norm": 1.0,
-        "sample_rate": 0.25,
-        "expected_batch_size": 16,
-        "lr": 0.1,
-        "accountant": OpacusRDP(),
-    }
-    args.update(kw)
-    return PerSampleDPSGD(**args)
+    return per_sample_dpsgd(model, **{"x": x, "y": y, **kw})
 
 
 def test_noise_std_is_z_times_c():
@@ -54,16 +43,8 @@ def test_noise_std_is_z_times_c():
     before = model.weight.detach().clone()
     x = torch.zeros(32, 400)
     y = torch.zeros(32, dtype=torch.long)
-    dp = PerSampleDPSGD(
-        model=model,
-        x=x,
-        y=y,
-        noise_multiplier=z,
-        max_grad_norm=c,
-        sample_rate=0.5,
-        expected_batch_size=b,
-        lr=1.0,
-        accountant=OpacusRDP(),
+    dp = per_sample_dpsgd(
+        model, x=x, y=y, noise_multiplier=z, max_grad_norm=c, sample_rate=0.5, expected_batch_size=b, lr=1.0
     )
     metrics = dp.step()
     noise = (before - model.weight.detach()).ravel()
@@ -73,16 +54,8 @@ def test_noise_std_is_z_times_c():
     # A public normaliser B divides the noise (never the private batch or dataset size).
     model2 = nn.Linear(400, 50, bias=False)
     before2 = model2.weight.detach().clone()
-    PerSampleDPSGD(
-        model=model2,
-        x=x,
-        y=y,
-        noise_multiplier=z,
-        max_grad_norm=c,
-        sample_rate=0.5,
-        expected_batch_size=4,
-        lr=1.0,
-        accountant=OpacusRDP(),
+    per_sample_dpsgd(
+        model2, x=x, y=y, noise_multiplier=z, max_grad_norm=c, sample_rate=0.5, expected_batch_size=4, lr=1.0
     ).step()
     assert (before2 - model2.weight.detach()).std().item() == pytest.approx(z * c / 4, rel=0.03)
 
@@ -94,8 +67,8 @@ def test_clipping_per_record_and_public_normaliser_without_noise(mode):
     x, y = _data(n=12)
     ref = copy.deepcopy(model)
     c, b, lr = 0.05, 5, 0.7
-    dp = PerSampleDPSGD(
-        model=model,
+    dp = per_sample_dpsgd(
+        model,
         x=x,
         y=y,
         noise_multiplier=0.0,
@@ -103,7 +76,6 @@ def test_clipping_per_record_and_public_normaliser_without_noise(mode):
         sample_rate=1.0,
         expected_batch_size=b,
         lr=lr,
-        accountant=OpacusRDP(),
         grad_sample_mode=mode,
     )
     dp.step()

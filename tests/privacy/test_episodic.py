@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dpsgd_setup import episodic_dpsgd, episodic_kwargs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opacus.accountants import RDPAccountant as OpacusRDP
@@ -241,14 +242,13 @@ def test_noise_std_is_2zc_over_public_normaliser(expected_episodes):
     z, c = 0.7, 1.5
     model = nn.Linear(200, 100, bias=False)
     before = model.weight.detach().clone()
-    dp = EpisodicDPSGD(
-        model=model,
+    dp = episodic_dpsgd(
+        model,
         noise_multiplier=z,
         max_grad_norm=c,
         sample_rate=0.1,
         expected_episodes=expected_episodes,
         lr=1.0,
-        accountant=OpacusRDP(),
     )
     metrics = dp.step(
         episodes=[torch.zeros(3)] * 5, loss_fn=_zero_loss, params=dict(model.named_parameters()), buffers={}
@@ -263,15 +263,7 @@ def test_accountant_records_z_not_2z():
     z, q, steps = 1.2, 0.05, 7
     model = _embedder()
     accountant = OpacusRDP()
-    dp = EpisodicDPSGD(
-        model=model,
-        noise_multiplier=z,
-        max_grad_norm=1.0,
-        sample_rate=q,
-        expected_episodes=4,
-        lr=0.01,
-        accountant=accountant,
-    )
+    dp = episodic_dpsgd(model, noise_multiplier=z, sample_rate=q, lr=0.01, accountant=accountant)
     assert dp.optimizer.noise_multiplier == pytest.approx(2 * z)  # Opacus adds std 2zC ...
     for i in range(steps):
         episodes = [] if i == 0 else [torch.zeros(1)]  # empty steps are accounted too
@@ -287,10 +279,7 @@ def test_accountant_records_z_not_2z():
     from privacy.accountants import RDPAccountant
 
     project = RDPAccountant()
-    dp2 = EpisodicDPSGD(
-        model=model, noise_multiplier=z, max_grad_norm=1.0, sample_rate=q, expected_episodes=4, lr=0.01,
-        accountant=project,
-    )  # fmt: skip
+    dp2 = episodic_dpsgd(model, noise_multiplier=z, sample_rate=q, lr=0.01, accountant=project)
     dp2.step(episodes=[], loss_fn=_zero_loss, params=dict(model.named_parameters()), buffers={})
     assert project.history == [(z, q, 1)]
 
@@ -306,14 +295,8 @@ def test_step_without_noise_equals_clipped_sum_over_public_normaliser():
     start = {k: p.detach().clone() for k, p in model.named_parameters()}
     g = per_episode_gradients(loss_fn=loss, params=start, buffers={}, episodes=masked)
     expected = clip_and_sum(grads=g.grads, max_grad_norm=0.1)
-    dp = EpisodicDPSGD(
-        model=model,
-        noise_multiplier=0.0,
-        max_grad_norm=0.1,
-        sample_rate=0.8,
-        expected_episodes=3,
-        lr=1.0,
-        accountant=OpacusRDP(),
+    dp = episodic_dpsgd(
+        model, noise_multiplier=0.0, max_grad_norm=0.1, sample_rate=0.8, expected_episodes=3, lr=1.0
     )
     metrics = dp.step(episodes=masked, loss_fn=loss, params=dict(model.named_parameters()), buffers={})
     for k, p in model.named_parameters():
@@ -450,28 +433,12 @@ class _BNNet(nn.Module):
 @pytest.mark.parametrize("affine", [True, False])
 def test_batchnorm_model_is_refused(affine):
     with pytest.raises(RecordCouplingModelError, match="BatchNorm"):
-        EpisodicDPSGD(
-            model=_BNNet(affine),
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            sample_rate=0.1,
-            expected_episodes=4,
-            lr=0.1,
-            accountant=OpacusRDP(),
-        )
+        episodic_dpsgd(_BNNet(affine))  # z = 1, C = 1, q = 0.1: nothing else to refuse
 
 
 def test_bad_arguments_are_refused():
     model = _embedder()
-    base = {
-        "model": model,
-        "noise_multiplier": 1.0,
-        "max_grad_norm": 1.0,
-        "sample_rate": 0.1,
-        "expected_episodes": 4,
-        "lr": 0.1,
-        "accountant": OpacusRDP(),
-    }
+    base = episodic_kwargs(model)  # z = 1, C = 1, q = 0.1, 4 expected episodes, lr 0.1: all valid
     for key, value in (
         ("noise_multiplier", -1.0),
         ("max_grad_norm", 0.0),

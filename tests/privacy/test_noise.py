@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from opacus.accountants import RDPAccountant as OpacusRDP
+from dpsgd_setup import episodic_dpsgd, per_sample_dpsgd
 from scipy import special, stats
 from torch import nn
 
@@ -27,8 +27,6 @@ from privacy import noise_source as noise_source_module
 from privacy.analysis import discrete_gaussian_variance
 from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig
 from privacy.distributed import DistributedDPEncoder, plan_distributed_dp
-from privacy.dpsgd import PerSampleDPSGD
-from privacy.episodic import EpisodicDPSGD
 from privacy.errors import InvalidInputError, InvalidPrivacyConfigError
 from privacy.noise import (
     KEY_BITS,
@@ -449,17 +447,7 @@ def _linear_data(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_per_sample_dpsgd_draws_from_the_crypto_source(draws: dict[str, Any]) -> None:
     x, y = _linear_data()
-    dp = PerSampleDPSGD(
-        model=nn.Linear(30, 3),
-        x=x,
-        y=y,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        sample_rate=0.5,
-        expected_batch_size=8,
-        lr=0.1,
-        accountant=OpacusRDP(),
-    )
+    dp = per_sample_dpsgd(nn.Linear(30, 3), x=x, y=y, sample_rate=0.5, expected_batch_size=8)
     assert isinstance(dp.optimizer.noise_source, CryptoNoiseSource) and not dp.optimizer.noise_source.fixed
     dp.step()
     assert draws["words"] > 0 and id(dp.optimizer.noise_source) in draws["sources"]
@@ -472,15 +460,7 @@ def test_episodic_dpsgd_draws_from_the_crypto_source(draws: dict[str, Any]) -> N
     def loss(params: Any, buffers: Any, episode: torch.Tensor) -> torch.Tensor:
         return (params["weight"] ** 2).sum() * episode.sum()
 
-    dp = EpisodicDPSGD(
-        model=model,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        sample_rate=0.1,
-        expected_episodes=2,
-        lr=0.1,
-        accountant=OpacusRDP(),
-    )
+    dp = episodic_dpsgd(model, sample_rate=0.1, expected_episodes=2)
     assert isinstance(dp.optimizer.noise_source, CryptoNoiseSource)
     before = model.weight.detach().clone()
     dp.step(episodes=[torch.ones(2)], loss_fn=loss, params=dict(model.named_parameters()), buffers={})
@@ -570,17 +550,7 @@ def _one_dp_step(*, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)
     model = nn.Linear(30, 3)
     before = model.weight.detach().clone()
-    PerSampleDPSGD(
-        model=model,
-        x=x,
-        y=y,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        sample_rate=1.0,
-        expected_batch_size=16,
-        lr=1.0,
-        accountant=OpacusRDP(),
-    ).step()
+    per_sample_dpsgd(model, x=x, y=y, sample_rate=1.0, expected_batch_size=16, lr=1.0).step()
     return model.weight.detach() - before
 
 

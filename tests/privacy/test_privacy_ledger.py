@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,15 +33,22 @@ PLAN = {"site-a": (1.0, 0.02, 50), "site-b": (1.3, 0.05, 30)}
 GLOBAL = (1.2, 0.5, 1)
 
 
-def _record(eps: float, sigma: float, q: float, steps: int, unit: str = "record") -> MechanismRecord:
+def _record(
+    eps: float, sigma: float, q: float, steps: int, unit: str = "record", **fields: Any
+) -> MechanismRecord:
+    """By default a DP-SGD (record) or DP-FedAvg (client) record under add/remove adjacency."""
+    mechanism = "dp-sgd" if unit == "record" else "dp-fedavg"
     return MechanismRecord(
-        epsilon=eps,
-        mechanism="dp-sgd" if unit == "record" else "dp-fedavg",
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        privacy_unit=unit,
-        adjacency="add/remove",
+        **{
+            "epsilon": eps,
+            "mechanism": mechanism,
+            "noise_multiplier": sigma,
+            "sample_rate": q,
+            "steps": steps,
+            "privacy_unit": unit,
+            "adjacency": "add/remove",
+            **fields,
+        }
     )
 
 
@@ -61,6 +69,21 @@ def _run_rounds(
 @pytest.fixture
 def ledger_path(tmp_path: Path) -> Path:
     return tmp_path / "privacy_ledger.jsonl"
+
+
+def _distributed_event(
+    mechanism: str, *, local_stddev: float, num_survivors: int, **kw: float
+) -> DistributedEvent:
+    """A distributed-DP round on 256 coordinates, sensitivities 100 (L2) and 1000 (L1)."""
+    return DistributedEvent(
+        mechanism=mechanism,
+        l2_sensitivity=100.0,
+        l1_sensitivity=1000.0,
+        dim=256,
+        local_stddev=local_stddev,
+        num_survivors=num_survivors,
+        **kw,
+    )
 
 
 def _fresh(path: Path, rounds: int) -> tuple[PrivacyLedger, dict[str, RDPAccountant], RDPAccountant]:
@@ -382,36 +405,20 @@ def test_append_rules(ledger_path: Path) -> None:
 
 def test_infinite_epsilon_and_distributed_records_round_trip(ledger_path: Path) -> None:
     ledger = PrivacyLedger.open(path=ledger_path, budget=PrivacyBudget(delta=DELTA))
-    event = DistributedEvent(
-        mechanism="skellam",
-        l2_sensitivity=100.0,
-        l1_sensitivity=1000.0,
-        dim=256,
-        local_stddev=20.0,
-        num_survivors=9,
-        sample_rate=1.0,
-    )
+    event = _distributed_event("skellam", local_stddev=20.0, num_survivors=9, sample_rate=1.0)
     acc = DistributedDPAccountant()
     acc.step(event=event)
-    glob = MechanismRecord(
-        epsilon=acc.get_epsilon(delta=DELTA),
+    glob = _record(
+        acc.get_epsilon(delta=DELTA),
+        0.6,
+        1.0,
+        1,
+        "client",
         mechanism="skellam",
-        noise_multiplier=0.6,
-        sample_rate=1.0,
-        steps=1,
-        privacy_unit="client",
         adjacency="zero-out",
         params={"event": event.to_dict()},
     )
-    bad_site = MechanismRecord(
-        epsilon=math.inf,
-        mechanism="none",
-        noise_multiplier=0.0,
-        sample_rate=1.0,
-        steps=1,
-        privacy_unit="record",
-        adjacency="add/remove",
-    )
+    bad_site = _record(math.inf, 0.0, 1.0, 1, "record", mechanism="none", adjacency="add/remove")
     ledger.append(round=1, sites={"x": bad_site}, global_record=glob)
     back = PrivacyLedger.open(path=ledger_path)
     assert math.isinf(back.entries[0].sites["x"].epsilon)
@@ -419,15 +426,7 @@ def test_infinite_epsilon_and_distributed_records_round_trip(ledger_path: Path) 
     assert isinstance(g, DistributedDPAccountant)
     assert g.get_epsilon(delta=DELTA) == pytest.approx(glob.epsilon)
     with pytest.raises(InvalidPrivacyConfigError):  # a DDG/Skellam record must carry its event
-        MechanismRecord(
-            epsilon=1.0,
-            mechanism="ddg",
-            noise_multiplier=1.0,
-            sample_rate=1.0,
-            steps=1,
-            privacy_unit="client",
-            adjacency="zero-out",
-        )
+        _record(1.0, 1.0, 1.0, 1, "client", mechanism="ddg", adjacency="zero-out")
 
 
 def test_budget_checks(ledger_path: Path) -> None:
@@ -463,14 +462,7 @@ def test_budget_checks(ledger_path: Path) -> None:
     assert accs["site-a"].history == [(1.0, 0.02, 50)] and len(glob) == 1
     # distributed plan against a distributed accountant
     dacc = DistributedDPAccountant()
-    event = DistributedEvent(
-        mechanism="ddg",
-        l2_sensitivity=100.0,
-        l1_sensitivity=1000.0,
-        dim=256,
-        local_stddev=5.0,
-        num_survivors=4,
-    )
+    event = _distributed_event("ddg", local_stddev=5.0, num_survivors=4)
     ddec = check_budget(
         budget=PrivacyBudget(delta=DELTA, global_epsilon=1.0),
         site_accountants={},

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from small_digits import small_digits_dict
 
 from privacy.noise import fixed_noise_source
 from secfed import components
@@ -39,18 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _digits_dp(*, cache: bool, **extra: Any) -> ExperimentConfig:
-    raw: dict[str, dict[str, Any]] = {
-        "experiment": {
-            "rounds": 2,
-            "eval_every": 0,
-            "eval_episodes": 5,
-            "final_eval_episodes": 10,
-            "seed": 3,
-        },
-        "data": {"dataset": "digits", "rotations": True},
-        "partition": {"scheme": "class_disjoint", "num_sites": 3},
-        "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
-        "model": {
+    raw = small_digits_dict(
+        experiment={"rounds": 2, "final_eval_episodes": 10, "seed": 3},
+        model={
             "arch": "mlp",
             "hidden": 16,
             "norm": "group",
@@ -61,9 +53,9 @@ def _digits_dp(*, cache: bool, **extra: Any) -> ExperimentConfig:
             "scatter_l": 4,
             "cache_features": cache,
         },
-        "learner": {"name": "protonet", "local_steps": 2, "local_lr": 0.05},
-        "privacy": {"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.5, "episodes_per_step": 4},
-    }
+        learner={"name": "protonet", "local_steps": 2, "local_lr": 0.05},
+        privacy={"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.5, "episodes_per_step": 4},
+    )
     for dotted, value in extra.items():
         section, key = dotted.split("__")
         raw.setdefault(section, {})[key] = value

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from small_digits import small_digits_dict
 from torch import nn
 
 from privacy.dpsgd import check_record_independent_model
@@ -55,24 +56,13 @@ C = 0.01  # a clip every episode gradient exceeds
 # EMA
 # --------------------------------------------------------------------------------------------------
 def _digits(ema: float) -> Any:
-    return config_from_dict(
-        {
-            "experiment": {
-                "rounds": 3,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 20,
-                "seed": 1,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 3},
-            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
-            "model": {"arch": "mlp", "hidden": 16, "norm": "group", "groups": 4, "layers": 1},
-            "learner": {"name": "protonet", "local_steps": 2, "local_lr": 0.05},
-            "federation": {"ema": ema},
-        },
-        base_dir=REPO,
+    raw = small_digits_dict(
+        experiment={"rounds": 3, "final_eval_episodes": 20, "seed": 1},
+        model={"arch": "mlp", "hidden": 16, "norm": "group", "groups": 4, "layers": 1},
+        learner={"name": "protonet", "local_steps": 2, "local_lr": 0.05},
+        federation={"ema": ema},
     )
+    return config_from_dict(raw, base_dir=REPO)
 
 
 def test_ema_is_post_processing_of_released_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,18 +235,22 @@ def _independent(model: nn.Module, x: torch.Tensor) -> bool:
     return torch.allclose(together, alone, atol=1e-5)
 
 
-def test_weight_standardisation_keeps_record_independence() -> None:
+def _ws_conv4(**norm: Any) -> nn.Module:
+    """A weight-standardised two-block conv4 for 8 x 8 inputs and 4 classes, from seed 0."""
     torch.manual_seed(0)
-    ws = build_model(
+    return build_model(
         arch="conv4",
         input_shape=(1, 8, 8),
         num_classes=4,
         hidden=8,
-        norm="group",
-        num_groups=2,
         depth=2,
         weight_standardization=True,
+        **norm,
     )
+
+
+def test_weight_standardisation_keeps_record_independence() -> None:
+    ws = _ws_conv4(norm="group", num_groups=2)
     convs = [m for m in ws.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(isinstance(m, WSConv2d) for m in convs)
     first = convs[0]
@@ -273,16 +267,7 @@ def test_weight_standardisation_keeps_record_independence() -> None:
     )
     assert all(torch.isfinite(g).all() for g in grads.values())
     # the same check fails for a model that standardises over the batch (BatchNorm)
-    torch.manual_seed(0)
-    bn = build_model(
-        arch="conv4",
-        input_shape=(1, 8, 8),
-        num_classes=4,
-        hidden=8,
-        norm="batch",
-        depth=2,
-        weight_standardization=True,
-    )
+    bn = _ws_conv4(norm="batch")
     assert not _independent(bn, x)
 
 
@@ -368,24 +353,13 @@ def test_augmult_runs_through_a_record_level_site(tmp_path: Path, monkeypatch: p
         return original(**kwargs)
 
     monkeypatch.setattr(engines, "augment_episode", counting)
-    cfg = config_from_dict(
-        {
-            "experiment": {
-                "rounds": 1,
-                "eval_every": 0,
-                "eval_episodes": 5,
-                "final_eval_episodes": 5,
-                "seed": 2,
-            },
-            "data": {"dataset": "digits", "rotations": True},
-            "partition": {"scheme": "class_disjoint", "num_sites": 3},
-            "task": {"n_way": 3, "k_shot": 1, "q_query": 2, "test_n_way": 3, "test_q_query": 2},
-            "model": {"arch": "conv4", "hidden": 8, "norm": "group", "groups": 2},
-            "learner": {"name": "protonet", "local_steps": 1},
-            "privacy": {"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.5, "augmult": 2},
-        },
-        base_dir=REPO,
+    raw = small_digits_dict(
+        experiment={"rounds": 1, "final_eval_episodes": 5, "seed": 2},
+        model={"arch": "conv4", "hidden": 8, "norm": "group", "groups": 2},
+        learner={"name": "protonet", "local_steps": 1},
+        privacy={"mode": "record", "noise_multiplier": 1.0, "sample_rate": 0.5, "augmult": 2},
     )
+    cfg = config_from_dict(raw, base_dir=REPO)
     result = Experiment(config=cfg).run(out_dir=tmp_path / "run", progress=False)
     assert result.summary["epsilon"] > 0
     assert calls and set(calls) == {2}  # the sites' DP steps went through augmentation multiplicity

@@ -1,10 +1,17 @@
-"""Fixtures for runtime tests: a tiny, fast digits configuration."""
+"""Fixtures for runtime tests: a tiny, fast digits configuration, and a command-line run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+def run_example(*, setting: str, out: Path) -> int:
+    """``secfed run examples/digits_protonet.toml --set SETTING --out OUT``: its exit status."""
+    from secfed.cli import main
+
+    return main(["run", str(REPO / "examples" / "digits_protonet.toml"), "--set", setting, "--out", str(out)])
 
 
 def tiny_config_dict(**sections: dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runtime_cfg import REPO, tiny_config_dict
+from runtime_cfg import REPO, run_example, tiny_config_dict
 
 from secfed.cli import main
 from secfed.config import config_from_dict, config_to_toml
@@ -23,17 +23,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_value_fails_before_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "never"
-    code = main(
-        [
-            "run",
-            str(REPO / "examples" / "digits_protonet.toml"),
-            "--set",
-            "learner.name=foo",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 2
+    assert run_example(setting="learner.name=foo", out=out) == 2
     assert "learner.name = 'foo' is not allowed" in capsys.readouterr().err
     assert not out.exists()
 

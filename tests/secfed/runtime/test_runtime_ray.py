@@ -14,9 +14,8 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from runtime_cfg import REPO, tiny_config_dict
+from runtime_cfg import REPO, run_example, tiny_config_dict
 
-from secfed.cli import main
 from secfed.components import ClientFactory
 from secfed.config import config_from_dict
 from secfed.errors import BackendError, ConfigError, MissingDependencyError
@@ -110,17 +109,7 @@ def test_selecting_ray_without_ray_is_a_typed_error_before_any_work(
         make_backend(name="ray", factory=_factory(), num_clients=4)
     # The CLI stops with exit status 2 and creates nothing.
     out = tmp_path / "never"
-    code = main(
-        [
-            "run",
-            str(REPO / "examples" / "digits_protonet.toml"),
-            "--set",
-            "experiment.backend=ray",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 2
+    assert run_example(setting="experiment.backend=ray", out=out) == 2
     assert 'pip install "secfed[ray]"' in capsys.readouterr().err
     assert not out.exists()
 
