@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from small_digits import small_digits_dict
+from secfed_config_dicts import small_digits_dict
 
 from privacy.noise import fixed_noise_source
 from secfed import components

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from secfed_config_dicts import omniglot_greek_public
 
 from secfed.config import ExperimentConfig, config_from_dict
 
@@ -22,12 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _config(*, optimizer: str, local_lr: float) -> ExperimentConfig:
     return config_from_dict(
         {
-            "data": {
-                "dataset": "omniglot",
-                "root": "",
-                "val_alphabets": ["Latin"],
-                "public_alphabets": ["Greek"],
-            },
+            "data": omniglot_greek_public(),
             "model": {"norm": "group", "hidden": 16, "pretrain_steps": 3, "pretrain_n_way": 5},
             "learner": {"name": "protonet", "local_optimizer": optimizer, "local_lr": local_lr},
         },

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from secfed_config_dicts import omniglot_greek_public
 
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.errors import ConfigError
@@ -32,13 +33,7 @@ def _config(*, shift: int | None, steps: int = 3, image_size: int = 28) -> Exper
         model["pretrain_shift"] = shift
     return config_from_dict(
         {
-            "data": {
-                "dataset": "omniglot",
-                "root": "",
-                "image_size": image_size,
-                "val_alphabets": ["Latin"],
-                "public_alphabets": ["Greek"],
-            },
+            "data": omniglot_greek_public(image_size=image_size),
             "model": model,
             "learner": {"name": "protonet"},
         },

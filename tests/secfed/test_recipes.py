@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
-from small_digits import small_digits_dict
+from secfed_config_dicts import omniglot_greek_public, small_digits_dict
 from torch import nn
 
 from privacy.dpsgd import check_record_independent_model
@@ -311,13 +311,7 @@ def test_frozen_parameters_get_no_update_and_no_noise(trainable: str) -> None:
 def test_public_alphabets_are_held_by_no_site() -> None:
     cfg = config_from_dict(
         {
-            "data": {
-                "dataset": "omniglot",
-                "root": "",
-                "val_alphabets": ["Latin"],
-                "public_alphabets": ["Greek"],
-                "test_rotations": True,
-            },
+            "data": omniglot_greek_public(test_rotations=True),
             "partition": {"num_sites": 5},
             "model": {"norm": "group", "pretrain_steps": 1},
         },

@@ -14,6 +14,7 @@ checkpoint), each record's features independent of the rest of the batch, the mo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,18 +193,15 @@ def test_bad_inputs_are_refused_with_the_option_named() -> None:
 # --- the model: what DP and the federation see -----------------------------------------------
 
 
+def _scatter_model(*, arch: str = "conv4", **body: Any) -> nn.Module:
+    """A model for 1 x 28 x 28 records behind the scattering front-end."""
+    return build_model(arch=arch, input_shape=(1, 28, 28), frontend="scatter", **body)
+
+
 @pytest.mark.parametrize("arch", ["conv4", "mlp"])
 def test_model_has_exactly_the_body_parameters_and_no_front_end_state(arch: str) -> None:
     torch.manual_seed(0)
-    model = build_model(
-        arch=arch,
-        input_shape=(1, 28, 28),
-        num_classes=5,
-        hidden=16,
-        norm="group",
-        num_groups=4,
-        frontend="scatter",
-    )
+    model = _scatter_model(arch=arch, num_classes=5, hidden=16, norm="group", num_groups=4)
     torch.manual_seed(0)
     body = build_model(
         arch=arch, input_shape=(81, 7, 7), num_classes=5, hidden=16, norm="group", num_groups=4
@@ -221,14 +219,10 @@ def test_model_has_exactly_the_body_parameters_and_no_front_end_state(arch: str)
 
 
 def test_front_end_passes_the_record_coupling_check_and_batch_norm_still_fails() -> None:
-    ok = build_model(
-        arch="conv4", input_shape=(1, 28, 28), num_classes=None, norm="group", frontend="scatter"
-    )
+    ok = _scatter_model(num_classes=None, norm="group")
     check_record_independent_model(model=ok)
     assert unsupported_modules(ok) == []
-    bad = build_model(
-        arch="conv4", input_shape=(1, 28, 28), num_classes=None, norm="batch", frontend="scatter"
-    )
+    bad = _scatter_model(num_classes=None, norm="batch")
     with pytest.raises(RecordCouplingModelError):
         check_record_independent_model(model=bad)
 
@@ -241,15 +235,7 @@ def test_per_sample_gradients_skip_the_front_end() -> None:
     """FastGradSampler (per-record DP-SGD) and torch.func (per-episode DP-SGD) both give each
     record/episode exactly its own gradient through the front-end model."""
     torch.manual_seed(1)
-    model = build_model(
-        arch="conv4",
-        input_shape=(1, 28, 28),
-        num_classes=3,
-        hidden=8,
-        norm="group",
-        num_groups=2,
-        frontend="scatter",
-    )
+    model = _scatter_model(num_classes=3, hidden=8, norm="group", num_groups=2)
     x, y = _strokes(4, seed=3), torch.tensor([0, 2, 1, 2])
     singles = []
     for i in range(4):
