@@ -40,6 +40,7 @@ __all__ = [
     "MultiStepObservation",
     "MAMLObservation",
     "AggregateObservation",
+    "ClientBatch",
     "sequential_batches",
 ]
 
@@ -56,9 +57,59 @@ def _grad(loss: Tensor, params: Mapping[str, Tensor], *, create_graph: bool) -> 
     return {n: (torch.zeros_like(params[n]) if g is None else g) for n, g in zip(names, grads, strict=True)}
 
 
-def _check_batch(inputs: Tensor, labels: Tensor) -> None:
-    if inputs.shape[0] != labels.shape[0]:
-        raise AttackInputError(f"inputs have {inputs.shape[0]} records but labels have {labels.shape[0]}")
+@dataclass(frozen=True, eq=False)
+class ClientBatch:
+    """A client's batch at the global model: what an observation is computed from.
+
+    Attributes:
+        params: Global parameters by name.
+        buffers: Global buffers by name.
+        inputs: Inputs ``(N, *input_shape)`` (candidate ones for the attacker, private ones on the client).
+        labels: Int64 ``(N,)`` or soft ``(N, C)`` labels.
+
+    Raises:
+        AttackInputError: If ``inputs`` and ``labels`` hold different numbers of records.
+    """
+
+    params: Mapping[str, Tensor]
+    buffers: Mapping[str, Tensor]
+    inputs: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.inputs.shape[0] != self.labels.shape[0]:
+            raise AttackInputError(
+                f"inputs have {self.inputs.shape[0]} records but labels have {self.labels.shape[0]}"
+            )
+
+    @property
+    def num_records(self) -> int:
+        """Records in the batch."""
+        return int(self.inputs.shape[0])
+
+    def rows(self, index: Tensor | slice) -> ClientBatch:
+        """The same batch restricted to some records.
+
+        Args:
+            index: A slice or an int64 index tensor into the records.
+
+        Returns:
+            The sub-batch at the same parameters and buffers.
+        """
+        return ClientBatch(
+            params=self.params, buffers=self.buffers, inputs=self.inputs[index], labels=self.labels[index]
+        )
+
+    def at(self, params: Mapping[str, Tensor]) -> ClientBatch:
+        """The same records at other parameters (the next local step of a replay).
+
+        Args:
+            params: The parameters by name.
+
+        Returns:
+            The batch at ``params``.
+        """
+        return ClientBatch(params=params, buffers=self.buffers, inputs=self.inputs, labels=self.labels)
 
 
 class ObservationModel(ABC):
@@ -72,7 +123,6 @@ class ObservationModel(ABC):
 
     sign: float = 1.0
 
-    @abstractmethod
     def simulate(
         self,
         *,
@@ -93,7 +143,16 @@ class ObservationModel(ABC):
 
         Returns:
             The observation, a tensor per parameter name.
+
+        Raises:
+            AttackInputError: If the batch does not fit the model's public batch layout.
         """
+        batch = ClientBatch(params=params, buffers=buffers, inputs=inputs, labels=labels)
+        return self._replay(batch, create_graph=create_graph)
+
+    @abstractmethod
+    def _replay(self, batch: ClientBatch, *, create_graph: bool) -> dict[str, Tensor]:
+        """:meth:`simulate` on a checked batch (each model's own computation)."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -112,8 +171,25 @@ class ObservationModel(ABC):
 
         Returns:
             The detached observation, a tensor per parameter name.
+
+        Raises:
+            AttackInputError: If the batch does not fit the model's public batch layout.
         """
-        out = self.simulate(params=params, buffers=buffers, inputs=inputs, labels=labels, create_graph=False)
+        return self.observe_batch(ClientBatch(params=params, buffers=buffers, inputs=inputs, labels=labels))
+
+    def observe_batch(self, batch: ClientBatch) -> dict[str, Tensor]:
+        """:meth:`observe` on a :class:`ClientBatch`.
+
+        Args:
+            batch: The client's private batch at the global parameters.
+
+        Returns:
+            The detached observation, a tensor per parameter name.
+
+        Raises:
+            AttackInputError: If the batch does not fit the model's public batch layout.
+        """
+        out = self._replay(batch, create_graph=False)
         return {k: v.detach() for k, v in out.items()}
 
 
@@ -128,19 +204,10 @@ class GradientObservation(ObservationModel):
 
     loss_fn: LossFn
 
-    def simulate(
-        self,
-        *,
-        params: Mapping[str, Tensor],
-        buffers: Mapping[str, Tensor],
-        inputs: Tensor,
-        labels: Tensor,
-        create_graph: bool,
-    ) -> dict[str, Tensor]:
-        """See :meth:`ObservationModel.simulate`."""
-        _check_batch(inputs, labels)
-        theta = _leaves(params)
-        return _grad(self.loss_fn(theta, buffers, inputs, labels), theta, create_graph=create_graph)
+    def _replay(self, batch: ClientBatch, *, create_graph: bool) -> dict[str, Tensor]:
+        theta = _leaves(batch.params)
+        loss = self.loss_fn(theta, batch.buffers, batch.inputs, batch.labels)
+        return _grad(loss, theta, create_graph=create_graph)
 
     def describe(self) -> dict[str, Any]:
         """See :meth:`ObservationModel.describe`."""
@@ -215,28 +282,20 @@ class MultiStepObservation(ObservationModel):
         """Number of local steps."""
         return len(self.batches)
 
-    def simulate(
-        self,
-        *,
-        params: Mapping[str, Tensor],
-        buffers: Mapping[str, Tensor],
-        inputs: Tensor,
-        labels: Tensor,
-        create_graph: bool,
-    ) -> dict[str, Tensor]:
-        """See :meth:`ObservationModel.simulate`."""
-        _check_batch(inputs, labels)
+    def _replay(self, batch: ClientBatch, *, create_graph: bool) -> dict[str, Tensor]:
         top = max(max(b) for b in self.batches)
-        if top >= inputs.shape[0]:
+        if top >= batch.num_records:
             raise AttackInputError(
-                f"batch layout indexes record {top} but only {inputs.shape[0]} records were given"
+                f"batch layout indexes record {top} but only {batch.num_records} records were given"
             )
-        theta0 = _zeroed_start(_leaves(params), self.zeroed)
+        theta0 = _zeroed_start(_leaves(batch.params), self.zeroed)
         theta = dict(theta0)
-        for batch in self.batches:
-            idx = torch.tensor(batch, dtype=torch.long, device=inputs.device)
+        for step in self.batches:
+            idx = torch.tensor(step, dtype=torch.long, device=batch.inputs.device)
             g = _grad(
-                self.loss_fn(theta, buffers, inputs[idx], labels[idx]), theta, create_graph=create_graph
+                self.loss_fn(theta, batch.buffers, batch.inputs[idx], batch.labels[idx]),
+                theta,
+                create_graph=create_graph,
             )
             if create_graph:
                 theta = {k: theta[k] - self.lr * g[k] for k in theta}
@@ -301,24 +360,15 @@ class MAMLObservation(ObservationModel):
         if not self.inner_lr > 0:
             raise AttackConfigError(f"inner_lr must be > 0, got {self.inner_lr}")
 
-    def simulate(
-        self,
-        *,
-        params: Mapping[str, Tensor],
-        buffers: Mapping[str, Tensor],
-        inputs: Tensor,
-        labels: Tensor,
-        create_graph: bool,
-    ) -> dict[str, Tensor]:
-        """See :meth:`ObservationModel.simulate`."""
-        _check_batch(inputs, labels)
-        if inputs.shape[0] <= self.n_support:
+    def _replay(self, batch: ClientBatch, *, create_graph: bool) -> dict[str, Tensor]:
+        if batch.num_records <= self.n_support:
             raise AttackInputError(
-                f"an episode needs more than n_support={self.n_support} records, got {inputs.shape[0]}"
+                f"an episode needs more than n_support={self.n_support} records, got {batch.num_records}"
             )
-        xs, ys = inputs[: self.n_support], labels[: self.n_support]
-        xq, yq = inputs[self.n_support :], labels[self.n_support :]
-        theta0 = _leaves(params)
+        buffers = batch.buffers
+        xs, ys = batch.inputs[: self.n_support], batch.labels[: self.n_support]
+        xq, yq = batch.inputs[self.n_support :], batch.labels[self.n_support :]
+        theta0 = _leaves(batch.params)
         # Second-order MAML needs the inner graph on the client too; the attacker always needs it.
         keep = create_graph or not self.first_order
         phi = _zeroed_start(theta0, self.zeroed)
@@ -379,30 +429,16 @@ class AggregateObservation(ObservationModel):
         """Records in the union batch."""
         return sum(int(n) for _, n in self.parts)
 
-    def simulate(
-        self,
-        *,
-        params: Mapping[str, Tensor],
-        buffers: Mapping[str, Tensor],
-        inputs: Tensor,
-        labels: Tensor,
-        create_graph: bool,
-    ) -> dict[str, Tensor]:
-        """See :meth:`ObservationModel.simulate`."""
-        _check_batch(inputs, labels)
-        if inputs.shape[0] != self.num_records:
-            raise AttackInputError(f"the aggregate covers {self.num_records} records, got {inputs.shape[0]}")
+    def _replay(self, batch: ClientBatch, *, create_graph: bool) -> dict[str, Tensor]:
+        if batch.num_records != self.num_records:
+            raise AttackInputError(
+                f"the aggregate covers {self.num_records} records, got {batch.num_records}"
+            )
         weights: Sequence[float] = self.weights if self.weights is not None else [1.0] * len(self.parts)
         total: dict[str, Tensor] = {}
         start = 0
         for (model, n), w in zip(self.parts, weights, strict=True):
-            obs = model.simulate(
-                params=params,
-                buffers=buffers,
-                inputs=inputs[start : start + n],
-                labels=labels[start : start + n],
-                create_graph=create_graph,
-            )
+            obs = model._replay(batch.rows(slice(start, start + n)), create_graph=create_graph)
             start += n
             for k, v in obs.items():
                 total[k] = total[k] + w * v if k in total else w * v

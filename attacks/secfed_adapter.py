@@ -3,7 +3,7 @@
 * :func:`load_run` reads a run directory (``config.toml``, ``checkpoint/``, ``summary.json``) into
   the global model the server holds, the learner and the public configuration.
 * The replays of a site's computation (losses, observation models, the learner's message kind)
-  are :mod:`attacks.secfed_replay`, re-exported here.
+  are :mod:`attacks.secfed_replay`.
 
 Everything here is what an honest-but-curious server knows: the global model, the learner and the
 configuration of the run (``config.toml`` is shared with every site). Nothing reads a site's data.
@@ -22,20 +22,6 @@ import torch
 from torch import nn
 
 from attacks.errors import AttackInputError
-from attacks.secfed_replay import (
-    MESSAGE_KINDS,
-    episode_loss_fn,
-    episode_observation,
-    global_head,
-    gradient_observation,
-    head_size,
-    is_metric_learner,
-    message_kind,
-    protonet_loss_fn,
-    supervised_loss_fn,
-    task_local_head,
-    update_observation,
-)
 from secfed import components
 from secfed.config import ExperimentConfig, load_config
 from secfed.errors import SecfedError
@@ -43,23 +29,7 @@ from secfed.experiment import load_checkpoint_arrays
 from secfed.federation.state import load_flat_state, state_spec
 from secfed.learners.base import Learner
 
-__all__ = [
-    "RunDirError",
-    "LoadedRun",
-    "load_run",
-    "MESSAGE_KINDS",
-    "supervised_loss_fn",
-    "protonet_loss_fn",
-    "episode_loss_fn",
-    "is_metric_learner",
-    "message_kind",
-    "task_local_head",
-    "global_head",
-    "head_size",
-    "gradient_observation",
-    "update_observation",
-    "episode_observation",
-]
+__all__ = ["RunDirError", "LoadedRun", "load_run"]
 
 
 class RunDirError(AttackInputError):

@@ -54,7 +54,7 @@ from attacks.inversion import (
     run_inversion,
     score_inversion,
 )
-from attacks.observation import AggregateObservation, ObservationModel
+from attacks.observation import AggregateObservation, ClientBatch, ObservationModel
 from attacks.options import INVERSION_SCENARIOS, AttackOptions
 from attacks.plots import save_image_grid
 from attacks.secfed_adapter import LoadedRun
@@ -306,9 +306,8 @@ def prepare_cases(*, run: LoadedRun, options: AttackOptions) -> tuple[list[Inver
             n_cls = 0
             for sid in clients:
                 obs, x, y, n_cls, known = _unit(run=run, sampler=sampler, sid=sid, kind=kind, n=1)
-                msg = private_observe(
-                    observation=obs, params=params, buffers=buffers, inputs=x, labels=y, privacy=priv
-                )
+                batch = ClientBatch(params=params, buffers=buffers, inputs=x, labels=y)
+                msg = private_observe(observation=obs, batch=batch, privacy=priv)
                 total = msg if total is None else {k: total[k] + msg[k] for k in total}
                 parts.append((obs, int(x.shape[0])))
                 xs.append(x)
@@ -331,14 +330,8 @@ def prepare_cases(*, run: LoadedRun, options: AttackOptions) -> tuple[list[Inver
             observation, x_all, y_all, n_cls, known_all = _unit(
                 run=run, sampler=sampler, sid=options.site, kind=kind, n=n
             )
-            observed = private_observe(
-                observation=observation,
-                params=params,
-                buffers=buffers,
-                inputs=x_all,
-                labels=y_all,
-                privacy=priv,
-            )
+            batch = ClientBatch(params=params, buffers=buffers, inputs=x_all, labels=y_all)
+            observed = private_observe(observation=observation, batch=batch, privacy=priv)
             clients = [options.site]
         threat = InversionInputs(
             model=run.model,

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from attacks.errors import AttackConfigError
-from attacks.observation import GradientObservation, MultiStepObservation, ObservationModel
+from attacks.observation import ClientBatch, GradientObservation, MultiStepObservation, ObservationModel
 from privacy.noise import NoiseSource, add_gaussian_noise_to_tensors, noise_source
 from secfed.config import ExperimentConfig
 from secfed.learners import learner_class
@@ -132,25 +132,12 @@ def _noise_like(obs: Mapping[str, Tensor], std: float, gen: NoiseSource) -> dict
 
 
 def _dp_step(
-    *,
-    loss_obs: ObservationModel,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    inputs: Tensor,
-    labels: Tensor,
-    priv: ClientPrivacy,
-    gen: NoiseSource,
-    per_record: bool,
+    *, loss_obs: ObservationModel, batch: ClientBatch, priv: ClientPrivacy, gen: NoiseSource, per_record: bool
 ) -> dict[str, Tensor]:
     if per_record:
-        units = [
-            loss_obs.observe(
-                params=params, buffers=buffers, inputs=inputs[i : i + 1], labels=labels[i : i + 1]
-            )
-            for i in range(int(inputs.shape[0]))
-        ]
+        units = [loss_obs.observe_batch(batch.rows(slice(i, i + 1))) for i in range(batch.num_records)]
     else:
-        units = [loss_obs.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)]
+        units = [loss_obs.observe_batch(batch)]
     from secfed.dp.engines import release_step  # the sites' DP optimiser (imports Opacus)
 
     return release_step(
@@ -163,23 +150,14 @@ def _dp_step(
 
 
 def private_observe(
-    *,
-    observation: ObservationModel,
-    params: Mapping[str, Tensor],
-    buffers: Mapping[str, Tensor],
-    inputs: Tensor,
-    labels: Tensor,
-    privacy: ClientPrivacy,
+    *, observation: ObservationModel, batch: ClientBatch, privacy: ClientPrivacy
 ) -> dict[str, Tensor]:
     """What one client sends for its private batch under the run's privacy settings.
 
     Args:
         observation: The public observation model (a :class:`GradientObservation`, a
             :class:`MultiStepObservation`, or an episodic model for episodic learners).
-        params: Global parameters.
-        buffers: Global buffers.
-        inputs: The client's private inputs.
-        labels: The client's private labels.
+        batch: The client's private batch at the global parameters and buffers.
         privacy: The run's client privacy.
 
     Returns:
@@ -189,39 +167,22 @@ def private_observe(
         AttackConfigError: If record-level DP meets an observation it cannot privatise.
     """
     if privacy.mode == "none":
-        return observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
+        return observation.observe_batch(batch)
     if privacy.mode in ("client", "distributed"):
-        plain = observation.observe(params=params, buffers=buffers, inputs=inputs, labels=labels)
-        return flat_clip(plain, privacy.max_grad_norm)
+        return flat_clip(observation.observe_batch(batch), privacy.max_grad_norm)
     gen = noise_source()
     if privacy.episodic or isinstance(observation, GradientObservation):
         # one DP step: the whole episode is one clipping unit, a gradient's records are one each
         return _dp_step(
-            loss_obs=observation,
-            params=params,
-            buffers=buffers,
-            inputs=inputs,
-            labels=labels,
-            priv=privacy,
-            gen=gen,
-            per_record=not privacy.episodic,
+            loss_obs=observation, batch=batch, priv=privacy, gen=gen, per_record=not privacy.episodic
         )
     if isinstance(observation, MultiStepObservation):
         step_obs = GradientObservation(loss_fn=observation.loss_fn)
-        theta0 = {k: v.detach().clone() for k, v in params.items()}
+        theta0 = {k: v.detach().clone() for k, v in batch.params.items()}
         theta = dict(theta0)
-        for batch in observation.batches:
-            idx = torch.tensor(batch, dtype=torch.long)
-            g = _dp_step(
-                loss_obs=step_obs,
-                params=theta,
-                buffers=buffers,
-                inputs=inputs[idx],
-                labels=labels[idx],
-                priv=privacy,
-                gen=gen,
-                per_record=True,
-            )
+        for step in observation.batches:
+            rows = batch.at(theta).rows(torch.tensor(step, dtype=torch.long))
+            g = _dp_step(loss_obs=step_obs, batch=rows, priv=privacy, gen=gen, per_record=True)
             theta = {k: theta[k] - observation.lr * g[k] for k in theta}
         return {k: (observation.scale * (theta[k] - theta0[k])).detach() for k in theta}
     raise AttackConfigError(

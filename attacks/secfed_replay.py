@@ -248,7 +248,8 @@ def protonet_loss_fn(*, learner: Learner, model: nn.Module, n_way: int, k_shot: 
         n_query: Query records per class.
 
     Returns:
-        ``loss_fn(params, buffers, inputs, labels)``.
+        ``loss_fn(params, buffers, inputs, labels)``: the learner's ``task_loss`` on hard labels,
+        :func:`attacks.functional.protonet_episode_loss` on soft ones.
 
     Raises:
         AttackConfigError: If the learner is not ProtoNet or a count is not positive.

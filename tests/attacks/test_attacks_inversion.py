@@ -125,12 +125,17 @@ def test_label_counts_by_simulation_handles_repeated_labels() -> None:
 # ---------------------------------------------------------------- reconstruction quality
 
 
-def test_inverting_gradients_mlp_single_image_beats_flat_baseline() -> None:
-    model = mlp8(seed=0)
-    x = blob_images(n=1, seed=1)
-    y = torch.tensor([3])
+def _one_record_gradient(*, model_seed: int, image_seed: int, label: int):
+    """A FedSGD client with one blob image: model, record, label, observation model and its gradient."""
+    model = mlp8(seed=model_seed)
+    x = blob_images(n=1, seed=image_seed)
+    y = torch.tensor([label])
     obs = GradientObservation(loss_fn=classification_loss(model=model))
-    g = obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
+    return model, x, y, obs, obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
+
+
+def test_inverting_gradients_mlp_single_image_beats_flat_baseline() -> None:
+    model, x, y, obs, g = _one_record_gradient(model_seed=0, image_seed=1, label=3)
     res = run_inversion(threat=_threat(model, obs, g, 1), config=InversionConfig(method="ig", iterations=60))
     score = score_inversion(result=res, truth=GroundTruth(inputs=x, labels=y))
     assert res.labels.tolist() == [3] and score.label_accuracy == 1.0
@@ -142,11 +147,7 @@ def test_inverting_gradients_mlp_single_image_beats_flat_baseline() -> None:
 
 
 def test_dlg_joint_labels_mlp_single_image() -> None:
-    model = mlp8(seed=3)
-    x = blob_images(n=1, seed=7)
-    y = torch.tensor([2])
-    obs = GradientObservation(loss_fn=classification_loss(model=model))
-    g = obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
+    model, x, y, obs, g = _one_record_gradient(model_seed=3, image_seed=7, label=2)
     res = run_inversion(threat=_threat(model, obs, g, 1), config=InversionConfig(method="dlg", iterations=60))
     score = score_inversion(result=res, truth=GroundTruth(inputs=x, labels=y))
     assert res.label_source == "joint"
@@ -155,11 +156,7 @@ def test_dlg_joint_labels_mlp_single_image() -> None:
 
 
 def test_noise_on_the_gradient_degrades_reconstruction() -> None:
-    model = mlp8(seed=0)
-    x = blob_images(n=1, seed=1)
-    y = torch.tensor([3])
-    obs = GradientObservation(loss_fn=classification_loss(model=model))
-    g = obs.observe(params=params_of(model), buffers={}, inputs=x, labels=y)
+    model, x, y, obs, g = _one_record_gradient(model_seed=0, image_seed=1, label=3)
     gen = torch.Generator().manual_seed(0)
     noisy = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in g.items()}
     cfg = InversionConfig(method="ig", iterations=60)
@@ -420,3 +417,19 @@ def test_bad_configuration_and_inputs_are_rejected_before_work() -> None:
         pobs = GradientObservation(loss_fn=protonet_episode_loss(model=emb, n_way=2, k_shot=1, n_query=1))
         g = {n: torch.zeros_like(p) for n, p in emb.named_parameters()}
         run_inversion(threat=_threat(emb, pobs, g, 4, classes=2), config=InversionConfig(method="idlg"))
+
+
+def test_client_batch_checks_its_records_and_observes_as_the_keywords_do() -> None:
+    from attacks.observation import ClientBatch
+
+    model = mlp8(seed=0)
+    x, y = blob_images(n=3, seed=2), torch.tensor([1, 2, 3])
+    with pytest.raises(AttackInputError, match="inputs have 3 records but labels have 2"):
+        ClientBatch(params=params_of(model), buffers={}, inputs=x, labels=y[:2])
+    batch = ClientBatch(params=params_of(model), buffers={}, inputs=x, labels=y)
+    obs = GradientObservation(loss_fn=classification_loss(model=model))
+    two = obs.observe_batch(batch.rows(slice(0, 2)))
+    want = obs.observe(params=params_of(model), buffers={}, inputs=x[:2], labels=y[:2])
+    assert batch.num_records == 3 and two.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(two[k], want[k], rtol=0, atol=0)

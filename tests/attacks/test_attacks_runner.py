@@ -11,44 +11,31 @@ import importlib
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from attacks_toy import tiny_config
 
 from attacks.errors import AttackConfigError, ThreatModelError
 from attacks.inversion import GroundTruth, InversionConfig, InversionInputs, run_inversion
 from attacks.mia import balanced_inclusion_masks
+from attacks.observation import ClientBatch
 from attacks.options import AttackOptions
 from attacks.replicas import ReplicaError, load_run_data, record_replica, site_subset_replica, train_replica
 from attacks.runner import ATTACKS, RunDirError, run_attack
-from attacks.secfed_adapter import episode_observation, load_run, protonet_loss_fn
+from attacks.secfed_adapter import load_run
 from attacks.secfed_inversion import prepare_cases
 from attacks.secfed_mia import LevelStats, evaluate_level, independent_masks
 from attacks.secfed_observe import client_privacy, private_observe
+from attacks.secfed_replay import episode_observation, protonet_loss_fn
 from secfed.cli import main
-from secfed.config import ExperimentConfig, config_from_dict
+from secfed.config import ExperimentConfig
 from secfed.experiment import Experiment
 from secfed.tasks.base import Task
 
-REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIA_KEYS = ("auc", "balanced_accuracy", "tpr_at_fpr", "num_members", "num_nonmembers", "fpr", "tpr")
-
-
-def tiny_config(learner: str, **sections: dict[str, Any]) -> ExperimentConfig:
-    raw: dict[str, dict[str, Any]] = {
-        "experiment": {"rounds": 2, "eval_every": 0, "final_eval_episodes": 10, "seed": 3},
-        "data": {"dataset": "digits", "rotations": True},
-        "partition": {"scheme": "class_disjoint", "num_sites": 4},
-        "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
-        "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
-        "learner": {"name": learner, "local_steps": 2},
-    }
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
-    return config_from_dict(raw, base_dir=REPO)
 
 
 def _train(root: Path, name: str, config: ExperimentConfig) -> Path:
@@ -216,14 +203,8 @@ def test_record_dp_message_is_clipped_and_noised(runs: dict[str, Path]) -> None:
     )
     d = sum(v.numel() for v in clean.values())
     eb = run.config.privacy.expected_batch
-    noisy = private_observe(
-        observation=case.threat.observation,
-        params=params,
-        buffers=buffers,
-        inputs=case.truth.inputs,
-        labels=case.truth.labels,
-        privacy=priv,
-    )
+    batch = ClientBatch(params=params, buffers=buffers, inputs=case.truth.inputs, labels=case.truth.labels)
+    noisy = private_observe(observation=case.threat.observation, batch=batch, privacy=priv)
     # The message is (clip(g) + N(0, (zC)^2 I)) / expected_batch: its deviation from the clipped
     # gradient has the norm of the noise, ~ zC sqrt(d) / expected_batch.
     norm = math.sqrt(sum(float((v**2).sum()) for v in clean.values()))
@@ -233,22 +214,27 @@ def test_record_dp_message_is_clipped_and_noised(runs: dict[str, Path]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- adapters
-def test_protonet_adapter_is_the_learners_episode_loss(runs: dict[str, Path]) -> None:
-    run = load_run(run_dir=runs["protonet"])
-    n_way, k_shot, n_query = 3, 2, 2
-    gen = torch.Generator().manual_seed(0)
+def _random_episode(
+    model: torch.nn.Module, *, n_way: int, k_shot: int, n_query: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], Task]:
+    """A random 8x8 episode (support, then queries), the parameters as leaves, the buffers and the Task."""
+    gen = torch.Generator().manual_seed(seed)
     x = torch.rand((n_way * (k_shot + n_query), 1, 8, 8), generator=gen)
     y = torch.cat(
         [torch.arange(n_way).repeat_interleave(k_shot), torch.arange(n_way).repeat_interleave(n_query)]
     )
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in run.model.named_parameters()}
-    buffers = dict(run.model.named_buffers())
-    task = Task(
-        support_x=x[: n_way * k_shot],
-        support_y=y[: n_way * k_shot],
-        query_x=x[n_way * k_shot :],
-        query_y=y[n_way * k_shot :],
-        n_way=n_way,
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    ns = n_way * k_shot
+    task = Task(support_x=x[:ns], support_y=y[:ns], query_x=x[ns:], query_y=y[ns:], n_way=n_way)
+    return x, y, params, buffers, task
+
+
+def test_protonet_adapter_is_the_learners_episode_loss(runs: dict[str, Path]) -> None:
+    run = load_run(run_dir=runs["protonet"])
+    n_way, k_shot, n_query = 3, 2, 2
+    x, y, params, buffers, task = _random_episode(
+        run.model, n_way=n_way, k_shot=k_shot, n_query=n_query, seed=0
     )
     ref = run.learner.task_loss(model=run.model, params=params, buffers=buffers, task=task)
     loss = protonet_loss_fn(learner=run.learner, model=run.model, n_way=n_way, k_shot=k_shot, n_query=n_query)
@@ -270,15 +256,9 @@ def test_maml_observation_is_the_clients_meta_gradient(
 
     meta = components.build_learner(config=cfg)
     n_way, k_shot, n_query = cfg.task.n_way, 2, 2
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand((n_way * (k_shot + n_query), 1, 8, 8), generator=gen)
-    y = torch.cat(
-        [torch.arange(n_way).repeat_interleave(k_shot), torch.arange(n_way).repeat_interleave(n_query)]
+    x, y, params, buffers, task = _random_episode(
+        run.model, n_way=n_way, k_shot=k_shot, n_query=n_query, seed=1
     )
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in run.model.named_parameters()}
-    buffers = dict(run.model.named_buffers())
-    ns = n_way * k_shot
-    task = Task(support_x=x[:ns], support_y=y[:ns], query_x=x[ns:], query_y=y[ns:], n_way=n_way)
     loss = meta.task_loss(model=run.model, params=params, buffers=buffers, task=task)
     ref = torch.autograd.grad(loss, list(params.values()))
     obs = episode_observation(
@@ -297,7 +277,7 @@ def test_reptile_update_replay_is_the_clients_update(runs: dict[str, Path], head
     equals what secfed's Reptile client sends, for a meta-learned and for a zeroed head."""
     import copy
 
-    from attacks.secfed_adapter import update_observation
+    from attacks.secfed_replay import update_observation
     from secfed import components
 
     run = load_run(run_dir=runs["maml"])

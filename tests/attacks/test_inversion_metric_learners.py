@@ -30,8 +30,9 @@ from attacks.inversion import (
 )
 from attacks.options import AttackOptions
 from attacks.runner import run_attack
-from attacks.secfed_adapter import LoadedRun, episode_loss_fn, episode_observation, load_run
+from attacks.secfed_adapter import LoadedRun, load_run
 from attacks.secfed_inversion import applicable_scenarios, prepare_cases
+from attacks.secfed_replay import episode_loss_fn, episode_observation
 from secfed import components
 from secfed.config import ExperimentConfig, config_from_dict
 from secfed.experiment import Experiment
