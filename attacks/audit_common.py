@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,9 +23,12 @@ from attacks.errors import AttackConfigError
 from attacks.fdp import GDPLowerBound, gdp_audit, gdp_ceiling
 
 __all__ = [
+    "ACCOUNTANTS",
+    "AuditReport",
     "CanaryBounds",
     "audit_statement",
     "canary_bounds",
+    "check_audit_config",
     "check_choice",
     "check_ints",
     "check_positive_numbers",
@@ -33,6 +36,7 @@ __all__ = [
     "check_sample_rate",
     "distributed_accountant_epsilon",
     "distributed_sum",
+    "dp_fedavg_sums",
     "gaussian_accountant_epsilon",
     "participation",
     "progress_sink",
@@ -40,6 +44,58 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# the report layout
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class AuditReport:
+    """What an audit's result reports, in one layout: ``method`` (when the class names one), the
+    configuration, the accountant's ε, the audit's own findings (:meth:`findings`), the verdict,
+    the statement and the timings. The audits' results are dataclasses that add their findings.
+
+    Attributes:
+        method: The audit's method, first in the report (``None``: no ``method`` key).
+        config: The audit configuration (with ``to_dict``).
+        accountant_epsilon: The accountant's ε of the audited steps.
+        statement: The outcome against the accountant's ε, in words.
+        timings: Seconds per phase.
+    """
+
+    method: ClassVar[str | None] = None
+    config: Any
+    accountant_epsilon: float
+    statement: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def violation(self) -> bool:
+        """True when the audit refutes the accountant's ε (each audit decides)."""
+        raise NotImplementedError
+
+    def findings(self) -> dict[str, Any]:
+        """The audit's own entries of the report, between the accountant's ε and the verdict."""
+        raise NotImplementedError
+
+    def reported_epsilon(self) -> float | None:
+        """The accountant's ε as the report states it."""
+        return self.accountant_epsilon
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        head: dict[str, Any] = {} if self.method is None else {"method": self.method}
+        return {
+            **head,
+            "config": self.config.to_dict(),
+            "accountant_epsilon": self.reported_epsilon(),
+            **self.findings(),
+            "violation": self.violation,
+            "statement": self.statement,
+            "timings_s": self.timings,
+        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,6 +179,39 @@ def check_choice(*, name: str, value: str, choices: Sequence[str]) -> None:
         raise AttackConfigError(f"{name} must be {allowed}, got {value!r}")
 
 
+#: Accountants an audit's ε can come from.
+ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "pld")
+
+
+def check_audit_config(
+    *,
+    config: Any,
+    positive: Sequence[str],
+    minimums: Sequence[tuple[str, int]],
+    choices: Sequence[tuple[str, Sequence[str]]] = (),
+) -> None:
+    """The checks every canary audit's configuration makes, in one place: its positive numbers, its
+    ``sample_rate``, its counts, its ``delta`` and ``significance``, its ``accountant`` (one of
+    :data:`ACCOUNTANTS`) and any other choice fields.
+
+    Args:
+        config: The audit configuration (with ``sample_rate``, ``delta``, ``significance`` and
+            ``accountant`` fields).
+        positive: Fields that must be finite numbers > 0.
+        minimums: ``(field, smallest allowed value)`` of the int fields.
+        choices: ``(field, allowed values)`` of further choice fields.
+
+    Raises:
+        AttackConfigError: Naming the first offending field.
+    """
+    check_positive_numbers(config=config, names=positive)
+    check_sample_rate(sample_rate=config.sample_rate)
+    check_ints(config=config, minimums=minimums)
+    check_probabilities(delta=config.delta, significance=config.significance)
+    for name, allowed in (*choices, ("accountant", ACCOUNTANTS)):
+        check_choice(name=name, value=getattr(config, name), choices=allowed)
+
+
 def require_config(*, config: object, kind: type) -> None:
     """Refuse a configuration that is not a ``kind`` (the audits' run functions take only their own).
 
@@ -165,6 +254,49 @@ def participation(*, sample_rate: float, count: int) -> np.ndarray:
     return np.asarray(noise_source().bernoulli(p=np.full(count, sample_rate)), dtype=bool)
 
 
+def dp_fedavg_sums(
+    *,
+    rows: np.ndarray,
+    clip_norm: float,
+    noise_multiplier: float,
+    sample_rate: float,
+    rounds: int,
+    progress: Progress,
+) -> np.ndarray:
+    """The noisy sums DP-FedAvg releases over ``rounds`` rounds when the clients hold ``rows``: each
+    round Poisson-samples the clients (:func:`participation`), clips their rows and adds central
+    Gaussian noise (:class:`privacy.client_dp.DPFedAvgAggregator`).
+
+    Args:
+        rows: ``(n, d)`` client updates.
+        clip_norm: The mechanism's clip bound.
+        noise_multiplier: The mechanism's ``z`` (noise std ``z * clip_norm`` on the sum).
+        sample_rate: Per-round participation rate.
+        rounds: Rounds released.
+        progress: Receives a line per round.
+
+    Returns:
+        ``(rounds, d)`` released sums.
+    """
+    from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig
+
+    n, dim = rows.shape
+    agg = DPFedAvgAggregator(
+        config=DPFedAvgConfig(
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            num_clients=max(1, n),
+        )
+    )
+    out = np.zeros((rounds, dim))
+    for t in range(rounds):
+        take = participation(sample_rate=sample_rate, count=n)
+        out[t] = np.asarray(agg.noisy_sum(updates=list(rows[take]), dim=dim), dtype=np.float64)
+        progress(f"DP-FedAvg round {t + 1}/{rounds} ({int(take.sum())} clients)")
+    return out
+
+
 def distributed_sum(
     *, plan: Any, bits: int, rows: np.ndarray, take: np.ndarray, rotation_seed: bytes
 ) -> np.ndarray:
@@ -200,19 +332,19 @@ def distributed_sum(
 
 
 def gaussian_accountant_epsilon(
-    *, noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str
+    *, config: Any, steps: int | None = None, sample_rate: float | None = None
 ) -> float:
-    """ε of ``steps`` subsampled Gaussian steps by the accountant (:func:`privacy.calibration.epsilon_for`).
+    """ε of the configuration's claimed subsampled Gaussian steps by its accountant
+    (:func:`privacy.calibration.epsilon_for`).
 
     Args:
-        noise_multiplier: The claimed ``z``.
-        sample_rate: ``q`` of every step.
-        steps: Steps composed.
-        delta: δ of the ε.
-        accountant: ``"rdp"``, ``"prv"`` or ``"pld"``.
+        config: The audit configuration: its ``noise_multiplier`` (the claimed ``z``),
+            ``sample_rate``, ``steps``, ``delta`` and ``accountant`` (``"rdp"``, ``"prv"`` or ``"pld"``).
+        steps: Steps composed, when not ``config.steps``.
+        sample_rate: ``q`` of every step, when not ``config.sample_rate``.
 
     Returns:
-        ε at ``delta``.
+        ε at ``config.delta``.
 
     Raises:
         privacy.errors.PrivacyError: If the accountant refuses the parameters.
@@ -221,11 +353,11 @@ def gaussian_accountant_epsilon(
 
     return float(
         epsilon_for(
-            noise_multiplier=noise_multiplier,
-            sample_rate=sample_rate,
-            steps=steps,
-            delta=delta,
-            accountant=accountant,
+            noise_multiplier=config.noise_multiplier,
+            sample_rate=config.sample_rate if sample_rate is None else sample_rate,
+            steps=config.steps if steps is None else steps,
+            delta=config.delta,
+            accountant=config.accountant,
         )
     )
 

@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -109,12 +109,9 @@ class BlackBoxInitAuditConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        common.check_positive_numbers(
-            config=self, names=("noise_multiplier", "max_grad_norm", "lr", "noise_factor")
-        )
-        common.check_sample_rate(sample_rate=self.sample_rate)
-        common.check_ints(
+        common.check_audit_config(
             config=self,
+            positive=("noise_multiplier", "max_grad_norm", "lr", "noise_factor"),
             minimums=(
                 ("steps", 1),
                 ("expected_batch", 1),
@@ -123,10 +120,8 @@ class BlackBoxInitAuditConfig:
                 ("pretrain_steps", 0),
                 ("reference_runs", 0),
             ),
+            choices=(("init", ("worst_case", "random")),),
         )
-        common.check_choice(name="init", value=self.init, choices=("worst_case", "random"))
-        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
-        common.check_probabilities(delta=self.delta, significance=self.significance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -134,36 +129,24 @@ class BlackBoxInitAuditConfig:
 
 
 @dataclass
-class BlackBoxInitAuditResult:
+class BlackBoxInitAuditResult(common.AuditReport):
     """Bounds, their ceilings, the idealised reference and the accountant's ε (see :meth:`to_dict`)."""
 
-    config: BlackBoxInitAuditConfig
-    accountant_epsilon: float
+    method: ClassVar[str | None] = (
+        "black-box, final model, worst-case initial parameters (Annamalai & De Cristofaro 2024)"
+    )
     bounds: dict[str, dict[str, Any]]
     idealised: dict[str, Any]
     canary: dict[str, Any]
-    statement: str
-    timings: dict[str, float]
 
     @property
     def violation(self) -> bool:
         """True when a bound exceeds the accountant's ε."""
         return any(float(b["epsilon"]) > self.accountant_epsilon for b in self.bounds.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "method": "black-box, final model, worst-case initial parameters "
-            "(Annamalai & De Cristofaro 2024)",
-            "config": self.config.to_dict(),
-            "accountant_epsilon": self.accountant_epsilon,
-            "bounds": self.bounds,
-            "idealised_gaussian": self.idealised,
-            "canary": self.canary,
-            "violation": self.violation,
-            "statement": self.statement,
-            "timings_s": self.timings,
-        }
+    def findings(self) -> dict[str, Any]:
+        """The bounds with their ceilings, the idealised reference and the canary."""
+        return {"bounds": self.bounds, "idealised_gaussian": self.idealised, "canary": self.canary}
 
 
 def digits_training_records(*, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,16 +241,6 @@ def _trial(
     return _loss(init, *canary) - _loss(final, *canary)
 
 
-def _accountant_epsilon(cfg: BlackBoxInitAuditConfig) -> float:
-    return common.gaussian_accountant_epsilon(
-        noise_multiplier=cfg.noise_multiplier,
-        sample_rate=cfg.sample_rate,
-        steps=cfg.steps,
-        delta=cfg.delta,
-        accountant=cfg.accountant,
-    )
-
-
 def _bounds(
     scores: np.ndarray, included: np.ndarray, cfg: BlackBoxInitAuditConfig
 ) -> dict[str, dict[str, Any]]:
@@ -351,7 +324,7 @@ def run_blackbox_init_audit(
             say(f"trial {i + 1}/{config.trials} ({time.perf_counter() - t0:.0f} s)")
     t_mech = time.perf_counter() - t0
     bounds = _bounds(scores, included, config)
-    acc = _accountant_epsilon(config)
+    acc = common.gaussian_accountant_epsilon(config=config)
     ideal: dict[str, Any] = {}
     if config.reference_runs > 0:
         ref = np.random.default_rng([config.seed, 33])

@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -122,12 +122,12 @@ class CanaryClientConfig:
     def __post_init__(self) -> None:
         if self.mode not in CANARY_MODES:
             raise AttackConfigError(f"mode must be one of {CANARY_MODES}, got {self.mode!r}")
-        common.check_positive_numbers(
-            config=self, names=("noise_multiplier", "max_grad_norm", "canary_scale", "noise_factor")
-        )
-        common.check_sample_rate(sample_rate=self.sample_rate)
-        common.check_ints(
+        ar = self.accountant_rounds
+        if ar is not None and (isinstance(ar, bool) or not isinstance(ar, int) or ar < 1):
+            raise AttackConfigError(f"accountant_rounds must be None or an int >= 1, got {ar!r}")
+        common.check_audit_config(
             config=self,
+            positive=("noise_multiplier", "max_grad_norm", "canary_scale", "noise_factor"),
             minimums=(
                 ("rounds", 1),
                 ("num_canaries", 4),
@@ -136,15 +136,8 @@ class CanaryClientConfig:
                 ("reference_runs", 0),
                 ("bootstrap", 0),
             ),
+            choices=(("distributed_mechanism", ("ddg", "skellam")),),
         )
-        ar = self.accountant_rounds
-        if ar is not None and (isinstance(ar, bool) or not isinstance(ar, int) or ar < 1):
-            raise AttackConfigError(f"accountant_rounds must be None or an int >= 1, got {ar!r}")
-        common.check_probabilities(delta=self.delta, significance=self.significance)
-        common.check_choice(
-            name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
-        )
-        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
 
     @property
     def num_clients(self) -> int:
@@ -157,16 +150,13 @@ class CanaryClientConfig:
 
 
 @dataclass
-class CanaryClientResult:
+class CanaryClientResult(common.AuditReport):
     """The estimate, the proven bounds with their ceilings and the accountant's ε (see :meth:`to_dict`)."""
 
-    config: CanaryClientConfig
-    accountant_epsilon: float
+    method: ClassVar[str | None] = "canary clients (Andrew et al. 2024)"
     estimates: dict[str, dict[str, Any]]
     bounds: dict[str, Any]
     idealised: dict[str, Any]
-    statement: str
-    timings: dict[str, float]
 
     @property
     def epsilon_estimate(self) -> float:
@@ -179,19 +169,13 @@ class CanaryClientResult:
         the lower end of its bootstrap interval (:func:`_violates`)."""
         return _violates(self.accountant_epsilon, self.estimates["final_model"], self.bounds)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
+    def findings(self) -> dict[str, Any]:
+        """The estimate, its estimates by statistic, the proven bounds and the idealised reference."""
         return {
-            "method": "canary clients (Andrew et al. 2024)",
-            "config": self.config.to_dict(),
-            "accountant_epsilon": self.accountant_epsilon,
             "epsilon_estimate": self.epsilon_estimate,
             "estimates": self.estimates,
             "bounds": self.bounds,
             "idealised_gaussian": self.idealised,
-            "violation": self.violation,
-            "statement": self.statement,
-            "timings_s": self.timings,
         }
 
 
@@ -214,24 +198,16 @@ def _participation(cfg: CanaryClientConfig, count: int) -> np.ndarray:
 def _release_client(
     cfg: CanaryClientConfig, updates: np.ndarray, inserted: np.ndarray, say: Progress
 ) -> np.ndarray:
-    from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig
-
     m = cfg.num_canaries
     clients = np.concatenate([np.flatnonzero(inserted), np.arange(m, updates.shape[0])])
-    agg = DPFedAvgAggregator(
-        config=DPFedAvgConfig(
-            clip_norm=cfg.max_grad_norm,
-            noise_multiplier=cfg.noise_multiplier * cfg.noise_factor,
-            sample_rate=cfg.sample_rate,
-            num_clients=max(1, clients.size),
-        )
+    return common.dp_fedavg_sums(
+        rows=updates[clients],
+        clip_norm=cfg.max_grad_norm,
+        noise_multiplier=cfg.noise_multiplier * cfg.noise_factor,
+        sample_rate=cfg.sample_rate,
+        rounds=cfg.rounds,
+        progress=say,
     )
-    out = np.zeros((cfg.rounds, cfg.dim))
-    for t in range(cfg.rounds):
-        take = clients[_participation(cfg, clients.size)]
-        out[t] = np.asarray(agg.noisy_sum(updates=list(updates[take]), dim=cfg.dim), dtype=np.float64)
-        say(f"DP-FedAvg round {t + 1}/{cfg.rounds} ({take.size} clients, canaries among them)")
-    return out
 
 
 def _plan(cfg: CanaryClientConfig, z: float) -> Any:
@@ -373,13 +349,7 @@ def canary_accountant_epsilon(*, config: CanaryClientConfig) -> float:
     """
     rounds = config.accountant_rounds if config.accountant_rounds is not None else config.rounds
     if config.mode == "client":
-        return common.gaussian_accountant_epsilon(
-            noise_multiplier=config.noise_multiplier,
-            sample_rate=1.0,
-            steps=rounds,
-            delta=config.delta,
-            accountant=config.accountant,
-        )
+        return common.gaussian_accountant_epsilon(config=config, steps=rounds, sample_rate=1.0)
     return common.distributed_accountant_epsilon(
         plan=_plan(config, config.noise_multiplier),
         survivors=config.num_clients,

@@ -108,13 +108,7 @@ def accountant_epsilon(*, config: WhiteBoxAuditConfig) -> float:
         return common.distributed_accountant_epsilon(
             plan=plan, survivors=n, sample_rate=config.sample_rate, rounds=config.steps, delta=config.delta
         )
-    return common.gaussian_accountant_epsilon(
-        noise_multiplier=config.noise_multiplier,
-        sample_rate=config.sample_rate,
-        steps=config.steps,
-        delta=config.delta,
-        accountant=config.accountant,
-    )
+    return common.gaussian_accountant_epsilon(config=config)
 
 
 # --------------------------------------------------------------------------------------------------

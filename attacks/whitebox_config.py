@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from attacks import audit_common as common
@@ -80,29 +80,22 @@ class WhiteBoxAuditConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise AttackConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
-        common.check_positive_numbers(
-            config=self, names=("max_grad_norm", "canary_scale", "noise_factor", "clip_factor")
-        )
         z = self.noise_multiplier
         if isinstance(z, bool) or not isinstance(z, int | float) or not math.isfinite(z) or z < 0:
             raise AttackConfigError(f"noise_multiplier must be finite and >= 0, got {z!r}")
         if self.mode != "none" and z == 0:
             raise AttackConfigError(f"mode {self.mode!r} needs noise_multiplier > 0 (use mode 'none')")
-        common.check_sample_rate(sample_rate=self.sample_rate)
-        common.check_ints(
+        common.check_audit_config(
             config=self,
+            positive=("max_grad_norm", "canary_scale", "noise_factor", "clip_factor"),
             minimums=(("steps", 1), ("num_canaries", 2), ("dim", 2), ("background", 0), ("group_size", 1)),
+            choices=(("distributed_mechanism", ("ddg", "skellam")),),
         )
         if self.dim < self.num_canaries or (self.background and self.dim == self.num_canaries):
             raise AttackConfigError(
                 f"dim ({self.dim}) must be >= num_canaries ({self.num_canaries}), "
                 "and > num_canaries with background records"
             )
-        common.check_probabilities(delta=self.delta, significance=self.significance)
-        common.check_choice(name="accountant", value=self.accountant, choices=("rdp", "prv", "pld"))
-        common.check_choice(
-            name="distributed_mechanism", value=self.distributed_mechanism, choices=("ddg", "skellam")
-        )
 
     @property
     def claimed_noise_std(self) -> float:
@@ -123,16 +116,12 @@ class WhiteBoxAuditConfig:
 
 
 @dataclass
-class WhiteBoxAuditResult:
+class WhiteBoxAuditResult(common.AuditReport):
     """Bounds, their ceilings and the accountant's ε (see :meth:`to_dict`)."""
 
-    config: WhiteBoxAuditConfig
-    accountant_epsilon: float
     one_run: dict[str, Any]
     gdp: dict[str, Any]
     idealised: dict[str, Any]
-    statement: str
-    timings: dict[str, float] = field(default_factory=dict)
     one_run_gdp: dict[str, Any] | None = None
     fdp_one_run: dict[str, Any] | None = None
 
@@ -151,18 +140,17 @@ class WhiteBoxAuditResult:
             or fdp > self.accountant_epsilon
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
+    def reported_epsilon(self) -> float | None:
+        """The accountant's ε, ``None`` when infinite (mode ``"none"``)."""
         acc = self.accountant_epsilon
+        return acc if math.isfinite(acc) else None
+
+    def findings(self) -> dict[str, Any]:
+        """The proven bounds (one-run ε-DP, GDP, one-run GDP, one-run f-DP) and the idealised reference."""
         return {
-            "config": self.config.to_dict(),
-            "accountant_epsilon": acc if math.isfinite(acc) else None,
             "one_run": self.one_run,
             "gdp": self.gdp,
             "one_run_gdp": self.one_run_gdp,
             "fdp_one_run": self.fdp_one_run,
             "idealised_gaussian": self.idealised,
-            "violation": self.violation,
-            "statement": self.statement,
-            "timings_s": self.timings,
         }

@@ -89,6 +89,11 @@ def _canary_rows(
     return rows
 
 
+def _included_rows(cfg: WhiteBoxAuditConfig, included: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """The units a release sums: the included canaries' rows, then the background ``bg``."""
+    return np.concatenate([_canary_rows(cfg, np.flatnonzero(included)), bg])
+
+
 def _actual(cfg: WhiteBoxAuditConfig) -> tuple[float, float]:
     """(noise multiplier, clip bound) the mechanism is built with: noise std ``noise_factor·z·C``
     whatever the clip bound."""
@@ -106,7 +111,7 @@ def _release_record(
 ) -> np.ndarray:
     from privacy.dpsgd import PerSampleDPSGD
 
-    rows = np.concatenate([_canary_rows(cfg, np.flatnonzero(included)), bg])
+    rows = _included_rows(cfg, included, bg)
     x = torch.from_numpy(rows).to(torch.float64)
     model = nn.Linear(cfg.dim, 1, bias=False).to(torch.float64)
     nn.init.zeros_(model.weight)
@@ -174,21 +179,16 @@ def _release_episode(
 def _release_client(
     cfg: WhiteBoxAuditConfig, included: np.ndarray, bg: np.ndarray, progress: Progress
 ) -> np.ndarray:
-    from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig
-
-    rows = np.concatenate([_canary_rows(cfg, np.flatnonzero(included)), bg])
+    rows = _included_rows(cfg, included, bg)
     z, clip = _actual(cfg)
-    agg = DPFedAvgAggregator(
-        config=DPFedAvgConfig(
-            clip_norm=clip, noise_multiplier=z, sample_rate=cfg.sample_rate, num_clients=max(1, rows.shape[0])
-        )
+    return common.dp_fedavg_sums(
+        rows=rows,
+        clip_norm=clip,
+        noise_multiplier=z,
+        sample_rate=cfg.sample_rate,
+        rounds=cfg.steps,
+        progress=progress,
     )
-    out = np.zeros((cfg.steps, cfg.dim))
-    for t in range(cfg.steps):
-        take = _participation(cfg, rows.shape[0])
-        out[t] = np.asarray(agg.noisy_sum(updates=list(rows[take]), dim=cfg.dim), dtype=np.float64)
-        progress(f"DP-FedAvg round {t + 1}/{cfg.steps}")
-    return out
 
 
 def _release_distributed(
@@ -218,7 +218,7 @@ def _release_distributed(
 def _release_none(
     cfg: WhiteBoxAuditConfig, included: np.ndarray, bg: np.ndarray, progress: Progress
 ) -> np.ndarray:
-    rows = np.concatenate([_canary_rows(cfg, np.flatnonzero(included)), bg])
+    rows = _included_rows(cfg, included, bg)
     out = np.repeat(rows.sum(axis=0, keepdims=True), cfg.steps, axis=0)
     progress("plain sum (no DP)")
     return out

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from secfed.config import ExperimentConfig
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def blob_images(*, n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -43,3 +51,20 @@ def conv4(*, channels: int = 8, num_classes: int | None = 5, seed: int = 0) -> n
 def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the model's parameters."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def tiny_config(learner: str, /, **sections: dict[str, Any]) -> ExperimentConfig:
+    """A two-round digits run of ``learner`` on four class-disjoint sites; ``sections`` update its tables."""
+    from secfed.config import config_from_dict
+
+    raw: dict[str, dict[str, Any]] = {
+        "experiment": {"rounds": 2, "eval_every": 0, "final_eval_episodes": 10, "seed": 3},
+        "data": {"dataset": "digits", "rotations": True},
+        "partition": {"scheme": "class_disjoint", "num_sites": 4},
+        "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
+        "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
+        "learner": {"name": learner, "local_steps": 2},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config_from_dict(raw, base_dir=REPO)

@@ -164,26 +164,19 @@ def test_rmia_offline_beats_loss_attack_with_few_reference_models() -> None:
     pop_difficulty = rng.normal(0.0, 3.0, 1000)
     pop_target = sigmoid(pop_difficulty + rng.normal(0, 0.5, 1000))
     pop_ref = sigmoid(pop_difficulty[None, :] + rng.normal(0, 0.5, (2, 1000)))
-    scores = rmia(
-        target_probs=sigmoid(target),
-        reference_probs=sigmoid(ref),
-        reference_in_mask=masks,
-        population_target_probs=pop_target,
-        population_reference_probs=pop_ref,
-        offline_a=0.3,
-    )
+    probs = {
+        "target_probs": sigmoid(target),
+        "reference_probs": sigmoid(ref),
+        "reference_in_mask": masks,
+        "population_target_probs": pop_target,
+        "population_reference_probs": pop_ref,
+    }
+    scores = rmia(**probs, offline_a=0.3)
     assert scores.min() >= 0 and scores.max() <= 1
     base = mia_metrics(scores=target, is_member=member)
     res = mia_metrics(scores=scores, is_member=member)
     assert res.auc > base.auc + 0.1
-    online = rmia(
-        target_probs=sigmoid(target),
-        reference_probs=sigmoid(ref),
-        reference_in_mask=masks,
-        population_target_probs=pop_target,
-        population_reference_probs=pop_ref,
-        mode="online",
-    )
+    online = rmia(**probs, mode="online")
     assert mia_metrics(scores=online, is_member=member).auc > base.auc
 
 

@@ -96,3 +96,83 @@ def test_participation_and_the_distributed_sum() -> None:
             plan=plan, bits=32, rows=rows, take=np.array([0, 2, 4]), rotation_seed=b"s" * 32
         )
     np.testing.assert_allclose(got, rows[[0, 2, 4]].sum(axis=0), atol=0.05)
+
+
+@dataclass
+class _AuditCfg:
+    z: object = 1.0
+    steps: object = 3
+    sample_rate: float = 1.0
+    delta: float = 1e-5
+    significance: float = 0.05
+    accountant: str = "rdp"
+    init: str = "random"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"z": self.z}
+
+
+def test_check_audit_config_makes_every_shared_check() -> None:
+    def check(cfg: _AuditCfg) -> None:
+        common.check_audit_config(
+            config=cfg,
+            positive=("z",),
+            minimums=(("steps", 1),),
+            choices=(("init", ("worst_case", "random")),),
+        )
+
+    check(_AuditCfg())
+    for bad, match in (
+        (_AuditCfg(z=0.0), "z must be a finite number > 0"),
+        (_AuditCfg(steps=0), "steps must be an int >= 1"),
+        (_AuditCfg(sample_rate=1.5), "sample_rate must lie in"),
+        (_AuditCfg(delta=0.0), "delta and significance"),
+        (_AuditCfg(accountant="x"), "accountant must be 'rdp', 'prv' or 'pld', got 'x'"),
+        (_AuditCfg(init="x"), "init must be 'worst_case' or 'random', got 'x'"),
+    ):
+        with pytest.raises(AttackConfigError, match=match):
+            check(bad)
+
+
+def test_dp_fedavg_sums_are_the_aggregators_noisy_sums() -> None:
+    from privacy.client_dp import DPFedAvgAggregator, DPFedAvgConfig
+    from privacy.noise import fixed_noise_source
+
+    rows = np.random.default_rng(0).normal(size=(4, 8))
+    lines: list[str] = []
+    with fixed_noise_source(seed=3):
+        got = common.dp_fedavg_sums(
+            rows=rows, clip_norm=1.0, noise_multiplier=0.5, sample_rate=1.0, rounds=2, progress=lines.append
+        )
+    config = DPFedAvgConfig(clip_norm=1.0, noise_multiplier=0.5, sample_rate=1.0, num_clients=4)
+    with fixed_noise_source(seed=3):  # the aggregator takes its source when built
+        agg = DPFedAvgAggregator(config=config)
+        want = [np.asarray(agg.noisy_sum(updates=list(rows), dim=8), dtype=np.float64) for _ in range(2)]
+    np.testing.assert_array_equal(got, np.stack(want))
+    assert lines == ["DP-FedAvg round 1/2 (4 clients)", "DP-FedAvg round 2/2 (4 clients)"]
+
+
+@dataclass
+class _Report(common.AuditReport):
+    finding: int
+
+    @property
+    def violation(self) -> bool:
+        return self.finding > self.accountant_epsilon
+
+    def findings(self) -> dict[str, object]:
+        return {"finding": self.finding}
+
+
+def test_audit_report_layout() -> None:
+    report = _Report(config=_AuditCfg(), accountant_epsilon=1.0, finding=2, statement="s", timings={"t": 0.5})
+    assert list(report.to_dict()) == [
+        "config",
+        "accountant_epsilon",
+        "finding",
+        "violation",
+        "statement",
+        "timings_s",
+    ]
+    d = report.to_dict()
+    assert d["config"] == {"z": 1.0} and d["violation"] is True and d["timings_s"] == {"t": 0.5}

@@ -32,12 +32,9 @@ def _audit(**kw: object) -> dict:
 
 
 def test_config_is_checked() -> None:
-    with pytest.raises(AttackConfigError):
-        BlackBoxInitAuditConfig(init="pretrained")
-    with pytest.raises(AttackConfigError):
-        BlackBoxInitAuditConfig(sample_rate=0.0)
-    with pytest.raises(AttackConfigError):
-        BlackBoxInitAuditConfig(trials=2)
+    for bad in ({"init": "pretrained"}, {"sample_rate": 0.0}, {"trials": 2}):
+        with pytest.raises(AttackConfigError):
+            BlackBoxInitAuditConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(AttackConfigError):
         run_blackbox_init_audit(config={"trials": 10})  # type: ignore[arg-type]
 

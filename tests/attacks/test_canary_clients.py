@@ -58,12 +58,9 @@ def test_statistics_and_config_are_checked() -> None:
     assert stats["all_iterates"] == pytest.approx([1.0, 1 / math.sqrt(2), 0.0])
     with pytest.raises(AttackInputError):
         canary_statistics(directions=u, releases=np.ones((2, 4)))
-    with pytest.raises(AttackConfigError):
-        CanaryClientConfig(mode="record")
-    with pytest.raises(AttackConfigError):
-        CanaryClientConfig(noise_factor=0.0)
-    with pytest.raises(AttackConfigError):
-        CanaryClientConfig(num_canaries=3)
+    for bad in ({"mode": "record"}, {"noise_factor": 0.0}, {"num_canaries": 3}):
+        with pytest.raises(AttackConfigError):
+            CanaryClientConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(AttackConfigError):
         run_canary_client_audit(config="client")  # type: ignore[arg-type]
 

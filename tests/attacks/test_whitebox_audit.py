@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from attacks_toy import tiny_config
 
 from attacks.audit import one_run_audit
 from attacks.audit_harness import gaussian_epsilon
@@ -199,22 +200,16 @@ def test_config_is_checked() -> None:
 
 
 def _tiny_run(root: Path, privacy: dict[str, Any], local_steps: int = 2) -> Path:
-    from secfed.config import config_from_dict
     from secfed.experiment import Experiment
 
-    raw: dict[str, dict[str, Any]] = {
-        "experiment": {"rounds": 2, "eval_every": 0, "final_eval_episodes": 5, "seed": 3},
-        "data": {"dataset": "digits", "rotations": True},
-        "partition": {"scheme": "class_disjoint", "num_sites": 4},
-        "task": {"n_way": 3, "k_shot": 1, "q_query": 3, "test_n_way": 3, "test_q_query": 3},
-        "model": {"arch": "mlp", "hidden": 16, "norm": "none", "layers": 1},
-        "learner": {"name": "protonet", "local_steps": local_steps},
-        "privacy": privacy,
-    }
-    out = root / "run"
-    Experiment(config=config_from_dict(raw, base_dir=Path(__file__).resolve().parents[2])).run(
-        out_dir=out, progress=False
+    config = tiny_config(
+        "protonet",
+        experiment={"final_eval_episodes": 5},
+        learner={"local_steps": local_steps},
+        privacy=privacy,
     )
+    out = root / "run"
+    Experiment(config=config).run(out_dir=out, progress=False)
     return out
 
 
