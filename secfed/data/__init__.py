@@ -2,66 +2,32 @@
 
 Every loader returns an :class:`ImageDataset` (float32 ``(N, C, H, W)`` in ``[0, 1]``, int64
 labels); every data problem raises a subclass of :class:`secfed.errors.DataError`.
+
+The public names are those of the submodules' ``__all__`` lists (each module's list is the one
+place its names are written), re-exported here.
 """
 
-from secfed.data.dataset import ImageDataset
-from secfed.data.digits import load_digits_dataset
-from secfed.data.errors import (
-    DatasetFormatError,
-    DatasetNotFoundError,
-    InsufficientDataError,
-    PartitionError,
-)
-from secfed.data.medmnist import MEDMNIST_SPLITS, load_medmnist, load_medmnist_splits
-from secfed.data.omniglot import (
-    FULL_TEST_ARCHIVES,
-    FULL_TRAIN_ARCHIVES,
-    SMALL_TEST_ARCHIVES,
-    SMALL_TRAIN_ARCHIVES,
-    default_cache_dir,
-    find_omniglot_archives,
-    load_omniglot,
-    load_omniglot_split,
-    load_omniglot_standard_split,
-)
-from secfed.data.partition import (
-    PARTITION_SCHEMES,
-    class_disjoint_partition,
-    dirichlet_partition,
-    iid_partition,
-    partition_dataset,
-    partition_summary,
-    quantity_skew_partition,
-)
-from secfed.data.registry import DATASET_NAMES, load_dataset, require_classes
+from secfed.data import dataset as _dataset
+from secfed.data import digits as _digits
+from secfed.data import errors as _errors
+from secfed.data import medmnist as _medmnist
+from secfed.data import omniglot as _omniglot
+from secfed.data import partition as _partition
+from secfed.data import registry as _registry
+from secfed.data.dataset import *  # noqa: F403
+from secfed.data.digits import *  # noqa: F403
+from secfed.data.errors import *  # noqa: F403
+from secfed.data.medmnist import *  # noqa: F403
+from secfed.data.omniglot import *  # noqa: F403
+from secfed.data.partition import *  # noqa: F403
+from secfed.data.registry import *  # noqa: F403
 
 __all__ = [
-    "ImageDataset",
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "InsufficientDataError",
-    "PartitionError",
-    "load_digits_dataset",
-    "MEDMNIST_SPLITS",
-    "load_medmnist",
-    "load_medmnist_splits",
-    "SMALL_TRAIN_ARCHIVES",
-    "SMALL_TEST_ARCHIVES",
-    "FULL_TRAIN_ARCHIVES",
-    "FULL_TEST_ARCHIVES",
-    "default_cache_dir",
-    "find_omniglot_archives",
-    "load_omniglot",
-    "load_omniglot_split",
-    "load_omniglot_standard_split",
-    "PARTITION_SCHEMES",
-    "iid_partition",
-    "dirichlet_partition",
-    "class_disjoint_partition",
-    "quantity_skew_partition",
-    "partition_dataset",
-    "partition_summary",
-    "DATASET_NAMES",
-    "load_dataset",
-    "require_classes",
+    *_dataset.__all__,
+    *_errors.__all__,
+    *_digits.__all__,
+    *_medmnist.__all__,
+    *_omniglot.__all__,
+    *_partition.__all__,
+    *_registry.__all__,
 ]

@@ -6,13 +6,16 @@ Labels inside a task are always relabelled to ``0 .. n_way-1``.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["Task", "TaskSource", "task_from_indices"]
+from secfed.errors import DataError
+
+__all__ = ["Task", "TaskSource", "task_from_indices", "IndexedTaskSource"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,64 @@ def task_from_indices(
         query_y=torch.arange(n_way, dtype=torch.int64).repeat_interleave(q_query),
         n_way=n_way,
     )
+
+
+def _positive(value: Any, *, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise DataError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class IndexedTaskSource:
+    """The part shared by the task sources that draw record indices and then gather them.
+
+    A subclass calls :meth:`_set_shape` in its constructor, sets ``_images`` (the records it
+    draws from) and builds each task with :meth:`_gather`.
+
+    Attributes:
+        n_way: Classes per task.
+        k_shot: Support records per class.
+        q_query: Query records per class.
+    """
+
+    n_way: int
+    k_shot: int
+    q_query: int
+    _images: np.ndarray
+
+    def _set_shape(self, *, n_way: Any, k_shot: Any, q_query: Any) -> None:
+        """Check and set the task shape.
+
+        Args:
+            n_way: Classes per task.
+            k_shot: Support records per class.
+            q_query: Query records per class.
+
+        Raises:
+            secfed.errors.DataError: If one is not an integer >= 1 (the message names it).
+        """
+        self.n_way = _positive(n_way, name="n_way")
+        self.k_shot = _positive(k_shot, name="k_shot")
+        self.q_query = _positive(q_query, name="q_query")
+
+    def _gather(self, *, support: np.ndarray, query: np.ndarray) -> Task:
+        """The task of these record indices (:func:`task_from_indices` with this source's shape).
+
+        Args:
+            support: ``n_way * k_shot`` record indices, label-major.
+            query: ``n_way * q_query`` record indices, label-major.
+
+        Returns:
+            The task.
+        """
+        return task_from_indices(
+            images=self._images,
+            support=support,
+            query=query,
+            n_way=self.n_way,
+            k_shot=self.k_shot,
+            q_query=self.q_query,
+        )
 
 
 class TaskSource(Protocol):

@@ -4,26 +4,16 @@ Learning", NeurIPS 2016; the episode protocol used by MAML, Reptile and Prototyp
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import numpy as np
 
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import InsufficientDataError
-from secfed.errors import DataError
-from secfed.tasks.base import Task, task_from_indices
+from secfed.tasks.base import IndexedTaskSource, Task
 
 __all__ = ["EpisodicTaskSource"]
 
 
-def _positive(value: Any, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise DataError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-class EpisodicTaskSource:
+class EpisodicTaskSource(IndexedTaskSource):
     """Draws N-way K-shot tasks from one dataset (a :class:`~secfed.tasks.base.TaskSource`).
 
     Each task picks ``n_way`` distinct classes uniformly among the classes that have at least
@@ -46,9 +36,7 @@ class EpisodicTaskSource:
     """
 
     def __init__(self, *, dataset: ImageDataset, n_way: int, k_shot: int, q_query: int) -> None:
-        self.n_way = _positive(n_way, name="n_way")
-        self.k_shot = _positive(k_shot, name="k_shot")
-        self.q_query = _positive(q_query, name="q_query")
+        self._set_shape(n_way=n_way, k_shot=k_shot, q_query=q_query)
         self.dataset = dataset
         per_class = self.k_shot + self.q_query
         counts = dataset.class_counts()
@@ -102,11 +90,4 @@ class EpisodicTaskSource:
             ``(n_way * q_query, C, H, W)`` float32 tensors and int64 labels in ``[0, n_way)``.
         """
         _, support, query = self.sample_indices(rng=rng)
-        return task_from_indices(
-            images=self._images,
-            support=support,
-            query=query,
-            n_way=self.n_way,
-            k_shot=self.k_shot,
-            q_query=self.q_query,
-        )
+        return self._gather(support=support, query=query)

@@ -34,25 +34,16 @@ to use explicit drawer ids instead. Every character used must have the same set 
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import numpy as np
 
 from secfed.data.dataset import ImageDataset
 from secfed.data.errors import InsufficientDataError
 from secfed.errors import DataError
-from secfed.tasks.base import Task, task_from_indices
+from secfed.tasks.base import IndexedTaskSource, Task
 
 __all__ = ["WithinAlphabetTaskSource", "rank_drawers"]
 
 _ROTATED = ("/rot090", "/rot180", "/rot270")
-
-
-def _positive(value: Any, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise DataError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def rank_drawers(*, dataset: ImageDataset) -> np.ndarray:
@@ -71,7 +62,7 @@ def rank_drawers(*, dataset: ImageDataset) -> np.ndarray:
     return out
 
 
-class WithinAlphabetTaskSource:
+class WithinAlphabetTaskSource(IndexedTaskSource):
     """Lake et al.'s within-alphabet N-way K-shot tasks (a :class:`~secfed.tasks.base.TaskSource`).
 
     Args:
@@ -96,9 +87,7 @@ class WithinAlphabetTaskSource:
         q_query: int,
         drawers: np.ndarray | None = None,
     ) -> None:
-        self.n_way = _positive(n_way, name="n_way")
-        self.k_shot = _positive(k_shot, name="k_shot")
-        self.q_query = _positive(q_query, name="q_query")
+        self._set_shape(n_way=n_way, k_shot=k_shot, q_query=q_query)
         self.dataset = dataset
         ids = rank_drawers(dataset=dataset) if drawers is None else np.asarray(drawers, dtype=np.int64)
         if ids.shape != (dataset.num_records,):
@@ -175,11 +164,4 @@ class WithinAlphabetTaskSource:
             A :class:`Task` with ``n_way * k_shot`` support and ``n_way * q_query`` query records.
         """
         _, _, support, query = self.sample_indices(rng=rng)
-        return task_from_indices(
-            images=self._images,
-            support=support,
-            query=query,
-            n_way=self.n_way,
-            k_shot=self.k_shot,
-            q_query=self.q_query,
-        )
+        return self._gather(support=support, query=query)
