@@ -101,6 +101,35 @@ def _emit(payload: dict[str, Any], *, as_json: bool, text: str) -> None:
     print(json.dumps(payload, sort_keys=True) if as_json else text)
 
 
+def _flag_epsilon(args: argparse.Namespace, *, noise_multiplier: float, accountant: str) -> float:
+    """Epsilon of ``noise_multiplier`` at the flags' sample rate, steps and delta (may raise PrivacyError)."""
+    from privacy.calibration import epsilon_for
+
+    return epsilon_for(
+        noise_multiplier=noise_multiplier,
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        delta=args.delta,
+        accountant=accountant,
+    )
+
+
+def _emit_flag_result(
+    args: argparse.Namespace, *, accountant: str, values: dict[str, float], head: str, noise: str
+) -> int:
+    """Print a flag-given result: ``values`` and the flags' setting (JSON), or ``head`` and the setting."""
+    payload = {
+        **values,
+        "sample_rate": args.sample_rate,
+        "steps": args.steps,
+        "delta": args.delta,
+        "accountant": accountant,
+    }
+    text = f"{head} ({accountant} accountant; {noise}sample rate {args.sample_rate:g}, {args.steps} steps)"
+    _emit(payload, as_json=args.json, text=text)
+    return 0
+
+
 def _epsilon_from_config(args: argparse.Namespace) -> int:
     from secfed.config import load_config
     from secfed.dp.calibration import calibrated_config
@@ -187,38 +216,24 @@ def _cmd_epsilon(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --config FILE)")
-    from privacy.calibration import epsilon_for
     from privacy.errors import PrivacyError
 
     accountant = args.accountant or "rdp"
     try:
-        eps = epsilon_for(
-            noise_multiplier=args.noise_multiplier,
-            sample_rate=args.sample_rate,
-            steps=args.steps,
-            delta=args.delta,
-            accountant=accountant,
-        )
+        eps = _flag_epsilon(args, noise_multiplier=args.noise_multiplier, accountant=accountant)
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from exc
-    payload = {
-        "epsilon": eps,
-        "noise_multiplier": args.noise_multiplier,
-        "sample_rate": args.sample_rate,
-        "steps": args.steps,
-        "delta": args.delta,
-        "accountant": accountant,
-    }
-    text = (
-        f"epsilon = {eps:.4f} at delta = {args.delta:g} ({accountant} accountant; noise multiplier "
-        f"{args.noise_multiplier:g}, sample rate {args.sample_rate:g}, {args.steps} steps)"
+    return _emit_flag_result(
+        args,
+        accountant=accountant,
+        values={"epsilon": eps, "noise_multiplier": args.noise_multiplier},
+        head=f"epsilon = {eps:.4f} at delta = {args.delta:g}",
+        noise=f"noise multiplier {args.noise_multiplier:g}, ",
     )
-    _emit(payload, as_json=args.json, text=text)
-    return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from privacy.calibration import calibrate_noise, epsilon_for
+    from privacy.calibration import calibrate_noise
     from privacy.errors import PrivacyError
 
     try:
@@ -229,30 +244,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             steps=args.steps,
             accountant=args.accountant,
         )
-        eps = epsilon_for(
-            noise_multiplier=sigma,
-            sample_rate=args.sample_rate,
-            steps=args.steps,
-            delta=args.delta,
-            accountant=args.accountant,
-        )
+        eps = _flag_epsilon(args, noise_multiplier=sigma, accountant=args.accountant)
     except PrivacyError as exc:
         raise ConfigError(f"cannot calibrate: {exc}") from exc
-    payload = {
-        "noise_multiplier": sigma,
-        "epsilon": eps,
-        "target_epsilon": args.target_epsilon,
-        "sample_rate": args.sample_rate,
-        "steps": args.steps,
-        "delta": args.delta,
-        "accountant": args.accountant,
-    }
-    text = (
-        f"noise multiplier = {sigma:.6g} gives epsilon = {eps:.4f} <= {args.target_epsilon:g} at delta = "
-        f"{args.delta:g} ({args.accountant} accountant; sample rate {args.sample_rate:g}, {args.steps} steps)"
+    return _emit_flag_result(
+        args,
+        accountant=args.accountant,
+        values={"noise_multiplier": sigma, "epsilon": eps, "target_epsilon": args.target_epsilon},
+        head=f"noise multiplier = {sigma:.6g} gives epsilon = {eps:.4f} <= {args.target_epsilon:g} "
+        f"at delta = {args.delta:g}",
+        noise="",
     )
-    _emit(payload, as_json=args.json, text=text)
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
