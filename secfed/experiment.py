@@ -18,14 +18,16 @@ complete round to the same result as an uninterrupted run: every random choice d
 seed and the round number, and rounds after the checkpoint are discarded from the metrics. They are
 never discarded from the privacy ledgers: what they released stays counted, so a resumed DP run
 reports an ε at least that of the uninterrupted one.
+
+This module holds :class:`Experiment` and :class:`RunResult`; the run directory's files are read
+and written by :mod:`secfed.rundir`, the few-shot scoring (final evaluation, untrained baseline,
+starting model) is :mod:`secfed.scoring`. Their public names are importable from here as well.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import subprocess
 import sys
 import time
@@ -33,19 +35,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
 
 from privacy.atomic import atomic_write_text
 from secfed.config import ExperimentConfig, config_hash, config_to_toml, load_config
-from secfed.errors import CheckpointError, IntegrityError, RunDirectoryError
+from secfed.errors import CheckpointError, RunDirectoryError
 from secfed.federation.backends import default_threads, make_backend
 from secfed.federation.egress import releases_timing
 from secfed.federation.server import FederatedServer
 from secfed.federation.state import flat_state, load_flat_state, param_mask, state_spec
 from secfed.optional import require_ray
+from secfed.rundir import (
+    CHECKPOINT_VERSION,
+    SITE_STATE_DIR,
+    finished_summary,
+    load_checkpoint,
+    load_checkpoint_arrays,
+    read_metrics,
+    save_checkpoint,
+    verify_ledger_read_only,
+)
+from secfed.scoring import (
+    evaluate_model,
+    final_evaluation,
+    initial_model,
+    score_untrained,
+    untrained_evaluation,
+)
 from secfed.seeding import derive_seed
 from secfed.supervised_eval import SupervisedEvaluation, build_supervised_evaluation
 
@@ -64,9 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("secfed")
-CHECKPOINT_VERSION = 1
-#: Folder of the sites' own state directories inside a (simulated) run directory.
-SITE_STATE_DIR = "site_state"
 
 
 @dataclass
@@ -85,203 +98,6 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     already_complete: bool = False
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Read ``metrics.jsonl`` of a run (complete lines only).
-
-    Args:
-        run_dir: The run directory.
-
-    Returns:
-        One dict per recorded round.
-
-    Raises:
-        CheckpointError: If the file cannot be read, or a line other than the last is not a JSON
-            object (only the last line can be torn by a crash; anything else is corruption).
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
-    out = []
-    for i, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines):
-                break  # a torn last line from a crash
-            raise CheckpointError(f"{path}: line {i} is not valid JSON (corrupted): {exc}") from exc
-        if not isinstance(row, dict):
-            raise CheckpointError(f"{path}: line {i} is not a JSON object (corrupted)")
-        out.append(row)
-    return out
-
-
-def load_checkpoint_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a checkpoint's safetensors file (the flat model state and server optimiser state).
-
-    Args:
-        path: The ``checkpoint/model-<round>.safetensors`` file.
-
-    Returns:
-        The arrays by name; ``"state"`` is always among them.
-
-    Raises:
-        CheckpointError: If the file is missing, truncated or corrupted (the message names it), or
-            holds no ``state`` array.
-    """
-    path = Path(path)
-    try:
-        arrays = load_file(str(path))
-    except (OSError, ValueError, SafetensorError) as exc:
-        raise CheckpointError(f"corrupt or unreadable checkpoint file {path}: {exc}") from exc
-    if "state" not in arrays:
-        raise CheckpointError(f"corrupt checkpoint file {path}: it holds no 'state' array")
-    return arrays
-
-
-def evaluate_model(
-    *, learner: Any, model: torch.nn.Module, source: Any, episodes: int, seed: int
-) -> tuple[float, float]:
-    """Few-shot accuracy over ``episodes`` test tasks with a 95% confidence interval.
-
-    Args:
-        learner: The learner (its ``evaluate`` adapts on the support set).
-        model: The global model.
-        source: Test task source.
-        episodes: Number of test tasks.
-        seed: Seed of the test tasks (the same tasks at every evaluation).
-
-    Returns:
-        ``(mean accuracy, 1.96 * standard error)``.
-    """
-    rng = np.random.default_rng(seed)
-    torch_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    accs = np.array([learner.evaluate(model=model, task=source.sample(rng=rng)) for _ in range(episodes)])
-    model.train(was_training)
-    torch.set_rng_state(torch_state)
-    ci = 1.96 * float(accs.std(ddof=1)) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
-    return float(accs.mean()), ci
-
-
-def initial_model(
-    *, config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int | None
-) -> torch.nn.Module:
-    """The global model a run starts from (seeded from ``experiment.seed``, as every run is).
-
-    Args:
-        config: The run's configuration.
-        input_shape: Shape of one input record.
-        num_classes: Model outputs, as :func:`secfed.components.model_num_classes` gives them.
-
-    Returns:
-        The model: untrained, or pretrained on the declared-public data when
-        ``model.pretrain_steps > 0`` (:func:`secfed.pretrain.pretrain_public`).
-    """
-    from secfed import components
-
-    torch.manual_seed(derive_seed(config.experiment.seed, "init"))
-    model = components.build_model(config=config, input_shape=input_shape, num_classes=num_classes)
-    if config.model.pretrain_steps > 0:
-        from secfed.pretrain import pretrain_public
-
-        # public data only (data.public_alphabets), deterministic from the seed: no privacy cost
-        pretrain_public(config=config, model=model)
-    return model
-
-
-def final_evaluation(
-    *, config: ExperimentConfig, learner: Any, model: torch.nn.Module, source: Any
-) -> tuple[float, float]:
-    """A run's final evaluation: ``experiment.final_eval_episodes`` test tasks from its fixed seed.
-
-    Args:
-        config: The run's configuration.
-        learner: The learner (adapts on each task's support set).
-        model: The model to score.
-        source: Test task source.
-
-    Returns:
-        ``(mean accuracy, 1.96 * standard error)``.
-    """
-    return evaluate_model(
-        learner=learner,
-        model=model,
-        source=source,
-        episodes=config.experiment.final_eval_episodes,
-        seed=derive_seed(config.experiment.seed, "final-eval"),
-    )
-
-
-def untrained_evaluation(
-    *,
-    config: ExperimentConfig,
-    learner: Any,
-    source: Any,
-    input_shape: tuple[int, ...],
-    num_classes: int | None,
-) -> tuple[float, float]:
-    """The untrained baseline: the run's starting model scored on the run's final test tasks.
-
-    A few-shot model that was never trained already beats chance by far (a random Conv-4
-    embedding scores about 50 % 5-way 1-shot on Omniglot, chance 20 %), so a run's accuracy means
-    something only beside this figure. The model is :func:`initial_model` (same seed, so the very
-    weights the run started from) and the tasks are :func:`final_evaluation`'s (same seed and
-    episodes), so the two accuracies are paired on identical tasks. The caller's torch random
-    state is left as it was.
-
-    Args:
-        config: The run's configuration.
-        learner: The learner (adapts on each task's support set).
-        source: Test task source (the one the final evaluation uses).
-        input_shape: Shape of one input record.
-        num_classes: Model outputs, as :func:`secfed.components.model_num_classes` gives them.
-
-    Returns:
-        ``(mean accuracy, 1.96 * standard error)`` of the untrained model.
-    """
-    with torch.random.fork_rng(devices=[]):
-        model = initial_model(config=config, input_shape=input_shape, num_classes=num_classes)
-        return final_evaluation(config=config, learner=learner, model=model, source=source)
-
-
-def score_untrained(*, config: ExperimentConfig) -> tuple[float, float]:
-    """Load a configuration's test data and score its untrained model (:func:`untrained_evaluation`).
-
-    For a configuration or a finished run's ``config.toml`` outside a run
-    (``examples/untrained_baseline.py``, ``evaluations/benchmarks/init_accuracy.py``); a run
-    computes the same figure itself and writes it to ``summary.json`` as
-    ``untrained_test_accuracy``.
-
-    Args:
-        config: The configuration (a DP run's calibrated one is fine: the figure does not depend
-            on the noise).
-
-    Returns:
-        ``(mean accuracy, 1.96 * standard error)`` over ``experiment.final_eval_episodes`` tasks.
-
-    Raises:
-        secfed.errors.SecfedError: If the data cannot be loaded.
-    """
-    from secfed import components
-
-    train, test = components.load_splits(config=config)
-    heads = components.model_num_classes(config=config, train=train)
-    del train
-    return untrained_evaluation(
-        config=config,
-        learner=components.build_learner(config=config),
-        source=components.build_test_source(config=config, test=test),
-        input_shape=test.input_shape,
-        num_classes=heads,
-    )
 
 
 def _code_version() -> str:
@@ -346,9 +162,9 @@ class Experiment:
         if not cfg_path.is_file():
             raise RunDirectoryError(f"{run_dir} is not a run directory: config.toml is missing")
         config = load_config(cfg_path)
-        summary = _finished_summary(run_dir)
+        summary = finished_summary(run_dir=run_dir)
         if summary is not None:
-            _verify_ledger_read_only(run_dir=run_dir, config=config, summary=summary)
+            verify_ledger_read_only(run_dir=run_dir, config=config, summary=summary)
             return RunResult(
                 run_dir=run_dir, metrics=read_metrics(run_dir), summary=summary, already_complete=True
             )
@@ -419,7 +235,7 @@ class Experiment:
         run_dir.mkdir(parents=True, exist_ok=True)
         start_round, state, opt_arrays, elapsed = 1, flat_state(model, spec=spec), None, 0.0
         if resume:
-            loaded = self._load_checkpoint(ckpt_dir, expected=len(state))
+            loaded = load_checkpoint(ckpt_dir=ckpt_dir, expected=len(state))
             if loaded is not None:  # None: killed before the first checkpoint, start over
                 start_round, state, opt_arrays, elapsed = loaded
             old = (
@@ -610,8 +426,8 @@ class Experiment:
                 elapsed_now = time.perf_counter() - t0
                 if timing:
                     row["wall_s"] = elapsed_now
-                self._save_checkpoint(
-                    run_dir / "checkpoint",
+                save_checkpoint(
+                    ckpt_dir=run_dir / "checkpoint",
                     round_idx=rnd,
                     server=server,
                     elapsed=elapsed_now if timing else None,
@@ -640,101 +456,3 @@ class Experiment:
             if bar is not None:
                 bar.close()
         return None
-
-    @staticmethod
-    def _save_checkpoint(
-        ckpt_dir: Path, *, round_idx: int, server: FederatedServer, elapsed: float | None
-    ) -> None:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        weights = f"model-{round_idx:06d}.safetensors"
-        arrays = {"state": server.state, **server.optimizer.state_arrays(), **server.ema_arrays()}
-        tmp = ckpt_dir / (weights + ".tmp")
-        save_file(arrays, str(tmp), metadata={"round": str(round_idx), "format": "secfed-flat-state"})
-        os.replace(tmp, ckpt_dir / weights)
-        info: dict[str, Any] = {"version": CHECKPOINT_VERSION, "round": round_idx, "weights": weights}
-        if elapsed is not None:
-            info["elapsed_s"] = elapsed
-        atomic_write_text(path=ckpt_dir / "state.json", text=json.dumps(info, indent=1))
-        for old in ckpt_dir.glob("model-*.safetensors"):
-            if old.name != weights:
-                old.unlink()
-
-    @staticmethod
-    def _load_checkpoint(
-        ckpt_dir: Path, *, expected: int
-    ) -> tuple[int, np.ndarray, dict[str, np.ndarray], float] | None:
-        info_path = ckpt_dir / "state.json"
-        if not info_path.exists():
-            return None
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-            if not isinstance(info, dict):
-                raise ValueError("expected a JSON object")
-            if info.get("version") != CHECKPOINT_VERSION:
-                raise CheckpointError(
-                    f"{info_path}: checkpoint version {info.get('version')} is not supported"
-                )
-            weights, round_idx = info["weights"], int(info["round"])
-            if not isinstance(weights, str) or Path(weights).name != weights:
-                raise ValueError(f"'weights' must be a file name in {ckpt_dir}, got {weights!r}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"corrupt checkpoint in {ckpt_dir}: {info_path}: {exc}") from exc
-        arrays = load_checkpoint_arrays(ckpt_dir / weights)
-        state = arrays.pop("state")
-        if state.shape != (expected,):
-            raise CheckpointError(
-                f"{ckpt_dir}: checkpoint state has {state.shape[0]} values, the model needs {expected}"
-            )
-        return round_idx + 1, state, arrays, float(info.get("elapsed_s", 0.0))
-
-
-def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
-    """``summary.json`` of a finished run, or None when there is something to resume.
-
-    A run is finished when ``summary.json`` exists and the checkpoint is at the round the summary
-    reports (the last checkpoint a run writes). Without that checkpoint (``checkpoint/state.json``
-    deleted or unreadable) the run is resumed as usual, which restarts or reports the corruption.
-
-    Raises:
-        CheckpointError: If ``summary.json`` exists but is not a JSON object.
-    """
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads((run_dir / "checkpoint" / "state.json").read_text(encoding="utf-8"))
-        checkpoint_round = int(info["round"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{path} is corrupted ({exc}); delete it to redo the final evaluation with --resume"
-        ) from exc
-    if not isinstance(summary, dict):
-        raise CheckpointError(
-            f"{path} is not a JSON object; delete it to redo the final evaluation with --resume"
-        )
-    return summary if summary.get("rounds") == checkpoint_round else None
-
-
-def _verify_ledger_read_only(*, run_dir: Path, config: ExperimentConfig, summary: dict[str, Any]) -> None:
-    """Verify a finished DP run's privacy ledger without writing anything.
-
-    Raises:
-        IntegrityError: If the ledger is missing, fails its check or cannot be verified.
-    """
-    if config.privacy.mode == "none":
-        return
-    from privacy.errors import PrivacyError
-    from privacy.ledger import INTEGRITY_VERIFIED, PrivacyLedger
-
-    name = Path(str(summary.get("privacy_ledger") or "privacy_ledger.jsonl")).name
-    path = run_dir / name
-    try:
-        ledger = PrivacyLedger.read(path=path)
-    except PrivacyError as exc:
-        raise IntegrityError(f"{path}: privacy ledger integrity check failed: {exc}") from exc
-    if ledger.integrity != INTEGRITY_VERIFIED:
-        raise IntegrityError(f"{path}: privacy ledger cannot be verified: {ledger.integrity}")

@@ -281,6 +281,8 @@ SCANNED = (
     "secfed/components.py",
     "secfed/builders.py",
     "secfed/experiment.py",
+    "secfed/rundir.py",
+    "secfed/scoring.py",
     "secfed/supervised_eval.py",
     "secfed/tasks",
     "secfed/models",
