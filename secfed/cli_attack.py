@@ -25,22 +25,11 @@ import json
 import sys
 from typing import Any
 
+from secfed.cli_types import int_at_least
+
 __all__ = ["register"]
 
 _ATTACKS = ("inversion", "mia", "audit", "whitebox-audit", "blackbox-init-audit")
-
-
-def _int(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-        return value
-
-    return parse
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -207,17 +196,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `secfed run`")
     p.add_argument("--attack", required=True, choices=_ATTACKS, help="which attack to run")
     p.add_argument(
-        "--references", type=_int(2), metavar="N", help="MIA reference models per target (default 6)"
+        "--references",
+        type=int_at_least(minimum=2),
+        metavar="N",
+        help="MIA reference models per target (default 6)",
     )
-    p.add_argument("--iterations", type=_int(1), metavar="N", help="inversion iterations (default 300)")
     p.add_argument(
-        "--canaries", type=_int(2), metavar="M", help="audit canaries (default 200; whitebox-audit 2000)"
+        "--iterations", type=int_at_least(minimum=1), metavar="N", help="inversion iterations (default 300)"
     )
     p.add_argument(
-        "--rounds", type=_int(1), metavar="R", help="rounds of replica/audit runs (default: the run's)"
+        "--canaries",
+        type=int_at_least(minimum=2),
+        metavar="M",
+        help="audit canaries (default 200; whitebox-audit 2000)",
     )
-    p.add_argument("--site", type=_int(0), metavar="S", help="attacked site (default 0)")
-    p.add_argument("--seed", type=_int(0), metavar="S", help="seed of the attacker's choices (default 0)")
+    p.add_argument(
+        "--rounds",
+        type=int_at_least(minimum=1),
+        metavar="R",
+        help="rounds of replica/audit runs (default: the run's)",
+    )
+    p.add_argument("--site", type=int_at_least(minimum=0), metavar="S", help="attacked site (default 0)")
+    p.add_argument(
+        "--seed", type=int_at_least(minimum=0), metavar="S", help="seed of the attacker's choices (default 0)"
+    )
     p.add_argument("--json", action="store_true", help="print the result document as JSON")
     p.add_argument(
         "--no-progress",

@@ -29,6 +29,7 @@ import json
 import math
 from typing import Any
 
+from secfed.cli_types import int_at_least
 from secfed.config import CHOICES
 from secfed.errors import ConfigError
 
@@ -76,22 +77,8 @@ def _delta(text: str) -> float:
     return value
 
 
-def _int(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-    return value
-
-
-def _steps(text: str) -> int:
-    return _int(text, 0)
-
-
-def _pos_steps(text: str) -> int:
-    return _int(text, 1)
+_steps = int_at_least(minimum=0)
+_pos_steps = int_at_least(minimum=1)
 
 
 # --------------------------------------------------------------------------------------------------
