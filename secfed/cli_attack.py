@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from secfed.cli_types import int_at_least
@@ -30,6 +31,11 @@ from secfed.cli_types import int_at_least
 __all__ = ["register"]
 
 _ATTACKS = ("inversion", "mia", "audit", "whitebox-audit", "blackbox-init-audit")
+
+
+def _int(minimum: int) -> Callable[[str], int]:
+    """The argument type of an integer >= ``minimum`` (:func:`secfed.cli_types.int_at_least`)."""
+    return int_at_least(minimum=minimum)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -196,30 +202,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `secfed run`")
     p.add_argument("--attack", required=True, choices=_ATTACKS, help="which attack to run")
     p.add_argument(
-        "--references",
-        type=int_at_least(minimum=2),
-        metavar="N",
-        help="MIA reference models per target (default 6)",
+        "--references", type=_int(2), metavar="N", help="MIA reference models per target (default 6)"
+    )
+    p.add_argument("--iterations", type=_int(1), metavar="N", help="inversion iterations (default 300)")
+    p.add_argument(
+        "--canaries", type=_int(2), metavar="M", help="audit canaries (default 200; whitebox-audit 2000)"
     )
     p.add_argument(
-        "--iterations", type=int_at_least(minimum=1), metavar="N", help="inversion iterations (default 300)"
+        "--rounds", type=_int(1), metavar="R", help="rounds of replica/audit runs (default: the run's)"
     )
-    p.add_argument(
-        "--canaries",
-        type=int_at_least(minimum=2),
-        metavar="M",
-        help="audit canaries (default 200; whitebox-audit 2000)",
-    )
-    p.add_argument(
-        "--rounds",
-        type=int_at_least(minimum=1),
-        metavar="R",
-        help="rounds of replica/audit runs (default: the run's)",
-    )
-    p.add_argument("--site", type=int_at_least(minimum=0), metavar="S", help="attacked site (default 0)")
-    p.add_argument(
-        "--seed", type=int_at_least(minimum=0), metavar="S", help="seed of the attacker's choices (default 0)"
-    )
+    p.add_argument("--site", type=_int(0), metavar="S", help="attacked site (default 0)")
+    p.add_argument("--seed", type=_int(0), metavar="S", help="seed of the attacker's choices (default 0)")
     p.add_argument("--json", action="store_true", help="print the result document as JSON")
     p.add_argument(
         "--no-progress",

@@ -117,20 +117,21 @@ def _emit_flag_result(
     return 0
 
 
+def _setting_flags(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """The setting's flags with their values (``--config`` reads these from the file instead)."""
+    return (
+        ("--noise-multiplier", args.noise_multiplier),
+        ("--sample-rate", args.sample_rate),
+        ("--steps", args.steps),
+    )
+
+
 def _epsilon_from_config(args: argparse.Namespace) -> int:
     from secfed.config import load_config
     from secfed.dp.calibration import calibrated_config
     from secfed.dp.planning import planned_epsilon
 
-    given = [
-        flag
-        for flag, value in (
-            ("--noise-multiplier", args.noise_multiplier),
-            ("--sample-rate", args.sample_rate),
-            ("--steps", args.steps),
-        )
-        if value is not None
-    ]
+    given = [flag for flag, value in _setting_flags(args) if value is not None]
     if given:
         raise ConfigError(
             f"--config reads the noise multiplier, sample rates and steps from the file; drop {given}"
@@ -191,16 +192,7 @@ def _cmd_epsilon(args: argparse.Namespace) -> int:
         return _epsilon_from_config(args)
     if args.set:
         raise ConfigError("--set needs --config")
-    missing = [
-        flag
-        for flag, value in (
-            ("--noise-multiplier", args.noise_multiplier),
-            ("--sample-rate", args.sample_rate),
-            ("--steps", args.steps),
-            ("--delta", args.delta),
-        )
-        if value is None
-    ]
+    missing = [flag for flag, value in (*_setting_flags(args), ("--delta", args.delta)) if value is None]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (or give --config FILE)")
     from privacy.errors import PrivacyError
