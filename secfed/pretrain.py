@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from secfed.config import ExperimentConfig
+from secfed.config import ExperimentConfig, LearnerSection
 from secfed.errors import ConfigError
 from secfed.learners.common import EmbeddingView
 from secfed.learners.declarations import LearnerDeclaration, declaration
@@ -52,8 +52,54 @@ from secfed.seeding import derive_seed
 __all__ = ["pretrain_cache_path", "pretrain_public"]
 
 
+def _pretrainer(*, config: ExperimentConfig) -> LearnerDeclaration:
+    """The learner that pretrains: ``model.pretrain_learner``, or the run's own with ``"same"``."""
+    chosen = config.model.pretrain_learner
+    return declaration(config.learner.name if chosen == "same" else chosen)
+
+
+def _pretraining_learner(*, config: ExperimentConfig) -> tuple[LearnerDeclaration, LearnerSection, int]:
+    """What pretraining runs: the pretraining learner, its settings and the episodes' ways.
+
+    The one place both :func:`pretrain_public` and :func:`pretrain_cache_path` read, so the cache
+    key holds exactly the settings the training uses.
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        ``(declaration of the pretraining learner, its learner settings, n_way of the episodes)``.
+    """
+    m = config.model
+    pretrainer = _pretrainer(config=config)
+    # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
+    n_way = m.pretrain_n_way if pretrainer.embedding_pretrainer else config.task.n_way
+    pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
+    if pretrainer.embedding_pretrainer:
+        # a ProtoNet embedding pretrains with Adam whatever the run's optimiser: a ProtoNet run with
+        # local SGD (one plain step a round, as noise sharing needs) pretrained with SGD before and
+        # started from a weaker model (89.9 against 92.3 % on the Latin validation alphabet)
+        pre_learner = dataclasses.replace(pre_learner, local_optimizer="adam")
+    if pretrainer.embedding_pretrainer and pretrainer.name != config.learner.name:
+        # the body of any learner pretrains like the ProtoNet examples' (Adam, one episode a
+        # step), whatever the run's own optimiser (Reptile's outer SGD step at 1.0, for one)
+        pre_learner = dataclasses.replace(
+            pre_learner, name=pretrainer.name, head_init="learned", local_optimizer="adam", meta_batch=1
+        )
+    return pretrainer, pre_learner, n_way
+
+
 def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     """Where the pretrained state of ``config`` is cached: a hash of what pretraining reads.
+
+    The key holds the data and model sections (less ``model.cache_features``, pre-processing, and
+    ``model.trainable``, which pretraining overrides: every parameter trains), the pretraining
+    learner's own settings (``learner.local_steps`` / ``local_lr`` are replaced by
+    ``model.pretrain_steps`` / ``pretrain_lr``; a body pretrained as another learner keeps only the
+    settings that learner reads), ``federation.proximal_mu``, the episodes' shape, the head's size,
+    the seed and the torch version. Version 2 of the key (before, a run's own ``local_lr``,
+    ``local_steps``, ``trainable`` and task section were in it: runs differing only there
+    pretrained the same state again, 25 minutes each on the loaded 2-core machine).
 
     Args:
         config: The run's configuration.
@@ -61,43 +107,33 @@ def pretrain_cache_path(*, config: ExperimentConfig) -> Path:
     Returns:
         ``$SECFED_CACHE_DIR/pretrained/<sha256>.safetensors`` (default ``~/.cache/secfed``).
     """
-    model = dataclasses.asdict(config.model)
-    # model.cache_features is pre-processing (the same features, computed once): not in the key
-    del model["cache_features"]
-    learner = dataclasses.asdict(config.learner)
-    if declaration(config.learner.name).embedding_pretrainer:
-        # a ProtoNet run pretrains with Adam whatever its own optimiser (pretrain_public): a run
-        # with local SGD shares the Adam run's state (the key of every Adam run is unchanged; an SGD
-        # run's key changed when its pretraining became Adam, so no SGD-pretrained state is reused)
-        learner["local_optimizer"] = "adam"
-    if config.model.pretrain_shift == 0:
-        del model["pretrain_shift"]  # unaugmented pretraining keeps the key it had before the option
-    if config.model.pretrain_learner == "same":
-        del model["pretrain_learner"]  # the key of every run that predates the option is unchanged
-    elif config.model.pretrain_learner != config.learner.name:
-        from secfed.builders import model_num_classes
+    from secfed.builders import model_num_classes
 
-        # the body's pretraining reads nothing of the learner section (Adam, one episode per
-        # step); the run's learner only decides the head's size, which the state must match
-        learner = {"pretrain_as": config.model.pretrain_learner, "outputs": model_num_classes(config=config)}
+    pretrainer, pre_learner, n_way = _pretraining_learner(config=config)
+    # the head's size: a global head's follows from the data section (already in the key), so the
+    # training split is not loaded just to count its classes
+    head = declaration(config.learner.name).head
+    outputs = head if head in ("none", "global") else model_num_classes(config=config)
+    model = dataclasses.asdict(config.model)
+    del model["cache_features"], model["trainable"]
+    learner = dataclasses.asdict(pre_learner)
+    if pretrainer.name != config.learner.name:
+        # the body's pretraining reads only its own learner's settings
+        learner = {k: v for k, v in learner.items() if k == "name" or pretrainer.uses(k)}
     key = {
-        "v": 1,
+        "v": 2,
         "data": dataclasses.asdict(config.data) | {"root": str(config.data_root())},
         "model": model,
-        "task": dataclasses.asdict(config.task),
         "learner": learner,
+        "proximal_mu": config.federation.proximal_mu,
+        "episodes": {"n_way": n_way, "k_shot": 1, "q_query": 5},
+        "outputs": outputs,
         "seed": config.experiment.seed,
         "torch": torch.__version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     base = Path(os.environ.get("SECFED_CACHE_DIR") or Path.home() / ".cache" / "secfed")
     return base / "pretrained" / f"{digest}.safetensors"
-
-
-def _pretrainer(*, config: ExperimentConfig) -> LearnerDeclaration:
-    """The learner that pretrains: ``model.pretrain_learner``, or the run's own with ``"same"``."""
-    chosen = config.model.pretrain_learner
-    return declaration(config.learner.name if chosen == "same" else chosen)
 
 
 def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
@@ -138,27 +174,13 @@ def pretrain_public(*, config: ExperimentConfig, model: nn.Module) -> nn.Module:
     # model.cache_features: the public records' scattering features, computed once; shifted
     # pretraining needs the raw pixels (the model runs the transform on raw records itself)
     public = featurize(model=config.model, dataset=raw_public) if shift == 0 else raw_public
-    # prototype learners pretrain on wider episodes; learners with an n-way head keep theirs
-    pretrainer = _pretrainer(config=config)
+    pretrainer, pre_learner, n_way = _pretraining_learner(config=config)
     as_embedding = pretrainer.embedding_pretrainer
-    n_way = m.pretrain_n_way if as_embedding else config.task.n_way
     source: TaskSource = EpisodicTaskSource(dataset=public, n_way=n_way, k_shot=1, q_query=5)
     if shift > 0:
         # public data: the augmentation costs no privacy; its offsets come from the public seed
         gen = torch.Generator().manual_seed(derive_seed(config.experiment.seed, "pretrain-shift"))
         source = ShiftedTaskSource(source=source, max_shift=shift, generator=gen)
-    pre_learner = dataclasses.replace(config.learner, local_steps=m.pretrain_steps, local_lr=m.pretrain_lr)
-    if as_embedding:
-        # a ProtoNet embedding pretrains with Adam whatever the run's optimiser: a ProtoNet run with
-        # local SGD (one plain step a round, as noise sharing needs) pretrained with SGD before and
-        # started from a weaker model (89.9 against 92.3 % on the Latin validation alphabet)
-        pre_learner = dataclasses.replace(pre_learner, local_optimizer="adam")
-    if as_embedding and pretrainer.name != config.learner.name:
-        # the body of any learner pretrains like the ProtoNet examples' (Adam, one episode a
-        # step), whatever the run's own optimiser (Reptile's outer SGD step at 1.0, for one)
-        pre_learner = dataclasses.replace(
-            pre_learner, name=pretrainer.name, head_init="learned", local_optimizer="adam", meta_batch=1
-        )
     pre_cfg = dataclasses.replace(config, learner=pre_learner)
     learner = components.build_learner(config=pre_cfg)
     # a model with a linear head is pretrained as an embedding network through a view of its body
