@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from secfed import components
     from secfed.config import load_config
+    from secfed.data.dataset import ImageDataset
     from secfed.experiment import initial_model
     from secfed.models.feature_cache import featurize
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         config=cfg, input_shape=val.input_shape, num_classes=components.model_num_classes(config=cfg)
     ).eval()
 
-    def embed(dataset: object) -> np.ndarray:
-        return _embed(model, featurize(model=cfg.model, dataset=dataset).images)  # type: ignore[arg-type]
+    def embed(dataset: ImageDataset) -> np.ndarray:
+        return _embed(model, featurize(model=cfg.model, dataset=dataset).images)
 
     ev, yv = embed(val), np.asarray(val.labels)
     public = components.load_public(config=cfg)
